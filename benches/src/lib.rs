@@ -1,0 +1,1 @@
+//! Benchmarks of rfaas (see `cargo xtask bench`).

@@ -1,0 +1,365 @@
+//! Loading a function library (cdylib) and calling its trampolines through the checked C ABI.
+
+use rfaas::Status;
+use rfaas::abi::{Manifest, RawEntry, Trampoline};
+use rfaas::wire::{ABI_VERSION, BUFFER_ALIGN, MANIFEST_MAGIC, MANIFEST_SYMBOL};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Most functions one library may declare.
+pub const MAX_FUNCTIONS: u32 = 65_536;
+/// Longest accepted function name or signature text, in bytes.
+pub const MAX_TEXT: usize = 4096;
+
+/// Why a library could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file does not exist or cannot be read.
+    #[error("{path}: cannot read")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The dynamic loader refused the file (not a shared library, wrong architecture,
+    /// unresolved symbols).
+    #[error("{path}: not a loadable shared library: {reason}")]
+    NotALibrary {
+        /// The file.
+        path: PathBuf,
+        /// What the dynamic loader said.
+        reason: String,
+    },
+    /// The library does not export `rfaas_manifest`.
+    #[error(
+        "{path}: not an rfaas function library: no `{symbol}` symbol (was it built with `#[rfaas::function]`?)"
+    )]
+    MissingManifest {
+        /// The file.
+        path: PathBuf,
+        /// The symbol looked for.
+        symbol: &'static str,
+    },
+    /// The manifest pointer is null or its magic number is wrong.
+    #[error("{path}: `rfaas_manifest` returned an invalid manifest ({reason})")]
+    BadManifest {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The library was built for another ABI version.
+    #[error("{path}: built for rfaas ABI version {found}, this executor speaks version {expected}")]
+    AbiVersion {
+        /// The file.
+        path: PathBuf,
+        /// Version in the library.
+        found: u32,
+        /// Version of this executor.
+        expected: u32,
+    },
+    /// An entry has a null pointer, an over-long or non-UTF-8 name.
+    #[error("{path}: manifest entry {index} is invalid: {reason}")]
+    BadEntry {
+        /// The file.
+        path: PathBuf,
+        /// Position in the manifest.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two functions share a name.
+    #[error(
+        "{path}: function name `{name}` appears more than once (rename one: names identify functions on the wire)"
+    )]
+    DuplicateFunction {
+        /// The file.
+        path: PathBuf,
+        /// The repeated name.
+        name: String,
+    },
+}
+
+/// One function of a loaded library.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// Index in the manifest: the function index on the wire.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// Rust signature text.
+    pub signature: String,
+    /// Layout fingerprint.
+    pub fingerprint: u64,
+    trampoline: Trampoline,
+}
+
+/// A loaded, validated function library. Never unloaded.
+#[derive(Debug)]
+pub struct FunctionLibrary {
+    path: PathBuf,
+    functions: Vec<Function>,
+}
+
+/// Why the executor did not call a function.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvokeError {
+    /// The index names no function.
+    #[error("function index {index} out of range (library has {count})")]
+    UnknownFunction {
+        /// Requested index.
+        index: u32,
+        /// Number of functions.
+        count: usize,
+    },
+    /// A buffer does not start on an 8-byte boundary.
+    #[error("{which} buffer is not 8-byte aligned")]
+    Misaligned {
+        /// `"input"` or `"output"`.
+        which: &'static str,
+    },
+    /// The input and output buffers overlap.
+    #[error("input and output buffers overlap")]
+    Overlap,
+    /// The trampoline broke the ABI (unknown status, output length past the buffer).
+    #[error("library broke the ABI: {0}")]
+    Abi(String),
+}
+
+impl InvokeError {
+    /// The wire status an executor answers with for this refusal.
+    pub fn status(&self) -> Status {
+        match self {
+            InvokeError::UnknownFunction { .. } => Status::UnknownFunction,
+            InvokeError::Misaligned { .. } => Status::Misaligned,
+            InvokeError::Overlap | InvokeError::Abi(_) => Status::BadCall,
+        }
+    }
+}
+
+/// What a trampoline reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The function's status.
+    pub status: Status,
+    /// Bytes of the output buffer that hold the result or message.
+    pub output_len: usize,
+}
+
+impl FunctionLibrary {
+    /// Loads `path` with `RTLD_NOW | RTLD_LOCAL`, reads and validates its manifest.
+    ///
+    /// The library stays mapped for the rest of the process. Loading runs the library's
+    /// initializers: only load libraries you would run.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref().to_path_buf();
+        // A clear error for missing or unreadable files before the loader's terse one.
+        std::fs::File::open(&path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        // dlopen searches the library path for names without a slash; always pass a path.
+        let load_path = if path.components().count() == 1 {
+            Path::new(".").join(&path)
+        } else {
+            path.clone()
+        };
+        let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+        // SAFETY: loading a library runs its initializers; the caller chose to load this file
+        // (documented on `open`). Nothing is assumed about the library until it is validated.
+        let lib = unsafe { libloading::os::unix::Library::open(Some(&load_path), flags) }.map_err(
+            |e| LoadError::NotALibrary {
+                path: path.clone(),
+                reason: loader_reason(&e),
+            },
+        )?;
+        // Never unload: trampolines and manifest strings must stay valid for the process.
+        let lib: &'static libloading::os::unix::Library = Box::leak(Box::new(lib));
+        let symbol = format!("{MANIFEST_SYMBOL}\0");
+        // SAFETY: the symbol is declared by `rfaas::abi` as `extern "C" fn() -> *const Manifest`;
+        // a library exporting this name with another type is not an rfaas library and is
+        // outside what we can defend against.
+        let manifest_fn: libloading::os::unix::Symbol<extern "C" fn() -> *const Manifest> =
+            unsafe { lib.get(symbol.as_bytes()) }.map_err(|_| LoadError::MissingManifest {
+                path: path.clone(),
+                symbol: MANIFEST_SYMBOL,
+            })?;
+        let manifest = manifest_fn();
+        let functions = read_manifest(&path, manifest)?;
+        Ok(FunctionLibrary { path, functions })
+    }
+
+    /// The file this library was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every function, in manifest (index) order.
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+
+    /// Looks a function up by name.
+    pub fn find(&self, name: &str) -> Option<&Function> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+
+    /// Calls function `index` on `input`, writing its result into `output`.
+    ///
+    /// Both buffers must be 8-byte aligned and must not overlap. A refusal comes back as
+    /// `Err`, a function failure as an [`Outcome`] with an error status.
+    pub fn invoke(
+        &self,
+        index: u32,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<Outcome, InvokeError> {
+        let f = self
+            .functions
+            .get(index as usize)
+            .ok_or(InvokeError::UnknownFunction {
+                index,
+                count: self.functions.len(),
+            })?;
+        if !(input.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN) {
+            return Err(InvokeError::Misaligned { which: "input" });
+        }
+        if !(output.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN) {
+            return Err(InvokeError::Misaligned { which: "output" });
+        }
+        let (i0, i1) = (
+            input.as_ptr() as usize,
+            input.as_ptr() as usize + input.len(),
+        );
+        let (o0, o1) = (
+            output.as_ptr() as usize,
+            output.as_ptr() as usize + output.len(),
+        );
+        if i0 < o1 && o0 < i1 {
+            return Err(InvokeError::Overlap);
+        }
+        let mut output_len = 0usize;
+        // SAFETY: `input` and `output` are live, non-overlapping (checked above) borrows valid
+        // for their lengths, `output` exclusively; `output_len` is a local. That is the
+        // `Trampoline` contract. The trampoline pointer was checked non-null at load time.
+        let raw = unsafe {
+            (f.trampoline)(
+                input.as_ptr(),
+                input.len(),
+                output.as_mut_ptr(),
+                output.len(),
+                &mut output_len,
+            )
+        };
+        let status = Status::from_u32(raw)
+            .ok_or_else(|| InvokeError::Abi(format!("unknown status {raw}")))?;
+        if output_len > output.len() {
+            return Err(InvokeError::Abi(format!(
+                "output length {output_len} exceeds the {}-byte buffer",
+                output.len()
+            )));
+        }
+        Ok(Outcome { status, output_len })
+    }
+}
+
+fn loader_reason(e: &libloading::Error) -> String {
+    match e {
+        libloading::Error::DlOpen { desc } => format!("{desc:?}").trim_matches('"').to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn read_manifest(path: &Path, manifest: *const Manifest) -> Result<Vec<Function>, LoadError> {
+    let bad = |reason: &str| LoadError::BadManifest {
+        path: path.to_path_buf(),
+        reason: reason.to_owned(),
+    };
+    if manifest.is_null() {
+        return Err(bad("null pointer"));
+    }
+    if !(manifest as usize).is_multiple_of(align_of::<Manifest>()) {
+        return Err(bad("misaligned pointer"));
+    }
+    // SAFETY: non-null and aligned (checked); the library promises a `Manifest` that lives as
+    // long as it is loaded (forever). Only `magic` and `abi_version` are interpreted before the
+    // version is known to match.
+    let m = unsafe { &*manifest };
+    if m.magic != MANIFEST_MAGIC {
+        return Err(bad(&format!("magic {:#018x}", m.magic)));
+    }
+    if m.abi_version != ABI_VERSION {
+        return Err(LoadError::AbiVersion {
+            path: path.to_path_buf(),
+            found: m.abi_version,
+            expected: ABI_VERSION,
+        });
+    }
+    if m.count > MAX_FUNCTIONS {
+        return Err(bad(&format!(
+            "{} entries (at most {MAX_FUNCTIONS})",
+            m.count
+        )));
+    }
+    let raw: &[RawEntry] = if m.count == 0 {
+        &[]
+    } else {
+        if m.entries.is_null() || !(m.entries as usize).is_multiple_of(align_of::<RawEntry>()) {
+            return Err(bad("null or misaligned entry array"));
+        }
+        // SAFETY: non-null, aligned, `count` entries as the ABI defines; lives forever.
+        unsafe { std::slice::from_raw_parts(m.entries, m.count as usize) }
+    };
+    let mut seen = HashSet::new();
+    let mut functions = Vec::with_capacity(raw.len());
+    for (index, e) in raw.iter().enumerate() {
+        let bad_entry = |reason: String| LoadError::BadEntry {
+            path: path.to_path_buf(),
+            index,
+            reason,
+        };
+        let name = text(e.name, e.name_len).map_err(|r| bad_entry(format!("name: {r}")))?;
+        let signature =
+            text(e.signature, e.signature_len).map_err(|r| bad_entry(format!("signature: {r}")))?;
+        let trampoline = e
+            .trampoline
+            .ok_or_else(|| bad_entry("null trampoline".to_owned()))?;
+        if name.is_empty() {
+            return Err(bad_entry("empty name".to_owned()));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(LoadError::DuplicateFunction {
+                path: path.to_path_buf(),
+                name,
+            });
+        }
+        functions.push(Function {
+            index: index as u32,
+            name,
+            signature,
+            fingerprint: e.fingerprint,
+            trampoline,
+        });
+    }
+    Ok(functions)
+}
+
+fn text(ptr: *const u8, len: usize) -> Result<String, String> {
+    if len > MAX_TEXT {
+        return Err(format!("{len} bytes long (at most {MAX_TEXT})"));
+    }
+    if len == 0 {
+        return Ok(String::new());
+    }
+    if ptr.is_null() {
+        return Err("null pointer".to_owned());
+    }
+    // SAFETY: non-null, `len` bytes of a `'static` string in the never-unloaded library (ABI).
+    let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|e| format!("not UTF-8: {e}"))
+}

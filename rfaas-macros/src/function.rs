@@ -1,0 +1,594 @@
+//! `#[rfaas::function]`: model, checks and code generation.
+
+use crate::errors::Errors;
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{
+    FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type, Visibility,
+};
+
+/// How a parameter travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A payload value, copied into the fixed argument layout.
+    Value,
+    /// `&[T]`: input bytes, borrowed in place by the executor.
+    InSlice,
+    /// `&mut [T]`: output bytes in the output buffer, copied back into the caller's slice.
+    OutSlice,
+}
+
+impl Kind {
+    fn code(self) -> u64 {
+        match self {
+            Kind::Value => 1,
+            Kind::InSlice => 2,
+            Kind::OutSlice => 3,
+        }
+    }
+}
+
+struct Param {
+    ident: Ident,
+    kind: Kind,
+    /// The value type, or the slice's element type.
+    ty: Type,
+}
+
+enum Ret {
+    Unit,
+    Value(Type),
+    Result { ok: Option<Type>, err: Type },
+}
+
+struct Model {
+    vis: Visibility,
+    ident: Ident,
+    params: Vec<Param>,
+    ret: Ret,
+}
+
+/// Entry point: the user's item, plus the generated stub module or the errors.
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            let err = syn::Error::new(
+                e.span(),
+                "`#[rfaas::function]` applies to free functions (`fn name(..) -> R { .. }`)",
+            );
+            let err = err.to_compile_error();
+            return quote! { #item #err };
+        }
+    };
+    match parse(attr, &func) {
+        Ok(model) => {
+            let generated = generate(&model);
+            quote! { #func #generated }
+        }
+        Err(errors) => quote! { #func #errors },
+    }
+}
+
+fn parse(attr: TokenStream, func: &ItemFn) -> Result<Model, TokenStream> {
+    let mut errors = Errors::default();
+    let sig = &func.sig;
+    if !attr.is_empty() {
+        errors.at(&attr, "`#[rfaas::function]` takes no arguments");
+    }
+    if let Some(t) = &sig.asyncness {
+        errors.at(t, "remote functions cannot be `async`: the executor runs them to completion on a leased core, and the client side is already asynchronous");
+    }
+    if let Some(t) = &sig.unsafety {
+        errors.at(
+            t,
+            "remote functions cannot be `unsafe`: a remote caller cannot uphold a safety contract",
+        );
+    }
+    if let Some(t) = &sig.constness {
+        errors.at(t, "remote functions cannot be `const`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.at(
+            abi,
+            "remote functions use the Rust ABI; the macro generates the `extern \"C\"` trampoline",
+        );
+    }
+    if !sig.generics.params.is_empty() {
+        errors.at(&sig.generics, "remote functions cannot be generic: a library exports one concrete function per name, with a fixed layout");
+    }
+    if let Some(w) = &sig.generics.where_clause {
+        errors.at(w, "remote functions cannot have a `where` clause");
+    }
+    if let Some(v) = &sig.variadic {
+        errors.at(v, "remote functions cannot be variadic");
+    }
+    let mut params = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => errors.at(r, "methods cannot be remote functions: `self` has no address in another process; use a free function"),
+            FnArg::Typed(pt) => {
+                let ident = match &*pt.pat {
+                    Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => pi.ident.clone(),
+                    other => {
+                        errors.at(other, "parameters of remote functions must be plain identifiers (`name: Type`)");
+                        continue;
+                    }
+                };
+                if ident.to_string().starts_with("__rfaas") {
+                    errors.at(&ident, "names starting with `__rfaas` are reserved for generated code");
+                }
+                if let Some((kind, ty)) = param_type(&pt.ty, &mut errors) {
+                    params.push(Param { ident, kind, ty });
+                }
+            }
+        }
+    }
+    let ret = match &sig.output {
+        ReturnType::Default => Some(Ret::Unit),
+        ReturnType::Type(_, ty) => return_type(ty, &mut errors),
+    };
+    errors.finish()?;
+    Ok(Model {
+        vis: func.vis.clone(),
+        ident: sig.ident.clone(),
+        params,
+        ret: ret.expect("errors reported above"),
+    })
+}
+
+fn unparen(ty: &Type) -> &Type {
+    match ty {
+        Type::Paren(p) => unparen(&p.elem),
+        Type::Group(g) => unparen(&g.elem),
+        other => other,
+    }
+}
+
+/// Classifies a parameter type, reporting unsupported shapes.
+fn param_type(ty: &Type, errors: &mut Errors) -> Option<(Kind, Type)> {
+    match unparen(ty) {
+        Type::Reference(r) => {
+            if let Some(lt) = &r.lifetime {
+                errors.at(lt, "explicit lifetimes are not supported: slices are borrowed for the duration of the call");
+                return None;
+            }
+            match unparen(&r.elem) {
+                Type::Slice(s) => {
+                    let elem = value_type(&s.elem, errors, "slice elements")?;
+                    let kind = if r.mutability.is_some() {
+                        Kind::OutSlice
+                    } else {
+                        Kind::InSlice
+                    };
+                    Some((kind, elem))
+                }
+                Type::Path(p) if p.qself.is_none() && p.path.is_ident("str") => {
+                    errors.at(ty, "`&str` is not supported: pass UTF-8 as `&[u8]` and validate it in the function");
+                    None
+                }
+                _ if r.mutability.is_some() => {
+                    errors.at(ty, "`&mut T` parameters are not supported: return the value, or use an output slice `&mut [T]`");
+                    None
+                }
+                _ => {
+                    errors.at(ty, "references to values are not supported: take payload values by value (`T`) or slices (`&[T]`)");
+                    None
+                }
+            }
+        }
+        _ => Some((Kind::Value, value_type(ty, errors, "parameters")?)),
+    }
+}
+
+/// Checks that a type can be a payload value syntactically; rustc checks `Payload` itself.
+fn value_type(ty: &Type, errors: &mut Errors, what: &str) -> Option<Type> {
+    match unparen(ty) {
+        Type::Path(p) => {
+            if p.qself.is_none() && p.path.segments.len() == 1 && p.path.segments[0].ident == "Call"
+            {
+                errors.at(ty, "a type named `Call` clashes with the generated stub's `Call`; name it by a path (`crate::..::Call`) or rename it");
+                return None;
+            }
+            if p.path.segments.iter().any(|s| has_lifetime(&s.arguments)) {
+                errors.at(
+                    ty,
+                    "types with lifetimes are not supported in remote functions",
+                );
+                return None;
+            }
+            Some(ty.clone())
+        }
+        Type::Array(a) => {
+            value_type(&a.elem, errors, what)?;
+            Some(ty.clone())
+        }
+        Type::ImplTrait(_) => {
+            errors.at(ty, format!("`impl Trait` is not supported in {what}: remote functions need one concrete, fixed layout"));
+            None
+        }
+        Type::Reference(_) => {
+            errors.at(
+                ty,
+                format!("references are not supported in {what}: payloads are plain data"),
+            );
+            None
+        }
+        Type::Tuple(t) if t.elems.is_empty() => {
+            errors.at(ty, format!("`()` is not supported in {what}"));
+            None
+        }
+        Type::Tuple(_) => {
+            errors.at(ty, format!("tuples are not supported in {what}: their layout is unspecified; use a `#[repr(C)]` struct deriving `rfaas::Payload`"));
+            None
+        }
+        Type::Ptr(_) => {
+            errors.at(ty, format!("raw pointers are not supported in {what}: an address means nothing in another process"));
+            None
+        }
+        Type::Slice(_) => {
+            errors.at(
+                ty,
+                format!(
+                    "unsized slices are not supported in {what}; borrow them as `&[T]` parameters"
+                ),
+            );
+            None
+        }
+        _ => {
+            errors.at(ty, format!("this type is not supported in {what}: use a number, an array, or a `#[derive(rfaas::Payload)]` struct"));
+            None
+        }
+    }
+}
+
+fn has_lifetime(args: &PathArguments) -> bool {
+    match args {
+        PathArguments::AngleBracketed(a) => a
+            .args
+            .iter()
+            .any(|g| matches!(g, GenericArgument::Lifetime(_))),
+        _ => false,
+    }
+}
+
+fn return_type(ty: &Type, errors: &mut Errors) -> Option<Ret> {
+    match unparen(ty) {
+        Type::Tuple(t) if t.elems.is_empty() => Some(Ret::Unit),
+        Type::Reference(_) => {
+            errors.at(ty, "remote functions return by value: a borrowed return (with its lifetime) cannot outlive the call");
+            None
+        }
+        Type::ImplTrait(_) => {
+            errors.at(ty, "`impl Trait` return types are not supported: the result needs one concrete, fixed layout");
+            None
+        }
+        Type::Never(_) => {
+            errors.at(ty, "remote functions must return: `!` is not supported");
+            None
+        }
+        Type::Path(p)
+            if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Result") =>
+        {
+            let last = p.path.segments.last().expect("checked non-empty");
+            let args: Vec<&Type> = match &last.arguments {
+                PathArguments::AngleBracketed(a) => a
+                    .args
+                    .iter()
+                    .filter_map(|g| match g {
+                        GenericArgument::Type(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if args.len() != 2 {
+                errors.at(ty, "write the result type as `Result<T, E>` with `E: Display`: an alias hides the error type from the macro");
+                return None;
+            }
+            if has_lifetime(&last.arguments) {
+                errors.at(ty, "lifetimes in return types are not supported");
+                return None;
+            }
+            let ok = match unparen(args[0]) {
+                Type::Tuple(t) if t.elems.is_empty() => None,
+                other => Some(value_type(other, errors, "return types")?),
+            };
+            if let Type::Reference(_) | Type::ImplTrait(_) = unparen(args[1]) {
+                errors.at(
+                    args[1],
+                    "the error type must be an owned type implementing `Display`",
+                );
+                return None;
+            }
+            Some(Ret::Result {
+                ok,
+                err: args[1].clone(),
+            })
+        }
+        other => Some(Ret::Value(value_type(other, errors, "return types")?)),
+    }
+}
+
+/// Readable Rust for types in signatures (`&[f64]`, not `& [f64]`).
+fn type_text(ty: &impl ToTokens) -> String {
+    let mut s = ty.to_token_stream().to_string();
+    for (from, to) in [
+        (" :: ", "::"),
+        (":: ", "::"),
+        ("& ", "&"),
+        ("[ ", "["),
+        (" ]", "]"),
+        (" ;", ";"),
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" ,", ","),
+    ] {
+        s = s.replace(from, to);
+    }
+    s
+}
+
+fn signature_text(m: &Model) -> String {
+    let params: Vec<String> = m
+        .params
+        .iter()
+        .map(|p| {
+            let t = type_text(&p.ty);
+            match p.kind {
+                Kind::Value => format!("{}: {t}", p.ident),
+                Kind::InSlice => format!("{}: &[{t}]", p.ident),
+                Kind::OutSlice => format!("{}: &mut [{t}]", p.ident),
+            }
+        })
+        .collect();
+    let ret = match &m.ret {
+        Ret::Unit => String::new(),
+        Ret::Value(t) => format!(" -> {}", type_text(t)),
+        Ret::Result { ok, err } => {
+            let ok = ok.as_ref().map_or_else(|| "()".to_owned(), type_text);
+            format!(" -> Result<{ok}, {}>", type_text(err))
+        }
+    };
+    format!("fn {}({}){ret}", m.ident, params.join(", "))
+}
+
+fn generate(m: &Model) -> TokenStream {
+    let p = quote!(::rfaas::__private);
+    let name = m.ident.to_string();
+    let fn_ident = &m.ident;
+    let vis = &m.vis;
+    let signature = signature_text(m);
+    let has_slices = m.params.iter().any(|x| x.kind != Kind::Value);
+    let lt = if has_slices {
+        quote!(<'__rfaas_a>)
+    } else {
+        quote!()
+    };
+    let lt_anon = if has_slices { quote!(<'_>) } else { quote!() };
+
+    // Spanned checks, so that rustc reports a missing `Payload`/`Display` on the user's tokens.
+    let mut checks = Vec::new();
+    for x in &m.params {
+        let ty = &x.ty;
+        checks.push(quote_spanned! {ty.span()=> #p::require_payload::<#ty>(); });
+    }
+    let (ret_ty, output_ty) = match &m.ret {
+        Ret::Unit => (None, quote!(())),
+        Ret::Value(t) => (Some(t), quote!(#t)),
+        Ret::Result { ok: Some(t), .. } => (Some(t), quote!(#t)),
+        Ret::Result { ok: None, .. } => (None, quote!(())),
+    };
+    if let Some(t) = ret_ty {
+        checks.push(quote_spanned! {t.span()=> #p::require_payload::<#t>(); });
+    }
+    if let Ret::Result { err, .. } = &m.ret {
+        checks.push(quote_spanned! {err.span()=> #p::require_display::<#err>(); });
+    }
+    let ret_size = match ret_ty {
+        Some(t) => quote!(#p::size_of::<#t>()),
+        None => quote!(0usize),
+    };
+
+    // Fingerprint: name, then each parameter, then the return.
+    let mut fp = quote!(#p::Fingerprint::new().str(#name));
+    for x in &m.params {
+        let (pname, ty, code, text) = (x.ident.to_string(), &x.ty, x.kind.code(), type_text(&x.ty));
+        fp = quote!(#fp.str(#pname).u64(#code).ty(#text, #p::size_of::<#ty>(), ::core::mem::align_of::<#ty>(), <#ty as #p::Payload>::SHAPE));
+    }
+    fp = match &m.ret {
+        Ret::Unit => quote!(#fp.str("->").u64(0)),
+        Ret::Value(t) | Ret::Result { ok: Some(t), .. } => {
+            let text = type_text(t);
+            let kind = if matches!(m.ret, Ret::Value(_)) {
+                1u64
+            } else {
+                2u64
+            };
+            quote!(#fp.str("->").u64(#kind).ty(#text, #p::size_of::<#t>(), ::core::mem::align_of::<#t>(), <#t as #p::Payload>::SHAPE))
+        }
+        Ret::Result { ok: None, err } => {
+            let _ = err;
+            quote!(#fp.str("->").u64(3))
+        }
+    };
+
+    // The fixed argument layout.
+    let arg_fields = m.params.iter().map(|x| {
+        let (id, ty) = (&x.ident, &x.ty);
+        match x.kind {
+            Kind::Value => quote!(pub #id: [u8; #p::size_of::<#ty>()]),
+            _ => quote!(pub #id: #p::SliceDesc),
+        }
+    });
+
+    // The typed call.
+    let call_fields = m.params.iter().map(|x| {
+        let (id, ty) = (&x.ident, &x.ty);
+        match x.kind {
+            Kind::Value => quote!(pub #id: #ty),
+            Kind::InSlice => quote!(pub #id: &'__rfaas_a [#ty]),
+            Kind::OutSlice => quote!(pub #id: &'__rfaas_a mut [#ty]),
+        }
+    });
+    let call_params = m.params.iter().map(|x| {
+        let (id, ty) = (&x.ident, &x.ty);
+        match x.kind {
+            Kind::Value => quote!(#id: #ty),
+            Kind::InSlice => quote!(#id: &'__rfaas_a [#ty]),
+            Kind::OutSlice => quote!(#id: &'__rfaas_a mut [#ty]),
+        }
+    });
+    let idents: Vec<&Ident> = m.params.iter().map(|x| &x.ident).collect();
+
+    let encode_steps = m.params.iter().map(|x| {
+        let (id, ty, s) = (&x.ident, &x.ty, x.ident.to_string());
+        match x.kind {
+            Kind::Value => quote!(#p::put_value::<#ty>(&mut __rfaas_args.#id, &self.#id);),
+            Kind::InSlice => quote!(__rfaas_args.#id = __rfaas_enc.input::<#ty>(#s, self.#id)?;),
+            Kind::OutSlice => {
+                quote!(__rfaas_args.#id = __rfaas_out.slice::<#ty>(#s, self.#id.len())?;)
+            }
+        }
+    });
+    let decode_steps = m
+        .params
+        .iter()
+        .filter(|x| x.kind == Kind::OutSlice)
+        .map(|x| {
+            let (id, ty, s) = (&x.ident, &x.ty, x.ident.to_string());
+            quote!(__rfaas_dec.output_into::<#ty>(&mut __rfaas_out, #s, self.#id)?;)
+        });
+    let decode_value = match ret_ty {
+        Some(t) => quote!(__rfaas_dec.value::<#t>()),
+        None => quote!(#p::Ok(())),
+    };
+
+    let unpack = m.params.iter().map(|x| {
+        let (id, ty) = (&x.ident, &x.ty);
+        match x.kind {
+            Kind::Value => quote!(let #id: #ty = #p::get_value::<#ty>(&__rfaas_args.#id)?;),
+            Kind::InSlice => quote!(let #id: &[#ty] = __rfaas_in.slice::<#ty>(__rfaas_args.#id)?;),
+            Kind::OutSlice => {
+                quote!(let #id: &mut [#ty] = __rfaas_cur.slice::<#ty>(__rfaas_args.#id)?;)
+            }
+        }
+    });
+    let finish = match &m.ret {
+        Ret::Unit => quote!({ let () = __rfaas_ret; #p::finish_unit(__rfaas_end) }),
+        Ret::Value(t) => quote!(#p::finish_value::<#t>(__rfaas_output, __rfaas_end, __rfaas_ret)),
+        Ret::Result { ok: Some(t), err } => {
+            quote!(#p::finish_result::<#t, #err>(__rfaas_output, __rfaas_end, __rfaas_ret))
+        }
+        Ret::Result { ok: None, err } => {
+            quote!(#p::finish_result_unit::<#err>(__rfaas_end, __rfaas_ret))
+        }
+    };
+    let stub_doc = format!("Remote stub of [`{name}`](fn@{name}): `{signature}`.");
+    let call_doc = format!("A typed invocation of `{name}`, built by [`call`].");
+    let entry = format_ident!(
+        "__RFAAS_ENTRY_{}",
+        name.to_uppercase(),
+        span = Span::call_site()
+    );
+
+    quote! {
+        #[doc = #stub_doc]
+        #[allow(non_camel_case_types, non_snake_case, unused_imports, unused_mut, clippy::all)]
+        #vis mod #fn_ident {
+            use super::*;
+
+            const _: () = { #(#checks)* };
+
+            /// Name of the function in the library manifest.
+            pub const NAME: &str = #name;
+            /// The function's Rust signature.
+            pub const SIGNATURE: &str = #signature;
+            /// Layout fingerprint: names, kinds, types, sizes, alignments and shapes.
+            pub const FINGERPRINT: u64 = #fp.finish();
+
+            /// The fixed argument layout at the start of the input buffer.
+            #[derive(#p::zerocopy::FromBytes, #p::zerocopy::IntoBytes, #p::zerocopy::Immutable, #p::zerocopy::KnownLayout, #p::zerocopy::Unaligned)]
+            #[zerocopy(crate = "::rfaas::__private::zerocopy")]
+            #[repr(C)]
+            pub struct __rfaas_Args {
+                #(#arg_fields,)*
+            }
+
+            #[doc = #call_doc]
+            pub struct Call #lt {
+                #(#call_fields,)*
+            }
+
+            /// Builds a typed invocation with the function's own parameters.
+            pub fn call #lt (#(#call_params),*) -> Call #lt {
+                Call { #(#idents),* }
+            }
+
+            impl Call #lt_anon {
+                fn __rfaas_encode(&self, __rfaas_buf: #p::Option<&mut [u8]>) -> #p::Result<#p::Encoded, #p::EncodeError> {
+                    let mut __rfaas_enc = #p::Encoder::new::<__rfaas_Args>(__rfaas_buf)?;
+                    let mut __rfaas_out = #p::OutputLayout::new(#ret_size);
+                    let mut __rfaas_args = <__rfaas_Args as #p::zerocopy::FromZeros>::new_zeroed();
+                    #(#encode_steps)*
+                    #p::Ok(__rfaas_enc.finish(&__rfaas_args, &__rfaas_out))
+                }
+            }
+
+            impl #p::RemoteCall for Call #lt_anon {
+                type Output = #output_ty;
+                const NAME: &'static str = NAME;
+                const FINGERPRINT: u64 = FINGERPRINT;
+
+                fn layout(&self) -> #p::Result<#p::Encoded, #p::EncodeError> {
+                    self.__rfaas_encode(#p::None)
+                }
+
+                fn encode(&self, __rfaas_buf: &mut [u8]) -> #p::Result<#p::Encoded, #p::EncodeError> {
+                    self.__rfaas_encode(#p::Some(__rfaas_buf))
+                }
+
+                fn decode(self, __rfaas_status: #p::Status, __rfaas_output: &[u8]) -> #p::Result<Self::Output, #p::CallError> {
+                    let __rfaas_dec = #p::Decoder::new(__rfaas_status, __rfaas_output)?;
+                    let mut __rfaas_out = #p::OutputLayout::new(#ret_size);
+                    #(#decode_steps)*
+                    #decode_value
+                }
+            }
+
+            unsafe extern "C" fn __rfaas_trampoline(
+                __rfaas_in_ptr: *const u8,
+                __rfaas_in_len: usize,
+                __rfaas_out_ptr: *mut u8,
+                __rfaas_out_cap: usize,
+                __rfaas_out_len: *mut usize,
+            ) -> u32 {
+                // SAFETY: the executor calls trampolines under the `Trampoline` contract, which
+                // is exactly what `run_trampoline` requires.
+                unsafe {
+                    #p::run_trampoline(__rfaas_in_ptr, __rfaas_in_len, __rfaas_out_ptr, __rfaas_out_cap, __rfaas_out_len,
+                        |__rfaas_input: &[u8], __rfaas_output: &mut [u8]| -> #p::Result<usize, #p::Failure> {
+                            let (__rfaas_args, __rfaas_in) = #p::Input::args::<__rfaas_Args>(__rfaas_input)?;
+                            let _ = &__rfaas_in;
+                            let mut __rfaas_cur = #p::OutputCursor::new(&mut *__rfaas_output, #ret_size)?;
+                            #(#unpack)*
+                            let __rfaas_end = __rfaas_cur.end();
+                            let __rfaas_ret = super::#fn_ident(#(#idents),*);
+                            #finish
+                        })
+                }
+            }
+
+            #[#p::linkme::distributed_slice(#p::FUNCTIONS)]
+            #[linkme(crate = #p::linkme)]
+            static #entry: #p::FunctionEntry = #p::FunctionEntry {
+                name: NAME,
+                signature: SIGNATURE,
+                fingerprint: FINGERPRINT,
+                trampoline: __rfaas_trampoline,
+            };
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! Encoding and decoding of argument layouts, shared by every generated stub and trampoline.
+//!
+//! Input buffer: `[Args (fixed, alignment 1) | pad to 8 | slice 0 | pad to 8 | slice 1 | ...]`
+//! where `Args` holds each value argument's bytes and a [`SliceDesc`] per slice argument.
+//! Output buffer: `[return value | pad to 8 | output slice 0 | pad to 8 | ...]`; on an error
+//! status the output instead holds a UTF-8 message. Generated code only calls what is here
+//! (through `::rfaas::__private`), so the rules live in one place.
+
+use crate::call::{CallError, EncodeError, Encoded};
+use crate::payload::{self, Payload};
+use crate::wire::{BUFFER_ALIGN, SliceDesc, Status, align_up};
+use core::fmt::Display;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Compile-time check that `T` is a payload; emitted with the user's span.
+pub const fn require_payload<T: Payload>() {}
+
+/// Compile-time check that `E` can be shown as an error message.
+pub const fn require_display<E: Display>() {}
+
+/// Copies a payload value's bytes into its slot of the argument layout.
+pub fn put_value<T: Payload>(slot: &mut [u8], value: &T) {
+    slot.copy_from_slice(payload::bytes_of(value));
+}
+
+/// Reads a value argument out of its slot of the argument layout.
+pub fn get_value<T: Payload>(slot: &[u8]) -> Result<T, Failure> {
+    payload::read(slot).ok_or(Failure::Status(Status::BadCall))
+}
+
+fn wire_u32(n: usize, arg: &'static str) -> Result<u32, EncodeError> {
+    u32::try_from(n).map_err(|_| EncodeError::TooLarge { arg })
+}
+
+/// Lays out output slices after the return value (client and executor agree on this).
+#[derive(Debug)]
+pub struct OutputLayout {
+    end: usize,
+}
+
+impl OutputLayout {
+    /// Starts a layout whose return value takes `ret_size` bytes at offset 0.
+    pub fn new(ret_size: usize) -> Self {
+        OutputLayout { end: ret_size }
+    }
+
+    /// Places an output slice of `len` elements of `T`.
+    pub fn slice<T: Payload>(
+        &mut self,
+        arg: &'static str,
+        len: usize,
+    ) -> Result<SliceDesc, EncodeError> {
+        let bytes = len
+            .checked_mul(size_of::<T>())
+            .ok_or(EncodeError::TooLarge { arg })?;
+        let off = align_up(self.end).ok_or(EncodeError::TooLarge { arg })?;
+        let end = off
+            .checked_add(bytes)
+            .ok_or(EncodeError::TooLarge { arg })?;
+        let desc = SliceDesc::new(wire_u32(off, arg)?, wire_u32(len, arg)?);
+        wire_u32(end, arg)?;
+        self.end = end;
+        Ok(desc)
+    }
+
+    /// Bytes of output the layout occupies.
+    pub fn end(&self) -> usize {
+        self.end
+    }
+}
+
+/// Writes (or, without a buffer, measures) an input encoding.
+#[derive(Debug)]
+pub struct Encoder<'b> {
+    buf: Option<&'b mut [u8]>,
+    fixed: usize,
+    end: usize,
+}
+
+impl<'b> Encoder<'b> {
+    /// Starts an encoding whose fixed argument layout `A` sits at offset 0.
+    pub fn new<A>(buf: Option<&'b mut [u8]>) -> Result<Self, EncodeError> {
+        let fixed = size_of::<A>();
+        if let Some(b) = &buf {
+            if b.len() < fixed {
+                return Err(EncodeError::BufferTooSmall {
+                    need: fixed,
+                    have: b.len(),
+                });
+            }
+        }
+        Ok(Encoder {
+            buf,
+            fixed,
+            end: fixed,
+        })
+    }
+
+    /// Copies an input slice to the next 8-byte boundary and returns its descriptor.
+    pub fn input<T: Payload>(
+        &mut self,
+        arg: &'static str,
+        data: &[T],
+    ) -> Result<SliceDesc, EncodeError> {
+        let bytes = payload::slice_bytes(data);
+        let off = align_up(self.end).ok_or(EncodeError::TooLarge { arg })?;
+        let end = off
+            .checked_add(bytes.len())
+            .ok_or(EncodeError::TooLarge { arg })?;
+        let desc = SliceDesc::new(wire_u32(off, arg)?, wire_u32(data.len(), arg)?);
+        wire_u32(end, arg)?;
+        if let Some(buf) = self.buf.as_deref_mut() {
+            let have = buf.len();
+            let dst = buf
+                .get_mut(off..end)
+                .ok_or(EncodeError::BufferTooSmall { need: end, have })?;
+            dst.copy_from_slice(bytes);
+        }
+        self.end = end;
+        Ok(desc)
+    }
+
+    /// Writes the fixed layout at offset 0 and returns the sizes.
+    pub fn finish<A: IntoBytes + Immutable>(self, args: &A, outputs: &OutputLayout) -> Encoded {
+        if let Some(buf) = self.buf {
+            buf[..self.fixed].copy_from_slice(args.as_bytes());
+        }
+        Encoded {
+            input_len: self.end,
+            output_len: outputs.end(),
+        }
+    }
+}
+
+/// Client-side reading of an executor's answer.
+#[derive(Debug)]
+pub struct Decoder<'o> {
+    output: &'o [u8],
+}
+
+impl<'o> Decoder<'o> {
+    /// Turns an error status into the matching [`CallError`]; keeps the output on success.
+    pub fn new(status: Status, output: &'o [u8]) -> Result<Self, CallError> {
+        match status {
+            Status::Ok => Ok(Decoder { output }),
+            Status::FunctionError => Err(CallError::Function(message(output))),
+            Status::Panic => Err(CallError::Panic(message(output))),
+            other => Err(CallError::Rejected(other)),
+        }
+    }
+
+    /// Copies the next output slice into the caller's buffer.
+    pub fn output_into<T: Payload>(
+        &self,
+        layout: &mut OutputLayout,
+        arg: &'static str,
+        dst: &mut [T],
+    ) -> Result<(), CallError> {
+        let desc = layout
+            .slice::<T>(arg, dst.len())
+            .map_err(|_| CallError::Malformed("output slice outside the wire format"))?;
+        let off = desc.offset.get() as usize;
+        let dst = payload::slice_bytes_mut(dst);
+        let src = self
+            .output
+            .get(off..off + dst.len())
+            .ok_or(CallError::Malformed(
+                "output shorter than the result layout",
+            ))?;
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+
+    /// Reads the return value at offset 0.
+    pub fn value<T: Payload>(&self) -> Result<T, CallError> {
+        payload::read(self.output)
+            .ok_or(CallError::Malformed("output shorter than the return value"))
+    }
+}
+
+fn message(output: &[u8]) -> String {
+    String::from_utf8_lossy(output).into_owned()
+}
+
+/// Why a trampoline body stopped without a result.
+#[derive(Debug)]
+pub enum Failure {
+    /// The input or output was rejected.
+    Status(Status),
+    /// The function returned `Err` with this text.
+    Function(String),
+}
+
+impl From<Status> for Failure {
+    fn from(s: Status) -> Self {
+        Failure::Status(s)
+    }
+}
+
+/// Executor-side view of a validated input buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'i> {
+    bytes: &'i [u8],
+    fixed: usize,
+}
+
+impl<'i> Input<'i> {
+    /// Reads the fixed argument layout at offset 0; `InputTooShort` if it does not fit.
+    pub fn args<A: FromBytes + KnownLayout + Immutable + zerocopy::Unaligned>(
+        bytes: &'i [u8],
+    ) -> Result<(&'i A, Self), Failure> {
+        let (args, _) = A::ref_from_prefix(bytes).map_err(|_| Status::InputTooShort)?;
+        Ok((
+            args,
+            Input {
+                bytes,
+                fixed: size_of::<A>(),
+            },
+        ))
+    }
+
+    /// Borrows an input slice in place after checking bounds, overflow and alignment.
+    pub fn slice<T: Payload>(&self, desc: SliceDesc) -> Result<&'i [T], Failure> {
+        let off = desc.offset.get() as usize;
+        let count = desc.len.get() as usize;
+        let bytes = count.checked_mul(size_of::<T>()).ok_or(Status::BadSlice)?;
+        let end = off.checked_add(bytes).ok_or(Status::BadSlice)?;
+        if off < self.fixed || end > self.bytes.len() {
+            return Err(Status::BadSlice.into());
+        }
+        let region = &self.bytes[off..end];
+        if !(region.as_ptr() as usize).is_multiple_of(align_of::<T>()) {
+            return Err(Status::Misaligned.into());
+        }
+        // SAFETY: `region` is `count * size_of::<T>()` in-bounds bytes borrowed for `'i`,
+        // its start is aligned for `T` (checked above), and every bit pattern is a valid
+        // `T: Payload`. For zero-sized `T` any aligned pointer is valid for `count` elements.
+        Ok(unsafe { core::slice::from_raw_parts(region.as_ptr().cast::<T>(), count) })
+    }
+}
+
+/// Executor-side allocation of output slices: in order, non-overlapping, after the return
+/// value, inside the output buffer.
+#[derive(Debug)]
+pub struct OutputCursor<'o> {
+    rest: &'o mut [u8],
+    pos: usize,
+}
+
+impl<'o> OutputCursor<'o> {
+    /// Reserves `ret_size` bytes at the start of `output` for the return value.
+    pub fn new(output: &'o mut [u8], ret_size: usize) -> Result<Self, Failure> {
+        if output.len() < ret_size {
+            return Err(Status::OutputTooSmall.into());
+        }
+        let (_, rest) = output.split_at_mut(ret_size);
+        Ok(OutputCursor {
+            rest,
+            pos: ret_size,
+        })
+    }
+
+    /// Borrows the output slice `desc` names, which must start at or after the previous one's
+    /// end (so no two `&mut` slices alias) and fit in the buffer.
+    pub fn slice<T: Payload>(&mut self, desc: SliceDesc) -> Result<&'o mut [T], Failure> {
+        let off = desc.offset.get() as usize;
+        let count = desc.len.get() as usize;
+        let bytes = count.checked_mul(size_of::<T>()).ok_or(Status::BadSlice)?;
+        let end = off.checked_add(bytes).ok_or(Status::BadSlice)?;
+        if off < self.pos {
+            return Err(Status::BadSlice.into());
+        }
+        if end - self.pos > self.rest.len() {
+            return Err(Status::OutputTooSmall.into());
+        }
+        let rest = core::mem::take(&mut self.rest);
+        let (_, rest) = rest.split_at_mut(off - self.pos);
+        let (mine, rest) = rest.split_at_mut(bytes);
+        self.rest = rest;
+        self.pos = end;
+        if !(mine.as_ptr() as usize).is_multiple_of(align_of::<T>()) {
+            return Err(Status::Misaligned.into());
+        }
+        // SAFETY: `mine` is an exclusive, in-bounds borrow of exactly `count * size_of::<T>()`
+        // bytes for `'o`, aligned for `T` (checked above); the cursor never hands out these
+        // bytes again; any bytes are a valid `T: Payload`.
+        Ok(unsafe { core::slice::from_raw_parts_mut(mine.as_mut_ptr().cast::<T>(), count) })
+    }
+
+    /// End of the last output slice (or of the return value): the successful output length.
+    pub fn end(&self) -> usize {
+        self.pos
+    }
+}
+
+/// Finishes a function returning `()`.
+pub fn finish_unit(end: usize) -> Result<usize, Failure> {
+    Ok(end)
+}
+
+/// Finishes a function returning a payload: writes it at offset 0.
+pub fn finish_value<T: Payload>(output: &mut [u8], end: usize, value: T) -> Result<usize, Failure> {
+    let bytes = payload::bytes_of(&value);
+    output
+        .get_mut(..bytes.len())
+        .ok_or(Status::OutputTooSmall)?
+        .copy_from_slice(bytes);
+    Ok(end)
+}
+
+/// Finishes a function returning `Result<T, E>`.
+pub fn finish_result<T: Payload, E: Display>(
+    output: &mut [u8],
+    end: usize,
+    result: Result<T, E>,
+) -> Result<usize, Failure> {
+    match result {
+        Ok(v) => finish_value(output, end, v),
+        Err(e) => Err(Failure::Function(e.to_string())),
+    }
+}
+
+/// Finishes a function returning `Result<(), E>`.
+pub fn finish_result_unit<E: Display>(end: usize, result: Result<(), E>) -> Result<usize, Failure> {
+    match result {
+        Ok(()) => Ok(end),
+        Err(e) => Err(Failure::Function(e.to_string())),
+    }
+}
+
+/// Runs a trampoline body: checks the calling convention, catches panics, writes the status
+/// message, and never unwinds.
+///
+/// # Safety
+///
+/// The caller upholds the [`Trampoline`](crate::abi::Trampoline) contract: `input` is valid for
+/// `input_len` reads, `output` for `output_cap` writes, they do not overlap, nothing else
+/// touches them during the call, and `output_len` is null or valid for a write.
+pub unsafe fn run_trampoline(
+    input: *const u8,
+    input_len: usize,
+    output: *mut u8,
+    output_cap: usize,
+    output_len: *mut usize,
+    body: impl FnOnce(&[u8], &mut [u8]) -> Result<usize, Failure>,
+) -> u32 {
+    if output_len.is_null()
+        || (input.is_null() && input_len != 0)
+        || (output.is_null() && output_cap != 0)
+    {
+        return Status::BadCall.as_u32();
+    }
+    if !(input as usize).is_multiple_of(BUFFER_ALIGN)
+        || !(output as usize).is_multiple_of(BUFFER_ALIGN)
+    {
+        // SAFETY: `output_len` is non-null (checked) and valid for writes (caller contract).
+        unsafe { output_len.write(0) };
+        return Status::Misaligned.as_u32();
+    }
+    let input: &[u8] = if input_len == 0 {
+        &[]
+    } else {
+        // SAFETY: non-null and valid for `input_len` reads, unaliased by writers (contract).
+        unsafe { core::slice::from_raw_parts(input, input_len) }
+    };
+    let output: &mut [u8] = if output_cap == 0 {
+        &mut []
+    } else {
+        // SAFETY: non-null, valid for `output_cap` writes, exclusive for the call (contract);
+        // u8 has no invalid values.
+        unsafe { core::slice::from_raw_parts_mut(output, output_cap) }
+    };
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(input, &mut *output)));
+    let (status, len) = match result {
+        Ok(Ok(len)) => (Status::Ok, len.min(output.len())),
+        Ok(Err(Failure::Status(s))) => (s, 0),
+        Ok(Err(Failure::Function(msg))) => (Status::FunctionError, write_message(output, &msg)),
+        Err(panic) => {
+            let msg = panic_message(&*panic);
+            // Dropping a panic payload can itself panic; never let that unwind out of here.
+            if let Err(inner) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)))
+            {
+                core::mem::forget(inner);
+            }
+            (Status::Panic, write_message(output, &msg))
+        }
+    };
+    // SAFETY: `output_len` is non-null (checked) and valid for writes (caller contract).
+    unsafe { output_len.write(len) };
+    status.as_u32()
+}
+
+fn panic_message(payload: &(dyn core::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// Writes as much of `msg` as fits, cut at a character boundary; returns the bytes written.
+fn write_message(output: &mut [u8], msg: &str) -> usize {
+    let mut n = msg.len().min(output.len());
+    while !msg.is_char_boundary(n) {
+        n -= 1;
+    }
+    output[..n].copy_from_slice(&msg.as_bytes()[..n]);
+    n
+}

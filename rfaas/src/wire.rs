@@ -1,0 +1,145 @@
+//! Wire types: everything that crosses a process boundary as raw bytes.
+//!
+//! These are the only serialized or zero-copy types of the crate. Byte-by-byte layouts are
+//! documented in `docs/protocol.md`. Everything read from a peer goes through a validating
+//! constructor ([`Status::from_u32`], [`SliceDesc`] bounds checks in the trampoline frame).
+
+use zerocopy::little_endian::U32;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Version of the function-library ABI (manifest layout, trampoline signature, argument
+/// layout rules). An executor refuses a library built for another version.
+pub const ABI_VERSION: u32 = 1;
+
+/// Magic number at the start of a [`Manifest`](crate::abi::Manifest): `b"rfaasMF\0"`.
+pub const MANIFEST_MAGIC: u64 = u64::from_le_bytes(*b"rfaasMF\0");
+
+/// Name of the one symbol a function library exports.
+pub const MANIFEST_SYMBOL: &str = "rfaas_manifest";
+
+/// Alignment of input and output buffers, and of every slice inside them.
+pub const BUFFER_ALIGN: usize = 8;
+
+/// Rounds `n` up to the next multiple of [`BUFFER_ALIGN`]; `None` on overflow.
+pub const fn align_up(n: usize) -> Option<usize> {
+    match n.checked_add(BUFFER_ALIGN - 1) {
+        Some(v) => Some(v & !(BUFFER_ALIGN - 1)),
+        None => None,
+    }
+}
+
+/// Where a slice argument lives inside an input or output buffer: a byte offset from the
+/// buffer's start and a length in elements. Little-endian, 8 bytes, alignment 1.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct SliceDesc {
+    /// Byte offset from the start of the buffer; a multiple of the element alignment.
+    pub offset: U32,
+    /// Number of elements.
+    pub len: U32,
+}
+
+impl SliceDesc {
+    /// A descriptor for `len` elements at byte `offset`.
+    pub fn new(offset: u32, len: u32) -> Self {
+        SliceDesc {
+            offset: U32::new(offset),
+            len: U32::new(len),
+        }
+    }
+}
+
+/// Outcome of one invocation, as it crosses the wire and the C ABI (a `u32`).
+///
+/// This is deliberately separate from the Rust error types: it is what a peer says, and a
+/// peer's number is checked with [`Status::from_u32`] before it means anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum Status {
+    /// The function returned; the output holds its result.
+    Ok = 0,
+    /// The function returned `Err`; the output holds the error's `Display` text (UTF-8).
+    FunctionError = 1,
+    /// The function panicked; the output holds the panic message (UTF-8).
+    Panic = 2,
+    /// The input is shorter than the function's fixed argument layout.
+    InputTooShort = 3,
+    /// An input or output buffer, or a slice inside one, is not suitably aligned.
+    Misaligned = 4,
+    /// A slice descriptor points outside its buffer, overflows, or overlaps another output.
+    BadSlice = 5,
+    /// The output buffer cannot hold the result.
+    OutputTooSmall = 6,
+    /// The function index names no function of the library.
+    UnknownFunction = 7,
+    /// The input exceeds the executor's limit.
+    InputTooLarge = 8,
+    /// A null buffer pointer or another broken calling convention.
+    BadCall = 9,
+}
+
+impl Status {
+    /// Every status, in numeric order.
+    pub const ALL: [Status; 10] = [
+        Status::Ok,
+        Status::FunctionError,
+        Status::Panic,
+        Status::InputTooShort,
+        Status::Misaligned,
+        Status::BadSlice,
+        Status::OutputTooSmall,
+        Status::UnknownFunction,
+        Status::InputTooLarge,
+        Status::BadCall,
+    ];
+
+    /// Decodes a status a peer sent; `None` for numbers no status has.
+    pub fn from_u32(v: u32) -> Option<Status> {
+        Status::ALL.get(usize::try_from(v).ok()?).copied()
+    }
+
+    /// The number on the wire.
+    pub fn as_u32(self) -> u32 {
+        self as u32
+    }
+
+    /// Whether the output carries a UTF-8 message (function error or panic).
+    pub fn has_message(self) -> bool {
+        matches!(self, Status::FunctionError | Status::Panic)
+    }
+
+    /// A short lowercase description.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::FunctionError => "the function returned an error",
+            Status::Panic => "the function panicked",
+            Status::InputTooShort => "input shorter than the argument layout",
+            Status::Misaligned => "misaligned buffer or slice",
+            Status::BadSlice => "slice descriptor out of bounds or overlapping",
+            Status::OutputTooSmall => "output buffer too small for the result",
+            Status::UnknownFunction => "unknown function index",
+            Status::InputTooLarge => "input larger than the executor allows",
+            Status::BadCall => "broken calling convention (null buffer)",
+        }
+    }
+}
+
+impl core::fmt::Display for Status {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.describe())
+    }
+}

@@ -1,0 +1,248 @@
+//! Project automation, run as `cargo xtask <command>` (rust-analyzer's xtask pattern).
+//!
+//! - `package [-p CRATE]`: build a function library in release and write its package under
+//!   `target/rfaas/<crate>/`.
+//! - `ci`: everything CI checks: fmt, clippy, docs, then the README's test command.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use executor::Package;
+use serde::Deserialize;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "rfaas project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a function library (cdylib, release) and write its package under target/rfaas/.
+    Package {
+        /// The crate to package.
+        #[arg(short = 'p', long = "package", default_value = "functions-example")]
+        krate: String,
+        /// Where packages go (default: <target dir>/rfaas).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run what CI runs: fmt, clippy, docs and the test suite.
+    Ci,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Package { krate, out } => {
+            let (pkg, dir) = package(&krate, out.as_deref())?;
+            println!(
+                "packaged {} ({} functions, sha256 {})",
+                pkg.crate_name,
+                pkg.functions.len(),
+                pkg.sha256
+            );
+            println!("  {}", dir.display());
+            for f in &pkg.functions {
+                println!("  [{}] {}  {}", f.index, f.fingerprint, f.signature);
+            }
+            Ok(())
+        }
+        Cmd::Ci => ci(),
+    }
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    packages: Vec<MetaPackage>,
+    workspace_members: Vec<String>,
+    target_directory: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct MetaPackage {
+    id: String,
+    name: String,
+    targets: Vec<MetaTarget>,
+}
+
+#[derive(Deserialize)]
+struct MetaTarget {
+    crate_types: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    reason: String,
+    #[serde(default)]
+    package_id: String,
+    #[serde(default)]
+    target: Option<MetaTarget>,
+    #[serde(default)]
+    filenames: Vec<PathBuf>,
+}
+
+/// Builds `krate`'s cdylib in release and writes its package. Returns the package directory.
+fn package(krate: &str, out: Option<&Path>) -> Result<(Package, PathBuf)> {
+    let meta = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo metadata")?;
+    if !meta.status.success() {
+        bail!("cargo metadata failed");
+    }
+    let meta: Metadata = serde_json::from_slice(&meta.stdout).context("parsing cargo metadata")?;
+    let members: Vec<&MetaPackage> = meta
+        .packages
+        .iter()
+        .filter(|p| meta.workspace_members.contains(&p.id))
+        .collect();
+    let Some(pkg) = members.iter().find(|p| p.name == krate) else {
+        let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
+        bail!(
+            "no crate named `{krate}` in this workspace (crates: {})",
+            names.join(", ")
+        );
+    };
+    if !pkg
+        .targets
+        .iter()
+        .any(|t| t.crate_types.iter().any(|c| c == "cdylib"))
+    {
+        bail!(
+            "crate `{krate}` does not build a cdylib: add `crate-type = [\"cdylib\", \"rlib\"]` to its [lib] section"
+        );
+    }
+    let mut child = cargo()
+        .args([
+            "build",
+            "--release",
+            "--lib",
+            "--message-format=json-render-diagnostics",
+            "-p",
+            krate,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("running cargo build")?;
+    let mut library = None;
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.context("reading cargo's output")?;
+        let Ok(msg) = serde_json::from_str::<Message>(&line) else {
+            continue;
+        };
+        let is_cdylib = msg
+            .target
+            .as_ref()
+            .is_some_and(|t| t.crate_types.iter().any(|c| c == "cdylib"));
+        if msg.reason == "compiler-artifact" && msg.package_id == pkg.id && is_cdylib {
+            library = msg
+                .filenames
+                .into_iter()
+                .find(|f| f.extension().is_some_and(|e| e == "so"));
+        }
+    }
+    if !child.wait().context("waiting for cargo build")?.success() {
+        bail!("building `{krate}` failed");
+    }
+    let library =
+        library.with_context(|| format!("cargo built no shared library for `{krate}`"))?;
+    let out_root = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| meta.target_directory.join("rfaas"));
+    let (package, dir) = Package::create(krate, &library, &out_root)
+        .with_context(|| format!("packaging `{krate}`"))?;
+    Ok((package, dir))
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("==> {what}");
+    let status = cmd.status().with_context(|| format!("starting {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// The README's test command.
+const TEST_COMMAND: [&str; 2] = ["test", "--workspace"];
+
+fn ci() -> Result<()> {
+    run(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
+    run(
+        "cargo clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    run(
+        "cargo doc",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    eprintln!("==> cargo {}", TEST_COMMAND.join(" "));
+    let mut child = cargo()
+        .args(TEST_COMMAND)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.context("reading test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (
+                    words.next().and_then(|n| n.parse::<u64>().ok()),
+                    words.next(),
+                ) {
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("ci: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("tests failed ({status})");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    if ignored > 0 {
+        bail!("{ignored} tests are #[ignore]d: skip at run time with a printed reason instead");
+    }
+    Ok(())
+}
