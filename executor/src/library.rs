@@ -96,6 +96,13 @@ pub struct Function {
     trampoline: Trampoline,
 }
 
+impl Function {
+    /// Address of the trampoline (for diagnostics: which image it lives in).
+    pub fn trampoline_address(&self) -> usize {
+        self.trampoline as usize
+    }
+}
+
 /// A loaded, validated function library. Never unloaded.
 #[derive(Debug)]
 pub struct FunctionLibrary {

@@ -124,6 +124,17 @@ pub fn black_scholes(options: &[OptionData], prices: &mut [f32]) -> Result<(), L
     Ok(())
 }
 
+/// Sine and cosine of every element: two output slices from one input.
+#[rfaas::function]
+pub fn sincos(xs: &[f64], sin: &mut [f64], cos: &mut [f64]) -> Result<(), LengthError> {
+    check_len("sin", xs.len(), sin.len())?;
+    check_len("cos", xs.len(), cos.len())?;
+    for ((x, s), c) in xs.iter().zip(sin.iter_mut()).zip(cos.iter_mut()) {
+        (*s, *c) = x.sin_cos();
+    }
+    Ok(())
+}
+
 /// Parses an unsigned decimal number from ASCII digits; rejects anything else.
 #[rfaas::function]
 pub fn parse_decimal(text: &[u8]) -> Result<u64, String> {

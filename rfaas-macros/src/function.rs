@@ -39,7 +39,7 @@ struct Param {
 enum Ret {
     Unit,
     Value(Type),
-    Result { ok: Option<Type>, err: Type },
+    Result { ok: Option<Type>, err: Box<Type> },
 }
 
 struct Model {
@@ -304,7 +304,7 @@ fn return_type(ty: &Type, errors: &mut Errors) -> Option<Ret> {
             }
             Some(Ret::Result {
                 ok,
-                err: args[1].clone(),
+                err: Box::new(args[1].clone()),
             })
         }
         other => Some(Ret::Value(value_type(other, errors, "return types")?)),

@@ -81,13 +81,13 @@ impl<'b> Encoder<'b> {
     /// Starts an encoding whose fixed argument layout `A` sits at offset 0.
     pub fn new<A>(buf: Option<&'b mut [u8]>) -> Result<Self, EncodeError> {
         let fixed = size_of::<A>();
-        if let Some(b) = &buf {
-            if b.len() < fixed {
-                return Err(EncodeError::BufferTooSmall {
-                    need: fixed,
-                    have: b.len(),
-                });
-            }
+        if let Some(b) = &buf
+            && b.len() < fixed
+        {
+            return Err(EncodeError::BufferTooSmall {
+                need: fixed,
+                have: b.len(),
+            });
         }
         Ok(Encoder {
             buf,

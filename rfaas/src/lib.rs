@@ -19,13 +19,18 @@
 //!     Ok(())
 //! }
 //!
-//! // Locally it is still an ordinary function.
-//! let mut out = [0.0; 2];
-//! scale(2.0, &[1.0, 2.0], &mut out).unwrap();
-//! assert_eq!(out, [2.0, 4.0]);
-//! // The stub module describes the remote function.
-//! assert_eq!(scale::NAME, "scale");
+//! fn main() {
+//!     // Locally it is still an ordinary function.
+//!     let mut out = [0.0; 2];
+//!     scale(2.0, &[1.0, 2.0], &mut out).unwrap();
+//!     assert_eq!(out, [2.0, 4.0]);
+//!     // The stub module describes the remote function.
+//!     assert_eq!(scale::NAME, "scale");
+//! }
 //! ```
+//!
+//! Annotated functions must be module-level items (the stub module names them through
+//! `super::`), which is also where a library's exported functions belong.
 
 extern crate self as rfaas;
 

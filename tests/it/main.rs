@@ -1,1 +1,6 @@
-//! End-to-end tests.
+//! End-to-end tests: package `functions-example` with the real `cargo xtask package`, load it
+//! through the executor library, and call every function through its C ABI.
+
+mod calls;
+mod loader;
+mod package;

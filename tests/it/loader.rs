@@ -1,0 +1,191 @@
+//! The loader's checks, against hand-written C libraries that break the ABI on purpose.
+
+use executor::{FunctionLibrary, LoadError, Package, PackageError};
+use tests::{c_library, scratch_dir};
+
+const PRELUDE: &str = r#"
+#include <stddef.h>
+#include <stdint.h>
+typedef uint32_t (*tramp)(const uint8_t*, size_t, uint8_t*, size_t, size_t*);
+struct entry { const char* name; size_t name_len; const char* sig; size_t sig_len; uint64_t fp; tramp t; };
+struct manifest { uint64_t magic; uint32_t abi; uint32_t count; const struct entry* entries; };
+static uint32_t ok(const uint8_t* i, size_t il, uint8_t* o, size_t oc, size_t* ol) { *ol = 0; return 0; }
+#define MAGIC 0x00464d7361616672ull
+"#;
+
+/// Builds a fixture whose manifest is `magic, abi, count, entries` over `entries_src`.
+fn fixture(name: &str, entries_src: &str, manifest: &str) -> std::path::PathBuf {
+    let src = format!(
+        "{PRELUDE}\nstatic const struct entry E[] = {{ {entries_src} }};\nstatic const struct manifest M = {{ {manifest} }};\nconst struct manifest* rfaas_manifest(void) {{ return &M; }}\n"
+    );
+    c_library(name, &src)
+}
+
+#[track_caller]
+fn check_load(lib: &std::path::Path, want: impl Fn(&LoadError) -> bool, words: &str) {
+    match FunctionLibrary::open(lib) {
+        Ok(l) => panic!(
+            "{} loaded but should not: {:?}",
+            lib.display(),
+            l.functions()
+        ),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(want(&e), "unexpected error kind: {msg}");
+            assert!(
+                msg.contains(&lib.display().to_string()),
+                "error must name the file: {msg}"
+            );
+            assert!(msg.contains(words), "error should say `{words}`: {msg}");
+        }
+    }
+}
+
+const ONE: &str = r#"{ "f", 1, "fn f()", 6, 1, ok }"#;
+
+#[test]
+fn a_valid_c_fixture_loads() {
+    // Proves the fixture layout matches the ABI, so the failures below are the checks at work.
+    let lib = fixture("valid", ONE, "MAGIC, 1, 1, E");
+    let l = FunctionLibrary::open(&lib).expect("valid fixture loads");
+    assert_eq!(l.functions().len(), 1);
+    assert_eq!(
+        (l.functions()[0].name.as_str(), l.functions()[0].fingerprint),
+        ("f", 1)
+    );
+}
+
+#[test]
+fn wrong_abi_version() {
+    let lib = fixture("abi", ONE, "MAGIC, 99, 1, E");
+    check_load(
+        &lib,
+        |e| {
+            matches!(
+                e,
+                LoadError::AbiVersion {
+                    found: 99,
+                    expected: 1,
+                    ..
+                }
+            )
+        },
+        "ABI version 99",
+    );
+}
+
+#[test]
+fn bad_magic_and_null_manifest() {
+    let lib = fixture("magic", ONE, "0x1234, 1, 1, E");
+    check_load(
+        &lib,
+        |e| matches!(e, LoadError::BadManifest { .. }),
+        "magic",
+    );
+    let src = format!("{PRELUDE}\nconst void* rfaas_manifest(void) {{ return 0; }}\n");
+    let lib = c_library("nullmanifest", &src);
+    check_load(
+        &lib,
+        |e| matches!(e, LoadError::BadManifest { .. }),
+        "null pointer",
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let lib = fixture(
+        "dup",
+        r#"{ "f", 1, "fn f()", 6, 1, ok }, { "f", 1, "fn f()", 6, 2, ok }"#,
+        "MAGIC, 1, 2, E",
+    );
+    check_load(
+        &lib,
+        |e| matches!(e, LoadError::DuplicateFunction { name, .. } if name == "f"),
+        "`f` appears more than once",
+    );
+}
+
+#[test]
+fn broken_entries() {
+    let cases = [
+        (
+            "nulltramp",
+            r#"{ "f", 1, "fn f()", 6, 1, 0 }"#,
+            "null trampoline",
+        ),
+        (
+            "badutf8",
+            r#"{ "\xff\xfe", 2, "fn f()", 6, 1, ok }"#,
+            "not UTF-8",
+        ),
+        (
+            "longname",
+            r#"{ "f", 100000, "fn f()", 6, 1, ok }"#,
+            "100000 bytes long",
+        ),
+        (
+            "emptyname",
+            r#"{ "", 0, "fn f()", 6, 1, ok }"#,
+            "empty name",
+        ),
+    ];
+    for (name, entry, words) in cases {
+        let lib = fixture(name, entry, "MAGIC, 1, 1, E");
+        check_load(
+            &lib,
+            |e| matches!(e, LoadError::BadEntry { index: 0, .. }),
+            words,
+        );
+    }
+    let lib = fixture("toomany", ONE, "MAGIC, 1, 4000000000u, E");
+    check_load(
+        &lib,
+        |e| matches!(e, LoadError::BadManifest { .. }),
+        "entries",
+    );
+}
+
+#[test]
+fn missing_symbol_and_non_libraries() {
+    let lib = c_library("nosymbol", "int unrelated(void) { return 1; }\n");
+    check_load(
+        &lib,
+        |e| matches!(e, LoadError::MissingManifest { .. }),
+        "no `rfaas_manifest` symbol",
+    );
+    let dir = scratch_dir("notalib");
+    let text = dir.join("libtext.so");
+    std::fs::write(&text, "not an ELF file").expect("write");
+    check_load(
+        &text,
+        |e| matches!(e, LoadError::NotALibrary { .. }),
+        "not a loadable shared library",
+    );
+    let missing = dir.join("missing.so");
+    check_load(
+        &missing,
+        |e| matches!(e, LoadError::Io { .. }),
+        "cannot read",
+    );
+}
+
+#[test]
+fn a_library_without_functions_cannot_be_packaged() {
+    let lib = fixture("empty", ONE, "MAGIC, 1, 0, E");
+    assert_eq!(
+        FunctionLibrary::open(&lib)
+            .expect("an empty manifest is valid")
+            .functions()
+            .len(),
+        0
+    );
+    let out = scratch_dir("empty-package");
+    match Package::create("empty", &lib, &out) {
+        Err(PackageError::NoFunctions { path }) => assert_eq!(path, lib),
+        other => panic!("expected NoFunctions, got {other:?}"),
+    }
+    assert!(
+        !out.join("empty").join("manifest.toml").exists(),
+        "no package may be written"
+    );
+}
