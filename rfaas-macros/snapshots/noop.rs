@@ -119,7 +119,7 @@ pub mod noop {
     }
     #[::rfaas::__private::linkme::distributed_slice(::rfaas::__private::FUNCTIONS)]
     #[linkme(crate = ::rfaas::__private::linkme)]
-    static __RFAAS_ENTRY_NOOP: ::rfaas::__private::FunctionEntry = ::rfaas::__private::FunctionEntry {
+    static __RFAAS_ENTRY: ::rfaas::__private::FunctionEntry = ::rfaas::__private::FunctionEntry {
         name: NAME,
         signature: SIGNATURE,
         fingerprint: FINGERPRINT,

@@ -153,12 +153,12 @@ pub mod price {
                         &mut *__rfaas_output,
                         ::rfaas::__private::size_of::<u32>(),
                     )?;
-                    let options: &[OptionData] = __rfaas_in
+                    let __rfaas_p0: &[OptionData] = __rfaas_in
                         .slice::<OptionData>(__rfaas_args.options)?;
-                    let prices: &mut [f32] = __rfaas_cur
+                    let __rfaas_p1: &mut [f32] = __rfaas_cur
                         .slice::<f32>(__rfaas_args.prices)?;
                     let __rfaas_end = __rfaas_cur.end();
-                    let __rfaas_ret = super::price(options, prices);
+                    let __rfaas_ret = super::price(__rfaas_p0, __rfaas_p1);
                     ::rfaas::__private::finish_result::<
                         u32,
                         PriceError,
@@ -169,7 +169,7 @@ pub mod price {
     }
     #[::rfaas::__private::linkme::distributed_slice(::rfaas::__private::FUNCTIONS)]
     #[linkme(crate = ::rfaas::__private::linkme)]
-    static __RFAAS_ENTRY_PRICE: ::rfaas::__private::FunctionEntry = ::rfaas::__private::FunctionEntry {
+    static __RFAAS_ENTRY: ::rfaas::__private::FunctionEntry = ::rfaas::__private::FunctionEntry {
         name: NAME,
         signature: SIGNATURE,
         fingerprint: FINGERPRINT,

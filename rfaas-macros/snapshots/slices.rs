@@ -13,11 +13,11 @@ pub(crate) mod axpy {
         ::rfaas::__private::require_display::<String>();
     };
     /// Name of the function in the library manifest.
-    pub const NAME: &str = "axpy";
+    pub(crate) const NAME: &str = "axpy";
     /// The function's Rust signature.
-    pub const SIGNATURE: &str = "fn axpy(a: f64, x: &[f64], y: &[f64], out: &mut [f64]) -> Result<(), String>";
+    pub(crate) const SIGNATURE: &str = "fn axpy(a: f64, x: &[f64], y: &[f64], out: &mut [f64]) -> Result<(), String>";
     /// Layout fingerprint: names, kinds, types, sizes, alignments and shapes.
-    pub const FINGERPRINT: u64 = ::rfaas::__private::Fingerprint::new()
+    pub(crate) const FINGERPRINT: u64 = ::rfaas::__private::Fingerprint::new()
         .str("axpy")
         .str("a")
         .u64(1u64)
@@ -64,21 +64,21 @@ pub(crate) mod axpy {
     )]
     #[zerocopy(crate = "::rfaas::__private::zerocopy")]
     #[repr(C)]
-    pub struct __rfaas_Args {
+    pub(crate) struct __rfaas_Args {
         pub a: [u8; ::rfaas::__private::size_of::<f64>()],
         pub x: ::rfaas::__private::SliceDesc,
         pub y: ::rfaas::__private::SliceDesc,
         pub out: ::rfaas::__private::SliceDesc,
     }
     ///A typed invocation of `axpy`, built by [`call`].
-    pub struct Call<'__rfaas_a> {
+    pub(crate) struct Call<'__rfaas_a> {
         pub a: f64,
         pub x: &'__rfaas_a [f64],
         pub y: &'__rfaas_a [f64],
         pub out: &'__rfaas_a mut [f64],
     }
     /// Builds a typed invocation with the function's own parameters.
-    pub fn call<'__rfaas_a>(
+    pub(crate) fn call<'__rfaas_a>(
         a: f64,
         x: &'__rfaas_a [f64],
         y: &'__rfaas_a [f64],
@@ -167,12 +167,20 @@ pub(crate) mod axpy {
                         &mut *__rfaas_output,
                         0usize,
                     )?;
-                    let a: f64 = ::rfaas::__private::get_value::<f64>(&__rfaas_args.a)?;
-                    let x: &[f64] = __rfaas_in.slice::<f64>(__rfaas_args.x)?;
-                    let y: &[f64] = __rfaas_in.slice::<f64>(__rfaas_args.y)?;
-                    let out: &mut [f64] = __rfaas_cur.slice::<f64>(__rfaas_args.out)?;
+                    let __rfaas_p0: f64 = ::rfaas::__private::get_value::<
+                        f64,
+                    >(&__rfaas_args.a)?;
+                    let __rfaas_p1: &[f64] = __rfaas_in.slice::<f64>(__rfaas_args.x)?;
+                    let __rfaas_p2: &[f64] = __rfaas_in.slice::<f64>(__rfaas_args.y)?;
+                    let __rfaas_p3: &mut [f64] = __rfaas_cur
+                        .slice::<f64>(__rfaas_args.out)?;
                     let __rfaas_end = __rfaas_cur.end();
-                    let __rfaas_ret = super::axpy(a, x, y, out);
+                    let __rfaas_ret = super::axpy(
+                        __rfaas_p0,
+                        __rfaas_p1,
+                        __rfaas_p2,
+                        __rfaas_p3,
+                    );
                     ::rfaas::__private::finish_result_unit::<
                         String,
                     >(__rfaas_end, __rfaas_ret)
@@ -182,7 +190,7 @@ pub(crate) mod axpy {
     }
     #[::rfaas::__private::linkme::distributed_slice(::rfaas::__private::FUNCTIONS)]
     #[linkme(crate = ::rfaas::__private::linkme)]
-    static __RFAAS_ENTRY_AXPY: ::rfaas::__private::FunctionEntry = ::rfaas::__private::FunctionEntry {
+    static __RFAAS_ENTRY: ::rfaas::__private::FunctionEntry = ::rfaas::__private::FunctionEntry {
         name: NAME,
         signature: SIGNATURE,
         fingerprint: FINGERPRINT,

@@ -11,11 +11,11 @@ mod add {
         ::rfaas::__private::require_payload::<u64>();
     };
     /// Name of the function in the library manifest.
-    pub const NAME: &str = "add";
+    pub(super) const NAME: &str = "add";
     /// The function's Rust signature.
-    pub const SIGNATURE: &str = "fn add(a: u64, b: i32) -> u64";
+    pub(super) const SIGNATURE: &str = "fn add(a: u64, b: i32) -> u64";
     /// Layout fingerprint: names, kinds, types, sizes, alignments and shapes.
-    pub const FINGERPRINT: u64 = ::rfaas::__private::Fingerprint::new()
+    pub(super) const FINGERPRINT: u64 = ::rfaas::__private::Fingerprint::new()
         .str("add")
         .str("a")
         .u64(1u64)
@@ -52,17 +52,17 @@ mod add {
     )]
     #[zerocopy(crate = "::rfaas::__private::zerocopy")]
     #[repr(C)]
-    pub struct __rfaas_Args {
+    pub(super) struct __rfaas_Args {
         pub a: [u8; ::rfaas::__private::size_of::<u64>()],
         pub b: [u8; ::rfaas::__private::size_of::<i32>()],
     }
     ///A typed invocation of `add`, built by [`call`].
-    pub struct Call {
+    pub(super) struct Call {
         pub a: u64,
         pub b: i32,
     }
     /// Builds a typed invocation with the function's own parameters.
-    pub fn call(a: u64, b: i32) -> Call {
+    pub(super) fn call(a: u64, b: i32) -> Call {
         Call { a, b }
     }
     impl Call {
@@ -147,10 +147,14 @@ mod add {
                         &mut *__rfaas_output,
                         ::rfaas::__private::size_of::<u64>(),
                     )?;
-                    let a: u64 = ::rfaas::__private::get_value::<u64>(&__rfaas_args.a)?;
-                    let b: i32 = ::rfaas::__private::get_value::<i32>(&__rfaas_args.b)?;
+                    let __rfaas_p0: u64 = ::rfaas::__private::get_value::<
+                        u64,
+                    >(&__rfaas_args.a)?;
+                    let __rfaas_p1: i32 = ::rfaas::__private::get_value::<
+                        i32,
+                    >(&__rfaas_args.b)?;
                     let __rfaas_end = __rfaas_cur.end();
-                    let __rfaas_ret = super::add(a, b);
+                    let __rfaas_ret = super::add(__rfaas_p0, __rfaas_p1);
                     ::rfaas::__private::finish_value::<
                         u64,
                     >(__rfaas_output, __rfaas_end, __rfaas_ret)
@@ -160,7 +164,7 @@ mod add {
     }
     #[::rfaas::__private::linkme::distributed_slice(::rfaas::__private::FUNCTIONS)]
     #[linkme(crate = ::rfaas::__private::linkme)]
-    static __RFAAS_ENTRY_ADD: ::rfaas::__private::FunctionEntry = ::rfaas::__private::FunctionEntry {
+    static __RFAAS_ENTRY: ::rfaas::__private::FunctionEntry = ::rfaas::__private::FunctionEntry {
         name: NAME,
         signature: SIGNATURE,
         fingerprint: FINGERPRINT,

@@ -1,12 +1,16 @@
 //! `#[rfaas::function]`: model, checks and code generation.
 
 use crate::errors::Errors;
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
     FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type, Visibility,
 };
+
+/// Names the generated stub module defines, which parameters must not shadow.
+const RESERVED: [&str; 4] = ["NAME", "SIGNATURE", "FINGERPRINT", "Call"];
 
 /// How a parameter travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +120,11 @@ fn parse(attr: TokenStream, func: &ItemFn) -> Result<Model, TokenStream> {
                         continue;
                     }
                 };
-                if ident.to_string().starts_with("__rfaas") {
+                let text = ident.unraw().to_string();
+                if text.starts_with("__rfaas") {
                     errors.at(&ident, "names starting with `__rfaas` are reserved for generated code");
+                } else if RESERVED.contains(&text.as_str()) {
+                    errors.at(&ident, format!("`{text}` is the name of an item of the generated stub module; rename the parameter"));
                 }
                 if let Some((kind, ty)) = param_type(&pt.ty, &mut errors) {
                     params.push(Param { ident, kind, ty });
@@ -182,7 +189,28 @@ fn param_type(ty: &Type, errors: &mut Errors) -> Option<(Kind, Type)> {
     }
 }
 
+/// Rewrites a type written in the function's module so that it means the same inside the
+/// stub module: a leading `self::` becomes `super::`.
+fn rebase(ty: &Type) -> Type {
+    let mut ty = ty.clone();
+    match &mut ty {
+        Type::Path(p) if p.qself.is_none() && p.path.leading_colon.is_none() => {
+            if let Some(first) = p.path.segments.first_mut()
+                && first.ident == "self"
+            {
+                first.ident = Ident::new("super", first.ident.span());
+            }
+        }
+        Type::Array(a) => *a.elem = rebase(&a.elem),
+        Type::Paren(p) => *p.elem = rebase(&p.elem),
+        Type::Group(g) => *g.elem = rebase(&g.elem),
+        _ => {}
+    }
+    ty
+}
+
 /// Checks that a type can be a payload value syntactically; rustc checks `Payload` itself.
+/// Returns it rebased for use inside the stub module.
 fn value_type(ty: &Type, errors: &mut Errors, what: &str) -> Option<Type> {
     match unparen(ty) {
         Type::Path(p) => {
@@ -198,11 +226,11 @@ fn value_type(ty: &Type, errors: &mut Errors, what: &str) -> Option<Type> {
                 );
                 return None;
             }
-            Some(ty.clone())
+            Some(rebase(ty))
         }
         Type::Array(a) => {
             value_type(&a.elem, errors, what)?;
-            Some(ty.clone())
+            Some(rebase(ty))
         }
         Type::ImplTrait(_) => {
             errors.at(ty, format!("`impl Trait` is not supported in {what}: remote functions need one concrete, fixed layout"));
@@ -304,7 +332,7 @@ fn return_type(ty: &Type, errors: &mut Errors) -> Option<Ret> {
             }
             Some(Ret::Result {
                 ok,
-                err: Box::new(args[1].clone()),
+                err: Box::new(rebase(args[1])),
             })
         }
         other => Some(Ret::Value(value_type(other, errors, "return types")?)),
@@ -352,14 +380,39 @@ fn signature_text(m: &Model) -> String {
             format!(" -> Result<{ok}, {}>", type_text(err))
         }
     };
-    format!("fn {}({}){ret}", m.ident, params.join(", "))
+    format!("fn {}({}){ret}", m.ident.unraw(), params.join(", "))
+}
+
+/// The visibility, seen from inside the stub module, that matches the function's own: items
+/// of the stub are exactly as reachable as the function (so a private return type is fine for
+/// a private function).
+fn inner_visibility(vis: &Visibility) -> TokenStream {
+    match vis {
+        Visibility::Public(_) => quote!(pub),
+        Visibility::Inherited => quote!(pub(super)),
+        Visibility::Restricted(r) => {
+            let path = &r.path;
+            let first = path.segments.first().map(|s| s.ident.to_string());
+            match first.as_deref() {
+                Some("crate") if path.segments.len() == 1 => quote!(pub(crate)),
+                Some("self") if path.segments.len() == 1 => quote!(pub(super)),
+                Some("super") => quote!(pub(in super::#path)),
+                Some("self") => {
+                    let rest = path.segments.iter().skip(1);
+                    quote!(pub(in super #(::#rest)*))
+                }
+                _ => quote!(pub(in #path)),
+            }
+        }
+    }
 }
 
 fn generate(m: &Model) -> TokenStream {
     let p = quote!(::rfaas::__private);
-    let name = m.ident.to_string();
+    let name = m.ident.unraw().to_string();
     let fn_ident = &m.ident;
     let vis = &m.vis;
+    let inner_vis = inner_visibility(&m.vis);
     let signature = signature_text(m);
     let has_slices = m.params.iter().any(|x| x.kind != Kind::Value);
     let lt = if has_slices {
@@ -466,13 +519,20 @@ fn generate(m: &Model) -> TokenStream {
         None => quote!(#p::Ok(())),
     };
 
-    let unpack = m.params.iter().map(|x| {
+    // Trampoline locals get generated names: a parameter named like a constant in scope
+    // would otherwise be read as a constant pattern.
+    let locals: Vec<Ident> = (0..m.params.len())
+        .map(|i| format_ident!("__rfaas_p{i}"))
+        .collect();
+    let unpack = m.params.iter().zip(&locals).map(|(x, local)| {
         let (id, ty) = (&x.ident, &x.ty);
         match x.kind {
-            Kind::Value => quote!(let #id: #ty = #p::get_value::<#ty>(&__rfaas_args.#id)?;),
-            Kind::InSlice => quote!(let #id: &[#ty] = __rfaas_in.slice::<#ty>(__rfaas_args.#id)?;),
+            Kind::Value => quote!(let #local: #ty = #p::get_value::<#ty>(&__rfaas_args.#id)?;),
+            Kind::InSlice => {
+                quote!(let #local: &[#ty] = __rfaas_in.slice::<#ty>(__rfaas_args.#id)?;)
+            }
             Kind::OutSlice => {
-                quote!(let #id: &mut [#ty] = __rfaas_cur.slice::<#ty>(__rfaas_args.#id)?;)
+                quote!(let #local: &mut [#ty] = __rfaas_cur.slice::<#ty>(__rfaas_args.#id)?;)
             }
         }
     });
@@ -488,11 +548,6 @@ fn generate(m: &Model) -> TokenStream {
     };
     let stub_doc = format!("Remote stub of [`{name}`](fn@{name}): `{signature}`.");
     let call_doc = format!("A typed invocation of `{name}`, built by [`call`].");
-    let entry = format_ident!(
-        "__RFAAS_ENTRY_{}",
-        name.to_uppercase(),
-        span = Span::call_site()
-    );
 
     quote! {
         #[doc = #stub_doc]
@@ -503,27 +558,27 @@ fn generate(m: &Model) -> TokenStream {
             const _: () = { #(#checks)* };
 
             /// Name of the function in the library manifest.
-            pub const NAME: &str = #name;
+            #inner_vis const NAME: &str = #name;
             /// The function's Rust signature.
-            pub const SIGNATURE: &str = #signature;
+            #inner_vis const SIGNATURE: &str = #signature;
             /// Layout fingerprint: names, kinds, types, sizes, alignments and shapes.
-            pub const FINGERPRINT: u64 = #fp.finish();
+            #inner_vis const FINGERPRINT: u64 = #fp.finish();
 
             /// The fixed argument layout at the start of the input buffer.
             #[derive(#p::zerocopy::FromBytes, #p::zerocopy::IntoBytes, #p::zerocopy::Immutable, #p::zerocopy::KnownLayout, #p::zerocopy::Unaligned)]
             #[zerocopy(crate = "::rfaas::__private::zerocopy")]
             #[repr(C)]
-            pub struct __rfaas_Args {
+            #inner_vis struct __rfaas_Args {
                 #(#arg_fields,)*
             }
 
             #[doc = #call_doc]
-            pub struct Call #lt {
+            #inner_vis struct Call #lt {
                 #(#call_fields,)*
             }
 
             /// Builds a typed invocation with the function's own parameters.
-            pub fn call #lt (#(#call_params),*) -> Call #lt {
+            #inner_vis fn call #lt (#(#call_params),*) -> Call #lt {
                 Call { #(#idents),* }
             }
 
@@ -575,7 +630,7 @@ fn generate(m: &Model) -> TokenStream {
                             let mut __rfaas_cur = #p::OutputCursor::new(&mut *__rfaas_output, #ret_size)?;
                             #(#unpack)*
                             let __rfaas_end = __rfaas_cur.end();
-                            let __rfaas_ret = super::#fn_ident(#(#idents),*);
+                            let __rfaas_ret = super::#fn_ident(#(#locals),*);
                             #finish
                         })
                 }
@@ -583,7 +638,7 @@ fn generate(m: &Model) -> TokenStream {
 
             #[#p::linkme::distributed_slice(#p::FUNCTIONS)]
             #[linkme(crate = #p::linkme)]
-            static #entry: #p::FunctionEntry = #p::FunctionEntry {
+            static __RFAAS_ENTRY: #p::FunctionEntry = #p::FunctionEntry {
                 name: NAME,
                 signature: SIGNATURE,
                 fingerprint: FINGERPRINT,

@@ -84,10 +84,13 @@ fn generate(input: &DeriveInput) -> Result<TokenStream, TokenStream> {
     let padding_msg = format!(
         "`{name}` has padding bytes, which would leak uninitialized memory onto the wire: reorder its fields or add explicit padding fields"
     );
+    let padding_check = quote_spanned! {ident.span()=>
+        ::core::assert!(#p::size_of::<#ident>() == 0 #(+ #sizes)*, #padding_msg);
+    };
     Ok(quote! {
         const _: () = {
             #(#checks)*
-            ::core::assert!(#p::size_of::<#ident>() == 0 #(+ #sizes)*, #padding_msg);
+            #padding_check
         };
         // SAFETY: `#[repr(C)]`/`#[repr(transparent)]` (checked by the derive), every field is a
         // `Payload` (checked above) and the size equals the sum of the field sizes, so there is

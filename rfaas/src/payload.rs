@@ -18,6 +18,11 @@ use crate::fingerprint::Fingerprint;
 /// - the layout is fixed (`#[repr(C)]` or `#[repr(transparent)]`, or a primitive).
 ///
 /// `#[derive(rfaas::Payload)]` checks all three at compile time; do not implement it by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an rfaas payload",
+    label = "not a payload: it cannot be written into another process's memory as raw bytes",
+    note = "payloads are numbers, arrays of payloads, and `#[repr(C)]` structs with `#[derive(Clone, Copy, rfaas::Payload)]`; pass bytes as `&[u8]`"
+)]
 pub unsafe trait Payload: Copy + Send + Sync + 'static {
     /// A fingerprint of the type's structure (field names, types, sizes), folded into function
     /// fingerprints so that a changed struct is detected across the wire.

@@ -26,7 +26,7 @@ enum Cmd {
         /// The crate to package.
         #[arg(short = 'p', long = "package", default_value = "functions-example")]
         krate: String,
-        /// Where packages go (default: <target dir>/rfaas).
+        /// Where packages go (default: TARGET_DIR/rfaas).
         #[arg(long)]
         out: Option<PathBuf>,
     },

@@ -1,0 +1,3 @@
+//! Integration tests of the `rfaas` crate (the crate's single test binary).
+
+mod ui;

@@ -1,0 +1,4 @@
+#[rfaas::function(foo)]
+fn f() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rfaas::function]
+async fn f(_x: u8) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rfaas::function]
+fn f<const N: usize>(_x: [u8; N]) {}
+
+fn main() {}

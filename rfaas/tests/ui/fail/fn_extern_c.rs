@@ -1,0 +1,4 @@
+#[rfaas::function]
+extern "C" fn f(_x: u8) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rfaas::function]
+fn f<T: Copy>(_x: T) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rfaas::function]
+fn f<'a>(_x: &'a [u8]) {}
+
+fn main() {}

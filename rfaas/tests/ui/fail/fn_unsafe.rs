@@ -1,0 +1,4 @@
+#[rfaas::function]
+unsafe fn f(_x: u8) {}
+
+fn main() {}

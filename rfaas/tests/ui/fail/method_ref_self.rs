@@ -1,0 +1,8 @@
+struct S;
+
+impl S {
+    #[rfaas::function]
+    fn m(&self) {}
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rfaas::function]
+struct S;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rfaas::function]
+fn f(_x: &mut u64) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rfaas::function]
+fn f(_v: Vec<u8>) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rfaas::function]
+fn f(_p: *const u8) {}
+
+fn main() {}

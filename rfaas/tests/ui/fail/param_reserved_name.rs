@@ -1,0 +1,4 @@
+#[rfaas::function]
+fn f(__rfaas_x: u8) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rfaas::function]
+fn f(_flags: &[bool]) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rfaas::function]
+fn f(_s: &str) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[rfaas::function]
+fn f(_x: (u8, u16)) {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[rfaas::function]
+fn f() -> impl Copy {
+    0u8
+}
+
+fn main() {}

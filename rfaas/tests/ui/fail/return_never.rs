@@ -1,0 +1,6 @@
+#[rfaas::function]
+fn f() -> ! {
+    loop {}
+}
+
+fn main() {}

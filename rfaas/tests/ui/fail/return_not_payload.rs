@@ -1,0 +1,6 @@
+#[rfaas::function]
+fn f() -> String {
+    String::new()
+}
+
+fn main() {}

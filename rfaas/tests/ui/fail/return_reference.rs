@@ -1,0 +1,6 @@
+#[rfaas::function]
+fn f() -> &'static [u8] {
+    &[]
+}
+
+fn main() {}
