@@ -39,6 +39,8 @@ pub mod call;
 mod codec;
 mod fingerprint;
 mod payload;
+pub mod sys;
+pub mod transport;
 pub mod wire;
 
 pub use call::{CallError, EncodeError, Encoded, RemoteCall};

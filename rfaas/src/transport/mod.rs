@@ -1,0 +1,195 @@
+//! The data-plane interface, shaped like RDMA verbs so every fabric maps onto it thinly.
+//!
+//! - A [`shm::Region`] is registered memory with a key (like an MR and its rkey).
+//! - An endpoint is a connected pair half (like an RC queue pair). Connecting exchanges region
+//!   descriptors over the control plane.
+//! - [`Endpoint::write_with_imm`] copies local bytes into the peer's region at an offset and
+//!   delivers a 32-bit immediate plus the byte count to the peer's completion queue.
+//! - A completion queue ([`shm::CompletionQueue`]) collects the completions of any number of
+//!   endpoints; it is polled (non-blocking) or waited on (blocking, for warm mode).
+//!
+//! Backends: [`shm`] (one host; the default). TCP and verbs plug in behind the same shapes.
+
+pub mod shm;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+/// One delivered write-with-immediate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// Which endpoint of the completion queue it arrived on (its index at attach time).
+    pub endpoint: u32,
+    /// The 32-bit immediate.
+    pub imm: u32,
+    /// Bytes the peer placed with it.
+    pub len: u32,
+}
+
+/// Why a transport operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The key names no region of this endpoint or its peer.
+    #[error("no {side} region with key {key}")]
+    UnknownRegion {
+        /// `"local"` or `"remote"`.
+        side: &'static str,
+        /// The key.
+        key: u32,
+    },
+    /// Offset and length fall outside the region.
+    #[error("{side} region {key}: {len} bytes at offset {offset} exceed its {region_len} bytes")]
+    OutOfBounds {
+        /// `"local"` or `"remote"`.
+        side: &'static str,
+        /// The key.
+        key: u32,
+        /// Requested offset.
+        offset: usize,
+        /// Requested length.
+        len: usize,
+        /// Region length.
+        region_len: usize,
+    },
+    /// The peer's completion queue has no room (like an RNR condition): retry later.
+    #[error("peer completion queue full")]
+    QueueFull,
+    /// The peer closed the connection or its process ended.
+    #[error("peer of endpoint {endpoint} disconnected")]
+    PeerGone {
+        /// The endpoint whose peer is gone.
+        endpoint: u32,
+    },
+    /// The peer broke the protocol (corrupt queue indices, bad handshake).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// A system call failed.
+    #[error("transport i/o error")]
+    Io(#[from] std::io::Error),
+}
+
+/// Default slice of a blocking wait after which liveness of peers is re-checked.
+pub const LIVENESS_TICK: Duration = Duration::from_millis(20);
+
+/// Registered memory: a memfd mapped read-write, identified by a key.
+#[derive(Debug)]
+pub struct Region {
+    key: u32,
+    fd: OwnedFd,
+    map: crate::sys::Mapping,
+}
+
+impl Region {
+    /// Creates a zero-filled region of `len` bytes.
+    pub fn new(key: u32, len: usize) -> Result<Region, TransportError> {
+        let fd = crate::sys::memfd(&format!("rfaas-region-{key}"), len)?;
+        let map = crate::sys::Mapping::new(fd.as_fd(), len)?;
+        Ok(Region { key, fd, map })
+    }
+
+    /// The key peers use to address it.
+    pub fn key(&self) -> u32 {
+        self.key
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Start address (page aligned). Peers may write this memory at any time.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.as_ptr()
+    }
+
+    /// The memory file behind the region (shared with peers on one host).
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<(), TransportError> {
+        check_range("local", self.key, offset, len, self.len())
+    }
+
+    /// Copies `bytes` into the region at `offset`.
+    pub fn write(&self, offset: usize, bytes: &[u8]) -> Result<(), TransportError> {
+        self.check(offset, bytes.len())?;
+        // SAFETY: in bounds (checked); raw copy into shared memory, which any bytes may occupy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.as_ptr().add(offset), bytes.len())
+        };
+        Ok(())
+    }
+
+    /// Copies bytes out of the region at `offset`.
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), TransportError> {
+        self.check(offset, out.len())?;
+        // SAFETY: in bounds (checked); a raw copy out of shared memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), out.as_mut_ptr(), out.len())
+        };
+        Ok(())
+    }
+}
+
+pub(crate) fn check_range(
+    side: &'static str,
+    key: u32,
+    offset: usize,
+    len: usize,
+    region_len: usize,
+) -> Result<(), TransportError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= region_len => Ok(()),
+        _ => Err(TransportError::OutOfBounds {
+            side,
+            key,
+            offset,
+            len,
+            region_len,
+        }),
+    }
+}
+
+/// A connected endpoint (like an RC queue pair).
+pub trait Endpoint: Send + Sync {
+    /// Index of this endpoint in its completion queue.
+    fn id(&self) -> u32;
+    /// Length of the peer's region `key`, if it offered one.
+    fn remote_len(&self, key: u32) -> Option<usize>;
+    /// Copies local bytes into the peer's region and delivers `(imm, len)` to its queue.
+    /// Invalid keys, offsets and lengths are rejected before anything is written.
+    fn write_with_imm(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+    ) -> Result<(), TransportError>;
+    /// A pointer into the peer's region for writing in place, when the fabric maps peer
+    /// memory (shared memory); `None` otherwise. Bounds are checked.
+    fn window(
+        &self,
+        key: u32,
+        offset: usize,
+        len: usize,
+    ) -> Result<Option<*mut u8>, TransportError>;
+    /// Delivers `(imm, len)` for bytes placed through [`Endpoint::window`].
+    fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError>;
+}
+
+/// A completion queue collecting the completions of several endpoints.
+pub trait Queue: Send + Sync {
+    /// The next completion, without blocking.
+    fn poll(&self) -> Result<Option<Completion>, TransportError>;
+    /// The next completion, sleeping up to `timeout`; a hung-up peer is an error, once.
+    fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError>;
+}

@@ -1,0 +1,636 @@
+//! Shared-memory fabric: regions are memfd mappings passed with SCM_RIGHTS over a Unix socket;
+//! a write is a memcpy into the peer's mapping followed by a release-store that publishes a
+//! completion entry; polling is an acquire-load; waiting is a futex on a doorbell word.
+//!
+//! Every index in shared memory that the peer can write is treated as hostile: queue indices
+//! are checked against the capacity, and completion contents are validated by the layer above.
+
+use super::{Completion, LIVENESS_TICK, Region, TransportError, check_range};
+use crate::sys::{self, Mapping};
+use serde::{Deserialize, Serialize};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Entries in one completion ring.
+pub const RING_CAPACITY: u32 = 256;
+/// Endpoints one completion queue can collect.
+pub const MAX_ENDPOINTS: usize = 256;
+const LINE: usize = 64;
+const RING_BYTES: usize = 2 * LINE + RING_CAPACITY as usize * 8;
+const CONTROL_BYTES: usize = 2 * RING_BYTES;
+const DOORBELL_BYTES: usize = 2 * LINE;
+/// Largest region the handshake accepts (16 GiB).
+pub const MAX_REGION: usize = 1 << 34;
+/// Most regions one side of an endpoint may offer.
+pub const MAX_REGIONS: usize = 8;
+
+/// One single-producer single-consumer completion ring inside a control block.
+struct RingView {
+    base: *mut u8,
+}
+
+impl RingView {
+    fn tail(&self) -> &AtomicU32 {
+        // SAFETY: offset 0 of a ring is a 4-aligned u32 inside the live control mapping, which
+        // outlives every view (the endpoint owns both); shared memory is accessed atomically.
+        unsafe { AtomicU32::from_ptr(self.base.cast()) }
+    }
+    fn head(&self) -> &AtomicU32 {
+        // SAFETY: as for `tail`, at offset LINE.
+        unsafe { AtomicU32::from_ptr(self.base.add(LINE).cast()) }
+    }
+    fn entry(&self, i: u32) -> (&AtomicU32, &AtomicU32) {
+        let off = 2 * LINE + (i % RING_CAPACITY) as usize * 8;
+        // SAFETY: `off + 8 <= RING_BYTES`; two 4-aligned u32s inside the ring, accessed atomically.
+        unsafe {
+            (
+                AtomicU32::from_ptr(self.base.add(off).cast()),
+                AtomicU32::from_ptr(self.base.add(off + 4).cast()),
+            )
+        }
+    }
+}
+
+/// Producer half: pushes completions into the ring the peer's queue polls.
+struct SendRing {
+    _control: Arc<Mapping>,
+    view: RingView,
+    tail: AtomicU32,
+}
+
+/// Consumer half: pops completions the peer pushed.
+struct RecvRing {
+    _control: Arc<Mapping>,
+    view: RingView,
+    head: AtomicU32,
+    liveness: UnixStream,
+    /// The peer corrupted the ring: never polled again.
+    broken: AtomicBool,
+    /// The peer's hang-up has been reported.
+    gone_reported: AtomicBool,
+}
+
+// SAFETY: the raw pointers point into `_control`, an `Arc`ed shared mapping kept alive by the
+// ring; all shared-memory access is atomic.
+unsafe impl Send for SendRing {}
+// SAFETY: as above.
+unsafe impl Sync for SendRing {}
+// SAFETY: as above.
+unsafe impl Send for RecvRing {}
+// SAFETY: as above.
+unsafe impl Sync for RecvRing {}
+
+/// A futex word peers ring when the owner sleeps.
+struct Doorbell {
+    map: Mapping,
+}
+
+impl Doorbell {
+    fn seq(&self) -> &AtomicU32 {
+        // SAFETY: offset 0 of a live mapping of DOORBELL_BYTES, 4-aligned.
+        unsafe { AtomicU32::from_ptr(self.map.as_ptr().cast()) }
+    }
+    fn sleepers(&self) -> &AtomicU32 {
+        // SAFETY: offset LINE of the same mapping.
+        unsafe { AtomicU32::from_ptr(self.map.as_ptr().add(LINE).cast()) }
+    }
+    fn ring(&self) {
+        // Pairs with the fence in `CompletionQueue::wait`: either the sleeper sees our
+        // completion before sleeping, or we see its sleeper count and wake it.
+        fence(Ordering::SeqCst);
+        if self.sleepers().load(Ordering::Relaxed) != 0 {
+            self.seq().fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake(self.seq(), i32::MAX);
+        }
+    }
+}
+
+/// Collects completions from any number of endpoints (like a verbs CQ with a completion
+/// channel). Poll from one thread at a time; a concurrent poll returns nothing.
+pub struct CompletionQueue {
+    doorbell_fd: OwnedFd,
+    doorbell: Doorbell,
+    rings: Box<[OnceLock<RecvRing>]>,
+    count: AtomicUsize,
+    next: AtomicUsize,
+    busy: AtomicBool,
+}
+
+impl std::fmt::Debug for CompletionQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompletionQueue")
+            .field("endpoints", &self.count.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl CompletionQueue {
+    /// A new, empty queue.
+    pub fn new() -> Result<Arc<Self>, TransportError> {
+        let doorbell_fd = sys::memfd("rfaas-doorbell", DOORBELL_BYTES)?;
+        let map = Mapping::new(doorbell_fd.as_fd(), DOORBELL_BYTES)?;
+        Ok(Arc::new(CompletionQueue {
+            doorbell_fd,
+            doorbell: Doorbell { map },
+            rings: (0..MAX_ENDPOINTS).map(|_| OnceLock::new()).collect(),
+            count: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
+        }))
+    }
+
+    fn attach(&self, ring: RecvRing) -> Result<u32, TransportError> {
+        // Attachments happen during connection set-up; serialize them with the poll flag.
+        self.lock_busy();
+        let i = self.count.load(Ordering::Relaxed);
+        let r = if i >= MAX_ENDPOINTS {
+            Err(TransportError::Protocol(format!(
+                "completion queue full ({MAX_ENDPOINTS} endpoints)"
+            )))
+        } else {
+            let _ = self.rings[i].set(ring);
+            self.count.store(i + 1, Ordering::Release);
+            Ok(i as u32)
+        };
+        self.busy.store(false, Ordering::Release);
+        r
+    }
+
+    fn lock_busy(&self) {
+        let mut spins = 0u32;
+        while self
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins > 64 {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Takes the next completion, if any, without blocking. Endpoints are visited round-robin.
+    pub fn poll(&self) -> Result<Option<Completion>, TransportError> {
+        if self
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let r = self.poll_locked();
+        self.busy.store(false, Ordering::Release);
+        r
+    }
+
+    fn poll_locked(&self) -> Result<Option<Completion>, TransportError> {
+        let n = self.count.load(Ordering::Acquire);
+        if n == 0 {
+            return Ok(None);
+        }
+        let start = self.next.load(Ordering::Relaxed) % n;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Some(ring) = self.rings[i].get() else {
+                continue;
+            };
+            if ring.broken.load(Ordering::Relaxed) {
+                continue;
+            }
+            let head = ring.head.load(Ordering::Relaxed);
+            let tail = ring.view.tail().load(Ordering::Acquire);
+            let avail = tail.wrapping_sub(head);
+            if avail == 0 {
+                continue;
+            }
+            if avail > RING_CAPACITY {
+                ring.broken.store(true, Ordering::Relaxed);
+                return Err(TransportError::Protocol(format!(
+                    "endpoint {i}: peer published {avail} completions into a ring of {RING_CAPACITY}"
+                )));
+            }
+            let (imm, len) = ring.view.entry(head);
+            let c = Completion {
+                endpoint: i as u32,
+                imm: imm.load(Ordering::Relaxed),
+                len: len.load(Ordering::Relaxed),
+            };
+            let head = head.wrapping_add(1);
+            ring.head.store(head, Ordering::Relaxed);
+            ring.view.head().store(head, Ordering::Release);
+            self.next.store(i + 1, Ordering::Relaxed);
+            return Ok(Some(c));
+        }
+        Ok(None)
+    }
+
+    /// Returns the first endpoint whose peer hung up and whose ring is drained (marking it so
+    /// it is reported once).
+    fn dead_peer(&self) -> Option<u32> {
+        let n = self.count.load(Ordering::Acquire);
+        for i in 0..n {
+            let Some(ring) = self.rings[i].get() else {
+                continue;
+            };
+            let drained =
+                ring.view.tail().load(Ordering::Acquire) == ring.head.load(Ordering::Relaxed);
+            if !ring.gone_reported.load(Ordering::Relaxed)
+                && (drained || ring.broken.load(Ordering::Relaxed))
+                && sys::peer_hung_up(ring.liveness.as_fd())
+            {
+                ring.gone_reported.store(true, Ordering::Relaxed);
+                return Some(i as u32);
+            }
+        }
+        None
+    }
+
+    /// Waits up to `timeout` for a completion, sleeping on the doorbell. A peer that hangs up
+    /// is reported as [`TransportError::PeerGone`] (once), after its pending completions.
+    pub fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.poll()? {
+                return Ok(Some(c));
+            }
+            if let Some(endpoint) = self.dead_peer() {
+                return Err(TransportError::PeerGone { endpoint });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let bell = &self.doorbell;
+            let seq = bell.seq().load(Ordering::SeqCst);
+            bell.sleepers().fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let got = self.poll();
+            if !matches!(got, Ok(None)) {
+                bell.sleepers().fetch_sub(1, Ordering::SeqCst);
+                return got;
+            }
+            sys::futex_wait(bell.seq(), seq, (deadline - now).min(LIVENESS_TICK));
+            bell.sleepers().fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Number of attached endpoints.
+    pub fn endpoints(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+/// One connected endpoint: sends into the peer's regions and completion queue.
+pub struct ShmEndpoint {
+    id: u32,
+    local: Vec<Arc<Region>>,
+    remote: Vec<(u32, Mapping)>,
+    send: SendRing,
+    peer_bell: Doorbell,
+    peer_fds: Vec<OwnedFd>,
+}
+
+impl std::fmt::Debug for ShmEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmEndpoint")
+            .field("id", &self.id)
+            .field(
+                "local",
+                &self
+                    .local
+                    .iter()
+                    .map(|r| (r.key(), r.len()))
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "remote",
+                &self
+                    .remote
+                    .iter()
+                    .map(|(k, m)| (*k, m.len()))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Which end of a connection: `Active` creates the shared control block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Creates and sends the control block (the connecting client).
+    Active,
+    /// Receives the control block (the accepting executor).
+    Passive,
+}
+
+/// What one side tells the other while connecting. Descriptors follow in the same message:
+/// `[doorbell, control (active side only), regions...]`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Offer {
+    /// `(key, len)` of each region, in descriptor order.
+    regions: Vec<(u32, u64)>,
+    /// Whether a control block descriptor follows the doorbell.
+    control: bool,
+}
+
+/// Most bytes of a handshake message.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Sends a length-prefixed JSON message with descriptors attached.
+pub fn send_message<T: Serialize>(
+    stream: &UnixStream,
+    msg: &T,
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> Result<(), TransportError> {
+    let body = serde_json::to_vec(msg)
+        .map_err(|e| TransportError::Protocol(format!("encoding message: {e}")))?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body);
+    sys::send_with_fds(stream, &frame, fds)?;
+    Ok(())
+}
+
+/// Receives a length-prefixed JSON message and the descriptors that came with it.
+pub fn recv_message<T: for<'de> Deserialize<'de>>(
+    stream: &UnixStream,
+) -> Result<(T, Vec<OwnedFd>), TransportError> {
+    let mut len = [0u8; 4];
+    let mut fds = sys::recv_with_fds(stream, &mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(TransportError::Protocol(format!(
+            "message of {len} bytes (at most {MAX_MESSAGE})"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    fds.extend(sys::recv_with_fds(stream, &mut body)?);
+    let msg = serde_json::from_slice(&body)
+        .map_err(|e| TransportError::Protocol(format!("malformed message: {e}")))?;
+    Ok((msg, fds))
+}
+
+impl ShmEndpoint {
+    /// Connects one endpoint over `stream` (both sides call this, with opposite `side`s):
+    /// exchanges region descriptors and doorbells, and attaches the receive ring to `cq`.
+    pub fn connect(
+        stream: &UnixStream,
+        side: Side,
+        local: Vec<Arc<Region>>,
+        cq: &Arc<CompletionQueue>,
+    ) -> Result<ShmEndpoint, TransportError> {
+        if local.len() > MAX_REGIONS {
+            return Err(TransportError::Protocol(format!(
+                "at most {MAX_REGIONS} regions per endpoint"
+            )));
+        }
+        let offer = Offer {
+            regions: local.iter().map(|r| (r.key(), r.len() as u64)).collect(),
+            control: side == Side::Active,
+        };
+        let send_offer = |control: Option<&OwnedFd>| {
+            let mut fds = vec![cq.doorbell_fd.as_fd()];
+            if let Some(c) = control {
+                fds.push(c.as_fd());
+            }
+            fds.extend(local.iter().map(|r| r.fd().as_fd()));
+            send_message(stream, &offer, &fds)
+        };
+        let (peer, mut fds, control_fd) = match side {
+            Side::Active => {
+                let control = sys::memfd("rfaas-control", CONTROL_BYTES)?;
+                send_offer(Some(&control))?;
+                let (peer, fds): (Offer, _) = recv_message(stream)?;
+                (peer, fds, control)
+            }
+            Side::Passive => {
+                let (peer, mut fds): (Offer, Vec<OwnedFd>) = recv_message(stream)?;
+                if !peer.control || fds.len() < 2 {
+                    return Err(TransportError::Protocol(
+                        "active side sent no control block".into(),
+                    ));
+                }
+                let control = fds.remove(1);
+                send_offer(None)?;
+                (peer, fds, control)
+            }
+        };
+        if peer.regions.len() > MAX_REGIONS || fds.len() != 1 + peer.regions.len() {
+            return Err(TransportError::Protocol(format!(
+                "peer offered {} regions with {} descriptors",
+                peer.regions.len(),
+                fds.len()
+            )));
+        }
+        if sys::file_len(control_fd.as_fd())? < CONTROL_BYTES {
+            return Err(TransportError::Protocol("control block too small".into()));
+        }
+        let control = Arc::new(Mapping::new(control_fd.as_fd(), CONTROL_BYTES)?);
+        let bell_fd = fds.remove(0);
+        let peer_bell = Doorbell {
+            map: Mapping::new(bell_fd.as_fd(), DOORBELL_BYTES)?,
+        };
+        let mut remote = Vec::with_capacity(peer.regions.len());
+        for ((key, len), fd) in peer.regions.iter().zip(&fds) {
+            let len = usize::try_from(*len)
+                .ok()
+                .filter(|l| *l <= MAX_REGION)
+                .ok_or_else(|| TransportError::Protocol(format!("region {key} too large")))?;
+            if remote.iter().any(|(k, _)| k == key) {
+                return Err(TransportError::Protocol(format!(
+                    "region key {key} offered twice"
+                )));
+            }
+            remote.push((*key, Mapping::new(fd.as_fd(), len)?));
+        }
+        // Active side sends on ring 0 and receives on ring 1; passive the other way round.
+        let (send_off, recv_off) = if side == Side::Active {
+            (0, RING_BYTES)
+        } else {
+            (RING_BYTES, 0)
+        };
+        // SAFETY (offsets): both rings lie within the CONTROL_BYTES mapping.
+        let send_view = RingView {
+            base: control.as_ptr().wrapping_add(send_off),
+        };
+        let recv_view = RingView {
+            base: control.as_ptr().wrapping_add(recv_off),
+        };
+        let send = SendRing {
+            tail: AtomicU32::new(send_view.tail().load(Ordering::Acquire)),
+            view: send_view,
+            _control: control.clone(),
+        };
+        let recv = RecvRing {
+            head: AtomicU32::new(recv_view.head().load(Ordering::Acquire)),
+            view: recv_view,
+            _control: control,
+            liveness: stream.try_clone()?,
+            broken: AtomicBool::new(false),
+            gone_reported: AtomicBool::new(false),
+        };
+        // A fresh control block starts at zero on both rings.
+        if send.tail.load(Ordering::Relaxed) != 0 || recv.head.load(Ordering::Relaxed) != 0 {
+            return Err(TransportError::Protocol("control block not fresh".into()));
+        }
+        let id = cq.attach(recv)?;
+        Ok(ShmEndpoint {
+            id,
+            local,
+            remote,
+            send,
+            peer_bell,
+            peer_fds: fds,
+        })
+    }
+
+    /// This endpoint's index in its completion queue (`Completion::endpoint`).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The local region with `key`.
+    pub fn local_region(&self, key: u32) -> Option<&Arc<Region>> {
+        self.local.iter().find(|r| r.key() == key)
+    }
+
+    /// Length of the peer's region `key`.
+    pub fn remote_len(&self, key: u32) -> Option<usize> {
+        self.remote
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, m)| m.len())
+    }
+
+    fn remote(&self, key: u32) -> Result<&Mapping, TransportError> {
+        self.remote
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, m)| m)
+            .ok_or(TransportError::UnknownRegion {
+                side: "remote",
+                key,
+            })
+    }
+
+    /// Copies `len` bytes from local region `local_key` at `local_off` into the peer's region
+    /// `remote_key` at `remote_off`, then delivers `(imm, len)` to the peer's queue.
+    /// Every descriptor is checked before anything is written.
+    pub fn write_with_imm(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+    ) -> Result<(), TransportError> {
+        let local = self
+            .local_region(local_key)
+            .ok_or(TransportError::UnknownRegion {
+                side: "local",
+                key: local_key,
+            })?;
+        check_range("local", local_key, local_off, len, local.len())?;
+        let dst = self.window(remote_key, remote_off, len)?;
+        self.ensure_room()?;
+        // SAFETY: both ranges are in bounds of live mappings (checked above); they belong to
+        // different memory files, so they do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(local.as_ptr().add(local_off), dst, len) };
+        self.push(imm, len)
+    }
+
+    /// A pointer to `len` bytes of the peer's region `key` at `offset`, for writing in place
+    /// (zero copy); follow with [`ShmEndpoint::signal`]. The peer may access the same memory
+    /// concurrently: write through raw pointers only.
+    pub fn window(&self, key: u32, offset: usize, len: usize) -> Result<*mut u8, TransportError> {
+        let m = self.remote(key)?;
+        check_range("remote", key, offset, len, m.len())?;
+        Ok(m.as_ptr().wrapping_add(offset))
+    }
+
+    /// Delivers `(imm, len)` for bytes already placed through [`ShmEndpoint::window`].
+    pub fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError> {
+        self.ensure_room()?;
+        self.push(imm, len)
+    }
+
+    fn ensure_room(&self) -> Result<(), TransportError> {
+        let tail = self.send.tail.load(Ordering::Relaxed);
+        let head = self.send.view.head().load(Ordering::Acquire);
+        let used = tail.wrapping_sub(head);
+        if used > RING_CAPACITY {
+            return Err(TransportError::Protocol(format!(
+                "peer reported an impossible queue head ({used} in use)"
+            )));
+        }
+        if used == RING_CAPACITY {
+            return Err(TransportError::QueueFull);
+        }
+        Ok(())
+    }
+
+    fn push(&self, imm: u32, len: usize) -> Result<(), TransportError> {
+        let len = u32::try_from(len)
+            .map_err(|_| TransportError::Protocol("write larger than 4 GiB".into()))?;
+        let tail = self.send.tail.load(Ordering::Relaxed);
+        let (e_imm, e_len) = self.send.view.entry(tail);
+        e_imm.store(imm, Ordering::Relaxed);
+        e_len.store(len, Ordering::Relaxed);
+        let tail = tail.wrapping_add(1);
+        self.send.tail.store(tail, Ordering::Relaxed);
+        self.send.view.tail().store(tail, Ordering::Release);
+        self.peer_bell.ring();
+        Ok(())
+    }
+
+    /// Descriptors the peer sent (its regions), kept open for the endpoint's life.
+    pub fn peer_descriptors(&self) -> usize {
+        self.peer_fds.len()
+    }
+}
+
+impl super::Endpoint for ShmEndpoint {
+    fn id(&self) -> u32 {
+        self.id
+    }
+    fn remote_len(&self, key: u32) -> Option<usize> {
+        ShmEndpoint::remote_len(self, key)
+    }
+    fn write_with_imm(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+    ) -> Result<(), TransportError> {
+        ShmEndpoint::write_with_imm(self, local_key, local_off, len, remote_key, remote_off, imm)
+    }
+    fn window(
+        &self,
+        key: u32,
+        offset: usize,
+        len: usize,
+    ) -> Result<Option<*mut u8>, TransportError> {
+        ShmEndpoint::window(self, key, offset, len).map(Some)
+    }
+    fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError> {
+        ShmEndpoint::signal(self, imm, len)
+    }
+}
+
+impl super::Queue for CompletionQueue {
+    fn poll(&self) -> Result<Option<Completion>, TransportError> {
+        CompletionQueue::poll(self)
+    }
+    fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
+        CompletionQueue::wait(self, timeout)
+    }
+}
