@@ -163,3 +163,83 @@ pub fn invoke<C: RemoteCall>(lib: &FunctionLibrary, call: C) -> Result<C::Output
         .expect("invoke refused");
     call.decode(outcome.status, &output.bytes()[..outcome.output_len])
 }
+
+/// The `rfaas-executor` binary, built once per test process.
+pub fn executor_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let o = run(cargo().args(["build", "-q", "-p", "executor", "--bin", "rfaas-executor"]));
+        assert!(
+            o.status.success(),
+            "building rfaas-executor failed:\n{}",
+            text(&o)
+        );
+        workspace_root().join("target/debug/rfaas-executor")
+    })
+}
+
+/// A running `rfaas-executor run` process, killed (and reaped) on drop.
+pub struct Executor {
+    child: std::process::Child,
+    /// Its Unix socket.
+    pub socket: PathBuf,
+}
+
+impl Executor {
+    /// Starts an executor serving the example package with `args` added, and waits (at most
+    /// 60 s) until it reports `ready`.
+    pub fn start(name: &str, args: &[&str]) -> Executor {
+        use std::io::BufRead;
+        let dir = scratch_dir(&format!("exec-{name}"));
+        let socket = dir.join("executor.sock");
+        let mut child = Command::new(executor_binary())
+            .arg("run")
+            .arg("--library")
+            .arg(example_package())
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawning rfaas-executor");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            for _ in lines {}
+        });
+        let mut exec = Executor { child, socket };
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(Some(Ok(line))) if line.starts_with("ready") => exec,
+            other => {
+                let _ = exec.child.kill();
+                panic!("executor did not become ready: {other:?}");
+            }
+        }
+    }
+
+    /// Kills the executor process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

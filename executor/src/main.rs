@@ -1,10 +1,14 @@
-//! `rfaas-executor`: the executor binary (today: `inspect`).
+//! `rfaas-executor`: the executor binary: `run` (serve a function library over shared memory)
+//! and `inspect` (print a library's functions).
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use executor::FunctionLibrary;
 use executor::package::{Package, fingerprint_hex, sha256_file};
+use executor::worker::{HotTimeout, WorkerConfig, serve_session};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The rfaas executor.
 #[derive(Parser)]
@@ -24,12 +28,122 @@ enum Command {
         /// Package directory or shared library.
         path: PathBuf,
     },
+    /// Serve a function library to clients connecting on a Unix socket (shared memory).
+    ///
+    /// Each connecting client gets a session with its own workers; the executor keeps serving
+    /// other clients when one disconnects or dies. Prints `ready <socket>` once listening.
+    Run {
+        /// Package directory or shared library to serve.
+        #[arg(long)]
+        library: PathBuf,
+        /// Unix socket path to listen on (replaced if it exists).
+        #[arg(long)]
+        socket: PathBuf,
+        /// Workers (leased cores) per session.
+        #[arg(long, default_value_t = 1)]
+        cores: u32,
+        /// CPUs to pin workers to, comma-separated (default: all allowed CPUs, in order).
+        #[arg(long, value_delimiter = ',')]
+        cpus: Vec<usize>,
+        /// Input slots per worker: invocations that may be in flight on one worker.
+        #[arg(long, default_value_t = 8)]
+        slots: u32,
+        /// Bytes per slot, header included (a multiple of 64); bounds input and output size.
+        #[arg(long, default_value_t = 1 << 20)]
+        slot_size: u32,
+        /// Microseconds a worker busy-polls after an invocation: -1 always hot, 0 always warm.
+        #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
+        hot_timeout_us: i64,
+        /// Serve one session, then exit.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RFAAS_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Inspect { path } => inspect(&path),
+        Command::Run {
+            library,
+            socket,
+            cores,
+            cpus,
+            slots,
+            slot_size,
+            hot_timeout_us,
+            once,
+        } => {
+            let hot_timeout =
+                HotTimeout::from_micros(hot_timeout_us).map_err(anyhow::Error::msg)?;
+            let cpus = if cpus.is_empty() {
+                rfaas::sys::allowed_cpus()
+            } else {
+                cpus
+            };
+            let cfg = WorkerConfig {
+                workers: cores,
+                cpus,
+                slots,
+                slot_size,
+                hot_timeout,
+            };
+            cfg.validate()
+                .map_err(anyhow::Error::msg)
+                .context("invalid worker configuration")?;
+            run(&library, &socket, cfg, once)
+        }
     }
+}
+
+fn open_library(path: &Path) -> Result<FunctionLibrary> {
+    if path.is_dir() {
+        let (_, lib) = Package::open(path)
+            .with_context(|| format!("cannot open package {}", path.display()))?;
+        Ok(lib)
+    } else {
+        FunctionLibrary::open(path).with_context(|| format!("cannot load {}", path.display()))
+    }
+}
+
+fn run(library: &Path, socket: &Path, cfg: WorkerConfig, once: bool) -> Result<()> {
+    let lib = Arc::new(open_library(library)?);
+    if socket.exists() {
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing stale socket {}", socket.display()))?;
+    }
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
+    tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, socket = %socket.display(), "executor ready");
+    println!("ready {}", socket.display());
+    std::thread::scope(|s| -> Result<()> {
+        for conn in listener.incoming() {
+            let stream = conn.context("accepting a client")?;
+            let (lib, cfg) = (&lib, &cfg);
+            let session = s.spawn(move || match serve_session(lib, stream, cfg) {
+                Ok(stats) => tracing::info!(
+                    invocations = stats.invocations,
+                    ok = stats.ok,
+                    dropped = stats.dropped,
+                    "session ended"
+                ),
+                Err(e) => tracing::warn!(error = %e, "session failed"),
+            });
+            if once {
+                let _ = session.join();
+                break;
+            }
+        }
+        Ok(())
+    })?;
+    let _ = std::fs::remove_file(socket);
+    Ok(())
 }
 
 fn inspect(path: &Path) -> Result<()> {

@@ -38,6 +38,7 @@ pub mod abi;
 pub mod call;
 mod codec;
 mod fingerprint;
+pub mod lease;
 mod payload;
 pub mod sys;
 pub mod transport;
@@ -45,6 +46,7 @@ pub mod wire;
 
 pub use call::{CallError, EncodeError, Encoded, RemoteCall};
 pub use fingerprint::Fingerprint;
+pub use lease::{Error, Invocation, Lease};
 pub use payload::{
     CastError, Payload, bytes_of, cast_slice, cast_slice_mut, read, slice_bytes, slice_bytes_mut,
 };

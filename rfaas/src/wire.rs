@@ -143,3 +143,98 @@ impl core::fmt::Display for Status {
         f.write_str(self.describe())
     }
 }
+
+/// Header at the start of every input slot: where the invocation's result goes.
+/// 24 bytes, little-endian, alignment 1; the argument layout follows at offset 24.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct InvocationHeader {
+    /// The client's invocation id (24 bits), echoed in the response immediate.
+    pub id: U32,
+    /// Function index in the executor's manifest.
+    pub function: U32,
+    /// Bytes of argument layout after the header.
+    pub input_len: U32,
+    /// Offset of the result area in the client's result region.
+    pub result_offset: U32,
+    /// Bytes available in the result area.
+    pub result_cap: U32,
+    /// Reserved; must be zero.
+    pub flags: U32,
+}
+
+/// Size of [`InvocationHeader`]; arguments start here (a multiple of 8).
+pub const HEADER_LEN: usize = size_of::<InvocationHeader>();
+
+/// Largest invocation id: ids travel in the upper 24 bits of response immediates.
+pub const MAX_INVOCATION_ID: u32 = (1 << 24) - 1;
+
+/// The immediate of a response: `id << 8 | status`.
+pub fn response_imm(id: u32, status: Status) -> u32 {
+    (id << 8) | (status.as_u32() & 0xff)
+}
+
+/// Splits a response immediate into `(id, raw status)`; the status is still unchecked.
+pub fn split_response_imm(imm: u32) -> (u32, u32) {
+    (imm >> 8, imm & 0xff)
+}
+
+/// Version of the session protocol below.
+pub const SESSION_PROTOCOL: u32 = 1;
+
+/// Region key of each worker's input slots (executor side).
+pub const INPUT_REGION: u32 = 1;
+/// Region key of the client's result region.
+pub const RESULT_REGION: u32 = 2;
+
+/// One function an executor offers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionInfo {
+    /// Function index (what [`InvocationHeader::function`] carries).
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// Layout fingerprint.
+    pub fingerprint: u64,
+}
+
+/// The executor's first message on a new session (JSON, length-prefixed).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Welcome {
+    /// [`SESSION_PROTOCOL`].
+    pub protocol: u32,
+    /// [`ABI_VERSION`] of the loaded library.
+    pub abi_version: u32,
+    /// Functions of the loaded library.
+    pub functions: Vec<FunctionInfo>,
+    /// Workers (leased cores); one endpoint each follows.
+    pub workers: u32,
+    /// Input slots per worker (invocations that may be in flight on it).
+    pub slots: u32,
+    /// Bytes per input slot, header included; result areas have the same size.
+    pub slot_size: u32,
+}
+
+/// The client's answer before the endpoints connect.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// [`SESSION_PROTOCOL`].
+    pub protocol: u32,
+    /// Bytes of the client's result region (`workers * slots * slot_size`).
+    pub result_len: u64,
+}

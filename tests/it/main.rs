@@ -4,3 +4,4 @@
 mod calls;
 mod loader;
 mod package;
+mod shm;

@@ -251,6 +251,7 @@ impl CompletionQueue {
 
     /// Waits up to `timeout` for a completion, sleeping on the doorbell. A peer that hangs up
     /// is reported as [`TransportError::PeerGone`] (once), after its pending completions.
+    /// May return `None` early when [`CompletionQueue::interrupt`] is called.
     pub fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -275,7 +276,17 @@ impl CompletionQueue {
             }
             sys::futex_wait(bell.seq(), seq, (deadline - now).min(LIVENESS_TICK));
             bell.sleepers().fetch_sub(1, Ordering::SeqCst);
+            if bell.seq().load(Ordering::SeqCst) != seq {
+                // Rung: a completion arrived, or `interrupt` asked waiters to look around.
+                return self.poll();
+            }
         }
+    }
+
+    /// Wakes every thread sleeping in [`CompletionQueue::wait`] (they re-check and may return
+    /// `None` early). Used when one thread handled a completion another is waiting for.
+    pub fn interrupt(&self) {
+        self.doorbell.ring();
     }
 
     /// Number of attached endpoints.

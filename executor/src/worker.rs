@@ -1,0 +1,376 @@
+//! The executor process's data plane: sessions (one per connected client) and their workers.
+//!
+//! A session sends a [`Welcome`], reads the client's [`Hello`], then connects one shared-memory
+//! endpoint per worker. Each worker thread is pinned to a core, owns an input region of
+//! `slots` slots, and loops: poll its completion queue while hot, fall back to blocking waits
+//! after the hot timeout, handle an invocation, go hot again. The function's output is written
+//! straight into the client's result region through the endpoint's window.
+
+use crate::FunctionLibrary;
+use rfaas::Status;
+use rfaas::transport::shm::{CompletionQueue, ShmEndpoint, Side, recv_message, send_message};
+use rfaas::transport::{Completion, LIVENESS_TICK, Region, TransportError};
+use rfaas::wire::{
+    ABI_VERSION, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader,
+    MAX_INVOCATION_ID, RESULT_REGION, SESSION_PROTOCOL, Welcome, response_imm,
+};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zerocopy::FromBytes;
+
+/// How long a worker keeps busy-polling after its last invocation (rFaaS semantics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HotTimeout {
+    /// Always hot (`-1`): poll forever, yielding the core now and then.
+    Always,
+    /// Always warm (`0`): block in the completion queue between invocations.
+    Never,
+    /// Hot for this long after each invocation, then warm.
+    For(Duration),
+}
+
+impl HotTimeout {
+    /// From microseconds: -1 always hot, 0 always warm, otherwise the timeout.
+    pub fn from_micros(us: i64) -> Result<Self, String> {
+        match us {
+            -1 => Ok(HotTimeout::Always),
+            0 => Ok(HotTimeout::Never),
+            us if us > 0 => Ok(HotTimeout::For(Duration::from_micros(us as u64))),
+            other => Err(format!(
+                "hot timeout {other} µs: use -1 (always hot), 0 (always warm) or a positive number"
+            )),
+        }
+    }
+}
+
+/// Configuration of the workers of each session.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Workers (leased cores) per session.
+    pub workers: u32,
+    /// CPUs to pin workers to, in order (wrapping); empty: no pinning.
+    pub cpus: Vec<usize>,
+    /// Input slots per worker.
+    pub slots: u32,
+    /// Bytes per slot (header included); also the result area per slot.
+    pub slot_size: u32,
+    /// Busy-polling policy.
+    pub hot_timeout: HotTimeout,
+}
+
+impl WorkerConfig {
+    /// Checks the limits the protocol imposes.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 || self.workers > 256 {
+            return Err(format!("{} workers: between 1 and 256", self.workers));
+        }
+        if self.slots == 0 || self.slots > rfaas::transport::shm::RING_CAPACITY {
+            return Err(format!(
+                "{} slots: between 1 and {}",
+                self.slots,
+                rfaas::transport::shm::RING_CAPACITY
+            ));
+        }
+        if (self.slot_size as usize) < HEADER_LEN + 64 || !self.slot_size.is_multiple_of(64) {
+            return Err(format!(
+                "slot size {}: a multiple of 64, at least {}",
+                self.slot_size,
+                HEADER_LEN + 64
+            ));
+        }
+        let total = u64::from(self.workers) * u64::from(self.slots) * u64::from(self.slot_size);
+        if total > u64::from(u32::MAX)
+            || u64::from(self.workers) * u64::from(self.slots) > u64::from(MAX_INVOCATION_ID)
+        {
+            return Err(format!(
+                "workers x slots x slot size = {total} bytes: at most 4 GiB"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one worker did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Invocations answered (any status).
+    pub invocations: u64,
+    /// Invocations whose function ran and returned `Ok`.
+    pub ok: u64,
+    /// Time spent busy-polling.
+    pub hot_poll: Duration,
+    /// Time spent running functions.
+    pub exec: Duration,
+    /// Times the worker fell asleep (hot to warm).
+    pub warm_sleeps: u64,
+    /// Completions that named no valid slot (dropped).
+    pub dropped: u64,
+}
+
+impl WorkerStats {
+    fn add(&mut self, o: &WorkerStats) {
+        self.invocations += o.invocations;
+        self.ok += o.ok;
+        self.hot_poll += o.hot_poll;
+        self.exec += o.exec;
+        self.warm_sleeps += o.warm_sleeps;
+        self.dropped += o.dropped;
+    }
+}
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The handshake failed.
+    #[error("session handshake failed: {0}")]
+    Handshake(String),
+    /// A transport operation failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Serves one client on `stream` until it disconnects; returns the workers' totals.
+pub fn serve_session(
+    lib: &Arc<FunctionLibrary>,
+    stream: UnixStream,
+    cfg: &WorkerConfig,
+) -> Result<WorkerStats, SessionError> {
+    let welcome = Welcome {
+        protocol: SESSION_PROTOCOL,
+        abi_version: ABI_VERSION,
+        functions: lib
+            .functions()
+            .iter()
+            .map(|f| FunctionInfo {
+                index: f.index,
+                name: f.name.clone(),
+                fingerprint: f.fingerprint,
+            })
+            .collect(),
+        workers: cfg.workers,
+        slots: cfg.slots,
+        slot_size: cfg.slot_size,
+    };
+    send_message(&stream, &welcome, &[])?;
+    let (hello, fds): (Hello, _) = recv_message(&stream)?;
+    if !fds.is_empty() {
+        return Err(SessionError::Handshake(
+            "unexpected descriptors with hello".into(),
+        ));
+    }
+    if hello.protocol != SESSION_PROTOCOL {
+        return Err(SessionError::Handshake(format!(
+            "client speaks protocol {}, this executor {SESSION_PROTOCOL}",
+            hello.protocol
+        )));
+    }
+    let result_len = u64::from(cfg.workers) * u64::from(cfg.slots) * u64::from(cfg.slot_size);
+    if hello.result_len != result_len {
+        return Err(SessionError::Handshake(format!(
+            "result region of {} bytes, expected {result_len}",
+            hello.result_len
+        )));
+    }
+    let mut workers = Vec::new();
+    for _ in 0..cfg.workers {
+        let input = Arc::new(Region::new(
+            INPUT_REGION,
+            cfg.slots as usize * cfg.slot_size as usize,
+        )?);
+        let cq = CompletionQueue::new()?;
+        let ep = ShmEndpoint::connect(&stream, Side::Passive, vec![input.clone()], &cq)?;
+        if ep.remote_len(RESULT_REGION) != Some(result_len as usize) {
+            return Err(SessionError::Handshake(
+                "client did not offer its result region".into(),
+            ));
+        }
+        workers.push((ep, cq, input));
+    }
+    let mut total = WorkerStats::default();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .iter()
+            .enumerate()
+            .map(|(i, (ep, cq, input))| {
+                let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
+                s.spawn(move || run_worker(lib, ep, cq, input, cfg, cpu))
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(stats) => {
+                    tracing::info!(
+                        worker = i,
+                        invocations = stats.invocations,
+                        hot_poll_us = stats.hot_poll.as_micros() as u64,
+                        exec_us = stats.exec.as_micros() as u64,
+                        warm_sleeps = stats.warm_sleeps,
+                        "worker finished"
+                    );
+                    total.add(&stats);
+                }
+                Err(_) => tracing::error!(worker = i, "worker thread panicked"),
+            }
+        }
+    });
+    Ok(total)
+}
+
+/// Idle polls between checks of the clock and of the peer's liveness.
+const POLLS_PER_CHECK: u32 = 256;
+/// While always hot, yield the core after this much idle polling.
+const YIELD_EVERY: Duration = Duration::from_millis(1);
+
+fn run_worker(
+    lib: &FunctionLibrary,
+    ep: &ShmEndpoint,
+    cq: &CompletionQueue,
+    input: &Region,
+    cfg: &WorkerConfig,
+    cpu: Option<usize>,
+) -> WorkerStats {
+    if let Some(cpu) = cpu
+        && let Err(e) = rfaas::sys::pin_to_cpu(cpu)
+    {
+        tracing::warn!(cpu, error = %e, "cannot pin worker");
+    }
+    let mut stats = WorkerStats::default();
+    let mut hot = cfg.hot_timeout != HotTimeout::Never;
+    let mut last_work = Instant::now();
+    'serve: loop {
+        let completion = if hot {
+            let started = Instant::now();
+            let mut polls = 0u32;
+            let mut last_yield = started;
+            let got = loop {
+                match cq.poll() {
+                    Ok(Some(c)) => break Some(c),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "completion queue error");
+                        break 'serve;
+                    }
+                }
+                polls += 1;
+                if polls.is_multiple_of(POLLS_PER_CHECK) {
+                    let now = Instant::now();
+                    if let HotTimeout::For(t) = cfg.hot_timeout
+                        && now.duration_since(last_work) >= t
+                    {
+                        hot = false;
+                        break None;
+                    }
+                    if now.duration_since(last_yield) >= YIELD_EVERY {
+                        // Bounded spinning: let other threads on this core run, and notice a
+                        // client that went away.
+                        std::thread::yield_now();
+                        last_yield = now;
+                        match cq.wait(Duration::ZERO) {
+                            Ok(Some(c)) => break Some(c),
+                            Ok(None) => {}
+                            Err(TransportError::PeerGone { .. }) => break 'serve,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "completion queue error");
+                                break 'serve;
+                            }
+                        }
+                    }
+                }
+                std::hint::spin_loop();
+            };
+            stats.hot_poll += started.elapsed();
+            got
+        } else {
+            stats.warm_sleeps += 1;
+            match cq.wait(LIVENESS_TICK) {
+                Ok(c) => c,
+                Err(TransportError::PeerGone { .. }) => break 'serve,
+                Err(e) => {
+                    tracing::warn!(error = %e, "completion queue error");
+                    break 'serve;
+                }
+            }
+        };
+        let Some(c) = completion else { continue };
+        let started = Instant::now();
+        match handle(lib, ep, input, cfg, c) {
+            Ok(Some(status)) => {
+                stats.invocations += 1;
+                stats.ok += u64::from(status == Status::Ok);
+            }
+            Ok(None) => stats.dropped += 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot answer the client");
+                break 'serve;
+            }
+        }
+        stats.exec += started.elapsed();
+        last_work = Instant::now();
+        hot = cfg.hot_timeout != HotTimeout::Never;
+    }
+    stats
+}
+
+/// Answers one invocation. `Ok(None)`: the completion named no slot, nothing to answer.
+fn handle(
+    lib: &FunctionLibrary,
+    ep: &ShmEndpoint,
+    input: &Region,
+    cfg: &WorkerConfig,
+    c: Completion,
+) -> Result<Option<Status>, TransportError> {
+    let slot_size = cfg.slot_size as usize;
+    if c.imm >= cfg.slots || (c.len as usize) < HEADER_LEN || c.len as usize > slot_size {
+        tracing::debug!(
+            imm = c.imm,
+            len = c.len,
+            "dropping a completion that names no valid slot"
+        );
+        return Ok(None);
+    }
+    let slot_off = c.imm as usize * slot_size;
+    let mut raw = [0u8; HEADER_LEN];
+    input.read(slot_off, &mut raw)?;
+    let header = InvocationHeader::read_from_bytes(&raw).expect("exactly HEADER_LEN bytes");
+    let id = header.id.get();
+    if id > MAX_INVOCATION_ID {
+        return Ok(None);
+    }
+    let (off, cap) = (
+        header.result_offset.get() as usize,
+        header.result_cap.get() as usize,
+    );
+    let Ok(window) = ep.window(RESULT_REGION, off, cap) else {
+        // Nowhere to write a result: answer with the status alone.
+        ep.signal(response_imm(id, Status::BadCall), 0)?;
+        return Ok(Some(Status::BadCall));
+    };
+    let input_len = header.input_len.get() as usize;
+    let status_len = if header.flags.get() != 0 {
+        (Status::BadCall, 0)
+    } else if input_len > slot_size - HEADER_LEN {
+        (Status::InputTooLarge, 0)
+    } else if HEADER_LEN + input_len > c.len as usize {
+        (Status::InputTooShort, 0)
+    } else {
+        // SAFETY: `slot_off + HEADER_LEN + input_len <= (slot + 1) * slot_size <= region length`
+        // (slot < slots and input_len <= slot_size - HEADER_LEN, checked above), so the range
+        // is inside our live input region. The client may scribble on its own slot while we
+        // read it; every byte pattern is acceptable input and the trampoline validates it.
+        let args = unsafe {
+            std::slice::from_raw_parts(input.as_ptr().add(slot_off + HEADER_LEN), input_len)
+        };
+        // SAFETY: `window` is `cap` in-bounds bytes of the client's result region (checked by
+        // `ep.window`), a different memory file from our input region, so the slices do not
+        // overlap; only this worker writes that result area while the invocation is in flight.
+        let out = unsafe { std::slice::from_raw_parts_mut(window, cap) };
+        match lib.invoke(header.function.get(), args, out) {
+            Ok(o) => (o.status, o.output_len),
+            Err(e) => (e.status(), 0),
+        }
+    };
+    ep.signal(response_imm(id, status_len.0), status_len.1)?;
+    Ok(Some(status_len.0))
+}

@@ -1,0 +1,840 @@
+//! The client side of the data plane: a [`Lease`] on an executor's workers, and
+//! [`Invocation`]s of typed calls on it (futures, or blocking with [`Invocation::wait`]).
+//!
+//! Hot path (shared memory): pick a worker with a free slot, encode header and arguments
+//! straight into that slot of the executor's input region (the one copy an RDMA write would
+//! make), signal the slot number; the worker writes the result straight into this lease's
+//! result region and signals `id << 8 | status` with the output length. Nothing on this path
+//! allocates.
+
+use crate::call::{CallError, EncodeError, RemoteCall};
+use crate::transport::shm::{
+    CompletionQueue, RING_CAPACITY, ShmEndpoint, Side, recv_message, send_message,
+};
+use crate::transport::{LIVENESS_TICK, Region, TransportError};
+use crate::wire::{
+    ABI_VERSION, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, RESULT_REGION,
+    SESSION_PROTOCOL, Status, Welcome, split_response_imm,
+};
+use std::future::Future;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use zerocopy::IntoBytes;
+
+/// Why a lease or an invocation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The executor's socket could not be reached.
+    #[error("cannot connect to executor at {path}")]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The executor's handshake was unacceptable.
+    #[error("handshake with the executor failed: {0}")]
+    Handshake(String),
+    /// The executor's library has no function of that name.
+    #[error("the executor's library has no function `{name}`")]
+    UnknownFunction {
+        /// The name.
+        name: &'static str,
+    },
+    /// The function exists but its layout differs (client and library built from different
+    /// sources).
+    #[error(
+        "function `{name}` has fingerprint {executor:#018x} on the executor but {client:#018x} in this client: rebuild one of them"
+    )]
+    FingerprintMismatch {
+        /// The name.
+        name: &'static str,
+        /// The client stub's fingerprint.
+        client: u64,
+        /// The executor's.
+        executor: u64,
+    },
+    /// The encoded input or the output does not fit a slot.
+    #[error("`{name}` needs {need} bytes of {what}, but slots hold {limit}")]
+    TooLarge {
+        /// The function.
+        name: &'static str,
+        /// `"input"` or `"output"`.
+        what: &'static str,
+        /// Bytes needed.
+        need: usize,
+        /// Bytes available.
+        limit: usize,
+    },
+    /// Arguments could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The function ran and failed, or the executor refused the invocation.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// No result within the invocation's timeout.
+    #[error("no result within {0:?}")]
+    Timeout(Duration),
+    /// The executor process (or its session) went away.
+    #[error("the executor disconnected")]
+    ExecutorGone,
+    /// The executor broke the protocol.
+    #[error("protocol violation by the executor: {0}")]
+    Protocol(String),
+    /// A transport operation failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Polls of the completion queue before a blocked invocation parks.
+const HOT_SPIN: Duration = Duration::from_micros(50);
+/// Polls of a future before it parks and lets the lease's progress thread wake it.
+const ASYNC_SPINS: u32 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Free,
+    /// Submitted; the owner waits.
+    InFlight,
+    /// Answered: raw status and output length.
+    Done(u32, u32),
+    /// The owner gave up (dropped or timed out); free the slot when the answer arrives.
+    Abandoned,
+    /// The worker's session died.
+    Failed,
+}
+
+struct State {
+    slots: Vec<Slot>,
+    wakers: Vec<Option<Waker>>,
+    free: Vec<Vec<u32>>,
+    dead: Vec<bool>,
+    next_worker: usize,
+    slot_waiters: Vec<Waker>,
+    parked: usize,
+    closed: bool,
+    violations: u64,
+}
+
+struct Inner {
+    stream: UnixStream,
+    functions: Vec<FunctionInfo>,
+    workers: Vec<ShmEndpoint>,
+    cq: Arc<CompletionQueue>,
+    result: Arc<Region>,
+    slots: u32,
+    slot_size: usize,
+    state: Mutex<State>,
+    wake_progress: Condvar,
+    dispatched: AtomicU64,
+    /// Threads asleep in the completion queue (to be woken when someone else dispatches).
+    blocked: AtomicUsize,
+    progress_started: AtomicBool,
+}
+
+/// A connection to an executor's workers, through which functions are invoked.
+///
+/// Invocations are spread over the workers; each worker has `slots` invocations in flight at
+/// most. Dropping the lease ends the session (the executor frees its workers).
+pub struct Lease {
+    inner: Arc<Inner>,
+    progress: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("workers", &self.inner.workers.len())
+            .field("slots", &self.inner.slots)
+            .field("slot_size", &self.inner.slot_size)
+            .finish()
+    }
+}
+
+impl Lease {
+    /// Connects to an executor listening on the Unix socket `path` (shared memory).
+    pub fn connect(path: impl AsRef<Path>) -> Result<Lease, Error> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(TransportError::Io)?;
+        let (welcome, fds): (Welcome, _) = recv_message(&stream)?;
+        if !fds.is_empty() {
+            return Err(Error::Handshake(
+                "unexpected descriptors with the welcome".into(),
+            ));
+        }
+        if welcome.protocol != SESSION_PROTOCOL || welcome.abi_version != ABI_VERSION {
+            return Err(Error::Handshake(format!(
+                "executor speaks protocol {} / ABI {}, this client {SESSION_PROTOCOL} / {ABI_VERSION}",
+                welcome.protocol, welcome.abi_version
+            )));
+        }
+        let Welcome {
+            workers,
+            slots,
+            slot_size,
+            functions,
+            ..
+        } = welcome;
+        if workers == 0
+            || workers > 256
+            || slots == 0
+            || slots > RING_CAPACITY
+            || slot_size < 128
+            || !slot_size.is_multiple_of(64)
+        {
+            return Err(Error::Handshake(format!(
+                "unusable geometry: {workers} workers x {slots} slots x {slot_size} bytes"
+            )));
+        }
+        let total = u64::from(workers) * u64::from(slots) * u64::from(slot_size);
+        if total > u64::from(u32::MAX) {
+            return Err(Error::Handshake(format!(
+                "result region of {total} bytes exceeds 4 GiB"
+            )));
+        }
+        let result = Arc::new(Region::new(RESULT_REGION, total as usize)?);
+        send_message(
+            &stream,
+            &Hello {
+                protocol: SESSION_PROTOCOL,
+                result_len: total,
+            },
+            &[],
+        )?;
+        let cq = CompletionQueue::new()?;
+        let mut eps = Vec::with_capacity(workers as usize);
+        for _ in 0..workers {
+            let ep = ShmEndpoint::connect(&stream, Side::Active, vec![result.clone()], &cq)?;
+            if ep.remote_len(INPUT_REGION) != Some(slots as usize * slot_size as usize) {
+                return Err(Error::Handshake(
+                    "worker offered no input region of the announced size".into(),
+                ));
+            }
+            eps.push(ep);
+        }
+        stream.set_read_timeout(None).map_err(TransportError::Io)?;
+        let n = (workers * slots) as usize;
+        let state = State {
+            slots: vec![Slot::Free; n],
+            wakers: vec![None; n],
+            free: (0..workers)
+                .map(|w| (0..slots).rev().map(|s| w * slots + s).collect())
+                .collect(),
+            dead: vec![false; workers as usize],
+            next_worker: 0,
+            slot_waiters: Vec::new(),
+            parked: 0,
+            closed: false,
+            violations: 0,
+        };
+        Ok(Lease {
+            inner: Arc::new(Inner {
+                stream,
+                functions,
+                workers: eps,
+                cq,
+                result,
+                slots,
+                slot_size: slot_size as usize,
+                state: Mutex::new(state),
+                wake_progress: Condvar::new(),
+                dispatched: AtomicU64::new(0),
+                blocked: AtomicUsize::new(0),
+                progress_started: AtomicBool::new(false),
+            }),
+            progress: Mutex::new(None),
+        })
+    }
+
+    /// The executor's functions.
+    pub fn functions(&self) -> &[FunctionInfo] {
+        &self.inner.functions
+    }
+
+    /// Number of workers (leased cores).
+    pub fn workers(&self) -> usize {
+        self.inner.workers.len()
+    }
+
+    /// Bytes per slot: the bound on header plus input, and on output.
+    pub fn slot_size(&self) -> usize {
+        self.inner.slot_size
+    }
+
+    /// Starts an invocation of `call`. Nothing is sent until it is first polled or waited on.
+    pub fn invoke<C: RemoteCall>(&self, call: C) -> Invocation<'_, C> {
+        Invocation {
+            lease: self,
+            call: Some(call),
+            id: None,
+            deadline: None,
+            timeout: None,
+            spins: 0,
+            parked: false,
+        }
+    }
+
+    /// Checks that the executor has `C`'s function with the same fingerprint; returns its index.
+    pub fn resolve<C: RemoteCall>(&self) -> Result<u32, Error> {
+        let f = self
+            .inner
+            .functions
+            .iter()
+            .find(|f| f.name == C::NAME)
+            .ok_or(Error::UnknownFunction { name: C::NAME })?;
+        if f.fingerprint != C::FINGERPRINT {
+            return Err(Error::FingerprintMismatch {
+                name: C::NAME,
+                client: C::FINGERPRINT,
+                executor: f.fingerprint,
+            });
+        }
+        Ok(f.index)
+    }
+
+    /// Completions the executor sent that matched no invocation (a misbehaving executor).
+    pub fn protocol_violations(&self) -> u64 {
+        self.inner.lock().violations
+    }
+
+    fn ensure_progress_thread(&self) {
+        if self.inner.progress_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = self.inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("rfaas-progress".into())
+            .spawn(move || inner.progress_loop());
+        match handle {
+            Ok(h) => *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(h),
+            Err(e) => {
+                tracing_fallback(&format!("cannot start the progress thread: {e}"));
+                self.inner.progress_started.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+fn tracing_fallback(msg: &str) {
+    eprintln!("rfaas: {msg}");
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        {
+            let mut st = self.inner.lock();
+            st.closed = true;
+        }
+        self.inner.wake_progress.notify_all();
+        self.inner.cq.interrupt();
+        if let Some(h) = self
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = h.join();
+        }
+        let _ = self.inner.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+enum Submit {
+    Sent(u32),
+    NoSlot,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn total_slots(&self) -> u32 {
+        self.workers.len() as u32 * self.slots
+    }
+
+    fn result_offset(&self, id: u32) -> usize {
+        id as usize * self.slot_size
+    }
+
+    /// Encodes `call` into a free slot of some worker and signals it.
+    fn submit<C: RemoteCall>(&self, call: &C) -> Result<Submit, Error> {
+        let function = {
+            let f = self
+                .functions
+                .iter()
+                .find(|f| f.name == C::NAME)
+                .ok_or(Error::UnknownFunction { name: C::NAME })?;
+            if f.fingerprint != C::FINGERPRINT {
+                return Err(Error::FingerprintMismatch {
+                    name: C::NAME,
+                    client: C::FINGERPRINT,
+                    executor: f.fingerprint,
+                });
+            }
+            f.index
+        };
+        let layout = call.layout()?;
+        let limit = self.slot_size - HEADER_LEN;
+        if layout.input_len > limit {
+            return Err(Error::TooLarge {
+                name: C::NAME,
+                what: "input",
+                need: layout.input_len,
+                limit,
+            });
+        }
+        if layout.output_len > self.slot_size {
+            return Err(Error::TooLarge {
+                name: C::NAME,
+                what: "output",
+                need: layout.output_len,
+                limit: self.slot_size,
+            });
+        }
+        let (worker, id) = {
+            let mut st = self.lock();
+            let n = self.workers.len();
+            let mut pick = None;
+            for k in 0..n {
+                let w = (st.next_worker + k) % n;
+                if !st.dead[w] && !st.free[w].is_empty() {
+                    pick = Some(w);
+                    break;
+                }
+            }
+            let Some(w) = pick else {
+                return if st.dead.iter().all(|d| *d) {
+                    Err(Error::ExecutorGone)
+                } else {
+                    Ok(Submit::NoSlot)
+                };
+            };
+            st.next_worker = (w + 1) % n;
+            let id = st.free[w].pop().expect("non-empty");
+            st.slots[id as usize] = Slot::InFlight;
+            (w, id)
+        };
+        let ep = &self.workers[worker];
+        let slot = id % self.slots;
+        let len = HEADER_LEN + layout.input_len;
+        let sent = (|| -> Result<(), Error> {
+            let window = ep.window(INPUT_REGION, slot as usize * self.slot_size, len)?;
+            // SAFETY: `window` is `len` in-bounds bytes of this worker's input slot, which only
+            // this invocation writes while the slot is in flight (the slot was free; the worker
+            // reads it only after our signal). Shared memory accepts any bytes.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(window, len) };
+            let header = InvocationHeader {
+                id: id.into(),
+                function: function.into(),
+                input_len: (layout.input_len as u32).into(),
+                result_offset: (self.result_offset(id) as u32).into(),
+                result_cap: (self.slot_size as u32).into(),
+                flags: 0.into(),
+            };
+            bytes[..HEADER_LEN].copy_from_slice(header.as_bytes());
+            call.encode(&mut bytes[HEADER_LEN..])?;
+            let _guard = self.lock(); // one sender per endpoint at a time
+            ep.signal(slot, len)?;
+            Ok(())
+        })();
+        if let Err(e) = sent {
+            let mut st = self.lock();
+            st.slots[id as usize] = Slot::Free;
+            st.free[worker].push(id);
+            return Err(e);
+        }
+        Ok(Submit::Sent(id))
+    }
+
+    /// Handles every completion currently queued; returns how many.
+    fn progress(&self) -> Result<usize, Error> {
+        let mut n = 0;
+        while let Some(c) = self.cq.poll()? {
+            self.dispatch(c.endpoint, c.imm, c.len);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn dispatch(&self, endpoint: u32, imm: u32, len: u32) {
+        let (id, raw) = split_response_imm(imm);
+        let mut st = self.lock();
+        let valid = id < self.total_slots()
+            && id / self.slots == endpoint
+            && len as usize <= self.slot_size;
+        let slot = if valid {
+            st.slots[id as usize]
+        } else {
+            Slot::Free
+        };
+        match slot {
+            Slot::InFlight => {
+                st.slots[id as usize] = Slot::Done(raw, len);
+                if let Some(w) = st.wakers[id as usize].take() {
+                    w.wake();
+                }
+            }
+            Slot::Abandoned => self.free_slot(&mut st, id),
+            _ => st.violations += 1,
+        }
+        drop(st);
+        self.dispatched.fetch_add(1, Ordering::Release);
+        if self.blocked.load(Ordering::Acquire) > 0 {
+            self.cq.interrupt();
+        }
+    }
+
+    fn free_slot(&self, st: &mut State, id: u32) {
+        st.slots[id as usize] = Slot::Free;
+        st.wakers[id as usize] = None;
+        let w = (id / self.slots) as usize;
+        if !st.dead[w] {
+            st.free[w].push(id);
+        }
+        for waker in st.slot_waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Marks a worker dead and fails its invocations.
+    fn worker_gone(&self, endpoint: u32) {
+        let mut st = self.lock();
+        let w = endpoint as usize;
+        if w >= st.dead.len() {
+            return;
+        }
+        st.dead[w] = true;
+        st.free[w].clear();
+        for id in w as u32 * self.slots..(w as u32 + 1) * self.slots {
+            match st.slots[id as usize] {
+                Slot::InFlight => {
+                    st.slots[id as usize] = Slot::Failed;
+                    if let Some(waker) = st.wakers[id as usize].take() {
+                        waker.wake();
+                    }
+                }
+                Slot::Abandoned => st.slots[id as usize] = Slot::Free,
+                _ => {}
+            }
+        }
+        for waker in st.slot_waiters.drain(..) {
+            waker.wake();
+        }
+        drop(st);
+        self.dispatched.fetch_add(1, Ordering::Release);
+        self.cq.interrupt();
+    }
+
+    /// Sleeps on the completion queue for up to `timeout`, handling what arrives.
+    fn block(&self, timeout: Duration) -> Result<(), Error> {
+        self.blocked.fetch_add(1, Ordering::AcqRel);
+        let got = self.cq.wait(timeout);
+        self.blocked.fetch_sub(1, Ordering::AcqRel);
+        match got {
+            Ok(Some(c)) => {
+                self.dispatch(c.endpoint, c.imm, c.len);
+                self.progress()?;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(TransportError::PeerGone { endpoint }) => {
+                self.worker_gone(endpoint);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn progress_loop(&self) {
+        loop {
+            {
+                let mut st = self.lock();
+                while st.parked == 0 && !st.closed {
+                    st = self
+                        .wake_progress
+                        .wait(st)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+                if st.closed {
+                    return;
+                }
+            }
+            if let Err(e) = self.block(LIVENESS_TICK) {
+                tracing_fallback(&format!("progress thread: {e}"));
+                std::thread::sleep(LIVENESS_TICK);
+            }
+        }
+    }
+}
+
+/// One invocation: a future (`.await` it under any executor) or blocking with [`wait`].
+///
+/// It is sent when first polled or waited on; dropping it before the result arrives abandons
+/// it (the slot is reclaimed when the executor answers).
+///
+/// [`wait`]: Invocation::wait
+pub struct Invocation<'l, C: RemoteCall> {
+    lease: &'l Lease,
+    call: Option<C>,
+    id: Option<u32>,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+    spins: u32,
+    parked: bool,
+}
+
+impl<C: RemoteCall> std::fmt::Debug for Invocation<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invocation")
+            .field("function", &C::NAME)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl<'l, C: RemoteCall> Invocation<'l, C> {
+    /// Fails the invocation with [`Error::Timeout`] if no result arrives within `timeout` of
+    /// its first poll.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn inner(&self) -> &'l Inner {
+        &self.lease.inner
+    }
+
+    fn start_clock(&mut self) {
+        if self.deadline.is_none()
+            && let Some(t) = self.timeout
+        {
+            self.deadline = Some(Instant::now() + t);
+        }
+    }
+
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Sends the invocation if it has not been sent; `Ok(false)` if no slot is free yet.
+    fn try_send(&mut self) -> Result<bool, Error> {
+        if self.id.is_some() {
+            return Ok(true);
+        }
+        let call = self.call.as_ref().expect("call present until completion");
+        match self.inner().submit(call)? {
+            Submit::Sent(id) => {
+                self.id = Some(id);
+                Ok(true)
+            }
+            Submit::NoSlot => Ok(false),
+        }
+    }
+
+    /// The result, if the slot is answered (or failed).
+    fn take_result(&mut self) -> Option<Result<C::Output, Error>> {
+        let id = self.id?;
+        let inner = self.inner();
+        let mut st = inner.lock();
+        match st.slots[id as usize] {
+            Slot::Done(raw, len) => {
+                // Decode while holding the slot: nobody reuses it until freed below.
+                drop(st);
+                let result = self.decode(id, raw, len);
+                let mut st = inner.lock();
+                inner.free_slot(&mut st, id);
+                self.id = None;
+                Some(result)
+            }
+            Slot::Failed => {
+                st.slots[id as usize] = Slot::Free;
+                self.id = None;
+                Some(Err(Error::ExecutorGone))
+            }
+            _ => None,
+        }
+    }
+
+    fn decode(&mut self, id: u32, raw: u32, len: u32) -> Result<C::Output, Error> {
+        let status = Status::from_u32(raw)
+            .ok_or_else(|| Error::Protocol(format!("unknown status {raw}")))?;
+        let inner = self.inner();
+        let off = inner.result_offset(id);
+        // SAFETY: `off + len <= (id + 1) * slot_size <= result region length` (len was checked
+        // against slot_size at dispatch); the executor wrote this area before signalling and
+        // does not touch it again for this invocation. It is our own mapping.
+        let output =
+            unsafe { std::slice::from_raw_parts(inner.result.as_ptr().add(off), len as usize) };
+        let call = self.call.take().expect("call present until completion");
+        Ok(call.decode(status, output)?)
+    }
+
+    /// Blocks until the result arrives: spins briefly on the completion queue, then sleeps on
+    /// it. The lowest-latency way to wait.
+    pub fn wait(mut self) -> Result<C::Output, Error> {
+        self.start_clock();
+        let inner = self.inner();
+        // Send, waiting for a free slot if all are busy.
+        while !self.try_send()? {
+            if self.expired() {
+                return Err(Error::Timeout(self.timeout.unwrap_or_default()));
+            }
+            inner.block(LIVENESS_TICK)?;
+        }
+        let mut spin_start = Instant::now();
+        let mut polls = 0u32;
+        let mut seen = u64::MAX;
+        loop {
+            let handled = inner.progress()?;
+            let now_seen = inner.dispatched.load(Ordering::Acquire);
+            if handled > 0 || now_seen != seen {
+                seen = now_seen;
+                if let Some(r) = self.take_result() {
+                    return r;
+                }
+            }
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(64) {
+                if self.expired() {
+                    self.abandon();
+                    return Err(Error::Timeout(self.timeout.unwrap_or_default()));
+                }
+                if spin_start.elapsed() >= HOT_SPIN {
+                    let left = self.deadline.map_or(LIVENESS_TICK, |d| {
+                        d.saturating_duration_since(Instant::now())
+                            .min(LIVENESS_TICK)
+                    });
+                    inner.block(left)?;
+                    if let Some(r) = self.take_result() {
+                        return r;
+                    }
+                    spin_start = Instant::now();
+                }
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn abandon(&mut self) {
+        if let Some(id) = self.id.take() {
+            let inner = self.inner();
+            let mut st = inner.lock();
+            match st.slots[id as usize] {
+                Slot::InFlight => {
+                    st.slots[id as usize] = Slot::Abandoned;
+                    st.wakers[id as usize] = None;
+                }
+                Slot::Done(..) => inner.free_slot(&mut st, id),
+                Slot::Failed => st.slots[id as usize] = Slot::Free,
+                _ => {}
+            }
+        }
+    }
+
+    fn set_parked(&mut self, parked: bool) {
+        if self.parked == parked {
+            return;
+        }
+        self.parked = parked;
+        let inner = self.inner();
+        let mut st = inner.lock();
+        if parked {
+            st.parked += 1;
+        } else {
+            st.parked -= 1;
+        }
+        drop(st);
+        if parked {
+            self.lease.ensure_progress_thread();
+            inner.wake_progress.notify_one();
+        }
+    }
+}
+
+impl<C: RemoteCall + Unpin> Future for Invocation<'_, C> {
+    type Output = Result<C::Output, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.start_clock();
+        let inner = this.inner();
+        let result = (|| -> Option<Result<C::Output, Error>> {
+            if this.id.is_none() {
+                match this.try_send() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        inner.lock().slot_waiters.push(cx.waker().clone());
+                        // A slot may have been freed between the attempt and the registration.
+                        if let Err(e) = inner.progress() {
+                            return Some(Err(e));
+                        }
+                        return None;
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            if let Err(e) = inner.progress() {
+                return Some(Err(e));
+            }
+            this.take_result()
+        })();
+        if let Some(r) = result {
+            this.set_parked(false);
+            return Poll::Ready(r);
+        }
+        if this.expired() {
+            this.abandon();
+            this.set_parked(false);
+            return Poll::Ready(Err(Error::Timeout(this.timeout.unwrap_or_default())));
+        }
+        if this.spins < ASYNC_SPINS {
+            // Hot: let the runtime run other tasks, then poll again.
+            this.spins += 1;
+            cx.waker().wake_by_ref();
+        } else {
+            // Warm: the progress thread wakes us when the answer (or a free slot) arrives.
+            if let Some(id) = this.id {
+                let mut st = inner.lock();
+                if st.slots[id as usize] == Slot::InFlight {
+                    st.wakers[id as usize] = Some(cx.waker().clone());
+                } else {
+                    cx.waker().wake_by_ref();
+                }
+            }
+            this.set_parked(true);
+            if this.deadline.is_some() {
+                // Deadlines need a timer; re-poll at the liveness tick.
+                let waker = cx.waker().clone();
+                let _ = std::thread::Builder::new().spawn(move || {
+                    std::thread::sleep(LIVENESS_TICK);
+                    waker.wake();
+                });
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<C: RemoteCall> Drop for Invocation<'_, C> {
+    fn drop(&mut self) {
+        self.abandon();
+        if self.parked {
+            let mut st = self.inner().lock();
+            st.parked -= 1;
+        }
+    }
+}
