@@ -1,1 +1,408 @@
 //! Benchmarks of rfaas (see `cargo xtask bench`).
+//!
+//! This library is the small harness the benchmark binaries share:
+//!
+//! - [`Summary`]: median, p99, min and mean of per-iteration round-trip times;
+//! - [`pin_to_cpu`] and [`cpu_count`]: keep client and server on their own cores;
+//! - [`SharedRegion`]: an anonymous `memfd` mapped `MAP_SHARED`, handed to a child process by
+//!   file descriptor;
+//! - [`futex_wait`] / [`futex_wake`] on shared (non-private) futex words, and the bounded
+//!   waits built on them, [`spin_until_ne`] and [`futex_until_ne`].
+//!
+//! The machines these run on have 2 vCPUs, so no wait here is unbounded: spinning falls back to
+//! `sched_yield`, then to sleeping, and every wait fails with [`io::ErrorKind::TimedOut`] after
+//! its timeout.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+#[cfg(test)]
+mod tests;
+
+/// Statistics over the per-iteration round-trip times of one benchmark run, in nanoseconds.
+///
+/// Percentiles interpolate linearly between the two nearest samples (numpy's default), so the
+/// median of an even number of samples is the mean of the middle two.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    /// Number of samples (warm-up iterations excluded by the caller).
+    pub iterations: usize,
+    /// 50th percentile.
+    pub median_ns: f64,
+    /// 99th percentile.
+    pub p99_ns: f64,
+    /// Fastest sample.
+    pub min_ns: f64,
+    /// Arithmetic mean.
+    pub mean_ns: f64,
+}
+
+impl Summary {
+    /// Summarizes `samples` (sorting them in place). An empty slice gives all zeros.
+    pub fn from_samples(samples: &mut [u64]) -> Self {
+        if samples.is_empty() {
+            return Self {
+                iterations: 0,
+                median_ns: 0.0,
+                p99_ns: 0.0,
+                min_ns: 0.0,
+                mean_ns: 0.0,
+            };
+        }
+        samples.sort_unstable();
+        let sum: u128 = samples.iter().map(|&s| u128::from(s)).sum();
+        Self {
+            iterations: samples.len(),
+            median_ns: percentile(samples, 0.5),
+            p99_ns: percentile(samples, 0.99),
+            min_ns: samples[0] as f64,
+            mean_ns: sum as f64 / samples.len() as f64,
+        }
+    }
+}
+
+/// The `q` quantile (`0.0..=1.0`) of non-empty, sorted `sorted`, interpolated linearly.
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    let position = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let below = position.floor() as usize;
+    let above = position.ceil() as usize;
+    let fraction = position - below as f64;
+    let (low, high) = (sorted[below] as f64, sorted[above] as f64);
+    low + (high - low) * fraction
+}
+
+/// Pins the calling thread (not the whole process) to CPU `cpu`.
+///
+/// Threads and processes started afterwards inherit the pinning.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    let max = 8 * size_of::<libc::cpu_set_t>();
+    if cpu >= max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cpu {cpu} is out of range (the CPU set holds {max})"),
+        ));
+    }
+    // SAFETY: `cpu_set_t` is a plain bit array, for which all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid `cpu_set_t` and `cpu` is below its capacity (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid, initialized `cpu_set_t` and the size passed is its size; pid 0
+    // means the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, size_of_val(&set), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Number of CPUs the calling thread may run on (its affinity mask), at least 1.
+///
+/// Call it before [`pin_to_cpu`], which narrows the mask to one CPU.
+pub fn cpu_count() -> usize {
+    // SAFETY: `cpu_set_t` is a plain bit array, for which all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid `cpu_set_t` and the size passed is its size; pid 0 means the
+    // calling thread.
+    let rc = unsafe { libc::sched_getaffinity(0, size_of_val(&set), &mut set) };
+    if rc == 0 {
+        // SAFETY: `set` was filled in by the successful `sched_getaffinity` above.
+        let count = unsafe { libc::CPU_COUNT(&set) };
+        if let Ok(count) = usize::try_from(count)
+            && count > 0
+        {
+            return count;
+        }
+    }
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// A memory region shared between processes: a `memfd` mapped read-write and `MAP_SHARED`.
+///
+/// The creating process passes it to a child by file descriptor: [`SharedRegion::inheritable_fd`]
+/// duplicates the descriptor without `FD_CLOEXEC`, the child receives its number (for example
+/// as an argument) and maps it with [`SharedRegion::from_fd`]. The mapping is unmapped on drop.
+///
+/// Both processes see the same bytes; how they synchronize on them (atomics in the region) is up
+/// to the caller. If another process shrinks the file, touching the lost pages raises `SIGBUS`.
+#[derive(Debug)]
+pub struct SharedRegion {
+    ptr: NonNull<u8>,
+    len: usize,
+    fd: OwnedFd,
+}
+
+// SAFETY: the region is a process-wide mapping owned by this value; it is not tied to the thread
+// that created it, and it is only reached through raw pointers whose use the caller synchronizes.
+unsafe impl Send for SharedRegion {}
+// SAFETY: `&SharedRegion` only hands out the raw pointer, length and borrowed descriptor.
+unsafe impl Sync for SharedRegion {}
+
+impl SharedRegion {
+    /// Creates a zero-filled region of `len` bytes (`len > 0`); `name` only labels the memfd
+    /// in `/proc/<pid>/fd` and need not be unique.
+    pub fn create(name: &str, len: usize) -> io::Result<Self> {
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a shared region cannot be empty",
+            ));
+        }
+        let name = CString::new(name).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a shared region name cannot contain NUL",
+            )
+        })?;
+        // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `memfd_create` succeeded, so `raw` is an open descriptor that nothing else
+        // owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let size = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "shared region too large"))?;
+        // SAFETY: `fd` is an open memfd; `ftruncate` only changes its size.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Self::map(fd, len)
+    }
+
+    /// Maps the whole of an existing shared-memory file, typically a memfd received from the
+    /// parent process.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        // SAFETY: `libc::stat` is plain data, for which all zeroes is a valid value.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `fd` is an open descriptor and `stat` a valid, writable `struct stat`.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = usize::try_from(stat.st_size).unwrap_or(0);
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the shared-memory file is empty",
+            ));
+        }
+        Self::map(fd, len)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh mapping chosen by the kernel (null hint, no MAP_FIXED) cannot alias
+        // any Rust object; `fd` is open and at least `len` bytes long.
+        let ptr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(Self { ptr, len, fd })
+    }
+
+    /// Start of the mapping (page-aligned).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length of the mapping in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always `false`: a region is never empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The memfd behind the mapping (close-on-exec).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A duplicate of the memfd without `FD_CLOEXEC`, for a child process to inherit.
+    ///
+    /// Pass its number to the child, spawn, then drop it in the parent. Every process spawned
+    /// while it is open inherits it too.
+    pub fn inheritable_fd(&self) -> io::Result<OwnedFd> {
+        // `try_clone` duplicates with FD_CLOEXEC set; clear it on the duplicate only.
+        let dup = self.fd.try_clone()?;
+        // SAFETY: `dup` is an open descriptor we own; F_SETFD only changes its flags.
+        if unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(dup)
+    }
+}
+
+impl Drop for SharedRegion {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe the mapping made in `map`, unmapped only here; callers
+        // only reach it through raw pointers, which they must not use past the region's life.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// How a [`futex_wait`] call returned. All but `TimedOut` mean "check the word again".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FutexWait {
+    /// Woken by [`futex_wake`] (or spuriously).
+    Woken,
+    /// The word did not hold `expected` when the kernel looked (`EAGAIN`).
+    ValueChanged,
+    /// A signal interrupted the wait (`EINTR`).
+    Interrupted,
+    /// The timeout elapsed (`ETIMEDOUT`).
+    TimedOut,
+}
+
+/// Sleeps while `word` holds `expected`, until [`futex_wake`] or `timeout` (`None`: no
+/// timeout).
+///
+/// The futex is not private (`FUTEX_WAIT`, not `FUTEX_WAIT_PRIVATE`), so it works between
+/// processes that map the same `MAP_SHARED` memory.
+pub fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout: Option<Duration>,
+) -> io::Result<FutexWait> {
+    let timespec = timeout.map(|timeout| libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        // Below 1e9, so it fits every `c_long`.
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    });
+    let timespec_ptr = timespec
+        .as_ref()
+        .map_or(ptr::null(), |timespec| timespec as *const libc::timespec);
+    // SAFETY: `word` is a live, aligned u32 for the duration of the call; `timespec_ptr` is null
+    // or points to `timespec`, which outlives the call; FUTEX_WAIT reads nothing else.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            timespec_ptr,
+            ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if rc == 0 {
+        return Ok(FutexWait::Woken);
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EAGAIN) => Ok(FutexWait::ValueChanged),
+        Some(libc::EINTR) => Ok(FutexWait::Interrupted),
+        Some(libc::ETIMEDOUT) => Ok(FutexWait::TimedOut),
+        _ => Err(error),
+    }
+}
+
+/// Wakes up to `n` waiters sleeping in [`futex_wait`] on `word` (in any process sharing it) and
+/// returns how many were woken.
+pub fn futex_wake(word: &AtomicU32, n: u32) -> io::Result<usize> {
+    let n = i32::try_from(n).unwrap_or(i32::MAX);
+    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE reads no other argument.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            ptr::null::<libc::timespec>(),
+            ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
+
+/// Busy-spins this many times before [`spin_until_ne`] starts yielding.
+pub const SPINS_BEFORE_YIELD: u32 = 1 << 20;
+/// After waiting this long, [`spin_until_ne`] sleeps between checks instead of yielding.
+pub const YIELD_BEFORE_SLEEP: Duration = Duration::from_millis(100);
+/// How long [`spin_until_ne`] sleeps between checks once it has waited [`YIELD_BEFORE_SLEEP`].
+const SLEEP_BETWEEN_CHECKS: Duration = Duration::from_micros(200);
+/// The clock is read once per this many spins.
+const SPINS_PER_CLOCK_READ: u32 = 1024;
+
+/// Waits until `word` no longer holds `old` and returns its new value (loaded with `Acquire`).
+///
+/// Spins [`SPINS_BEFORE_YIELD`] times, then yields the CPU between checks, then (after
+/// [`YIELD_BEFORE_SLEEP`]) sleeps between them; fails with [`io::ErrorKind::TimedOut`] once
+/// roughly `timeout` has passed. The fast path reads no clock.
+pub fn spin_until_ne(word: &AtomicU32, old: u32, timeout: Duration) -> io::Result<u32> {
+    let mut spins: u32 = 0;
+    let mut start = None;
+    loop {
+        let value = word.load(Ordering::Acquire);
+        if value != old {
+            return Ok(value);
+        }
+        spins = spins.saturating_add(1);
+        if spins < SPINS_BEFORE_YIELD {
+            std::hint::spin_loop();
+            if !spins.is_multiple_of(SPINS_PER_CLOCK_READ) {
+                continue;
+            }
+        }
+        let now = Instant::now();
+        let waited = now.duration_since(*start.get_or_insert(now));
+        if waited >= timeout {
+            return Err(timed_out(timeout));
+        }
+        if spins >= SPINS_BEFORE_YIELD {
+            if waited >= YIELD_BEFORE_SLEEP {
+                std::thread::sleep(SLEEP_BETWEEN_CHECKS);
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Waits until `word` no longer holds `old` and returns its new value (loaded with `Acquire`),
+/// sleeping in [`futex_wait`]; the writer must call [`futex_wake`] after changing the word.
+/// Fails with [`io::ErrorKind::TimedOut`] after `timeout`.
+pub fn futex_until_ne(word: &AtomicU32, old: u32, timeout: Duration) -> io::Result<u32> {
+    let value = word.load(Ordering::Acquire);
+    if value != old {
+        return Ok(value);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let remaining = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|remaining| !remaining.is_zero())
+            .ok_or_else(|| timed_out(timeout))?;
+        futex_wait(word, old, Some(remaining))?;
+        let value = word.load(Ordering::Acquire);
+        if value != old {
+            return Ok(value);
+        }
+    }
+}
+
+fn timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the shared word did not change within {timeout:?}"),
+    )
+}

@@ -155,11 +155,16 @@ pub fn parse_decimal(text: &[u8]) -> Result<u64, String> {
 }
 
 /// Failure injection for tests and demos of fault handling: `mode` 0 returns `value`,
-/// 1 panics with a message naming `value`.
+/// 1 panics with a message naming `value`, 2 sleeps `value` milliseconds (at most 60 s) and
+/// returns it (a slow function).
 #[rfaas::function]
 pub fn fault(mode: u32, value: u64) -> u64 {
     match mode {
         0 => value,
+        2 => {
+            std::thread::sleep(std::time::Duration::from_millis(value.min(60_000)));
+            value
+        }
         _ => panic!("fault injected: value {value}"),
     }
 }

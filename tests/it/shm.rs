@@ -94,3 +94,316 @@ fn every_function_through_a_real_executor() {
         6
     );
 }
+
+#[test]
+fn many_concurrent_invocations_complete_exactly_once() {
+    let exec = Executor::start(
+        "many",
+        &[
+            "--cores",
+            "2",
+            "--slots",
+            "4",
+            "--hot-timeout-us",
+            "500",
+            "--slot-size",
+            "4096",
+        ],
+    );
+    let lease = Lease::connect(&exec.socket).expect("lease");
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 300;
+    // Threads with blocking waits: 4 x 300 invocations over 2 x 4 slots, so slots run out
+    // and invocations queue for them.
+    let seen = std::sync::Mutex::new(vec![0u32; (THREADS * PER_THREAD) as usize]);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (lease, seen) = (&lease, &seen);
+            s.spawn(move || {
+                for i in 0..PER_THREAD {
+                    let v = t * PER_THREAD + i;
+                    let got = lease
+                        .invoke(fx::fault::call(0, v))
+                        .timeout(T)
+                        .wait()
+                        .expect("invocation");
+                    assert_eq!(got, v);
+                    seen.lock().unwrap()[got as usize] += 1;
+                }
+            });
+        }
+    });
+    assert!(
+        seen.into_inner().unwrap().iter().all(|&n| n == 1),
+        "every invocation completes exactly once"
+    );
+    // Futures under tokio: 200 in flight at once from one task set.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = rt.block_on(async {
+        let mut set = Vec::new();
+        for v in 0..200u64 {
+            set.push(lease.invoke(fx::fault::call(0, v)).timeout(T));
+        }
+        let mut out = Vec::new();
+        for f in set {
+            out.push(f.await.expect("async invocation"));
+        }
+        out
+    });
+    assert_eq!(results, (0..200).collect::<Vec<_>>());
+    // And concurrently, with join of spawned tasks.
+    let lease = std::sync::Arc::new(lease);
+    let results = rt.block_on(async {
+        let handles: Vec<_> = (0..64u64)
+            .map(|v| {
+                let lease = lease.clone();
+                tokio::spawn(async move { lease.invoke(fx::fault::call(0, v)).timeout(T).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.expect("task").expect("invocation"));
+        }
+        out
+    });
+    assert_eq!(results, (0..64).collect::<Vec<_>>());
+    assert_eq!(lease.protocol_violations(), 0);
+}
+
+#[test]
+fn hot_to_warm_and_back() {
+    // Hot for 1 ms after each invocation, then asleep in the completion queue.
+    for hot in ["1000", "0", "-1"] {
+        let exec = Executor::start(
+            &format!("warm{hot}"),
+            &[
+                "--cores",
+                "1",
+                "--hot-timeout-us",
+                hot,
+                "--slot-size",
+                "4096",
+            ],
+        );
+        let lease = Lease::connect(&exec.socket).expect("lease");
+        for round in 0..3u64 {
+            assert_eq!(
+                lease
+                    .invoke(fx::fault::call(0, round))
+                    .timeout(T)
+                    .wait()
+                    .expect("invocation"),
+                round
+            );
+            // Long enough for a 1 ms hot timeout to expire: the next call wakes a warm worker.
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        // Async path after the worker went warm.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        assert_eq!(
+            rt.block_on(lease.invoke(fx::fault::call(0, 7)).timeout(T))
+                .expect("async"),
+            7
+        );
+    }
+}
+
+#[test]
+fn executor_killed_mid_invocation_fails_pending_invocations() {
+    let mut exec = Executor::start(
+        "killed",
+        &[
+            "--cores",
+            "2",
+            "--hot-timeout-us",
+            "0",
+            "--slot-size",
+            "4096",
+        ],
+    );
+    let lease = Lease::connect(&exec.socket).expect("lease");
+    std::thread::scope(|s| {
+        let waits: Vec<_> = (0..2)
+            .map(|_| {
+                let lease = &lease;
+                s.spawn(move || {
+                    lease
+                        .invoke(fx::fault::call(2, 30_000))
+                        .timeout(Duration::from_secs(60))
+                        .wait()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        exec.kill();
+        for w in waits {
+            match w.join().expect("waiter") {
+                Err(Error::ExecutorGone) => {}
+                other => panic!("expected ExecutorGone, got {other:?}"),
+            }
+        }
+    });
+    // New invocations on the dead lease fail at once instead of hanging.
+    match lease.invoke(fx::noop::call()).timeout(T).wait() {
+        Err(Error::ExecutorGone) => {}
+        other => panic!("expected ExecutorGone, got {other:?}"),
+    }
+}
+
+#[test]
+fn client_killed_mid_invocation_leaves_the_executor_serving() {
+    let mut exec = Executor::start(
+        "clientkill",
+        &[
+            "--cores",
+            "1",
+            "--hot-timeout-us",
+            "1000",
+            "--slot-size",
+            "4096",
+        ],
+    );
+    let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_rfaas-test-client"))
+        .arg(&exec.socket)
+        .arg("2000")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("client process");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(client.stdout.as_mut().expect("stdout")),
+        &mut line,
+    )
+    .expect("client output");
+    assert_eq!(line.trim(), "invoked");
+    client.kill().expect("kill client");
+    client.wait().expect("reap client");
+    // Another client is served (after the dead session's slow function finishes).
+    let lease = Lease::connect(&exec.socket).expect("second lease");
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(0, 11))
+            .timeout(T)
+            .wait()
+            .expect("served"),
+        11
+    );
+    assert!(exec.is_running(), "the executor must survive its client");
+}
+
+#[test]
+fn dropped_invocations_and_leases_release_everything() {
+    let exec = Executor::start(
+        "drops",
+        &[
+            "--cores",
+            "1",
+            "--slots",
+            "2",
+            "--hot-timeout-us",
+            "1000",
+            "--slot-size",
+            "4096",
+        ],
+    );
+    let fds_before = open_fds();
+    for _ in 0..3 {
+        let lease = Lease::connect(&exec.socket).expect("lease");
+        // Start a slow invocation and abandon it: its slot comes back when the answer arrives.
+        {
+            let inv = lease
+                .invoke(fx::fault::call(2, 50))
+                .timeout(Duration::from_millis(1));
+            assert!(matches!(inv.wait(), Err(Error::Timeout(_))));
+        }
+        // Both slots are usable again (one was abandoned, the answer reclaims it).
+        for v in 0..10u64 {
+            assert_eq!(
+                lease
+                    .invoke(fx::fault::call(0, v))
+                    .timeout(T)
+                    .wait()
+                    .expect("after abandon"),
+                v
+            );
+        }
+        // A pending future dropped before completion.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let slow = lease.invoke(fx::fault::call(2, 20));
+            let _ = tokio::time::timeout(Duration::from_millis(1), slow).await;
+        });
+        assert_eq!(
+            lease
+                .invoke(fx::fault::call(0, 3))
+                .timeout(T)
+                .wait()
+                .expect("after drop"),
+            3
+        );
+    }
+    assert_eq!(
+        open_fds(),
+        fds_before,
+        "leases must close every descriptor they opened"
+    );
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn oversize_and_unknown_calls_are_refused_by_the_client() {
+    let exec = Executor::start(
+        "oversize",
+        &[
+            "--cores",
+            "1",
+            "--slot-size",
+            "4096",
+            "--hot-timeout-us",
+            "1000",
+        ],
+    );
+    let lease = Lease::connect(&exec.socket).expect("lease");
+    let big = vec![0u8; 8192];
+    let mut out = vec![0u8; 16];
+    match lease
+        .invoke(fx::echo::call(&big, &mut out))
+        .timeout(T)
+        .wait()
+    {
+        Err(Error::TooLarge { what: "input", .. }) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let mut big_out = vec![0u8; 8192];
+    match lease
+        .invoke(fx::echo::call(&big[..8], &mut big_out))
+        .timeout(T)
+        .wait()
+    {
+        Err(Error::TooLarge { what: "output", .. }) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(0, 1))
+            .timeout(T)
+            .wait()
+            .expect("still fine"),
+        1
+    );
+}
