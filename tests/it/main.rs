@@ -2,6 +2,7 @@
 //! through the executor library, and call every function through its C ABI.
 
 mod calls;
+mod hostile;
 mod loader;
 mod package;
 mod shm;

@@ -1,0 +1,310 @@
+//! A hostile client speaking the session protocol by hand: malformed headers, unknown
+//! functions, oversize and truncated inputs, bad result locations. Every one is answered with
+//! an error status (or dropped when it names no slot) and the executor keeps serving.
+
+use functions_example as fx;
+use rfaas::transport::Region;
+use rfaas::transport::shm::{CompletionQueue, ShmEndpoint, Side, recv_message, send_message};
+use rfaas::wire::{
+    HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, RESULT_REGION, SESSION_PROTOCOL, Status,
+    Welcome, split_response_imm,
+};
+use rfaas::{Lease, RemoteCall};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+use tests::Executor;
+use zerocopy::IntoBytes;
+
+const SLOT: usize = 4096;
+
+struct Raw {
+    _stream: UnixStream,
+    ep: ShmEndpoint,
+    cq: std::sync::Arc<CompletionQueue>,
+    welcome: Welcome,
+}
+
+fn connect(exec: &Executor) -> Raw {
+    let stream = UnixStream::connect(&exec.socket).expect("connect");
+    let (welcome, _): (Welcome, _) = recv_message(&stream).expect("welcome");
+    assert_eq!(welcome.workers, 1);
+    let len = welcome.slots as usize * welcome.slot_size as usize;
+    send_message(
+        &stream,
+        &Hello {
+            protocol: SESSION_PROTOCOL,
+            result_len: len as u64,
+        },
+        &[],
+    )
+    .expect("hello");
+    let result = std::sync::Arc::new(Region::new(RESULT_REGION, len).expect("region"));
+    let cq = CompletionQueue::new().expect("cq");
+    let ep = ShmEndpoint::connect(&stream, Side::Active, vec![result], &cq).expect("endpoint");
+    Raw {
+        _stream: stream,
+        ep,
+        cq,
+        welcome,
+    }
+}
+
+impl Raw {
+    /// Writes `header` and `args` into `slot`, signals `len` bytes (default: all), and returns
+    /// the response `(id, status, len)`, or `None` if none arrives within 300 ms.
+    fn send(
+        &self,
+        slot: u32,
+        header: InvocationHeader,
+        args: &[u8],
+        len: Option<usize>,
+    ) -> Option<(u32, Status, u32)> {
+        let total = HEADER_LEN + args.len();
+        let w = self
+            .ep
+            .window(INPUT_REGION, slot as usize * SLOT, total)
+            .expect("window");
+        // SAFETY: `w` is `total` in-bounds bytes of the executor's input slot.
+        unsafe {
+            std::ptr::copy_nonoverlapping(header.as_bytes().as_ptr(), w, HEADER_LEN);
+            std::ptr::copy_nonoverlapping(args.as_ptr(), w.add(HEADER_LEN), args.len());
+        }
+        self.ep.signal(slot, len.unwrap_or(total)).expect("signal");
+        match self.cq.wait(Duration::from_millis(300)) {
+            Ok(Some(c)) => {
+                let (id, raw) = split_response_imm(c.imm);
+                Some((id, Status::from_u32(raw).expect("known status"), c.len))
+            }
+            Ok(None) => None,
+            Err(e) => panic!("transport error: {e}"),
+        }
+    }
+
+    fn index_of(&self, name: &str) -> u32 {
+        self.welcome
+            .functions
+            .iter()
+            .find(|f| f.name == name)
+            .expect("function")
+            .index
+    }
+}
+
+fn header(
+    id: u32,
+    function: u32,
+    input_len: usize,
+    result_offset: u32,
+    result_cap: u32,
+) -> InvocationHeader {
+    InvocationHeader {
+        id: id.into(),
+        function: function.into(),
+        input_len: (input_len as u32).into(),
+        result_offset: result_offset.into(),
+        result_cap: result_cap.into(),
+        flags: 0.into(),
+    }
+}
+
+fn encoded(call: &impl RemoteCall) -> Vec<u8> {
+    let n = call.layout().expect("layout").input_len;
+    let mut b = vec![0u8; n];
+    call.encode(&mut b).expect("encode");
+    b
+}
+
+#[test]
+fn malformed_invocations_get_error_statuses_and_the_executor_keeps_serving() {
+    let exec = Executor::start(
+        "hostile",
+        &[
+            "--cores",
+            "1",
+            "--slots",
+            "4",
+            "--slot-size",
+            "4096",
+            "--hot-timeout-us",
+            "1000",
+        ],
+    );
+    let raw = connect(&exec);
+    let fault = raw.index_of("fault");
+    let echo = raw.index_of("echo");
+    let good = encoded(&fx::fault::call(0, 42));
+    let mut sink = [0u8; 64];
+    let echo_args = encoded(&fx::echo::call(&[1u8; 64], &mut sink));
+    let region = (raw.welcome.slots as usize * SLOT) as u32;
+
+    // A valid invocation first: proves the hand-made protocol is right.
+    assert_eq!(
+        raw.send(0, header(1, fault, good.len(), 0, 64), &good, None),
+        Some((1, Status::Ok, 8))
+    );
+
+    // (what, header, argument bytes, bytes to signal (default: all), expected status)
+    type Case<'a> = (&'a str, InvocationHeader, Vec<u8>, Option<usize>, Status);
+    let cases: Vec<Case> = vec![
+        (
+            "unknown function",
+            header(2, 9999, good.len(), 0, 64),
+            good.clone(),
+            None,
+            Status::UnknownFunction,
+        ),
+        (
+            "input longer than a slot",
+            header(3, fault, SLOT, 0, 64),
+            good.clone(),
+            None,
+            Status::InputTooLarge,
+        ),
+        (
+            "input longer than what was written",
+            header(4, fault, good.len(), 0, 64),
+            good.clone(),
+            Some(HEADER_LEN + 4),
+            Status::InputTooShort,
+        ),
+        (
+            "truncated argument layout",
+            header(5, fault, 4, 0, 64),
+            good[..4].to_vec(),
+            None,
+            Status::InputTooShort,
+        ),
+        (
+            "result area outside the region",
+            header(6, fault, good.len(), region - 8, 64),
+            good.clone(),
+            None,
+            Status::BadCall,
+        ),
+        (
+            "result area overflowing",
+            header(7, fault, good.len(), u32::MAX, u32::MAX),
+            good.clone(),
+            None,
+            Status::BadCall,
+        ),
+        (
+            "result area too small",
+            header(8, echo, echo_args.len(), 0, 16),
+            echo_args.clone(),
+            None,
+            Status::OutputTooSmall,
+        ),
+        (
+            "misaligned result area",
+            header(9, fault, good.len(), 4, 64),
+            good.clone(),
+            None,
+            Status::Misaligned,
+        ),
+        (
+            "reserved flags set",
+            InvocationHeader {
+                flags: 1.into(),
+                ..header(10, fault, good.len(), 0, 64)
+            },
+            good.clone(),
+            None,
+            Status::BadCall,
+        ),
+        (
+            "slice descriptor past the input",
+            header(11, echo, echo_args.len(), 0, 128),
+            {
+                let mut a = echo_args.clone();
+                a[4..8].copy_from_slice(&1_000_000u32.to_le_bytes()); // input length in elements
+                a
+            },
+            None,
+            Status::BadSlice,
+        ),
+    ];
+    for (what, h, args, len, want) in cases {
+        let id = h.id.get();
+        let got = raw.send(1, h, &args, len);
+        assert_eq!(got.map(|(i, s, _)| (i, s)), Some((id, want)), "{what}");
+    }
+    // Completions that name no slot are dropped without an answer.
+    raw.ep.signal(999, 64).expect("signal");
+    raw.ep.signal(0, 3).expect("signal");
+    assert_eq!(
+        raw.cq.wait(Duration::from_millis(200)).expect("wait"),
+        None,
+        "no answer for invalid slots"
+    );
+    // The same session still works...
+    assert_eq!(
+        raw.send(2, header(12, fault, good.len(), 0, 64), &good, None),
+        Some((12, Status::Ok, 8))
+    );
+    // ...and so does a well-behaved client.
+    let lease = Lease::connect(&exec.socket).expect("lease");
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(0, 5))
+            .timeout(Duration::from_secs(20))
+            .wait()
+            .expect("invocation"),
+        5
+    );
+}
+
+#[test]
+fn a_bad_handshake_is_refused_and_the_executor_keeps_serving() {
+    let exec = Executor::start(
+        "badhello",
+        &[
+            "--cores",
+            "1",
+            "--slots",
+            "2",
+            "--slot-size",
+            "4096",
+            "--hot-timeout-us",
+            "1000",
+        ],
+    );
+    // Wrong protocol version, wrong result size, garbage, and an abrupt close.
+    for hello in [
+        Hello {
+            protocol: 99,
+            result_len: 8192,
+        },
+        Hello {
+            protocol: SESSION_PROTOCOL,
+            result_len: 1,
+        },
+    ] {
+        let stream = UnixStream::connect(&exec.socket).expect("connect");
+        let _: (Welcome, _) = recv_message(&stream).expect("welcome");
+        send_message(&stream, &hello, &[]).expect("hello");
+        let mut buf = [0u8; 1];
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        assert_eq!(
+            std::io::Read::read(&mut &stream, &mut buf).expect("closed by the executor"),
+            0
+        );
+    }
+    {
+        let stream = UnixStream::connect(&exec.socket).expect("connect");
+        let _: (Welcome, _) = recv_message(&stream).expect("welcome");
+        std::io::Write::write_all(&mut &stream, &[0xff, 0xff, 0xff, 0x7f, b'x']).expect("garbage");
+    }
+    drop(UnixStream::connect(&exec.socket).expect("connect and close"));
+    let lease = Lease::connect(&exec.socket).expect("lease");
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(0, 1))
+            .timeout(Duration::from_secs(20))
+            .wait()
+            .expect("served"),
+        1
+    );
+}
