@@ -31,6 +31,13 @@ pub mod noop {
     pub fn call() -> Call {
         Call {}
     }
+    /// Invokes the function on `lease`: the returned invocation is a future (`.await`)
+    /// with a blocking `wait()`.
+    pub fn invoke<'__rfaas_a>(
+        __rfaas_lease: &'__rfaas_a ::rfaas::__private::Lease,
+    ) -> ::rfaas::__private::Invocation<'__rfaas_a, Call> {
+        __rfaas_lease.invoke(Call {})
+    }
     impl Call {
         fn __rfaas_encode(
             &self,

@@ -69,6 +69,15 @@ pub mod price {
     ) -> Call<'__rfaas_a> {
         Call { options, prices }
     }
+    /// Invokes the function on `lease`: the returned invocation is a future (`.await`)
+    /// with a blocking `wait()`.
+    pub fn invoke<'__rfaas_a>(
+        __rfaas_lease: &'__rfaas_a ::rfaas::__private::Lease,
+        options: &'__rfaas_a [OptionData],
+        prices: &'__rfaas_a mut [f32],
+    ) -> ::rfaas::__private::Invocation<'__rfaas_a, Call<'__rfaas_a>> {
+        __rfaas_lease.invoke(Call { options, prices })
+    }
     impl Call<'_> {
         fn __rfaas_encode(
             &self,

@@ -86,6 +86,17 @@ pub(crate) mod axpy {
     ) -> Call<'__rfaas_a> {
         Call { a, x, y, out }
     }
+    /// Invokes the function on `lease`: the returned invocation is a future (`.await`)
+    /// with a blocking `wait()`.
+    pub(crate) fn invoke<'__rfaas_a>(
+        __rfaas_lease: &'__rfaas_a ::rfaas::__private::Lease,
+        a: f64,
+        x: &'__rfaas_a [f64],
+        y: &'__rfaas_a [f64],
+        out: &'__rfaas_a mut [f64],
+    ) -> ::rfaas::__private::Invocation<'__rfaas_a, Call<'__rfaas_a>> {
+        __rfaas_lease.invoke(Call { a, x, y, out })
+    }
     impl Call<'_> {
         fn __rfaas_encode(
             &self,

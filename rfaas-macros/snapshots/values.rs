@@ -65,6 +65,15 @@ mod add {
     pub(super) fn call(a: u64, b: i32) -> Call {
         Call { a, b }
     }
+    /// Invokes the function on `lease`: the returned invocation is a future (`.await`)
+    /// with a blocking `wait()`.
+    pub(super) fn invoke<'__rfaas_a>(
+        __rfaas_lease: &'__rfaas_a ::rfaas::__private::Lease,
+        a: u64,
+        b: i32,
+    ) -> ::rfaas::__private::Invocation<'__rfaas_a, Call> {
+        __rfaas_lease.invoke(Call { a, b })
+    }
     impl Call {
         fn __rfaas_encode(
             &self,

@@ -486,14 +486,18 @@ fn generate(m: &Model) -> TokenStream {
             Kind::OutSlice => quote!(pub #id: &'__rfaas_a mut [#ty]),
         }
     });
-    let call_params = m.params.iter().map(|x| {
-        let (id, ty) = (&x.ident, &x.ty);
-        match x.kind {
-            Kind::Value => quote!(#id: #ty),
-            Kind::InSlice => quote!(#id: &'__rfaas_a [#ty]),
-            Kind::OutSlice => quote!(#id: &'__rfaas_a mut [#ty]),
-        }
-    });
+    let call_params = m
+        .params
+        .iter()
+        .map(|x| {
+            let (id, ty) = (&x.ident, &x.ty);
+            match x.kind {
+                Kind::Value => quote!(#id: #ty),
+                Kind::InSlice => quote!(#id: &'__rfaas_a [#ty]),
+                Kind::OutSlice => quote!(#id: &'__rfaas_a mut [#ty]),
+            }
+        })
+        .collect::<Vec<_>>();
     let idents: Vec<&Ident> = m.params.iter().map(|x| &x.ident).collect();
 
     let encode_steps = m.params.iter().map(|x| {
@@ -580,6 +584,12 @@ fn generate(m: &Model) -> TokenStream {
             /// Builds a typed invocation with the function's own parameters.
             #inner_vis fn call #lt (#(#call_params),*) -> Call #lt {
                 Call { #(#idents),* }
+            }
+
+            /// Invokes the function on `lease`: the returned invocation is a future (`.await`)
+            /// with a blocking `wait()`.
+            #inner_vis fn invoke<'__rfaas_a>(__rfaas_lease: &'__rfaas_a #p::Lease, #(#call_params),*) -> #p::Invocation<'__rfaas_a, Call #lt> {
+                __rfaas_lease.invoke(Call { #(#idents),* })
             }
 
             impl Call #lt_anon {

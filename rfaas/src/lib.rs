@@ -70,6 +70,7 @@ pub mod __private {
     pub use crate::call::{CallError, EncodeError, Encoded, RemoteCall};
     pub use crate::codec::*;
     pub use crate::fingerprint::Fingerprint;
+    pub use crate::lease::{Invocation, Lease};
     pub use crate::payload::Payload;
     pub use crate::wire::{SliceDesc, Status};
     pub use core::mem::size_of;

@@ -2,7 +2,11 @@
 //!
 //! - `package [-p CRATE]`: build a function library in release and write its package under
 //!   `target/rfaas/<crate>/`.
-//! - `ci`: everything CI checks: fmt, clippy, docs, then the README's test command.
+//! - `demo`: package the example library, start an executor on shared memory, call its
+//!   functions from a client and print hot and warm latency beside the raw baseline.
+//! - `bench [--quick]`: the benchmarks (release build): rfaas invocations beside the raw
+//!   shared-memory, futex and TCP ping-pongs, in one run.
+//! - `ci`: everything CI checks: fmt, clippy, docs, the README's test command, a bench smoke.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -30,7 +34,19 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Run what CI runs: fmt, clippy, docs and the test suite.
+    /// Package functions-example, start an executor (shared memory), call its functions and
+    /// print hot and warm latency beside the raw shared-memory baseline.
+    Demo,
+    /// Run the benchmarks in release mode (rfaas beside raw baselines, same run).
+    Bench {
+        /// A short smoke run (CI): few iterations, results not kept.
+        #[arg(long)]
+        quick: bool,
+        /// Extra arguments for the `invoke` benchmark binary.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run what CI runs: fmt, clippy, docs, the test suite and a benchmark smoke.
     Ci,
 }
 
@@ -50,8 +66,65 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Demo => demo(),
+        Cmd::Bench { quick, args } => bench(quick, &args),
         Cmd::Ci => ci(),
     }
+}
+
+/// Builds the release binaries the demo and benchmarks run, and the example package.
+fn release_build() -> Result<(PathBuf, PathBuf)> {
+    let (_, package) = package("functions-example", None)?;
+    run(
+        "cargo build --release (executor, benches)",
+        cargo().args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "executor",
+            "-p",
+            "benches",
+            "--bins",
+        ]),
+    )?;
+    let release = target_dir()?.join("release");
+    Ok((package, release))
+}
+
+fn target_dir() -> Result<PathBuf> {
+    let meta = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo metadata")?;
+    let meta: Metadata = serde_json::from_slice(&meta.stdout).context("parsing cargo metadata")?;
+    Ok(meta.target_directory)
+}
+
+fn demo() -> Result<()> {
+    let (package, release) = release_build()?;
+    run(
+        "demo",
+        Command::new(release.join("demo"))
+            .arg("--package")
+            .arg(&package)
+            .arg("--executor")
+            .arg(release.join("rfaas-executor")),
+    )
+}
+
+fn bench(quick: bool, args: &[String]) -> Result<()> {
+    let (package, release) = release_build()?;
+    let mut cmd = Command::new(release.join("invoke"));
+    cmd.arg("--package")
+        .arg(&package)
+        .arg("--executor")
+        .arg(release.join("rfaas-executor"));
+    if quick {
+        cmd.arg("--quick");
+    }
+    run("benchmarks", cmd.args(args))
 }
 
 fn cargo() -> Command {
@@ -234,6 +307,10 @@ fn ci() -> Result<()> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
+    if status.success() && failed == 0 {
+        // A smoke of the benchmarks (tiny iterations; numbers not kept).
+        bench(true, &[])?;
+    }
     println!("ci: {passed} passed, {failed} failed");
     if !status.success() || failed > 0 {
         bail!("tests failed ({status})");
