@@ -102,7 +102,7 @@ pub struct WorkerStats {
     pub hot_poll: Duration,
     /// Time spent running functions.
     pub exec: Duration,
-    /// Times the worker fell asleep (hot to warm).
+    /// Times the worker went from hot to warm (hot timeout expired).
     pub warm_sleeps: u64,
     /// Completions that named no valid slot (dropped).
     pub dropped: u64,
@@ -238,10 +238,12 @@ fn run_worker(
     }
     let mut stats = WorkerStats::default();
     let mut hot = cfg.hot_timeout != HotTimeout::Never;
-    let mut last_work = Instant::now();
+    // One clock read after the poll and one after the answer per invocation.
+    let mut now = Instant::now();
+    let mut last_work = now;
     'serve: loop {
         let completion = if hot {
-            let started = Instant::now();
+            let started = now;
             let mut polls = 0u32;
             let mut last_yield = started;
             let got = loop {
@@ -260,6 +262,7 @@ fn run_worker(
                         && now.duration_since(last_work) >= t
                     {
                         hot = false;
+                        stats.warm_sleeps += 1;
                         break None;
                     }
                     if now.duration_since(last_yield) >= YIELD_EVERY {
@@ -280,11 +283,13 @@ fn run_worker(
                 }
                 std::hint::spin_loop();
             };
-            stats.hot_poll += started.elapsed();
+            now = Instant::now();
+            stats.hot_poll += now.duration_since(started);
             got
         } else {
-            stats.warm_sleeps += 1;
-            match cq.wait(LIVENESS_TICK) {
+            let got = cq.wait(LIVENESS_TICK);
+            now = Instant::now();
+            match got {
                 Ok(c) => c,
                 Err(TransportError::PeerGone { .. }) => break 'serve,
                 Err(e) => {
@@ -294,7 +299,6 @@ fn run_worker(
             }
         };
         let Some(c) = completion else { continue };
-        let started = Instant::now();
         match handle(lib, ep, input, cfg, c) {
             Ok(Some(status)) => {
                 stats.invocations += 1;
@@ -306,8 +310,9 @@ fn run_worker(
                 break 'serve;
             }
         }
-        stats.exec += started.elapsed();
-        last_work = Instant::now();
+        let done = Instant::now();
+        stats.exec += done.duration_since(now);
+        (now, last_work) = (done, done);
         hot = cfg.hot_timeout != HotTimeout::Never;
     }
     stats

@@ -190,6 +190,8 @@ impl fmt::Display for LengthError {
     }
 }
 
+impl std::error::Error for LengthError {}
+
 fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), LengthError> {
     if expected == found {
         Ok(())

@@ -372,7 +372,13 @@ impl Inner {
 
     /// Encodes `call` into a free slot of some worker and signals it.
     fn submit<C: RemoteCall>(&self, call: &C) -> Result<Submit, Error> {
-        let function = {
+        let function = if let Some(f) = self
+            .functions
+            .iter()
+            .find(|f| f.fingerprint == C::FINGERPRINT && f.name == C::NAME)
+        {
+            f.index
+        } else {
             let f = self
                 .functions
                 .iter()
@@ -447,7 +453,6 @@ impl Inner {
             };
             bytes[..HEADER_LEN].copy_from_slice(header.as_bytes());
             call.encode(&mut bytes[HEADER_LEN..])?;
-            let _guard = self.lock(); // one sender per endpoint at a time
             ep.signal(slot, len)?;
             Ok(())
         })();
@@ -699,7 +704,23 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         let mut polls = 0u32;
         let mut seen = u64::MAX;
         loop {
-            let handled = inner.progress()?;
+            // Fast path: our own answer, taken straight off the queue.
+            let mut handled = 0;
+            while let Some(c) = inner.cq.poll()? {
+                let (id, raw) = split_response_imm(c.imm);
+                if Some(id) == self.id
+                    && c.endpoint == id / inner.slots
+                    && c.len as usize <= inner.slot_size
+                {
+                    let result = self.decode(id, raw, c.len);
+                    let mut st = inner.lock();
+                    inner.free_slot(&mut st, id);
+                    self.id = None;
+                    return result;
+                }
+                inner.dispatch(c.endpoint, c.imm, c.len);
+                handled += 1;
+            }
             let now_seen = inner.dispatched.load(Ordering::Acquire);
             if handled > 0 || now_seen != seen {
                 seen = now_seen;

@@ -24,7 +24,11 @@ fn every_function_through_a_real_executor() {
     assert_eq!(lease.workers(), 2);
     // The stub's own `invoke` and the lease's are the same thing.
     fx::noop::invoke(&lease).timeout(T).wait().expect("noop");
-    lease.invoke(fx::noop::call()).timeout(T).wait().expect("noop");
+    lease
+        .invoke(fx::noop::call())
+        .timeout(T)
+        .wait()
+        .expect("noop");
     assert_eq!(
         lease
             .invoke(fx::fault::call(0, 99))

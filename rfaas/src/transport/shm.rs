@@ -19,7 +19,9 @@ pub const RING_CAPACITY: u32 = 256;
 /// Endpoints one completion queue can collect.
 pub const MAX_ENDPOINTS: usize = 256;
 const LINE: usize = 64;
-const RING_BYTES: usize = 2 * LINE + RING_CAPACITY as usize * 8;
+/// Bytes of one ring entry: `seq`, `imm`, `len`, reserved (u32 each).
+const ENTRY_BYTES: usize = 16;
+const RING_BYTES: usize = LINE + RING_CAPACITY as usize * ENTRY_BYTES;
 const CONTROL_BYTES: usize = 2 * RING_BYTES;
 const DOORBELL_BYTES: usize = 2 * LINE;
 /// Largest region the handshake accepts (16 GiB).
@@ -32,45 +34,64 @@ struct RingView {
     base: *mut u8,
 }
 
+/// One entry of a ring, as atomics in shared memory.
+struct EntryView<'a> {
+    seq: &'a AtomicU32,
+    imm: &'a AtomicU32,
+    len: &'a AtomicU32,
+}
+
 impl RingView {
-    fn tail(&self) -> &AtomicU32 {
+    /// The consumer's index, published for the producer's flow control.
+    fn head(&self) -> &AtomicU32 {
         // SAFETY: offset 0 of a ring is a 4-aligned u32 inside the live control mapping, which
         // outlives every view (the endpoint owns both); shared memory is accessed atomically.
         unsafe { AtomicU32::from_ptr(self.base.cast()) }
     }
-    fn head(&self) -> &AtomicU32 {
-        // SAFETY: as for `tail`, at offset LINE.
-        unsafe { AtomicU32::from_ptr(self.base.add(LINE).cast()) }
-    }
-    fn entry(&self, i: u32) -> (&AtomicU32, &AtomicU32) {
-        let off = 2 * LINE + (i % RING_CAPACITY) as usize * 8;
-        // SAFETY: `off + 8 <= RING_BYTES`; two 4-aligned u32s inside the ring, accessed atomically.
+
+    fn entry(&self, i: u32) -> EntryView<'_> {
+        let off = LINE + (i % RING_CAPACITY) as usize * ENTRY_BYTES;
+        // SAFETY: `off + ENTRY_BYTES <= RING_BYTES`; three 4-aligned u32s inside the ring,
+        // accessed atomically.
         unsafe {
-            (
-                AtomicU32::from_ptr(self.base.add(off).cast()),
-                AtomicU32::from_ptr(self.base.add(off + 4).cast()),
-            )
+            EntryView {
+                seq: AtomicU32::from_ptr(self.base.add(off).cast()),
+                imm: AtomicU32::from_ptr(self.base.add(off + 4).cast()),
+                len: AtomicU32::from_ptr(self.base.add(off + 8).cast()),
+            }
         }
     }
 }
 
-/// Producer half: pushes completions into the ring the peer's queue polls.
+/// Producer half: stamps completions into the ring the peer's queue polls.
 struct SendRing {
     _control: Arc<Mapping>,
     view: RingView,
+    /// Next index to write (private to the producer).
     tail: AtomicU32,
+    /// The consumer's head as last read: re-read only when the ring looks full.
+    cached_head: AtomicU32,
+    /// Serializes concurrent senders on one endpoint.
+    lock: AtomicBool,
 }
 
-/// Consumer half: pops completions the peer pushed.
+/// Consumer half: pops completions the peer stamped.
 struct RecvRing {
     _control: Arc<Mapping>,
     view: RingView,
+    /// Next index to read (private to the consumer).
     head: AtomicU32,
     liveness: UnixStream,
-    /// The peer corrupted the ring: never polled again.
-    broken: AtomicBool,
     /// The peer's hang-up has been reported.
     gone_reported: AtomicBool,
+}
+
+impl RecvRing {
+    /// Whether the next entry has been published.
+    fn ready(&self) -> bool {
+        let head = self.head.load(Ordering::Relaxed);
+        self.view.entry(head).seq.load(Ordering::Acquire) == head.wrapping_add(1)
+    }
 }
 
 // SAFETY: the raw pointers point into `_control`, an `Arc`ed shared mapping kept alive by the
@@ -198,26 +219,17 @@ impl CompletionQueue {
             let Some(ring) = self.rings[i].get() else {
                 continue;
             };
-            if ring.broken.load(Ordering::Relaxed) {
-                continue;
-            }
             let head = ring.head.load(Ordering::Relaxed);
-            let tail = ring.view.tail().load(Ordering::Acquire);
-            let avail = tail.wrapping_sub(head);
-            if avail == 0 {
+            let e = ring.view.entry(head);
+            // An entry is published when its sequence number is exactly `head + 1`; anything
+            // else (an older lap, garbage from a hostile peer) is simply not ready.
+            if e.seq.load(Ordering::Acquire) != head.wrapping_add(1) {
                 continue;
             }
-            if avail > RING_CAPACITY {
-                ring.broken.store(true, Ordering::Relaxed);
-                return Err(TransportError::Protocol(format!(
-                    "endpoint {i}: peer published {avail} completions into a ring of {RING_CAPACITY}"
-                )));
-            }
-            let (imm, len) = ring.view.entry(head);
             let c = Completion {
                 endpoint: i as u32,
-                imm: imm.load(Ordering::Relaxed),
-                len: len.load(Ordering::Relaxed),
+                imm: e.imm.load(Ordering::Relaxed),
+                len: e.len.load(Ordering::Relaxed),
             };
             let head = head.wrapping_add(1);
             ring.head.store(head, Ordering::Relaxed);
@@ -236,10 +248,8 @@ impl CompletionQueue {
             let Some(ring) = self.rings[i].get() else {
                 continue;
             };
-            let drained =
-                ring.view.tail().load(Ordering::Acquire) == ring.head.load(Ordering::Relaxed);
             if !ring.gone_reported.load(Ordering::Relaxed)
-                && (drained || ring.broken.load(Ordering::Relaxed))
+                && !ring.ready()
                 && sys::peer_hung_up(ring.liveness.as_fd())
             {
                 ring.gone_reported.store(true, Ordering::Relaxed);
@@ -349,6 +359,25 @@ struct Offer {
     control: bool,
 }
 
+/// Checks that a received control block is fresh: both heads zero, no entry published.
+fn check_fresh(control: &OwnedFd) -> Result<(), TransportError> {
+    if sys::file_len(control.as_fd())? < CONTROL_BYTES {
+        return Err(TransportError::Protocol("control block too small".into()));
+    }
+    let map = Mapping::new(control.as_fd(), CONTROL_BYTES)?;
+    for off in [0, RING_BYTES] {
+        let view = RingView {
+            base: map.as_ptr().wrapping_add(off),
+        };
+        if view.head().load(Ordering::Acquire) != 0
+            || view.entry(0).seq.load(Ordering::Acquire) != 0
+        {
+            return Err(TransportError::Protocol("control block not fresh".into()));
+        }
+    }
+    Ok(())
+}
+
 /// Most bytes of a handshake message.
 const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -427,6 +456,9 @@ impl ShmEndpoint {
                     ));
                 }
                 let control = fds.remove(1);
+                // Validate before answering: once our offer is out, the active side may start
+                // publishing completions.
+                check_fresh(&control)?;
                 send_offer(None)?;
                 (peer, fds, control)
             }
@@ -473,22 +505,19 @@ impl ShmEndpoint {
             base: control.as_ptr().wrapping_add(recv_off),
         };
         let send = SendRing {
-            tail: AtomicU32::new(send_view.tail().load(Ordering::Acquire)),
+            tail: AtomicU32::new(0),
+            cached_head: AtomicU32::new(0),
+            lock: AtomicBool::new(false),
             view: send_view,
             _control: control.clone(),
         };
         let recv = RecvRing {
-            head: AtomicU32::new(recv_view.head().load(Ordering::Acquire)),
+            head: AtomicU32::new(0),
             view: recv_view,
             _control: control,
             liveness: stream.try_clone()?,
-            broken: AtomicBool::new(false),
             gone_reported: AtomicBool::new(false),
         };
-        // A fresh control block starts at zero on both rings.
-        if send.tail.load(Ordering::Relaxed) != 0 || recv.head.load(Ordering::Relaxed) != 0 {
-            return Err(TransportError::Protocol("control block not fresh".into()));
-        }
         let id = cq.attach(recv)?;
         Ok(ShmEndpoint {
             id,
@@ -549,11 +578,11 @@ impl ShmEndpoint {
             })?;
         check_range("local", local_key, local_off, len, local.len())?;
         let dst = self.window(remote_key, remote_off, len)?;
-        self.ensure_room()?;
-        // SAFETY: both ranges are in bounds of live mappings (checked above); they belong to
-        // different memory files, so they do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(local.as_ptr().add(local_off), dst, len) };
-        self.push(imm, len)
+        self.push(imm, len, || {
+            // SAFETY: both ranges are in bounds of live mappings (checked above); they belong
+            // to different memory files, so they do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(local.as_ptr().add(local_off), dst, len) };
+        })
     }
 
     /// A pointer to `len` bytes of the peer's region `key` at `offset`, for writing in place
@@ -567,37 +596,55 @@ impl ShmEndpoint {
 
     /// Delivers `(imm, len)` for bytes already placed through [`ShmEndpoint::window`].
     pub fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError> {
-        self.ensure_room()?;
-        self.push(imm, len)
+        self.push(imm, len, || {})
     }
 
-    fn ensure_room(&self) -> Result<(), TransportError> {
-        let tail = self.send.tail.load(Ordering::Relaxed);
-        let head = self.send.view.head().load(Ordering::Acquire);
-        let used = tail.wrapping_sub(head);
-        if used > RING_CAPACITY {
-            return Err(TransportError::Protocol(format!(
-                "peer reported an impossible queue head ({used} in use)"
-            )));
-        }
-        if used == RING_CAPACITY {
-            return Err(TransportError::QueueFull);
-        }
-        Ok(())
-    }
-
-    fn push(&self, imm: u32, len: usize) -> Result<(), TransportError> {
+    /// Under the send lock: checks for room, runs `place` (the data copy), stamps the entry;
+    /// then rings the peer's doorbell if it sleeps.
+    fn push(&self, imm: u32, len: usize, place: impl FnOnce()) -> Result<(), TransportError> {
         let len = u32::try_from(len)
             .map_err(|_| TransportError::Protocol("write larger than 4 GiB".into()))?;
-        let tail = self.send.tail.load(Ordering::Relaxed);
-        let (e_imm, e_len) = self.send.view.entry(tail);
-        e_imm.store(imm, Ordering::Relaxed);
-        e_len.store(len, Ordering::Relaxed);
-        let tail = tail.wrapping_add(1);
-        self.send.tail.store(tail, Ordering::Relaxed);
-        self.send.view.tail().store(tail, Ordering::Release);
-        self.peer_bell.ring();
-        Ok(())
+        let ring = &self.send;
+        let mut spins = 0u32;
+        while ring
+            .lock
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins > 64 {
+                std::thread::yield_now();
+            }
+            std::hint::spin_loop();
+        }
+        let result = (|| {
+            let tail = ring.tail.load(Ordering::Relaxed);
+            if tail.wrapping_sub(ring.cached_head.load(Ordering::Relaxed)) >= RING_CAPACITY {
+                let head = ring.view.head().load(Ordering::Acquire);
+                let used = tail.wrapping_sub(head);
+                if used > RING_CAPACITY {
+                    return Err(TransportError::Protocol(format!(
+                        "peer reported an impossible queue head ({used} in use)"
+                    )));
+                }
+                ring.cached_head.store(head, Ordering::Relaxed);
+                if used == RING_CAPACITY {
+                    return Err(TransportError::QueueFull);
+                }
+            }
+            place();
+            let e = ring.view.entry(tail);
+            e.imm.store(imm, Ordering::Relaxed);
+            e.len.store(len, Ordering::Relaxed);
+            e.seq.store(tail.wrapping_add(1), Ordering::Release);
+            ring.tail.store(tail.wrapping_add(1), Ordering::Relaxed);
+            Ok(())
+        })();
+        ring.lock.store(false, Ordering::Release);
+        if result.is_ok() {
+            self.peer_bell.ring();
+        }
+        result
     }
 
     /// Descriptors the peer sent (its regions), kept open for the endpoint's life.
