@@ -1,26 +1,95 @@
-//! A client process for fault tests: leases the executor at `argv[1]`, starts a slow
-//! invocation (`fault` sleeping `argv[2]` ms), prints `invoked`, and waits for it.
+//! A client process for the end-to-end tests, so that what they check happens in a process of
+//! its own:
+//! - `rfaas-test-client SOCKET slow MS`: leases the executor, starts a slow invocation
+//!   (`fault` sleeping MS ms), prints `invoked`, and waits for it (the test kills it meanwhile);
+//! - `rfaas-test-client SOCKET leaks`: creates and drops leases, abandoned and dropped
+//!   invocations, then prints `fds BEFORE AFTER` (open descriptors of this process).
 
 use functions_example as fx;
+use rfaas::{Error, Lease};
+use std::time::Duration;
+
+fn fail(msg: &str) -> ! {
+    eprintln!("rfaas-test-client: {msg}");
+    std::process::exit(1);
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(socket), Some(ms)) = (args.get(1), args.get(2).and_then(|m| m.parse::<u64>().ok()))
-    else {
-        eprintln!("usage: rfaas-test-client SOCKET MILLISECONDS");
-        std::process::exit(2);
-    };
-    let lease = rfaas::Lease::connect(socket).unwrap_or_else(|e| {
-        eprintln!("lease: {e}");
-        std::process::exit(1);
-    });
-    let inv = lease.invoke(fx::fault::call(2, ms));
-    // Send it, then report: the test kills this process while the executor works.
-    let handle = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        println!("invoked");
-    });
-    let r = inv.wait();
-    let _ = handle.join();
-    println!("result {r:?}");
+    let socket = args
+        .get(1)
+        .unwrap_or_else(|| fail("usage: rfaas-test-client SOCKET slow MS | leaks"));
+    match args.get(2).map(String::as_str) {
+        Some("slow") => {
+            let ms = args
+                .get(3)
+                .and_then(|m| m.parse::<u64>().ok())
+                .unwrap_or_else(|| fail("slow needs milliseconds"));
+            let lease = Lease::connect(socket).unwrap_or_else(|e| fail(&format!("lease: {e}")));
+            let inv = lease.invoke(fx::fault::call(2, ms));
+            // Report after the invocation is out; the test kills this process meanwhile.
+            let handle = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                println!("invoked");
+            });
+            let r = inv.wait();
+            let _ = handle.join();
+            println!("result {r:?}");
+        }
+        Some("leaks") => {
+            let t = Duration::from_secs(20);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            // One round first, so lazily created process-wide descriptors exist before counting.
+            let mut before = 0;
+            for round in 0..4 {
+                if round == 1 {
+                    before = open_fds();
+                }
+                let lease = Lease::connect(socket).unwrap_or_else(|e| fail(&format!("lease: {e}")));
+                // A slow invocation abandoned on timeout: its slot returns when the answer does.
+                match lease
+                    .invoke(fx::fault::call(2, 50))
+                    .timeout(Duration::from_millis(1))
+                    .wait()
+                {
+                    Err(Error::Timeout(_)) => {}
+                    other => fail(&format!("expected a timeout, got {other:?}")),
+                }
+                for v in 0..10u64 {
+                    let got = lease
+                        .invoke(fx::fault::call(0, v))
+                        .timeout(t)
+                        .wait()
+                        .unwrap_or_else(|e| fail(&e.to_string()));
+                    if got != v {
+                        fail("wrong result after an abandoned invocation");
+                    }
+                }
+                // A pending future dropped before completion.
+                rt.block_on(async {
+                    let slow = lease.invoke(fx::fault::call(2, 20));
+                    let _ = tokio::time::timeout(Duration::from_millis(1), slow).await;
+                });
+                let got = lease
+                    .invoke(fx::fault::call(0, 3))
+                    .timeout(t)
+                    .wait()
+                    .unwrap_or_else(|e| fail(&e.to_string()));
+                if got != 3 {
+                    fail("wrong result after a dropped future");
+                }
+            }
+            println!("fds {before} {}", open_fds());
+        }
+        _ => fail("usage: rfaas-test-client SOCKET slow MS | leaks"),
+    }
 }

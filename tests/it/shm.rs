@@ -274,7 +274,7 @@ fn client_killed_mid_invocation_leaves_the_executor_serving() {
     );
     let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_rfaas-test-client"))
         .arg(&exec.socket)
-        .arg("2000")
+        .args(["slow", "2000"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("client process");
@@ -315,56 +315,39 @@ fn dropped_invocations_and_leases_release_everything() {
             "4096",
         ],
     );
-    let fds_before = open_fds();
-    for _ in 0..3 {
-        let lease = Lease::connect(&exec.socket).expect("lease");
-        // Start a slow invocation and abandon it: its slot comes back when the answer arrives.
-        {
-            let inv = lease
-                .invoke(fx::fault::call(2, 50))
-                .timeout(Duration::from_millis(1));
-            assert!(matches!(inv.wait(), Err(Error::Timeout(_))));
-        }
-        // Both slots are usable again (one was abandoned, the answer reclaims it).
-        for v in 0..10u64 {
-            assert_eq!(
-                lease
-                    .invoke(fx::fault::call(0, v))
-                    .timeout(T)
-                    .wait()
-                    .expect("after abandon"),
-                v
-            );
-        }
-        // A pending future dropped before completion.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let slow = lease.invoke(fx::fault::call(2, 20));
-            let _ = tokio::time::timeout(Duration::from_millis(1), slow).await;
-        });
-        assert_eq!(
-            lease
-                .invoke(fx::fault::call(0, 3))
-                .timeout(T)
-                .wait()
-                .expect("after drop"),
-            3
-        );
-    }
+    // In a process of its own, so that no other test's descriptors are counted.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rfaas-test-client"))
+        .arg(&exec.socket)
+        .arg("leaks")
+        .output()
+        .expect("client process");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: Vec<usize> = text
+        .trim()
+        .strip_prefix("fds ")
+        .expect("fds line")
+        .split(' ')
+        .map(|n| n.parse().expect("count"))
+        .collect();
     assert_eq!(
-        open_fds(),
-        fds_before,
+        counts[0], counts[1],
         "leases must close every descriptor they opened"
     );
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    // The executor serves on after all those sessions.
+    let lease = Lease::connect(&exec.socket).expect("lease");
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(0, 4))
+            .timeout(T)
+            .wait()
+            .expect("still serving"),
+        4
+    );
 }
 
 #[test]
