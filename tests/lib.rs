@@ -3,7 +3,7 @@
 //! typed call through a loaded library exactly as an executor would.
 
 use executor::FunctionLibrary;
-use rfaas::{CallError, RemoteCall};
+use rfaas::{CallError, Placement, RemoteCall};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -153,15 +153,21 @@ pub fn invoke<C: RemoteCall>(lib: &FunctionLibrary, call: C) -> Result<C::Output
         "fingerprint of `{}` differs between stub and library",
         C::NAME
     );
-    let layout = call.layout().expect("layout");
+    let layout = call.layout(&Placement::NONE).expect("layout");
     let mut input = AlignedBuf::new(layout.input_len);
-    let encoded = call.encode(input.bytes_mut()).expect("encode");
+    let encoded = call
+        .encode(input.bytes_mut(), &Placement::NONE)
+        .expect("encode");
     assert_eq!(encoded, layout, "layout() and encode() disagree");
     let mut output = AlignedBuf::new(layout.output_len + MESSAGE_ROOM);
     let outcome = lib
         .invoke(f.index, input.bytes(), output.bytes_mut())
         .expect("invoke refused");
-    call.decode(outcome.status, &output.bytes()[..outcome.output_len])
+    call.decode(
+        outcome.status,
+        &output.bytes()[..outcome.output_len],
+        &Placement::NONE,
+    )
 }
 
 /// The `rfaas-executor` binary, built once per test process.

@@ -166,11 +166,13 @@ pub fn serve_session(
             hello.protocol
         )));
     }
-    let result_len = u64::from(cfg.workers) * u64::from(cfg.slots) * u64::from(cfg.slot_size);
-    if hello.result_len != result_len {
+    // The client's result region: one result area per slot, then (optionally) its buffer
+    // arena for in-place outputs; offsets travel as u32.
+    let areas = u64::from(cfg.workers) * u64::from(cfg.slots) * u64::from(cfg.slot_size);
+    let result_len = hello.result_len;
+    if result_len < areas || result_len > u64::from(u32::MAX) {
         return Err(SessionError::Handshake(format!(
-            "result region of {} bytes, expected {result_len}",
-            hello.result_len
+            "result region of {result_len} bytes: between {areas} and 4 GiB"
         )));
     }
     let mut workers = Vec::new();

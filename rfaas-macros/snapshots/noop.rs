@@ -39,9 +39,19 @@ pub mod noop {
         __rfaas_lease.invoke(Call {})
     }
     impl Call {
+        fn __rfaas_outputs(
+            &self,
+            __rfaas_placement: &::rfaas::__private::Placement,
+        ) -> ::rfaas::__private::OutputLayout {
+            {
+                let _ = __rfaas_placement;
+                ::rfaas::__private::OutputLayout::new(0usize)
+            }
+        }
         fn __rfaas_encode(
             &self,
             __rfaas_buf: ::rfaas::__private::Option<&mut [u8]>,
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
@@ -49,7 +59,7 @@ pub mod noop {
             let mut __rfaas_enc = ::rfaas::__private::Encoder::new::<
                 __rfaas_Args,
             >(__rfaas_buf)?;
-            let mut __rfaas_out = ::rfaas::__private::OutputLayout::new(0usize);
+            let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
             let mut __rfaas_args = <__rfaas_Args as ::rfaas::__private::zerocopy::FromZeros>::new_zeroed();
             ::rfaas::__private::Ok(__rfaas_enc.finish(&__rfaas_args, &__rfaas_out))
         }
@@ -60,31 +70,34 @@ pub mod noop {
         const FINGERPRINT: u64 = FINGERPRINT;
         fn layout(
             &self,
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
         > {
-            self.__rfaas_encode(::rfaas::__private::None)
+            self.__rfaas_encode(::rfaas::__private::None, __rfaas_placement)
         }
         fn encode(
             &self,
             __rfaas_buf: &mut [u8],
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
         > {
-            self.__rfaas_encode(::rfaas::__private::Some(__rfaas_buf))
+            self.__rfaas_encode(::rfaas::__private::Some(__rfaas_buf), __rfaas_placement)
         }
         fn decode(
             self,
             __rfaas_status: ::rfaas::__private::Status,
             __rfaas_output: &[u8],
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<Self::Output, ::rfaas::__private::CallError> {
             let __rfaas_dec = ::rfaas::__private::Decoder::new(
                 __rfaas_status,
                 __rfaas_output,
             )?;
-            let mut __rfaas_out = ::rfaas::__private::OutputLayout::new(0usize);
+            let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
             ::rfaas::__private::Ok(())
         }
     }

@@ -79,9 +79,25 @@ pub mod price {
         __rfaas_lease.invoke(Call { options, prices })
     }
     impl Call<'_> {
+        fn __rfaas_outputs(
+            &self,
+            __rfaas_placement: &::rfaas::__private::Placement,
+        ) -> ::rfaas::__private::OutputLayout {
+            ::rfaas::__private::OutputLayout::placed(
+                ::rfaas::__private::size_of::<u32>(),
+                __rfaas_placement,
+                &[
+                    (
+                        self.prices.as_ptr() as usize,
+                        ::core::mem::size_of_val(&*self.prices),
+                    ),
+                ],
+            )
+        }
         fn __rfaas_encode(
             &self,
             __rfaas_buf: ::rfaas::__private::Option<&mut [u8]>,
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
@@ -89,13 +105,14 @@ pub mod price {
             let mut __rfaas_enc = ::rfaas::__private::Encoder::new::<
                 __rfaas_Args,
             >(__rfaas_buf)?;
-            let mut __rfaas_out = ::rfaas::__private::OutputLayout::new(
-                ::rfaas::__private::size_of::<u32>(),
-            );
+            let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
             let mut __rfaas_args = <__rfaas_Args as ::rfaas::__private::zerocopy::FromZeros>::new_zeroed();
             __rfaas_args.options = __rfaas_enc
                 .input::<OptionData>("options", self.options)?;
-            __rfaas_args.prices = __rfaas_out.slice::<f32>("prices", self.prices.len())?;
+            __rfaas_args.prices = __rfaas_out
+                .slice::<
+                    f32,
+                >("prices", self.prices.as_ptr() as usize, self.prices.len())?;
             ::rfaas::__private::Ok(__rfaas_enc.finish(&__rfaas_args, &__rfaas_out))
         }
     }
@@ -105,33 +122,34 @@ pub mod price {
         const FINGERPRINT: u64 = FINGERPRINT;
         fn layout(
             &self,
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
         > {
-            self.__rfaas_encode(::rfaas::__private::None)
+            self.__rfaas_encode(::rfaas::__private::None, __rfaas_placement)
         }
         fn encode(
             &self,
             __rfaas_buf: &mut [u8],
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
         > {
-            self.__rfaas_encode(::rfaas::__private::Some(__rfaas_buf))
+            self.__rfaas_encode(::rfaas::__private::Some(__rfaas_buf), __rfaas_placement)
         }
         fn decode(
             self,
             __rfaas_status: ::rfaas::__private::Status,
             __rfaas_output: &[u8],
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<Self::Output, ::rfaas::__private::CallError> {
             let __rfaas_dec = ::rfaas::__private::Decoder::new(
                 __rfaas_status,
                 __rfaas_output,
             )?;
-            let mut __rfaas_out = ::rfaas::__private::OutputLayout::new(
-                ::rfaas::__private::size_of::<u32>(),
-            );
+            let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
             __rfaas_dec.output_into::<f32>(&mut __rfaas_out, "prices", self.prices)?;
             __rfaas_dec.value::<u32>()
         }

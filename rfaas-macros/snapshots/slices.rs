@@ -98,9 +98,20 @@ pub(crate) mod axpy {
         __rfaas_lease.invoke(Call { a, x, y, out })
     }
     impl Call<'_> {
+        fn __rfaas_outputs(
+            &self,
+            __rfaas_placement: &::rfaas::__private::Placement,
+        ) -> ::rfaas::__private::OutputLayout {
+            ::rfaas::__private::OutputLayout::placed(
+                0usize,
+                __rfaas_placement,
+                &[(self.out.as_ptr() as usize, ::core::mem::size_of_val(&*self.out))],
+            )
+        }
         fn __rfaas_encode(
             &self,
             __rfaas_buf: ::rfaas::__private::Option<&mut [u8]>,
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
@@ -108,12 +119,13 @@ pub(crate) mod axpy {
             let mut __rfaas_enc = ::rfaas::__private::Encoder::new::<
                 __rfaas_Args,
             >(__rfaas_buf)?;
-            let mut __rfaas_out = ::rfaas::__private::OutputLayout::new(0usize);
+            let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
             let mut __rfaas_args = <__rfaas_Args as ::rfaas::__private::zerocopy::FromZeros>::new_zeroed();
             ::rfaas::__private::put_value::<f64>(&mut __rfaas_args.a, &self.a);
             __rfaas_args.x = __rfaas_enc.input::<f64>("x", self.x)?;
             __rfaas_args.y = __rfaas_enc.input::<f64>("y", self.y)?;
-            __rfaas_args.out = __rfaas_out.slice::<f64>("out", self.out.len())?;
+            __rfaas_args.out = __rfaas_out
+                .slice::<f64>("out", self.out.as_ptr() as usize, self.out.len())?;
             ::rfaas::__private::Ok(__rfaas_enc.finish(&__rfaas_args, &__rfaas_out))
         }
     }
@@ -123,31 +135,34 @@ pub(crate) mod axpy {
         const FINGERPRINT: u64 = FINGERPRINT;
         fn layout(
             &self,
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
         > {
-            self.__rfaas_encode(::rfaas::__private::None)
+            self.__rfaas_encode(::rfaas::__private::None, __rfaas_placement)
         }
         fn encode(
             &self,
             __rfaas_buf: &mut [u8],
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
         > {
-            self.__rfaas_encode(::rfaas::__private::Some(__rfaas_buf))
+            self.__rfaas_encode(::rfaas::__private::Some(__rfaas_buf), __rfaas_placement)
         }
         fn decode(
             self,
             __rfaas_status: ::rfaas::__private::Status,
             __rfaas_output: &[u8],
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<Self::Output, ::rfaas::__private::CallError> {
             let __rfaas_dec = ::rfaas::__private::Decoder::new(
                 __rfaas_status,
                 __rfaas_output,
             )?;
-            let mut __rfaas_out = ::rfaas::__private::OutputLayout::new(0usize);
+            let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
             __rfaas_dec.output_into::<f64>(&mut __rfaas_out, "out", self.out)?;
             ::rfaas::__private::Ok(())
         }

@@ -75,9 +75,21 @@ mod add {
         __rfaas_lease.invoke(Call { a, b })
     }
     impl Call {
+        fn __rfaas_outputs(
+            &self,
+            __rfaas_placement: &::rfaas::__private::Placement,
+        ) -> ::rfaas::__private::OutputLayout {
+            {
+                let _ = __rfaas_placement;
+                ::rfaas::__private::OutputLayout::new(
+                    ::rfaas::__private::size_of::<u64>(),
+                )
+            }
+        }
         fn __rfaas_encode(
             &self,
             __rfaas_buf: ::rfaas::__private::Option<&mut [u8]>,
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
@@ -85,9 +97,7 @@ mod add {
             let mut __rfaas_enc = ::rfaas::__private::Encoder::new::<
                 __rfaas_Args,
             >(__rfaas_buf)?;
-            let mut __rfaas_out = ::rfaas::__private::OutputLayout::new(
-                ::rfaas::__private::size_of::<u64>(),
-            );
+            let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
             let mut __rfaas_args = <__rfaas_Args as ::rfaas::__private::zerocopy::FromZeros>::new_zeroed();
             ::rfaas::__private::put_value::<u64>(&mut __rfaas_args.a, &self.a);
             ::rfaas::__private::put_value::<i32>(&mut __rfaas_args.b, &self.b);
@@ -100,33 +110,34 @@ mod add {
         const FINGERPRINT: u64 = FINGERPRINT;
         fn layout(
             &self,
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
         > {
-            self.__rfaas_encode(::rfaas::__private::None)
+            self.__rfaas_encode(::rfaas::__private::None, __rfaas_placement)
         }
         fn encode(
             &self,
             __rfaas_buf: &mut [u8],
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<
             ::rfaas::__private::Encoded,
             ::rfaas::__private::EncodeError,
         > {
-            self.__rfaas_encode(::rfaas::__private::Some(__rfaas_buf))
+            self.__rfaas_encode(::rfaas::__private::Some(__rfaas_buf), __rfaas_placement)
         }
         fn decode(
             self,
             __rfaas_status: ::rfaas::__private::Status,
             __rfaas_output: &[u8],
+            __rfaas_placement: &::rfaas::__private::Placement,
         ) -> ::rfaas::__private::Result<Self::Output, ::rfaas::__private::CallError> {
             let __rfaas_dec = ::rfaas::__private::Decoder::new(
                 __rfaas_status,
                 __rfaas_output,
             )?;
-            let mut __rfaas_out = ::rfaas::__private::OutputLayout::new(
-                ::rfaas::__private::size_of::<u64>(),
-            );
+            let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
             __rfaas_dec.value::<u64>()
         }
     }

@@ -506,10 +506,24 @@ fn generate(m: &Model) -> TokenStream {
             Kind::Value => quote!(#p::put_value::<#ty>(&mut __rfaas_args.#id, &self.#id);),
             Kind::InSlice => quote!(__rfaas_args.#id = __rfaas_enc.input::<#ty>(#s, self.#id)?;),
             Kind::OutSlice => {
-                quote!(__rfaas_args.#id = __rfaas_out.slice::<#ty>(#s, self.#id.len())?;)
+                quote!(__rfaas_args.#id = __rfaas_out.slice::<#ty>(#s, self.#id.as_ptr() as usize, self.#id.len())?;)
             }
         }
     });
+    let out_slices: Vec<TokenStream> = m
+        .params
+        .iter()
+        .filter(|x| x.kind == Kind::OutSlice)
+        .map(|x| {
+            let id = &x.ident;
+            quote!((self.#id.as_ptr() as usize, ::core::mem::size_of_val(&*self.#id)))
+        })
+        .collect();
+    let out_layout = if out_slices.is_empty() {
+        quote!({ let _ = __rfaas_placement; #p::OutputLayout::new(#ret_size) })
+    } else {
+        quote!(#p::OutputLayout::placed(#ret_size, __rfaas_placement, &[#(#out_slices),*]))
+    };
     let decode_steps = m
         .params
         .iter()
@@ -593,9 +607,13 @@ fn generate(m: &Model) -> TokenStream {
             }
 
             impl Call #lt_anon {
-                fn __rfaas_encode(&self, __rfaas_buf: #p::Option<&mut [u8]>) -> #p::Result<#p::Encoded, #p::EncodeError> {
+                fn __rfaas_outputs(&self, __rfaas_placement: &#p::Placement) -> #p::OutputLayout {
+                    #out_layout
+                }
+
+                fn __rfaas_encode(&self, __rfaas_buf: #p::Option<&mut [u8]>, __rfaas_placement: &#p::Placement) -> #p::Result<#p::Encoded, #p::EncodeError> {
                     let mut __rfaas_enc = #p::Encoder::new::<__rfaas_Args>(__rfaas_buf)?;
-                    let mut __rfaas_out = #p::OutputLayout::new(#ret_size);
+                    let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
                     let mut __rfaas_args = <__rfaas_Args as #p::zerocopy::FromZeros>::new_zeroed();
                     #(#encode_steps)*
                     #p::Ok(__rfaas_enc.finish(&__rfaas_args, &__rfaas_out))
@@ -607,17 +625,17 @@ fn generate(m: &Model) -> TokenStream {
                 const NAME: &'static str = NAME;
                 const FINGERPRINT: u64 = FINGERPRINT;
 
-                fn layout(&self) -> #p::Result<#p::Encoded, #p::EncodeError> {
-                    self.__rfaas_encode(#p::None)
+                fn layout(&self, __rfaas_placement: &#p::Placement) -> #p::Result<#p::Encoded, #p::EncodeError> {
+                    self.__rfaas_encode(#p::None, __rfaas_placement)
                 }
 
-                fn encode(&self, __rfaas_buf: &mut [u8]) -> #p::Result<#p::Encoded, #p::EncodeError> {
-                    self.__rfaas_encode(#p::Some(__rfaas_buf))
+                fn encode(&self, __rfaas_buf: &mut [u8], __rfaas_placement: &#p::Placement) -> #p::Result<#p::Encoded, #p::EncodeError> {
+                    self.__rfaas_encode(#p::Some(__rfaas_buf), __rfaas_placement)
                 }
 
-                fn decode(self, __rfaas_status: #p::Status, __rfaas_output: &[u8]) -> #p::Result<Self::Output, #p::CallError> {
+                fn decode(self, __rfaas_status: #p::Status, __rfaas_output: &[u8], __rfaas_placement: &#p::Placement) -> #p::Result<Self::Output, #p::CallError> {
                     let __rfaas_dec = #p::Decoder::new(__rfaas_status, __rfaas_output)?;
-                    let mut __rfaas_out = #p::OutputLayout::new(#ret_size);
+                    let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
                     #(#decode_steps)*
                     #decode_value
                 }

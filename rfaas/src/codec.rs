@@ -33,27 +33,76 @@ fn wire_u32(n: usize, arg: &'static str) -> Result<u32, EncodeError> {
 }
 
 /// Lays out output slices after the return value (client and executor agree on this).
+///
+/// Normally each output slice goes to the next 8-byte boundary after the previous one. With a
+/// [`Placement`], when every output slice of the call already lies in the executor-visible
+/// arena (`rfaas::Buffer`s), in increasing address order, each is placed exactly where it is:
+/// the executor then writes the results straight into the caller's buffers.
 #[derive(Debug)]
 pub struct OutputLayout {
     end: usize,
+    base: usize,
+    in_place: bool,
 }
 
 impl OutputLayout {
-    /// Starts a layout whose return value takes `ret_size` bytes at offset 0.
+    /// Starts a layout whose return value takes `ret_size` bytes at offset 0, with no
+    /// in-place placement.
     pub fn new(ret_size: usize) -> Self {
-        OutputLayout { end: ret_size }
+        OutputLayout {
+            end: ret_size,
+            base: 0,
+            in_place: false,
+        }
     }
 
-    /// Places an output slice of `len` elements of `T`.
+    /// Starts a layout that places the output slices `slices` (address and byte length of
+    /// each, in parameter order) in place when `placement` allows it for all of them.
+    pub fn placed(ret_size: usize, placement: &Placement, slices: &[(usize, usize)]) -> Self {
+        let mut in_place = placement.base != 0 && !slices.is_empty();
+        let mut end = placement.base.saturating_add(ret_size);
+        for &(addr, bytes) in slices {
+            let Some(stop) = addr.checked_add(bytes) else {
+                in_place = false;
+                break;
+            };
+            if addr < end
+                || addr < placement.arena.0
+                || stop > placement.arena.1
+                || stop - placement.base > u32::MAX as usize
+            {
+                in_place = false;
+                break;
+            }
+            end = stop;
+        }
+        OutputLayout {
+            end: ret_size,
+            base: placement.base,
+            in_place,
+        }
+    }
+
+    /// Whether output slices are placed in the caller's buffers.
+    pub fn in_place(&self) -> bool {
+        self.in_place
+    }
+
+    /// Places an output slice of `len` elements of `T` whose caller buffer starts at `addr`.
     pub fn slice<T: Payload>(
         &mut self,
         arg: &'static str,
+        addr: usize,
         len: usize,
     ) -> Result<SliceDesc, EncodeError> {
         let bytes = len
             .checked_mul(size_of::<T>())
             .ok_or(EncodeError::TooLarge { arg })?;
-        let off = align_up(self.end).ok_or(EncodeError::TooLarge { arg })?;
+        let off = if self.in_place {
+            addr - self.base
+        } else {
+            align_up(self.end).ok_or(EncodeError::TooLarge { arg })?
+        };
         let end = off
             .checked_add(bytes)
             .ok_or(EncodeError::TooLarge { arg })?;
@@ -63,10 +112,29 @@ impl OutputLayout {
         Ok(desc)
     }
 
-    /// Bytes of output the layout occupies.
+    /// Bytes of output the layout occupies (from the start of the output area).
     pub fn end(&self) -> usize {
         self.end
     }
+}
+
+/// Where the executor's output for one invocation lands in the caller's address space, and
+/// which caller memory it may write directly (see [`OutputLayout::placed`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Caller address of the start of the invocation's output area; 0: no in-place placement.
+    pub base: usize,
+    /// Caller address range `[start, end)` the executor may write: the lease's buffer arena,
+    /// which lies after every output area.
+    pub arena: (usize, usize),
+}
+
+impl Placement {
+    /// No in-place placement: outputs are copied into the caller's slices.
+    pub const NONE: Placement = Placement {
+        base: 0,
+        arena: (0, 0),
+    };
 }
 
 /// Writes (or, without a buffer, measures) an input encoding.
@@ -128,6 +196,7 @@ impl<'b> Encoder<'b> {
         Encoded {
             input_len: self.end,
             output_len: outputs.end(),
+            in_place: outputs.in_place(),
         }
     }
 }
@@ -149,7 +218,8 @@ impl<'o> Decoder<'o> {
         }
     }
 
-    /// Copies the next output slice into the caller's buffer.
+    /// Copies the next output slice into the caller's buffer (nothing to copy when the
+    /// executor wrote it in place).
     pub fn output_into<T: Payload>(
         &self,
         layout: &mut OutputLayout,
@@ -157,8 +227,11 @@ impl<'o> Decoder<'o> {
         dst: &mut [T],
     ) -> Result<(), CallError> {
         let desc = layout
-            .slice::<T>(arg, dst.len())
+            .slice::<T>(arg, dst.as_ptr() as usize, dst.len())
             .map_err(|_| CallError::Malformed("output slice outside the wire format"))?;
+        if layout.in_place() {
+            return Ok(());
+        }
         let off = desc.offset.get() as usize;
         let dst = payload::slice_bytes_mut(dst);
         let src = self

@@ -7,7 +7,8 @@
 //! result region and signals `id << 8 | status` with the output length. Nothing on this path
 //! allocates.
 
-use crate::call::{CallError, EncodeError, RemoteCall};
+use crate::call::{CallError, EncodeError, Placement, RemoteCall};
+use crate::payload::Payload;
 use crate::transport::shm::{
     CompletionQueue, RING_CAPACITY, ShmEndpoint, Side, recv_message, send_message,
 };
@@ -17,6 +18,7 @@ use crate::wire::{
     SESSION_PROTOCOL, Status, Welcome, split_response_imm,
 };
 use std::future::Future;
+use std::marker::PhantomData;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -73,6 +75,16 @@ pub enum Error {
         /// Bytes available.
         limit: usize,
     },
+    /// The lease's buffer arena has no room for the requested buffer.
+    #[error(
+        "no room for a {need}-byte buffer in the lease's {arena}-byte arena (see LeaseOptions::buffer_bytes)"
+    )]
+    BufferSpace {
+        /// Bytes requested.
+        need: usize,
+        /// Size of the arena.
+        arena: usize,
+    },
     /// Arguments could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),
@@ -123,6 +135,9 @@ struct State {
     parked: usize,
     closed: bool,
     violations: u64,
+    /// Output bytes each in-flight slot may receive (its result area, or up to its in-place
+    /// buffers).
+    caps: Vec<u32>,
 }
 
 struct Inner {
@@ -131,6 +146,7 @@ struct Inner {
     workers: Vec<ShmEndpoint>,
     cq: Arc<CompletionQueue>,
     result: Arc<Region>,
+    arena: Arc<Arena>,
     slots: u32,
     slot_size: usize,
     state: Mutex<State>,
@@ -161,8 +177,14 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    /// Connects to an executor listening on the Unix socket `path` (shared memory).
+    /// Connects to an executor listening on the Unix socket `path` (shared memory), with
+    /// [`LeaseOptions::default`].
     pub fn connect(path: impl AsRef<Path>) -> Result<Lease, Error> {
+        Lease::connect_with(path, &LeaseOptions::default())
+    }
+
+    /// Connects to an executor listening on the Unix socket `path` (shared memory).
+    pub fn connect_with(path: impl AsRef<Path>, options: &LeaseOptions) -> Result<Lease, Error> {
         let path = path.as_ref();
         let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
             path: path.to_path_buf(),
@@ -201,13 +223,20 @@ impl Lease {
                 "unusable geometry: {workers} workers x {slots} slots x {slot_size} bytes"
             )));
         }
-        let total = u64::from(workers) * u64::from(slots) * u64::from(slot_size);
+        let areas = u64::from(workers) * u64::from(slots) * u64::from(slot_size);
+        let arena_len = (options.buffer_bytes as u64).next_multiple_of(4096);
+        let total = areas + arena_len;
         if total > u64::from(u32::MAX) {
             return Err(Error::Handshake(format!(
-                "result region of {total} bytes exceeds 4 GiB"
+                "result region of {total} bytes (result areas and buffer arena) exceeds 4 GiB"
             )));
         }
         let result = Arc::new(Region::new(RESULT_REGION, total as usize)?);
+        let arena = Arc::new(Arena::new(
+            result.clone(),
+            areas as usize,
+            arena_len as usize,
+        ));
         send_message(
             &stream,
             &Hello {
@@ -241,6 +270,7 @@ impl Lease {
             parked: 0,
             closed: false,
             violations: 0,
+            caps: vec![slot_size; n],
         };
         Ok(Lease {
             inner: Arc::new(Inner {
@@ -249,6 +279,7 @@ impl Lease {
                 workers: eps,
                 cq,
                 result,
+                arena,
                 slots,
                 slot_size: slot_size as usize,
                 state: Mutex::new(state),
@@ -276,6 +307,29 @@ impl Lease {
         self.inner.slot_size
     }
 
+    /// Allocates a buffer of `len` zeroed elements in registered memory the executor writes
+    /// into directly: an output slice taken from `Buffer`s receives its result in place, with
+    /// no copy on either side. Freed when dropped.
+    pub fn buffer<T: Payload>(&self, len: usize) -> Result<Buffer<T>, Error> {
+        let bytes = len.checked_mul(size_of::<T>()).ok_or(Error::BufferSpace {
+            need: usize::MAX,
+            arena: self.inner.arena.len,
+        })?;
+        let offset = self.inner.arena.alloc(bytes).ok_or(Error::BufferSpace {
+            need: bytes,
+            arena: self.inner.arena.len,
+        })?;
+        // SAFETY: `[offset, offset + bytes)` was just allocated from the arena, inside the
+        // live result mapping; nothing else uses it until the buffer is dropped.
+        unsafe { std::ptr::write_bytes(self.inner.result.as_ptr().add(offset), 0, bytes) };
+        Ok(Buffer {
+            arena: self.inner.arena.clone(),
+            offset,
+            len,
+            _t: PhantomData,
+        })
+    }
+
     /// Starts an invocation of `call`. Nothing is sent until it is first polled or waited on.
     pub fn invoke<C: RemoteCall>(&self, call: C) -> Invocation<'_, C> {
         Invocation {
@@ -287,6 +341,8 @@ impl Lease {
             spins: 0,
             spin_start: None,
             parked: false,
+            placement: Placement::NONE,
+            cap: 0,
         }
     }
 
@@ -356,7 +412,8 @@ impl Drop for Lease {
 }
 
 enum Submit {
-    Sent(u32),
+    /// Sent in slot `id`, with this placement and output capacity.
+    Sent(u32, Placement, u32),
     NoSlot,
 }
 
@@ -371,6 +428,19 @@ impl Inner {
 
     fn result_offset(&self, id: u32) -> usize {
         id as usize * self.slot_size
+    }
+
+    /// Where invocation `id`'s output lands in this process, and which memory the executor may
+    /// write in place (the buffer arena).
+    fn placement(&self, id: u32) -> Placement {
+        let base = self.result.as_ptr() as usize;
+        Placement {
+            base: base + self.result_offset(id),
+            arena: (
+                base + self.arena.start,
+                base + self.arena.start + self.arena.len,
+            ),
+        }
     }
 
     /// Encodes `call` into a free slot of some worker and signals it.
@@ -396,7 +466,9 @@ impl Inner {
             }
             f.index
         };
-        let layout = call.layout()?;
+        // Sizes with the placement any slot would get (the arena lies after every result
+        // area, so whether outputs go in place does not depend on the slot).
+        let layout = call.layout(&self.placement(0))?;
         let limit = self.slot_size - HEADER_LEN;
         if layout.input_len > limit {
             return Err(Error::TooLarge {
@@ -406,7 +478,7 @@ impl Inner {
                 limit,
             });
         }
-        if layout.output_len > self.slot_size {
+        if !layout.in_place && layout.output_len > self.slot_size {
             return Err(Error::TooLarge {
                 name: C::NAME,
                 what: "output",
@@ -440,32 +512,41 @@ impl Inner {
         let ep = &self.workers[worker];
         let slot = id % self.slots;
         let len = HEADER_LEN + layout.input_len;
-        let sent = (|| -> Result<(), Error> {
+        let placement = self.placement(id);
+        let sent = (|| -> Result<u32, Error> {
             let window = ep.window(INPUT_REGION, slot as usize * self.slot_size, len)?;
             // SAFETY: `window` is `len` in-bounds bytes of this worker's input slot, which only
             // this invocation writes while the slot is in flight (the slot was free; the worker
             // reads it only after our signal). Shared memory accepts any bytes.
             let bytes = unsafe { std::slice::from_raw_parts_mut(window, len) };
+            let encoded = call.encode(&mut bytes[HEADER_LEN..], &placement)?;
+            let cap = if encoded.in_place {
+                encoded.output_len
+            } else {
+                self.slot_size
+            };
             let header = InvocationHeader {
                 id: id.into(),
                 function: function.into(),
                 input_len: (layout.input_len as u32).into(),
                 result_offset: (self.result_offset(id) as u32).into(),
-                result_cap: (self.slot_size as u32).into(),
+                result_cap: (cap as u32).into(),
                 flags: 0.into(),
             };
             bytes[..HEADER_LEN].copy_from_slice(header.as_bytes());
-            call.encode(&mut bytes[HEADER_LEN..])?;
+            self.lock().caps[id as usize] = cap as u32;
             ep.signal(slot, len)?;
-            Ok(())
+            Ok(cap as u32)
         })();
-        if let Err(e) = sent {
-            let mut st = self.lock();
-            st.slots[id as usize] = Slot::Free;
-            st.free[worker].push(id);
-            return Err(e);
+        match sent {
+            Ok(cap) => Ok(Submit::Sent(id, placement, cap)),
+            Err(e) => {
+                let mut st = self.lock();
+                st.slots[id as usize] = Slot::Free;
+                st.free[worker].push(id);
+                Err(e)
+            }
         }
-        Ok(Submit::Sent(id))
     }
 
     /// Handles every completion currently queued; returns how many.
@@ -481,9 +562,8 @@ impl Inner {
     fn dispatch(&self, endpoint: u32, imm: u32, len: u32) {
         let (id, raw) = split_response_imm(imm);
         let mut st = self.lock();
-        let valid = id < self.total_slots()
-            && id / self.slots == endpoint
-            && len as usize <= self.slot_size;
+        let valid =
+            id < self.total_slots() && id / self.slots == endpoint && len <= st.caps[id as usize];
         let slot = if valid {
             st.slots[id as usize]
         } else {
@@ -604,6 +684,9 @@ pub struct Invocation<'l, C: RemoteCall> {
     spins: u32,
     spin_start: Option<Instant>,
     parked: bool,
+    /// Set when sent: where the output lands and how much of it may come.
+    placement: Placement,
+    cap: u32,
 }
 
 impl<C: RemoteCall> std::fmt::Debug for Invocation<'_, C> {
@@ -646,8 +729,10 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         }
         let call = self.call.as_ref().expect("call present until completion");
         match self.inner().submit(call)? {
-            Submit::Sent(id) => {
+            Submit::Sent(id, placement, cap) => {
                 self.id = Some(id);
+                self.placement = placement;
+                self.cap = cap;
                 Ok(true)
             }
             Submit::NoSlot => Ok(false),
@@ -683,13 +768,14 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             .ok_or_else(|| Error::Protocol(format!("unknown status {raw}")))?;
         let inner = self.inner();
         let off = inner.result_offset(id);
-        // SAFETY: `off + len <= (id + 1) * slot_size <= result region length` (len was checked
-        // against slot_size at dispatch); the executor wrote this area before signalling and
-        // does not touch it again for this invocation. It is our own mapping.
+        // SAFETY: `len <= cap` (checked before decoding) and `off + cap` lies within the result
+        // region (a slot's result area, or up to in-place buffers inside the arena); the
+        // executor wrote this range before signalling and does not touch it again for this
+        // invocation. It is our own mapping.
         let output =
             unsafe { std::slice::from_raw_parts(inner.result.as_ptr().add(off), len as usize) };
         let call = self.call.take().expect("call present until completion");
-        Ok(call.decode(status, output)?)
+        Ok(call.decode(status, output, &self.placement)?)
     }
 
     /// Blocks until the result arrives: spins briefly on the completion queue, then sleeps on
@@ -714,10 +800,7 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             let mut handled = 0;
             while let Some(c) = inner.cq.poll()? {
                 let (id, raw) = split_response_imm(c.imm);
-                if Some(id) == self.id
-                    && c.endpoint == id / inner.slots
-                    && c.len as usize <= inner.slot_size
-                {
+                if Some(id) == self.id && c.endpoint == id / inner.slots && c.len <= self.cap {
                     let result = self.decode(id, raw, c.len);
                     let mut st = inner.lock();
                     inner.free_slot(&mut st, id);
@@ -867,3 +950,134 @@ impl<C: RemoteCall> Drop for Invocation<'_, C> {
         }
     }
 }
+
+/// Options of a lease.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LeaseOptions {
+    /// Bytes of registered memory for [`Lease::buffer`]s (default 64 MiB; untouched memory
+    /// costs nothing).
+    pub buffer_bytes: usize,
+}
+
+impl Default for LeaseOptions {
+    fn default() -> Self {
+        LeaseOptions {
+            buffer_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Allocation granule of the buffer arena (and the alignment of every buffer).
+const BUFFER_ALIGN: usize = 64;
+
+/// The part of the result region handed out as [`Buffer`]s: first fit over sorted free
+/// extents.
+struct Arena {
+    region: Arc<Region>,
+    /// Offset of the arena in the result region.
+    start: usize,
+    len: usize,
+    /// Free extents `(offset, len)`, sorted, coalesced.
+    free: Mutex<Vec<(usize, usize)>>,
+}
+
+impl Arena {
+    fn new(region: Arc<Region>, start: usize, len: usize) -> Arena {
+        let free = if len == 0 {
+            Vec::new()
+        } else {
+            vec![(start, len)]
+        };
+        Arena {
+            region,
+            start,
+            len,
+            free: Mutex::new(free),
+        }
+    }
+
+    fn alloc(&self, bytes: usize) -> Option<usize> {
+        let bytes = bytes.max(1).checked_next_multiple_of(BUFFER_ALIGN)?;
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let i = free.iter().position(|&(_, l)| l >= bytes)?;
+        let (off, l) = free[i];
+        if l == bytes {
+            free.remove(i);
+        } else {
+            free[i] = (off + bytes, l - bytes);
+        }
+        Some(off)
+    }
+
+    fn release(&self, off: usize, bytes: usize) {
+        let bytes = bytes.max(1).next_multiple_of(BUFFER_ALIGN);
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let i = free.partition_point(|&(o, _)| o < off);
+        free.insert(i, (off, bytes));
+        // Coalesce with the next, then with the previous extent.
+        if i + 1 < free.len() && free[i].0 + free[i].1 == free[i + 1].0 {
+            free[i].1 += free[i + 1].1;
+            free.remove(i + 1);
+        }
+        if i > 0 && free[i - 1].0 + free[i - 1].1 == free[i].0 {
+            free[i - 1].1 += free[i].1;
+            free.remove(i);
+        }
+    }
+}
+
+/// `len` elements of `T` in registered memory that the executor writes directly: pass
+/// `&mut buffer[..]` as an output slice and the result arrives in place, without a copy.
+/// (Inputs from a `Buffer` work like any slice.) Dereferences to `[T]`; freed on drop.
+///
+/// The memory is shared with the executor process; it writes only the output slices of
+/// invocations in flight, which hold the exclusive borrow of the buffer.
+pub struct Buffer<T: Payload> {
+    arena: Arc<Arena>,
+    offset: usize,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Payload> Buffer<T> {
+    fn ptr(&self) -> *mut T {
+        // Offsets are multiples of 64 in a page-aligned mapping: aligned for any payload.
+        self.arena.region.as_ptr().wrapping_add(self.offset).cast()
+    }
+}
+
+impl<T: Payload> std::ops::Deref for Buffer<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `len` elements at an aligned offset of the live mapping, allocated to this
+        // buffer alone (zero-filled at allocation, so initialized; any bytes are a valid `T`).
+        unsafe { std::slice::from_raw_parts(self.ptr(), self.len) }
+    }
+}
+
+impl<T: Payload> std::ops::DerefMut for Buffer<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`; `&mut self` makes the borrow exclusive in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len) }
+    }
+}
+
+impl<T: Payload> Drop for Buffer<T> {
+    fn drop(&mut self) {
+        self.arena.release(self.offset, self.len * size_of::<T>());
+    }
+}
+
+impl<T: Payload + std::fmt::Debug> std::fmt::Debug for Buffer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+// SAFETY: a `Buffer` owns its extent of the shared mapping like a `Box<[T]>` owns its heap
+// memory; the arena it points into is shared through an `Arc` with a `Mutex`-protected
+// free list.
+unsafe impl<T: Payload> Send for Buffer<T> {}
+// SAFETY: as above; `&Buffer` only gives `&[T]`.
+unsafe impl<T: Payload> Sync for Buffer<T> {}

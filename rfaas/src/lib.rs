@@ -44,9 +44,9 @@ pub mod sys;
 pub mod transport;
 pub mod wire;
 
-pub use call::{CallError, EncodeError, Encoded, RemoteCall};
+pub use call::{CallError, EncodeError, Encoded, Placement, RemoteCall};
 pub use fingerprint::Fingerprint;
-pub use lease::{Error, Invocation, Lease};
+pub use lease::{Buffer, Error, Invocation, Lease, LeaseOptions};
 pub use payload::{
     CastError, Payload, bytes_of, cast_slice, cast_slice_mut, read, slice_bytes, slice_bytes_mut,
 };

@@ -70,10 +70,37 @@ fn output_slices_cannot_overlap_or_leave_the_buffer() {
 #[test]
 fn output_layout_places_slices_on_eight_byte_boundaries() {
     let mut l = OutputLayout::new(4);
-    let a = l.slice::<u8>("a", 3).unwrap();
-    let b = l.slice::<f64>("b", 2).unwrap();
+    let a = l.slice::<u8>("a", 0, 3).unwrap();
+    let b = l.slice::<f64>("b", 0, 2).unwrap();
     assert_eq!((a.offset.get(), a.len.get()), (8, 3));
     assert_eq!((b.offset.get(), b.len.get()), (16, 2));
     assert_eq!(l.end(), 32);
-    assert!(l.slice::<u64>("c", usize::MAX / 4).is_err());
+    assert!(l.slice::<u64>("c", 0, usize::MAX / 4).is_err());
+}
+
+#[test]
+fn output_slices_go_in_place_only_when_all_of_them_can() {
+    use crate::codec::Placement;
+    // Output area at 0x10000; arena [0x20000, 0x30000).
+    let p = Placement {
+        base: 0x10000,
+        arena: (0x20000, 0x30000),
+    };
+    let check = |slices: &[(usize, usize)], want: bool| {
+        let l = OutputLayout::placed(8, &p, slices);
+        assert_eq!(l.in_place(), want, "{slices:x?}");
+    };
+    check(&[(0x20000, 64)], true);
+    check(&[(0x20000, 64), (0x20040, 64)], true);
+    check(&[(0x20040, 64), (0x20000, 64)], false); // not increasing
+    check(&[(0x20000, 64), (0x5000, 8)], false); // second outside the arena
+    check(&[(0x2fff0, 64)], false); // runs past the arena
+    check(&[], false);
+    assert!(!OutputLayout::placed(8, &Placement::NONE, &[(0x20000, 64)]).in_place());
+    // In place, offsets are the buffers' distances from the output area.
+    let mut l = OutputLayout::placed(8, &p, &[(0x20000, 64), (0x20040, 16)]);
+    let a = l.slice::<u64>("a", 0x20000, 8).unwrap();
+    let b = l.slice::<u8>("b", 0x20040, 16).unwrap();
+    assert_eq!((a.offset.get(), b.offset.get()), (0x10000, 0x10040));
+    assert_eq!(l.end(), 0x10050);
 }

@@ -4,7 +4,7 @@
 use executor::{FunctionLibrary, InvokeError, Package};
 use functions_example as fx;
 use rfaas::wire::SliceDesc;
-use rfaas::{CallError, RemoteCall, Status};
+use rfaas::{CallError, Placement, RemoteCall, Status};
 use std::sync::OnceLock;
 use tests::{AlignedBuf, Rng, example_package, invoke};
 
@@ -194,9 +194,9 @@ fn raw(name: &str, input: &[u8], output_cap: usize) -> Result<(Status, Vec<u8>),
 
 /// Encodes `call` into bytes.
 fn encoded(call: &impl RemoteCall) -> Vec<u8> {
-    let layout = call.layout().expect("layout");
+    let layout = call.layout(&Placement::NONE).expect("layout");
     let mut b = vec![0u8; layout.input_len];
-    call.encode(&mut b).expect("encode");
+    call.encode(&mut b, &Placement::NONE).expect("encode");
     b
 }
 

@@ -9,7 +9,7 @@ use rfaas::wire::{
     HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, RESULT_REGION, SESSION_PROTOCOL, Status,
     Welcome, split_response_imm,
 };
-use rfaas::{Lease, RemoteCall};
+use rfaas::{Lease, Placement, RemoteCall};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 use tests::Executor;
@@ -108,9 +108,9 @@ fn header(
 }
 
 fn encoded(call: &impl RemoteCall) -> Vec<u8> {
-    let n = call.layout().expect("layout").input_len;
+    let n = call.layout(&Placement::NONE).expect("layout").input_len;
     let mut b = vec![0u8; n];
-    call.encode(&mut b).expect("encode");
+    call.encode(&mut b, &Placement::NONE).expect("encode");
     b
 }
 
