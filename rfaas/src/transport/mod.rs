@@ -8,9 +8,11 @@
 //! - A completion queue ([`shm::CompletionQueue`]) collects the completions of any number of
 //!   endpoints; it is polled (non-blocking) or waited on (blocking, for warm mode).
 //!
-//! Backends: [`shm`] (one host; the default). TCP and verbs plug in behind the same shapes.
+//! Backends: [`shm`] (one host; the default) and [`tcp`] (any network). Verbs plugs in behind
+//! the same shapes.
 
 pub mod shm;
+pub mod tcp;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
