@@ -348,20 +348,7 @@ impl Lease {
 
     /// Checks that the executor has `C`'s function with the same fingerprint; returns its index.
     pub fn resolve<C: RemoteCall>(&self) -> Result<u32, Error> {
-        let f = self
-            .inner
-            .functions
-            .iter()
-            .find(|f| f.name == C::NAME)
-            .ok_or(Error::UnknownFunction { name: C::NAME })?;
-        if f.fingerprint != C::FINGERPRINT {
-            return Err(Error::FingerprintMismatch {
-                name: C::NAME,
-                client: C::FINGERPRINT,
-                executor: f.fingerprint,
-            });
-        }
-        Ok(f.index)
+        self.inner.resolve::<C>()
     }
 
     /// Completions the executor sent that matched no invocation (a misbehaving executor).
@@ -422,6 +409,28 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `C`'s function index, after checking its fingerprint.
+    fn resolve<C: RemoteCall>(&self) -> Result<u32, Error> {
+        // Hot path: one integer comparison per function, then the name of the match.
+        if let Some(f) = self
+            .functions
+            .iter()
+            .find(|f| f.fingerprint == C::FINGERPRINT && f.name == C::NAME)
+        {
+            return Ok(f.index);
+        }
+        let f = self
+            .functions
+            .iter()
+            .find(|f| f.name == C::NAME)
+            .ok_or(Error::UnknownFunction { name: C::NAME })?;
+        Err(Error::FingerprintMismatch {
+            name: C::NAME,
+            client: C::FINGERPRINT,
+            executor: f.fingerprint,
+        })
+    }
+
     fn total_slots(&self) -> u32 {
         self.workers.len() as u32 * self.slots
     }
@@ -445,27 +454,7 @@ impl Inner {
 
     /// Encodes `call` into a free slot of some worker and signals it.
     fn submit<C: RemoteCall>(&self, call: &C) -> Result<Submit, Error> {
-        let function = if let Some(f) = self
-            .functions
-            .iter()
-            .find(|f| f.fingerprint == C::FINGERPRINT && f.name == C::NAME)
-        {
-            f.index
-        } else {
-            let f = self
-                .functions
-                .iter()
-                .find(|f| f.name == C::NAME)
-                .ok_or(Error::UnknownFunction { name: C::NAME })?;
-            if f.fingerprint != C::FINGERPRINT {
-                return Err(Error::FingerprintMismatch {
-                    name: C::NAME,
-                    client: C::FINGERPRINT,
-                    executor: f.fingerprint,
-                });
-            }
-            f.index
-        };
+        let function = self.resolve::<C>()?;
         // Sizes with the placement any slot would get (the arena lies after every result
         // area, so whether outputs go in place does not depend on the slot).
         let layout = call.layout(&self.placement(0))?;

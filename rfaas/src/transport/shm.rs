@@ -181,17 +181,7 @@ impl CompletionQueue {
     }
 
     fn lock_busy(&self) {
-        let mut spins = 0u32;
-        while self
-            .busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            spins += 1;
-            if spins > 64 {
-                std::thread::yield_now();
-            }
-        }
+        spin_lock(&self.busy);
     }
 
     /// Takes the next completion, if any, without blocking. Endpoints are visited round-robin.
@@ -373,6 +363,22 @@ struct Offer {
     regions: Vec<(u32, u64)>,
     /// Whether a control block descriptor follows the doorbell.
     control: bool,
+}
+
+/// Takes a short-held flag lock: spins, then yields (never sleeps: holders only run a few
+/// instructions).
+fn spin_lock(flag: &AtomicBool) {
+    let mut spins = 0u32;
+    while flag
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        spins += 1;
+        if spins > 64 {
+            std::thread::yield_now();
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// Checks that a received control block is fresh: both heads zero, no entry published.
@@ -621,18 +627,7 @@ impl ShmEndpoint {
         let len = u32::try_from(len)
             .map_err(|_| TransportError::Protocol("write larger than 4 GiB".into()))?;
         let ring = &self.send;
-        let mut spins = 0u32;
-        while ring
-            .lock
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            spins += 1;
-            if spins > 64 {
-                std::thread::yield_now();
-            }
-            std::hint::spin_loop();
-        }
+        spin_lock(&ring.lock);
         let result = (|| {
             let tail = ring.tail.load(Ordering::Relaxed);
             if tail.wrapping_sub(ring.cached_head.load(Ordering::Relaxed)) >= RING_CAPACITY {

@@ -345,7 +345,8 @@ fn tcp_rejects_hostile_frames() {
                 f
             };
             s.write_all(&frame(2, 0, 4, 1)).expect("good frame");
-            s.write_all(&frame(key, offset, bad_len, 2)).expect("bad frame");
+            s.write_all(&frame(key, offset, bad_len, 2))
+                .expect("bad frame");
             // Hold the connection until the endpoint hangs up on us.
             let mut rest = Vec::new();
             let _ = s.read_to_end(&mut rest);
