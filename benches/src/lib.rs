@@ -7,7 +7,10 @@
 //! - [`SharedRegion`]: an anonymous `memfd` mapped `MAP_SHARED`, handed to a child process by
 //!   file descriptor;
 //! - [`futex_wait`] / [`futex_wake`] on shared (non-private) futex words, and the bounded
-//!   waits built on them, [`spin_until_ne`] and [`futex_until_ne`].
+//!   waits built on them, [`spin_until_ne`] and [`futex_until_ne`];
+//! - [`iterations_for`] and [`warmup_iterations`]: how many round trips every benchmark binary
+//!   runs per payload size, so figures compared side by side have the same sample counts;
+//! - [`idle`] (the untimed gap that lets a server fall asleep) and [`human_size`].
 //!
 //! The machines these run on have 2 vCPUs, so no wait here is unbounded: spinning falls back to
 //! `sched_yield`, then to sleeping, and every wait fails with [`io::ErrorKind::TimedOut`] after
@@ -405,4 +408,63 @@ fn timed_out(timeout: Duration) -> io::Error {
         io::ErrorKind::TimedOut,
         format!("the shared word did not change within {timeout:?}"),
     )
+}
+
+/// Measured iterations for payloads up to [`FULL_ITERATIONS_UP_TO`] bytes by default.
+pub const DEFAULT_ITERATIONS: usize = 20_000;
+/// Above this size the default iteration count shrinks in proportion to the size.
+pub const FULL_ITERATIONS_UP_TO: usize = 64 * 1024;
+/// Fewest default iterations, whatever the size.
+pub const MIN_DEFAULT_ITERATIONS: usize = 1_000;
+/// Measured iterations per case with `--quick` (a CI smoke run).
+pub const QUICK_ITERATIONS: usize = 200;
+/// Warm-up iterations with `--quick`.
+const QUICK_WARMUP: usize = 20;
+
+/// Measured iterations for a payload of `size` bytes: `explicit` if given, else
+/// [`QUICK_ITERATIONS`] with `quick`, else [`DEFAULT_ITERATIONS`] up to
+/// [`FULL_ITERATIONS_UP_TO`] bytes and proportionally fewer above (a case stays near a second),
+/// at least [`MIN_DEFAULT_ITERATIONS`].
+pub fn iterations_for(size: usize, explicit: Option<usize>, quick: bool) -> usize {
+    match (explicit, quick) {
+        (Some(iterations), _) => iterations,
+        (None, true) => QUICK_ITERATIONS,
+        (None, false) if size <= FULL_ITERATIONS_UP_TO => DEFAULT_ITERATIONS,
+        (None, false) => {
+            (DEFAULT_ITERATIONS * FULL_ITERATIONS_UP_TO / size).max(MIN_DEFAULT_ITERATIONS)
+        }
+    }
+}
+
+/// Untimed warm-up iterations run before `iterations` measured ones: a tenth of them, between
+/// 10 and 1000 (20 with `quick`).
+pub fn warmup_iterations(iterations: usize, quick: bool) -> usize {
+    if quick {
+        QUICK_WARMUP
+    } else {
+        (iterations / 10).clamp(10, 1_000)
+    }
+}
+
+/// Lets `gap` pass: spinning if short (a sleeping client would wake up slowly), else sleeping.
+///
+/// Benchmarks call it, untimed, before a request that should find the server asleep.
+pub fn idle(gap: Duration) {
+    if gap >= Duration::from_millis(1) {
+        std::thread::sleep(gap);
+        return;
+    }
+    let start = Instant::now();
+    while start.elapsed() < gap {
+        std::hint::spin_loop();
+    }
+}
+
+/// `size` bytes as `8 B`, `64 KiB` or `1 MiB` (binary units, only when exact).
+pub fn human_size(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 && s.is_multiple_of(1 << 20) => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s.is_multiple_of(1 << 10) => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
 }

@@ -61,6 +61,52 @@ fn summary_statistics() {
 }
 
 #[test]
+fn human_sizes() {
+    for (size, text) in [
+        (0, "0 B"),
+        (8, "8 B"),
+        (1000, "1000 B"),
+        (1024, "1 KiB"),
+        (65536, "64 KiB"),
+        (65537, "65537 B"),
+        (1 << 20, "1 MiB"),
+        (3 << 20, "3 MiB"),
+        ((1 << 20) + 1024, "1025 KiB"),
+    ] {
+        assert_eq!(human_size(size), text, "human_size({size})");
+    }
+}
+
+#[test]
+fn iteration_counts() {
+    for (size, explicit, quick, iterations) in [
+        (8, None, false, DEFAULT_ITERATIONS),
+        (FULL_ITERATIONS_UP_TO, None, false, DEFAULT_ITERATIONS),
+        (
+            2 * FULL_ITERATIONS_UP_TO,
+            None,
+            false,
+            DEFAULT_ITERATIONS / 2,
+        ),
+        (1 << 20, None, false, 1_250),
+        (1 << 30, None, false, MIN_DEFAULT_ITERATIONS),
+        (1 << 20, None, true, QUICK_ITERATIONS),
+        (1 << 20, Some(7), true, 7),
+        (8, Some(7), false, 7),
+    ] {
+        assert_eq!(
+            iterations_for(size, explicit, quick),
+            iterations,
+            "iterations_for({size}, {explicit:?}, {quick})"
+        );
+    }
+    assert_eq!(warmup_iterations(20_000, false), 1_000);
+    assert_eq!(warmup_iterations(1_250, false), 125);
+    assert_eq!(warmup_iterations(7, false), 10);
+    assert_eq!(warmup_iterations(20_000, true), 20);
+}
+
+#[test]
 fn pinning() {
     assert!(cpu_count() >= 1);
     // Pin a scratch thread, not the test harness thread.

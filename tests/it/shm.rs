@@ -395,7 +395,17 @@ fn oversize_and_unknown_calls_are_refused_by_the_client() {
 
 #[test]
 fn buffers_receive_results_in_place() {
-    let exec = Executor::start("buffers", &["--cores", "2", "--slot-size", "4096", "--hot-timeout-us", "1000"]);
+    let exec = Executor::start(
+        "buffers",
+        &[
+            "--cores",
+            "2",
+            "--slot-size",
+            "4096",
+            "--hot-timeout-us",
+            "1000",
+        ],
+    );
     let lease = Lease::connect_with(&exec.socket, &{
         let mut o = rfaas::LeaseOptions::default();
         o.buffer_bytes = 1 << 20;
@@ -406,33 +416,50 @@ fn buffers_receive_results_in_place() {
     let input: Vec<u8> = (0..3000).map(|i| (i % 251) as u8).collect();
     let mut out = lease.buffer::<u8>(100_000).expect("buffer");
     assert!(out.iter().all(|&b| b == 0), "buffers start zeroed");
-    let n = fx::echo::invoke(&lease, &input, &mut out[..3000]).timeout(T).wait().expect("echo into a buffer");
+    let n = fx::echo::invoke(&lease, &input, &mut out[..3000])
+        .timeout(T)
+        .wait()
+        .expect("echo into a buffer");
     assert_eq!(n, 3000);
     assert_eq!(&out[..3000], &input[..]);
     // Two output buffers, in place: 2 x 3200 bytes, more than a slot holds.
     let xs: Vec<f64> = (0..400).map(|i| i as f64 * 0.01).collect();
     let mut s = lease.buffer::<f64>(400).expect("buffer");
     let mut c = lease.buffer::<f64>(400).expect("buffer");
-    fx::sincos::invoke(&lease, &xs, &mut s, &mut c).timeout(T).wait().expect("sincos in place");
+    fx::sincos::invoke(&lease, &xs, &mut s, &mut c)
+        .timeout(T)
+        .wait()
+        .expect("sincos in place");
     for i in 0..400 {
         assert_eq!((s[i], c[i]), xs[i].sin_cos());
     }
     // A heap vector in the mix: nothing goes in place, the result is copied, and then it has
     // to fit a slot.
     let mut heap = vec![0.0; 200];
-    fx::sincos::invoke(&lease, &xs[..200], &mut s[..200], &mut heap).timeout(T).wait().expect("sincos mixed");
+    fx::sincos::invoke(&lease, &xs[..200], &mut s[..200], &mut heap)
+        .timeout(T)
+        .wait()
+        .expect("sincos mixed");
     assert_eq!(&heap[..], &c[..200]);
-    match fx::sincos::invoke(&lease, &xs, &mut s, &mut vec![0.0; 400]).timeout(T).wait() {
+    match fx::sincos::invoke(&lease, &xs, &mut s, &mut vec![0.0; 400])
+        .timeout(T)
+        .wait()
+    {
         Err(Error::TooLarge { what: "output", .. }) => {}
         other => panic!("6400 copied output bytes exceed a 4 KiB slot: {other:?}"),
     }
     let mut wide = lease.buffer::<f64>(1000).expect("buffer");
     let a = vec![1.0f64; 16];
-    fx::matmul::invoke(&lease, 4, &a, &a, &mut wide[..16]).timeout(T).wait().expect("matmul into a buffer");
+    fx::matmul::invoke(&lease, 4, &a, &a, &mut wide[..16])
+        .timeout(T)
+        .wait()
+        .expect("matmul into a buffer");
     assert!(wide[..16].iter().all(|&v| v == 4.0));
     // Space is returned on drop; an impossible request is a clear error.
     drop((out, s, c, wide));
-    let again = lease.buffer::<u8>(1 << 20).expect("the whole arena is free again");
+    let again = lease
+        .buffer::<u8>(1 << 20)
+        .expect("the whole arena is free again");
     drop(again);
     match lease.buffer::<u8>(2 << 20) {
         Err(Error::BufferSpace { .. }) => {}

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use benches::{
-    FutexWait, SharedRegion, Summary, cpu_count, futex_wait, futex_wake, pin_to_cpu, spin_until_ne,
+    FutexWait, SharedRegion, Summary, cpu_count, futex_wait, futex_wake, human_size, idle,
+    iterations_for, pin_to_cpu, spin_until_ne, warmup_iterations,
 };
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
@@ -41,14 +42,6 @@ use serde::Serialize;
 const WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest payload accepted, to keep a typo from mapping all memory.
 const MAX_SIZE: usize = 1 << 30;
-/// Iterations for sizes up to [`FULL_ITERATIONS_UP_TO`] bytes when `--iterations` is not given.
-const DEFAULT_ITERATIONS: usize = 20_000;
-/// Above this size the default iteration count shrinks in proportion.
-const FULL_ITERATIONS_UP_TO: usize = 64 * 1024;
-/// Fewest default iterations, whatever the size.
-const MIN_DEFAULT_ITERATIONS: usize = 1_000;
-/// Iterations per size with `--quick`.
-const QUICK_ITERATIONS: usize = 200;
 
 /// Cross-process round-trip baselines: shared memory (spinning or futex) and TCP loopback.
 #[derive(Parser, Debug)]
@@ -211,16 +204,8 @@ fn client(args: &Args) -> Result<()> {
             continue;
         }
         for &size in &args.sizes {
-            let iterations = match (args.iterations, args.quick) {
-                (Some(iterations), _) => iterations,
-                (None, true) => QUICK_ITERATIONS,
-                (None, false) => default_iterations(size),
-            };
-            let warmup = if args.quick {
-                20
-            } else {
-                (iterations / 10).clamp(10, 1_000)
-            };
+            let iterations = iterations_for(size, args.iterations, args.quick);
+            let warmup = warmup_iterations(iterations, args.quick);
             let run = Run {
                 mode,
                 size,
@@ -240,15 +225,6 @@ fn client(args: &Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// 20000 up to 64 KiB, then shrinking with the size so a run stays near a second.
-fn default_iterations(size: usize) -> usize {
-    if size <= FULL_ITERATIONS_UP_TO {
-        DEFAULT_ITERATIONS
-    } else {
-        (DEFAULT_ITERATIONS * FULL_ITERATIONS_UP_TO / size).max(MIN_DEFAULT_ITERATIONS)
-    }
 }
 
 fn report(mode: Mode, size: usize, summary: &Summary, json: bool) -> Result<()> {
@@ -277,14 +253,6 @@ fn report(mode: Mode, size: usize, summary: &Summary, json: bool) -> Result<()> 
     }
     out.flush()?;
     Ok(())
-}
-
-fn human_size(size: usize) -> String {
-    match size {
-        s if s >= 1 << 20 && s.is_multiple_of(1 << 20) => format!("{} MiB", s >> 20),
-        s if s >= 1 << 10 && s.is_multiple_of(1 << 10) => format!("{} KiB", s >> 10),
-        s => format!("{s} B"),
-    }
 }
 
 /// Writes `seq` into the first (up to 4) bytes of the payload, so each echo is checked.
@@ -533,18 +501,6 @@ fn shm_ping(run: Run, channel: &Channel<'_>, server: &mut ServerProcess) -> Resu
         }
     }
     Ok(samples)
-}
-
-/// Lets `gap` pass: spinning if short (a sleeping client would wake up slowly), else sleeping.
-fn idle(gap: Duration) {
-    if gap >= Duration::from_millis(1) {
-        std::thread::sleep(gap);
-        return;
-    }
-    let start = Instant::now();
-    while start.elapsed() < gap {
-        std::hint::spin_loop();
-    }
 }
 
 fn tcp_client(run: Run) -> Result<Vec<u64>> {

@@ -1,11 +1,11 @@
 //! The data-plane interface, shaped like RDMA verbs so every fabric maps onto it thinly.
 //!
-//! - A [`shm::Region`] is registered memory with a key (like an MR and its rkey).
+//! - A [`Region`] is registered memory with a key (like an MR and its rkey).
 //! - An endpoint is a connected pair half (like an RC queue pair). Connecting exchanges region
 //!   descriptors over the control plane.
 //! - [`Endpoint::write_with_imm`] copies local bytes into the peer's region at an offset and
 //!   delivers a 32-bit immediate plus the byte count to the peer's completion queue.
-//! - A completion queue ([`shm::CompletionQueue`]) collects the completions of any number of
+//! - A completion queue ([`Queue`]; [`shm::CompletionQueue`], [`tcp::TcpQueue`]) collects the completions of any number of
 //!   endpoints; it is polled (non-blocking) or waited on (blocking, for warm mode).
 //!
 //! Backends: [`shm`] (one host; the default) and [`tcp`] (any network). Verbs plugs in behind
