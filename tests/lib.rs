@@ -187,23 +187,35 @@ pub fn executor_binary() -> &'static Path {
 /// A running `rfaas-executor run` process, killed (and reaped) on drop.
 pub struct Executor {
     child: std::process::Child,
-    /// Its Unix socket.
+    /// Its Unix socket (shared-memory executors).
     pub socket: PathBuf,
+    /// Its TCP address (`host:port`, TCP executors).
+    pub address: String,
 }
 
 impl Executor {
     /// Starts an executor serving the example package with `args` added, and waits (at most
     /// 60 s) until it reports `ready`.
     pub fn start(name: &str, args: &[&str]) -> Executor {
+        Executor::spawn(name, None, args)
+    }
+
+    /// Starts an executor listening on TCP `address` (e.g. `127.0.0.1:0`).
+    pub fn start_tcp(name: &str, address: &str, args: &[&str]) -> Executor {
+        Executor::spawn(name, Some(address), args)
+    }
+
+    fn spawn(name: &str, tcp: Option<&str>, args: &[&str]) -> Executor {
         use std::io::BufRead;
         let dir = scratch_dir(&format!("exec-{name}"));
         let socket = dir.join("executor.sock");
-        let mut child = Command::new(executor_binary())
-            .arg("run")
-            .arg("--library")
-            .arg(example_package())
-            .arg("--socket")
-            .arg(&socket)
+        let mut cmd = Command::new(executor_binary());
+        cmd.arg("run").arg("--library").arg(example_package());
+        match tcp {
+            Some(addr) => cmd.args(["--listen", addr]),
+            None => cmd.arg("--socket").arg(&socket),
+        };
+        let mut child = cmd
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -217,9 +229,16 @@ impl Executor {
             let _ = tx.send(first);
             for _ in lines {}
         });
-        let mut exec = Executor { child, socket };
+        let mut exec = Executor {
+            child,
+            socket,
+            address: String::new(),
+        };
         match rx.recv_timeout(std::time::Duration::from_secs(60)) {
-            Ok(Some(Ok(line))) if line.starts_with("ready") => exec,
+            Ok(Some(Ok(line))) if line.starts_with("ready ") => {
+                exec.address = line["ready ".len()..].to_owned();
+                exec
+            }
             other => {
                 let _ = exec.child.kill();
                 panic!("executor did not become ready: {other:?}");

@@ -5,7 +5,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use executor::FunctionLibrary;
 use executor::package::{Package, fingerprint_hex, sha256_file};
-use executor::worker::{HotTimeout, WorkerConfig, serve_session};
+use executor::worker::{HotTimeout, WorkerConfig, serve_session, serve_tcp_session};
+use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,17 +29,23 @@ enum Command {
         /// Package directory or shared library.
         path: PathBuf,
     },
-    /// Serve a function library to clients connecting on a Unix socket (shared memory).
+    /// Serve a function library to clients connecting on a Unix socket (shared memory) or a
+    /// TCP address.
     ///
     /// Each connecting client gets a session with its own workers; the executor keeps serving
-    /// other clients when one disconnects or dies. Prints `ready <socket>` once listening.
+    /// other clients when one disconnects or dies. Prints `ready <socket or address>` once
+    /// listening.
     Run {
         /// Package directory or shared library to serve.
         #[arg(long)]
         library: PathBuf,
-        /// Unix socket path to listen on (replaced if it exists).
+        /// Unix socket path to listen on, for clients on this host (shared memory; replaced if
+        /// it exists).
+        #[arg(long, required_unless_present = "listen", conflicts_with = "listen")]
+        socket: Option<PathBuf>,
+        /// TCP address to listen on (`host:port`; port 0 picks one), for clients anywhere.
         #[arg(long)]
-        socket: PathBuf,
+        listen: Option<String>,
         /// Workers (leased cores) per session.
         #[arg(long, default_value_t = 1)]
         cores: u32,
@@ -73,6 +80,7 @@ fn main() -> Result<()> {
         Command::Run {
             library,
             socket,
+            listen,
             cores,
             cpus,
             slots,
@@ -97,7 +105,12 @@ fn main() -> Result<()> {
             cfg.validate()
                 .map_err(anyhow::Error::msg)
                 .context("invalid worker configuration")?;
-            run(&library, &socket, cfg, once)
+            let lib = Arc::new(open_library(&library)?);
+            match (socket, listen) {
+                (Some(socket), _) => run(lib, &socket, cfg, once),
+                (None, Some(addr)) => run_tcp(lib, &addr, cfg, once),
+                (None, None) => anyhow::bail!("give --socket or --listen"),
+            }
         }
     }
 }
@@ -112,8 +125,38 @@ fn open_library(path: &Path) -> Result<FunctionLibrary> {
     }
 }
 
-fn run(library: &Path, socket: &Path, cfg: WorkerConfig, once: bool) -> Result<()> {
-    let lib = Arc::new(open_library(library)?);
+fn log_session(result: Result<executor::worker::WorkerStats, executor::worker::SessionError>) {
+    match result {
+        Ok(stats) => tracing::info!(
+            invocations = stats.invocations,
+            ok = stats.ok,
+            dropped = stats.dropped,
+            "session ended"
+        ),
+        Err(e) => tracing::warn!(error = %e, "session failed"),
+    }
+}
+
+fn run_tcp(lib: Arc<FunctionLibrary>, addr: &str, cfg: WorkerConfig, once: bool) -> Result<()> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, address = %local, "executor ready (tcp)");
+    println!("ready {local}");
+    std::thread::scope(|s| -> Result<()> {
+        for conn in listener.incoming() {
+            let stream = conn.context("accepting a client")?;
+            let (lib, cfg) = (&lib, &cfg);
+            let session = s.spawn(move || log_session(serve_tcp_session(lib, stream, cfg)));
+            if once {
+                let _ = session.join();
+                break;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn run(lib: Arc<FunctionLibrary>, socket: &Path, cfg: WorkerConfig, once: bool) -> Result<()> {
     if socket.exists() {
         std::fs::remove_file(socket)
             .with_context(|| format!("removing stale socket {}", socket.display()))?;
@@ -126,15 +169,7 @@ fn run(library: &Path, socket: &Path, cfg: WorkerConfig, once: bool) -> Result<(
         for conn in listener.incoming() {
             let stream = conn.context("accepting a client")?;
             let (lib, cfg) = (&lib, &cfg);
-            let session = s.spawn(move || match serve_session(lib, stream, cfg) {
-                Ok(stats) => tracing::info!(
-                    invocations = stats.invocations,
-                    ok = stats.ok,
-                    dropped = stats.dropped,
-                    "session ended"
-                ),
-                Err(e) => tracing::warn!(error = %e, "session failed"),
-            });
+            let session = s.spawn(move || log_session(serve_session(lib, stream, cfg)));
             if once {
                 let _ = session.join();
                 break;

@@ -9,11 +9,15 @@
 use crate::FunctionLibrary;
 use rfaas::Status;
 use rfaas::transport::shm::{CompletionQueue, ShmEndpoint, Side, recv_message, send_message};
-use rfaas::transport::{Completion, LIVENESS_TICK, Region, TransportError};
+use rfaas::transport::tcp::{TcpEndpoint, TcpQueue};
+use rfaas::transport::{
+    Completion, Endpoint, LIVENESS_TICK, Queue, Region, TransportError, recv_json, send_json,
+};
 use rfaas::wire::{
     ABI_VERSION, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader,
-    MAX_INVOCATION_ID, RESULT_REGION, SESSION_PROTOCOL, Welcome, response_imm,
+    MAX_INVOCATION_ID, OUTPUT_REGION, RESULT_REGION, SESSION_PROTOCOL, Welcome, response_imm,
 };
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,13 +135,8 @@ pub enum SessionError {
     Transport(#[from] TransportError),
 }
 
-/// Serves one client on `stream` until it disconnects; returns the workers' totals.
-pub fn serve_session(
-    lib: &Arc<FunctionLibrary>,
-    stream: UnixStream,
-    cfg: &WorkerConfig,
-) -> Result<WorkerStats, SessionError> {
-    let welcome = Welcome {
+fn welcome(lib: &FunctionLibrary, cfg: &WorkerConfig, data: Option<String>) -> Welcome {
+    Welcome {
         protocol: SESSION_PROTOCOL,
         abi_version: ABI_VERSION,
         functions: lib
@@ -152,14 +151,12 @@ pub fn serve_session(
         workers: cfg.workers,
         slots: cfg.slots,
         slot_size: cfg.slot_size,
-    };
-    send_message(&stream, &welcome, &[])?;
-    let (hello, fds): (Hello, _) = recv_message(&stream)?;
-    if !fds.is_empty() {
-        return Err(SessionError::Handshake(
-            "unexpected descriptors with hello".into(),
-        ));
+        data,
     }
+}
+
+/// Checks the client's hello; returns the size of its result region.
+fn check_hello(hello: &Hello, cfg: &WorkerConfig) -> Result<u64, SessionError> {
     if hello.protocol != SESSION_PROTOCOL {
         return Err(SessionError::Handshake(format!(
             "client speaks protocol {}, this executor {SESSION_PROTOCOL}",
@@ -175,12 +172,34 @@ pub fn serve_session(
             "result region of {result_len} bytes: between {areas} and 4 GiB"
         )));
     }
+    Ok(result_len)
+}
+
+fn slots_region(key: u32, cfg: &WorkerConfig) -> Result<Arc<Region>, TransportError> {
+    Ok(Arc::new(Region::new(
+        key,
+        cfg.slots as usize * cfg.slot_size as usize,
+    )?))
+}
+
+/// Serves one client on `stream` (shared memory) until it disconnects; returns the workers'
+/// totals.
+pub fn serve_session(
+    lib: &Arc<FunctionLibrary>,
+    stream: UnixStream,
+    cfg: &WorkerConfig,
+) -> Result<WorkerStats, SessionError> {
+    send_message(&stream, &welcome(lib, cfg, None), &[])?;
+    let (hello, fds): (Hello, _) = recv_message(&stream)?;
+    if !fds.is_empty() {
+        return Err(SessionError::Handshake(
+            "unexpected descriptors with hello".into(),
+        ));
+    }
+    let result_len = check_hello(&hello, cfg)?;
     let mut workers = Vec::new();
     for _ in 0..cfg.workers {
-        let input = Arc::new(Region::new(
-            INPUT_REGION,
-            cfg.slots as usize * cfg.slot_size as usize,
-        )?);
+        let input = slots_region(INPUT_REGION, cfg)?;
         let cq = CompletionQueue::new()?;
         let ep = ShmEndpoint::connect(&stream, Side::Passive, vec![input.clone()], &cq)?;
         if ep.remote_len(RESULT_REGION) != Some(result_len as usize) {
@@ -188,16 +207,123 @@ pub fn serve_session(
                 "client did not offer its result region".into(),
             ));
         }
-        workers.push((ep, cq, input));
+        workers.push(Worker {
+            ep,
+            cq,
+            input,
+            output: None,
+        });
     }
+    Ok(run_workers(lib, &workers, cfg))
+}
+
+/// Serves one client on `control` (TCP) until it disconnects. Data connections, one per
+/// worker, arrive on a listener of their own whose address the welcome names.
+pub fn serve_tcp_session(
+    lib: &Arc<FunctionLibrary>,
+    mut control: TcpStream,
+    cfg: &WorkerConfig,
+) -> Result<WorkerStats, SessionError> {
+    let ip = control.local_addr().map_err(TransportError::Io)?.ip();
+    let data = TcpListener::bind((ip, 0)).map_err(TransportError::Io)?;
+    let data_addr = data.local_addr().map_err(TransportError::Io)?;
+    control
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(TransportError::Io)?;
+    send_json(
+        &mut control,
+        &welcome(lib, cfg, Some(data_addr.to_string())),
+    )?;
+    let hello: Hello = recv_json(&mut control)?;
+    let result_len = check_hello(&hello, cfg)?;
+    data.set_nonblocking(true).map_err(TransportError::Io)?;
+    let mut workers = Vec::new();
+    for _ in 0..cfg.workers {
+        let stream = accept_within(&data, HANDSHAKE_TIMEOUT)?;
+        let (input, output) = (
+            slots_region(INPUT_REGION, cfg)?,
+            slots_region(OUTPUT_REGION, cfg)?,
+        );
+        let cq = TcpQueue::new();
+        let ep = TcpEndpoint::connect(stream, vec![input.clone(), output.clone()], &cq)?;
+        if ep.remote_len(RESULT_REGION) != Some(result_len as usize) {
+            return Err(SessionError::Handshake(
+                "client did not offer its result region".into(),
+            ));
+        }
+        workers.push(Worker {
+            ep,
+            cq,
+            input,
+            output: Some(output),
+        });
+    }
+    drop(data);
+    control.set_read_timeout(None).map_err(TransportError::Io)?;
+    // The control connection's end is the session's end: a reader that sees it close shuts the
+    // data connections down, which ends the workers.
+    let watch: Vec<TcpStream> = workers.iter().filter_map(|w| w.ep.stream().ok()).collect();
+    let watcher = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while matches!(std::io::Read::read(&mut control, &mut buf), Ok(n) if n > 0) {}
+        for s in watch {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    let stats = run_workers(lib, &workers, cfg);
+    drop(workers);
+    let _ = watcher.join();
+    Ok(stats)
+}
+
+/// How long a client may take to complete a handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn accept_within(listener: &TcpListener, timeout: Duration) -> Result<TcpStream, SessionError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).map_err(TransportError::Io)?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(SessionError::Handshake(
+                        "client did not open its data connections".into(),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(TransportError::Io(e).into()),
+        }
+    }
+}
+
+/// One worker's endpoint, completion queue and regions.
+struct Worker<E, Q> {
+    ep: E,
+    cq: Arc<Q>,
+    input: Arc<Region>,
+    /// Output staging, for fabrics without a window into the client's memory.
+    output: Option<Arc<Region>>,
+}
+
+fn run_workers<E: Endpoint, Q: Queue>(
+    lib: &Arc<FunctionLibrary>,
+    workers: &[Worker<E, Q>],
+    cfg: &WorkerConfig,
+) -> WorkerStats {
     let mut total = WorkerStats::default();
     std::thread::scope(|s| {
         let handles: Vec<_> = workers
             .iter()
             .enumerate()
-            .map(|(i, (ep, cq, input))| {
+            .map(|(i, w)| {
                 let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
-                s.spawn(move || run_worker(lib, ep, cq, input, cfg, cpu))
+                s.spawn(move || {
+                    run_worker(lib, &w.ep, &*w.cq, &w.input, w.output.as_deref(), cfg, cpu)
+                })
             })
             .collect();
         for (i, h) in handles.into_iter().enumerate() {
@@ -217,7 +343,7 @@ pub fn serve_session(
             }
         }
     });
-    Ok(total)
+    total
 }
 
 /// Idle polls between checks of the clock and of the peer's liveness.
@@ -225,11 +351,12 @@ const POLLS_PER_CHECK: u32 = 256;
 /// While always hot, yield the core after this much idle polling.
 const YIELD_EVERY: Duration = Duration::from_millis(1);
 
-fn run_worker(
+fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
     lib: &FunctionLibrary,
-    ep: &ShmEndpoint,
-    cq: &CompletionQueue,
+    ep: &E,
+    cq: &Q,
     input: &Region,
+    output: Option<&Region>,
     cfg: &WorkerConfig,
     cpu: Option<usize>,
 ) -> WorkerStats {
@@ -304,7 +431,7 @@ fn run_worker(
             }
         };
         let Some(c) = completion else { continue };
-        match handle(lib, ep, input, cfg, c) {
+        match handle(lib, ep, input, output, cfg, c) {
             Ok(Some(status)) => {
                 stats.invocations += 1;
                 stats.ok += u64::from(status == Status::Ok);
@@ -368,10 +495,11 @@ impl TickClock {
 }
 
 /// Answers one invocation. `Ok(None)`: the completion named no slot, nothing to answer.
-fn handle(
+fn handle<E: Endpoint>(
     lib: &FunctionLibrary,
-    ep: &ShmEndpoint,
+    ep: &E,
     input: &Region,
+    output: Option<&Region>,
     cfg: &WorkerConfig,
     c: Completion,
 ) -> Result<Option<Status>, TransportError> {
@@ -396,13 +524,27 @@ fn handle(
         header.result_offset.get() as usize,
         header.result_cap.get() as usize,
     );
-    let Ok(window) = ep.window(RESULT_REGION, off, cap) else {
+    // Where the output goes: straight into the client's result area (shared memory), or into
+    // our staging slot, sent with one write afterwards (TCP; at most a slot).
+    let target = match ep.window(RESULT_REGION, off, cap) {
+        Ok(Some(window)) => Some(window),
+        Ok(None) if cap <= slot_size => output.map(|o| o.as_ptr().wrapping_add(slot_off)),
+        _ => None,
+    };
+    let Some(target) = target else {
         // Nowhere to write a result: answer with the status alone.
-        ep.signal(response_imm(id, Status::BadCall), 0)?;
+        send(
+            ep,
+            output.is_some(),
+            slot_off,
+            off,
+            response_imm(id, Status::BadCall),
+            0,
+        )?;
         return Ok(Some(Status::BadCall));
     };
     let input_len = header.input_len.get() as usize;
-    let status_len = if header.flags.get() != 0 {
+    let (status, len) = if header.flags.get() != 0 {
         (Status::BadCall, 0)
     } else if input_len > slot_size - HEADER_LEN {
         (Status::InputTooLarge, 0)
@@ -416,15 +558,41 @@ fn handle(
         let args = unsafe {
             std::slice::from_raw_parts(input.as_ptr().add(slot_off + HEADER_LEN), input_len)
         };
-        // SAFETY: `window` is `cap` in-bounds bytes of the client's result region (checked by
-        // `ep.window`), a different memory file from our input region, so the slices do not
-        // overlap; only this worker writes that result area while the invocation is in flight.
-        let out = unsafe { std::slice::from_raw_parts_mut(window, cap) };
+        // SAFETY: `target` is `cap` writable bytes that nothing else touches while this
+        // invocation is in flight: either the client's result area (bounds checked by
+        // `ep.window`, a different memory file from our input region) or our own staging slot
+        // (`cap <= slot_size`, checked above). Neither overlaps `args`.
+        let out = unsafe { std::slice::from_raw_parts_mut(target, cap) };
         match lib.invoke(header.function.get(), args, out) {
             Ok(o) => (o.status, o.output_len),
             Err(e) => (e.status(), 0),
         }
     };
-    ep.signal(response_imm(id, status_len.0), status_len.1)?;
-    Ok(Some(status_len.0))
+    send(
+        ep,
+        output.is_some(),
+        slot_off,
+        off,
+        response_imm(id, status),
+        len,
+    )?;
+    Ok(Some(status))
+}
+
+/// Delivers a response: a signal for output already in place, or a write from staging.
+fn send<E: Endpoint>(
+    ep: &E,
+    staged: bool,
+    slot_off: usize,
+    result_off: usize,
+    imm: u32,
+    len: usize,
+) -> Result<(), TransportError> {
+    if staged {
+        // A status without output carries no bytes; offset 0 is always a valid target.
+        let result_off = if len == 0 { 0 } else { result_off };
+        ep.write_with_imm(OUTPUT_REGION, slot_off, len, RESULT_REGION, result_off, imm)
+    } else {
+        ep.signal(imm, len)
+    }
 }

@@ -12,13 +12,17 @@ use crate::payload::Payload;
 use crate::transport::shm::{
     CompletionQueue, RING_CAPACITY, ShmEndpoint, Side, recv_message, send_message,
 };
-use crate::transport::{LIVENESS_TICK, Region, TransportError};
+use crate::transport::tcp::{TcpEndpoint, TcpQueue};
+use crate::transport::{
+    Endpoint, LIVENESS_TICK, Queue, Region, TransportError, recv_json, send_json,
+};
 use crate::wire::{
     ABI_VERSION, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, RESULT_REGION,
-    SESSION_PROTOCOL, Status, Welcome, split_response_imm,
+    SEND_REGION, SESSION_PROTOCOL, Status, Welcome, split_response_imm,
 };
 use std::future::Future;
 use std::marker::PhantomData;
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -143,10 +147,14 @@ struct State {
 }
 
 struct Inner {
-    stream: UnixStream,
+    control: Control,
     functions: Vec<FunctionInfo>,
-    workers: Vec<ShmEndpoint>,
-    cq: Arc<CompletionQueue>,
+    workers: Vec<Box<dyn Endpoint>>,
+    cq: Arc<dyn Queue>,
+    /// Send staging, for fabrics without a window into the executor's memory (TCP).
+    send: Option<Arc<Region>>,
+    /// Whether the executor can write outputs into buffers in place (it maps our memory).
+    in_place: bool,
     result: Arc<Region>,
     arena: Arc<Arena>,
     slots: u32,
@@ -193,7 +201,7 @@ impl Lease {
             source,
         })?;
         stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(TransportError::Io)?;
         let (welcome, fds): (Welcome, _) = recv_message(&stream)?;
         if !fds.is_empty() {
@@ -201,72 +209,113 @@ impl Lease {
                 "unexpected descriptors with the welcome".into(),
             ));
         }
-        if welcome.protocol != SESSION_PROTOCOL || welcome.abi_version != ABI_VERSION {
-            return Err(Error::Handshake(format!(
-                "executor speaks protocol {} / ABI {}, this client {SESSION_PROTOCOL} / {ABI_VERSION}",
-                welcome.protocol, welcome.abi_version
-            )));
+        let geometry = Geometry::check(&welcome, options)?;
+        let result = Arc::new(Region::new(RESULT_REGION, geometry.result_len)?);
+        send_message(
+            &stream,
+            &Hello {
+                protocol: SESSION_PROTOCOL,
+                result_len: geometry.result_len as u64,
+            },
+            &[],
+        )?;
+        let cq = CompletionQueue::new()?;
+        let mut eps: Vec<Box<dyn Endpoint>> = Vec::with_capacity(welcome.workers as usize);
+        for _ in 0..welcome.workers {
+            let ep = ShmEndpoint::connect(&stream, Side::Active, vec![result.clone()], &cq)?;
+            geometry.check_input(ep.remote_len(INPUT_REGION))?;
+            eps.push(Box::new(ep));
         }
+        stream.set_read_timeout(None).map_err(TransportError::Io)?;
+        Ok(Lease::new(
+            welcome,
+            geometry,
+            Control::Unix(stream),
+            eps,
+            cq,
+            result,
+            None,
+            true,
+        ))
+    }
+
+    /// Connects to an executor listening on the TCP address `addr` (`host:port`): one control
+    /// connection and one data connection per worker. Outputs are always copied (there is no
+    /// window into this process's memory), so buffers give no in-place results over TCP.
+    pub fn connect_tcp(addr: &str, options: &LeaseOptions) -> Result<Lease, Error> {
+        let connect = |a: &str| {
+            TcpStream::connect(a).map_err(|source| Error::Connect {
+                path: PathBuf::from(a),
+                source,
+            })
+        };
+        let mut control = connect(addr)?;
+        control.set_nodelay(true).map_err(TransportError::Io)?;
+        control
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .map_err(TransportError::Io)?;
+        let welcome: Welcome = recv_json(&mut control)?;
+        let geometry = Geometry::check(&welcome, options)?;
+        let data = welcome
+            .data
+            .clone()
+            .ok_or_else(|| Error::Handshake("the executor named no data address".into()))?;
+        let result = Arc::new(Region::new(RESULT_REGION, geometry.result_len)?);
+        let send = Arc::new(Region::new(SEND_REGION, geometry.areas)?);
+        send_json(
+            &mut control,
+            &Hello {
+                protocol: SESSION_PROTOCOL,
+                result_len: geometry.result_len as u64,
+            },
+        )?;
+        let cq = TcpQueue::new();
+        let mut eps: Vec<Box<dyn Endpoint>> = Vec::with_capacity(welcome.workers as usize);
+        for _ in 0..welcome.workers {
+            let ep =
+                TcpEndpoint::connect(connect(&data)?, vec![result.clone(), send.clone()], &cq)?;
+            geometry.check_input(ep.remote_len(INPUT_REGION))?;
+            eps.push(Box::new(ep));
+        }
+        control.set_read_timeout(None).map_err(TransportError::Io)?;
+        Ok(Lease::new(
+            welcome,
+            geometry,
+            Control::Tcp(control),
+            eps,
+            cq,
+            result,
+            Some(send),
+            false,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        welcome: Welcome,
+        geometry: Geometry,
+        control: Control,
+        workers: Vec<Box<dyn Endpoint>>,
+        cq: Arc<dyn Queue>,
+        result: Arc<Region>,
+        send: Option<Arc<Region>>,
+        in_place: bool,
+    ) -> Lease {
         let Welcome {
-            workers,
+            workers: w,
             slots,
             slot_size,
             functions,
             ..
         } = welcome;
-        if workers == 0
-            || workers > 256
-            || slots == 0
-            || slots > RING_CAPACITY
-            || slot_size < 128
-            || !slot_size.is_multiple_of(64)
-        {
-            return Err(Error::Handshake(format!(
-                "unusable geometry: {workers} workers x {slots} slots x {slot_size} bytes"
-            )));
-        }
-        let areas = u64::from(workers) * u64::from(slots) * u64::from(slot_size);
-        let arena_len = (options.buffer_bytes as u64).next_multiple_of(4096);
-        let total = areas + arena_len;
-        if total > u64::from(u32::MAX) {
-            return Err(Error::Handshake(format!(
-                "result region of {total} bytes (result areas and buffer arena) exceeds 4 GiB"
-            )));
-        }
-        let result = Arc::new(Region::new(RESULT_REGION, total as usize)?);
-        let arena = Arc::new(Arena::new(
-            result.clone(),
-            areas as usize,
-            arena_len as usize,
-        ));
-        send_message(
-            &stream,
-            &Hello {
-                protocol: SESSION_PROTOCOL,
-                result_len: total,
-            },
-            &[],
-        )?;
-        let cq = CompletionQueue::new()?;
-        let mut eps = Vec::with_capacity(workers as usize);
-        for _ in 0..workers {
-            let ep = ShmEndpoint::connect(&stream, Side::Active, vec![result.clone()], &cq)?;
-            if ep.remote_len(INPUT_REGION) != Some(slots as usize * slot_size as usize) {
-                return Err(Error::Handshake(
-                    "worker offered no input region of the announced size".into(),
-                ));
-            }
-            eps.push(ep);
-        }
-        stream.set_read_timeout(None).map_err(TransportError::Io)?;
-        let n = (workers * slots) as usize;
+        let n = (w * slots) as usize;
         let state = State {
             slots: vec![Slot::Free; n],
             wakers: vec![None; n],
-            free: (0..workers)
+            free: (0..w)
                 .map(|w| (0..slots).rev().map(|s| w * slots + s).collect())
                 .collect(),
-            dead: vec![false; workers as usize],
+            dead: vec![false; w as usize],
             next_worker: 0,
             slot_waiters: Vec::new(),
             parked: 0,
@@ -275,12 +324,19 @@ impl Lease {
             caps: vec![slot_size; n],
             timed: vec![false; n],
         };
-        Ok(Lease {
+        let arena = Arc::new(Arena::new(
+            result.clone(),
+            geometry.areas,
+            geometry.result_len - geometry.areas,
+        ));
+        Lease {
             inner: Arc::new(Inner {
-                stream,
+                control,
                 functions,
-                workers: eps,
+                workers,
                 cq,
+                send,
+                in_place,
                 result,
                 arena,
                 slots,
@@ -292,7 +348,7 @@ impl Lease {
                 progress_started: AtomicBool::new(false),
             }),
             progress: Mutex::new(None),
-        })
+        }
     }
 
     /// The executor's functions.
@@ -398,7 +454,7 @@ impl Drop for Lease {
         {
             let _ = h.join();
         }
-        let _ = self.inner.stream.shutdown(std::net::Shutdown::Both);
+        self.inner.control.shutdown();
     }
 }
 
@@ -446,6 +502,9 @@ impl Inner {
     /// Where invocation `id`'s output lands in this process, and which memory the executor may
     /// write in place (the buffer arena).
     fn placement(&self, id: u32) -> Placement {
+        if !self.in_place {
+            return Placement::NONE;
+        }
         let base = self.result.as_ptr() as usize;
         Placement {
             base: base + self.result_offset(id),
@@ -507,11 +566,25 @@ impl Inner {
         let len = HEADER_LEN + layout.input_len;
         let placement = self.placement(id);
         let sent = (|| -> Result<u32, Error> {
-            let window = ep.window(INPUT_REGION, slot as usize * self.slot_size, len)?;
-            // SAFETY: `window` is `len` in-bounds bytes of this worker's input slot, which only
-            // this invocation writes while the slot is in flight (the slot was free; the worker
-            // reads it only after our signal). Shared memory accepts any bytes.
-            let bytes = unsafe { std::slice::from_raw_parts_mut(window, len) };
+            let slot_off = slot as usize * self.slot_size;
+            // Encode straight into the worker's slot (shared memory), or into our staging area
+            // for this slot, sent with one write afterwards (TCP).
+            let window = ep.window(INPUT_REGION, slot_off, len)?;
+            let staged = window.is_none();
+            let target = match (window, &self.send) {
+                (Some(w), _) => w,
+                (None, Some(send)) => send.as_ptr().wrapping_add(self.result_offset(id)),
+                (None, None) => {
+                    return Err(Error::Protocol(
+                        "fabric offers neither a window nor staging".into(),
+                    ));
+                }
+            };
+            // SAFETY: `target` is `len <= slot_size` bytes that only this invocation writes while
+            // its slot is in flight: the worker's input slot (bounds checked by `ep.window`; the
+            // worker reads it only after our signal) or our own staging area for this id (the
+            // send region holds one slot per id). Any bytes may be stored there.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(target, len) };
             let encoded = call.encode(&mut bytes[HEADER_LEN..], &placement)?;
             let cap = if encoded.in_place {
                 encoded.output_len
@@ -528,7 +601,18 @@ impl Inner {
             };
             bytes[..HEADER_LEN].copy_from_slice(header.as_bytes());
             self.lock().caps[id as usize] = cap as u32;
-            ep.signal(slot, len)?;
+            if staged {
+                ep.write_with_imm(
+                    SEND_REGION,
+                    self.result_offset(id),
+                    len,
+                    INPUT_REGION,
+                    slot_off,
+                    slot,
+                )?;
+            } else {
+                ep.signal(slot, len)?;
+            }
             Ok(cap as u32)
         })();
         match sent {
@@ -1096,3 +1180,76 @@ impl<T: Payload + std::fmt::Debug> std::fmt::Debug for Buffer<T> {
 unsafe impl<T: Payload> Send for Buffer<T> {}
 // SAFETY: as above; `&Buffer` only gives `&[T]`.
 unsafe impl<T: Payload> Sync for Buffer<T> {}
+
+/// How long the executor may take to answer a handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The session's control connection (closed when the lease drops).
+enum Control {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Control {
+    fn shutdown(&self) {
+        let _ = match self {
+            Control::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Control::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+/// The checked shape of a session's memory.
+struct Geometry {
+    /// Bytes of all result areas (one per slot): also the size of each worker's input region
+    /// times the number of workers.
+    areas: usize,
+    /// Bytes of the result region: the areas plus the buffer arena.
+    result_len: usize,
+    /// Bytes of one worker's input region.
+    input_len: usize,
+}
+
+impl Geometry {
+    fn check(welcome: &Welcome, options: &LeaseOptions) -> Result<Geometry, Error> {
+        if welcome.protocol != SESSION_PROTOCOL || welcome.abi_version != ABI_VERSION {
+            return Err(Error::Handshake(format!(
+                "executor speaks protocol {} / ABI {}, this client {SESSION_PROTOCOL} / {ABI_VERSION}",
+                welcome.protocol, welcome.abi_version
+            )));
+        }
+        let (workers, slots, slot_size) = (welcome.workers, welcome.slots, welcome.slot_size);
+        if workers == 0
+            || workers > 256
+            || slots == 0
+            || slots > RING_CAPACITY
+            || slot_size < 128
+            || !slot_size.is_multiple_of(64)
+        {
+            return Err(Error::Handshake(format!(
+                "unusable geometry: {workers} workers x {slots} slots x {slot_size} bytes"
+            )));
+        }
+        let areas = u64::from(workers) * u64::from(slots) * u64::from(slot_size);
+        let total = areas + (options.buffer_bytes as u64).next_multiple_of(4096);
+        if total > u64::from(u32::MAX) {
+            return Err(Error::Handshake(format!(
+                "result region of {total} bytes (result areas and buffer arena) exceeds 4 GiB"
+            )));
+        }
+        Ok(Geometry {
+            areas: areas as usize,
+            result_len: total as usize,
+            input_len: slots as usize * slot_size as usize,
+        })
+    }
+
+    fn check_input(&self, offered: Option<usize>) -> Result<(), Error> {
+        if offered != Some(self.input_len) {
+            return Err(Error::Handshake(
+                "worker offered no input region of the announced size".into(),
+            ));
+        }
+        Ok(())
+    }
+}

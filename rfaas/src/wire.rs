@@ -198,6 +198,10 @@ pub const SESSION_PROTOCOL: u32 = 1;
 pub const INPUT_REGION: u32 = 1;
 /// Region key of the client's result region.
 pub const RESULT_REGION: u32 = 2;
+/// Region key of the client's send staging (fabrics without a zero-copy window: TCP).
+pub const SEND_REGION: u32 = 3;
+/// Region key of a worker's output staging (fabrics without a zero-copy window: TCP).
+pub const OUTPUT_REGION: u32 = 4;
 
 /// One function an executor offers.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -227,6 +231,10 @@ pub struct Welcome {
     pub slots: u32,
     /// Bytes per input slot, header included; result areas have the same size.
     pub slot_size: u32,
+    /// For TCP sessions: the address the client connects one data connection per worker to,
+    /// in worker order. Absent for shared memory (endpoints follow on the same socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 /// The client's answer before the endpoints connect.

@@ -6,3 +6,4 @@ mod hostile;
 mod loader;
 mod package;
 mod shm;
+mod tcp;

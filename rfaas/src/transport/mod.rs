@@ -194,4 +194,41 @@ pub trait Queue: Send + Sync {
     fn poll(&self) -> Result<Option<Completion>, TransportError>;
     /// The next completion, sleeping up to `timeout`; a hung-up peer is an error, once.
     fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError>;
+    /// Wakes the threads sleeping in [`Queue::wait`] (they may return `None` early).
+    fn interrupt(&self);
+}
+
+/// Largest control-plane message (JSON), in bytes.
+pub const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
+
+/// Writes a length-prefixed (`u32`, little-endian) JSON control message.
+pub fn send_json<T: serde::Serialize>(
+    w: &mut impl std::io::Write,
+    msg: &T,
+) -> Result<(), TransportError> {
+    let body = serde_json::to_vec(msg)
+        .map_err(|e| TransportError::Protocol(format!("encoding message: {e}")))?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body);
+    w.write_all(&frame)?;
+    Ok(())
+}
+
+/// Reads a length-prefixed JSON control message (at most [`MAX_CONTROL_MESSAGE`] bytes).
+pub fn recv_json<T: for<'de> serde::Deserialize<'de>>(
+    r: &mut impl std::io::Read,
+) -> Result<T, TransportError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_CONTROL_MESSAGE {
+        return Err(TransportError::Protocol(format!(
+            "message of {len} bytes (at most {MAX_CONTROL_MESSAGE})"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body)
+        .map_err(|e| TransportError::Protocol(format!("malformed message: {e}")))
 }

@@ -702,4 +702,7 @@ impl super::Queue for CompletionQueue {
     fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
         CompletionQueue::wait(self, timeout)
     }
+    fn interrupt(&self) {
+        CompletionQueue::interrupt(self)
+    }
 }

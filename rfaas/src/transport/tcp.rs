@@ -24,8 +24,6 @@ use std::time::{Duration, Instant};
 
 /// Bytes of a write frame's header.
 const FRAME_HEADER: usize = 20;
-/// Largest handshake message.
-const MAX_MESSAGE: usize = 64 * 1024;
 /// Completions a queue holds before the reader threads stop reading (back-pressure).
 pub const QUEUE_CAPACITY: usize = 4096;
 
@@ -116,12 +114,20 @@ impl Queue for TcpQueue {
             if now >= deadline {
                 return Ok(None);
             }
-            st = self
+            let (guard, res) = self
                 .ready
                 .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+                .unwrap_or_else(|e| e.into_inner());
+            st = guard;
+            if !res.timed_out() && st.events.is_empty() {
+                // Interrupted: let the caller look around.
+                return Ok(None);
+            }
         }
+    }
+
+    fn interrupt(&self) {
+        self.ready.notify_all();
     }
 }
 
@@ -143,25 +149,6 @@ impl std::fmt::Debug for TcpEndpoint {
     }
 }
 
-fn write_frame(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
-    stream.write_all(&(body.len() as u32).to_le_bytes())?;
-    stream.write_all(body)
-}
-
-fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>, TransportError> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len)?;
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_MESSAGE {
-        return Err(TransportError::Protocol(format!(
-            "message of {len} bytes (at most {MAX_MESSAGE})"
-        )));
-    }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body)?;
-    Ok(body)
-}
-
 impl TcpEndpoint {
     /// Connects over `stream` (both sides call this): exchanges region descriptors, then starts
     /// the reader thread that delivers the peer's writes into `local` and completions to `cq`.
@@ -174,14 +161,11 @@ impl TcpEndpoint {
         let offer = Offer {
             regions: local.iter().map(|r| (r.key(), r.len() as u64)).collect(),
         };
-        let body =
-            serde_json::to_vec(&offer).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let mut w = stream.try_clone()?;
-        write_frame(&mut w, &body)?;
+        super::send_json(&mut w, &offer)?;
         let mut r = stream.try_clone()?;
         r.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let peer: Offer = serde_json::from_slice(&read_frame(&mut r)?)
-            .map_err(|e| TransportError::Protocol(format!("malformed offer: {e}")))?;
+        let peer: Offer = super::recv_json(&mut r)?;
         r.set_read_timeout(None)?;
         let mut remote = Vec::new();
         for (key, len) in peer.regions {
@@ -212,6 +196,16 @@ impl TcpEndpoint {
             remote,
             reader: Some(reader),
         })
+    }
+}
+
+impl TcpEndpoint {
+    /// A handle on the connection (to shut it down from elsewhere).
+    pub fn stream(&self) -> std::io::Result<TcpStream> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_clone()
     }
 }
 
