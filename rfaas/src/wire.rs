@@ -246,3 +246,16 @@ pub struct Hello {
     /// Bytes of the client's result region (`workers * slots * slot_size`).
     pub result_len: u64,
 }
+
+/// What one side of an endpoint tells the other while connecting (JSON). Over shared memory
+/// the descriptors follow in the same message: `[doorbell, control block (active side only),
+/// regions...]`; over TCP there are none.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offer {
+    /// `(key, len)` of each region, in descriptor order.
+    pub regions: Vec<(u32, u64)>,
+    /// Whether a control-block descriptor follows the doorbell (shared memory, active side).
+    #[serde(default)]
+    pub control: bool,
+}

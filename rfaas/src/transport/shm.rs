@@ -7,6 +7,7 @@
 
 use super::{Completion, LIVENESS_TICK, Region, TransportError, check_range};
 use crate::sys::{self, Mapping};
+use crate::wire::Offer;
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -352,17 +353,6 @@ pub enum Side {
     Active,
     /// Receives the control block (the accepting executor).
     Passive,
-}
-
-/// What one side tells the other while connecting. Descriptors follow in the same message:
-/// `[doorbell, control (active side only), regions...]`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Offer {
-    /// `(key, len)` of each region, in descriptor order.
-    regions: Vec<(u32, u64)>,
-    /// Whether a control block descriptor follows the doorbell.
-    control: bool,
 }
 
 /// Takes a short-held flag lock: spins, then yields (never sleeps: holders only run a few

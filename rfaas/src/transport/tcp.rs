@@ -14,7 +14,7 @@
 //! returns `None`.
 
 use super::{Completion, Endpoint, Queue, Region, TransportError, check_range};
-use serde::{Deserialize, Serialize};
+use crate::wire::Offer;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -26,12 +26,6 @@ use std::time::{Duration, Instant};
 const FRAME_HEADER: usize = 20;
 /// Completions a queue holds before the reader threads stop reading (back-pressure).
 pub const QUEUE_CAPACITY: usize = 4096;
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Offer {
-    regions: Vec<(u32, u64)>,
-}
 
 enum Event {
     Completion(Completion),
@@ -160,6 +154,7 @@ impl TcpEndpoint {
         stream.set_nodelay(true)?;
         let offer = Offer {
             regions: local.iter().map(|r| (r.key(), r.len() as u64)).collect(),
+            control: false,
         };
         let mut w = stream.try_clone()?;
         super::send_json(&mut w, &offer)?;
