@@ -186,10 +186,10 @@ impl FunctionLibrary {
         // Never unload: trampolines and manifest strings must stay valid for the process.
         let lib: &'static libloading::os::unix::Library = Box::leak(Box::new(lib));
         let symbol = format!("{MANIFEST_SYMBOL}\0");
-        // SAFETY: the symbol is declared by `rfaas::abi` as `extern "C" fn() -> *const Manifest`;
-        // a library exporting this name with another type is not an rfaas library and is
+        // A library exporting this name with another type is not an rfaas library and is
         // outside what we can defend against.
         let manifest_fn: libloading::os::unix::Symbol<extern "C" fn() -> *const Manifest> =
+            // SAFETY: `rfaas::abi` declares the symbol as `extern "C" fn() -> *const Manifest`.
             unsafe { lib.get(symbol.as_bytes()) }.map_err(|_| LoadError::MissingManifest {
                 path: path.clone(),
                 symbol: MANIFEST_SYMBOL,

@@ -551,17 +551,17 @@ fn handle<E: Endpoint>(
     } else if HEADER_LEN + input_len > c.len as usize {
         (Status::InputTooShort, 0)
     } else {
+        // The client may scribble on its own slot while we read it; every byte pattern is
+        // acceptable input and the trampoline validates it.
         // SAFETY: `slot_off + HEADER_LEN + input_len <= (slot + 1) * slot_size <= region length`
-        // (slot < slots and input_len <= slot_size - HEADER_LEN, checked above), so the range
-        // is inside our live input region. The client may scribble on its own slot while we
-        // read it; every byte pattern is acceptable input and the trampoline validates it.
+        // (slot < slots, input_len <= slot_size - HEADER_LEN: checked above): our live region.
         let args = unsafe {
             std::slice::from_raw_parts(input.as_ptr().add(slot_off + HEADER_LEN), input_len)
         };
-        // SAFETY: `target` is `cap` writable bytes that nothing else touches while this
-        // invocation is in flight: either the client's result area (bounds checked by
-        // `ep.window`, a different memory file from our input region) or our own staging slot
-        // (`cap <= slot_size`, checked above). Neither overlaps `args`.
+        // `target` is either the client's result area (bounds checked by `ep.window`, another
+        // memory file than our input region) or our own staging slot (`cap <= slot_size`).
+        // SAFETY: `cap` writable bytes that nothing else touches while this invocation is in
+        // flight, not overlapping `args`.
         let out = unsafe { std::slice::from_raw_parts_mut(target, cap) };
         match lib.invoke(header.function.get(), args, out) {
             Ok(o) => (o.status, o.output_len),

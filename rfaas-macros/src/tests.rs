@@ -15,7 +15,11 @@ fn check(attr: &str, item: &str, expected: ExpectFile) {
 
 #[test]
 fn no_arguments_unit_return() {
-    check("", "pub fn noop() {}", expect_file!["../snapshots/noop.rs"]);
+    check(
+        "",
+        "pub fn noop() {}",
+        expect_file!["../snapshots/noop.rs.txt"],
+    );
 }
 
 #[test]
@@ -23,7 +27,7 @@ fn values_and_value_return() {
     check(
         "",
         "fn add(a: u64, b: i32) -> u64 { a + b as u64 }",
-        expect_file!["../snapshots/values.rs"],
+        expect_file!["../snapshots/values.rs.txt"],
     );
 }
 
@@ -32,7 +36,7 @@ fn slices_and_result_unit() {
     check(
         "",
         "pub(crate) fn axpy(a: f64, x: &[f64], y: &[f64], out: &mut [f64]) -> Result<(), String> { Ok(()) }",
-        expect_file!["../snapshots/slices.rs"],
+        expect_file!["../snapshots/slices.rs.txt"],
     );
 }
 
@@ -41,7 +45,7 @@ fn struct_slices_and_result_value() {
     check(
         "",
         "pub fn price(options: &[OptionData], prices: &mut [f32]) -> Result<u32, PriceError> { Ok(0) }",
-        expect_file!["../snapshots/result_value.rs"],
+        expect_file!["../snapshots/result_value.rs.txt"],
     );
 }
 

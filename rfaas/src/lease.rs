@@ -580,10 +580,10 @@ impl Inner {
                     ));
                 }
             };
-            // SAFETY: `target` is `len <= slot_size` bytes that only this invocation writes while
-            // its slot is in flight: the worker's input slot (bounds checked by `ep.window`; the
-            // worker reads it only after our signal) or our own staging area for this id (the
-            // send region holds one slot per id). Any bytes may be stored there.
+            // `target` is the worker's input slot (bounds checked by `ep.window`; the worker reads
+            // it only after our signal) or our staging area for this id (one slot per id).
+            // SAFETY: `len <= slot_size` bytes that only this invocation writes while its slot is
+            // in flight; any bytes may be stored there.
             let bytes = unsafe { std::slice::from_raw_parts_mut(target, len) };
             let encoded = call.encode(&mut bytes[HEADER_LEN..], &placement)?;
             let cap = if encoded.in_place {
@@ -858,10 +858,10 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             .ok_or_else(|| Error::Protocol(format!("unknown status {raw}")))?;
         let inner = self.inner();
         let off = inner.result_offset(id);
-        // SAFETY: `len <= cap` (checked before decoding) and `off + cap` lies within the result
-        // region (a slot's result area, or up to in-place buffers inside the arena); the
-        // executor wrote this range before signalling and does not touch it again for this
-        // invocation. It is our own mapping.
+        // The executor wrote this range before signalling and does not touch it again for this
+        // invocation. `off + cap` is a slot's result area, or reaches into in-place buffers.
+        // SAFETY: `len <= cap` (checked before decoding) and `off + cap` lies within our own
+        // live result region.
         let output =
             unsafe { std::slice::from_raw_parts(inner.result.as_ptr().add(off), len as usize) };
         let call = self.call.take().expect("call present until completion");
