@@ -8,6 +8,7 @@
 
 pub mod library;
 pub mod package;
+pub mod registry;
 pub mod worker;
 
 pub use library::{Function, FunctionLibrary, InvokeError, LoadError, Outcome};

@@ -29,6 +29,17 @@ enum Command {
         /// Package directory or shared library.
         path: PathBuf,
     },
+    /// Run the cluster registry: managers register and heartbeat their free capacity, clients
+    /// list the live nodes. Prints `ready <address>` once listening.
+    Registry {
+        /// TOML configuration (`listen`, `heartbeat_timeout_ms`, `state_file`, `max_nodes`);
+        /// without it, the defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides the configuration's listen address.
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Serve a function library to clients connecting on a Unix socket (shared memory) or a
     /// TCP address.
     ///
@@ -77,6 +88,19 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Inspect { path } => inspect(&path),
+        Command::Registry { config, listen } => {
+            let mut cfg = match config {
+                Some(path) => {
+                    executor::registry::RegistryConfig::load(&path).map_err(anyhow::Error::msg)?
+                }
+                None => executor::registry::RegistryConfig::default(),
+            };
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            executor::registry::serve(cfg, |addr| println!("ready {addr}"))
+                .map_err(anyhow::Error::msg)
+        }
         Command::Run {
             library,
             socket,

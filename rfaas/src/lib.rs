@@ -40,6 +40,7 @@ mod codec;
 mod fingerprint;
 pub mod lease;
 mod payload;
+pub mod registry;
 pub mod sys;
 pub mod transport;
 pub mod wire;

@@ -259,3 +259,67 @@ pub struct Offer {
     #[serde(default)]
     pub control: bool,
 }
+
+/// A node (an executor manager) as it registers with the cluster registry.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeInfo {
+    /// Unique node name (1..=128 bytes).
+    pub id: String,
+    /// Where its manager accepts lease requests (`host:port`).
+    pub address: String,
+    /// Cores it offers in total.
+    pub cores: u32,
+    /// Memory it offers in total, MiB.
+    pub memory_mib: u64,
+}
+
+/// A registered node and its last reported free capacity.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeStatus {
+    /// The node.
+    pub info: NodeInfo,
+    /// Free cores at the last heartbeat.
+    pub free_cores: u32,
+    /// Free memory at the last heartbeat, MiB.
+    pub free_memory_mib: u64,
+    /// Milliseconds since the last heartbeat (or registration).
+    pub age_ms: u64,
+}
+
+/// A request to the registry (length-prefixed JSON, one per connection).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RegistryRequest {
+    /// Adds or replaces a node, with all of its capacity free.
+    Register(NodeInfo),
+    /// Reports a node's free capacity and that it is alive.
+    Heartbeat {
+        /// The node.
+        id: String,
+        /// Free cores.
+        free_cores: u32,
+        /// Free memory, MiB.
+        free_memory_mib: u64,
+    },
+    /// Removes a node.
+    Deregister {
+        /// The node.
+        id: String,
+    },
+    /// Lists the live nodes, most free cores first.
+    List,
+}
+
+/// The registry's answer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RegistryResponse {
+    /// Done.
+    Ok,
+    /// The live nodes.
+    Nodes(Vec<NodeStatus>),
+    /// Refused, with the reason.
+    Error(String),
+}

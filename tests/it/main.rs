@@ -5,5 +5,6 @@ mod calls;
 mod hostile;
 mod loader;
 mod package;
+mod registry;
 mod shm;
 mod tcp;

@@ -1,0 +1,298 @@
+//! The cluster registry service (`rfaas-executor registry`): managers register and heartbeat
+//! their free capacity, clients list the live nodes. A node that stops heart-beating for the
+//! configured timeout disappears. The node table is written durably (temporary file, fsync,
+//! rename, fsync of the directory) on every change, and read back on start, so it survives a
+//! restart (restored nodes get a fresh timeout to heartbeat again).
+
+use rfaas::transport::{recv_json, send_json};
+use rfaas::wire::{NodeInfo, NodeStatus, RegistryRequest, RegistryResponse};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Registry configuration (TOML). Every field has a default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// TCP address to listen on. Default `127.0.0.1:7700`.
+    pub listen: String,
+    /// Milliseconds without a heartbeat after which a node is dropped. Default 3000.
+    pub heartbeat_timeout_ms: u64,
+    /// Where the node table is kept. Default `rfaas-registry.json`.
+    pub state_file: PathBuf,
+    /// Most nodes registered at once. Default 4096.
+    pub max_nodes: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            listen: "127.0.0.1:7700".into(),
+            heartbeat_timeout_ms: 3000,
+            state_file: "rfaas-registry.json".into(),
+            max_nodes: 4096,
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// Reads a TOML file (unknown keys are errors).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cfg: RegistryConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        if cfg.heartbeat_timeout_ms == 0 {
+            return Err(format!(
+                "{}: heartbeat_timeout_ms must be positive",
+                path.display()
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    info: NodeInfo,
+    free_cores: u32,
+    free_memory_mib: u64,
+}
+
+struct Entry {
+    node: Stored,
+    seen: Instant,
+}
+
+struct State {
+    nodes: BTreeMap<String, Entry>,
+    cfg: RegistryConfig,
+}
+
+impl State {
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.heartbeat_timeout_ms)
+    }
+
+    /// Drops nodes whose heartbeat is overdue; whether any was dropped.
+    fn expire(&mut self) -> bool {
+        let timeout = self.timeout();
+        let before = self.nodes.len();
+        self.nodes.retain(|id, e| {
+            let keep = e.seen.elapsed() < timeout;
+            if !keep {
+                tracing::info!(node = %id, "node stopped heart-beating; dropped");
+            }
+            keep
+        });
+        self.nodes.len() != before
+    }
+
+    fn persist(&self) -> std::io::Result<()> {
+        let stored: Vec<&Stored> = self.nodes.values().map(|e| &e.node).collect();
+        let body = serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?;
+        let path = &self.cfg.state_file;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, req: RegistryRequest) -> RegistryResponse {
+        let changed_by_expiry = self.expire();
+        let (resp, changed) = match req {
+            RegistryRequest::Register(info) => match validate(&info) {
+                Err(e) => (RegistryResponse::Error(e), false),
+                Ok(())
+                    if !self.nodes.contains_key(&info.id)
+                        && self.nodes.len() >= self.cfg.max_nodes =>
+                {
+                    (
+                        RegistryResponse::Error(format!(
+                            "registry full ({} nodes)",
+                            self.cfg.max_nodes
+                        )),
+                        false,
+                    )
+                }
+                Ok(()) => {
+                    tracing::info!(node = %info.id, address = %info.address, cores = info.cores, "node registered");
+                    let node = Stored {
+                        free_cores: info.cores,
+                        free_memory_mib: info.memory_mib,
+                        info,
+                    };
+                    self.nodes.insert(
+                        node.info.id.clone(),
+                        Entry {
+                            node,
+                            seen: Instant::now(),
+                        },
+                    );
+                    (RegistryResponse::Ok, true)
+                }
+            },
+            RegistryRequest::Heartbeat {
+                id,
+                free_cores,
+                free_memory_mib,
+            } => match self.nodes.get_mut(&id) {
+                None => (
+                    RegistryResponse::Error(format!("unknown node `{id}`: register first")),
+                    false,
+                ),
+                Some(e)
+                    if free_cores > e.node.info.cores
+                        || free_memory_mib > e.node.info.memory_mib =>
+                {
+                    (
+                        RegistryResponse::Error(format!(
+                            "node `{id}` reports {free_cores} free cores / {free_memory_mib} MiB, more than its {} / {}",
+                            e.node.info.cores, e.node.info.memory_mib
+                        )),
+                        false,
+                    )
+                }
+                Some(e) => {
+                    let changed = (e.node.free_cores, e.node.free_memory_mib)
+                        != (free_cores, free_memory_mib);
+                    e.node.free_cores = free_cores;
+                    e.node.free_memory_mib = free_memory_mib;
+                    e.seen = Instant::now();
+                    (RegistryResponse::Ok, changed)
+                }
+            },
+            RegistryRequest::Deregister { id } => match self.nodes.remove(&id) {
+                Some(_) => (RegistryResponse::Ok, true),
+                None => (
+                    RegistryResponse::Error(format!("unknown node `{id}`")),
+                    false,
+                ),
+            },
+            RegistryRequest::List => {
+                let mut nodes: Vec<NodeStatus> = self
+                    .nodes
+                    .values()
+                    .map(|e| NodeStatus {
+                        info: e.node.info.clone(),
+                        free_cores: e.node.free_cores,
+                        free_memory_mib: e.node.free_memory_mib,
+                        age_ms: e.seen.elapsed().as_millis() as u64,
+                    })
+                    .collect();
+                nodes.sort_by(|a, b| {
+                    b.free_cores
+                        .cmp(&a.free_cores)
+                        .then_with(|| a.info.id.cmp(&b.info.id))
+                });
+                (RegistryResponse::Nodes(nodes), false)
+            }
+        };
+        if (changed || changed_by_expiry)
+            && let Err(e) = self.persist()
+        {
+            tracing::error!(error = %e, file = %self.cfg.state_file.display(), "cannot persist the node table");
+            return RegistryResponse::Error("registry cannot persist its state".into());
+        }
+        resp
+    }
+}
+
+fn validate(info: &NodeInfo) -> Result<(), String> {
+    if info.id.is_empty() || info.id.len() > 128 || info.id.chars().any(char::is_control) {
+        return Err("node id must be 1 to 128 printable characters".into());
+    }
+    if info.address.is_empty() || info.address.len() > 256 {
+        return Err("node address must be 1 to 256 characters".into());
+    }
+    if info.cores == 0 {
+        return Err("a node must offer at least one core".into());
+    }
+    Ok(())
+}
+
+/// Loads the persisted node table (missing file: empty). Restored nodes count as just seen.
+fn load(cfg: &RegistryConfig) -> Result<BTreeMap<String, Entry>, String> {
+    let text = match std::fs::read(&cfg.state_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(format!("{}: {e}", cfg.state_file.display())),
+    };
+    let stored: Vec<Stored> = serde_json::from_slice(&text)
+        .map_err(|e| format!("{}: corrupt node table: {e}", cfg.state_file.display()))?;
+    Ok(stored
+        .into_iter()
+        .filter(|s| validate(&s.info).is_ok())
+        .map(|s| {
+            (
+                s.info.id.clone(),
+                Entry {
+                    node: s,
+                    seen: Instant::now(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Runs the registry until the listener fails; calls `ready` with the bound address.
+pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
+    let nodes = load(&cfg)?;
+    let listener =
+        TcpListener::bind(&cfg.listen).map_err(|e| format!("listening on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(address = %addr, restored = nodes.len(), "registry ready");
+    let tick = Duration::from_millis(cfg.heartbeat_timeout_ms / 4).max(Duration::from_millis(5));
+    let state = Arc::new(Mutex::new(State { nodes, cfg }));
+    {
+        // Expire silent nodes even when nobody asks.
+        let state = Arc::downgrade(&state);
+        std::thread::spawn(move || {
+            while let Some(s) = state.upgrade() {
+                {
+                    let mut st = s.lock().unwrap_or_else(|e| e.into_inner());
+                    if st.expire()
+                        && let Err(e) = st.persist()
+                    {
+                        tracing::error!(error = %e, "cannot persist the node table");
+                    }
+                }
+                drop(s);
+                std::thread::sleep(tick);
+            }
+        });
+    }
+    ready(addr);
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        let state = state.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = serve_one(stream, &state) {
+                tracing::debug!(error = %e, "registry request failed");
+            }
+        });
+    }
+    Ok(())
+}
+
+fn serve_one(
+    mut stream: TcpStream,
+    state: &Mutex<State>,
+) -> Result<(), rfaas::transport::TransportError> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let resp = match recv_json::<RegistryRequest>(&mut stream) {
+        Ok(req) => state.lock().unwrap_or_else(|e| e.into_inner()).handle(req),
+        Err(e) => RegistryResponse::Error(format!("bad request: {e}")),
+    };
+    send_json(&mut stream, &resp)
+}

@@ -1,0 +1,232 @@
+//! The cluster registry as a real process: registration, heartbeats and expiry, bad requests,
+//! and a restart that keeps the node table.
+
+use rfaas::registry::{RegistryClient, RegistryError};
+use rfaas::wire::NodeInfo;
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tests::{executor_binary, scratch_dir};
+
+struct Registry {
+    child: Child,
+    address: String,
+}
+
+impl Registry {
+    fn start(config: &Path) -> Registry {
+        let mut child = Command::new(executor_binary())
+            .arg("registry")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning the registry");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("registry output");
+        let address = line
+            .trim()
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("registry did not start: {line:?}"))
+            .to_owned();
+        Registry { child, address }
+    }
+
+    fn client(&self) -> RegistryClient {
+        RegistryClient::new(self.address.clone())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node(id: &str, cores: u32) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        address: format!("127.0.0.1:{}", 9000 + cores),
+        cores,
+        memory_mib: 1024,
+    }
+}
+
+fn config(dir: &Path, timeout_ms: u64) -> std::path::PathBuf {
+    let path = dir.join("registry.toml");
+    let state = dir.join("nodes.json");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = {timeout_ms}\nstate_file = \"{}\"\n",
+            state.display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+/// Waits (at most 10 s) until `cond` holds for the registry's node list.
+#[track_caller]
+fn eventually(
+    client: &RegistryClient,
+    what: &str,
+    cond: impl Fn(&[rfaas::wire::NodeStatus]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes = client.list().expect("list");
+        if cond(&nodes) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {nodes:?} after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn nodes_register_heartbeat_and_expire() {
+    let dir = scratch_dir("registry-expire");
+    let reg = Registry::start(&config(&dir, 400));
+    let c = reg.client();
+    c.register(&node("a", 4)).expect("register a");
+    c.register(&node("b", 8)).expect("register b");
+    let nodes = c.list().expect("list");
+    assert_eq!(
+        nodes.iter().map(|n| n.info.id.as_str()).collect::<Vec<_>>(),
+        ["b", "a"],
+        "most free cores first"
+    );
+    assert_eq!((nodes[0].free_cores, nodes[0].free_memory_mib), (8, 1024));
+    // `a` keeps heart-beating with less free capacity; `b` goes silent and disappears.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.heartbeat("a", 3, 512).expect("heartbeat");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        eventually(&c, "b expires", |n| {
+            n.len() == 1 && n[0].info.id == "a" && n[0].free_cores == 3
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    // Bad heartbeats and registrations are refused with a reason.
+    let refused = |r: Result<(), RegistryError>, words: &str| match r {
+        Err(RegistryError::Refused(msg)) => assert!(msg.contains(words), "{msg}"),
+        other => panic!("expected a refusal mentioning `{words}`, got {other:?}"),
+    };
+    refused(c.heartbeat("nobody", 1, 1), "unknown node");
+    refused(c.heartbeat("a", 5, 1), "more than");
+    refused(
+        c.register(&NodeInfo {
+            id: String::new(),
+            ..node("x", 1)
+        }),
+        "node id",
+    );
+    refused(c.register(&node("zero", 0)), "at least one core");
+    c.deregister("a").expect("deregister");
+    assert!(c.list().expect("list").is_empty());
+}
+
+#[test]
+fn malformed_requests_are_answered_and_the_registry_keeps_serving() {
+    let dir = scratch_dir("registry-bad");
+    let reg = Registry::start(&config(&dir, 5000));
+    let bodies: [&[u8]; 4] = [
+        b"not json",
+        br#"{"list":1,"extra":2}"#,
+        br#"{"register":{"id":"x","address":"a","cores":1,"memory_mib":1,"oops":0}}"#,
+        b"{}",
+    ];
+    for body in bodies {
+        let mut s = std::net::TcpStream::connect(&reg.address).expect("connect");
+        s.write_all(&(body.len() as u32).to_le_bytes())
+            .expect("write");
+        s.write_all(body).expect("write");
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).expect("answer");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.contains("error") && text.contains("bad request"),
+            "{}: {text}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // An oversize length prefix and an abrupt close.
+    let mut s = std::net::TcpStream::connect(&reg.address).expect("connect");
+    s.write_all(&u32::MAX.to_le_bytes()).expect("write");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).expect("answer");
+    assert!(String::from_utf8_lossy(&answer).contains("bad request"));
+    drop(std::net::TcpStream::connect(&reg.address).expect("connect"));
+    reg.client()
+        .register(&node("after", 2))
+        .expect("still serving");
+    assert_eq!(reg.client().list().expect("list").len(), 1);
+}
+
+#[test]
+fn the_node_table_survives_a_restart() {
+    let dir = scratch_dir("registry-restart");
+    let cfg = config(&dir, 5000);
+    let mut reg = Registry::start(&cfg);
+    reg.client()
+        .register(&node("durable", 6))
+        .expect("register");
+    reg.client()
+        .heartbeat("durable", 2, 100)
+        .expect("heartbeat");
+    // SIGKILL: nothing gets a chance to flush; what was acknowledged must be on disk.
+    let _ = reg.child.kill();
+    let _ = reg.child.wait();
+    let reg = Registry::start(&cfg);
+    let nodes = reg.client().list().expect("list");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(
+        (
+            nodes[0].info.id.as_str(),
+            nodes[0].free_cores,
+            nodes[0].free_memory_mib
+        ),
+        ("durable", 2, 100)
+    );
+    // A corrupt table is a clear start-up error, not an empty registry.
+    drop(reg);
+    std::fs::write(dir.join("nodes.json"), "{ not a table").expect("corrupt");
+    let out = Command::new(executor_binary())
+        .arg("registry")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("corrupt node table"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // So is an unknown configuration key.
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nbogus = 1\n").expect("config");
+    let out = Command::new(executor_binary())
+        .arg("registry")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bogus"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
