@@ -427,15 +427,11 @@ impl Lease {
         match handle {
             Ok(h) => *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(h),
             Err(e) => {
-                tracing_fallback(&format!("cannot start the progress thread: {e}"));
+                tracing::error!(error = %e, "cannot start the lease progress thread");
                 self.inner.progress_started.store(false, Ordering::Release);
             }
         }
     }
-}
-
-fn tracing_fallback(msg: &str) {
-    eprintln!("rfaas: {msg}");
 }
 
 impl Drop for Lease {
@@ -740,7 +736,7 @@ impl Inner {
                 }
             }
             if let Err(e) = self.block(LIVENESS_TICK) {
-                tracing_fallback(&format!("progress thread: {e}"));
+                tracing::warn!(error = %e, "lease progress thread");
                 std::thread::sleep(LIVENESS_TICK);
             }
             // Let parked futures with deadlines (and those waiting for a slot) look again.
