@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use executor::FunctionLibrary;
 use executor::package::{Package, fingerprint_hex, sha256_file};
 use executor::worker::{HotTimeout, WorkerConfig, serve_session, serve_tcp_session};
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,22 @@ enum Command {
     /// SHA-256) or a library file (`.so`).
     Inspect {
         /// Package directory or shared library.
+        path: PathBuf,
+    },
+    /// Run the node's executor manager: accepts lease requests, spawns one executor process
+    /// per lease, reclaims it when the client leaves, and keeps a ledger. Prints
+    /// `ready <address>` once listening.
+    Manager {
+        /// TOML configuration (see `docs/control-plane.md`); without it, the defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides the configuration's listen address.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Print a manager's ledger: one line per finished lease, then totals.
+    Ledger {
+        /// The ledger file.
         path: PathBuf,
     },
     /// Run the cluster registry: managers register and heartbeat their free capacity, clients
@@ -88,6 +105,42 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Inspect { path } => inspect(&path),
+        Command::Manager { config, listen } => {
+            let mut cfg = match config {
+                Some(path) => {
+                    executor::manager::ManagerConfig::load(&path).map_err(anyhow::Error::msg)?
+                }
+                None => executor::manager::ManagerConfig::default(),
+            };
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            executor::manager::serve(cfg, |addr| println!("ready {addr}"))
+                .map_err(anyhow::Error::msg)
+        }
+        Command::Ledger { path } => {
+            let entries = executor::manager::read_ledger(&path).map_err(anyhow::Error::msg)?;
+            let (mut inv, mut exec, mut hot) = (0u64, 0u64, 0u64);
+            for e in &entries {
+                println!(
+                    "lease {:>6}  node {}  {} cores  {:>8} ms allocated  {:>8} µs hot  {:>8} µs exec  {:>8} invocations  {:?}",
+                    e.lease_id,
+                    e.node_id,
+                    e.cores,
+                    e.allocated_ms,
+                    e.hot_poll_us,
+                    e.exec_us,
+                    e.invocations,
+                    e.fabric
+                );
+                (inv, exec, hot) = (inv + e.invocations, exec + e.exec_us, hot + e.hot_poll_us);
+            }
+            println!(
+                "{} leases, {inv} invocations, {exec} µs exec, {hot} µs hot polling",
+                entries.len()
+            );
+            Ok(())
+        }
         Command::Registry { config, listen } => {
             let mut cfg = match config {
                 Some(path) => {
@@ -149,16 +202,41 @@ fn open_library(path: &Path) -> Result<FunctionLibrary> {
     }
 }
 
-fn log_session(result: Result<executor::worker::WorkerStats, executor::worker::SessionError>) {
+fn log_session(
+    result: Result<executor::worker::WorkerStats, executor::worker::SessionError>,
+) -> Option<executor::worker::WorkerStats> {
     match result {
-        Ok(stats) => tracing::info!(
-            invocations = stats.invocations,
-            ok = stats.ok,
-            dropped = stats.dropped,
-            "session ended"
-        ),
-        Err(e) => tracing::warn!(error = %e, "session failed"),
+        Ok(stats) => {
+            tracing::info!(
+                invocations = stats.invocations,
+                ok = stats.ok,
+                dropped = stats.dropped,
+                "session ended"
+            );
+            Some(stats)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "session failed");
+            None
+        }
     }
+}
+
+/// With `--once`, the session's accounting as the last line of stdout (read by the manager).
+fn print_stats(stats: Option<executor::worker::WorkerStats>) {
+    let s = stats.unwrap_or_default();
+    // The reader may be gone (a manager that already gave up on us): not an error.
+    let _ = writeln!(
+        std::io::stdout(),
+        "stats {}",
+        serde_json::json!({
+            "invocations": s.invocations,
+            "ok": s.ok,
+            "hot_poll_us": s.hot_poll.as_micros() as u64,
+            "exec_us": s.exec.as_micros() as u64,
+            "warm_sleeps": s.warm_sleeps,
+        })
+    );
 }
 
 fn run_tcp(lib: Arc<FunctionLibrary>, addr: &str, cfg: WorkerConfig, once: bool) -> Result<()> {
@@ -172,7 +250,7 @@ fn run_tcp(lib: Arc<FunctionLibrary>, addr: &str, cfg: WorkerConfig, once: bool)
             let (lib, cfg) = (&lib, &cfg);
             let session = s.spawn(move || log_session(serve_tcp_session(lib, stream, cfg)));
             if once {
-                let _ = session.join();
+                print_stats(session.join().ok().flatten());
                 break;
             }
         }
@@ -195,7 +273,7 @@ fn run(lib: Arc<FunctionLibrary>, socket: &Path, cfg: WorkerConfig, once: bool) 
             let (lib, cfg) = (&lib, &cfg);
             let session = s.spawn(move || log_session(serve_session(lib, stream, cfg)));
             if once {
-                let _ = session.join();
+                print_stats(session.join().ok().flatten());
                 break;
             }
         }

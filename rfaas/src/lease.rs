@@ -45,6 +45,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The node's manager refused the lease (capacity, package, limits); the reason.
+    #[error("lease refused: {0}")]
+    Refused(String),
     /// The executor's handshake was unacceptable.
     #[error("handshake with the executor failed: {0}")]
     Handshake(String),

@@ -39,6 +39,7 @@ pub mod call;
 mod codec;
 mod fingerprint;
 pub mod lease;
+pub mod managed;
 mod payload;
 pub mod registry;
 pub mod sys;

@@ -323,3 +323,56 @@ pub enum RegistryResponse {
     /// Refused, with the reason.
     Error(String),
 }
+
+/// Which fabric a lease's invocations use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fabric {
+    /// Shared memory (client on the manager's host).
+    Shm,
+    /// TCP (any client).
+    Tcp,
+}
+
+/// A lease request to a node's manager (length-prefixed JSON on a TCP control connection). If
+/// `package_len` is set, the manager answers [`LeaseReply::NeedPackage`] (or refuses the size)
+/// and then reads that many raw bytes of the function library.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// Cores (workers) to lease.
+    pub cores: u32,
+    /// Memory to reserve, MiB.
+    pub memory_mib: u64,
+    /// Hot timeout in µs (-1 always hot, 0 always warm).
+    pub hot_timeout_us: i64,
+    /// Fabric for the invocations.
+    pub fabric: Fabric,
+    /// Hex SHA-256 of the function library.
+    pub package_sha256: String,
+    /// Bytes of library that follow, when the node may not have it cached.
+    pub package_len: Option<u64>,
+    /// Slots per worker (default 8).
+    pub slots: Option<u32>,
+    /// Bytes per slot (default 1 MiB).
+    pub slot_size: Option<u32>,
+}
+
+/// The manager's answer to a [`LeaseRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum LeaseReply {
+    /// An executor process serves the lease at `endpoint` (a Unix socket path for shm, an
+    /// address for TCP) until the control connection closes.
+    Granted {
+        /// The node's id for the lease (in its ledger).
+        lease_id: u64,
+        /// Where to connect.
+        endpoint: String,
+    },
+    /// To a request without `package_len`: the node lacks the package; ask again with it. To a
+    /// request with `package_len`: go ahead, send the bytes (the size was accepted).
+    NeedPackage,
+    /// Refused, with the reason.
+    Refused(String),
+}

@@ -3,7 +3,9 @@
 //! - `rfaas-test-client SOCKET slow MS`: leases the executor, starts a slow invocation
 //!   (`fault` sleeping MS ms), prints `invoked`, and waits for it (the test kills it meanwhile);
 //! - `rfaas-test-client SOCKET leaks`: creates and drops leases, abandoned and dropped
-//!   invocations, then prints `fds BEFORE AFTER` (open descriptors of this process).
+//!   invocations, then prints `fds BEFORE AFTER` (open descriptors of this process);
+//! - `rfaas-test-client MANAGER managed PACKAGE`: leases one core from a manager, invokes once,
+//!   prints `leased 5`, and holds the lease (the test kills it).
 
 use functions_example as fx;
 use rfaas::{Error, Lease};
@@ -22,9 +24,9 @@ fn open_fds() -> usize {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let socket = args
-        .get(1)
-        .unwrap_or_else(|| fail("usage: rfaas-test-client SOCKET slow MS | leaks"));
+    let socket = args.get(1).unwrap_or_else(|| {
+        fail("usage: rfaas-test-client SOCKET slow MS | leaks | managed PACKAGE")
+    });
     match args.get(2).map(String::as_str) {
         Some("slow") => {
             let ms = args
@@ -90,6 +92,25 @@ fn main() {
             }
             println!("fds {before} {}", open_fds());
         }
-        _ => fail("usage: rfaas-test-client SOCKET slow MS | leaks"),
+        Some("managed") => {
+            // SOCKET is a manager address here; lease one core and hold it until killed.
+            let package = args
+                .get(3)
+                .unwrap_or_else(|| fail("managed needs a package directory"));
+            let lease = rfaas::managed::lease_from(
+                socket,
+                std::path::Path::new(package),
+                &rfaas::managed::LeaseSpec::default(),
+            )
+            .unwrap_or_else(|e| fail(&format!("lease: {e}")));
+            let v = lease
+                .invoke(fx::fault::call(0, 5))
+                .timeout(Duration::from_secs(20))
+                .wait()
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            println!("leased {v}");
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        _ => fail("usage: rfaas-test-client SOCKET slow MS | leaks | managed PACKAGE"),
     }
 }

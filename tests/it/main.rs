@@ -4,6 +4,7 @@
 mod calls;
 mod hostile;
 mod loader;
+mod manager;
 mod package;
 mod registry;
 mod shm;

@@ -1,0 +1,162 @@
+//! Leases negotiated with a node's manager: ask for cores, ship the function package if the
+//! node lacks it, and get a [`Lease`] on the executor process the manager starts for you.
+
+use crate::lease::{Error, Lease, LeaseOptions};
+use crate::transport::{TransportError, recv_json, send_json};
+use crate::wire::{Fabric, LeaseReply, LeaseRequest};
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What to lease.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LeaseSpec {
+    /// Cores (workers). Default 1.
+    pub cores: u32,
+    /// Memory to reserve, MiB. Default 256.
+    pub memory_mib: u64,
+    /// Hot timeout, µs (-1 always hot, 0 always warm). Default 10 000.
+    pub hot_timeout_us: i64,
+    /// Fabric. Default shared memory.
+    pub fabric: Fabric,
+    /// Slots per worker (default: the executor's).
+    pub slots: Option<u32>,
+    /// Bytes per slot (default: the executor's).
+    pub slot_size: Option<u32>,
+    /// Options of the resulting lease.
+    pub options: LeaseOptions,
+}
+
+impl Default for LeaseSpec {
+    fn default() -> Self {
+        LeaseSpec {
+            cores: 1,
+            memory_mib: 256,
+            hot_timeout_us: 10_000,
+            fabric: Fabric::Shm,
+            slots: None,
+            slot_size: None,
+            options: LeaseOptions::default(),
+        }
+    }
+}
+
+/// A lease on an executor a manager started; dereferences to [`Lease`]. Dropping it ends the
+/// session and then tells the manager, which reclaims the cores.
+#[derive(Debug)]
+pub struct ManagedLease {
+    lease: Option<Lease>,
+    control: TcpStream,
+    lease_id: u64,
+}
+
+impl ManagedLease {
+    /// The manager's id for this lease (as in its ledger).
+    pub fn id(&self) -> u64 {
+        self.lease_id
+    }
+}
+
+impl std::ops::Deref for ManagedLease {
+    type Target = Lease;
+    fn deref(&self) -> &Lease {
+        self.lease.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for ManagedLease {
+    fn drop(&mut self) {
+        drop(self.lease.take());
+        let _ = self.control.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Finds a package directory's library and its SHA-256 (the `<library>.sha256` file that
+/// `cargo xtask package` writes).
+fn package_files(dir: &Path) -> Result<(PathBuf, String), Error> {
+    let bad = |why: String| Error::Handshake(format!("package {}: {why}", dir.display()));
+    let entries = std::fs::read_dir(dir).map_err(|e| bad(e.to_string()))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(lib) = name.strip_suffix(".sha256") {
+            let text = std::fs::read_to_string(e.path()).map_err(|e| bad(e.to_string()))?;
+            let sha = text
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!("{name} holds no SHA-256")));
+            }
+            return Ok((dir.join(lib), sha));
+        }
+    }
+    Err(bad(
+        "no <library>.sha256 file (was it written by `cargo xtask package`?)".into(),
+    ))
+}
+
+/// Asks the manager at `manager` (`host:port`) for a lease running the package in `package`
+/// (a directory written by `cargo xtask package`), sending the library if the node lacks it.
+pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<ManagedLease, Error> {
+    let (library, sha) = package_files(package)?;
+    let mut request = LeaseRequest {
+        cores: spec.cores,
+        memory_mib: spec.memory_mib,
+        hot_timeout_us: spec.hot_timeout_us,
+        fabric: spec.fabric,
+        package_sha256: sha,
+        package_len: None,
+        slots: spec.slots,
+        slot_size: spec.slot_size,
+    };
+    for attempt in 0..2 {
+        let mut control = TcpStream::connect(manager).map_err(|source| Error::Connect {
+            path: PathBuf::from(manager),
+            source,
+        })?;
+        control
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(TransportError::Io)?;
+        send_json(&mut control, &request)?;
+        let mut reply = recv_json::<LeaseReply>(&mut control)?;
+        if request.package_len.is_some() && reply == LeaseReply::NeedPackage {
+            // The size was accepted: send the bytes, then hear the verdict.
+            let bytes = std::fs::read(&library)
+                .map_err(|e| Error::Handshake(format!("{}: {e}", library.display())))?;
+            control.write_all(&bytes).map_err(TransportError::Io)?;
+            reply = recv_json::<LeaseReply>(&mut control)?;
+        }
+        match reply {
+            LeaseReply::Granted { lease_id, endpoint } => {
+                control.set_read_timeout(None).map_err(TransportError::Io)?;
+                let lease = match spec.fabric {
+                    Fabric::Shm => Lease::connect_with(&endpoint, &spec.options)?,
+                    Fabric::Tcp => Lease::connect_tcp(&endpoint, &spec.options)?,
+                };
+                return Ok(ManagedLease {
+                    lease: Some(lease),
+                    control,
+                    lease_id,
+                });
+            }
+            LeaseReply::NeedPackage if attempt == 0 => {
+                let len = std::fs::metadata(&library)
+                    .map_err(|e| Error::Handshake(format!("{}: {e}", library.display())))?
+                    .len();
+                request.package_len = Some(len);
+            }
+            LeaseReply::NeedPackage => {
+                return Err(Error::Handshake(
+                    "the manager asked for the package twice".into(),
+                ));
+            }
+            LeaseReply::Refused(why) => return Err(Error::Refused(why)),
+        }
+    }
+    Err(Error::Handshake(
+        "no lease after sending the package".into(),
+    ))
+}

@@ -1,0 +1,278 @@
+//! The executor manager as a real process: leases over shared memory and TCP, capacity,
+//! package shipping and checks, a killed client, the ledger, and registry heartbeats.
+
+use functions_example as fx;
+use rfaas::Error;
+use rfaas::managed::{LeaseSpec, lease_from};
+use rfaas::registry::RegistryClient;
+use rfaas::wire::Fabric;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tests::{example_package, executor_binary, scratch_dir};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A running `rfaas-executor manager` or `registry`, killed on drop.
+struct Service {
+    child: Child,
+    address: String,
+}
+
+impl Service {
+    fn start(kind: &str, config: &Path) -> Service {
+        let mut child = Command::new(executor_binary())
+            .arg(kind)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("output");
+        let address = line
+            .trim()
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("{kind} did not start: {line:?}"))
+            .to_owned();
+        Service { child, address }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn manager_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("manager.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\nnode_id = \"test-node\"\ncores = 2\nmemory_mib = 1024\ncache_dir = \"{}\"\nledger = \"{}\"\nsocket_dir = \"{}\"\n{extra}",
+            dir.join("cache").display(),
+            dir.join("ledger.jsonl").display(),
+            dir.display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+fn spec(cores: u32, fabric: Fabric) -> LeaseSpec {
+    let mut s = LeaseSpec::default();
+    s.cores = cores;
+    s.fabric = fabric;
+    s.hot_timeout_us = 1000;
+    s.slot_size = Some(65536);
+    s
+}
+
+#[track_caller]
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within 15 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn leases_capacity_reclaim_and_ledger() {
+    let dir = scratch_dir("manager-main");
+    let mgr = Service::start("manager", &manager_config(&dir, ""));
+    let pkg = example_package();
+    // First lease: the node has no copy of the package yet, so it is shipped.
+    let a = lease_from(&mgr.address, pkg, &spec(1, Fabric::Shm)).expect("shm lease");
+    assert!(
+        dir.join("cache").read_dir().expect("cache").count() >= 1,
+        "package cached by hash"
+    );
+    for v in 0..50u64 {
+        assert_eq!(
+            a.invoke(fx::fault::call(0, v))
+                .timeout(T)
+                .wait()
+                .expect("invocation"),
+            v
+        );
+    }
+    // Over TCP, the second core.
+    let b = lease_from(&mgr.address, pkg, &spec(1, Fabric::Tcp)).expect("tcp lease");
+    let mut out = vec![0u8; 5];
+    assert_eq!(
+        fx::echo::invoke(&b, b"hello", &mut out)
+            .timeout(T)
+            .wait()
+            .expect("echo over tcp"),
+        5
+    );
+    assert_eq!(&out, b"hello");
+    // No core left.
+    match lease_from(&mgr.address, pkg, &spec(1, Fabric::Shm)) {
+        Err(Error::Refused(why)) => assert!(why.contains("not enough capacity"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    match lease_from(&mgr.address, pkg, &spec(3, Fabric::Shm)) {
+        Err(Error::Refused(why)) => assert!(why.contains("not enough capacity"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let (ida, idb) = (a.id(), b.id());
+    drop(a);
+    drop(b);
+    // Both cores come back: a two-core lease fits again.
+    let mut both = None;
+    eventually("capacity returned", || {
+        both = lease_from(&mgr.address, pkg, &spec(2, Fabric::Shm)).ok();
+        both.is_some()
+    });
+    let both = both.expect("two-core lease");
+    assert_eq!(both.workers(), 2);
+    drop(both);
+    let ledger = dir.join("ledger.jsonl");
+    eventually("ledger entries", || {
+        executor::manager::read_ledger(&ledger)
+            .map(|e| e.len() >= 3)
+            .unwrap_or(false)
+    });
+    let entries = executor::manager::read_ledger(&ledger).expect("ledger");
+    let a = entries
+        .iter()
+        .find(|e| e.lease_id == ida)
+        .expect("entry of the first lease");
+    assert_eq!((a.cores, a.invocations, a.fabric), (1, 50, Fabric::Shm));
+    assert!(a.exec_us > 0 && a.allocated_ms > 0, "{a:?}");
+    let b = entries
+        .iter()
+        .find(|e| e.lease_id == idb)
+        .expect("entry of the tcp lease");
+    assert_eq!((b.invocations, b.fabric), (1, Fabric::Tcp));
+    // The ledger survives a manager restart, and ids go on after it.
+    drop(mgr);
+    let mgr = Service::start("manager", &manager_config(&dir, ""));
+    let c = lease_from(&mgr.address, pkg, &spec(1, Fabric::Shm)).expect("lease after restart");
+    assert!(
+        c.id() > entries.iter().map(|e| e.lease_id).max().unwrap_or(0),
+        "ids continue after the ledger"
+    );
+    let out = Command::new(executor_binary())
+        .arg("ledger")
+        .arg(&ledger)
+        .output()
+        .expect("ledger command");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("lease {ida:>6}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn packages_are_checked_and_bad_requests_refused() {
+    let dir = scratch_dir("manager-bad");
+    let mgr = Service::start(
+        "manager",
+        &manager_config(&dir, "max_package_bytes = 1000000000\n"),
+    );
+    // A package whose recorded hash does not match its bytes.
+    let fake = scratch_dir("manager-fake-package");
+    std::fs::copy(
+        example_package().join("libfunctions_example.so"),
+        fake.join("libfunctions_example.so"),
+    )
+    .expect("copy");
+    std::fs::write(
+        fake.join("libfunctions_example.so.sha256"),
+        format!("{}  libfunctions_example.so\n", "ab".repeat(32)),
+    )
+    .expect("sidecar");
+    match lease_from(&mgr.address, &fake, &spec(1, Fabric::Shm)) {
+        Err(Error::Refused(why)) => assert!(why.contains("hash to"), "{why}"),
+        other => panic!("expected a hash refusal, got {other:?}"),
+    }
+    // Malformed and hostile control messages.
+    for body in [&b"garbage"[..], br#"{"cores":1}"#, br#"{"cores":1,"memory_mib":1,"hot_timeout_us":0,"fabric":"shm","package_sha256":"zz","package_len":null,"slots":null,"slot_size":null}"#] {
+        let mut s = std::net::TcpStream::connect(&mgr.address).expect("connect");
+        s.write_all(&(body.len() as u32).to_le_bytes()).expect("write");
+        s.write_all(body).expect("write");
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).expect("answer");
+        assert!(String::from_utf8_lossy(&answer).contains("refused"), "{}", String::from_utf8_lossy(&answer));
+    }
+    // Still serving.
+    let ok = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
+    assert_eq!(
+        ok.invoke(fx::fault::call(0, 1))
+            .timeout(T)
+            .wait()
+            .expect("invocation"),
+        1
+    );
+    drop(ok);
+    // A node with a small package limit refuses the upload.
+    let small_dir = scratch_dir("manager-small");
+    let small = Service::start(
+        "manager",
+        &manager_config(&small_dir, "max_package_bytes = 1000\n"),
+    );
+    match lease_from(&small.address, example_package(), &spec(1, Fabric::Shm)) {
+        Err(Error::Refused(why)) => assert!(why.contains("exceeds"), "{why}"),
+        other => panic!("expected a size refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_killed_client_returns_its_cores_and_registry_sees_capacity() {
+    let dir = scratch_dir("manager-kill");
+    let reg_dir = scratch_dir("manager-kill-registry");
+    let reg_cfg = reg_dir.join("registry.toml");
+    std::fs::write(
+        &reg_cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = 2000\nstate_file = \"{}\"\n",
+            reg_dir.join("nodes.json").display()
+        ),
+    )
+    .expect("config");
+    let reg = Service::start("registry", &reg_cfg);
+    let mgr = Service::start(
+        "manager",
+        &manager_config(
+            &dir,
+            &format!("registry = \"{}\"\nheartbeat_ms = 50\n", reg.address),
+        ),
+    );
+    let registry = RegistryClient::new(reg.address.clone());
+    let free = || {
+        registry.list().ok().and_then(|n| {
+            n.iter()
+                .find(|n| n.info.id == "test-node")
+                .map(|n| n.free_cores)
+        })
+    };
+    eventually("node registered with 2 free cores", || free() == Some(2));
+    let mut client = Command::new(env!("CARGO_BIN_EXE_rfaas-test-client"))
+        .arg(&mgr.address)
+        .arg("managed")
+        .arg(example_package())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut line = String::new();
+    std::io::BufReader::new(client.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("client output");
+    assert_eq!(line.trim(), "leased 5");
+    eventually("registry sees one core in use", || free() == Some(1));
+    client.kill().expect("kill");
+    client.wait().expect("reap");
+    eventually("registry sees the core returned", || free() == Some(2));
+    let both = lease_from(&mgr.address, example_package(), &spec(2, Fabric::Shm))
+        .expect("both cores free again");
+    assert_eq!(both.workers(), 2);
+}
