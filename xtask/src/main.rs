@@ -5,7 +5,7 @@
 //! - `demo`: package the example library, start an executor on shared memory, call its
 //!   functions from a client and print hot and warm latency beside the raw baseline.
 //! - `bench [--quick]`: the benchmarks (release build): rfaas invocations beside the raw
-//!   shared-memory, futex and TCP ping-pongs, in one run.
+//!   shared-memory, futex and TCP ping-pongs, in one run; then cold starts through a manager.
 //! - `ci`: everything CI checks: fmt, clippy, docs, the README's test command, a bench smoke.
 
 use anyhow::{Context, Result, bail};
@@ -116,15 +116,16 @@ fn demo() -> Result<()> {
 
 fn bench(quick: bool, args: &[String]) -> Result<()> {
     let (package, release) = release_build()?;
-    let mut cmd = Command::new(release.join("invoke"));
-    cmd.arg("--package")
-        .arg(&package)
-        .arg("--executor")
-        .arg(release.join("rfaas-executor"));
-    if quick {
-        cmd.arg("--quick");
-    }
-    run("benchmarks", cmd.args(args))
+    let with_common = |bin: &str| {
+        let mut cmd = Command::new(release.join(bin));
+        cmd.arg("--package").arg(&package).arg("--executor").arg(release.join("rfaas-executor"));
+        if quick {
+            cmd.arg("--quick");
+        }
+        cmd
+    };
+    run("benchmarks: invocations", with_common("invoke").args(args))?;
+    run("benchmarks: cold start", &mut with_common("coldstart"))
 }
 
 fn cargo() -> Command {
