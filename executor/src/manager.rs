@@ -11,6 +11,7 @@ use rfaas::wire::{Fabric, LeaseReply, LeaseRequest, NodeInfo};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -321,6 +322,18 @@ impl Manager {
                 cmd.arg("--listen").arg(format!("{ip}:0"))
             }
         };
+        // SAFETY: the closure runs in the forked child before exec and only calls `prctl`,
+        // which is async-signal-safe; it allocates nothing and touches no locks.
+        unsafe {
+            cmd.pre_exec(|| {
+                // The executor dies with the thread that holds its lease (and so with the
+                // manager): clients then see the session end instead of an orphan serving on.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd
             .stdout(Stdio::piped())
             .stdin(Stdio::null())

@@ -160,3 +160,35 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
         "no lease after sending the package".into(),
     ))
 }
+
+/// Leases from whichever registered node can take `spec`: asks the registry at `registry` for
+/// the live nodes (most free cores first) and tries them in turn. The error lists every node's
+/// refusal when none can.
+pub fn lease_anywhere(
+    registry: &str,
+    package: &Path,
+    spec: &LeaseSpec,
+) -> Result<ManagedLease, Error> {
+    let nodes = crate::registry::RegistryClient::new(registry)
+        .list()
+        .map_err(|e| Error::Refused(format!("registry {registry}: {e}")))?;
+    let mut refusals = Vec::new();
+    for node in nodes
+        .iter()
+        .filter(|n| n.free_cores >= spec.cores && n.free_memory_mib >= spec.memory_mib)
+    {
+        match lease_from(&node.info.address, package, spec) {
+            Ok(lease) => return Ok(lease),
+            Err(e) => refusals.push(format!("{}: {e}", node.info.id)),
+        }
+    }
+    if refusals.is_empty() {
+        refusals.push(format!(
+            "no node of {} has {} cores and {} MiB free",
+            nodes.len(),
+            spec.cores,
+            spec.memory_mib
+        ));
+    }
+    Err(Error::Refused(refusals.join("; ")))
+}

@@ -276,3 +276,95 @@ fn a_killed_client_returns_its_cores_and_registry_sees_capacity() {
         .expect("both cores free again");
     assert_eq!(both.workers(), 2);
 }
+
+#[test]
+fn two_nodes_behind_a_registry_and_a_killed_manager() {
+    let reg_dir = scratch_dir("cluster-registry");
+    let reg_cfg = reg_dir.join("registry.toml");
+    std::fs::write(
+        &reg_cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = 500\nstate_file = \"{}\"\n",
+            reg_dir.join("nodes.json").display()
+        ),
+    )
+    .expect("config");
+    let reg = Service::start("registry", &reg_cfg);
+    let start = |name: &str| {
+        let dir = scratch_dir(&format!("cluster-{name}"));
+        let cfg = manager_config(
+            &dir,
+            &format!("registry = \"{}\"\nheartbeat_ms = 50\n", reg.address),
+        );
+        let text = std::fs::read_to_string(&cfg)
+            .expect("config")
+            .replace("node_id = \"test-node\"", &format!("node_id = \"{name}\""));
+        std::fs::write(&cfg, text).expect("config");
+        Service::start("manager", &cfg)
+    };
+    let (node_a, mut node_b) = (start("node-a"), start("node-b"));
+    let registry = RegistryClient::new(reg.address.clone());
+    eventually("both nodes registered", || {
+        registry.list().map(|n| n.len() == 2).unwrap_or(false)
+    });
+    // Two 2-core leases fill both nodes; a third finds no room anywhere.
+    let first =
+        rfaas::managed::lease_anywhere(&reg.address, example_package(), &spec(2, Fabric::Shm))
+            .expect("first lease");
+    eventually("registry sees the first node full", || {
+        registry
+            .list()
+            .map(|n| n.iter().filter(|n| n.free_cores == 0).count() == 1)
+            .unwrap_or(false)
+    });
+    let second =
+        rfaas::managed::lease_anywhere(&reg.address, example_package(), &spec(2, Fabric::Tcp))
+            .expect("second lease");
+    assert_eq!(
+        first
+            .invoke(fx::fault::call(0, 1))
+            .timeout(T)
+            .wait()
+            .expect("first node"),
+        1
+    );
+    assert_eq!(
+        second
+            .invoke(fx::fault::call(0, 2))
+            .timeout(T)
+            .wait()
+            .expect("second node"),
+        2
+    );
+    eventually("registry sees both nodes full", || {
+        registry
+            .list()
+            .map(|n| n.iter().all(|n| n.free_cores == 0))
+            .unwrap_or(false)
+    });
+    match rfaas::managed::lease_anywhere(&reg.address, example_package(), &spec(1, Fabric::Shm)) {
+        Err(Error::Refused(why)) => assert!(why.contains("no node"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Kill node b's manager: its executors go with it, so the lease on it fails instead of
+    // hanging, and the registry forgets the node.
+    // The registry lists equally free nodes by id, so the first lease went to node-a and the
+    // second to node-b.
+    let lease_on_b = &second;
+    let _ = node_b.child.kill();
+    let _ = node_b.child.wait();
+    let mut failed = false;
+    eventually("the lease on the dead node fails", || {
+        failed = failed
+            || lease_on_b
+                .invoke(fx::fault::call(0, 4))
+                .timeout(Duration::from_secs(5))
+                .wait()
+                .is_err();
+        failed
+    });
+    eventually("the registry drops the dead node", || {
+        registry.list().map(|n| n.len() == 1).unwrap_or(false)
+    });
+    drop(node_a);
+}
