@@ -118,7 +118,10 @@ fn bench(quick: bool, args: &[String]) -> Result<()> {
     let (package, release) = release_build()?;
     let with_common = |bin: &str| {
         let mut cmd = Command::new(release.join(bin));
-        cmd.arg("--package").arg(&package).arg("--executor").arg(release.join("rfaas-executor"));
+        cmd.arg("--package")
+            .arg(&package)
+            .arg("--executor")
+            .arg(release.join("rfaas-executor"));
         if quick {
             cmd.arg("--quick");
         }

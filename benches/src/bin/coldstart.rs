@@ -13,7 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "coldstart", about = "lease request to first result, through a manager")]
+#[command(
+    name = "coldstart",
+    about = "lease request to first result, through a manager"
+)]
 struct Args {
     /// Package directory (`cargo xtask package`).
     #[arg(long)]
@@ -66,7 +69,9 @@ fn main() -> Result<()> {
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
     let mgr = Manager(child, dir);
-    let Some(addr) = line.trim().strip_prefix("ready ").map(str::to_owned) else { bail!("manager did not start: {line:?}") };
+    let Some(addr) = line.trim().strip_prefix("ready ").map(str::to_owned) else {
+        bail!("manager did not start: {line:?}")
+    };
     let mut spec = LeaseSpec::default();
     spec.fabric = Fabric::Shm;
     spec.slot_size = Some(65536);
@@ -77,10 +82,16 @@ fn main() -> Result<()> {
             let t = Instant::now();
             match lease_from(&addr, &args.package, &spec) {
                 Ok(lease) => {
-                    fx::noop::invoke(&lease).timeout(Duration::from_secs(10)).wait()?;
+                    fx::noop::invoke(&lease)
+                        .timeout(Duration::from_secs(10))
+                        .wait()?;
                     return Ok(t.elapsed().as_nanos() as u64);
                 }
-                Err(rfaas::Error::Refused(why)) if why.contains("capacity") && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Err(rfaas::Error::Refused(why))
+                    if why.contains("capacity") && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -93,7 +104,10 @@ fn main() -> Result<()> {
     }
     let s = Summary::from_samples(&mut samples);
     if args.json {
-        println!("{}", serde_json::json!({"case": "cold start (shm)", "iterations": n, "median_ns": s.median_ns, "p99_ns": s.p99_ns, "first_with_upload_ns": first}));
+        println!(
+            "{}",
+            serde_json::json!({"case": "cold start (shm)", "iterations": n, "median_ns": s.median_ns, "p99_ns": s.p99_ns, "first_with_upload_ns": first})
+        );
     } else {
         println!(
             "cold start, lease request to first result (shm, 1 core), {n} runs: median {:.2} ms, p99 {:.2} ms, min {:.2} ms; first one with the package upload {:.2} ms; target < 10 ms: {}",
