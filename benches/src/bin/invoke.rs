@@ -15,7 +15,11 @@
 //!   to tell the runtime's share from the invocation future's;
 //! - *warm*: an executor started with `--hot-timeout-us 0` (its worker sleeps in the completion
 //!   queue's futex between invocations); the same calls, each after the same untimed idle gap
-//!   (`--futex-gap-us`) as `pingpong`'s `futex` mode (the server asleep), compared with it.
+//!   (`--futex-gap-us`) as `pingpong`'s `futex` mode (the server asleep), compared with it;
+//! - *tcp*: an executor serving over TCP loopback (`--listen 127.0.0.1:0`, hot:
+//!   `--hot-timeout-us -1`), reached with [`Lease::connect_tcp`]; `noop` and `echo` of each
+//!   payload size into a heap vector, compared with `pingpong`'s `tcp` mode (blocking
+//!   `TCP_NODELAY` sockets) at the same size.
 //!
 //! Each case runs between two baseline runs of its size (`pingpong --json`, one size) and on an
 //! executor of its own: the machine's speed drifts (DESIGN.md §5), and the baseline's server
@@ -26,7 +30,8 @@
 //! only the latter are recorded. The table gives medians and p99 and the ratio of the medians,
 //! and checks the targets: hot small calls within 1.5x of `spin`, warm small calls within 1.3x
 //! of `futex`, payloads of 64 KiB and more at 70% or more of the baseline's bandwidth (ratio at
-//! most 1/0.7). A missed target is reported, never an error: these VMs are noisy.
+//! most 1/0.7); over TCP, every size within 1.3x of `tcp`. A missed target is reported, never
+//! an error: these VMs are noisy.
 //!
 //! The executor is `rfaas-executor` next to this binary (or `--executor`), serving the package
 //! `cargo xtask package` writes (`<target dir>/rfaas/functions-example`, or `--package`). It is
@@ -38,10 +43,11 @@
 //! ```
 //!
 //! [`Invocation::wait`]: rfaas::Invocation::wait
+//! [`Lease::connect_tcp`]: rfaas::Lease::connect_tcp
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -52,8 +58,8 @@ use benches::{
 };
 use clap::Parser;
 use functions_example::{echo, noop};
-use rfaas::Lease;
 use rfaas::wire::HEADER_LEN;
+use rfaas::{Lease, LeaseOptions};
 use serde::{Deserialize, Serialize};
 
 /// Longest a single invocation may take before the run fails.
@@ -76,12 +82,14 @@ const BANDWIDTH_FROM: usize = 64 * 1024;
 const HOT_TARGET: f64 = 1.5;
 /// Warm small calls: at most this many times the `futex` round trip.
 const WARM_TARGET: f64 = 1.3;
+/// Over TCP, any size: at most this many times the raw `tcp` round trip.
+const TCP_TARGET: f64 = 1.3;
 /// Large payloads: at least this fraction of the baseline's bandwidth.
 const BANDWIDTH_FRACTION: f64 = 0.7;
 /// A case whose baseline medians before and after differ by more than this factor is flagged.
 const DRIFT_LIMIT: f64 = 1.25;
 
-/// rfaas invocation round trips (hot, warm, `.await`) beside the raw ping-pong baselines.
+/// rfaas invocation round trips (hot, warm, `.await`, TCP) beside the raw ping-pong baselines.
 #[derive(Parser, Debug)]
 #[command(name = "invoke")]
 struct Args {
@@ -122,9 +130,9 @@ fn main() -> Result<()> {
     let setup = Setup::new(&args)?;
     let mut out = Output::new(args.json);
     out.header(&args)?;
-    for mode in [Mode::Hot, Mode::Warm] {
+    for mode in [Mode::Hot, Mode::Warm, Mode::Tcp] {
         let mut awaited = Vec::new();
-        for (call, size) in setup.cases() {
+        for (call, size) in setup.cases(mode) {
             // Each case between two baseline runs of its size, with an executor of its own: the
             // machine's speed drifts, and the baseline cannot share the server core with a
             // spinning worker.
@@ -132,7 +140,7 @@ fn main() -> Result<()> {
             let before = setup.baseline(mode, base_size)?;
             let case = {
                 let executor = setup.start_executor(mode)?;
-                setup.on_client_cpu(|| setup.measure_case(&executor.socket, mode, call, size))?
+                setup.on_client_cpu(|| setup.measure_case(&executor.address, mode, call, size))?
             };
             let after = setup.baseline(mode, base_size)?;
             out.compare(&case.row, base_size, &before, &after)?;
@@ -298,7 +306,7 @@ struct BaselineLine {
 
 impl Setup {
     /// Runs `pingpong --json` once: `spin` for hot cases, `futex` (with the idle gap) for warm
-    /// ones, with the iterations of a case of `size` bytes.
+    /// ones, `tcp` for TCP ones, with the iterations of a case of `size` bytes.
     fn baseline(&self, mode: Mode, size: usize) -> Result<Summary> {
         let base_mode = mode.baseline();
         let mut command = Command::new(&self.pingpong);
@@ -393,32 +401,46 @@ impl Drop for Reaped {
 /// drop.
 struct ExecutorProcess {
     child: Reaped,
-    dir: PathBuf,
-    socket: PathBuf,
+    /// The Unix socket's directory (none over TCP).
+    dir: Option<PathBuf>,
+    address: Address,
+}
+
+/// Where an executor serves.
+enum Address {
+    /// A Unix socket (shared-memory data plane).
+    Unix(PathBuf),
+    /// `ip:port` over TCP, as the executor printed it.
+    Tcp(String),
 }
 
 impl Setup {
     /// Starts an executor with one worker pinned to the server CPU, hot (`--hot-timeout-us -1`)
-    /// or warm (`0`), and waits for `ready`.
+    /// or warm (`0`), on a Unix socket or (TCP) on an ephemeral loopback port, and waits for
+    /// `ready` (over TCP: `ready <ip:port>`, the address it bound).
     ///
     /// Call it from the thread that outlives the executor: `PR_SET_PDEATHSIG` fires when the
     /// *thread* that started the child exits.
     fn start_executor(&self, mode: Mode) -> Result<ExecutorProcess> {
-        let dir = std::env::temp_dir().join(format!(
-            "rfaas-invoke-{}-{}",
-            std::process::id(),
-            mode.name()
-        ));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating the socket directory {}", dir.display()))?;
-        let socket = dir.join("executor.sock");
         let mut command = Command::new(&self.executor);
+        command.arg("run").arg("--library").arg(&self.package);
+        // Over TCP, the address is known once the executor prints it.
+        let (dir, address) = if mode == Mode::Tcp {
+            command.args(["--listen", "127.0.0.1:0"]);
+            (None, Address::Tcp(String::new()))
+        } else {
+            let dir = std::env::temp_dir().join(format!(
+                "rfaas-invoke-{}-{}",
+                std::process::id(),
+                mode.name()
+            ));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating the socket directory {}", dir.display()))?;
+            let socket = dir.join("executor.sock");
+            command.arg("--socket").arg(&socket);
+            (Some(dir), Address::Unix(socket))
+        };
         command
-            .arg("run")
-            .arg("--library")
-            .arg(&self.package)
-            .arg("--socket")
-            .arg(&socket)
             .args(["--cores", "1", "--cpus", &self.server_cpu.to_string()])
             .args(["--slots", &SLOTS.to_string()])
             .args(["--slot-size", &self.slot_size.to_string()])
@@ -427,8 +449,11 @@ impl Setup {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if std::env::var_os("RFAAS_LOG").is_none() {
-            // The executor logs at `info` by default; keep the table clean.
-            command.env("RFAAS_LOG", "warn");
+            // The executor logs at `info` by default; keep the table clean. Over TCP its hot
+            // worker also warns about the client hanging up at the end of every case (the
+            // reader's `PeerGone` reaches `cq.poll()` in `run_worker`), so only errors there.
+            let level = if mode == Mode::Tcp { "error" } else { "warn" };
+            command.env("RFAAS_LOG", level);
         }
         let parent = std::process::id();
         // SAFETY: the closure runs in the forked child before `exec`; it only calls `prctl` and
@@ -451,7 +476,7 @@ impl Setup {
         let mut executor = ExecutorProcess {
             child: Reaped(child),
             dir,
-            socket,
+            address,
         };
         let stdout = executor.child.0.stdout.take().context("no stdout pipe")?;
         let (tx, rx) = mpsc::channel();
@@ -462,7 +487,15 @@ impl Setup {
             for _ in lines {}
         });
         match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(Some(Ok(line))) if line.starts_with("ready") => Ok(executor),
+            Ok(Some(Ok(line))) if line.starts_with("ready") => {
+                if let Address::Tcp(address) = &mut executor.address {
+                    let ["ready", bound] = line.split_whitespace().collect::<Vec<_>>()[..] else {
+                        bail!("the executor printed {line:?}, not `ready <ip:port>`");
+                    };
+                    bound.clone_into(address);
+                }
+                Ok(executor)
+            }
             Ok(Some(Ok(line))) => bail!("the executor printed {line:?} instead of `ready`"),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 bail!("the executor was not ready within {READY_TIMEOUT:?}")
@@ -497,7 +530,9 @@ impl Drop for ExecutorProcess {
         // Kill and reap before removing the socket directory (`Reaped`'s drop is then a no-op).
         let _ = self.child.0.kill();
         let _ = self.child.0.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -524,11 +559,13 @@ impl Func {
     }
 }
 
-/// How the executor's worker waits between invocations.
+/// How the executor's worker waits between invocations, and how the client reaches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Hot,
     Warm,
+    /// Hot, over TCP loopback.
+    Tcp,
 }
 
 impl Mode {
@@ -536,29 +573,31 @@ impl Mode {
         match self {
             Mode::Hot => "hot",
             Mode::Warm => "warm",
+            Mode::Tcp => "tcp",
         }
     }
 
     /// The executor's `--hot-timeout-us`: always hot, or always warm.
     fn hot_timeout_us(self) -> &'static str {
         match self {
-            Mode::Hot => "-1",
+            Mode::Hot | Mode::Tcp => "-1",
             Mode::Warm => "0",
         }
     }
 
-    /// The `pingpong` mode compared with: both sides spinning, or the server asleep.
+    /// The `pingpong` mode compared with: both sides spinning, the server asleep, or TCP.
     fn baseline(self) -> &'static str {
         match self {
             Mode::Hot => "spin",
             Mode::Warm => "futex",
+            Mode::Tcp => "tcp",
         }
     }
 
     /// Idle time before each invocation (warm: so that the worker is asleep).
     fn gap(self, gap: Duration) -> Option<Duration> {
         match self {
-            Mode::Hot => None,
+            Mode::Hot | Mode::Tcp => None,
             Mode::Warm => Some(gap),
         }
     }
@@ -676,8 +715,12 @@ impl Case {
 }
 
 impl Setup {
-    fn connect(&self, socket: &Path) -> Result<Lease> {
-        let lease = Lease::connect(socket).context("connecting to the executor")?;
+    fn connect(&self, address: &Address) -> Result<Lease> {
+        let lease = match address {
+            Address::Unix(socket) => Lease::connect(socket),
+            Address::Tcp(address) => Lease::connect_tcp(address, &LeaseOptions::default()),
+        }
+        .context("connecting to the executor")?;
         let stale = "the package does not match this binary's stubs: run `cargo xtask package` \
                      and rebuild";
         lease.resolve::<noop::Call>().context(stale)?;
@@ -685,10 +728,15 @@ impl Setup {
         Ok(lease)
     }
 
-    /// `noop`, then `echo` of each size (smallest first), then the same into `Buffer`s.
-    fn cases(&self) -> Vec<(Func, usize)> {
+    /// `noop`, then `echo` of each size (smallest first), then (not over TCP) the same into
+    /// `Buffer`s.
+    fn cases(&self, mode: Mode) -> Vec<(Func, usize)> {
         let mut cases = vec![(Func::Noop, 0)];
-        for call in [Func::Echo, Func::EchoBuf] {
+        let calls: &[Func] = match mode {
+            Mode::Hot | Mode::Warm => &[Func::Echo, Func::EchoBuf],
+            Mode::Tcp => &[Func::Echo],
+        };
+        for &call in calls {
             cases.extend(self.sizes.iter().map(|&size| (call, size)));
         }
         cases
@@ -711,12 +759,12 @@ impl Setup {
     /// `.await`, right after `wait()`.
     fn measure_case(
         &self,
-        socket: &Path,
+        address: &Address,
         mode: Mode,
         call: Func,
         size: usize,
     ) -> Result<CaseResult> {
-        let lease = self.connect(socket)?;
+        let lease = self.connect(address)?;
         let wait = self.measure_wait(&lease, call, size, mode.gap(self.gap))?;
         let mut awaited = Vec::new();
         if mode == Mode::Hot && (call == Func::Noop || size == self.sizes[0]) {
@@ -901,6 +949,10 @@ struct Target {
 /// The target for `mode` at `size` (0: `noop`).
 fn target(mode: Mode, size: usize) -> Target {
     match mode {
+        Mode::Tcp => Target {
+            max_ratio: TCP_TARGET,
+            label: "<=1.3x",
+        },
         _ if size >= BANDWIDTH_FROM => Target {
             max_ratio: 1.0 / BANDWIDTH_FRACTION,
             label: ">=70% bw",
@@ -919,14 +971,14 @@ fn target(mode: Mode, size: usize) -> Target {
 /// A `--json` line comparing an rfaas case with its baseline.
 #[derive(Serialize)]
 struct CompareRow<'a> {
-    /// `hot` or `warm`.
+    /// `hot`, `warm` or `tcp`.
     mode: &'a str,
     /// `noop`, `echo` or `echo-buf`.
     call: &'a str,
     /// Payload bytes (0 for `noop`).
     size: usize,
     rfaas: &'a Summary,
-    /// `spin` or `futex`.
+    /// `spin`, `futex` or `tcp`.
     baseline_mode: &'a str,
     baseline_size: usize,
     /// The baseline run just before the case, and just after it.
