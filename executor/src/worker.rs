@@ -382,6 +382,7 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
                 match cq.poll() {
                     Ok(Some(c)) => break Some(c),
                     Ok(None) => {}
+                    Err(TransportError::PeerGone { .. }) => break 'serve,
                     Err(e) => {
                         tracing::warn!(error = %e, "completion queue error");
                         break 'serve;

@@ -323,3 +323,19 @@ pub fn allowed_cpus() -> Vec<usize> {
             .collect()
     }
 }
+
+/// Lets the calling thread run on every online CPU again (undoes an inherited pinning;
+/// CPUs outside the process's cpuset are refused by the kernel and the call then does nothing).
+pub fn unpin() {
+    // SAFETY: sysconf has no preconditions; a zeroed cpu_set_t is an empty set, and CPU_SET
+    // writes within it for indices below CPU_SETSIZE.
+    unsafe {
+        let n = libc::sysconf(libc::_SC_NPROCESSORS_ONLN)
+            .clamp(1, libc::CPU_SETSIZE as libc::c_long) as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..n {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}

@@ -182,7 +182,12 @@ impl TcpEndpoint {
             let (cq, local) = (cq.clone(), local.clone());
             std::thread::Builder::new()
                 .name(format!("rfaas-tcp-{id}"))
-                .spawn(move || read_loop(r, id, &local, &cq))?
+                .spawn(move || {
+                    // Not on the caller's pinned core: a client spinning there for its answer
+                    // would have to be preempted for every frame.
+                    crate::sys::unpin();
+                    read_loop(r, id, &local, &cq)
+                })?
         };
         Ok(TcpEndpoint {
             id,
@@ -202,6 +207,22 @@ impl TcpEndpoint {
             .unwrap_or_else(|e| e.into_inner())
             .try_clone()
     }
+}
+
+/// Writes a frame's header and payload with as few system calls as the kernel allows (one
+/// segment for small frames, instead of two that each wake the peer's reader).
+fn write_all_vectored(w: &mut TcpStream, header: &[u8], data: &[u8]) -> std::io::Result<()> {
+    let mut bufs = [std::io::IoSlice::new(header), std::io::IoSlice::new(data)];
+    let mut bufs = &mut bufs[..];
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Reads write frames until the peer closes or breaks the protocol.
@@ -282,7 +303,7 @@ impl Endpoint for TcpEndpoint {
         // SAFETY: in bounds of the live local region (checked above); read as plain bytes.
         let data = unsafe { std::slice::from_raw_parts(local.as_ptr().add(local_off), len) };
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = w.write_all(&h).and_then(|()| w.write_all(data));
+        let sent = write_all_vectored(&mut w, &h, data);
         sent.map_err(|_| TransportError::PeerGone { endpoint: self.id })
     }
 
