@@ -175,6 +175,16 @@ fn check_hello(hello: &Hello, cfg: &WorkerConfig) -> Result<u64, SessionError> {
     Ok(result_len)
 }
 
+/// The client must have offered its result region, of the size its hello announced.
+fn check_result_region(ep: &impl Endpoint, result_len: u64) -> Result<(), SessionError> {
+    if ep.remote_len(RESULT_REGION) != Some(result_len as usize) {
+        return Err(SessionError::Handshake(
+            "client did not offer its result region".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn slots_region(key: u32, cfg: &WorkerConfig) -> Result<Arc<Region>, TransportError> {
     Ok(Arc::new(Region::new(
         key,
@@ -202,11 +212,7 @@ pub fn serve_session(
         let input = slots_region(INPUT_REGION, cfg)?;
         let cq = CompletionQueue::new()?;
         let ep = ShmEndpoint::connect(&stream, Side::Passive, vec![input.clone()], &cq)?;
-        if ep.remote_len(RESULT_REGION) != Some(result_len as usize) {
-            return Err(SessionError::Handshake(
-                "client did not offer its result region".into(),
-            ));
-        }
+        check_result_region(&ep, result_len)?;
         workers.push(Worker {
             ep,
             cq,
@@ -246,11 +252,7 @@ pub fn serve_tcp_session(
         );
         let cq = TcpQueue::new();
         let ep = TcpEndpoint::connect(stream, vec![input.clone(), output.clone()], &cq)?;
-        if ep.remote_len(RESULT_REGION) != Some(result_len as usize) {
-            return Err(SessionError::Handshake(
-                "client did not offer its result region".into(),
-            ));
-        }
+        check_result_region(&ep, result_len)?;
         workers.push(Worker {
             ep,
             cq,
