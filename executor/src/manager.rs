@@ -315,8 +315,21 @@ impl Manager {
             "rfaas-{}-lease-{lease_id}.sock",
             std::process::id()
         ));
-        match req.fabric {
-            Fabric::Shm => cmd.arg("--socket").arg(&socket),
+        // Shared memory only works on this host: `auto` picks it for local clients.
+        let local = stream.peer_addr().map(|p| p.ip()).ok()
+            == stream.local_addr().map(|l| l.ip()).ok()
+            || stream.peer_addr().is_ok_and(|p| p.ip().is_loopback());
+        let fabric = match req.fabric {
+            Fabric::Auto if local => Fabric::Shm,
+            Fabric::Auto => Fabric::Tcp,
+            Fabric::Shm if !local => return Err(
+                "shared memory is only offered to clients on this node's host; ask for tcp or auto"
+                    .into(),
+            ),
+            f => f,
+        };
+        match fabric {
+            Fabric::Shm | Fabric::Auto => cmd.arg("--socket").arg(&socket),
             Fabric::Tcp => {
                 let ip = stream.local_addr().map_err(|e| e.to_string())?.ip();
                 cmd.arg("--listen").arg(format!("{ip}:0"))
@@ -356,10 +369,23 @@ impl Manager {
             endpoint,
             "lease granted"
         );
-        send_json(stream, &LeaseReply::Granted { lease_id, endpoint })
+        send_json(
+            stream,
+            &LeaseReply::Granted {
+                lease_id,
+                endpoint,
+                fabric,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        // Held until the client closes the control connection, dies, or (if it promised
+        // heartbeats) stays silent for three periods.
+        let silence = req
+            .heartbeat_ms
+            .map(|ms| Duration::from_millis(ms.clamp(1, 3_600_000) * 3));
+        stream
+            .set_read_timeout(silence)
             .map_err(|e| e.to_string())?;
-        // Held until the client closes the control connection (or dies).
-        stream.set_read_timeout(None).map_err(|e| e.to_string())?;
         let mut buf = [0u8; 64];
         while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
         // The client's lease should be gone too; give the executor a moment to report.
@@ -376,7 +402,7 @@ impl Manager {
             package_sha256: sha,
             cores: req.cores,
             memory_mib: req.memory_mib,
-            fabric: req.fabric,
+            fabric,
             started_ms: started,
             allocated_ms: t0.elapsed().as_millis() as u64,
             hot_poll_us: stats["hot_poll_us"].as_u64().unwrap_or(0),

@@ -19,7 +19,7 @@ pub struct LeaseSpec {
     pub memory_mib: u64,
     /// Hot timeout, µs (-1 always hot, 0 always warm). Default 10 000.
     pub hot_timeout_us: i64,
-    /// Fabric. Default shared memory.
+    /// Fabric. Default `Auto`: shared memory when the node is this host, TCP otherwise.
     pub fabric: Fabric,
     /// Slots per worker (default: the executor's).
     pub slots: Option<u32>,
@@ -35,7 +35,7 @@ impl Default for LeaseSpec {
             cores: 1,
             memory_mib: 256,
             hot_timeout_us: 10_000,
-            fabric: Fabric::Shm,
+            fabric: Fabric::Auto,
             slots: None,
             slot_size: None,
             options: LeaseOptions::default(),
@@ -50,6 +50,31 @@ pub struct ManagedLease {
     lease: Option<Lease>,
     control: TcpStream,
     lease_id: u64,
+    heartbeat: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often a managed lease tells its manager the client is alive.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Sends a byte on the control connection every [`HEARTBEAT`] until that fails or the
+/// connection is shut down (the lease's drop), which ends the wait at once.
+fn start_heartbeat(control: &TcpStream) -> Result<std::thread::JoinHandle<()>, Error> {
+    let mut beat = control.try_clone().map_err(TransportError::Io)?;
+    beat.set_read_timeout(Some(HEARTBEAT))
+        .map_err(TransportError::Io)?;
+    std::thread::Builder::new()
+        .name("rfaas-lease-heartbeat".into())
+        .spawn(move || {
+            while beat.write_all(&[0]).is_ok() {
+                let mut b = [0u8; 1];
+                // The manager never writes after the grant: this read only waits (or sees the
+                // end of the connection).
+                if matches!(std::io::Read::read(&mut beat, &mut b), Ok(0)) {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Error::Transport(TransportError::Io(e)))
 }
 
 impl ManagedLease {
@@ -70,6 +95,9 @@ impl Drop for ManagedLease {
     fn drop(&mut self) {
         drop(self.lease.take());
         let _ = self.control.shutdown(std::net::Shutdown::Both);
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -111,6 +139,7 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
         package_len: None,
         slots: spec.slots,
         slot_size: spec.slot_size,
+        heartbeat_ms: Some(HEARTBEAT.as_millis() as u64),
     };
     for attempt in 0..2 {
         let mut control = TcpStream::connect(manager).map_err(|source| Error::Connect {
@@ -130,16 +159,22 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
             reply = recv_json::<LeaseReply>(&mut control)?;
         }
         match reply {
-            LeaseReply::Granted { lease_id, endpoint } => {
+            LeaseReply::Granted {
+                lease_id,
+                endpoint,
+                fabric,
+            } => {
                 control.set_read_timeout(None).map_err(TransportError::Io)?;
-                let lease = match spec.fabric {
-                    Fabric::Shm => Lease::connect_with(&endpoint, &spec.options)?,
+                let lease = match fabric {
                     Fabric::Tcp => Lease::connect_tcp(&endpoint, &spec.options)?,
+                    _ => Lease::connect_with(&endpoint, &spec.options)?,
                 };
+                let heartbeat = start_heartbeat(&control)?;
                 return Ok(ManagedLease {
                     lease: Some(lease),
                     control,
                     lease_id,
+                    heartbeat: Some(heartbeat),
                 });
             }
             LeaseReply::NeedPackage if attempt == 0 => {

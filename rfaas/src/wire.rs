@@ -332,6 +332,9 @@ pub enum Fabric {
     Shm,
     /// TCP (any client).
     Tcp,
+    /// Shared memory when the client is on the manager's host, TCP otherwise (the manager
+    /// decides; the grant says which).
+    Auto,
 }
 
 /// A lease request to a node's manager (length-prefixed JSON on a TCP control connection). If
@@ -356,6 +359,11 @@ pub struct LeaseRequest {
     pub slots: Option<u32>,
     /// Bytes per slot (default 1 MiB).
     pub slot_size: Option<u32>,
+    /// The client sends a byte on the control connection at least this often (ms); the manager
+    /// reclaims a lease whose client stays silent for three periods. `None`: only a closed
+    /// connection ends the lease.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
 }
 
 /// The manager's answer to a [`LeaseRequest`].
@@ -369,6 +377,8 @@ pub enum LeaseReply {
         lease_id: u64,
         /// Where to connect.
         endpoint: String,
+        /// The fabric the executor serves (never `Auto`).
+        fabric: Fabric,
     },
     /// To a request without `package_len`: the node lacks the package; ask again with it. To a
     /// request with `package_len`: go ahead, send the bytes (the size was accepted).

@@ -368,3 +368,54 @@ fn two_nodes_behind_a_registry_and_a_killed_manager() {
     });
     drop(node_a);
 }
+
+#[test]
+fn a_silent_client_loses_its_lease() {
+    let dir = scratch_dir("manager-silent");
+    let mgr = Service::start("manager", &manager_config(&dir, ""));
+    // The default spec asks for `auto`: a client on this host gets shared memory.
+    let lease =
+        lease_from(&mgr.address, example_package(), &LeaseSpec::default()).expect("auto lease");
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(0, 1))
+            .timeout(T)
+            .wait()
+            .expect("invocation"),
+        1
+    );
+    drop(lease);
+    // A client that stops (SIGSTOP: alive, connection open, no heartbeats) is reclaimed.
+    let mut client = Command::new(env!("CARGO_BIN_EXE_rfaas-test-client"))
+        .arg(&mgr.address)
+        .arg("managed")
+        .arg(example_package())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut line = String::new();
+    std::io::BufReader::new(client.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("client output");
+    assert_eq!(line.trim(), "leased 5");
+    let stop = Command::new("kill")
+        .args(["-STOP", &client.id().to_string()])
+        .status()
+        .expect("kill -STOP");
+    assert!(stop.success());
+    let mut both = None;
+    eventually("the stopped client's core is reclaimed", || {
+        both = lease_from(&mgr.address, example_package(), &spec(2, Fabric::Shm)).ok();
+        both.is_some()
+    });
+    drop(both);
+    client.kill().expect("kill");
+    client.wait().expect("reap");
+    let entries = executor::manager::read_ledger(&dir.join("ledger.jsonl")).expect("ledger");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.fabric == Fabric::Shm && e.invocations == 1),
+        "{entries:?}"
+    );
+}
