@@ -36,6 +36,10 @@ enum Event {
 struct QueueState {
     events: VecDeque<Event>,
     endpoints: u32,
+    /// Threads in `wait` / readers waiting for room: notified only when there are some
+    /// (a condition variable's notify is a system call even with nobody waiting).
+    waiters: usize,
+    writers_blocked: usize,
 }
 
 /// Collects the completions of any number of TCP endpoints.
@@ -58,6 +62,8 @@ impl TcpQueue {
             state: Mutex::new(QueueState {
                 events: VecDeque::new(),
                 endpoints: 0,
+                waiters: 0,
+                writers_blocked: 0,
             }),
             ready: Condvar::new(),
             room: Condvar::new(),
@@ -71,16 +77,23 @@ impl TcpQueue {
     fn push(&self, e: Event) {
         let mut st = self.lock();
         while st.events.len() >= QUEUE_CAPACITY && matches!(e, Event::Completion(_)) {
+            st.writers_blocked += 1;
             st = self.room.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.writers_blocked -= 1;
         }
         st.events.push_back(e);
+        let wake = st.waiters > 0;
         drop(st);
-        self.ready.notify_all();
+        if wake {
+            self.ready.notify_all();
+        }
     }
 
     fn take(&self, st: &mut QueueState) -> Option<Result<Completion, TransportError>> {
         let e = st.events.pop_front()?;
-        self.room.notify_one();
+        if st.writers_blocked > 0 {
+            self.room.notify_one();
+        }
         Some(match e {
             Event::Completion(c) => Ok(c),
             Event::Gone(endpoint) => Err(TransportError::PeerGone { endpoint }),
@@ -108,11 +121,13 @@ impl Queue for TcpQueue {
             if now >= deadline {
                 return Ok(None);
             }
+            st.waiters += 1;
             let (guard, res) = self
                 .ready
                 .wait_timeout(st, deadline - now)
                 .unwrap_or_else(|e| e.into_inner());
             st = guard;
+            st.waiters -= 1;
             if !res.timed_out() && st.events.is_empty() {
                 // Interrupted: let the caller look around.
                 return Ok(None);
