@@ -419,3 +419,142 @@ fn a_silent_client_loses_its_lease() {
         "{entries:?}"
     );
 }
+
+/// A network namespace joined to this one by a veth pair: a second "host" for the test.
+struct Netns {
+    name: String,
+    veth: String,
+    /// The namespace's address (this side has the other address of the /30).
+    there: String,
+}
+
+impl Netns {
+    /// Creates it, or says why not (no `ip`, not root, no namespaces): the caller skips.
+    fn create() -> Result<Netns, String> {
+        let id = std::process::id();
+        let (name, veth, peer) = (
+            format!("rfaas-t{id}"),
+            format!("rfa{}", id % 100_000),
+            format!("rfb{}", id % 100_000),
+        );
+        let subnet = id % 250;
+        let ns = Netns {
+            name,
+            veth,
+            there: format!("10.213.{subnet}.2"),
+        };
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("cannot run `ip`: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        ip(&["netns", "add", &ns.name])?;
+        let (n, v) = (ns.name.as_str(), ns.veth.as_str());
+        let here = format!("10.213.{subnet}.1/30");
+        let there = format!("{}/30", ns.there);
+        ip(&["link", "add", v, "type", "veth", "peer", "name", &peer])?;
+        ip(&["link", "set", &peer, "netns", n])?;
+        ip(&["addr", "add", &here, "dev", v])?;
+        ip(&["link", "set", v, "up"])?;
+        ip(&[
+            "netns", "exec", n, "ip", "addr", "add", &there, "dev", &peer,
+        ])?;
+        ip(&["netns", "exec", n, "ip", "link", "set", &peer, "up"])?;
+        ip(&["netns", "exec", n, "ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, and so the pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+    }
+}
+
+#[test]
+fn a_client_on_another_host_gets_tcp() {
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!(
+                "skipping: cannot simulate a second host with a network namespace here ({why})"
+            );
+            return;
+        }
+    };
+    let dir = scratch_dir("manager-netns");
+    let cfg = manager_config(&dir, "");
+    let text = std::fs::read_to_string(&cfg).expect("config").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{}:0\"", ns.there),
+    );
+    std::fs::write(&cfg, text).expect("config");
+    // The manager runs inside the namespace: another host as far as the network goes.
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(executor_binary())
+        .arg("manager")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("manager in the namespace");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("output");
+    let mgr = Service {
+        child,
+        address: line
+            .trim()
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("manager did not start: {line:?}"))
+            .to_owned(),
+    };
+    assert!(mgr.address.starts_with(&ns.there), "{}", mgr.address);
+    // Shared memory cannot cross hosts: refused; `auto` gives TCP.
+    match lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)) {
+        Err(Error::Refused(why)) => assert!(
+            why.contains("only offered to clients on this node's host"),
+            "{why}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Auto))
+        .expect("lease across the veth pair");
+    let mut out = vec![0u8; 1000];
+    let input: Vec<u8> = (0..1000).map(|i| i as u8).collect();
+    assert_eq!(
+        fx::echo::invoke(&lease, &input, &mut out)
+            .timeout(T)
+            .wait()
+            .expect("echo across hosts"),
+        1000
+    );
+    assert_eq!(out, input);
+    drop(lease);
+    let ledger = dir.join("ledger.jsonl");
+    eventually("the lease is in the ledger", || {
+        executor::manager::read_ledger(&ledger).is_ok_and(|e| {
+            e.iter()
+                .any(|e| e.fabric == Fabric::Tcp && e.invocations == 1)
+        })
+    });
+    drop(mgr);
+}
