@@ -67,9 +67,16 @@ fn block_on<F: Future>(fut: F) -> F::Output {
 #[test]
 fn the_hot_path_does_not_allocate() {
     let lib = Arc::new(FunctionLibrary::open(example_library()).expect("library"));
-    let dir = std::env::temp_dir().join(format!("rfaas-alloc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let socket = dir.join("exec.sock");
+    /// Removes the socket's directory however the test ends.
+    struct TempDir(PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = TempDir(std::env::temp_dir().join(format!("rfaas-alloc-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    let socket = dir.0.join("exec.sock");
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).expect("bind");
     let cfg = WorkerConfig {
@@ -122,5 +129,4 @@ fn the_hot_path_does_not_allocate() {
     drop(lease);
     let stats = server.join().expect("server thread");
     assert_eq!(stats.invocations, 4 * 2200);
-    let _ = std::fs::remove_dir_all(&dir);
 }
