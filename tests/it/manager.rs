@@ -73,6 +73,24 @@ fn spec(cores: u32, fabric: Fabric) -> LeaseSpec {
     s
 }
 
+/// A client process holding a one-core lease from the manager at `address` (it has invoked
+/// once when this returns).
+fn managed_client(address: &str) -> Child {
+    let mut client = Command::new(env!("CARGO_BIN_EXE_rfaas-test-client"))
+        .arg(address)
+        .arg("managed")
+        .arg(example_package())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut line = String::new();
+    std::io::BufReader::new(client.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("client output");
+    assert_eq!(line.trim(), "leased 5");
+    client
+}
+
 #[track_caller]
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -256,18 +274,7 @@ fn a_killed_client_returns_its_cores_and_registry_sees_capacity() {
         })
     };
     eventually("node registered with 2 free cores", || free() == Some(2));
-    let mut client = Command::new(env!("CARGO_BIN_EXE_rfaas-test-client"))
-        .arg(&mgr.address)
-        .arg("managed")
-        .arg(example_package())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client");
-    let mut line = String::new();
-    std::io::BufReader::new(client.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("client output");
-    assert_eq!(line.trim(), "leased 5");
+    let mut client = managed_client(&mgr.address);
     eventually("registry sees one core in use", || free() == Some(1));
     client.kill().expect("kill");
     client.wait().expect("reap");
@@ -386,18 +393,7 @@ fn a_silent_client_loses_its_lease() {
     );
     drop(lease);
     // A client that stops (SIGSTOP: alive, connection open, no heartbeats) is reclaimed.
-    let mut client = Command::new(env!("CARGO_BIN_EXE_rfaas-test-client"))
-        .arg(&mgr.address)
-        .arg("managed")
-        .arg(example_package())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client");
-    let mut line = String::new();
-    std::io::BufReader::new(client.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("client output");
-    assert_eq!(line.trim(), "leased 5");
+    let mut client = managed_client(&mgr.address);
     let stop = Command::new("kill")
         .args(["-STOP", &client.id().to_string()])
         .status()

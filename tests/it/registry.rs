@@ -203,30 +203,24 @@ fn the_node_table_survives_a_restart() {
     // A corrupt table is a clear start-up error, not an empty registry.
     drop(reg);
     std::fs::write(dir.join("nodes.json"), "{ not a table").expect("corrupt");
-    let out = Command::new(executor_binary())
-        .arg("registry")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("corrupt node table"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    check_start_fails(&cfg, "corrupt node table");
     // So is an unknown configuration key.
     std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nbogus = 1\n").expect("config");
+    check_start_fails(&cfg, "bogus");
+}
+
+/// The registry refuses to start with `config`, saying `words` on stderr.
+#[track_caller]
+fn check_start_fails(config: &Path, words: &str) {
     let out = Command::new(executor_binary())
         .arg("registry")
         .arg("--config")
-        .arg(&cfg)
+        .arg(config)
         .output()
         .expect("run");
-    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("bogus"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !out.status.success() && err.contains(words),
+        "expected a start-up failure mentioning `{words}`: {err}"
     );
 }

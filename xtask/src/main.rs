@@ -323,7 +323,7 @@ fn ci() -> Result<()> {
         bail!("no test ran");
     }
     if ignored > 0 {
-        bail!("{ignored} tests are #[ignore]d: skip at run time with a printed reason instead");
+        bail!("{ignored} tests are marked ignored: skip at run time with a printed reason instead");
     }
     Ok(())
 }
