@@ -26,7 +26,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
@@ -142,9 +142,6 @@ struct State {
     parked: usize,
     closed: bool,
     violations: u64,
-    /// Output bytes each in-flight slot may receive (its result area, or up to its in-place
-    /// buffers).
-    caps: Vec<u32>,
     /// Parked futures with a deadline, woken at every progress tick to check it.
     timed: Vec<bool>,
 }
@@ -168,6 +165,9 @@ struct Inner {
     /// Threads asleep in the completion queue (to be woken when someone else dispatches).
     blocked: AtomicUsize,
     progress_started: AtomicBool,
+    /// Output bytes each in-flight slot may receive (its result area, or up to its in-place
+    /// buffers); set by the sender before it signals, so without the state lock.
+    caps: Box<[AtomicU32]>,
 }
 
 /// A connection to an executor's workers, through which functions are invoked.
@@ -324,7 +324,6 @@ impl Lease {
             parked: 0,
             closed: false,
             violations: 0,
-            caps: vec![slot_size; n],
             timed: vec![false; n],
         };
         let arena = Arc::new(Arena::new(
@@ -349,6 +348,7 @@ impl Lease {
                 dispatched: AtomicU64::new(0),
                 blocked: AtomicUsize::new(0),
                 progress_started: AtomicBool::new(false),
+                caps: (0..n).map(|_| AtomicU32::new(slot_size)).collect(),
             }),
             progress: Mutex::new(None),
         }
@@ -599,7 +599,7 @@ impl Inner {
                 flags: 0.into(),
             };
             bytes[..HEADER_LEN].copy_from_slice(header.as_bytes());
-            self.lock().caps[id as usize] = cap as u32;
+            self.caps[id as usize].store(cap as u32, Ordering::Release);
             if staged {
                 ep.write_with_imm(
                     SEND_REGION,
@@ -638,8 +638,9 @@ impl Inner {
     fn dispatch(&self, endpoint: u32, imm: u32, len: u32) {
         let (id, raw) = split_response_imm(imm);
         let mut st = self.lock();
-        let valid =
-            id < self.total_slots() && id / self.slots == endpoint && len <= st.caps[id as usize];
+        let valid = id < self.total_slots()
+            && id / self.slots == endpoint
+            && len <= self.caps[id as usize].load(Ordering::Acquire);
         let slot = if valid {
             st.slots[id as usize]
         } else {

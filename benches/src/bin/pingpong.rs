@@ -488,17 +488,15 @@ fn shm_ping(run: Run, channel: &Channel<'_>, server: &mut ServerProcess) -> Resu
         // SAFETY: the server wrote the response area before publishing `seq` (Acquire above)
         // and does not touch it until we publish the next request.
         let echoed = unsafe { std::slice::from_raw_parts(channel.response(), run.size) };
-        let n = run.size.min(4);
-        ensure!(
-            echoed[..n] == payload[..n],
-            "response {seq} is not the echo"
-        );
-        if seq == total {
-            ensure!(echoed == payload, "the last response is not the echo");
-        }
-        if seq as usize > run.warmup {
-            samples.push(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
-        }
+        record(
+            &run,
+            seq,
+            total,
+            echoed,
+            &payload[..],
+            elapsed,
+            &mut samples,
+        )?;
     }
     Ok(samples)
 }
@@ -546,17 +544,15 @@ fn tcp_ping(run: Run, listener: &TcpListener, server: &mut ServerProcess) -> Res
             .read_exact(&mut echoed)
             .with_context(|| format!("receiving response {seq}"))?;
         let elapsed = start.elapsed();
-        let n = run.size.min(4);
-        ensure!(
-            echoed[..n] == payload[..n],
-            "response {seq} is not the echo"
-        );
-        if seq == total {
-            ensure!(echoed == payload, "the last response is not the echo");
-        }
-        if seq as usize > run.warmup {
-            samples.push(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
-        }
+        record(
+            &run,
+            seq,
+            total,
+            &echoed[..],
+            &payload[..],
+            elapsed,
+            &mut samples,
+        )?;
     }
     Ok(samples)
 }
@@ -678,6 +674,31 @@ fn tcp_server(port: u16, size: usize, total: u32) -> Result<()> {
         stream
             .write_all(&buffer)
             .with_context(|| format!("sending response {seq}"))?;
+    }
+    Ok(())
+}
+
+/// Checks one echo (its first bytes every time, all of it on the last round trip, outside the
+/// timed section) and keeps its time once the warm-up is over.
+fn record(
+    run: &Run,
+    seq: u32,
+    total: u32,
+    echoed: &[u8],
+    payload: &[u8],
+    elapsed: Duration,
+    samples: &mut Vec<u64>,
+) -> Result<()> {
+    let n = run.size.min(4);
+    ensure!(
+        echoed[..n] == payload[..n],
+        "response {seq} is not the echo"
+    );
+    if seq == total {
+        ensure!(echoed == payload, "the last response is not the echo");
+    }
+    if seq as usize > run.warmup {
+        samples.push(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
     }
     Ok(())
 }

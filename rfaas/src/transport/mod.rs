@@ -140,6 +140,21 @@ impl Region {
     }
 }
 
+/// The local region `key`, checked to hold `[offset, offset + len)`.
+pub(crate) fn local_range(
+    regions: &[std::sync::Arc<Region>],
+    key: u32,
+    offset: usize,
+    len: usize,
+) -> Result<&std::sync::Arc<Region>, TransportError> {
+    let region = regions
+        .iter()
+        .find(|r| r.key() == key)
+        .ok_or(TransportError::UnknownRegion { side: "local", key })?;
+    check_range("local", key, offset, len, region.len())?;
+    Ok(region)
+}
+
 pub(crate) fn check_range(
     side: &'static str,
     key: u32,

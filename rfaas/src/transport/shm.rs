@@ -551,14 +551,6 @@ impl ShmEndpoint {
         self.local.iter().find(|r| r.key() == key)
     }
 
-    /// Length of the peer's region `key`.
-    pub fn remote_len(&self, key: u32) -> Option<usize> {
-        self.remote
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, m)| m.len())
-    }
-
     fn remote(&self, key: u32) -> Result<&Mapping, TransportError> {
         self.remote
             .iter()
@@ -568,33 +560,6 @@ impl ShmEndpoint {
                 side: "remote",
                 key,
             })
-    }
-
-    /// Copies `len` bytes from local region `local_key` at `local_off` into the peer's region
-    /// `remote_key` at `remote_off`, then delivers `(imm, len)` to the peer's queue.
-    /// Every descriptor is checked before anything is written.
-    pub fn write_with_imm(
-        &self,
-        local_key: u32,
-        local_off: usize,
-        len: usize,
-        remote_key: u32,
-        remote_off: usize,
-        imm: u32,
-    ) -> Result<(), TransportError> {
-        let local = self
-            .local_region(local_key)
-            .ok_or(TransportError::UnknownRegion {
-                side: "local",
-                key: local_key,
-            })?;
-        check_range("local", local_key, local_off, len, local.len())?;
-        let dst = self.window(remote_key, remote_off, len)?;
-        self.push(imm, len, || {
-            // SAFETY: both ranges are in bounds of live mappings (checked above); they belong
-            // to different memory files, so they do not overlap.
-            unsafe { std::ptr::copy_nonoverlapping(local.as_ptr().add(local_off), dst, len) };
-        })
     }
 
     /// A pointer to `len` bytes of the peer's region `key` at `offset`, for writing in place
@@ -659,7 +624,7 @@ impl super::Endpoint for ShmEndpoint {
         self.id
     }
     fn remote_len(&self, key: u32) -> Option<usize> {
-        ShmEndpoint::remote_len(self, key)
+        self.remote(key).ok().map(Mapping::len)
     }
     fn write_with_imm(
         &self,
@@ -670,7 +635,13 @@ impl super::Endpoint for ShmEndpoint {
         remote_off: usize,
         imm: u32,
     ) -> Result<(), TransportError> {
-        ShmEndpoint::write_with_imm(self, local_key, local_off, len, remote_key, remote_off, imm)
+        let local = super::local_range(&self.local, local_key, local_off, len)?;
+        let dst = self.window(remote_key, remote_off, len)?;
+        self.push(imm, len, || {
+            // SAFETY: both ranges are in bounds of live mappings (checked above); they belong
+            // to different memory files, so they do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(local.as_ptr().add(local_off), dst, len) };
+        })
     }
     fn window(
         &self,

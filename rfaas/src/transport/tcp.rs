@@ -294,13 +294,7 @@ impl Endpoint for TcpEndpoint {
         remote_off: usize,
         imm: u32,
     ) -> Result<(), TransportError> {
-        let local = self.local.iter().find(|r| r.key() == local_key).ok_or(
-            TransportError::UnknownRegion {
-                side: "local",
-                key: local_key,
-            },
-        )?;
-        check_range("local", local_key, local_off, len, local.len())?;
+        let local = super::local_range(&self.local, local_key, local_off, len)?;
         let rlen = self
             .remote_len(remote_key)
             .ok_or(TransportError::UnknownRegion {
