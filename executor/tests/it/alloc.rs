@@ -114,19 +114,33 @@ fn the_hot_path_does_not_allocate() {
             i
         );
     };
+    // The slow paths too: a blocking wait that sleeps on the completion queue, and a future
+    // that parks (its first park starts the lease's progress thread).
+    let mut slow = || {
+        assert_eq!(lease.invoke(fx::fault::call(2, 2)).wait().expect("slow"), 2);
+        assert_eq!(
+            block_on(lease.invoke(fx::fault::call(2, 2))).expect("slow async"),
+            2
+        );
+    };
+    // Warm-up: lazy initialization (the progress thread, first-use buffers) may allocate once.
     for i in 0..200 {
-        round(i); // warm-up: lazy initialization may allocate once
+        round(i);
     }
+    slow();
     let before = ALLOCS.load(Ordering::SeqCst);
     for i in 0..2000 {
         round(i);
+        if i % 500 == 0 {
+            slow();
+        }
     }
     let allocated = ALLOCS.load(Ordering::SeqCst) - before;
     assert_eq!(
         allocated, 0,
-        "8000 invocations (client and worker in this process) allocated {allocated} times"
+        "8008 invocations (client and worker in this process) allocated {allocated} times"
     );
     drop(lease);
     let stats = server.join().expect("server thread");
-    assert_eq!(stats.invocations, 4 * 2200);
+    assert_eq!(stats.invocations, 4 * 2200 + 2 * 5);
 }
