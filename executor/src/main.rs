@@ -1,5 +1,5 @@
-//! `rfaas-executor`: the executor binary: `run` (serve a function library over shared memory)
-//! and `inspect` (print a library's functions).
+//! `rfaas-executor`: the executor binary: `run` (serve a function library), `worker` (the
+//! executor process of one lease), `manager`, `registry`, `ledger` and `inspect`.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -64,35 +64,60 @@ enum Command {
     /// other clients when one disconnects or dies. Prints `ready <socket or address>` once
     /// listening.
     Run {
-        /// Package directory or shared library to serve.
-        #[arg(long)]
-        library: PathBuf,
-        /// Unix socket path to listen on, for clients on this host (shared memory; replaced if
-        /// it exists).
-        #[arg(long, required_unless_present = "listen", conflicts_with = "listen")]
-        socket: Option<PathBuf>,
-        /// TCP address to listen on (`host:port`; port 0 picks one), for clients anywhere.
-        #[arg(long)]
-        listen: Option<String>,
-        /// Workers (leased cores) per session.
-        #[arg(long, default_value_t = 1)]
-        cores: u32,
-        /// CPUs to pin workers to, comma-separated (default: all allowed CPUs, in order).
-        #[arg(long, value_delimiter = ',')]
-        cpus: Vec<usize>,
-        /// Input slots per worker: invocations that may be in flight on one worker.
-        #[arg(long, default_value_t = 8)]
-        slots: u32,
-        /// Bytes per slot, header included (a multiple of 64); bounds input and output size.
-        #[arg(long, default_value_t = 1 << 20)]
-        slot_size: u32,
-        /// Microseconds a worker busy-polls after an invocation: -1 always hot, 0 always warm.
-        #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
-        hot_timeout_us: i64,
+        #[command(flatten)]
+        serve: Serve,
         /// Serve one session, then exit.
         #[arg(long)]
         once: bool,
     },
+    /// The executor process of one lease, as the manager spawns it: serves exactly one
+    /// client session within a memory limit, then prints its accounting (`stats {json}`) as
+    /// the last line of stdout and exits.
+    ///
+    /// Prints `ready <socket or address>` once listening.
+    Worker {
+        #[command(flatten)]
+        serve: Serve,
+        /// The lease this process serves (named in its logs).
+        #[arg(long)]
+        lease: u64,
+        /// Private memory this process may use, MiB (heap, thread stacks, the function
+        /// library's data; the shared-memory regions of the data plane are not counted). A
+        /// function that allocates beyond it fails the allocation, which ends the process:
+        /// its client sees the executor gone. Default: no limit.
+        #[arg(long)]
+        memory_mib: Option<u64>,
+    },
+}
+
+/// What to serve, where, and with how many workers.
+#[derive(clap::Args)]
+struct Serve {
+    /// Package directory or shared library to serve.
+    #[arg(long)]
+    library: PathBuf,
+    /// Unix socket path to listen on, for clients on this host (shared memory; replaced if
+    /// it exists).
+    #[arg(long, required_unless_present = "listen", conflicts_with = "listen")]
+    socket: Option<PathBuf>,
+    /// TCP address to listen on (`host:port`; port 0 picks one), for clients anywhere.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Workers (leased cores) per session.
+    #[arg(long, default_value_t = 1)]
+    cores: u32,
+    /// CPUs to pin workers to, comma-separated (default: all allowed CPUs, in order).
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
+    /// Input slots per worker: invocations that may be in flight on one worker.
+    #[arg(long, default_value_t = 8)]
+    slots: u32,
+    /// Bytes per slot, header included (a multiple of 64); bounds input and output size.
+    #[arg(long, default_value_t = 1 << 20)]
+    slot_size: u32,
+    /// Microseconds a worker busy-polls after an invocation: -1 always hot, 0 always warm.
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
+    hot_timeout_us: i64,
 }
 
 fn main() -> Result<()> {
@@ -133,6 +158,9 @@ fn main() -> Result<()> {
                     e.invocations,
                     e.fabric
                 );
+                if let Some(exit) = &e.executor_exit {
+                    println!("              executor ended before the lease: {exit}");
+                }
                 (inv, exec, hot) = (inv + e.invocations, exec + e.exec_us, hot + e.hot_poll_us);
             }
             println!(
@@ -154,41 +182,72 @@ fn main() -> Result<()> {
             executor::registry::serve(cfg, |addr| println!("ready {addr}"))
                 .map_err(anyhow::Error::msg)
         }
-        Command::Run {
-            library,
-            socket,
-            listen,
-            cores,
-            cpus,
-            slots,
-            slot_size,
-            hot_timeout_us,
-            once,
+        Command::Run { serve, once } => serve_library(serve, once),
+        Command::Worker {
+            serve,
+            lease,
+            memory_mib,
         } => {
-            let hot_timeout =
-                HotTimeout::from_micros(hot_timeout_us).map_err(anyhow::Error::msg)?;
-            let cpus = if cpus.is_empty() {
-                rfaas::sys::allowed_cpus()
-            } else {
-                cpus
-            };
-            let cfg = WorkerConfig {
-                workers: cores,
-                cpus,
-                slots,
-                slot_size,
-                hot_timeout,
-            };
-            cfg.validate()
-                .map_err(anyhow::Error::msg)
-                .context("invalid worker configuration")?;
-            let lib = Arc::new(open_library(&library)?);
-            match (socket, listen) {
-                (Some(socket), _) => run(lib, &socket, cfg, once),
-                (None, Some(addr)) => run_tcp(lib, &addr, cfg, once),
-                (None, None) => anyhow::bail!("give --socket or --listen"),
+            if let Some(mib) = memory_mib {
+                limit_memory(mib)?;
             }
+            let span = tracing::info_span!("lease", id = lease);
+            let _entered = span.enter();
+            serve_library(serve, true)
         }
+    }
+}
+
+/// Limits this process's private writable memory (`RLIMIT_DATA`: heap, anonymous mappings,
+/// thread stacks; not the shared memory of the data plane) to `mib` MiB.
+fn limit_memory(mib: u64) -> Result<()> {
+    let bytes = mib
+        .checked_mul(1 << 20)
+        .context("memory limit out of range")?;
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: `limit` is a valid rlimit for the duration of the call; setrlimit only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot limit memory to {mib} MiB"));
+    }
+    Ok(())
+}
+
+fn serve_library(serve: Serve, once: bool) -> Result<()> {
+    let Serve {
+        library,
+        socket,
+        listen,
+        cores,
+        cpus,
+        slots,
+        slot_size,
+        hot_timeout_us,
+    } = serve;
+    let hot_timeout = HotTimeout::from_micros(hot_timeout_us).map_err(anyhow::Error::msg)?;
+    let cpus = if cpus.is_empty() {
+        rfaas::sys::allowed_cpus()
+    } else {
+        cpus
+    };
+    let cfg = WorkerConfig {
+        workers: cores,
+        cpus,
+        slots,
+        slot_size,
+        hot_timeout,
+    };
+    cfg.validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid worker configuration")?;
+    let lib = Arc::new(open_library(&library)?);
+    match (socket, listen) {
+        (Some(socket), _) => run(lib, &socket, cfg, once),
+        (None, Some(addr)) => run_tcp(lib, &addr, cfg, once),
+        (None, None) => anyhow::bail!("give --socket or --listen"),
     }
 }
 

@@ -106,6 +106,10 @@ pub struct LedgerEntry {
     pub exec_us: u64,
     /// Invocations answered.
     pub invocations: u64,
+    /// How the executor ended if it did so before the lease (e.g. `signal: 6 (SIGABRT)` for a
+    /// function that allocated beyond the lease's memory); absent for leases the client ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_exit: Option<String>,
 }
 
 /// Reads every entry of a ledger file.
@@ -229,6 +233,13 @@ impl Drop for Held<'_> {
     }
 }
 
+/// The least memory a lease of `cores` cores may ask for, MiB: the executor process's own
+/// (the binary, the function library, its session thread) plus a worker thread's stack per
+/// core. The executor runs under this limit (`rfaas-executor worker --memory-mib`).
+pub fn min_lease_memory_mib(cores: u32) -> u64 {
+    16 + 4 * u64::from(cores)
+}
+
 impl Manager {
     fn serve_client(&self, mut stream: TcpStream) {
         if let Err(e) = self.lease(&mut stream) {
@@ -250,6 +261,13 @@ impl Manager {
             return Err(
                 "a lease needs at least one core and a hot timeout of -1, 0 or more".into(),
             );
+        }
+        let least = min_lease_memory_mib(req.cores);
+        if req.memory_mib < least {
+            return Err(format!(
+                "{} MiB is too little memory for a lease of {} cores: an executor needs at least {least} MiB",
+                req.memory_mib, req.cores
+            ));
         }
         let library = self.cfg.cache_dir.join(format!("{sha}.so"));
         if let Some(len) = req.package_len {
@@ -302,7 +320,11 @@ impl Manager {
             .unwrap_or(0);
         let t0 = Instant::now();
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("run").arg("--once").arg("--library").arg(&library);
+        cmd.arg("worker")
+            .arg(format!("--lease={lease_id}"))
+            .arg(format!("--memory-mib={}", req.memory_mib))
+            .arg("--library")
+            .arg(&library);
         cmd.args([
             "--cores",
             &req.cores.to_string(),
@@ -378,16 +400,17 @@ impl Manager {
             },
         )
         .map_err(|e| e.to_string())?;
-        // Held until the client closes the control connection, dies, or (if it promised
-        // heartbeats) stays silent for three periods.
+        // Held until the client closes the control connection, dies, (if it promised
+        // heartbeats) stays silent for three periods, or the executor ends on its own (a
+        // crash, or a function beyond the lease's memory): then the control connection is
+        // closed, which the client sees.
         let silence = req
             .heartbeat_ms
             .map(|ms| Duration::from_millis(ms.clamp(1, 3_600_000) * 3));
-        stream
-            .set_read_timeout(silence)
-            .map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 64];
-        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+        let exit = watch_lease(stream, held.child.as_mut().expect("spawned"), silence)?;
+        if let Some(status) = &exit {
+            tracing::warn!(lease_id, %status, "executor ended before its lease");
+        }
         // The client's lease should be gone too; give the executor a moment to report.
         let stats = read_stats(
             &mut out,
@@ -408,6 +431,7 @@ impl Manager {
             hot_poll_us: stats["hot_poll_us"].as_u64().unwrap_or(0),
             exec_us: stats["exec_us"].as_u64().unwrap_or(0),
             invocations: stats["invocations"].as_u64().unwrap_or(0),
+            executor_exit: exit,
         };
         self.append(&entry).map_err(|e| format!("ledger: {e}"))?;
         tracing::info!(lease_id, invocations = entry.invocations, "lease reclaimed");
@@ -428,6 +452,43 @@ impl Manager {
 }
 
 /// Waits up to `timeout` for the executor's closing `stats` line; kills it if it does not come.
+/// Waits for the end of a lease: the client hangs up (or its connection fails), stays silent
+/// for `silence`, or the executor exits by itself (returned: how it ended).
+fn watch_lease(
+    stream: &mut TcpStream,
+    child: &mut Child,
+    silence: Option<Duration>,
+) -> Result<Option<String>, String> {
+    /// How often the executor's liveness is checked while the client is quiet.
+    const CHECK: Duration = Duration::from_millis(200);
+    let tick = silence.map_or(CHECK, |s| s.min(CHECK));
+    stream
+        .set_read_timeout(Some(tick))
+        .map_err(|e| e.to_string())?;
+    let mut heard = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(None),
+            Ok(_) => heard = Instant::now(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Ok(None),
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Ok(Some(status.to_string()));
+        }
+        if silence.is_some_and(|s| heard.elapsed() >= s) {
+            tracing::info!("client silent past its heartbeats");
+            return Ok(None);
+        }
+    }
+}
+
 fn read_stats(
     out: &mut BufReader<std::process::ChildStdout>,
     child: &mut Child,

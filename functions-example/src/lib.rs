@@ -156,7 +156,8 @@ pub fn parse_decimal(text: &[u8]) -> Result<u64, String> {
 
 /// Failure injection for tests and demos of fault handling: `mode` 0 returns `value`,
 /// 1 panics with a message naming `value`, 2 sleeps `value` milliseconds (at most 60 s) and
-/// returns it (a slow function).
+/// returns it (a slow function), 3 allocates and touches `value` MiB (at most 64 GiB) and
+/// returns the bytes it touched (a memory-hungry function).
 #[rfaas::function]
 pub fn fault(mode: u32, value: u64) -> u64 {
     match mode {
@@ -164,6 +165,10 @@ pub fn fault(mode: u32, value: u64) -> u64 {
         2 => {
             std::thread::sleep(std::time::Duration::from_millis(value.min(60_000)));
             value
+        }
+        3 => {
+            let bytes = vec![1u8; (value.min(64 << 10) as usize) << 20];
+            bytes.iter().map(|&b| u64::from(b)).sum()
         }
         _ => panic!("fault injected: value {value}"),
     }

@@ -23,6 +23,9 @@ fn noop_and_fault_without_fault() {
     for v in [0, 1, u64::MAX] {
         assert_eq!(invoke(lib(), fx::fault::call(0, v)), Ok(fx::fault(0, v)));
     }
+    // The memory-hungry mode, within any limit: 3 MiB touched.
+    assert_eq!(invoke(lib(), fx::fault::call(3, 3)), Ok(3 << 20));
+    assert_eq!(fx::fault(3, 3), 3 << 20);
 }
 
 #[test]

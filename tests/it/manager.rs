@@ -191,6 +191,51 @@ fn leases_capacity_reclaim_and_ledger() {
 }
 
 #[test]
+fn an_executor_runs_within_its_leases_memory() {
+    let dir = scratch_dir("manager-memory");
+    let mgr = Service::start("manager", &manager_config(&dir, ""));
+    let pkg = example_package();
+    let mut small = spec(1, Fabric::Shm);
+    small.memory_mib = 8;
+    match lease_from(&mgr.address, pkg, &small) {
+        Err(Error::Refused(why)) => assert!(why.contains("too little memory"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let mut s = spec(1, Fabric::Shm);
+    s.memory_mib = 96;
+    let lease = lease_from(&mgr.address, pkg, &s).expect("lease");
+    // Within the limit: 32 MiB allocated and touched.
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(3, 32))
+            .timeout(T)
+            .wait()
+            .expect("within the limit"),
+        32 << 20
+    );
+    // Beyond it: the allocation fails, the executor ends, the invocation says so.
+    match lease.invoke(fx::fault::call(3, 512)).timeout(T).wait() {
+        Err(Error::ExecutorGone) => {}
+        other => panic!("expected the executor gone, got {other:?}"),
+    }
+    let id = lease.id();
+    // The manager ends the lease by itself (the client still holds it), returns the memory,
+    // and records how the executor ended.
+    let ledger = dir.join("ledger.jsonl");
+    eventually("the lease's ledger entry", || {
+        executor::manager::read_ledger(&ledger).is_ok_and(|e| e.iter().any(|e| e.lease_id == id))
+    });
+    let entries = executor::manager::read_ledger(&ledger).expect("ledger");
+    let entry = entries.iter().find(|e| e.lease_id == id).expect("entry");
+    let exit = entry.executor_exit.as_deref().unwrap_or_default();
+    assert!(exit.contains("signal"), "{entry:?}");
+    let mut all = spec(2, Fabric::Shm);
+    all.memory_mib = 1024;
+    lease_from(&mgr.address, pkg, &all).expect("all the node's memory free again");
+    drop(lease);
+}
+
+#[test]
 fn packages_are_checked_and_bad_requests_refused() {
     let dir = scratch_dir("manager-bad");
     let mgr = Service::start(

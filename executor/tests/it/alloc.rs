@@ -116,7 +116,7 @@ fn the_hot_path_does_not_allocate() {
     };
     // The slow paths too: a blocking wait that sleeps on the completion queue, and a future
     // that parks (its first park starts the lease's progress thread).
-    let mut slow = || {
+    let slow = || {
         assert_eq!(lease.invoke(fx::fault::call(2, 2)).wait().expect("slow"), 2);
         assert_eq!(
             block_on(lease.invoke(fx::fault::call(2, 2))).expect("slow async"),
