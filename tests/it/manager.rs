@@ -470,15 +470,17 @@ struct Netns {
 }
 
 impl Netns {
-    /// Creates it, or says why not (no `ip`, not root, no namespaces): the caller skips.
-    fn create() -> Result<Netns, String> {
+    /// Creates the `k`th namespace of this test process (k < 4), or says why not (no `ip`,
+    /// not root, no namespaces): the caller skips.
+    fn create(k: u32) -> Result<Netns, String> {
         let id = std::process::id();
+        let tag = format!("{}{k}", id % 100_000);
         let (name, veth, peer) = (
-            format!("rfaas-t{id}"),
-            format!("rfa{}", id % 100_000),
-            format!("rfb{}", id % 100_000),
+            format!("rfaas-t{tag}"),
+            format!("rfa{tag}"),
+            format!("rfb{tag}"),
         );
-        let subnet = id % 250;
+        let subnet = (id % 62) * 4 + k;
         let ns = Netns {
             name,
             veth,
@@ -516,6 +518,52 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// This host's address on the pair (reachable from inside the namespace).
+    fn here(&self) -> String {
+        let (net, _) = self.there.rsplit_once('.').expect("an IPv4 address");
+        format!("{net}.1")
+    }
+
+    /// A manager running inside the namespace (another host as far as the network goes),
+    /// listening on the namespace's address, with `extra` configuration.
+    fn manager(&self, name: &str, extra: &str) -> (Service, PathBuf) {
+        let dir = scratch_dir(name);
+        let cfg = manager_config(&dir, extra);
+        let text = std::fs::read_to_string(&cfg)
+            .expect("config")
+            .replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"{}:0\"", self.there),
+            )
+            .replace("node_id = \"test-node\"", &format!("node_id = \"{name}\""));
+        std::fs::write(&cfg, text).expect("config");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(executor_binary())
+            .arg("manager")
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("manager in the namespace");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("output");
+        let mgr = Service {
+            child,
+            address: line
+                .trim()
+                .strip_prefix("ready ")
+                .unwrap_or_else(|| panic!("manager did not start: {line:?}"))
+                .to_owned(),
+        };
+        assert!(mgr.address.starts_with(&self.there), "{}", mgr.address);
+        (mgr, dir)
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace deletes its end of the pair, and so the pair.
@@ -530,7 +578,7 @@ impl Drop for Netns {
 
 #[test]
 fn a_client_on_another_host_gets_tcp() {
-    let ns = match Netns::create() {
+    let ns = match Netns::create(0) {
         Ok(ns) => ns,
         Err(why) => {
             eprintln!(
@@ -539,36 +587,7 @@ fn a_client_on_another_host_gets_tcp() {
             return;
         }
     };
-    let dir = scratch_dir("manager-netns");
-    let cfg = manager_config(&dir, "");
-    let text = std::fs::read_to_string(&cfg).expect("config").replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"{}:0\"", ns.there),
-    );
-    std::fs::write(&cfg, text).expect("config");
-    // The manager runs inside the namespace: another host as far as the network goes.
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(executor_binary())
-        .arg("manager")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("manager in the namespace");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("output");
-    let mgr = Service {
-        child,
-        address: line
-            .trim()
-            .strip_prefix("ready ")
-            .unwrap_or_else(|| panic!("manager did not start: {line:?}"))
-            .to_owned(),
-    };
-    assert!(mgr.address.starts_with(&ns.there), "{}", mgr.address);
+    let (mgr, dir) = ns.manager("manager-netns", "");
     // Shared memory cannot cross hosts: refused; `auto` gives TCP.
     match lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)) {
         Err(Error::Refused(why)) => assert!(
@@ -598,4 +617,99 @@ fn a_client_on_another_host_gets_tcp() {
         })
     });
     drop(mgr);
+}
+
+#[test]
+fn a_cluster_of_two_hosts_behind_a_registry() {
+    let (a, b) = match Netns::create(1).and_then(|a| Ok((a, Netns::create(2)?))) {
+        Ok(pair) => pair,
+        Err(why) => {
+            eprintln!("skipping: cannot simulate two hosts with network namespaces here ({why})");
+            return;
+        }
+    };
+    // The registry on this host, reachable from both namespaces over their veth pairs.
+    let reg_dir = scratch_dir("hosts-registry");
+    let reg_cfg = reg_dir.join("registry.toml");
+    std::fs::write(
+        &reg_cfg,
+        format!(
+            "listen = \"0.0.0.0:0\"\nheartbeat_timeout_ms = 500\nstate_file = \"{}\"\n",
+            reg_dir.join("nodes.json").display()
+        ),
+    )
+    .expect("config");
+    let reg = Service::start("registry", &reg_cfg);
+    let port = reg.address.rsplit(':').next().expect("port").to_owned();
+    let joined = |ns: &Netns| format!("registry = \"{}:{port}\"\nheartbeat_ms = 50\n", ns.here());
+    let (node_a, _) = a.manager("host-a", &joined(&a));
+    let (mut node_b, _) = b.manager("host-b", &joined(&b));
+    let here = format!("127.0.0.1:{port}");
+    let registry = RegistryClient::new(here.clone());
+    eventually("both hosts registered", || {
+        registry.list().is_ok_and(|n| {
+            n.len() == 2
+                && n.iter().any(|n| n.info.address == node_a.address)
+                && n.iter().any(|n| n.info.address == node_b.address)
+        })
+    });
+    // `auto` from this host: TCP to both (shared memory cannot cross hosts). Each 2-core lease
+    // fills a host, so the two land on different hosts.
+    let first = rfaas::managed::lease_anywhere(&here, example_package(), &spec(2, Fabric::Auto))
+        .expect("first lease");
+    eventually("registry sees a host full", || {
+        registry
+            .list()
+            .is_ok_and(|n| n.iter().filter(|n| n.free_cores == 0).count() == 1)
+    });
+    let second = rfaas::managed::lease_anywhere(&here, example_package(), &spec(2, Fabric::Auto))
+        .expect("second lease");
+    for (lease, tag) in [(&first, 1u8), (&second, 2)] {
+        let input = vec![tag; 3000];
+        let mut out = vec![0u8; 3000];
+        assert_eq!(
+            fx::echo::invoke(lease, &input, &mut out)
+                .timeout(T)
+                .wait()
+                .expect("echo across hosts"),
+            3000
+        );
+        assert_eq!(out, input);
+    }
+    eventually("registry sees both hosts full", || {
+        registry
+            .list()
+            .is_ok_and(|n| n.iter().all(|n| n.free_cores == 0))
+    });
+    match rfaas::managed::lease_anywhere(&here, example_package(), &spec(1, Fabric::Auto)) {
+        Err(Error::Refused(why)) => assert!(why.contains("no node"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Host b's manager dies: its lease fails rather than hangs, the registry forgets it.
+    // Equally free nodes are listed by id, so the first lease went to host-a.
+    let _ = node_b.child.kill();
+    let _ = node_b.child.wait();
+    let mut failed = false;
+    eventually("the lease on the dead host fails", || {
+        failed = failed
+            || second
+                .invoke(fx::fault::call(0, 4))
+                .timeout(Duration::from_secs(5))
+                .wait()
+                .is_err();
+        failed
+    });
+    eventually("the registry drops the dead host", || {
+        registry
+            .list()
+            .is_ok_and(|n| n.len() == 1 && n[0].info.address == node_a.address)
+    });
+    assert_eq!(
+        first
+            .invoke(fx::fault::call(0, 9))
+            .timeout(T)
+            .wait()
+            .expect("the live host still serves"),
+        9
+    );
 }
