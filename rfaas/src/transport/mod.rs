@@ -8,11 +8,13 @@
 //! - A completion queue ([`Queue`]; [`shm::CompletionQueue`], [`tcp::TcpQueue`]) collects the completions of any number of
 //!   endpoints; it is polled (non-blocking) or waited on (blocking, for warm mode).
 //!
-//! Backends: [`shm`] (one host; the default) and [`tcp`] (any network). Verbs plugs in behind
-//! the same shapes.
+//! Backends: [`shm`] (one host; the default), [`tcp`] (any network) and `verbs` (RDMA, cargo
+//! feature `verbs`).
 
 pub mod shm;
 pub mod tcp;
+#[cfg(feature = "verbs")]
+pub mod verbs;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
@@ -69,6 +71,12 @@ pub enum TransportError {
     /// A system call failed.
     #[error("transport i/o error")]
     Io(#[from] std::io::Error),
+    /// The fabric is not available on this host (e.g. no RDMA device), with the reason.
+    #[error("fabric unavailable: {0}")]
+    Unavailable(String),
+    /// An RDMA verbs operation failed.
+    #[error("RDMA: {0}")]
+    Rdma(String),
 }
 
 /// Default slice of a blocking wait after which liveness of peers is re-checked.

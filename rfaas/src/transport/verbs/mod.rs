@@ -1,0 +1,581 @@
+//! RDMA fabric (cargo feature `verbs`): RC queue pairs, one-sided `RDMA_WRITE_WITH_IMM`
+//! (inline below the device limit) into the peer's registered regions, a shared receive queue
+//! per completion queue for the immediates, and a completion channel for warm waits.
+//!
+//! Connecting exchanges queue-pair addresses and region descriptors (address, length, rkey)
+//! over a TCP control connection, which then stays open as the liveness signal: RC queue pairs
+//! only notice a dead peer when they send, so a hung-up control connection is what reports
+//! [`TransportError::PeerGone`] to a receiver.
+//!
+//! Writes are checked against the regions both sides offered before anything is posted. The
+//! device reads non-inline source bytes after `write_with_imm` returns: they must stay
+//! unchanged until the peer has seen the completion (the invocation protocol guarantees it:
+//! a slot is reused only after its answer arrived).
+
+pub mod ibv;
+
+use super::{Completion, LIVENESS_TICK, Region, TransportError, check_range, local_range};
+use ibv::{Context, Cq, MemoryRegion, QpAddress, QueuePair, RdmaWrite, VerbsError, Wc};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Most regions one side of an endpoint may offer.
+pub const MAX_REGIONS: usize = 8;
+/// Largest region a peer may describe (16 GiB).
+pub const MAX_REGION: u64 = 1 << 34;
+/// One send in this many asks for a completion (the others are retired with it).
+const SIGNAL_EVERY: u32 = 16;
+/// Receives are re-posted in batches of this many.
+const REPOST_BATCH: u32 = 16;
+
+/// Which device and port to use, and how deep the queues are (rFaaS keeps the same facts in
+/// its device database). Every field has a default; `from_env` reads overrides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerbsConfig {
+    /// Device name as `ibv_devices` lists it (default: the first device).
+    pub device: Option<String>,
+    /// Port number (default 1).
+    pub port: u8,
+    /// GID table index (default 0: on RoCE the link-local IPv6 GID; pick a RoCE v2 entry of
+    /// `show_gids` to route across subnets).
+    pub gid_index: u8,
+    /// Inline data to ask for, bytes (default 128; the device may grant less). Writes this
+    /// small are copied into the work request: lowest latency, no DMA read.
+    pub max_inline: u32,
+    /// Send work requests per queue pair (default 128).
+    pub send_depth: u32,
+    /// Receives posted on a completion queue's shared receive queue (default 512).
+    pub recv_depth: u32,
+}
+
+impl Default for VerbsConfig {
+    fn default() -> Self {
+        VerbsConfig {
+            device: None,
+            port: 1,
+            gid_index: 0,
+            max_inline: 128,
+            send_depth: 128,
+            recv_depth: 512,
+        }
+    }
+}
+
+impl VerbsConfig {
+    /// The defaults with `RFAAS_VERBS_DEVICE`, `RFAAS_VERBS_PORT`, `RFAAS_VERBS_GID_INDEX` and
+    /// `RFAAS_VERBS_MAX_INLINE` applied (unparsable numbers are an error).
+    pub fn from_env() -> Result<VerbsConfig, TransportError> {
+        let mut c = VerbsConfig::default();
+        if let Ok(d) = std::env::var("RFAAS_VERBS_DEVICE") {
+            c.device = Some(d);
+        }
+        fn num<T: std::str::FromStr>(name: &str, into: &mut T) -> Result<(), TransportError> {
+            if let Ok(v) = std::env::var(name) {
+                *into = v
+                    .parse()
+                    .map_err(|_| TransportError::Protocol(format!("{name}={v:?}: not a number")))?;
+            }
+            Ok(())
+        }
+        num("RFAAS_VERBS_PORT", &mut c.port)?;
+        num("RFAAS_VERBS_GID_INDEX", &mut c.gid_index)?;
+        num("RFAAS_VERBS_MAX_INLINE", &mut c.max_inline)?;
+        Ok(c)
+    }
+
+    /// Opens the configured device.
+    pub fn open(&self) -> Result<Arc<Context>, TransportError> {
+        Ok(Context::open(
+            self.device.as_deref(),
+            self.port,
+            self.gid_index,
+        )?)
+    }
+}
+
+impl From<VerbsError> for TransportError {
+    fn from(e: VerbsError) -> Self {
+        match e {
+            VerbsError::Unavailable(why) => TransportError::Unavailable(why),
+            e => TransportError::Rdma(e.to_string()),
+        }
+    }
+}
+
+/// Whether this host can do RDMA: `Err` says why not (no kernel support, no device).
+pub fn available() -> Result<Vec<String>, String> {
+    ibv::device_names().map_err(|e| e.to_string())
+}
+
+/// What one side tells the other when connecting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hello {
+    qp: QpAddress,
+    regions: Vec<RegionDesc>,
+}
+
+/// A region the peer may write.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegionDesc {
+    key: u32,
+    addr: u64,
+    len: u64,
+    rkey: u32,
+}
+
+/// An endpoint attached to a queue.
+struct Attached {
+    qp_num: u32,
+    liveness: TcpStream,
+    /// The queue pair reported a failed work request.
+    failed: AtomicBool,
+    /// The hang-up was reported (once).
+    gone_reported: AtomicBool,
+}
+
+/// A completion queue for any number of endpoints (up to the number given at creation):
+/// polled without blocking, or waited on through its completion channel.
+pub struct VerbsQueue {
+    cq: Arc<Cq>,
+    ctx: Arc<Context>,
+    config: VerbsConfig,
+    endpoints: Box<[OnceLock<Attached>]>,
+    count: AtomicUsize,
+    attach: Mutex<()>,
+    /// Receives consumed since the last re-post.
+    consumed: AtomicU32,
+    /// Interrupt: a generation counter and an eventfd that wakes sleepers.
+    generation: AtomicU64,
+    wake: OwnedFd,
+}
+
+impl std::fmt::Debug for VerbsQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerbsQueue")
+            .field("device", &self.ctx.name())
+            .field("endpoints", &self.count.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl VerbsQueue {
+    /// A queue on `ctx` for up to `max_endpoints` endpoints.
+    pub fn new(
+        ctx: &Arc<Context>,
+        config: &VerbsConfig,
+        max_endpoints: usize,
+    ) -> Result<Arc<VerbsQueue>, TransportError> {
+        let (max_wr, max_cqe, max_srq) = ctx.limits();
+        let recv_depth = config
+            .recv_depth
+            .clamp(REPOST_BATCH, max_srq.max(REPOST_BATCH));
+        let mut config = config.clone();
+        config.recv_depth = recv_depth;
+        config.send_depth = config
+            .send_depth
+            .clamp(SIGNAL_EVERY * 2, max_wr.max(SIGNAL_EVERY * 2));
+        // Every receive can complete before anyone polls; each queue pair adds at most one
+        // signalled send completion per SIGNAL_EVERY sends in flight, plus one.
+        let per_qp = config.send_depth / SIGNAL_EVERY + 1;
+        let cqe = recv_depth as usize + max_endpoints * per_qp as usize + 16;
+        if cqe > max_cqe as usize {
+            return Err(TransportError::Rdma(format!(
+                "a queue for {max_endpoints} endpoints needs {cqe} completion entries; device {} allows {max_cqe}",
+                ctx.name()
+            )));
+        }
+        let cq = Arc::new(Cq::new(ctx, cqe as u32, recv_depth)?);
+        // SAFETY: eventfd returns a new descriptor (or -1, checked) that we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Arc::new(VerbsQueue {
+            cq,
+            ctx: ctx.clone(),
+            config,
+            endpoints: (0..max_endpoints).map(|_| OnceLock::new()).collect(),
+            count: AtomicUsize::new(0),
+            attach: Mutex::new(()),
+            consumed: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            wake,
+        }))
+    }
+
+    /// The device context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    fn attach(&self, qp_num: u32, liveness: TcpStream) -> Result<u32, TransportError> {
+        let _guard = self.attach.lock().unwrap_or_else(|e| e.into_inner());
+        let i = self.count.load(Ordering::Acquire);
+        let slot = self.endpoints.get(i).ok_or_else(|| {
+            TransportError::Rdma(format!(
+                "completion queue full: it was made for {} endpoints",
+                self.endpoints.len()
+            ))
+        })?;
+        let _ = slot.set(Attached {
+            qp_num,
+            liveness,
+            failed: AtomicBool::new(false),
+            gone_reported: AtomicBool::new(false),
+        });
+        self.count.store(i + 1, Ordering::Release);
+        Ok(i as u32)
+    }
+
+    fn endpoint_of(&self, qp_num: u32) -> Option<(u32, &Attached)> {
+        let n = self.count.load(Ordering::Acquire);
+        self.endpoints[..n].iter().enumerate().find_map(|(i, a)| {
+            a.get()
+                .filter(|a| a.qp_num == qp_num)
+                .map(|a| (i as u32, a))
+        })
+    }
+
+    /// Takes the next completion, if any, without blocking.
+    pub fn poll(&self) -> Result<Option<Completion>, TransportError> {
+        let mut wc = [Wc::Sent];
+        loop {
+            if self.cq.poll(&mut wc)? == 0 {
+                return Ok(None);
+            }
+            match wc[0] {
+                Wc::Sent => continue,
+                Wc::Received { qp_num, imm, len } => {
+                    let n = self.consumed.fetch_add(1, Ordering::AcqRel) + 1;
+                    if n.is_multiple_of(REPOST_BATCH) {
+                        self.cq.post_receives(REPOST_BATCH)?;
+                    }
+                    match self.endpoint_of(qp_num) {
+                        Some((endpoint, _)) => {
+                            return Ok(Some(Completion { endpoint, imm, len }));
+                        }
+                        // A queue pair we no longer know: nothing to deliver.
+                        None => continue,
+                    }
+                }
+                Wc::Failed { qp_num, status } => {
+                    if let Some((endpoint, a)) = self.endpoint_of(qp_num) {
+                        tracing::debug!(endpoint, status, "verbs work request failed");
+                        a.failed.store(true, Ordering::Release);
+                        if !a.gone_reported.swap(true, Ordering::AcqRel) {
+                            return Err(TransportError::PeerGone { endpoint });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first endpoint whose peer hung up (or whose queue pair failed), reported once.
+    fn dead_peer(&self) -> Option<u32> {
+        let n = self.count.load(Ordering::Acquire);
+        for (i, a) in self.endpoints[..n].iter().enumerate() {
+            let Some(a) = a.get() else { continue };
+            if a.gone_reported.load(Ordering::Acquire) {
+                continue;
+            }
+            if (a.failed.load(Ordering::Acquire) || crate::sys::peer_hung_up(a.liveness.as_fd()))
+                && !a.gone_reported.swap(true, Ordering::AcqRel)
+            {
+                return Some(i as u32);
+            }
+        }
+        None
+    }
+
+    /// Waits up to `timeout` for a completion, sleeping on the completion channel. A peer that
+    /// hangs up is reported as [`TransportError::PeerGone`] (once), after its completions.
+    pub fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.poll()? {
+                return Ok(Some(c));
+            }
+            if let Some(endpoint) = self.dead_peer() {
+                return Err(TransportError::PeerGone { endpoint });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let generation = self.generation.load(Ordering::Acquire);
+            self.cq.arm()?;
+            // A completion that arrived before arming raises no event: look once more.
+            if let Some(c) = self.poll()? {
+                return Ok(Some(c));
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.cq.channel_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let ms = (deadline - now).min(LIVENESS_TICK).as_millis().max(1) as i32;
+            // SAFETY: `fds` is an array of two valid pollfd structs for the call's duration.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e.into());
+                }
+            }
+            self.cq.take_events();
+            if fds[1].revents != 0 {
+                let mut b = [0u8; 8];
+                // SAFETY: reads at most 8 bytes into `b` from our own non-blocking eventfd.
+                unsafe { libc::read(self.wake.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
+            }
+            if self.generation.load(Ordering::Acquire) != generation {
+                return self.poll();
+            }
+        }
+    }
+
+    /// Wakes every thread sleeping in [`VerbsQueue::wait`] (they may return `None` early).
+    pub fn interrupt(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from `one` to our own eventfd (non-blocking; a full counter
+        // only means sleepers are already being woken).
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+    }
+}
+
+impl super::Queue for VerbsQueue {
+    fn poll(&self) -> Result<Option<Completion>, TransportError> {
+        VerbsQueue::poll(self)
+    }
+    fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
+        VerbsQueue::wait(self, timeout)
+    }
+    fn interrupt(&self) {
+        VerbsQueue::interrupt(self)
+    }
+}
+
+/// One connected endpoint: an RC queue pair, our registered regions, the peer's regions.
+pub struct VerbsEndpoint {
+    id: u32,
+    qp: QueuePair,
+    local: Vec<Arc<Region>>,
+    /// Registrations of `local`, in the same order.
+    mrs: Vec<MemoryRegion>,
+    remote: Vec<RegionDesc>,
+    posted: AtomicU32,
+    _queue: Arc<VerbsQueue>,
+}
+
+impl std::fmt::Debug for VerbsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerbsEndpoint")
+            .field("id", &self.id)
+            .field("qp_num", &self.qp.qp_num())
+            .field("max_inline", &self.qp.max_inline())
+            .finish()
+    }
+}
+
+impl VerbsEndpoint {
+    /// Connects over `control` (both sides call this, in any order): creates a queue pair on
+    /// `cq`, registers `local` regions, exchanges addresses and region descriptors, moves the
+    /// queue pair to ready-to-send, and waits until the peer's is too. `control` stays the
+    /// liveness signal: keep it open for the endpoint's life.
+    pub fn connect(
+        control: &TcpStream,
+        local: Vec<Arc<Region>>,
+        cq: &Arc<VerbsQueue>,
+    ) -> Result<VerbsEndpoint, TransportError> {
+        if local.len() > MAX_REGIONS {
+            return Err(TransportError::Protocol(format!(
+                "{} regions offered (at most {MAX_REGIONS})",
+                local.len()
+            )));
+        }
+        let qp = QueuePair::new(&cq.cq, cq.config.send_depth, cq.config.max_inline)?;
+        let mut mrs = Vec::with_capacity(local.len());
+        for r in &local {
+            // SAFETY: the region's mapping lives as long as the `Arc<Region>` we keep in the
+            // endpoint, which drops `mrs` first (field order) and never remaps it.
+            mrs.push(unsafe { MemoryRegion::register(&cq.ctx, r.as_ptr(), r.len()) }?);
+        }
+        let hello = Hello {
+            qp: qp.address(),
+            regions: local
+                .iter()
+                .zip(&mrs)
+                .map(|(r, mr)| RegionDesc {
+                    key: r.key(),
+                    addr: r.as_ptr() as u64,
+                    len: r.len() as u64,
+                    rkey: mr.rkey(),
+                })
+                .collect(),
+        };
+        let mut stream = control;
+        super::send_json(&mut stream, &hello)?;
+        let peer: Hello = super::recv_json(&mut stream)?;
+        validate(&peer)?;
+        qp.connect(&peer.qp)?;
+        let id = cq.attach(qp.qp_num(), control.try_clone()?)?;
+        // Ready: our queue pair accepts writes from now on. Neither side writes before it
+        // has heard the other's.
+        stream.write_all(&[1])?;
+        let mut ready = [0u8; 1];
+        stream.read_exact(&mut ready)?;
+        if ready != [1] {
+            return Err(TransportError::Protocol(format!(
+                "peer sent {ready:?} instead of ready"
+            )));
+        }
+        Ok(VerbsEndpoint {
+            id,
+            qp,
+            local,
+            mrs,
+            remote: peer.regions,
+            posted: AtomicU32::new(0),
+            _queue: cq.clone(),
+        })
+    }
+
+    /// Inline data the device granted for this endpoint's writes, bytes.
+    pub fn max_inline(&self) -> u32 {
+        self.qp.max_inline()
+    }
+
+    fn remote(&self, key: u32) -> Result<&RegionDesc, TransportError> {
+        self.remote
+            .iter()
+            .find(|r| r.key == key)
+            .ok_or(TransportError::UnknownRegion {
+                side: "remote",
+                key,
+            })
+    }
+}
+
+/// Checks a peer's hello: few regions, distinct keys, sane lengths, no address overflow.
+fn validate(peer: &Hello) -> Result<(), TransportError> {
+    if peer.regions.len() > MAX_REGIONS {
+        return Err(TransportError::Protocol(format!(
+            "peer offered {} regions (at most {MAX_REGIONS})",
+            peer.regions.len()
+        )));
+    }
+    for (i, r) in peer.regions.iter().enumerate() {
+        if r.len > MAX_REGION || r.addr.checked_add(r.len).is_none() {
+            return Err(TransportError::Protocol(format!(
+                "peer region {} of {} bytes at {:#x} is not acceptable",
+                r.key, r.len, r.addr
+            )));
+        }
+        if peer.regions[..i].iter().any(|o| o.key == r.key) {
+            return Err(TransportError::Protocol(format!(
+                "peer offered region {} twice",
+                r.key
+            )));
+        }
+    }
+    if !(1..=5).contains(&peer.qp.mtu) {
+        return Err(TransportError::Protocol(format!(
+            "peer MTU code {} is not an ibv_mtu",
+            peer.qp.mtu
+        )));
+    }
+    Ok(())
+}
+
+impl super::Endpoint for VerbsEndpoint {
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn remote_len(&self, key: u32) -> Option<usize> {
+        self.remote(key).ok().map(|r| r.len as usize)
+    }
+
+    fn write_with_imm(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+    ) -> Result<(), TransportError> {
+        let region = local_range(&self.local, local_key, local_off, len)?;
+        let remote = self.remote(remote_key)?;
+        check_range("remote", remote_key, remote_off, len, remote.len as usize)?;
+        let len32 = u32::try_from(len)
+            .map_err(|_| TransportError::Protocol("write larger than 4 GiB".into()))?;
+        let lkey = self
+            .local
+            .iter()
+            .position(|r| Arc::ptr_eq(r, region))
+            .map(|i| self.mrs[i].lkey())
+            .expect("every local region is registered");
+        let n = self.posted.fetch_add(1, Ordering::Relaxed);
+        let signaled = n % SIGNAL_EVERY == SIGNAL_EVERY - 1;
+        // SAFETY: the local range is in bounds of a region registered under `lkey` (checked
+        // above) that lives as long as this endpoint; the remote range is in bounds of the
+        // region the peer registered under `rkey` (checked above).
+        let posted = unsafe {
+            self.qp.write_with_imm(&RdmaWrite {
+                local: region.as_ptr().add(local_off),
+                len: len32,
+                lkey,
+                remote_addr: remote.addr + remote_off as u64,
+                rkey: remote.rkey,
+                imm,
+                signaled,
+            })
+        };
+        match posted {
+            Ok(()) => Ok(()),
+            Err(VerbsError::Call { source, .. }) if source.raw_os_error() == Some(libc::ENOMEM) => {
+                // The send queue is full: retire completions (whoever polls) and retry.
+                Err(TransportError::QueueFull)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn window(
+        &self,
+        key: u32,
+        offset: usize,
+        len: usize,
+    ) -> Result<Option<*mut u8>, TransportError> {
+        // Peer memory is not mapped here; still check, so bad descriptors fail the same way.
+        let remote = self.remote(key)?;
+        check_range("remote", key, offset, len, remote.len as usize)?;
+        Ok(None)
+    }
+
+    fn signal(&self, _imm: u32, _len: usize) -> Result<(), TransportError> {
+        Err(TransportError::Protocol(
+            "verbs has no zero-copy window to signal; use write_with_imm".into(),
+        ))
+    }
+}
