@@ -16,6 +16,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod rdma_vm;
+
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "rfaas project automation")]
 struct Cli {
@@ -48,6 +50,7 @@ enum Cmd {
     },
     /// Run what CI runs: fmt, clippy, docs, the test suite and a benchmark smoke.
     Ci,
+    RdmaVm(rdma_vm::RdmaVmArgs),
 }
 
 fn main() -> Result<()> {
@@ -69,6 +72,7 @@ fn main() -> Result<()> {
         Cmd::Demo => demo(),
         Cmd::Bench { quick, args } => bench(quick, &args),
         Cmd::Ci => ci(),
+        Cmd::RdmaVm(args) => rdma_vm::run(args),
     }
 }
 
