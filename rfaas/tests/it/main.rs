@@ -2,3 +2,5 @@
 
 mod transport;
 mod ui;
+#[cfg(feature = "verbs")]
+mod verbs;
