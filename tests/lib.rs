@@ -40,9 +40,15 @@ pub fn text(out: &Output) -> String {
 
 /// Packages `functions-example` once per test process with `cargo xtask package` into a
 /// directory of this test run, and returns the package directory.
+///
+/// `RFAAS_TEST_PACKAGE` names a package built beforehand instead (where the tests cannot run
+/// cargo, as in the RDMA VM of `cargo xtask rdma-vm`).
 pub fn example_package() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("RFAAS_TEST_PACKAGE") {
+            return PathBuf::from(dir);
+        }
         let out = scratch_dir("packages");
         let o = run(cargo()
             .args(["xtask", "package", "-p", "functions-example", "--out"])
@@ -56,12 +62,13 @@ pub fn example_package() -> &'static Path {
     })
 }
 
-/// A fresh directory under `target/test-scratch/`, unique to `name` (cleared first).
+/// A fresh directory under `target/test-scratch/` (or `$RFAAS_TEST_SCRATCH`), unique to
+/// `name` (cleared first).
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = workspace_root()
-        .join("target")
-        .join("test-scratch")
-        .join(name);
+    let root = std::env::var_os("RFAAS_TEST_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target").join("test-scratch"));
+    let dir = root.join(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).expect("clearing scratch dir");
     }
@@ -170,10 +177,13 @@ pub fn invoke<C: RemoteCall>(lib: &FunctionLibrary, call: C) -> Result<C::Output
     )
 }
 
-/// The `rfaas-executor` binary, built once per test process.
+/// The `rfaas-executor` binary, built once per test process (or `$RFAAS_TEST_EXECUTOR`).
 pub fn executor_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("RFAAS_TEST_EXECUTOR") {
+            return PathBuf::from(bin);
+        }
         let o = run(cargo().args(["build", "-q", "-p", "executor", "--bin", "rfaas-executor"]));
         assert!(
             o.status.success(),

@@ -9,3 +9,5 @@ mod package;
 mod registry;
 mod shm;
 mod tcp;
+#[cfg(feature = "verbs")]
+mod verbs;
