@@ -13,6 +13,9 @@ const T: Duration = Duration::from_secs(60);
 fn rdma_or_skip(test: &str) -> bool {
     match verbs::available() {
         Ok(_) => true,
+        Err(why) if std::env::var_os("RFAAS_REQUIRE_RDMA").is_some() => {
+            panic!("{test}: RFAAS_REQUIRE_RDMA is set, but: {why}")
+        }
         Err(why) => {
             eprintln!("{test}: skipped: {why}");
             false

@@ -329,5 +329,8 @@ fn ci() -> Result<()> {
     if ignored > 0 {
         bail!("{ignored} tests are marked ignored: skip at run time with a printed reason instead");
     }
+    // RDMA for real: the verbs tests inside a QEMU guest with Soft-RoCE.
+    eprintln!("==> cargo xtask rdma-vm --suite");
+    rdma_vm::ci_suite()?;
     Ok(())
 }

@@ -33,6 +33,12 @@ pub struct RdmaVmArgs {
     /// Working directory of the commands in the guest (default: the workspace root).
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
+    /// Build and run the verbs test suite instead of commands: the `verbs` tests of the
+    /// `rfaas` (transport) and `tests` (end-to-end) crates, built with the `verbs` feature,
+    /// against a packaged functions-example and an RDMA-enabled `rfaas-executor`. They must
+    /// really run (RFAAS_REQUIRE_RDMA=1: a missing device fails instead of skipping).
+    #[arg(long, conflicts_with = "commands")]
+    suite: bool,
     /// Commands to run in the guest, each after its own `--`: `-- BIN [ARGS...] -- BIN2 ...`.
     /// Paths are host paths (the guest sees the host's root read-only).
     #[arg(last = true, value_name = "COMMAND")]
@@ -42,9 +48,12 @@ pub struct RdmaVmArgs {
 /// The guest's `/init`.
 const INIT: &str = include_str!("rdma_vm_init.sh");
 
-/// Host packages: QEMU, modprobe/depmod, the verbs tools and provider the guest runs from the
-/// host root, `rdma` (iproute2), the headers RDMA crates build against, and xz (the kernel).
+/// Host packages: cmake and libclang (the `ibverbs-sys` build), QEMU, modprobe/depmod, the verbs
+/// tools and provider the guest runs from the host root, `rdma` (iproute2), the headers RDMA
+/// crates build against, and xz (the kernel).
 const HOST_PACKAGES: &[&str] = &[
+    "cmake",
+    "libclang-dev",
     "qemu-system-x86",
     "kmod",
     "rdma-core",
@@ -110,8 +119,14 @@ struct Step {
 
 /// `cargo xtask rdma-vm`: prepares the VM (cached), boots it once for all commands and fails
 /// unless every command exited 0.
-pub fn run(args: RdmaVmArgs) -> Result<()> {
+pub fn run(mut args: RdmaVmArgs) -> Result<()> {
     let started = Instant::now();
+    if args.suite {
+        install_host_packages()?;
+        let (commands, env) = suite()?;
+        args.commands = commands;
+        args.env.extend(env);
+    }
     let steps = steps(&args.commands)?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -177,6 +192,88 @@ pub fn run(args: RdmaVmArgs) -> Result<()> {
             Err(e)
         }
     }
+}
+
+/// The verbs suite as `cargo xtask ci` runs it (`rdma-vm --suite`, default timeout).
+pub fn ci_suite() -> Result<()> {
+    run(RdmaVmArgs {
+        verbose: false,
+        timeout: 600,
+        env: Vec::new(),
+        workdir: None,
+        suite: true,
+        commands: Vec::new(),
+    })
+}
+
+/// Builds what the verbs suite runs; returns its commands (each after a `--`) and their
+/// environment.
+fn suite() -> Result<(Vec<String>, Vec<String>)> {
+    crate::run(
+        "cargo build -p executor --features verbs",
+        crate::cargo().args([
+            "build",
+            "-p",
+            "executor",
+            "--features",
+            "verbs",
+            "--bin",
+            "rfaas-executor",
+        ]),
+    )?;
+    let (_, package) = crate::package("functions-example", None)?;
+    eprintln!("==> cargo test -p rfaas -p tests --features verbs --no-run");
+    let out = crate::cargo()
+        .args([
+            "test",
+            "-p",
+            "rfaas",
+            "-p",
+            "tests",
+            "--features",
+            "rfaas/verbs,tests/verbs",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo test --no-run")?;
+    ensure!(
+        out.status.success(),
+        "building the verbs test binaries failed"
+    );
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_it = msg["target"]["name"] == "it" && msg["profile"]["test"] == true;
+        let package = msg["package_id"].as_str().unwrap_or_default();
+        if let (true, Some(exe)) = (is_it, msg["executable"].as_str()) {
+            binaries.push((package.to_owned(), exe.to_owned()));
+        }
+    }
+    ensure!(
+        binaries.len() == 2,
+        "expected the `it` test binaries of rfaas and tests, found {binaries:?}"
+    );
+    let mut commands = Vec::new();
+    for (_, exe) in &binaries {
+        commands.extend([
+            "--".into(),
+            exe.clone(),
+            "verbs".into(),
+            "--test-threads=1".into(),
+        ]);
+    }
+    let executor = target_dir(&crate::workspace_root())?.join("debug/rfaas-executor");
+    let env = vec![
+        "RFAAS_REQUIRE_RDMA=1".to_owned(),
+        format!("RFAAS_TEST_PACKAGE={}", package.display()),
+        format!("RFAAS_TEST_EXECUTOR={}", executor.display()),
+        "RFAAS_TEST_SCRATCH=/tmp/rfaas-scratch".to_owned(),
+    ];
+    Ok((commands, env))
 }
 
 /// The serial console as text: no carriage returns, no terminal escape sequences (SeaBIOS

@@ -22,6 +22,9 @@ pub fn rdma_or_skip(test: &str) -> bool {
             eprintln!("{test}: RDMA devices {devices:?}");
             true
         }
+        Err(why) if std::env::var_os("RFAAS_REQUIRE_RDMA").is_some() => {
+            panic!("{test}: RFAAS_REQUIRE_RDMA is set, but: {why}")
+        }
         Err(why) => {
             eprintln!("{test}: skipped: {why}");
             false
