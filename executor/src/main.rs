@@ -90,6 +90,15 @@ enum Command {
     },
 }
 
+/// The fabrics an executor listening on TCP offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum NetFabric {
+    /// Invocations over TCP.
+    Tcp,
+    /// Invocations as RDMA writes (the TCP connection only sets them up).
+    Verbs,
+}
+
 /// What to serve, where, and with how many workers.
 #[derive(clap::Args)]
 struct Serve {
@@ -103,6 +112,10 @@ struct Serve {
     /// TCP address to listen on (`host:port`; port 0 picks one), for clients anywhere.
     #[arg(long)]
     listen: Option<String>,
+    /// With `--listen`: the data fabric, `tcp` or `verbs` (RDMA; needs an executor built with
+    /// the `verbs` feature and an RDMA device, see docs/rdma.md).
+    #[arg(long, default_value = "tcp", requires = "listen")]
+    fabric: NetFabric,
     /// Workers (leased cores) per session.
     #[arg(long, default_value_t = 1)]
     cores: u32,
@@ -221,6 +234,7 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
         library,
         socket,
         listen,
+        fabric,
         cores,
         cpus,
         slots,
@@ -246,7 +260,7 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
     let lib = Arc::new(open_library(&library)?);
     match (socket, listen) {
         (Some(socket), _) => run(lib, &socket, cfg, once),
-        (None, Some(addr)) => run_tcp(lib, &addr, cfg, once),
+        (None, Some(addr)) => run_tcp(lib, &addr, cfg, once, fabric),
         (None, None) => anyhow::bail!("give --socket or --listen"),
     }
 }
@@ -298,16 +312,48 @@ fn print_stats(stats: Option<executor::worker::WorkerStats>) {
     );
 }
 
-fn run_tcp(lib: Arc<FunctionLibrary>, addr: &str, cfg: WorkerConfig, once: bool) -> Result<()> {
+fn run_tcp(
+    lib: Arc<FunctionLibrary>,
+    addr: &str,
+    cfg: WorkerConfig,
+    once: bool,
+    fabric: NetFabric,
+) -> Result<()> {
+    #[cfg(feature = "verbs")]
+    let verbs = match fabric {
+        NetFabric::Verbs => {
+            let config = rfaas::transport::verbs::VerbsConfig::from_env()?;
+            let ctx = config.open().context("opening the RDMA device")?;
+            tracing::info!(device = ctx.name(), port = ctx.port(), "serving over RDMA");
+            Some((ctx, config))
+        }
+        NetFabric::Tcp => None,
+    };
+    #[cfg(not(feature = "verbs"))]
+    if fabric == NetFabric::Verbs {
+        anyhow::bail!(
+            "this executor was built without RDMA support: rebuild with `--features verbs`"
+        );
+    }
     let listener = TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr()?;
-    tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, address = %local, "executor ready (tcp)");
+    tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, address = %local, ?fabric, "executor ready (tcp)");
     println!("ready {local}");
     std::thread::scope(|s| -> Result<()> {
         for conn in listener.incoming() {
             let stream = conn.context("accepting a client")?;
             let (lib, cfg) = (&lib, &cfg);
-            let session = s.spawn(move || log_session(serve_tcp_session(lib, stream, cfg)));
+            #[cfg(feature = "verbs")]
+            let verbs = &verbs;
+            let session = s.spawn(move || {
+                #[cfg(feature = "verbs")]
+                if let Some((ctx, config)) = verbs {
+                    return log_session(executor::worker::serve_verbs_session(
+                        lib, stream, cfg, ctx, config,
+                    ));
+                }
+                log_session(serve_tcp_session(lib, stream, cfg))
+            });
             if once {
                 print_stats(session.join().ok().flatten());
                 break;

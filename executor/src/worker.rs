@@ -227,8 +227,47 @@ pub fn serve_session(
 /// worker, arrive on a listener of their own whose address the welcome names.
 pub fn serve_tcp_session(
     lib: &Arc<FunctionLibrary>,
+    control: TcpStream,
+    cfg: &WorkerConfig,
+) -> Result<WorkerStats, SessionError> {
+    serve_stream_session(lib, control, cfg, |stream, regions| {
+        let cq = TcpQueue::new();
+        let ep = TcpEndpoint::connect(stream, regions, &cq)?;
+        let watch = ep.stream()?;
+        Ok((ep, cq, watch))
+    })
+}
+
+/// Serves one client on `control` (TCP) over RDMA: as [`serve_tcp_session`], but each data
+/// connection only carries the queue-pair handshake and then stays open as the liveness
+/// signal; invocations travel as RDMA writes with immediates.
+#[cfg(feature = "verbs")]
+pub fn serve_verbs_session(
+    lib: &Arc<FunctionLibrary>,
+    control: TcpStream,
+    cfg: &WorkerConfig,
+    ctx: &Arc<rfaas::transport::verbs::ibv::Context>,
+    verbs: &rfaas::transport::verbs::VerbsConfig,
+) -> Result<WorkerStats, SessionError> {
+    use rfaas::transport::verbs::{VerbsEndpoint, VerbsQueue};
+    serve_stream_session(lib, control, cfg, |stream, regions| {
+        let cq = VerbsQueue::new(ctx, verbs, 1)?;
+        let ep = VerbsEndpoint::connect(&stream, regions, &cq)?;
+        Ok((ep, cq, stream))
+    })
+}
+
+/// The TCP-controlled session: welcome and hello on `control`, then one data connection per
+/// worker, each made an endpoint (with its queue and a stream to shut down when the session
+/// ends) by `connect` from the worker's input and output regions.
+fn serve_stream_session<E: Endpoint, Q: Queue>(
+    lib: &Arc<FunctionLibrary>,
     mut control: TcpStream,
     cfg: &WorkerConfig,
+    mut connect: impl FnMut(
+        TcpStream,
+        Vec<Arc<Region>>,
+    ) -> Result<(E, Arc<Q>, TcpStream), TransportError>,
 ) -> Result<WorkerStats, SessionError> {
     let ip = control.local_addr().map_err(TransportError::Io)?.ip();
     let data = TcpListener::bind((ip, 0)).map_err(TransportError::Io)?;
@@ -244,15 +283,20 @@ pub fn serve_tcp_session(
     let result_len = check_hello(&hello, cfg)?;
     data.set_nonblocking(true).map_err(TransportError::Io)?;
     let mut workers = Vec::new();
+    let mut watch = Vec::new();
     for _ in 0..cfg.workers {
         let stream = accept_within(&data, HANDSHAKE_TIMEOUT)?;
+        stream
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .map_err(TransportError::Io)?;
         let (input, output) = (
             slots_region(INPUT_REGION, cfg)?,
             slots_region(OUTPUT_REGION, cfg)?,
         );
-        let cq = TcpQueue::new();
-        let ep = TcpEndpoint::connect(stream, vec![input.clone(), output.clone()], &cq)?;
+        let (ep, cq, stream) = connect(stream, vec![input.clone(), output.clone()])?;
         check_result_region(&ep, result_len)?;
+        stream.set_read_timeout(None).map_err(TransportError::Io)?;
+        watch.push(stream);
         workers.push(Worker {
             ep,
             cq,
@@ -264,7 +308,6 @@ pub fn serve_tcp_session(
     control.set_read_timeout(None).map_err(TransportError::Io)?;
     // The control connection's end is the session's end: a reader that sees it close shuts the
     // data connections down, which ends the workers.
-    let watch: Vec<TcpStream> = workers.iter().filter_map(|w| w.ep.stream().ok()).collect();
     let watcher = std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         while matches!(std::io::Read::read(&mut control, &mut buf), Ok(n) if n > 0) {}

@@ -246,6 +246,42 @@ impl Lease {
     /// connection and one data connection per worker. Outputs are always copied (there is no
     /// window into this process's memory), so buffers give no in-place results over TCP.
     pub fn connect_tcp(addr: &str, options: &LeaseOptions) -> Result<Lease, Error> {
+        let cq = TcpQueue::new();
+        let queue = cq.clone();
+        Lease::connect_stream(addr, options, cq, move |stream, regions| {
+            Ok(Box::new(TcpEndpoint::connect(stream, regions, &queue)?))
+        })
+    }
+
+    /// Connects to an executor serving over RDMA (`rfaas-executor run --listen ADDR --fabric
+    /// verbs`) at the TCP address `addr`: the TCP connections set up one RC queue pair per
+    /// worker and then stay open as liveness signals; invocations are RDMA writes with
+    /// immediates. `config` picks the device, port and GID index (see docs/rdma.md).
+    #[cfg(feature = "verbs")]
+    pub fn connect_verbs(
+        addr: &str,
+        options: &LeaseOptions,
+        config: &crate::transport::verbs::VerbsConfig,
+    ) -> Result<Lease, Error> {
+        use crate::transport::verbs::{VerbsEndpoint, VerbsQueue};
+        let ctx = config.open()?;
+        // The queue is sized for the most workers an executor may offer.
+        let cq = VerbsQueue::new(&ctx, config, 256)?;
+        let queue = cq.clone();
+        Lease::connect_stream(addr, options, cq, move |stream, regions| {
+            Ok(Box::new(VerbsEndpoint::connect(&stream, regions, &queue)?))
+        })
+    }
+
+    /// The TCP-controlled connection: welcome and hello on a control connection, then one
+    /// data connection per worker, made an endpoint by `connect` from our result and send
+    /// regions.
+    fn connect_stream(
+        addr: &str,
+        options: &LeaseOptions,
+        cq: Arc<dyn Queue>,
+        mut connect_ep: impl FnMut(TcpStream, Vec<Arc<Region>>) -> Result<Box<dyn Endpoint>, Error>,
+    ) -> Result<Lease, Error> {
         let connect = |a: &str| {
             TcpStream::connect(a).map_err(|source| Error::Connect {
                 path: PathBuf::from(a),
@@ -272,13 +308,17 @@ impl Lease {
                 result_len: geometry.result_len as u64,
             },
         )?;
-        let cq = TcpQueue::new();
         let mut eps: Vec<Box<dyn Endpoint>> = Vec::with_capacity(welcome.workers as usize);
         for _ in 0..welcome.workers {
-            let ep =
-                TcpEndpoint::connect(connect(&data)?, vec![result.clone(), send.clone()], &cq)?;
+            let stream = connect(&data)?;
+            // The handshake is bounded; afterwards the connection may stay quiet forever.
+            let same = stream.try_clone().map_err(TransportError::Io)?;
+            same.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+                .map_err(TransportError::Io)?;
+            let ep = connect_ep(stream, vec![result.clone(), send.clone()])?;
+            same.set_read_timeout(None).map_err(TransportError::Io)?;
             geometry.check_input(ep.remote_len(INPUT_REGION))?;
-            eps.push(Box::new(ep));
+            eps.push(ep);
         }
         control.set_read_timeout(None).map_err(TransportError::Io)?;
         Ok(Lease::new(
