@@ -131,6 +131,8 @@ struct Capacity {
 
 struct Manager {
     cfg: ManagerConfig,
+    /// Whether leases may use RDMA, or why not.
+    rdma: Result<(), String>,
     exe: PathBuf,
     capacity: Mutex<Capacity>,
     next_id: AtomicU64,
@@ -157,9 +159,14 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
         }),
         next_id: AtomicU64::new(first_lease_id(&cfg.ledger)),
         ledger: Mutex::new(()),
+        rdma: rdma_support(),
         exe,
         cfg,
     });
+    match &mgr.rdma {
+        Ok(()) => tracing::info!("RDMA leases offered"),
+        Err(why) => tracing::info!(%why, "no RDMA leases"),
+    }
     if let Some(reg) = mgr.cfg.registry.clone() {
         let (mgr, node) = (
             Arc::downgrade(&mgr),
@@ -168,6 +175,7 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
                 address: addr.to_string(),
                 cores: mgr.cfg.cores,
                 memory_mib: mgr.cfg.memory_mib,
+                rdma: mgr.rdma.is_ok(),
             },
         );
         std::thread::spawn(move || heartbeat(&RegistryClient::new(reg), &node, &mgr));
@@ -262,6 +270,10 @@ impl Manager {
                 "a lease needs at least one core and a hot timeout of -1, 0 or more".into(),
             );
         }
+        // Before any package is shipped or capacity reserved.
+        if let (Fabric::Verbs, Err(why)) = (req.fabric, &self.rdma) {
+            return Err(format!("this node offers no RDMA leases: {why}"));
+        }
         let least = min_lease_memory_mib(req.cores);
         if req.memory_mib < least {
             return Err(format!(
@@ -348,6 +360,7 @@ impl Manager {
                 "shared memory is only offered to clients on this node's host; ask for tcp or auto"
                     .into(),
             ),
+            Fabric::Verbs => Fabric::Verbs,
             f => f,
         };
         match fabric {
@@ -355,6 +368,12 @@ impl Manager {
             Fabric::Tcp => {
                 let ip = stream.local_addr().map_err(|e| e.to_string())?.ip();
                 cmd.arg("--listen").arg(format!("{ip}:0"))
+            }
+            Fabric::Verbs => {
+                let ip = stream.local_addr().map_err(|e| e.to_string())?.ip();
+                cmd.arg("--listen")
+                    .arg(format!("{ip}:0"))
+                    .args(["--fabric", "verbs"])
             }
         };
         // SAFETY: the closure runs in the forked child before exec and only calls `prctl`,
@@ -452,6 +471,19 @@ impl Manager {
 }
 
 /// Waits up to `timeout` for the executor's closing `stats` line; kills it if it does not come.
+/// Whether this node can serve leases over RDMA: built with the `verbs` feature and an RDMA
+/// device present (the executors it spawns are this binary).
+fn rdma_support() -> Result<(), String> {
+    #[cfg(feature = "verbs")]
+    {
+        rfaas::transport::verbs::available().map(|_| ())
+    }
+    #[cfg(not(feature = "verbs"))]
+    {
+        Err("this manager was built without RDMA support (the executor's `verbs` feature)".into())
+    }
+}
+
 /// Waits for the end of a lease: the client hangs up (or its connection fails), stays silent
 /// for `silence`, or the executor exits by itself (returned: how it ended).
 fn watch_lease(

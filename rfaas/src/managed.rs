@@ -129,6 +129,11 @@ fn package_files(dir: &Path) -> Result<(PathBuf, String), Error> {
 /// Asks the manager at `manager` (`host:port`) for a lease running the package in `package`
 /// (a directory written by `cargo xtask package`), sending the library if the node lacks it.
 pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<ManagedLease, Error> {
+    if spec.fabric == Fabric::Verbs && !cfg!(feature = "verbs") {
+        return Err(Error::Refused(
+            "RDMA leases need rfaas built with the `verbs` feature".into(),
+        ));
+    }
     let (library, sha) = package_files(package)?;
     let mut request = LeaseRequest {
         cores: spec.cores,
@@ -167,7 +172,20 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
                 control.set_read_timeout(None).map_err(TransportError::Io)?;
                 let lease = match fabric {
                     Fabric::Tcp => Lease::connect_tcp(&endpoint, &spec.options)?,
-                    _ => Lease::connect_with(&endpoint, &spec.options)?,
+                    #[cfg(feature = "verbs")]
+                    Fabric::Verbs => Lease::connect_verbs(
+                        &endpoint,
+                        &spec.options,
+                        &crate::transport::verbs::VerbsConfig::from_env()?,
+                    )?,
+                    #[cfg(not(feature = "verbs"))]
+                    Fabric::Verbs => {
+                        return Err(Error::Handshake(
+                            "granted an RDMA lease, but rfaas was built without the `verbs` feature"
+                                .into(),
+                        ));
+                    }
+                    Fabric::Shm | Fabric::Auto => Lease::connect_with(&endpoint, &spec.options)?,
                 };
                 let heartbeat = start_heartbeat(&control)?;
                 return Ok(ManagedLease {
@@ -211,6 +229,7 @@ pub fn lease_anywhere(
     for node in nodes
         .iter()
         .filter(|n| n.free_cores >= spec.cores && n.free_memory_mib >= spec.memory_mib)
+        .filter(|n| spec.fabric != Fabric::Verbs || n.info.rdma)
     {
         match lease_from(&node.info.address, package, spec) {
             Ok(lease) => return Ok(lease),
@@ -219,10 +238,15 @@ pub fn lease_anywhere(
     }
     if refusals.is_empty() {
         refusals.push(format!(
-            "no node of {} has {} cores and {} MiB free",
+            "no node of {} has {} cores and {} MiB free{}",
             nodes.len(),
             spec.cores,
-            spec.memory_mib
+            spec.memory_mib,
+            if spec.fabric == Fabric::Verbs {
+                " and RDMA"
+            } else {
+                ""
+            }
         ));
     }
     Err(Error::Refused(refusals.join("; ")))

@@ -272,6 +272,9 @@ pub struct NodeInfo {
     pub cores: u32,
     /// Memory it offers in total, MiB.
     pub memory_mib: u64,
+    /// Whether it serves leases over RDMA ([`Fabric::Verbs`]).
+    #[serde(default)]
+    pub rdma: bool,
 }
 
 /// A registered node and its last reported free capacity.
@@ -335,6 +338,9 @@ pub enum Fabric {
     /// Shared memory when the client is on the manager's host, TCP otherwise (the manager
     /// decides; the grant says which).
     Auto,
+    /// RDMA verbs (nodes with an RDMA device and executors built with the `verbs` feature;
+    /// the client needs the `verbs` feature of `rfaas` too).
+    Verbs,
 }
 
 /// A lease request to a node's manager (length-prefixed JSON on a TCP control connection). If

@@ -236,6 +236,52 @@ fn an_executor_runs_within_its_leases_memory() {
 }
 
 #[test]
+fn rdma_leases_are_refused_by_a_node_without_rdma() {
+    if cfg!(feature = "verbs") {
+        eprintln!("skipped: built with RDMA support (see tests/it/verbs.rs)");
+        return;
+    }
+    let dir = scratch_dir("manager-no-rdma");
+    let mgr = Service::start("manager", &manager_config(&dir, ""));
+    // This client cannot ask (no `verbs` feature): it says so itself.
+    match lease_from(&mgr.address, example_package(), &spec(1, Fabric::Verbs)) {
+        Err(Error::Refused(why)) => assert!(why.contains("`verbs` feature"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Asked by hand, the manager refuses before any package is shipped.
+    let mut s = std::net::TcpStream::connect(&mgr.address).expect("connect");
+    let request = rfaas::wire::LeaseRequest {
+        cores: 1,
+        memory_mib: 64,
+        hot_timeout_us: 0,
+        fabric: Fabric::Verbs,
+        package_sha256: "ab".repeat(32),
+        package_len: Some(1000),
+        slots: None,
+        slot_size: None,
+        heartbeat_ms: None,
+    };
+    rfaas::transport::send_json(&mut s, &request).expect("request");
+    match rfaas::transport::recv_json::<rfaas::wire::LeaseReply>(&mut s).expect("reply") {
+        rfaas::wire::LeaseReply::Refused(why) => {
+            assert!(why.contains("offers no RDMA leases"), "{why}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The manager keeps serving.
+    let lease =
+        lease_from(&mgr.address, example_package(), &spec(1, Fabric::Tcp)).expect("tcp lease");
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(0, 3))
+            .timeout(T)
+            .wait()
+            .expect("invocation"),
+        3
+    );
+}
+
+#[test]
 fn packages_are_checked_and_bad_requests_refused() {
     let dir = scratch_dir("manager-bad");
     let mgr = Service::start(

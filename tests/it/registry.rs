@@ -53,6 +53,7 @@ fn node(id: &str, cores: u32) -> NodeInfo {
         address: format!("127.0.0.1:{}", 9000 + cores),
         cores,
         memory_mib: 1024,
+        rdma: cores >= 8,
     }
 }
 
@@ -105,6 +106,12 @@ fn nodes_register_heartbeat_and_expire() {
         "most free cores first"
     );
     assert_eq!((nodes[0].free_cores, nodes[0].free_memory_mib), (8, 1024));
+    // Everything a node registered comes back, whether it offers RDMA included.
+    assert_eq!(
+        nodes.iter().map(|n| n.info.clone()).collect::<Vec<_>>(),
+        [node("b", 8), node("a", 4)]
+    );
+    assert!(nodes[0].info.rdma && !nodes[1].info.rdma);
     // `a` keeps heart-beating with less free capacity; `b` goes silent and disappears.
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {

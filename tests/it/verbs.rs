@@ -221,3 +221,77 @@ fn a_client_that_leaves_frees_the_executor_for_the_next() {
         );
     }
 }
+
+#[test]
+fn a_manager_grants_rdma_leases() {
+    use rfaas::managed::{LeaseSpec, lease_from};
+    use rfaas::wire::Fabric;
+    use std::io::BufRead;
+    if !rdma_or_skip("a_manager_grants_rdma_leases") {
+        return;
+    }
+    let dir = tests::scratch_dir("verbs-manager");
+    let config = dir.join("manager.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nnode_id = \"rdma-node\"\ncores = 2\nmemory_mib = 1024\ncache_dir = \"{}\"\nledger = \"{}\"\nsocket_dir = \"{}\"\n",
+            dir.join("cache").display(),
+            dir.join("ledger.jsonl").display(),
+            dir.display()
+        ),
+    )
+    .expect("config");
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = std::process::Command::new(tests::executor_binary())
+        .arg("manager")
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("manager");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("manager output");
+    let _manager = Killed(child);
+    let address = line
+        .trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("manager did not start: {line:?}"))
+        .to_owned();
+    let mut spec = LeaseSpec::default();
+    spec.fabric = Fabric::Verbs;
+    spec.hot_timeout_us = 1000;
+    spec.slot_size = Some(65536);
+    let lease = lease_from(&address, tests::example_package(), &spec).expect("RDMA lease");
+    let input = b"over rdma, through the manager";
+    let mut out = vec![0u8; input.len()];
+    assert_eq!(
+        fx::echo::invoke(&lease, input, &mut out)
+            .timeout(T)
+            .wait()
+            .expect("echo"),
+        input.len() as u64
+    );
+    assert_eq!(&out, input);
+    let id = lease.id();
+    drop(lease);
+    let ledger = dir.join("ledger.jsonl");
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let entries = executor::manager::read_ledger(&ledger).unwrap_or_default();
+        if let Some(e) = entries.iter().find(|e| e.lease_id == id) {
+            assert_eq!((e.fabric, e.invocations), (Fabric::Verbs, 1), "{e:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ledger entry");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
