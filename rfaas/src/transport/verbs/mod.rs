@@ -377,10 +377,12 @@ impl super::Queue for VerbsQueue {
 /// One connected endpoint: an RC queue pair, our registered regions, the peer's regions.
 pub struct VerbsEndpoint {
     id: u32,
+    // Field order is drop order: the queue pair goes before the registrations it may use, and
+    // the registrations before the regions' memory.
     qp: QueuePair,
-    local: Vec<Arc<Region>>,
     /// Registrations of `local`, in the same order.
     mrs: Vec<MemoryRegion>,
+    local: Vec<Arc<Region>>,
     remote: Vec<RegionDesc>,
     posted: AtomicU32,
     _queue: Arc<VerbsQueue>,
@@ -416,7 +418,7 @@ impl VerbsEndpoint {
         let mut mrs = Vec::with_capacity(local.len());
         for r in &local {
             // SAFETY: the region's mapping lives as long as the `Arc<Region>` we keep in the
-            // endpoint, which drops `mrs` first (field order) and never remaps it.
+            // endpoint, which drops `mrs` before `local` (field order) and never remaps it.
             mrs.push(unsafe { MemoryRegion::register(&cq.ctx, r.as_ptr(), r.len()) }?);
         }
         let hello = Hello {
@@ -451,8 +453,8 @@ impl VerbsEndpoint {
         Ok(VerbsEndpoint {
             id,
             qp,
-            local,
             mrs,
+            local,
             remote: peer.regions,
             posted: AtomicU32::new(0),
             _queue: cq.clone(),
