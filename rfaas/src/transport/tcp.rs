@@ -8,24 +8,36 @@
 //! u32 remote_key | u64 remote_offset | u32 len | u32 imm | len bytes      (little-endian)
 //! ```
 //!
-//! A reader thread per endpoint validates every frame against its own regions (an unknown key
-//! or an out-of-bounds range ends the connection as a protocol violation), copies the bytes into
-//! the region, and queues the completion. There is no zero-copy window: [`Endpoint::window`]
-//! returns `None`.
+//! There is no thread of the transport's own: the threads that poll or wait on a [`TcpQueue`]
+//! read its endpoints' sockets themselves, like a verbs completion queue being polled.
+//! [`Queue::poll`] reads without blocking (`MSG_DONTWAIT`); [`Queue::wait`] sleeps in `ppoll(2)`
+//! on the sockets and an eventfd of its own that [`Queue::interrupt`] writes. Each endpoint
+//! keeps its partial frame (header bytes so far, payload bytes so far) across polls under a
+//! lock, so one thread at a time reads a socket and a frame may arrive split anywhere. Every
+//! header is validated against the local regions before its payload is read (an unknown key or
+//! an out-of-bounds range ends the connection as a protocol violation); the payload is read
+//! straight into the region. A sender whose socket is full receives meanwhile (into the
+//! endpoint's backlog, delivered first) so two peers sending to each other never deadlock.
+//! There is no zero-copy window: [`Endpoint::window`] returns `None`.
 
-use super::{Completion, Endpoint, Queue, Region, TransportError, check_range};
+use super::{Completion, Endpoint, LIVENESS_TICK, Queue, Region, TransportError, check_range};
 use crate::wire::Offer;
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::{self, IoSlice};
 use std::net::{Shutdown, TcpStream};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
 /// Bytes of a write frame's header.
 const FRAME_HEADER: usize = 20;
-/// Completions a queue holds before the reader threads stop reading (back-pressure).
+/// Completions an endpoint's blocked sender takes in (to be delivered later) before it stops
+/// receiving (back-pressure).
 pub const QUEUE_CAPACITY: usize = 4096;
+/// How often a sender that cannot receive (another thread is, or the backlog is full) looks
+/// again while its socket is full.
+const SEND_RECHECK: Duration = Duration::from_millis(1);
 
 enum Event {
     Completion(Completion),
@@ -33,20 +45,387 @@ enum Event {
     Broken(u32, String),
 }
 
-struct QueueState {
-    events: VecDeque<Event>,
-    endpoints: u32,
-    /// Threads in `wait` / readers waiting for room: notified only when there are some
-    /// (a condition variable's notify is a system call even with nobody waiting).
-    waiters: usize,
-    writers_blocked: usize,
+impl Event {
+    fn into_result(self) -> Result<Completion, TransportError> {
+        match self {
+            Event::Completion(c) => Ok(c),
+            Event::Gone(endpoint) => Err(TransportError::PeerGone { endpoint }),
+            Event::Broken(endpoint, why) => Err(TransportError::Protocol(format!(
+                "endpoint {endpoint}: {why}"
+            ))),
+        }
+    }
 }
 
-/// Collects the completions of any number of TCP endpoints.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// System calls
+
+fn cvt(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// `recv(2)` of at most `len` bytes into `buf`, without blocking.
+///
+/// # Safety
+///
+/// `buf` must be valid for writes of `len` bytes for the duration of the call.
+unsafe fn recv_nowait(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
+    // SAFETY: the caller guarantees `buf` is writable for `len` bytes; `fd` is a descriptor the
+    // caller owns (a bad one is an error, not undefined behaviour).
+    cvt(unsafe { libc::recv(fd, buf.cast(), len, libc::MSG_DONTWAIT) })
+}
+
+/// `sendmsg(2)` of `bufs` as one message, without blocking and without `SIGPIPE`.
+fn send_nowait(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: an all-zero `msghdr` is valid: no address, no control data, no iovecs.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; the kernel only reads them.
+    msg.msg_iov = bufs.as_ptr().cast::<libc::iovec>().cast_mut();
+    msg.msg_iovlen = bufs.len() as _;
+    // SAFETY: `msg` points to `bufs.len()` live iovecs, each describing readable memory borrowed
+    // for the duration of the call.
+    cvt(unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
+}
+
+/// `ppoll(2)` on `fds` for up to `timeout` (`None`: without limit). An interrupted call counts
+/// as a wake-up with nothing ready.
+fn ppoll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: d.subsec_nanos().into(),
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fds` is a live, writable array of `fds.len()` pollfds; `tsp` is null or points to
+    // a timespec that outlives the call; a null signal mask leaves the mask unchanged.
+    let r = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            tsp,
+            std::ptr::null(),
+        )
+    };
+    match cvt(r as isize) {
+        Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A non-blocking eventfd (a waiter's wake-up line).
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: `eventfd` has no memory preconditions.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) } as isize)?;
+    // SAFETY: `eventfd` returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Adds one to an eventfd's counter (waking whoever polls it).
+fn eventfd_signal(fd: RawFd) {
+    let one = 1u64;
+    // SAFETY: writes the 8 bytes of a live `u64`; a full counter (EAGAIN) is already signalled.
+    unsafe { libc::write(fd, (&raw const one).cast(), 8) };
+}
+
+/// Resets an eventfd's counter to zero.
+fn eventfd_clear(fd: RawFd) {
+    let mut v = 0u64;
+    // SAFETY: reads at most 8 bytes into a live `u64`; an empty counter is EAGAIN (non-blocking).
+    unsafe { libc::read(fd, (&raw mut v).cast(), 8) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving
+
+/// A validated frame whose payload is being read.
+#[derive(Debug, Clone, Copy)]
+struct Body {
+    /// Index of the destination in the endpoint's local regions.
+    region: usize,
+    offset: usize,
+    len: usize,
+    imm: u32,
+    /// Payload bytes read so far.
+    got: usize,
+}
+
+/// An endpoint's receive side: the frame in progress and what was received but not delivered.
+struct Rx {
+    header: [u8; FRAME_HEADER],
+    /// Header bytes read so far (while `body` is `None`).
+    header_got: usize,
+    body: Option<Body>,
+    /// Events a sender received while its socket was full, delivered before anything else.
+    backlog: VecDeque<Event>,
+    /// The connection ended (its last event is delivered or in the backlog); never read again.
+    ended: bool,
+}
+
+/// One connection: the socket and its receive state, shared by the endpoint and its queue.
+struct Conn {
+    id: u32,
+    sock: TcpStream,
+    local: Vec<Arc<Region>>,
+    rx: Mutex<Rx>,
+    /// Set once the connection's last event was delivered: no longer polled or waited on.
+    retired: AtomicBool,
+    /// The queue's waiters, woken when a sender puts events in the backlog.
+    wake: Arc<Wake>,
+}
+
+impl Conn {
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// The next event of this connection (its backlog first, then the socket), or `None` when
+    /// no whole frame is available yet.
+    fn next(&self, rx: &mut Rx) -> Option<Event> {
+        let event = rx.backlog.pop_front().or_else(|| self.receive(rx));
+        if rx.ended && rx.backlog.is_empty() {
+            self.retired.store(true, Ordering::Release);
+        }
+        event
+    }
+
+    /// Reads from the socket, without blocking, until a frame is complete, the connection ends,
+    /// or no more bytes are there (`None`; the partial frame is kept in `rx`).
+    fn receive(&self, rx: &mut Rx) -> Option<Event> {
+        if rx.ended {
+            return None;
+        }
+        let end = loop {
+            let read = match rx.body {
+                None => {
+                    let got = rx.header_got;
+                    // SAFETY: `header[got..]` is `FRAME_HEADER - got` writable bytes of `rx`.
+                    unsafe {
+                        recv_nowait(
+                            self.fd(),
+                            rx.header.as_mut_ptr().add(got),
+                            FRAME_HEADER - got,
+                        )
+                    }
+                }
+                Some(b) if b.got == b.len => {
+                    rx.body = None;
+                    return Some(Event::Completion(Completion {
+                        endpoint: self.id,
+                        imm: b.imm,
+                        len: b.len as u32,
+                    }));
+                }
+                Some(b) => {
+                    let region = &self.local[b.region];
+                    // SAFETY: `[offset, offset + len)` lies inside the live region (checked in
+                    // `validate`) and `got < len`, so the rest of the payload is in bounds; the
+                    // region's memory is ours and any bytes may be stored in it.
+                    unsafe {
+                        recv_nowait(
+                            self.fd(),
+                            region.as_ptr().add(b.offset + b.got),
+                            b.len - b.got,
+                        )
+                    }
+                }
+            };
+            match read {
+                Ok(0) => break Event::Gone(self.id),
+                Ok(n) => match &mut rx.body {
+                    Some(b) => b.got += n,
+                    None => {
+                        rx.header_got += n;
+                        if rx.header_got == FRAME_HEADER {
+                            rx.header_got = 0;
+                            match self.validate(&rx.header) {
+                                Ok(body) => rx.body = Some(body),
+                                Err(why) => break Event::Broken(self.id, why),
+                            }
+                        }
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break Event::Gone(self.id),
+            }
+        };
+        rx.ended = true;
+        rx.body = None;
+        let _ = self.sock.shutdown(Shutdown::Both);
+        Some(end)
+    }
+
+    /// Checks a frame header against the local regions.
+    fn validate(&self, h: &[u8; FRAME_HEADER]) -> Result<Body, String> {
+        let key = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
+        let offset = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes")) as usize;
+        let imm = u32::from_le_bytes(h[16..20].try_into().expect("4 bytes"));
+        let Some(region) = self.local.iter().position(|r| r.key() == key) else {
+            return Err(format!("write to unknown region {key}"));
+        };
+        let Ok(offset) = usize::try_from(offset) else {
+            return Err("offset overflows".into());
+        };
+        check_range("local", key, offset, len, self.local[region].len())
+            .map_err(|e| e.to_string())?;
+        Ok(Body {
+            region,
+            offset,
+            len,
+            imm,
+            got: 0,
+        })
+    }
+
+    /// While a send waits for room: takes in what the peer sent (into the backlog), so a peer
+    /// blocked sending to us goes on. Returns whether to watch the socket for input.
+    fn receive_while_sending(&self) -> bool {
+        let Some(mut rx) = try_lock(&self.rx) else {
+            // Another thread is receiving.
+            return false;
+        };
+        let before = rx.backlog.len();
+        while rx.backlog.len() < QUEUE_CAPACITY {
+            match self.receive(&mut rx) {
+                Some(e) => rx.backlog.push_back(e),
+                None => break,
+            }
+        }
+        let took = rx.backlog.len() > before;
+        let watch = rx.backlog.len() < QUEUE_CAPACITY && !rx.ended;
+        drop(rx);
+        if took {
+            // Waiters may be asleep on a socket that no longer has these bytes.
+            self.wake.interrupt();
+        }
+        watch
+    }
+
+    /// Sends `bufs` as one frame (one segment for small frames). The caller holds the
+    /// endpoint's send lock.
+    fn send(&self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        let mut bufs = bufs;
+        while !bufs.is_empty() {
+            match send_nowait(self.fd(), bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let watch = self.receive_while_sending();
+                    let mut events = libc::POLLOUT;
+                    if watch {
+                        events |= libc::POLLIN;
+                    }
+                    let mut fds = [libc::pollfd {
+                        fd: self.fd(),
+                        events,
+                        revents: 0,
+                    }];
+                    ppoll(
+                        &mut fds,
+                        Some(if watch { LIVENESS_TICK } else { SEND_RECHECK }),
+                    )?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The queue
+
+/// The waiters of a queue and how to wake them.
+struct Wake {
+    /// Moved by every interrupt: a waiter that sees it move returns.
+    generation: AtomicU64,
+    /// Threads registered in `sleepers` (read without the lock).
+    asleep: AtomicUsize,
+    /// The eventfds of the threads in `wait`.
+    sleepers: Mutex<Vec<RawFd>>,
+}
+
+impl Wake {
+    fn interrupt(&self) {
+        // Pairs with `Sleeper::register`: either we see the waiter registered and write its
+        // eventfd, or it sees the generation moved before it sleeps.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if self.asleep.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for &fd in lock(&self.sleepers).iter() {
+            eventfd_signal(fd);
+        }
+    }
+}
+
+/// What one waiting thread needs: its eventfd and the `ppoll` set (kept for reuse).
+struct Sleeper {
+    efd: OwnedFd,
+    fds: Vec<libc::pollfd>,
+    /// The connections in `fds`, kept alive (and their descriptors open) while polled.
+    conns: Vec<Arc<Conn>>,
+}
+
+/// A registered sleeper; dropping it unregisters it and returns it to the queue's idle ones.
+struct Asleep<'q> {
+    queue: &'q TcpQueue,
+    sleeper: Option<Sleeper>,
+}
+
+impl Drop for Asleep<'_> {
+    fn drop(&mut self) {
+        let Some(mut sleeper) = self.sleeper.take() else {
+            return;
+        };
+        let wake = &self.queue.wake;
+        wake.asleep.fetch_sub(1, Ordering::SeqCst);
+        {
+            let efd = sleeper.efd.as_raw_fd();
+            let mut sleepers = lock(&wake.sleepers);
+            if let Some(i) = sleepers.iter().position(|&fd| fd == efd) {
+                sleepers.swap_remove(i);
+            }
+        }
+        // Release the connections (and, for retired ones, their sockets) now.
+        sleeper.conns.clear();
+        lock(&self.queue.idle).push(sleeper);
+    }
+}
+
+struct Conns {
+    list: Vec<Arc<Conn>>,
+    next_id: u32,
+}
+
+/// Collects the completions of any number of TCP endpoints; the threads that poll or wait on
+/// it read the endpoints' sockets.
 pub struct TcpQueue {
-    state: Mutex<QueueState>,
-    ready: Condvar,
-    room: Condvar,
+    conns: RwLock<Conns>,
+    /// Where the next poll starts, so that one busy endpoint does not starve the others.
+    cursor: AtomicUsize,
+    wake: Arc<Wake>,
+    /// Sleepers not in use.
+    idle: Mutex<Vec<Sleeper>>,
 }
 
 impl std::fmt::Debug for TcpQueue {
@@ -59,108 +438,214 @@ impl TcpQueue {
     /// A new, empty queue.
     pub fn new() -> Arc<TcpQueue> {
         Arc::new(TcpQueue {
-            state: Mutex::new(QueueState {
-                events: VecDeque::new(),
-                endpoints: 0,
-                waiters: 0,
-                writers_blocked: 0,
+            conns: RwLock::new(Conns {
+                list: Vec::new(),
+                next_id: 0,
             }),
-            ready: Condvar::new(),
-            room: Condvar::new(),
+            cursor: AtomicUsize::new(0),
+            wake: Arc::new(Wake {
+                generation: AtomicU64::new(0),
+                asleep: AtomicUsize::new(0),
+                sleepers: Mutex::new(Vec::new()),
+            }),
+            idle: Mutex::new(Vec::new()),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, Conns> {
+        self.conns.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, e: Event) {
-        let mut st = self.lock();
-        while st.events.len() >= QUEUE_CAPACITY && matches!(e, Event::Completion(_)) {
-            st.writers_blocked += 1;
-            st = self.room.wait(st).unwrap_or_else(|e| e.into_inner());
-            st.writers_blocked -= 1;
-        }
-        st.events.push_back(e);
-        let wake = st.waiters > 0;
-        drop(st);
-        if wake {
-            self.ready.notify_all();
-        }
+    fn write_conns(&self) -> std::sync::RwLockWriteGuard<'_, Conns> {
+        self.conns.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self, st: &mut QueueState) -> Option<Result<Completion, TransportError>> {
-        let e = st.events.pop_front()?;
-        if st.writers_blocked > 0 {
-            self.room.notify_one();
+    /// Attaches the connection `make` builds for the next endpoint index.
+    fn attach(&self, make: impl FnOnce(u32) -> Arc<Conn>) -> Arc<Conn> {
+        let conn = {
+            let mut st = self.write_conns();
+            let conn = make(st.next_id);
+            st.next_id += 1;
+            st.list.push(conn.clone());
+            conn
+        };
+        // Sleeping waiters poll the connections they saw when they fell asleep.
+        self.wake.interrupt();
+        conn
+    }
+
+    /// Drops retired connections (closing their sockets once their endpoints are gone too).
+    fn prune(&self) {
+        self.write_conns()
+            .list
+            .retain(|c| !c.retired.load(Ordering::Acquire));
+    }
+
+    /// Takes `conn`'s next event; prunes it if that was its last.
+    fn deliver(&self, conn: &Conn, rx: &mut Rx) -> Option<Event> {
+        let event = conn.next(rx)?;
+        if conn.retired.load(Ordering::Acquire) {
+            self.prune();
         }
-        Some(match e {
-            Event::Completion(c) => Ok(c),
-            Event::Gone(endpoint) => Err(TransportError::PeerGone { endpoint }),
-            Event::Broken(endpoint, why) => Err(TransportError::Protocol(format!(
-                "endpoint {endpoint}: {why}"
-            ))),
+        Some(event)
+    }
+
+    /// One pass over the connections without blocking, skipping those another thread reads.
+    fn poll_once(&self) -> Option<Event> {
+        let (retired, event) = {
+            let conns = self.read_conns();
+            let n = conns.list.len();
+            let start = if n > 1 {
+                self.cursor.load(Ordering::Relaxed) % n
+            } else {
+                0
+            };
+            (0..n).find_map(|i| {
+                let k = (start + i) % n;
+                let conn = &conns.list[k];
+                if conn.retired.load(Ordering::Acquire) {
+                    return None;
+                }
+                let mut rx = try_lock(&conn.rx)?;
+                let event = conn.next(&mut rx)?;
+                if n > 1 {
+                    self.cursor.store(k + 1, Ordering::Relaxed);
+                }
+                Some((conn.retired.load(Ordering::Acquire), event))
+            })?
+        };
+        if retired {
+            self.prune();
+        }
+        Some(event)
+    }
+
+    /// A sleeper (from the idle ones, or a new one), registered for interrupts.
+    fn fall_asleep(&self) -> io::Result<Asleep<'_>> {
+        let idle = lock(&self.idle).pop();
+        let sleeper = match idle {
+            Some(s) => s,
+            None => Sleeper {
+                efd: eventfd()?,
+                fds: Vec::new(),
+                conns: Vec::new(),
+            },
+        };
+        lock(&self.wake.sleepers).push(sleeper.efd.as_raw_fd());
+        self.wake.asleep.fetch_add(1, Ordering::SeqCst);
+        Ok(Asleep {
+            queue: self,
+            sleeper: Some(sleeper),
         })
+    }
+
+    /// Sleeps in `ppoll` until a socket is readable, an interrupt, or the deadline; returns
+    /// the next event, if one could be taken.
+    fn sleep(
+        &self,
+        sleeper: &mut Sleeper,
+        generation: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Completion>, TransportError> {
+        loop {
+            // Registered: events a sender put in a backlog since are seen here or woken for.
+            if let Some(e) = self.poll_once() {
+                return e.into_result().map(Some);
+            }
+            if self.wake.generation.load(Ordering::SeqCst) != generation {
+                return Ok(None);
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+                None => None,
+            };
+            sleeper.conns.clear();
+            sleeper.fds.clear();
+            for conn in self.read_conns().list.iter() {
+                if !conn.retired.load(Ordering::Acquire) {
+                    sleeper.fds.push(libc::pollfd {
+                        fd: conn.fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                    sleeper.conns.push(conn.clone());
+                }
+            }
+            sleeper.fds.push(libc::pollfd {
+                fd: sleeper.efd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            ppoll(&mut sleeper.fds, left)?;
+            let (efd, socks) = sleeper.fds.split_last().expect("the eventfd is polled");
+            if efd.revents != 0 {
+                eventfd_clear(efd.fd);
+            }
+            for (p, conn) in socks.iter().zip(&sleeper.conns) {
+                if p.revents == 0 || conn.retired.load(Ordering::Acquire) {
+                    continue;
+                }
+                // Whoever holds the lock only reads without blocking: waiting for it is short,
+                // and polling again before it is done would find the socket still readable.
+                let mut rx = lock(&conn.rx);
+                if let Some(e) = self.deliver(conn, &mut rx) {
+                    return e.into_result().map(Some);
+                }
+            }
+        }
     }
 }
 
 impl Queue for TcpQueue {
     fn poll(&self) -> Result<Option<Completion>, TransportError> {
-        let mut st = self.lock();
-        self.take(&mut st).transpose()
+        self.poll_once().map(Event::into_result).transpose()
     }
 
     fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.lock();
-        loop {
-            if let Some(r) = self.take(&mut st) {
-                return r.map(Some);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            st.waiters += 1;
-            let (guard, res) = self
-                .ready
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner());
-            st = guard;
-            st.waiters -= 1;
-            if !res.timed_out() && st.events.is_empty() {
-                // Interrupted: let the caller look around.
-                return Ok(None);
-            }
+        let generation = self.wake.generation.load(Ordering::SeqCst);
+        if let Some(c) = self.poll()? {
+            return Ok(Some(c));
         }
+        if timeout.is_zero() {
+            return Ok(None);
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        let mut asleep = self.fall_asleep()?;
+        let sleeper = asleep.sleeper.as_mut().expect("registered until dropped");
+        self.sleep(sleeper, generation, deadline)
     }
 
     fn interrupt(&self) {
-        self.ready.notify_all();
+        self.wake.interrupt();
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Endpoints
+
 /// One connected TCP endpoint.
 pub struct TcpEndpoint {
-    id: u32,
-    writer: Mutex<TcpStream>,
-    local: Vec<Arc<Region>>,
+    conn: Arc<Conn>,
+    /// Held while a frame is sent (frames of concurrent senders do not interleave).
+    send: Mutex<()>,
     remote: Vec<(u32, usize)>,
-    reader: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for TcpEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpEndpoint")
-            .field("id", &self.id)
+            .field("id", &self.conn.id)
             .field("remote", &self.remote)
             .finish()
     }
 }
 
 impl TcpEndpoint {
-    /// Connects over `stream` (both sides call this): exchanges region descriptors, then starts
-    /// the reader thread that delivers the peer's writes into `local` and completions to `cq`.
+    /// Connects over `stream` (both sides call this): exchanges region descriptors, then
+    /// attaches the connection to `cq`, whose pollers deliver the peer's writes into `local`.
     pub fn connect(
         stream: TcpStream,
         local: Vec<Arc<Region>>,
@@ -171,12 +656,11 @@ impl TcpEndpoint {
             regions: local.iter().map(|r| (r.key(), r.len() as u64)).collect(),
             control: false,
         };
-        let mut w = stream.try_clone()?;
-        super::send_json(&mut w, &offer)?;
-        let mut r = stream.try_clone()?;
-        r.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let peer: Offer = super::recv_json(&mut r)?;
-        r.set_read_timeout(None)?;
+        let mut s = &stream;
+        super::send_json(&mut s, &offer)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let peer: Offer = super::recv_json(&mut s)?;
+        stream.set_read_timeout(None)?;
         let mut remote = Vec::new();
         for (key, len) in peer.regions {
             let len = usize::try_from(len)
@@ -188,97 +672,39 @@ impl TcpEndpoint {
             }
             remote.push((key, len));
         }
-        let id = {
-            let mut st = cq.lock();
-            st.endpoints += 1;
-            st.endpoints - 1
-        };
-        let reader = {
-            let (cq, local) = (cq.clone(), local.clone());
-            std::thread::Builder::new()
-                .name(format!("rfaas-tcp-{id}"))
-                .spawn(move || {
-                    // Not on the caller's pinned core: a client spinning there for its answer
-                    // would have to be preempted for every frame.
-                    crate::sys::unpin();
-                    read_loop(r, id, &local, &cq)
-                })?
-        };
+        let wake = cq.wake.clone();
+        let conn = cq.attach(|id| {
+            Arc::new(Conn {
+                id,
+                sock: stream,
+                local,
+                rx: Mutex::new(Rx {
+                    header: [0; FRAME_HEADER],
+                    header_got: 0,
+                    body: None,
+                    backlog: VecDeque::new(),
+                    ended: false,
+                }),
+                retired: AtomicBool::new(false),
+                wake,
+            })
+        });
         Ok(TcpEndpoint {
-            id,
-            writer: Mutex::new(w),
-            local,
+            conn,
+            send: Mutex::new(()),
             remote,
-            reader: Some(reader),
         })
     }
-}
 
-impl TcpEndpoint {
     /// A handle on the connection (to shut it down from elsewhere).
-    pub fn stream(&self) -> std::io::Result<TcpStream> {
-        self.writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_clone()
+    pub fn stream(&self) -> io::Result<TcpStream> {
+        self.conn.sock.try_clone()
     }
-}
-
-/// Writes a frame's header and payload with as few system calls as the kernel allows (one
-/// segment for small frames, instead of two that each wake the peer's reader).
-fn write_all_vectored(w: &mut TcpStream, header: &[u8], data: &[u8]) -> std::io::Result<()> {
-    let mut bufs = [std::io::IoSlice::new(header), std::io::IoSlice::new(data)];
-    let mut bufs = &mut bufs[..];
-    while !bufs.is_empty() {
-        match w.write_vectored(bufs) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => std::io::IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Reads write frames until the peer closes or breaks the protocol.
-fn read_loop(mut stream: TcpStream, id: u32, local: &[Arc<Region>], cq: &TcpQueue) {
-    let event = loop {
-        let mut h = [0u8; FRAME_HEADER];
-        if stream.read_exact(&mut h).is_err() {
-            break Event::Gone(id);
-        }
-        let key = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
-        let offset = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes")) as usize;
-        let imm = u32::from_le_bytes(h[16..20].try_into().expect("4 bytes"));
-        let Some(region) = local.iter().find(|r| r.key() == key) else {
-            break Event::Broken(id, format!("write to unknown region {key}"));
-        };
-        let Ok(offset) = usize::try_from(offset) else {
-            break Event::Broken(id, "offset overflows".into());
-        };
-        if let Err(e) = check_range("local", key, offset, len, region.len()) {
-            break Event::Broken(id, e.to_string());
-        }
-        // SAFETY: `[offset, offset + len)` lies inside the live region (checked above); the
-        // region's memory is ours and any bytes may be stored in it.
-        let dst = unsafe { std::slice::from_raw_parts_mut(region.as_ptr().add(offset), len) };
-        if stream.read_exact(dst).is_err() {
-            break Event::Gone(id);
-        }
-        cq.push(Event::Completion(Completion {
-            endpoint: id,
-            imm,
-            len: len as u32,
-        }));
-    };
-    let _ = stream.shutdown(Shutdown::Both);
-    cq.push(event);
 }
 
 impl Endpoint for TcpEndpoint {
     fn id(&self) -> u32 {
-        self.id
+        self.conn.id
     }
 
     fn remote_len(&self, key: u32) -> Option<usize> {
@@ -294,7 +720,7 @@ impl Endpoint for TcpEndpoint {
         remote_off: usize,
         imm: u32,
     ) -> Result<(), TransportError> {
-        let local = super::local_range(&self.local, local_key, local_off, len)?;
+        let local = super::local_range(&self.conn.local, local_key, local_off, len)?;
         let rlen = self
             .remote_len(remote_key)
             .ok_or(TransportError::UnknownRegion {
@@ -311,9 +737,11 @@ impl Endpoint for TcpEndpoint {
         h[16..20].copy_from_slice(&imm.to_le_bytes());
         // SAFETY: in bounds of the live local region (checked above); read as plain bytes.
         let data = unsafe { std::slice::from_raw_parts(local.as_ptr().add(local_off), len) };
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = write_all_vectored(&mut w, &h, data);
-        sent.map_err(|_| TransportError::PeerGone { endpoint: self.id })
+        let _sending = lock(&self.send);
+        let sent = self.conn.send(&mut [IoSlice::new(&h), IoSlice::new(data)]);
+        sent.map_err(|_| TransportError::PeerGone {
+            endpoint: self.conn.id,
+        })
     }
 
     fn window(
@@ -339,10 +767,8 @@ impl Endpoint for TcpEndpoint {
 
 impl Drop for TcpEndpoint {
     fn drop(&mut self) {
-        // Shutting the socket down ends the reader thread (its next read fails); it is not
-        // joined, since it may be waiting for room in a queue nobody drains any more.
-        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = w.shutdown(Shutdown::Both);
-        drop(self.reader.take());
+        // The queue sees the connection end (its next read finds it shut down), reports it,
+        // and drops its share of the connection, closing the socket.
+        let _ = self.conn.sock.shutdown(Shutdown::Both);
     }
 }

@@ -227,6 +227,90 @@ fn zero_copy_window_then_signal<F: Fabric>() {
     }
 }
 
+fn interrupt_wakes_a_waiter<F: Fabric>() {
+    let (_a, b) = F::pair(&[(1, 64)], &[(2, 64)]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cq = b.cq.clone();
+    // Far longer than the test's deadline: only an interrupt ends this wait in time.
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(cq.wait(Duration::from_secs(3600)));
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Interrupt until the waiter returns: an interrupt before it sleeps need not wake it.
+    let got = loop {
+        b.cq.interrupt();
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(got) => break got,
+            Err(_) if Instant::now() < deadline => {}
+            Err(e) => panic!(
+                "{}: interrupt did not wake a waiter in 10 s: {e}",
+                F::name()
+            ),
+        }
+    };
+    assert_eq!(got.expect("wait"), None, "{}", F::name());
+    waiter.join().expect("waiter");
+}
+
+fn send_all_then_receive_both_ways<F: Fabric>() {
+    // Both sides send everything before they poll, more bytes each way than the sockets of a
+    // TCP loopback connection buffer: a sender whose peer is itself blocked sending must keep
+    // receiving, or neither finishes.
+    const LEN: usize = 1 << 20;
+    const FRAMES: u32 = 64;
+    // Each side sends from its region 1 into the peer's region 2.
+    let (a, b) = F::pair(&[(1, LEN), (2, LEN)], &[(1, LEN), (2, LEN)]);
+    let pattern = |seed: u8| {
+        (0..LEN)
+            .map(|i| (i as u8).wrapping_mul(seed))
+            .collect::<Vec<_>>()
+    };
+    a.regions[0].write(0, &pattern(3)).expect("fill");
+    b.regions[0].write(0, &pattern(5)).expect("fill");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let halves: Vec<_> = [a, b]
+        .into_iter()
+        .map(|half| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let sent = (0..FRAMES).try_for_each(|i| half.ep.write_with_imm(1, 0, LEN, 2, 0, i));
+                let mut got = Vec::new();
+                if sent.is_ok() {
+                    while got.len() < FRAMES as usize {
+                        match half.cq.wait(Duration::from_secs(10)) {
+                            Ok(Some(c)) => got.push((c.imm, c.len as usize)),
+                            _ => break,
+                        }
+                    }
+                }
+                let _ = tx.send((sent, got));
+                half
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((sent, got)) => {
+                sent.expect("write_with_imm");
+                let want: Vec<_> = (0..FRAMES).map(|i| (i, LEN)).collect();
+                assert_eq!(got, want, "{}: completions", F::name());
+            }
+            Err(e) => panic!(
+                "{}: two peers sending to each other before polling did not finish: {e}",
+                F::name()
+            ),
+        }
+    }
+    for (half, seed) in halves.into_iter().zip([5, 3]) {
+        let half = half.join().expect("sender");
+        assert!(
+            read(&half.regions[1], 0, LEN) == pattern(seed),
+            "{}: payload",
+            F::name()
+        );
+    }
+}
+
 struct Tcp;
 
 impl Fabric for Tcp {
@@ -299,6 +383,8 @@ mod shm {
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
         zero_copy_window_then_signal,
+        interrupt_wakes_a_waiter,
+        send_all_then_receive_both_ways,
     );
 }
 
@@ -311,50 +397,72 @@ mod tcp {
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
         zero_copy_window_then_signal,
+        interrupt_wakes_a_waiter,
+        send_all_then_receive_both_ways,
     );
+}
+
+/// One TCP write frame, spoken by hand: header, then `len` bytes of `fill`.
+fn frame(key: u32, off: u64, len: u32, imm: u32, fill: u8) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&key.to_le_bytes());
+    f.extend_from_slice(&off.to_le_bytes());
+    f.extend_from_slice(&len.to_le_bytes());
+    f.extend_from_slice(&imm.to_le_bytes());
+    f.extend(std::iter::repeat_n(fill, len as usize));
+    f
+}
+
+/// A peer speaking the framing by hand: connects to `addr` and exchanges offers (it offers no
+/// regions).
+fn raw_peer(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let offer = br#"{"regions":[]}"#;
+    s.write_all(&(offer.len() as u32).to_le_bytes())
+        .expect("write");
+    s.write_all(offer).expect("write");
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).expect("peer offer");
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut body).expect("peer offer");
+    s
+}
+
+/// A TCP endpoint on `cq` with one region (key 2, `len` bytes), connected to a raw peer.
+fn endpoint_with_raw_peer(
+    cq: &Arc<TcpQueue>,
+    len: usize,
+) -> (TcpEndpoint, Arc<Region>, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let peer = std::thread::spawn(move || raw_peer(addr));
+    let (s, _) = listener.accept().expect("accept");
+    let region = Arc::new(Region::new(2, len).expect("region"));
+    let ep = TcpEndpoint::connect(s, vec![region.clone()], cq).expect("connect");
+    (ep, region, peer.join().expect("raw peer"))
 }
 
 #[test]
 fn tcp_rejects_hostile_frames() {
-    // A peer speaking the framing by hand: a valid write, then one past the region's end.
+    // A valid write, then a bad one.
     for (key, offset, bad_len, words) in [
         (2u32, 60u64, 8u32, "exceed"),
         (9, 0, 8, "unknown region"),
         (2, u64::MAX, 8, ""),
     ] {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let cq = TcpQueue::new();
+        let (_ep, region, mut peer) = endpoint_with_raw_peer(&cq, 64);
         let hostile = std::thread::spawn(move || {
             use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(addr).expect("connect");
-            let offer = br#"{"regions":[]}"#;
-            s.write_all(&(offer.len() as u32).to_le_bytes())
-                .expect("write");
-            s.write_all(offer).expect("write");
-            let mut len = [0u8; 4];
-            s.read_exact(&mut len).expect("peer offer");
-            let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
-            s.read_exact(&mut body).expect("peer offer");
-            let frame = |key: u32, off: u64, len: u32, imm: u32| {
-                let mut f = Vec::new();
-                f.extend_from_slice(&key.to_le_bytes());
-                f.extend_from_slice(&off.to_le_bytes());
-                f.extend_from_slice(&len.to_le_bytes());
-                f.extend_from_slice(&imm.to_le_bytes());
-                f.extend(std::iter::repeat_n(7u8, len as usize));
-                f
-            };
-            s.write_all(&frame(2, 0, 4, 1)).expect("good frame");
-            s.write_all(&frame(key, offset, bad_len, 2))
+            peer.write_all(&frame(2, 0, 4, 1, 7)).expect("good frame");
+            peer.write_all(&frame(key, offset, bad_len, 2, 7))
                 .expect("bad frame");
             // Hold the connection until the endpoint hangs up on us.
             let mut rest = Vec::new();
-            let _ = s.read_to_end(&mut rest);
+            let _ = peer.read_to_end(&mut rest);
         });
-        let (s, _) = listener.accept().expect("accept");
-        let cq = TcpQueue::new();
-        let region = Arc::new(Region::new(2, 64).expect("region"));
-        let _ep = TcpEndpoint::connect(s, vec![region.clone()], &cq).expect("connect");
         assert_eq!(next(&*cq).imm, 1, "the valid write arrives");
         match cq.wait(Duration::from_secs(10)) {
             Err(TransportError::Protocol(msg)) => assert!(msg.contains(words), "{msg}"),
@@ -367,5 +475,221 @@ fn tcp_rejects_hostile_frames() {
             "nothing written for the rejected frame"
         );
         hostile.join().expect("hostile peer");
+        assert_eq!(
+            cq.wait(Duration::from_millis(10))
+                .expect("after the violation"),
+            None,
+            "a broken connection is reported once"
+        );
     }
+}
+
+/// Frames `(offset, len, imm)` laid out one after another in a 4 KiB region, each filled with
+/// bytes derived from `seed`.
+fn frames_stream(seed: u8) -> (Vec<u8>, Vec<(usize, usize, u32)>) {
+    let mut stream = Vec::new();
+    let mut frames = Vec::new();
+    let mut off = 0;
+    for (i, len) in [0usize, 1, 19, 20, 21, 300].into_iter().enumerate() {
+        let imm = 0x5000 + i as u32;
+        let fill = seed.wrapping_add(i as u8);
+        stream.extend(frame(2, off as u64, len as u32, imm, fill));
+        frames.push((off, len, imm));
+        off += len + 3;
+    }
+    (stream, frames)
+}
+
+/// Checks `got` against the first completions of `frames` and their bytes in `region`.
+#[track_caller]
+fn check_frames(
+    got: &[Completion],
+    frames: &[(usize, usize, u32)],
+    ep: u32,
+    region: &Region,
+    seed: u8,
+) {
+    assert!(got.len() <= frames.len(), "more completions than frames");
+    for (i, (c, &(off, len, imm))) in got.iter().zip(frames).enumerate() {
+        assert_eq!(
+            (c.endpoint, c.imm, c.len as usize),
+            (ep, imm, len),
+            "frame {i}"
+        );
+        let fill = seed.wrapping_add(i as u8);
+        assert!(
+            read(region, off, len).iter().all(|&b| b == fill),
+            "frame {i}'s bytes"
+        );
+    }
+}
+
+#[test]
+fn tcp_frames_split_at_every_byte_boundary() {
+    use std::io::Write;
+    let cq = TcpQueue::new();
+    let (ep, region, mut peer) = endpoint_with_raw_peer(&cq, 4096);
+    let (stream, frames) = frames_stream(0);
+    // Where each frame ends in the stream.
+    let ends: Vec<usize> = frames
+        .iter()
+        .scan(0, |at, &(_, len, _)| {
+            *at += 20 + len;
+            Some(*at)
+        })
+        .collect();
+    assert_eq!(ends.last(), Some(&stream.len()));
+    // The stream in two writes, split at every byte; polls in between may deliver only the
+    // frames wholly before the split.
+    for split in 1..stream.len() {
+        let seed = split as u8;
+        let (stream, _) = frames_stream(seed);
+        peer.write_all(&stream[..split]).expect("first part");
+        let mut got = Vec::new();
+        while let Some(c) = cq.poll().expect("poll") {
+            got.push(c);
+        }
+        let whole = ends.iter().filter(|&&end| end <= split).count();
+        assert!(
+            got.len() <= whole,
+            "split at {split}: a frame delivered before its end"
+        );
+        peer.write_all(&stream[split..]).expect("second part");
+        while got.len() < frames.len() {
+            got.push(next(&*cq));
+        }
+        check_frames(&got, &frames, ep.id(), &region, seed);
+    }
+    // And a byte at a time, polling after each.
+    let (stream, _) = frames_stream(200);
+    let mut got = Vec::new();
+    for b in &stream {
+        peer.write_all(std::slice::from_ref(b)).expect("byte");
+        got.extend(cq.poll().expect("poll"));
+    }
+    while got.len() < frames.len() {
+        got.push(next(&*cq));
+    }
+    check_frames(&got, &frames, ep.id(), &region, 200);
+    assert_eq!(cq.poll().expect("poll"), None);
+}
+
+#[test]
+fn tcp_wait_gathers_a_frame_that_trickles_in() {
+    use std::io::Write;
+    let cq = TcpQueue::new();
+    let (ep, region, mut peer) = endpoint_with_raw_peer(&cq, 4096);
+    let (stream, frames) = frames_stream(9);
+    let writer = std::thread::spawn(move || {
+        for b in stream {
+            peer.write_all(&[b]).expect("byte");
+            // Let the waiter fall asleep between bytes (not a timing assertion).
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        peer
+    });
+    let got: Vec<_> = frames.iter().map(|_| next(&*cq)).collect();
+    check_frames(&got, &frames, ep.id(), &region, 9);
+    drop(writer.join().expect("writer"));
+    match cq.wait(Duration::from_secs(10)) {
+        Err(TransportError::PeerGone { endpoint }) => assert_eq!(endpoint, ep.id()),
+        other => panic!("expected PeerGone, got {other:?}"),
+    }
+}
+
+#[test]
+fn tcp_threads_share_a_queue() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const FRAMES: usize = 3000;
+    let cq = TcpQueue::new();
+    let (ep, region, mut peer) = endpoint_with_raw_peer(&cq, 4 * FRAMES);
+    let writer = std::thread::spawn(move || {
+        let mut stream = Vec::new();
+        for i in 0..FRAMES {
+            stream.extend(frame(2, 4 * i as u64, 4, i as u32, i as u8));
+        }
+        // In pieces that split frames.
+        for piece in stream.chunks(1000) {
+            peer.write_all(piece).expect("frames");
+        }
+        peer
+    });
+    let taken = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let (cq, taken) = (cq.clone(), taken.clone());
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                while taken.load(Ordering::Acquire) < FRAMES && Instant::now() < deadline {
+                    // One thread sleeps in `wait`, the others spin on `poll`.
+                    let got = if t == 0 {
+                        cq.wait(Duration::from_millis(20))
+                    } else {
+                        cq.poll()
+                    };
+                    if let Some(c) = got.expect("completion") {
+                        mine.push(c.imm);
+                        taken.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+                cq.interrupt();
+                mine
+            })
+        })
+        .collect();
+    let per_thread: Vec<Vec<u32>> = threads
+        .into_iter()
+        .map(|t| t.join().expect("poller"))
+        .collect();
+    let _peer = writer.join().expect("writer");
+    let mut all: Vec<u32> = per_thread.iter().flatten().copied().collect();
+    assert_eq!(all.len(), FRAMES, "every frame delivered once, within 30 s");
+    all.sort_unstable();
+    assert!(
+        all.iter().enumerate().all(|(i, &imm)| imm == i as u32),
+        "each frame exactly once"
+    );
+    for mine in &per_thread {
+        assert!(mine.is_sorted(), "a thread sees its completions in order");
+    }
+    for i in 0..FRAMES {
+        assert_eq!(read(&region, 4 * i, 4), [i as u8; 4], "frame {i}'s bytes");
+    }
+    assert_eq!(cq.poll().expect("poll"), None);
+    drop(ep);
+}
+
+#[test]
+fn tcp_one_queue_for_several_endpoints() {
+    use std::io::Write;
+    let cq = TcpQueue::new();
+    let (ep0, region0, mut peer0) = endpoint_with_raw_peer(&cq, 64);
+    let (ep1, region1, mut peer1) = endpoint_with_raw_peer(&cq, 64);
+    assert_ne!(ep0.id(), ep1.id());
+    for i in 0..10u32 {
+        peer0.write_all(&frame(2, 0, 8, i, 1)).expect("frame");
+        peer1.write_all(&frame(2, 8, 8, 100 + i, 2)).expect("frame");
+    }
+    let mut seen = [Vec::new(), Vec::new()];
+    for _ in 0..20 {
+        let c = next(&*cq);
+        let which = usize::from(c.endpoint == ep1.id());
+        assert_eq!(c.endpoint, [ep0.id(), ep1.id()][which]);
+        seen[which].push(c.imm);
+    }
+    assert_eq!(seen[0], (0..10).collect::<Vec<_>>());
+    assert_eq!(seen[1], (100..110).collect::<Vec<_>>());
+    assert_eq!(read(&region0, 0, 8), [1; 8]);
+    assert_eq!(read(&region1, 8, 8), [2; 8]);
+    // One peer hangs up: reported for its endpoint; the other goes on.
+    drop(peer0);
+    match cq.wait(Duration::from_secs(10)) {
+        Err(TransportError::PeerGone { endpoint }) => assert_eq!(endpoint, ep0.id()),
+        other => panic!("expected PeerGone for endpoint {}, got {other:?}", ep0.id()),
+    }
+    peer1.write_all(&frame(2, 0, 1, 7, 3)).expect("frame");
+    let c = next(&*cq);
+    assert_eq!((c.endpoint, c.imm), (ep1.id(), 7));
 }
