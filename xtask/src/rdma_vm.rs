@@ -92,6 +92,8 @@ const PASS_ENV: &[&str] = &[
 
 /// Host paths the guest replaces with its own (kernel filesystems, scratch tmpfs).
 const GUEST_LOCAL: &[&str] = &["/proc", "/sys", "/dev", "/tmp", "/run"];
+/// Of those, where the guest can keep a host directory visible (bound over its tmpfs).
+const KEEPABLE: &[&str] = &["/tmp", "/run"];
 
 /// The built-in smoke check: the rxe device exists and an RC queue pair pair ping-pongs.
 const SMOKE: &[(&str, &str)] = &[
@@ -127,7 +129,6 @@ pub fn run(mut args: RdmaVmArgs) -> Result<()> {
         args.commands = commands;
         args.env.extend(env);
     }
-    let steps = steps(&args.commands)?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask sits in the workspace")
@@ -136,8 +137,21 @@ pub fn run(mut args: RdmaVmArgs) -> Result<()> {
         Some(dir) => std::path::absolute(dir).context("resolving --workdir")?,
         None => workspace.clone(),
     };
+    let target = target_dir(&workspace)?;
+    // A workspace (or target directory) under /tmp or /run, as in a CI clone, stays visible:
+    // the guest binds the host's copy over its own scratch there.
+    let mut keep: Vec<PathBuf> = Vec::new();
+    for dir in [&workspace, &target, &workdir] {
+        let dir = std::path::absolute(dir)?;
+        if KEEPABLE.iter().any(|d| dir.starts_with(d)) && !keep.iter().any(|k| dir.starts_with(k))
+        {
+            keep.retain(|k| !k.starts_with(&dir));
+            keep.push(dir);
+        }
+    }
+    let steps = steps(&args.commands, &keep)?;
     let env = environment(&args.env)?;
-    let cache = target_dir(&workspace)?.join("rdma-vm");
+    let cache = target.join("rdma-vm");
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
 
     install_host_packages()?;
@@ -157,6 +171,13 @@ pub fn run(mut args: RdmaVmArgs) -> Result<()> {
     let run_dir = cache.join(format!("run-{}", std::process::id()));
     fs::create_dir_all(&run_dir)?;
     fs::write(run_dir.join("job"), job(&steps, &env, &workdir))?;
+    let mut kept = String::new();
+    for k in &keep {
+        let k = k.to_str().context("non-UTF-8 workspace path")?;
+        ensure!(!k.contains('\n'), "a newline in a workspace path");
+        writeln!(kept, "{k}").unwrap();
+    }
+    fs::write(run_dir.join("keep"), kept)?;
     let console_path = run_dir.join("console.log");
 
     eprintln!(
@@ -304,7 +325,7 @@ fn printable(console: &[u8]) -> String {
 /// Splits `-- A a1 -- B b1` (clap keeps the later `--` as values) into steps; none gives the
 /// smoke check. Program paths with a `/` are made absolute against the host's working directory
 /// and must exist on the host and be visible to the guest.
-fn steps(words: &[String]) -> Result<Vec<Step>> {
+fn steps(words: &[String], keep: &[PathBuf]) -> Result<Vec<Step>> {
     let commands: Vec<&[String]> = words
         .split(|w| w == "--")
         .filter(|c| !c.is_empty())
@@ -326,7 +347,9 @@ fn steps(words: &[String]) -> Result<Vec<Step>> {
                 let path = std::path::absolute(&argv[0])
                     .with_context(|| format!("resolving {}", argv[0]))?;
                 ensure!(path.is_file(), "no such file on the host: {}", path.display());
-                if let Some(dir) = GUEST_LOCAL.iter().find(|d| path.starts_with(d)) {
+                if let Some(dir) = GUEST_LOCAL.iter().find(|d| path.starts_with(d))
+                    && !keep.iter().any(|k| path.starts_with(k))
+                {
                     bail!(
                         "{} is under {dir}, which the guest replaces with its own: build it elsewhere",
                         path.display()

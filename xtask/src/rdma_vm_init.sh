@@ -53,6 +53,18 @@ mount9p results /results rw || die "mount results share"
 have_results=1
 mount9p hostroot /host ro,cache=loose || die "mount host root"
 
+# Host directories under /tmp or /run the commands need (a workspace cloned there, listed by
+# the host in `keep`): bound aside now, moved back over the guest's tmpfs below.
+kept=0
+if [ -s /results/keep ]; then
+    while read -r dir; do
+        [ -n "$dir" ] || continue
+        mkdir -p "/keep/$kept"
+        mount --bind "/host$dir" "/keep/$kept" || die "bind $dir"
+        kept=$((kept + 1))
+    done </results/keep
+fi
+
 # The host root is read-only: the guest's own kernel filesystems and writable scratch go on top.
 mount -t proc proc /host/proc || die "mount /host/proc"
 mount -t sysfs sysfs /host/sys || die "mount /host/sys"
@@ -62,6 +74,15 @@ mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm || die "mount /host/dev/shm"
 mount -t devpts devpts /host/dev/pts || die "mount /host/dev/pts"
 mount -t tmpfs -o mode=1777 tmpfs /host/tmp || die "mount /host/tmp"
 [ -d /host/run ] && mount -t tmpfs tmpfs /host/run
+kept=0
+if [ -s /results/keep ]; then
+    while read -r dir; do
+        [ -n "$dir" ] || continue
+        mkdir -p "/host$dir" || die "mkdir $dir"
+        mount --move "/keep/$kept" "/host$dir" || die "move $dir back"
+        kept=$((kept + 1))
+    done </results/keep
+fi
 
 # Network: loopback (ibv_rc_pingpong and TCP tests talk over 127.0.0.1) and eth0 for rxe. With
 # duplicate address detection on, the link-local GID stays tentative for 1-2 s and a queue
