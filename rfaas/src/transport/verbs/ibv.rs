@@ -392,8 +392,14 @@ pub enum Wc {
         /// Bytes written.
         len: u32,
     },
-    /// A send work request finished successfully.
-    Sent,
+    /// A signalled send work request finished successfully (and every earlier one of its
+    /// queue pair).
+    Sent {
+        /// The sending queue pair.
+        qp_num: u32,
+        /// The work request's id.
+        wr_id: u64,
+    },
     /// A work request failed (the queue pair is now in the error state).
     Failed {
         /// The queue pair.
@@ -514,7 +520,10 @@ impl Cq {
                     imm: u32::from_be(wc.imm_data),
                     len: wc.len() as u32,
                 },
-                None => Wc::Sent,
+                None => Wc::Sent {
+                    qp_num: wc.qp_num,
+                    wr_id: wc.wr_id(),
+                },
             };
         }
         Ok(n as usize)
@@ -777,6 +786,7 @@ impl QueuePair {
             rkey,
             imm,
             signaled,
+            wr_id,
         } = *w;
         let mut sge = ffi::ibv_sge {
             addr: local as u64,
@@ -793,7 +803,7 @@ impl QueuePair {
         // SAFETY: zero is a valid bit pattern for every field of ibv_send_wr (null pointers,
         // integers, unions of integers).
         let mut wr: ffi::ibv_send_wr = unsafe { std::mem::zeroed() };
-        wr.wr_id = 0;
+        wr.wr_id = wr_id;
         wr.next = ptr::null_mut();
         wr.sg_list = if len == 0 { ptr::null_mut() } else { &mut sge };
         wr.num_sge = i32::from(len != 0);
@@ -804,6 +814,37 @@ impl QueuePair {
         let mut bad = ptr::null_mut();
         // SAFETY: the QP is live; `wr` and `sge` are valid for the call (the provider copies
         // them, and inline data, before returning); the caller guarantees the memory.
+        let rc = unsafe {
+            let post = (*(*self.qp).context)
+                .ops
+                .post_send
+                .expect("provider implements post_send");
+            post(self.qp, &mut wr, &mut bad)
+        };
+        if rc != 0 {
+            return Err(failed_with("ibv_post_send", rc));
+        }
+        Ok(())
+    }
+}
+
+impl QueuePair {
+    /// Posts a signalled zero-length `RDMA_WRITE` (no immediate: the peer sees nothing) with
+    /// id `wr_id` to `remote_addr` under `rkey`: its completion says every earlier work
+    /// request of this queue pair is done.
+    pub fn post_fence(&self, wr_id: u64, remote_addr: u64, rkey: u32) -> Result<(), VerbsError> {
+        // SAFETY: zero is a valid bit pattern for every field of ibv_send_wr.
+        let mut wr: ffi::ibv_send_wr = unsafe { std::mem::zeroed() };
+        wr.wr_id = wr_id;
+        wr.next = ptr::null_mut();
+        wr.sg_list = ptr::null_mut();
+        wr.num_sge = 0;
+        wr.opcode = ffi::ibv_wr_opcode::IBV_WR_RDMA_WRITE;
+        wr.send_flags = ffi::ibv_send_flags::IBV_SEND_SIGNALED.0;
+        wr.wr.rdma = ffi::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 { remote_addr, rkey };
+        let mut bad = ptr::null_mut();
+        // SAFETY: the QP is live; a zero-length write reads no local memory; the provider
+        // copies `wr` before returning.
         let rc = unsafe {
             let post = (*(*self.qp).context)
                 .ops
@@ -842,6 +883,8 @@ pub struct RdmaWrite {
     pub imm: u32,
     /// Ask for a send completion.
     pub signaled: bool,
+    /// Id reported with the send completion.
+    pub wr_id: u64,
 }
 
 /// A random initial packet sequence number (24 bits).

@@ -30,6 +30,10 @@ pub const MAX_REGIONS: usize = 8;
 pub const MAX_REGION: u64 = 1 << 34;
 /// One send in this many asks for a completion (the others are retired with it).
 const SIGNAL_EVERY: u32 = 16;
+/// How long a writer retries a full send queue before reporting `QueueFull`.
+const FULL_RETRY: Duration = Duration::from_millis(2);
+/// How long dropping an endpoint waits for its writes to complete.
+const DRAIN: Duration = Duration::from_secs(1);
 /// Receives are re-posted in batches of this many.
 const REPOST_BATCH: u32 = 16;
 
@@ -134,6 +138,8 @@ struct RegionDesc {
 /// An endpoint attached to a queue.
 struct Attached {
     qp_num: u32,
+    /// The highest send work-request id known complete (every earlier one is too).
+    retired: AtomicU64,
     liveness: TcpStream,
     /// The queue pair reported a failed work request.
     failed: AtomicBool,
@@ -152,6 +158,9 @@ pub struct VerbsQueue {
     attach: Mutex<()>,
     /// Receives consumed since the last re-post.
     consumed: AtomicU32,
+    /// Held while polling the device, so completions leave in the order they arrived; holds
+    /// those a sender took off the device to make room (see `reap`), delivered first.
+    device: Mutex<std::collections::VecDeque<Completion>>,
     /// Interrupt: a generation counter and an eventfd that wakes sleepers.
     generation: AtomicU64,
     wake: OwnedFd,
@@ -208,6 +217,7 @@ impl VerbsQueue {
             count: AtomicUsize::new(0),
             attach: Mutex::new(()),
             consumed: AtomicU32::new(0),
+            device: Mutex::new(std::collections::VecDeque::new()),
             generation: AtomicU64::new(0),
             wake,
         }))
@@ -229,6 +239,7 @@ impl VerbsQueue {
         })?;
         let _ = slot.set(Attached {
             qp_num,
+            retired: AtomicU64::new(0),
             liveness,
             failed: AtomicBool::new(false),
             gone_reported: AtomicBool::new(false),
@@ -246,26 +257,45 @@ impl VerbsQueue {
         })
     }
 
-    /// Takes the next completion, if any, without blocking.
+    /// Takes the next completion, if any, without blocking. One thread polls at a time; a
+    /// concurrent poll returns nothing.
     pub fn poll(&self) -> Result<Option<Completion>, TransportError> {
-        let mut wc = [Wc::Sent];
+        let mut backlog = match self.device.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        if let Some(c) = backlog.pop_front() {
+            return Ok(Some(c));
+        }
+        self.next_from_device()
+    }
+
+    /// The next write-with-immediate off the device (send completions are recorded on the
+    /// way), or a failed queue pair's `PeerGone` (once).
+    fn next_from_device(&self) -> Result<Option<Completion>, TransportError> {
+        let mut wc = [Wc::Sent {
+            qp_num: 0,
+            wr_id: 0,
+        }];
         loop {
             if self.cq.poll(&mut wc)? == 0 {
                 return Ok(None);
             }
             match wc[0] {
-                Wc::Sent => continue,
+                Wc::Sent { qp_num, wr_id } => {
+                    if let Some((_, a)) = self.endpoint_of(qp_num) {
+                        a.retired.fetch_max(wr_id, Ordering::AcqRel);
+                    }
+                }
                 Wc::Received { qp_num, imm, len } => {
                     let n = self.consumed.fetch_add(1, Ordering::AcqRel) + 1;
                     if n.is_multiple_of(REPOST_BATCH) {
                         self.cq.post_receives(REPOST_BATCH)?;
                     }
-                    match self.endpoint_of(qp_num) {
-                        Some((endpoint, _)) => {
-                            return Ok(Some(Completion { endpoint, imm, len }));
-                        }
-                        // A queue pair we no longer know: nothing to deliver.
-                        None => continue,
+                    // A queue pair we no longer know: nothing to deliver.
+                    if let Some((endpoint, _)) = self.endpoint_of(qp_num) {
+                        return Ok(Some(Completion { endpoint, imm, len }));
                     }
                 }
                 Wc::Failed { qp_num, status } => {
@@ -279,6 +309,60 @@ impl VerbsQueue {
                 }
             }
         }
+    }
+
+    /// Takes what the device has completed, so senders' queues have room again: send
+    /// completions are recorded, writes that arrived are kept for the next polls (in order),
+    /// failures are left for `wait` to report.
+    fn reap(&self) -> Result<(), TransportError> {
+        let mut backlog = self.device.lock().unwrap_or_else(|e| e.into_inner());
+        let before = backlog.len();
+        loop {
+            match self.next_from_device() {
+                Ok(Some(c)) => backlog.push_back(c),
+                Ok(None) => break,
+                // Not ours to report: `wait` does (the queue pair is marked failed).
+                Err(TransportError::PeerGone { endpoint }) => {
+                    if let Some(a) = self.endpoints.get(endpoint as usize).and_then(|a| a.get()) {
+                        a.gone_reported.store(false, Ordering::Release);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let woke = backlog.len() > before;
+        drop(backlog);
+        if woke {
+            // Sleepers may have missed the events of what we took.
+            self.interrupt();
+        }
+        Ok(())
+    }
+
+    /// Whether endpoint `id`'s queue pair failed or its peer hung up.
+    fn peer_gone(&self, id: u32) -> bool {
+        self.endpoints
+            .get(id as usize)
+            .and_then(|a| a.get())
+            .is_none_or(|a| {
+                a.failed.load(Ordering::Acquire) || crate::sys::peer_hung_up(a.liveness.as_fd())
+            })
+    }
+
+    /// Whether endpoint `id`'s queue pair has failed.
+    fn failed(&self, id: u32) -> bool {
+        self.endpoints
+            .get(id as usize)
+            .and_then(|a| a.get())
+            .is_some_and(|a| a.failed.load(Ordering::Acquire))
+    }
+
+    /// Send work requests of endpoint `id` known complete (the highest id).
+    fn retired(&self, id: u32) -> u64 {
+        self.endpoints
+            .get(id as usize)
+            .and_then(|a| a.get())
+            .map_or(0, |a| a.retired.load(Ordering::Acquire))
     }
 
     /// The first endpoint whose peer hung up (or whose queue pair failed), reported once.
@@ -384,8 +468,9 @@ pub struct VerbsEndpoint {
     mrs: Vec<MemoryRegion>,
     local: Vec<Arc<Region>>,
     remote: Vec<RegionDesc>,
-    posted: AtomicU32,
-    _queue: Arc<VerbsQueue>,
+    /// Send work requests posted (the last one's id).
+    posted: AtomicU64,
+    queue: Arc<VerbsQueue>,
 }
 
 impl std::fmt::Debug for VerbsEndpoint {
@@ -456,8 +541,8 @@ impl VerbsEndpoint {
             mrs,
             local,
             remote: peer.regions,
-            posted: AtomicU32::new(0),
-            _queue: cq.clone(),
+            posted: AtomicU64::new(0),
+            queue: cq.clone(),
         })
     }
 
@@ -508,6 +593,34 @@ fn validate(peer: &Hello) -> Result<(), TransportError> {
     Ok(())
 }
 
+impl Drop for VerbsEndpoint {
+    /// Lets the writes already posted complete (at most [`DRAIN`]) before the queue pair goes:
+    /// what `write_with_imm` accepted reaches the peer, as on the other fabrics.
+    fn drop(&mut self) {
+        let posted = *self.posted.get_mut();
+        let Some(any) = self.remote.first() else {
+            return;
+        };
+        if posted == 0 || self.queue.retired(self.id) >= posted || self.queue.peer_gone(self.id) {
+            return;
+        }
+        let fence = posted + 1;
+        if self.qp.post_fence(fence, any.addr, any.rkey).is_err() {
+            return;
+        }
+        let started = Instant::now();
+        while self.queue.retired(self.id) < fence
+            && !self.queue.failed(self.id)
+            && started.elapsed() < DRAIN
+        {
+            if self.queue.reap().is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
 impl super::Endpoint for VerbsEndpoint {
     fn id(&self) -> u32 {
         self.id
@@ -537,29 +650,45 @@ impl super::Endpoint for VerbsEndpoint {
             .position(|r| Arc::ptr_eq(r, region))
             .map(|i| self.mrs[i].lkey())
             .expect("every local region is registered");
-        let n = self.posted.fetch_add(1, Ordering::Relaxed);
-        let signaled = n % SIGNAL_EVERY == SIGNAL_EVERY - 1;
-        // SAFETY: the local range is in bounds of a region registered under `lkey` (checked
-        // above) that lives as long as this endpoint; the remote range is in bounds of the
-        // region the peer registered under `rkey` (checked above).
-        let posted = unsafe {
-            self.qp.write_with_imm(&RdmaWrite {
-                local: region.as_ptr().add(local_off),
-                len: len32,
-                lkey,
-                remote_addr: remote.addr + remote_off as u64,
-                rkey: remote.rkey,
-                imm,
-                signaled,
-            })
-        };
-        match posted {
-            Ok(()) => Ok(()),
-            Err(VerbsError::Call { source, .. }) if source.raw_os_error() == Some(libc::ENOMEM) => {
-                // The send queue is full: retire completions (whoever polls) and retry.
-                Err(TransportError::QueueFull)
+        let write = |wr_id: u64| {
+            // SAFETY: the local range is in bounds of a region registered under `lkey` (checked
+            // above) that lives as long as this endpoint; the remote range is in bounds of the
+            // region the peer registered under `rkey` (checked above).
+            unsafe {
+                self.qp.write_with_imm(&RdmaWrite {
+                    local: region.as_ptr().add(local_off),
+                    len: len32,
+                    lkey,
+                    remote_addr: remote.addr + remote_off as u64,
+                    rkey: remote.rkey,
+                    imm,
+                    signaled: wr_id.is_multiple_of(u64::from(SIGNAL_EVERY)),
+                    wr_id,
+                })
             }
-            Err(e) => Err(e.into()),
+        };
+        let wr_id = self.posted.fetch_add(1, Ordering::Relaxed) + 1;
+        let started = Instant::now();
+        loop {
+            match write(wr_id) {
+                Ok(()) => return Ok(()),
+                Err(VerbsError::Call { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOMEM) =>
+                {
+                    // The send queue is full of work requests whose completions nobody has
+                    // taken yet (or that wait for the peer's receives): take them, retry for a
+                    // while, then say so.
+                    self.queue.reap()?;
+                    if self.queue.failed(self.id) {
+                        return Err(TransportError::PeerGone { endpoint: self.id });
+                    }
+                    if started.elapsed() >= FULL_RETRY {
+                        return Err(TransportError::QueueFull);
+                    }
+                    std::thread::yield_now();
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
