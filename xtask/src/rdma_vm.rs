@@ -143,8 +143,7 @@ pub fn run(mut args: RdmaVmArgs) -> Result<()> {
     let mut keep: Vec<PathBuf> = Vec::new();
     for dir in [&workspace, &target, &workdir] {
         let dir = std::path::absolute(dir)?;
-        if KEEPABLE.iter().any(|d| dir.starts_with(d)) && !keep.iter().any(|k| dir.starts_with(k))
-        {
+        if KEEPABLE.iter().any(|d| dir.starts_with(d)) && !keep.iter().any(|k| dir.starts_with(k)) {
             keep.retain(|k| !k.starts_with(&dir));
             keep.push(dir);
         }
