@@ -11,6 +11,9 @@
 //! - [`iterations_for`] and [`warmup_iterations`]: how many round trips every benchmark binary
 //!   runs per payload size, so figures compared side by side have the same sample counts;
 //! - [`idle`] (the untimed gap that lets a server fall asleep) and [`human_size`].
+//! - [`ExecutorProcess`] (an `rfaas-executor run` on a Unix socket, killed and reaped on drop),
+//!   [`locate_executor`], [`locate_package`], [`worker_cpus`], [`run_pinned`] and
+//!   [`median_min_max`]: what the benchmarks that lease executors share.
 //!
 //! The machines these run on have 2 vCPUs, so no wait here is unbounded: spinning falls back to
 //! `sched_yield`, then to sleeping, and every wait fails with [`io::ErrorKind::TimedOut`] after
@@ -467,4 +470,261 @@ pub fn human_size(size: usize) -> String {
         s if s >= 1 << 10 && s.is_multiple_of(1 << 10) => format!("{} KiB", s >> 10),
         s => format!("{s} B"),
     }
+}
+
+/// How long [`ExecutorProcess::start`] waits for the executor to print `ready`.
+pub const EXECUTOR_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What [`ExecutorProcess::start`] runs: `rfaas-executor run --library PACKAGE --socket ...
+/// --cores N --cpus ... --slots ... --slot-size ... --hot-timeout-us ...` on a Unix socket in
+/// a fresh temporary directory (shared-memory sessions).
+#[derive(Clone, Debug)]
+pub struct ExecutorSpec {
+    /// The `rfaas-executor` binary.
+    pub executor: std::path::PathBuf,
+    /// The function package (or library) it serves.
+    pub package: std::path::PathBuf,
+    /// Workers (leased cores) per session.
+    pub cores: u32,
+    /// CPUs the workers are pinned to (worker `i` on `cpus[i % len]`); empty: the executor's
+    /// default (all allowed CPUs in order).
+    pub cpus: Vec<usize>,
+    /// Input slots per worker (invocations in flight per worker).
+    pub slots: u32,
+    /// Bytes per slot, header included (rounded up to a multiple of 64 here).
+    pub slot_size: usize,
+    /// `--hot-timeout-us`: -1 always hot, 0 always warm, else µs of polling after each
+    /// invocation.
+    pub hot_timeout_us: i64,
+    /// Labels the socket directory (`rfaas-<label>-<pid>-<n>`).
+    pub label: String,
+}
+
+/// A running `rfaas-executor run` on a Unix socket: killed and reaped, and its socket
+/// directory removed, on drop; it also dies with the thread that started it
+/// (`PR_SET_PDEATHSIG`), so start it from a thread that outlives it (typically `main`).
+///
+/// Unless `RFAAS_LOG` is set, the executor logs at `warn` (its `info` lines would interleave
+/// with the tables).
+#[derive(Debug)]
+pub struct ExecutorProcess {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    socket: std::path::PathBuf,
+}
+
+impl ExecutorProcess {
+    /// Starts the executor and waits (at most [`EXECUTOR_READY_TIMEOUT`]) for its `ready` line.
+    pub fn start(spec: &ExecutorSpec) -> io::Result<Self> {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        use std::sync::atomic::AtomicUsize;
+
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rfaas-{}-{}-{}",
+            spec.label,
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("executor.sock");
+        let slot_size = spec.slot_size.next_multiple_of(64);
+        let mut command = Command::new(&spec.executor);
+        command
+            .arg("run")
+            .arg("--library")
+            .arg(&spec.package)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--cores", &spec.cores.to_string()])
+            .args(["--slots", &spec.slots.to_string()])
+            .args(["--slot-size", &slot_size.to_string()])
+            .args(["--hot-timeout-us", &spec.hot_timeout_us.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if !spec.cpus.is_empty() {
+            let cpus: Vec<String> = spec.cpus.iter().map(usize::to_string).collect();
+            command.args(["--cpus", &cpus.join(",")]);
+        }
+        if std::env::var_os("RFAAS_LOG").is_none() {
+            command.env("RFAAS_LOG", "warn");
+        }
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the forked child before `exec`; it only calls `prctl` and
+        // `getppid` (async-signal-safe) and builds errors without allocating.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // If we died before the prctl, the child has been reparented already.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            })
+        };
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!("starting {}: {error}", spec.executor.display()),
+                ));
+            }
+        };
+        // From here on, `Drop` kills, reaps and cleans up on every exit path.
+        let mut process = Self { child, dir, socket };
+        let stdout = process
+            .child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("the executor has no stdout pipe"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = io::BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            // Keep draining, so the executor never blocks writing.
+            for _ in lines {}
+        });
+        match rx.recv_timeout(EXECUTOR_READY_TIMEOUT) {
+            Ok(Some(Ok(line))) if line.starts_with("ready") => Ok(process),
+            Ok(Some(Ok(line))) => Err(io::Error::other(format!(
+                "the executor printed {line:?} instead of `ready`"
+            ))),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the executor was not ready within {EXECUTOR_READY_TIMEOUT:?}"),
+            )),
+            Ok(Some(Err(_)) | None) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = process.exit_status();
+                Err(io::Error::other(format!(
+                    "the executor exited before it was ready ({status})"
+                )))
+            }
+        }
+    }
+
+    /// The Unix socket it serves on (for [`rfaas::Lease::connect`]).
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    /// How the process ended, after giving it up to a second to do so.
+    fn exit_status(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.to_string(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) => return "still running".into(),
+                Err(error) => return format!("unknown: {error}"),
+            }
+        }
+    }
+}
+
+impl Drop for ExecutorProcess {
+    fn drop(&mut self) {
+        // Kill and reap before removing the socket directory; both are no-ops once reaped.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `rfaas-executor` binary: `explicit` if given, else next to the running executable
+/// (`cargo build --release -p executor` puts it there). Fails if it is not a file.
+pub fn locate_executor(explicit: Option<&std::path::Path>) -> io::Result<std::path::PathBuf> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => current_exe_dir()?.join("rfaas-executor"),
+    };
+    if !path.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "the executor {} is missing: build it with `cargo build --release -p executor` \
+                 or pass --executor PATH",
+                path.display()
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+/// The function package to serve: `explicit` if given, else `<target dir>/rfaas/
+/// functions-example` (where `cargo xtask package` writes it), found from the running
+/// executable's `<target dir>/<profile>/`. Fails if it holds no `manifest.toml`.
+pub fn locate_package(explicit: Option<&std::path::Path>) -> io::Result<std::path::PathBuf> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let dir = current_exe_dir()?;
+            dir.parent()
+                .unwrap_or(&dir)
+                .join("rfaas")
+                .join("functions-example")
+        }
+    };
+    if !path.join("manifest.toml").is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no function package at {}: run `cargo xtask package` first (or pass --package \
+                 DIR)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+fn current_exe_dir() -> io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| io::Error::other("the running executable has no directory"))
+}
+
+/// The CPUs of `cores` workers: `first`, then the next ones, wrapping around the `available`
+/// CPUs (so with more workers than CPUs, several share one).
+pub fn worker_cpus(first: usize, cores: usize, available: usize) -> Vec<usize> {
+    let available = available.max(1);
+    (0..cores).map(|i| (first + i) % available).collect()
+}
+
+/// Runs `f` on a new thread pinned to `cpu` and returns what it returns; the calling thread
+/// stays unpinned (so processes it starts later may use every CPU). A panic in `f` becomes an
+/// error.
+pub fn run_pinned<T: Send>(cpu: usize, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pin_to_cpu(cpu)?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the pinned thread panicked")))
+    })
+}
+
+/// The median of `values` (the mean of the middle two for an even count; 0 if empty), with
+/// the smallest and largest: `(median, min, max)`.
+pub fn median_min_max(values: &[u64]) -> (f64, f64, f64) {
+    if values.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    (
+        percentile(&sorted, 0.5),
+        sorted[0] as f64,
+        sorted[sorted.len() - 1] as f64,
+    )
 }
