@@ -6,6 +6,7 @@ mod hostile;
 mod loader;
 mod manager;
 mod package;
+mod props;
 mod registry;
 mod shm;
 mod tcp;

@@ -16,6 +16,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod fuzz;
 mod rdma_vm;
 
 #[derive(Parser)]
@@ -51,6 +52,7 @@ enum Cmd {
     /// Run what CI runs: fmt, clippy, docs, the test suite and a benchmark smoke.
     Ci,
     RdmaVm(rdma_vm::RdmaVmArgs),
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> Result<()> {
@@ -73,6 +75,7 @@ fn main() -> Result<()> {
         Cmd::Bench { quick, args } => bench(quick, &args),
         Cmd::Ci => ci(),
         Cmd::RdmaVm(args) => rdma_vm::run(args),
+        Cmd::Fuzz(args) => fuzz::run(args),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests of the `rfaas` crate (the crate's single test binary).
 
+mod props;
 mod transport;
 mod ui;
 #[cfg(feature = "verbs")]

@@ -1,0 +1,198 @@
+//! Writes the seed corpus of the fuzz targets (`rfaas/fuzz/seeds/<target>/`): valid encodings
+//! of every example function's call, invocations of them, frames of every control message.
+//! Run from `rfaas/fuzz/` with `cargo run --example seeds` after changing a layout.
+
+use functions_example as fx;
+use rfaas::wire::*;
+use rfaas::{Placement, RemoteCall};
+use std::path::Path;
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("seeds")
+        .join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+/// An encoded input and the output length of its result.
+type Encoding = (Vec<u8>, usize);
+
+fn encode<C: RemoteCall>(call: &C) -> Encoding {
+    let layout = call.layout(&Placement::NONE).unwrap();
+    let mut buf = vec![0; layout.input_len];
+    let e = call.encode(&mut buf, &Placement::NONE).unwrap();
+    (buf, e.output_len)
+}
+
+fn frame(v: &impl serde::Serialize) -> Vec<u8> {
+    let mut out = Vec::new();
+    rfaas::transport::send_json(&mut out, v).unwrap();
+    out
+}
+
+fn main() {
+    let x = [1.0, 2.0, 3.0, 4.0];
+    let (mut o1, mut o2) = ([0.0; 4], [0.0; 4]);
+    let mut bytes = [0u8; 8];
+    let mut prices = [0.0f32; 2];
+    let options = [fx::OptionData {
+        spot: 100.0,
+        strike: 95.0,
+        rate: 0.05,
+        volatility: 0.2,
+        time: 1.0,
+        kind: 0,
+    }; 2];
+    // (name, manifest index, (encoded input, output length))
+    let calls: Vec<(&str, u32, Encoding)> = vec![
+        ("axpy", 0, encode(&fx::axpy::call(2.0, &x, &x, &mut o1))),
+        (
+            "black_scholes",
+            1,
+            encode(&fx::black_scholes::call(&options, &mut prices)),
+        ),
+        ("echo", 2, encode(&fx::echo::call(b"hello", &mut bytes))),
+        ("fault", 3, encode(&fx::fault::call(1, 7))),
+        ("matmul", 4, encode(&fx::matmul::call(2, &x, &x, &mut o1))),
+        ("noop", 5, encode(&fx::noop::call())),
+        (
+            "parse_decimal",
+            6,
+            encode(&fx::parse_decimal::call(b"12345")),
+        ),
+        ("sincos", 7, encode(&fx::sincos::call(&x, &mut o1, &mut o2))),
+    ];
+    for (name, index, (input, out_len)) in &calls {
+        // trampolines: function, capacity (8-byte units, then low bits and flags), fill, input.
+        let cap = out_len + 64;
+        let mut t = vec![*index as u8, (cap >> 3) as u8, (cap & 7) as u8, 0];
+        t.extend_from_slice(input);
+        write("trampolines", name, &t);
+        // invocation: slot 1, header, input.
+        let h = InvocationHeader {
+            id: (100 + index).into(),
+            function: (*index).into(),
+            input_len: (input.len() as u32).into(),
+            result_offset: 2048.into(),
+            result_cap: 512.into(),
+            flags: 0.into(),
+        };
+        let mut v = vec![1u8];
+        v.extend_from_slice(zerocopy::IntoBytes::as_bytes(&h));
+        v.extend_from_slice(input);
+        write("invocation", name, &v);
+        // client_decode: function, status Ok, 4 elements, an output of the right size.
+        let mut d = vec![*index as u8, 0, 4];
+        d.extend(std::iter::repeat_n(0x3f, out_len + 8));
+        write("client_decode", name, &d);
+    }
+
+    let welcome = Welcome {
+        protocol: 1,
+        abi_version: 1,
+        functions: vec![FunctionInfo {
+            index: 0,
+            name: "axpy".into(),
+            fingerprint: 42,
+        }],
+        workers: 2,
+        slots: 8,
+        slot_size: 4096,
+        data: Some("127.0.0.1:7000".into()),
+    };
+    let node = NodeInfo {
+        id: "n1".into(),
+        address: "10.0.0.1:7100".into(),
+        cores: 8,
+        memory_mib: 1024,
+        rdma: true,
+    };
+    let messages: Vec<(u8, &str, Vec<u8>)> = vec![
+        (0, "welcome", frame(&welcome)),
+        (
+            1,
+            "hello",
+            frame(&Hello {
+                protocol: 1,
+                result_len: 65536,
+            }),
+        ),
+        (
+            2,
+            "offer",
+            frame(&Offer {
+                regions: vec![(1, 4096), (2, 8192)],
+                control: true,
+            }),
+        ),
+        (
+            3,
+            "lease_request",
+            frame(&LeaseRequest {
+                cores: 2,
+                memory_mib: 512,
+                hot_timeout_us: -1,
+                fabric: Fabric::Auto,
+                package_sha256: "ab".repeat(32),
+                package_len: Some(1000),
+                slots: Some(8),
+                slot_size: None,
+                heartbeat_ms: Some(100),
+            }),
+        ),
+        (
+            4,
+            "lease_reply",
+            frame(&LeaseReply::Granted {
+                lease_id: 3,
+                endpoint: "/tmp/x.sock".into(),
+                fabric: Fabric::Shm,
+            }),
+        ),
+        (
+            5,
+            "registry_request",
+            frame(&RegistryRequest::Heartbeat {
+                id: "n1".into(),
+                free_cores: 3,
+                free_memory_mib: 100,
+            }),
+        ),
+        (
+            5,
+            "registry_request_register",
+            frame(&RegistryRequest::Register(node.clone())),
+        ),
+        (
+            6,
+            "registry_response",
+            frame(&RegistryResponse::Nodes(vec![NodeStatus {
+                info: node.clone(),
+                free_cores: 1,
+                free_memory_mib: 2,
+                age_ms: 3,
+            }])),
+        ),
+        (7, "node_info", frame(&node)),
+        (10, "fabric", frame(&Fabric::Verbs)),
+    ];
+    for (kind, name, f) in messages {
+        let mut v = vec![kind];
+        v.extend_from_slice(&f);
+        write("control_messages", name, &v);
+        v[0] |= 0x10;
+        write("control_messages", &format!("{name}-socket"), &v);
+    }
+
+    // tcp_frames: the fixed offer, then two frames into regions 1 and 4.
+    let mut s = vec![0u8];
+    for (key, off, data, imm) in [(1u32, 8u64, &b"payload!"[..], 7u32), (4, 0, &b"xy"[..], 9)] {
+        s.extend_from_slice(&key.to_le_bytes());
+        s.extend_from_slice(&off.to_le_bytes());
+        s.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        s.extend_from_slice(&imm.to_le_bytes());
+        s.extend_from_slice(data);
+    }
+    write("tcp_frames", "two-frames", &s);
+}
