@@ -24,6 +24,7 @@ enum Limit {
     /// Exactly this many completions fit; the next write reports `QueueFull`.
     Exact(u32),
     /// Some number fits (at least this many), then writes report `QueueFull`.
+    #[cfg_attr(not(feature = "verbs"), allow(dead_code))]
     AtLeast(u32),
     /// Writers block instead (checked with 1000 writes).
     Blocks,
