@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 
 mod fuzz;
 mod rdma_vm;
+mod report;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "rfaas project automation")]
@@ -45,6 +46,10 @@ enum Cmd {
         /// A short smoke run (CI): few iterations, results not kept.
         #[arg(long)]
         quick: bool,
+        /// Measure nothing: redraw the plots and tables from this `results.json` (into its
+        /// directory, and `docs/performance.md` unless it is a quick run's).
+        #[arg(long, value_name = "RESULTS_JSON", conflicts_with = "quick")]
+        from: Option<PathBuf>,
         /// Extra arguments for the `invoke` benchmark binary.
         #[arg(last = true)]
         args: Vec<String>,
@@ -72,7 +77,12 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Demo => demo(),
-        Cmd::Bench { quick, args } => bench(quick, &args),
+        Cmd::Bench {
+            quick,
+            from: Some(results),
+            ..
+        } => bench_report(report::Run::load(&results)?, quick, &results),
+        Cmd::Bench { quick, args, .. } => bench(quick, &args),
         Cmd::Ci => ci(),
         Cmd::RdmaVm(args) => rdma_vm::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
@@ -121,6 +131,9 @@ fn demo() -> Result<()> {
     )
 }
 
+/// Runs every benchmark binary with `--json`, then writes the data (with machine, date and
+/// commit), the plots and the generated tables: into `docs/bench/` and `docs/performance.md`
+/// for a full run, into `target/bench-quick/` for `--quick` (a smoke run; nothing kept).
 fn bench(quick: bool, args: &[String]) -> Result<()> {
     let (package, release) = release_build()?;
     let with_common = |bin: &str| {
@@ -132,10 +145,90 @@ fn bench(quick: bool, args: &[String]) -> Result<()> {
         if quick {
             cmd.arg("--quick");
         }
+        cmd.arg("--json");
         cmd
     };
-    run("benchmarks: invocations", with_common("invoke").args(args))?;
-    run("benchmarks: cold start", &mut with_common("coldstart"))
+    let mut results = report::Run::new(quick);
+    // The quick smoke measures two sizes; a full run the whole range.
+    let all_sizes = if quick {
+        "8,65536"
+    } else {
+        "8,64,1024,65536,1048576"
+    };
+    let sizes = ["--sizes", all_sizes];
+    let invoke_args: Vec<&str> = if args.is_empty() {
+        sizes.to_vec()
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
+    let mut runs: Vec<(&str, Command)> = vec![
+        ("invoke", {
+            let mut c = with_common("invoke");
+            c.args(&invoke_args);
+            c
+        }),
+        ("coldstart", with_common("coldstart")),
+        ("offload", with_common("offload")),
+        ("parallel", with_common("parallel")),
+    ];
+    // Peers start no executor.
+    let mut peers = Command::new(release.join("peers"));
+    if quick {
+        peers.arg("--quick");
+    }
+    peers.args(["--json", "--sizes", all_sizes]);
+    runs.push(("peers", peers));
+    for (name, mut cmd) in runs {
+        if !release.join(name).exists() {
+            eprintln!("==> benchmarks: {name}: not built, skipped");
+            continue;
+        }
+        eprintln!("==> benchmarks: {name}");
+        let out = cmd
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("starting {name}"))?;
+        if !out.status.success() {
+            bail!("benchmark {name} failed ({})", out.status);
+        }
+        results.add(name, &String::from_utf8_lossy(&out.stdout))?;
+    }
+    results.add_peer_ratios();
+    let root = workspace_root();
+    let dir = if quick {
+        root.join("target/bench-quick")
+    } else {
+        root.join("docs/bench")
+    };
+    bench_report(results, quick, &dir.join("results.json"))
+}
+
+/// Writes a run's data, plots and tables next to `results` (and into `docs/performance.md`
+/// unless it is a quick run).
+fn bench_report(results: report::Run, quick_arg: bool, results_path: &Path) -> Result<()> {
+    let quick = quick_arg || results.meta["quick"] == true;
+    let root = workspace_root();
+    let dir = results_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.join("docs/bench"));
+    let plots = results.write(&dir)?;
+    let section = results.markdown(&plots);
+    print!("{section}");
+    if quick {
+        eprintln!("==> quick run: results in {} (not kept)", dir.display());
+    } else {
+        let perf = root.join("docs/performance.md");
+        let doc = std::fs::read_to_string(&perf).context("reading docs/performance.md")?;
+        std::fs::write(&perf, report::splice(&doc, &section))?;
+        eprintln!(
+            "==> results in {} and docs/performance.md ({} records, plots: {})",
+            dir.display(),
+            results.records.len(),
+            plots.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn cargo() -> Command {
