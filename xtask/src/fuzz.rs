@@ -39,6 +39,16 @@ struct Run {
     crash: Option<String>,
 }
 
+/// The fuzz smoke `cargo xtask ci` runs: every target for `seconds`.
+pub fn ci_smoke(seconds: u64) -> Result<()> {
+    run(FuzzArgs {
+        seconds,
+        max_len: 4096,
+        verbose: false,
+        target: None,
+    })
+}
+
 /// `cargo xtask fuzz`: install, build, run each target, report.
 pub fn run(args: FuzzArgs) -> Result<()> {
     let dir = super::workspace_root().join("rfaas/fuzz");

@@ -54,7 +54,8 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run what CI runs: fmt, clippy, docs, the test suite and a benchmark smoke.
+    /// Run what CI runs: fmt, clippy, docs, the test suite, a benchmark smoke, the RDMA tests
+    /// in the Soft-RoCE VM and a fuzz smoke.
     Ci,
     RdmaVm(rdma_vm::RdmaVmArgs),
     Fuzz(fuzz::FuzzArgs),
@@ -428,5 +429,8 @@ fn ci() -> Result<()> {
     // RDMA for real: the verbs tests inside a QEMU guest with Soft-RoCE.
     eprintln!("==> cargo xtask rdma-vm --suite");
     rdma_vm::ci_suite()?;
+    // A short fuzz of every target (longer runs: docs/reliability.md).
+    eprintln!("==> cargo xtask fuzz --seconds 4");
+    fuzz::ci_smoke(4)?;
     Ok(())
 }
