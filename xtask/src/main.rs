@@ -222,6 +222,9 @@ fn bench_report(results: report::Run, quick_arg: bool, results_path: &Path) -> R
         let perf = root.join("docs/performance.md");
         let doc = std::fs::read_to_string(&perf).context("reading docs/performance.md")?;
         std::fs::write(&perf, report::splice(&doc, &section))?;
+        let readme = root.join("README.md");
+        let doc = std::fs::read_to_string(&readme).context("reading README.md")?;
+        std::fs::write(&readme, report::splice(&doc, &results.headline()))?;
         eprintln!(
             "==> results in {} and docs/performance.md ({} records, plots: {})",
             dir.display(),

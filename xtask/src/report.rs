@@ -570,6 +570,75 @@ const PUBLISHED: &str = "\
 | AWS Lambda | median warm-start invocation latency ~25 ms (Google Cloud Functions ~79 ms, Azure Functions ~320 ms) | Wang et al., *Peeking Behind the Curtains of Serverless Platforms*, USENIX ATC 2018 |
 ";
 
+impl Run {
+    /// The few headline numbers README.md shows (from the same run as the full tables).
+    pub fn headline(&self) -> String {
+        let find = |series: &str, x: u64| {
+            self.records
+                .iter()
+                .find(|r| r["series"] == series && r["x"].as_u64() == Some(x))
+        };
+        let us = |v: &Value| v.as_f64().map_or("—".into(), fmt_us);
+        let mut md = format!(
+            "Measured by `cargo xtask bench` on {} ({} CPUs), {} UTC, commit `{}`; medians,              p99 in brackets, ratio to the raw baseline of the same run:\n\n\
+             | invocation | rfaas | raw baseline | ratio |\n|---|---|---|---|\n",
+            self.meta["machine"]["cpu"].as_str().unwrap_or("?"),
+            self.meta["machine"]["cpus"],
+            self.meta["date"].as_str().unwrap_or("?"),
+            self.meta["commit"].as_str().unwrap_or("?"),
+        );
+        for (label, series, x) in [
+            ("hot `noop`, shared memory", "rfaas-hot-noop", 0),
+            (
+                "hot `echo` 1 MiB into a `Buffer`",
+                "rfaas-hot-echo-buf",
+                1 << 20,
+            ),
+            ("warm `noop` (executor asleep)", "rfaas-warm-noop", 0),
+            ("`noop` over TCP loopback", "rfaas-tcp-noop", 0),
+        ] {
+            if let Some(r) = find(series, x) {
+                let _ = writeln!(
+                    md,
+                    "| {label} | {} ({}) | {} {} | {} |",
+                    us(&r["median_ns"]),
+                    us(&r["p99_ns"]),
+                    r["baseline"].as_str().unwrap_or(""),
+                    us(&r["baseline_median_ns"]),
+                    r["ratio"]
+                        .as_f64()
+                        .map_or("—".into(), |v| format!("{v:.2}x")),
+                );
+            }
+        }
+        if let Some(r) = self.records.iter().find(|r| r["experiment"] == "cold") {
+            let _ = writeln!(
+                md,
+                "| cold start: lease request to first result (process spawn, library load) | {} ({}) | | |",
+                us(&r["median_ns"]),
+                us(&r["p99_ns"])
+            );
+        }
+        if let Some(r) = self
+            .records
+            .iter()
+            .find(|r| r["experiment"] == "offload" && r["series"] == "half-remote")
+        {
+            let _ = writeln!(
+                md,
+                "| offload: {} over {} {}, half computed remotely | speedup {} over all local | | |",
+                r["workload"].as_str().unwrap_or("?"),
+                r["x"],
+                r["x_label"].as_str().unwrap_or(""),
+                r["speedup"]
+                    .as_f64()
+                    .map_or("—".into(), |v| format!("{v:.2}x")),
+            );
+        }
+        md
+    }
+}
+
 /// Replaces the generated section of `doc` (between [`BEGIN`] and [`END`]) with `section`,
 /// or appends it under a heading when the markers are missing.
 pub fn splice(doc: &str, section: &str) -> String {
