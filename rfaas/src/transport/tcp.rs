@@ -296,11 +296,12 @@ impl Conn {
     }
 
     /// While a send waits for room: takes in what the peer sent (into the backlog), so a peer
-    /// blocked sending to us goes on. Returns whether to watch the socket for input.
-    fn receive_while_sending(&self) -> bool {
+    /// blocked sending to us goes on. Returns what to wait for: input too (`Some(true)`), room
+    /// only and soon look again (`Some(false)`: another thread is receiving or the backlog is
+    /// full), or room only (`None`: the connection ended; the send will fail).
+    fn receive_while_sending(&self) -> Option<bool> {
         let Some(mut rx) = try_lock(&self.rx) else {
-            // Another thread is receiving.
-            return false;
+            return Some(false);
         };
         let before = rx.backlog.len();
         while rx.backlog.len() < QUEUE_CAPACITY {
@@ -310,7 +311,7 @@ impl Conn {
             }
         }
         let took = rx.backlog.len() > before;
-        let watch = rx.backlog.len() < QUEUE_CAPACITY && !rx.ended;
+        let watch = (!rx.ended).then_some(rx.backlog.len() < QUEUE_CAPACITY);
         drop(rx);
         if took {
             // Waiters may be asleep on a socket that no longer has these bytes.
@@ -329,20 +330,17 @@ impl Conn {
                 Ok(n) => IoSlice::advance_slices(&mut bufs, n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let watch = self.receive_while_sending();
-                    let mut events = libc::POLLOUT;
-                    if watch {
-                        events |= libc::POLLIN;
-                    }
+                    let (events, timeout) = match self.receive_while_sending() {
+                        Some(true) => (libc::POLLOUT | libc::POLLIN, LIVENESS_TICK),
+                        Some(false) => (libc::POLLOUT, SEND_RECHECK),
+                        None => (libc::POLLOUT, LIVENESS_TICK),
+                    };
                     let mut fds = [libc::pollfd {
                         fd: self.fd(),
                         events,
                         revents: 0,
                     }];
-                    ppoll(
-                        &mut fds,
-                        Some(if watch { LIVENESS_TICK } else { SEND_RECHECK }),
-                    )?;
+                    ppoll(&mut fds, Some(timeout))?;
                 }
                 Err(e) => return Err(e),
             }
