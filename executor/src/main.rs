@@ -258,6 +258,9 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
         .map_err(anyhow::Error::msg)
         .context("invalid worker configuration")?;
     let lib = Arc::new(open_library(&library)?);
+    executor::worker::check_welcome(&lib, &cfg)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("cannot serve {}", library.display()))?;
     match (socket, listen) {
         (Some(socket), _) => run(lib, &socket, cfg, once),
         (None, Some(addr)) => run_tcp(lib, &addr, cfg, once, fabric),

@@ -135,6 +135,22 @@ pub enum SessionError {
     Transport(#[from] TransportError),
 }
 
+/// Checks that `lib`'s function table fits a session's welcome (clients refuse control
+/// messages over [`rfaas::transport::MAX_CONTROL_MESSAGE`]).
+pub fn check_welcome(lib: &FunctionLibrary, cfg: &WorkerConfig) -> Result<(), String> {
+    let len = serde_json::to_vec(&welcome(lib, cfg, Some("255.255.255.255:65535".into())))
+        .map_err(|e| e.to_string())?
+        .len();
+    let max = rfaas::transport::MAX_CONTROL_MESSAGE;
+    if len > max {
+        return Err(format!(
+            "{} functions: their names and signatures make a session welcome of {len} bytes, over the {max} a client accepts",
+            lib.functions().len()
+        ));
+    }
+    Ok(())
+}
+
 fn welcome(lib: &FunctionLibrary, cfg: &WorkerConfig, data: Option<String>) -> Welcome {
     Welcome {
         protocol: SESSION_PROTOCOL,

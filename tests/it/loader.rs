@@ -189,3 +189,56 @@ fn a_library_without_functions_cannot_be_packaged() {
         "no package may be written"
     );
 }
+
+#[test]
+fn a_library_with_thousands_of_functions_is_served() {
+    // Its function table (the session's welcome) is far beyond 64 KiB.
+    let n = 3000;
+    let entries: Vec<String> = (0..n)
+        .map(|i| {
+            let name = format!("a_function_with_a_rather_long_descriptive_name_{i:05}");
+            let sig = format!("fn {name}()");
+            format!(
+                "{{ \"{name}\", {}, \"{sig}\", {}, {}, ok }}",
+                name.len(),
+                sig.len(),
+                i + 1
+            )
+        })
+        .collect();
+    let lib = fixture(
+        "thousands",
+        &entries.join(",\n"),
+        &format!("MAGIC, 1, {n}, E"),
+    );
+    assert_eq!(
+        FunctionLibrary::open(&lib)
+            .expect("loads")
+            .functions()
+            .len(),
+        n
+    );
+    let dir = scratch_dir("thousands-exec");
+    let socket = dir.join("exec.sock");
+    let mut child = std::process::Command::new(tests::executor_binary())
+        .arg("run")
+        .arg("--library")
+        .arg(&lib)
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("executor");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("ready line");
+    assert!(line.starts_with("ready "), "{line:?}");
+    let lease = rfaas::Lease::connect(&socket);
+    let _ = child.kill();
+    let _ = child.wait();
+    let lease = lease.expect("a lease despite a welcome of hundreds of KiB");
+    assert_eq!(lease.workers(), 1);
+}

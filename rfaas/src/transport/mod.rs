@@ -221,8 +221,10 @@ pub trait Queue: Send + Sync {
     fn interrupt(&self);
 }
 
-/// Largest control-plane message (JSON), in bytes.
-pub const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
+/// Largest control-plane message (JSON), in bytes: room for the welcome of a library with the
+/// loader's maximum of functions and name lengths would be hundreds of MiB, so libraries are
+/// bounded by this instead (an executor refuses to serve a library whose welcome exceeds it).
+pub const MAX_CONTROL_MESSAGE: usize = 16 << 20;
 
 /// Writes a length-prefixed (`u32`, little-endian) JSON control message.
 pub fn send_json<T: serde::Serialize>(

@@ -390,8 +390,8 @@ fn check_fresh(control: &OwnedFd) -> Result<(), TransportError> {
     Ok(())
 }
 
-/// Most bytes of a handshake message.
-const MAX_MESSAGE: usize = 64 * 1024;
+/// Most bytes of a handshake message (a library's function table travels in the welcome).
+const MAX_MESSAGE: usize = super::MAX_CONTROL_MESSAGE;
 
 /// Sends a length-prefixed JSON message with descriptors attached.
 pub fn send_message<T: Serialize>(
