@@ -24,9 +24,11 @@
 //!   half/half split: [`functions_example::matmul()`] takes whole `n x n` operands and checks
 //!   their lengths, so a block of rows cannot be sent without changing the function.
 //!
-//! Every variant is run once untimed (page faults, a sleeping worker), then `--repeats` times
-//! (5); the table gives the median, min and max wall time, and the speedup: the `local` median
-//! over the variant's median. Every run's results are checked equal to the local ones, bit for
+//! The variants of a workload are interleaved: one untimed round (page faults, a sleeping
+//! worker), then `--repeats` (5) rounds, each running every variant once, in an order rotated
+//! every round, so that the machine's drifting speed (other tenants) touches every variant
+//! alike. The table gives the median, min and max wall time, and the speedup: the `local`
+//! median over the variant's median. Every run's results are checked equal to the local ones, bit for
 //! bit (same source, same compiler, same libm on both sides: an offloaded result that differs
 //! is a failure, not noise).
 //!
@@ -418,6 +420,37 @@ impl Series {
     }
 }
 
+/// Wall times of one series: each timed run, and (half-remote) when the client's own part was
+/// done.
+#[derive(Default)]
+struct Times {
+    total: Vec<u64>,
+    local_done: Vec<u64>,
+}
+
+/// Runs `run` for every series `repeats + 1` times, interleaved: one untimed round first (page
+/// faults in slots and buffers, a sleeping worker), then timed rounds, each running every
+/// series once, starting one further along each round, so that a change in the machine's speed
+/// touches every series alike.
+fn interleaved(
+    series: &[Series],
+    repeats: usize,
+    mut run: impl FnMut(Series) -> Result<(Duration, Duration)>,
+) -> Result<Vec<Times>> {
+    let mut times: Vec<Times> = series.iter().map(|_| Times::default()).collect();
+    for round in 0..=repeats {
+        for k in 0..series.len() {
+            let i = (round + k) % series.len();
+            let (total, local_done) = run(series[i])?;
+            if round > 0 {
+                times[i].total.push(nanos(total));
+                times[i].local_done.push(nanos(local_done));
+            }
+        }
+    }
+    Ok(times)
+}
+
 fn black_scholes_experiment(lease: &Lease, plan: &Plan, out: &Output) -> Result<()> {
     let n = plan.options;
     let options = make_options(n);
@@ -428,52 +461,46 @@ fn black_scholes_experiment(lease: &Lease, plan: &Plan, out: &Output) -> Result<
     let mut buffer = lease
         .buffer::<f32>(n)
         .with_context(|| format!("allocating an rfaas::Buffer of {n} prices"))?;
-    let mut local_median = None;
-    for series in [Series::Local, Series::HalfRemote, Series::Remote] {
+    let series = [Series::Local, Series::HalfRemote, Series::Remote];
+    let times = interleaved(&series, plan.repeats, |series| {
         let remote_n = match series {
             Series::Local => 0,
             Series::HalfRemote => n / 2,
             Series::Remote => n,
         };
-        let mut times = Vec::with_capacity(plan.repeats);
-        let mut local_done = Vec::with_capacity(plan.repeats);
-        // One untimed run first (page faults in slots and buffers, a sleeping worker).
-        for run in 0..=plan.repeats {
-            local_out.fill(f32::NAN);
-            buffer.fill(f32::NAN);
-            let start = Instant::now();
-            let done = if series == Series::Local {
-                black_scholes(&options, &mut local_out).context("local black_scholes")?;
-                start.elapsed()
-            } else {
-                black_scholes_split(
-                    lease,
-                    &options,
-                    &mut buffer[..remote_n],
-                    &mut local_out[remote_n..],
-                    plan.chunk,
-                    plan.window,
-                )?
-            };
-            let elapsed = start.elapsed();
-            let what = format!("black_scholes {}", series.name());
-            check_bits(&what, &buffer[..remote_n], &reference[..remote_n], |x| {
-                u64::from(x.to_bits())
-            })?;
-            check_bits(&what, &local_out[remote_n..], &reference[remote_n..], |x| {
-                u64::from(x.to_bits())
-            })?;
-            if run > 0 {
-                times.push(nanos(elapsed));
-                local_done.push(nanos(done));
-            }
-        }
-        let (median, min, max) = median_min_max(&times);
-        let local = *local_median.get_or_insert(median);
+        local_out.fill(f32::NAN);
+        buffer.fill(f32::NAN);
+        let start = Instant::now();
+        let done = if series == Series::Local {
+            black_scholes(&options, &mut local_out).context("local black_scholes")?;
+            start.elapsed()
+        } else {
+            black_scholes_split(
+                lease,
+                &options,
+                &mut buffer[..remote_n],
+                &mut local_out[remote_n..],
+                plan.chunk,
+                plan.window,
+            )?
+        };
+        let elapsed = start.elapsed();
+        let what = format!("black_scholes {}", series.name());
+        check_bits(&what, &buffer[..remote_n], &reference[..remote_n], |x| {
+            u64::from(x.to_bits())
+        })?;
+        check_bits(&what, &local_out[remote_n..], &reference[remote_n..], |x| {
+            u64::from(x.to_bits())
+        })?;
+        Ok((elapsed, done))
+    })?;
+    let local = median_min_max(&times[0].total).0;
+    for (series, times) in series.into_iter().zip(&times) {
+        let (median, min, max) = median_min_max(&times.total);
         let note = match series {
             Series::HalfRemote => format!(
                 "client's half done at {:.1} ms (median)",
-                median_min_max(&local_done).0 / 1e6
+                median_min_max(&times.local_done).0 / 1e6
             ),
             _ => String::new(),
         };
@@ -510,37 +537,34 @@ fn matmul_experiment(lease: &Lease, n: u32, repeats: usize, out: &Output) -> Res
         .buffer::<f64>(size * size)
         .with_context(|| format!("allocating an rfaas::Buffer for a {n} x {n} product"))?;
 
-    let mut local_median = None;
-    for series in [Series::Local, Series::Remote] {
-        let mut times = Vec::with_capacity(repeats);
-        for run in 0..=repeats {
-            local.fill(f64::NAN);
-            buffer.fill(f64::NAN);
-            let start = Instant::now();
-            let result: &[f64] = if series == Series::Local {
-                matmul(n, &a, &b, &mut local).context("local matmul")?;
-                &local
-            } else {
-                lease
-                    .invoke(matmul::call(n, &a, &b, &mut buffer))
-                    .timeout(WAIT_TIMEOUT)
-                    .wait()
-                    .context("remote matmul")?;
-                &buffer
-            };
-            let elapsed = start.elapsed();
-            check_bits(
-                &format!("matmul {n} {}", series.name()),
-                result,
-                &reference,
-                f64::to_bits,
-            )?;
-            if run > 0 {
-                times.push(nanos(elapsed));
-            }
-        }
-        let (median, min, max) = median_min_max(&times);
-        let local_median = *local_median.get_or_insert(median);
+    let series = [Series::Local, Series::Remote];
+    let times = interleaved(&series, repeats, |series| {
+        local.fill(f64::NAN);
+        buffer.fill(f64::NAN);
+        let start = Instant::now();
+        let result: &[f64] = if series == Series::Local {
+            matmul(n, &a, &b, &mut local).context("local matmul")?;
+            &local
+        } else {
+            lease
+                .invoke(matmul::call(n, &a, &b, &mut buffer))
+                .timeout(WAIT_TIMEOUT)
+                .wait()
+                .context("remote matmul")?;
+            &buffer
+        };
+        let elapsed = start.elapsed();
+        check_bits(
+            &format!("matmul {n} {}", series.name()),
+            result,
+            &reference,
+            f64::to_bits,
+        )?;
+        Ok((elapsed, elapsed))
+    })?;
+    let local_median = median_min_max(&times[0].total).0;
+    for (series, times) in series.into_iter().zip(&times) {
+        let (median, min, max) = median_min_max(&times.total);
         out.row(
             &Row {
                 experiment: "offload",
@@ -597,8 +621,8 @@ impl Output {
         writeln!(
             out,
             "offload: client cpu {}, executor worker cpu {} (hot timeout {} µs); Black-Scholes \
-             chunks of {} options, {} in flight; wall time in ms over {} repeats (after one \
-             untimed run); speedup = local median / median; every result checked bit for bit \
+             chunks of {} options, {} in flight; wall time in ms over {} interleaved \
+             repeats (after one untimed round); speedup = local median / median; every result checked bit for bit \
              against the local one",
             args.client_cpu,
             args.server_cpu,
