@@ -18,7 +18,13 @@
 //!     remaining remote chunks. Remote outputs land in place in an [`rfaas::Buffer`] (the
 //!     lease's registered memory, sized by [`LeaseOptions::buffer_bytes`]), so only the inputs
 //!     are copied, by the client, as part of sending;
-//!   - `remote`: all chunks offloaded the same way, the client only sending and waiting.
+//!   - `remote`: all chunks offloaded the same way, the client only sending and waiting;
+//!   - `two-threads` (in the table only, not in the JSON lines): no rfaas, the first half on a
+//!     plain thread pinned to the server CPU (the executor's worker idle there), the second on
+//!     the client thread: what the VM's two vCPUs give at best, the ceiling for `half-remote`.
+//!
+//!   The notes say when the client's own part was done and how much of it was sending: when
+//!   that is the whole wall time, the client was the bottleneck, not the remote core.
 //! - *matmul* of two `n x n` matrices for each `--matmul-n` (256 and 512 by default):
 //!   `local` and `remote` (one invocation, the result in place in a `Buffer`). There is no
 //!   half/half split: [`functions_example::matmul()`] takes whole `n x n` operands and checks
@@ -67,7 +73,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use benches::{
     ExecutorProcess, ExecutorSpec, cpu_count, locate_executor, locate_package, median_min_max,
-    run_pinned,
+    pin_to_cpu, run_pinned,
 };
 use clap::Parser;
 use functions_example::{OptionData, black_scholes, matmul};
@@ -137,6 +143,7 @@ struct Plan {
     matmul_n: Vec<u32>,
     chunk: usize,
     window: usize,
+    server_cpu: usize,
 }
 
 fn main() -> Result<()> {
@@ -157,6 +164,7 @@ fn main() -> Result<()> {
         }),
         chunk: args.chunk_options,
         window: args.window as usize,
+        server_cpu: args.server_cpu,
     };
     ensure!(plan.options >= 2, "--options must be at least 2");
     ensure!(plan.repeats >= 1, "--repeats must be positive");
@@ -308,6 +316,8 @@ struct Remote<'l, 'a, I> {
     chunks: I,
     inflight: VecDeque<Invocation<'l, black_scholes::Call<'a>>>,
     window: usize,
+    /// Client time spent sending (encoding the chunks into the worker's slots).
+    sending: Duration,
 }
 
 impl<'l, 'a, I> Remote<'l, 'a, I>
@@ -320,6 +330,7 @@ where
             chunks,
             inflight: VecDeque::with_capacity(window),
             window,
+            sending: Duration::ZERO,
         }
     }
 
@@ -331,11 +342,14 @@ where
             let Some((input, output)) = self.chunks.next() else {
                 return Ok(());
             };
+            let start = Instant::now();
             let mut invocation = self
                 .lease
                 .invoke(black_scholes::call(input, output))
                 .timeout(WAIT_TIMEOUT);
-            match poll_once(&mut invocation) {
+            let sent = poll_once(&mut invocation);
+            self.sending += start.elapsed();
+            match sent {
                 Poll::Pending => self.inflight.push_back(invocation),
                 Poll::Ready(result) => result.context("offloading a black_scholes chunk")?,
             }
@@ -374,8 +388,7 @@ fn poll_once<F: Future + Unpin>(invocation: &mut F) -> Poll<F::Output> {
 }
 
 /// Prices `options`: the first `remote_out.len()` remotely (outputs in place in `remote_out`),
-/// the rest locally into `local_out`, overlapped. Returns when the client's local part was
-/// done (sending included), measured from the start.
+/// the rest locally into `local_out`, overlapped.
 fn black_scholes_split(
     lease: &Lease,
     options: &[OptionData],
@@ -383,7 +396,7 @@ fn black_scholes_split(
     local_out: &mut [f32],
     chunk: usize,
     window: usize,
-) -> Result<Duration> {
+) -> Result<Run> {
     let start = Instant::now();
     let (remote_in, local_in) = options.split_at(remote_out.len());
     ensure!(local_in.len() == local_out.len(), "output lengths");
@@ -399,7 +412,41 @@ fn black_scholes_split(
     }
     let local_done = start.elapsed();
     remote.finish()?;
-    Ok(local_done)
+    Ok(Run {
+        total: start.elapsed(),
+        local_done,
+        sending: remote.sending,
+    })
+}
+
+/// Prices the first `first.len()` options on a new thread pinned to `cpu` (into `first`) and
+/// the rest on this thread (into `second`).
+fn two_threads(
+    options: &[OptionData],
+    first: &mut [f32],
+    second: &mut [f32],
+    cpu: usize,
+) -> Result<Run> {
+    let start = Instant::now();
+    let (first_in, second_in) = options.split_at(first.len());
+    let local_done = std::thread::scope(|s| {
+        let helper = s.spawn(|| -> Result<()> {
+            pin_to_cpu(cpu).with_context(|| format!("pinning the helper thread to cpu {cpu}"))?;
+            black_scholes(first_in, first).context("black_scholes on the helper thread")?;
+            Ok(())
+        });
+        black_scholes(second_in, second).context("local black_scholes")?;
+        let local_done = start.elapsed();
+        helper
+            .join()
+            .map_err(|_| anyhow::anyhow!("the helper thread panicked"))??;
+        anyhow::Ok(local_done)
+    })?;
+    Ok(Run {
+        total: start.elapsed(),
+        local_done,
+        sending: Duration::ZERO,
+    })
 }
 
 /// The series of the Black-Scholes experiment, in order.
@@ -408,6 +455,10 @@ enum Series {
     Local,
     HalfRemote,
     Remote,
+    /// No rfaas: the first half on a plain thread pinned to the server CPU (the executor's
+    /// worker idle there), the second on the client thread. The VM's own two-core scaling, the
+    /// ceiling for `HalfRemote`; in the table only, not in the JSON lines.
+    TwoThreads,
 }
 
 impl Series {
@@ -416,16 +467,27 @@ impl Series {
             Series::Local => "local",
             Series::HalfRemote => "half-remote",
             Series::Remote => "remote",
+            Series::TwoThreads => "two-threads",
         }
     }
 }
 
-/// Wall times of one series: each timed run, and (half-remote) when the client's own part was
-/// done.
+/// What one run of a variant measured.
+struct Run {
+    /// Wall time.
+    total: Duration,
+    /// When the client's own part (local computation and sending) was done.
+    local_done: Duration,
+    /// Client time spent sending offloaded chunks.
+    sending: Duration,
+}
+
+/// The timed runs of one variant, in ns.
 #[derive(Default)]
 struct Times {
     total: Vec<u64>,
     local_done: Vec<u64>,
+    sending: Vec<u64>,
 }
 
 /// Runs `run` for every series `repeats + 1` times, interleaved: one untimed round first (page
@@ -435,16 +497,17 @@ struct Times {
 fn interleaved(
     series: &[Series],
     repeats: usize,
-    mut run: impl FnMut(Series) -> Result<(Duration, Duration)>,
+    mut run: impl FnMut(Series) -> Result<Run>,
 ) -> Result<Vec<Times>> {
     let mut times: Vec<Times> = series.iter().map(|_| Times::default()).collect();
     for round in 0..=repeats {
         for k in 0..series.len() {
             let i = (round + k) % series.len();
-            let (total, local_done) = run(series[i])?;
+            let measured = run(series[i])?;
             if round > 0 {
-                times[i].total.push(nanos(total));
-                times[i].local_done.push(nanos(local_done));
+                times[i].total.push(nanos(measured.total));
+                times[i].local_done.push(nanos(measured.local_done));
+                times[i].sending.push(nanos(measured.sending));
             }
         }
     }
@@ -461,30 +524,47 @@ fn black_scholes_experiment(lease: &Lease, plan: &Plan, out: &Output) -> Result<
     let mut buffer = lease
         .buffer::<f32>(n)
         .with_context(|| format!("allocating an rfaas::Buffer of {n} prices"))?;
-    let series = [Series::Local, Series::HalfRemote, Series::Remote];
+    let series = [
+        Series::Local,
+        Series::HalfRemote,
+        Series::Remote,
+        Series::TwoThreads,
+    ];
     let times = interleaved(&series, plan.repeats, |series| {
+        // Where the first `remote_n` prices go: the executor's, or the helper thread's.
         let remote_n = match series {
             Series::Local => 0,
-            Series::HalfRemote => n / 2,
+            Series::HalfRemote | Series::TwoThreads => n / 2,
             Series::Remote => n,
         };
         local_out.fill(f32::NAN);
         buffer.fill(f32::NAN);
-        let start = Instant::now();
-        let done = if series == Series::Local {
-            black_scholes(&options, &mut local_out).context("local black_scholes")?;
-            start.elapsed()
-        } else {
-            black_scholes_split(
+        let measured = match series {
+            Series::Local => {
+                let start = Instant::now();
+                black_scholes(&options, &mut local_out).context("local black_scholes")?;
+                let total = start.elapsed();
+                Run {
+                    total,
+                    local_done: total,
+                    sending: Duration::ZERO,
+                }
+            }
+            Series::HalfRemote | Series::Remote => black_scholes_split(
                 lease,
                 &options,
                 &mut buffer[..remote_n],
                 &mut local_out[remote_n..],
                 plan.chunk,
                 plan.window,
-            )?
+            )?,
+            Series::TwoThreads => two_threads(
+                &options,
+                &mut buffer[..remote_n],
+                &mut local_out[remote_n..],
+                plan.server_cpu,
+            )?,
         };
-        let elapsed = start.elapsed();
         let what = format!("black_scholes {}", series.name());
         check_bits(&what, &buffer[..remote_n], &reference[..remote_n], |x| {
             u64::from(x.to_bits())
@@ -492,17 +572,31 @@ fn black_scholes_experiment(lease: &Lease, plan: &Plan, out: &Output) -> Result<
         check_bits(&what, &local_out[remote_n..], &reference[remote_n..], |x| {
             u64::from(x.to_bits())
         })?;
-        Ok((elapsed, done))
+        Ok(measured)
     })?;
     let local = median_min_max(&times[0].total).0;
     for (series, times) in series.into_iter().zip(&times) {
         let (median, min, max) = median_min_max(&times.total);
+        let ms = |ns: &[u64]| median_min_max(ns).0 / 1e6;
         let note = match series {
+            Series::Local => String::new(),
             Series::HalfRemote => format!(
-                "client's half done at {:.1} ms (median)",
-                median_min_max(&times.local_done).0 / 1e6
+                "client: own half done at {:.1} ms, {:.1} ms of it sending (medians)",
+                ms(&times.local_done),
+                ms(&times.sending)
             ),
-            _ => String::new(),
+            Series::Remote => format!("client: {:.1} ms sending (median)", ms(&times.sending)),
+            Series::TwoThreads => {
+                if out.json {
+                    continue;
+                }
+                format!(
+                    "no rfaas: a plain thread on cpu {} prices the first half; own half done at \
+                     {:.1} ms",
+                    plan.server_cpu,
+                    ms(&times.local_done)
+                )
+            }
         };
         out.row(
             &Row {
@@ -553,14 +647,18 @@ fn matmul_experiment(lease: &Lease, n: u32, repeats: usize, out: &Output) -> Res
                 .context("remote matmul")?;
             &buffer
         };
-        let elapsed = start.elapsed();
+        let total = start.elapsed();
         check_bits(
             &format!("matmul {n} {}", series.name()),
             result,
             &reference,
             f64::to_bits,
         )?;
-        Ok((elapsed, elapsed))
+        Ok(Run {
+            total,
+            local_done: total,
+            sending: Duration::ZERO,
+        })
     })?;
     let local_median = median_min_max(&times[0].total).0;
     for (series, times) in series.into_iter().zip(&times) {
