@@ -580,7 +580,7 @@ impl Run {
         };
         let us = |v: &Value| v.as_f64().map_or("—".into(), fmt_us);
         let mut md = format!(
-            "Measured by `cargo xtask bench` on {} ({} CPUs), {} UTC, commit `{}`; medians,              p99 in brackets, ratio to the raw baseline of the same run:\n\n\
+            "Measured by `cargo xtask bench` on {} ({} CPUs), {} UTC, commit `{}`; medians, p99 in brackets, ratio to the raw baseline of the same run:\n\n\
              | invocation | rfaas | raw baseline | ratio |\n|---|---|---|---|\n",
             self.meta["machine"]["cpu"].as_str().unwrap_or("?"),
             self.meta["machine"]["cpus"],
