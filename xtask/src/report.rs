@@ -348,7 +348,10 @@ impl Run {
         if series.is_empty() {
             return Ok(false);
         }
-        let (x_max, _, y_max) = bounds(series.values().flatten());
+        let (x_max, y_min, y_max) = bounds(series.values().flatten());
+        let mut flights: Vec<f64> = series.values().flatten().map(|p| p.0).collect();
+        flights.sort_by(f64::total_cmp);
+        flights.dedup();
         let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let mut chart = ChartBuilder::on(&root)
@@ -359,12 +362,15 @@ impl Run {
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(70)
-            .build_cartesian_2d((0.8f64..x_max * 1.25).log_scale(), 0f64..y_max * 1.15)
+            .build_cartesian_2d(
+                (0.8f64..x_max * 1.25).log_scale().with_key_points(flights),
+                (y_min / 2.0..y_max * 2.0).log_scale(),
+            )
             .map_err(plot_err)?;
         chart
             .configure_mesh()
             .x_desc("invocations in flight")
-            .y_desc("thousand invocations / s")
+            .y_desc("thousand invocations / s (log)")
             .x_label_formatter(&|v| format!("{v:.0}"))
             .draw()
             .map_err(plot_err)?;
