@@ -811,15 +811,25 @@ impl QueuePair {
         wr.send_flags = flags;
         wr.__bindgen_anon_1.imm_data = imm.to_be();
         wr.wr.rdma = ffi::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 { remote_addr, rkey };
+        // SAFETY: `wr` and `sge` are valid for the call; the caller guarantees the memory.
+        unsafe { self.post_send(&mut wr) }
+    }
+
+    /// Posts one send work request.
+    ///
+    /// # Safety
+    /// `wr` (and what it points to) must be a valid, single work request, and any memory it
+    /// names must satisfy the device's rules for it until it completes.
+    unsafe fn post_send(&self, wr: &mut ffi::ibv_send_wr) -> Result<(), VerbsError> {
         let mut bad = ptr::null_mut();
-        // SAFETY: the QP is live; `wr` and `sge` are valid for the call (the provider copies
-        // them, and inline data, before returning); the caller guarantees the memory.
+        // SAFETY: the QP is live; the provider copies `wr` (and inline data) before
+        // returning; the caller guarantees the rest.
         let rc = unsafe {
             let post = (*(*self.qp).context)
                 .ops
                 .post_send
                 .expect("provider implements post_send");
-            post(self.qp, &mut wr, &mut bad)
+            post(self.qp, wr, &mut bad)
         };
         if rc != 0 {
             return Err(failed_with("ibv_post_send", rc));
@@ -842,20 +852,8 @@ impl QueuePair {
         wr.opcode = ffi::ibv_wr_opcode::IBV_WR_RDMA_WRITE;
         wr.send_flags = ffi::ibv_send_flags::IBV_SEND_SIGNALED.0;
         wr.wr.rdma = ffi::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 { remote_addr, rkey };
-        let mut bad = ptr::null_mut();
-        // SAFETY: the QP is live; a zero-length write reads no local memory; the provider
-        // copies `wr` before returning.
-        let rc = unsafe {
-            let post = (*(*self.qp).context)
-                .ops
-                .post_send
-                .expect("provider implements post_send");
-            post(self.qp, &mut wr, &mut bad)
-        };
-        if rc != 0 {
-            return Err(failed_with("ibv_post_send", rc));
-        }
-        Ok(())
+        // SAFETY: a valid single request; a zero-length write reads no local memory.
+        unsafe { self.post_send(&mut wr) }
     }
 }
 
