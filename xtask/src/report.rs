@@ -300,31 +300,8 @@ impl Run {
             .x_label_formatter(&|v| human_bytes(*v))
             .draw()
             .map_err(plot_err)?;
-        for (i, (name, mut points)) in series.into_iter().enumerate() {
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let color = Palette99::pick(i).to_rgba();
-            let dashed = name.starts_with("raw-");
-            let style = color.stroke_width(if dashed { 1 } else { 2 });
-            chart
-                .draw_series(LineSeries::new(points.clone(), style))
-                .map_err(plot_err)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-            chart
-                .draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 3, color.filled())),
-                )
-                .map_err(plot_err)?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
+        // Raw baselines thin, everything else bold.
+        draw_lines(&mut chart, series, |name| name.starts_with("raw-"))?;
         root.present().map_err(plot_err)?;
         Ok(true)
     }
@@ -374,29 +351,7 @@ impl Run {
             .x_label_formatter(&|v| format!("{v:.0}"))
             .draw()
             .map_err(plot_err)?;
-        for (i, (name, mut points)) in series.into_iter().enumerate() {
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let color = Palette99::pick(i).to_rgba();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            chart
-                .draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 3, color.filled())),
-                )
-                .map_err(plot_err)?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
+        draw_lines(&mut chart, series, |_| false)?;
         root.present().map_err(plot_err)?;
         Ok(true)
     }
@@ -674,6 +629,42 @@ impl Metric {
             Metric::P99 => "p99",
         }
     }
+}
+
+/// One line with points per series (sorted by x), thin where `thin` says so, and the legend.
+fn draw_lines<'a, CT>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    series: BTreeMap<String, Vec<(f64, f64)>>,
+    thin: impl Fn(&str) -> bool,
+) -> Result<()>
+where
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    for (i, (name, mut points)) in series.into_iter().enumerate() {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let color = Palette99::pick(i).to_rgba();
+        let style = color.stroke_width(if thin(&name) { 1 } else { 2 });
+        chart
+            .draw_series(LineSeries::new(points.clone(), style))
+            .map_err(plot_err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )
+            .map_err(plot_err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)?;
+    Ok(())
 }
 
 fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
