@@ -1,7 +1,9 @@
 //! End-to-end tests: package `functions-example` with the real `cargo xtask package`, load it
 //! through the executor library, and call every function through its C ABI.
 
+mod auth;
 mod calls;
+mod faults;
 mod hostile;
 mod loader;
 mod manager;
@@ -9,6 +11,7 @@ mod package;
 mod props;
 mod registry;
 mod shm;
+mod soak;
 mod tcp;
 #[cfg(feature = "verbs")]
 mod verbs;
