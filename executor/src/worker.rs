@@ -433,11 +433,13 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
     let clock = TickClock::new();
     let (mut hot_ticks, mut exec_ticks) = (0u64, 0u64);
     let mut now = ticks();
-    let mut last_work = Instant::now();
+    // When the last invocation ended: read lazily, at the first clock check after it (a clock
+    // read costs ~35 ns here; the hot timeout is that much later, a few µs).
+    let mut last_work: Option<Instant> = Some(Instant::now());
     'serve: loop {
         let completion = if hot {
             let started = now;
-            let mut last_yield = last_work;
+            let mut last_yield: Option<Instant> = last_work;
             let mut polls = 0u32;
             let got = loop {
                 match cq.poll() {
@@ -452,18 +454,20 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
                 polls += 1;
                 if polls.is_multiple_of(POLLS_PER_CHECK) {
                     let now = Instant::now();
+                    let since = *last_work.get_or_insert(now);
+                    let yielded = *last_yield.get_or_insert(now);
                     if let HotTimeout::For(t) = cfg.hot_timeout
-                        && now.duration_since(last_work) >= t
+                        && now.duration_since(since) >= t
                     {
                         hot = false;
                         stats.warm_sleeps += 1;
                         break None;
                     }
-                    if now.duration_since(last_yield) >= YIELD_EVERY {
+                    if now.duration_since(yielded) >= YIELD_EVERY {
                         // Bounded spinning: let other threads on this core run, and notice a
                         // client that went away.
                         std::thread::yield_now();
-                        last_yield = now;
+                        last_yield = Some(now);
                         match cq.wait(Duration::ZERO) {
                             Ok(Some(c)) => break Some(c),
                             Ok(None) => {}
@@ -507,7 +511,7 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
         let done = ticks();
         exec_ticks += done.wrapping_sub(now);
         now = done;
-        last_work = Instant::now();
+        last_work = None;
         hot = cfg.hot_timeout != HotTimeout::Never;
     }
     stats.hot_poll = clock.duration(hot_ticks);

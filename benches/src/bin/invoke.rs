@@ -96,6 +96,9 @@ struct Args {
     /// `echo` payload sizes in bytes, comma-separated (`noop` is always measured too).
     #[arg(long, value_delimiter = ',', default_value = "8,65536,1048576")]
     sizes: Vec<usize>,
+    /// Which modes to measure, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "hot,warm,tcp")]
+    modes: Vec<Mode>,
     /// Measured iterations per case (default: 20000 up to 64 KiB, proportionally fewer above,
     /// at least 1000); warm-up iterations come on top.
     #[arg(long)]
@@ -131,6 +134,9 @@ fn main() -> Result<()> {
     let mut out = Output::new(args.json);
     out.header(&args)?;
     for mode in [Mode::Hot, Mode::Warm, Mode::Tcp] {
+        if !args.modes.contains(&mode) {
+            continue;
+        }
         let mut awaited = Vec::new();
         for (call, size) in setup.cases(mode) {
             // Each case between two baseline runs of its size, with an executor of its own: the
@@ -560,7 +566,7 @@ impl Func {
 }
 
 /// How the executor's worker waits between invocations, and how the client reaches it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
     Hot,
     Warm,

@@ -119,6 +119,17 @@ impl Doorbell {
         // SAFETY: offset LINE of the same mapping.
         unsafe { AtomicU32::from_ptr(self.map.as_ptr().add(LINE).cast()) }
     }
+    /// Wakes the owner if it sleeps. The caller's publishing store must be SeqCst (an `xchg`
+    /// on x86, cheaper than the `mfence` of a SeqCst fence on AMD): it and the SeqCst load of
+    /// the sleeper count pair with the increment and fence in `CompletionQueue::wait`, so
+    /// either the sleeper sees our completion before sleeping, or we see it and wake it.
+    fn ring_after_seqcst(&self) {
+        if self.sleepers().load(Ordering::SeqCst) != 0 {
+            self.seq().fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake(self.seq(), i32::MAX);
+        }
+    }
+
     fn ring(&self) {
         // Pairs with the fence in `CompletionQueue::wait`: either the sleeper sees our
         // completion before sleeping, or we see its sleeper count and wake it.
@@ -602,13 +613,14 @@ impl ShmEndpoint {
             let e = ring.view.entry(tail);
             e.imm.store(imm, Ordering::Relaxed);
             e.len.store(len, Ordering::Relaxed);
-            e.seq.store(tail.wrapping_add(1), Ordering::Release);
+            // SeqCst (a locked exchange on x86) so the doorbell check below needs no fence.
+            e.seq.swap(tail.wrapping_add(1), Ordering::SeqCst);
             ring.tail.store(tail.wrapping_add(1), Ordering::Relaxed);
             Ok(())
         })();
         ring.lock.store(false, Ordering::Release);
         if result.is_ok() {
-            self.peer_bell.ring();
+            self.peer_bell.ring_after_seqcst();
         }
         result
     }
