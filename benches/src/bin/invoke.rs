@@ -97,7 +97,12 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "8,65536,1048576")]
     sizes: Vec<usize>,
     /// Which modes to measure, comma-separated (default: all).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "hot,warm,tcp")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "hot,warm,tcp"
+    )]
     modes: Vec<Mode>,
     /// Measured iterations per case (default: 20000 up to 64 KiB, proportionally fewer above,
     /// at least 1000); warm-up iterations come on top.
