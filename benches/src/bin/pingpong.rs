@@ -11,7 +11,10 @@
 //!   a spin plus a `futex_wake` syscall (~0.8 µs). The server counts the requests it slept on;
 //!   the client warns when that is under 95%. Longer gaps let the idle vCPU sleep deeper (on
 //!   the 2-vCPU VM: ~6 µs for 2-50 µs gaps, ~15 µs for 200 µs, ~24 µs for 2 ms);
-//! - `tcp`: TCP loopback with `TCP_NODELAY`, blocking `std::net` sockets.
+//! - `tcp`: TCP loopback with `TCP_NODELAY`, blocking `std::net` sockets;
+//! - `tcp-spin`: the same with non-blocking sockets both sides poll in a loop (`recv` until
+//!   data comes, as a hot rfaas worker and a spinning client do): the stricter TCP baseline,
+//!   without the scheduler's wake-up in the round trip. Not part of `all`.
 //!
 //! The server is this binary re-executed with a hidden `--role server`; it gets the shared
 //! memory as an inherited memfd (`--shm-fd`) or the port to connect to (`--port`). It dies with
@@ -96,6 +99,7 @@ enum Mode {
     Spin,
     Futex,
     Tcp,
+    TcpSpin,
     All,
 }
 
@@ -105,6 +109,7 @@ impl Mode {
             Mode::Spin => "spin",
             Mode::Futex => "futex",
             Mode::Tcp => "tcp",
+            Mode::TcpSpin => "tcp-spin",
             Mode::All => "all",
         }
     }
@@ -186,6 +191,7 @@ fn client(args: &Args) -> Result<()> {
         Mode::Spin => &[Mode::Spin],
         Mode::Futex => &[Mode::Futex],
         Mode::Tcp => &[Mode::Tcp],
+        Mode::TcpSpin => &[Mode::TcpSpin],
     };
     if !args.json {
         println!(
@@ -216,7 +222,7 @@ fn client(args: &Args) -> Result<()> {
             };
             let mut samples = match mode {
                 Mode::Spin | Mode::Futex => shm_client(run),
-                Mode::Tcp => tcp_client(run),
+                Mode::Tcp | Mode::TcpSpin => tcp_client(run),
                 Mode::All => unreachable!("expanded above"),
             }
             .with_context(|| format!("{} ping-pong of {size} bytes", mode.name()))?;
@@ -529,7 +535,8 @@ fn tcp_ping(run: Run, listener: &TcpListener, server: &mut ServerProcess) -> Res
             Err(error) => return Err(error).context("accepting the server's connection"),
         }
     };
-    configure(&stream)?;
+    let spin = run.mode == Mode::TcpSpin;
+    configure(&stream, spin)?;
     let total = run.total()?;
     let mut payload: Vec<u8> = (0..run.size).map(|i| i as u8).collect();
     let mut echoed = vec![0; run.size];
@@ -537,11 +544,9 @@ fn tcp_ping(run: Run, listener: &TcpListener, server: &mut ServerProcess) -> Res
     for seq in 1..=total {
         tag(&mut payload, seq);
         let start = Instant::now();
-        stream
-            .write_all(&payload)
+        transfer(&mut stream, spin, Direction::Write(&payload))
             .with_context(|| format!("sending request {seq}"))?;
-        stream
-            .read_exact(&mut echoed)
+        transfer(&mut stream, spin, Direction::Read(&mut echoed))
             .with_context(|| format!("receiving response {seq}"))?;
         let elapsed = start.elapsed();
         record(
@@ -557,9 +562,64 @@ fn tcp_ping(run: Run, listener: &TcpListener, server: &mut ServerProcess) -> Res
     Ok(samples)
 }
 
-/// Blocking, `TCP_NODELAY`, and every read and write bounded by [`WAIT_TIMEOUT`].
-fn configure(stream: &TcpStream) -> Result<()> {
-    stream.set_nonblocking(false)?;
+/// One way of a round trip: all of a request or response.
+enum Direction<'a> {
+    Write(&'a [u8]),
+    Read(&'a mut [u8]),
+}
+
+/// Moves all of `direction`'s bytes: blocking calls, or (`spin`) non-blocking ones retried in
+/// a loop that spins, then yields, and gives up after [`WAIT_TIMEOUT`].
+fn transfer(stream: &mut TcpStream, spin: bool, direction: Direction<'_>) -> std::io::Result<()> {
+    if !spin {
+        return match direction {
+            Direction::Write(bytes) => stream.write_all(bytes),
+            Direction::Read(bytes) => stream.read_exact(bytes),
+        };
+    }
+    let (mut done, total) = match &direction {
+        Direction::Write(b) => (0, b.len()),
+        Direction::Read(b) => (0, b.len()),
+    };
+    let mut direction = direction;
+    let mut idle: u32 = 0;
+    let mut since: Option<Instant> = None;
+    while done < total {
+        let step = match &mut direction {
+            Direction::Write(b) => stream.write(&b[done..]),
+            Direction::Read(b) => stream.read(&mut b[done..]),
+        };
+        match step {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                done += n;
+                idle = 0;
+                since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                idle = idle.saturating_add(1);
+                if idle.is_multiple_of(1024) {
+                    let now = Instant::now();
+                    if now.duration_since(*since.get_or_insert(now)) >= WAIT_TIMEOUT {
+                        return Err(std::io::ErrorKind::TimedOut.into());
+                    }
+                    if idle >= benches::SPINS_BEFORE_YIELD {
+                        std::thread::yield_now();
+                    }
+                }
+                std::hint::spin_loop();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `TCP_NODELAY`, blocking with every read and write bounded by [`WAIT_TIMEOUT`], or
+/// non-blocking (`spin`; [`transfer`] bounds the loop).
+fn configure(stream: &TcpStream, spin: bool) -> Result<()> {
+    stream.set_nonblocking(spin)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(WAIT_TIMEOUT))?;
     stream.set_write_timeout(Some(WAIT_TIMEOUT))?;
@@ -583,7 +643,12 @@ fn server(args: &Args) -> Result<()> {
             let fd = args.shm_fd.context("--shm-fd is required")?;
             shm_server(args.mode, fd, size, total)
         }
-        Mode::Tcp => tcp_server(args.port.context("--port is required")?, size, total),
+        Mode::Tcp | Mode::TcpSpin => tcp_server(
+            args.port.context("--port is required")?,
+            size,
+            total,
+            args.mode == Mode::TcpSpin,
+        ),
         Mode::All => bail!("the server runs one mode, not all"),
     }
 }
@@ -659,20 +724,18 @@ fn sleep_until_ne(word: &AtomicU32, old: u32) -> Result<(u32, bool)> {
     }
 }
 
-fn tcp_server(port: u16, size: usize, total: u32) -> Result<()> {
+fn tcp_server(port: u16, size: usize, total: u32, spin: bool) -> Result<()> {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&address, WAIT_TIMEOUT)
         .with_context(|| format!("connecting to {address}"))?;
-    configure(&stream)?;
+    configure(&stream, spin)?;
     let mut buffer = vec![0; size];
     for seq in 1..=total {
         // Store and forward: read the whole request, then echo it, so neither side can block
         // writing while the other is blocked writing too.
-        stream
-            .read_exact(&mut buffer)
+        transfer(&mut stream, spin, Direction::Read(&mut buffer))
             .with_context(|| format!("receiving request {seq}"))?;
-        stream
-            .write_all(&buffer)
+        transfer(&mut stream, spin, Direction::Write(&buffer))
             .with_context(|| format!("sending response {seq}"))?;
     }
     Ok(())
