@@ -168,6 +168,9 @@ struct Inner {
     /// Output bytes each in-flight slot may receive (its result area, or up to its in-place
     /// buffers); set by the sender before it signals, so without the state lock.
     caps: Box<[AtomicU32]>,
+    /// `(worker, slot)` of each invocation id (`id = worker * slots + slot`): a lookup, as
+    /// integer divisions cost tens of cycles each on the hot path.
+    places: Box<[(u32, u32)]>,
 }
 
 /// A connection to an executor's workers, through which functions are invoked.
@@ -382,6 +385,7 @@ impl Lease {
                 result,
                 arena,
                 slots,
+                places: (0..n as u32).map(|id| (id / slots, id % slots)).collect(),
                 slot_size: slot_size as usize,
                 state: Mutex::new(state),
                 wake_progress: Condvar::new(),
@@ -582,7 +586,10 @@ impl Inner {
             let n = self.workers.len();
             let mut pick = None;
             for k in 0..n {
-                let w = (st.next_worker + k) % n;
+                let mut w = st.next_worker + k;
+                if w >= n {
+                    w -= n;
+                }
                 if !st.dead[w] && !st.free[w].is_empty() {
                     pick = Some(w);
                     break;
@@ -595,13 +602,13 @@ impl Inner {
                     Ok(Submit::NoSlot)
                 };
             };
-            st.next_worker = (w + 1) % n;
+            st.next_worker = if w + 1 == n { 0 } else { w + 1 };
             let id = st.free[w].pop().expect("non-empty");
             st.slots[id as usize] = Slot::InFlight;
             (w, id)
         };
         let ep = &self.workers[worker];
-        let slot = id % self.slots;
+        let slot = self.places[id as usize].1;
         let len = HEADER_LEN + layout.input_len;
         let placement = self.placement(id);
         let sent = (|| -> Result<u32, Error> {
@@ -679,7 +686,7 @@ impl Inner {
         let (id, raw) = split_response_imm(imm);
         let mut st = self.lock();
         let valid = id < self.total_slots()
-            && id / self.slots == endpoint
+            && self.places[id as usize].0 == endpoint
             && len <= self.caps[id as usize].load(Ordering::Acquire);
         let slot = if valid {
             st.slots[id as usize]
@@ -707,7 +714,7 @@ impl Inner {
         st.slots[id as usize] = Slot::Free;
         st.wakers[id as usize] = None;
         st.timed[id as usize] = false;
-        let w = (id / self.slots) as usize;
+        let w = self.places[id as usize].0 as usize;
         if !st.dead[w] {
             st.free[w].push(id);
         }
@@ -920,7 +927,9 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                 Err(e) => return Some(Err(e.into())),
             };
             let (id, raw) = split_response_imm(c.imm);
-            if Some(id) == self.id && c.endpoint == id / inner.slots && c.len <= self.cap {
+            // Our id is valid (we were given it), so the lookup is in bounds.
+            if Some(id) == self.id && c.endpoint == inner.places[id as usize].0 && c.len <= self.cap
+            {
                 let result = self.decode(id, raw, c.len);
                 let mut st = inner.lock();
                 inner.free_slot(&mut st, id);
