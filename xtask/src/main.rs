@@ -5,7 +5,8 @@
 //! - `demo`: package the example library, start an executor on shared memory, call its
 //!   functions from a client and print hot and warm latency beside the raw baseline.
 //! - `bench [--quick]`: the benchmarks (release build): rfaas invocations beside the raw
-//!   shared-memory, futex and TCP ping-pongs, in one run; then cold starts through a manager.
+//!   shared-memory, futex and TCP ping-pongs, in one run; then cold starts through a manager
+//!   (`noop`, and `echo` of the same payload sizes).
 //! - `ci`: everything CI checks: fmt, clippy, docs, the README's test command, a bench smoke.
 
 use anyhow::{Context, Result, bail};
@@ -168,7 +169,12 @@ fn bench(quick: bool, args: &[String]) -> Result<()> {
             c.args(&invoke_args);
             c
         }),
-        ("coldstart", with_common("coldstart")),
+        ("coldstart", {
+            // Cold `echo` at the sizes hot and warm are measured at.
+            let mut c = with_common("coldstart");
+            c.args(sizes);
+            c
+        }),
         ("offload", with_common("offload")),
         ("parallel", with_common("parallel")),
     ];
