@@ -430,19 +430,27 @@ pub unsafe fn run_trampoline(
         unsafe { output_len.write(0) };
         return Status::Misaligned.as_u32();
     }
-    let input: &[u8] = if input_len == 0 {
-        &[]
+    // An empty buffer keeps the caller's (8-byte aligned) pointer, so zero-length slices in it
+    // sit at the address the caller chose, as in any other buffer: substituting `&[]` (address
+    // 1) would make a zero-length slice of a `u16` or `f64` "misaligned". Only a null pointer,
+    // allowed for an empty buffer, is replaced, by a dangling one aligned like a buffer.
+    let input = if input.is_null() {
+        core::ptr::without_provenance::<u8>(BUFFER_ALIGN)
     } else {
-        // SAFETY: non-null and valid for `input_len` reads, unaliased by writers (contract).
-        unsafe { core::slice::from_raw_parts(input, input_len) }
+        input
     };
-    let output: &mut [u8] = if output_cap == 0 {
-        &mut []
+    let output = if output.is_null() {
+        core::ptr::without_provenance_mut::<u8>(BUFFER_ALIGN)
     } else {
-        // SAFETY: non-null, valid for `output_cap` writes, exclusive for the call (contract);
-        // u8 has no invalid values.
-        unsafe { core::slice::from_raw_parts_mut(output, output_cap) }
+        output
     };
+    // SAFETY: `input` is non-null and aligned for u8; it is valid for `input_len` reads and
+    // unaliased by writers (contract), or `input_len` is 0, for which any non-null pointer is
+    // valid (a null one was replaced above, and a null one with a length was refused).
+    let input: &[u8] = unsafe { core::slice::from_raw_parts(input, input_len) };
+    // SAFETY: as for `input`: non-null, valid for `output_cap` writes and exclusive for the
+    // call (contract), or `output_cap` is 0; u8 has no invalid values.
+    let output: &mut [u8] = unsafe { core::slice::from_raw_parts_mut(output, output_cap) };
     let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(input, &mut *output)));
     let (status, len) = match result {

@@ -104,3 +104,117 @@ fn output_slices_go_in_place_only_when_all_of_them_can() {
     assert_eq!((a.offset.get(), b.offset.get()), (0x10000, 0x10040));
     assert_eq!(l.end(), 0x10050);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Trampolines, called through the C ABI as an executor calls them
+
+use crate::call::{Placement, RemoteCall};
+
+/// Fills its output with ones; `x` only gives the input a slice.
+#[rfaas::function]
+fn ones_after(x: &[u16], out: &mut [f64]) -> Result<(), String> {
+    let _ = x;
+    out.fill(1.0);
+    Ok(())
+}
+
+/// A function without parameters: its input is empty.
+#[rfaas::function]
+fn forty_two() -> u64 {
+    42
+}
+
+/// The trampoline of a function registered in this test binary.
+fn trampoline_of(name: &str) -> crate::abi::Trampoline {
+    crate::abi::registered_functions()
+        .into_iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("`{name}` is not registered"))
+        .trampoline
+}
+
+/// 8-byte aligned storage for a buffer starting `skew` bytes past a 16-byte boundary.
+#[repr(C, align(16))]
+struct Slab([u8; 256]);
+
+/// Encodes `call`, places its input `in_skew` bytes past a 16-byte boundary, runs the
+/// trampoline with `cap` bytes of output (`out_null`: a null output pointer, for `cap == 0`),
+/// and decodes the answer.
+fn run_local<C: RemoteCall>(
+    call: C,
+    in_skew: usize,
+    cap: usize,
+    out_null: bool,
+) -> (Status, Result<C::Output, crate::CallError>) {
+    let layout = call.layout(&Placement::NONE).unwrap();
+    let mut input = Slab([0; 256]);
+    let input = &mut input.0[in_skew..in_skew + layout.input_len];
+    call.encode(input, &Placement::NONE).unwrap();
+    let mut output = Slab([0xa5; 256]);
+    let out_ptr = if out_null {
+        core::ptr::null_mut()
+    } else {
+        output.0.as_mut_ptr()
+    };
+    let mut len = usize::MAX;
+    // SAFETY: `input` and `output` are live, distinct buffers valid for their lengths (or a
+    // null output of capacity 0); `len` is a local.
+    let raw =
+        unsafe { trampoline_of(C::NAME)(input.as_ptr(), input.len(), out_ptr, cap, &mut len) };
+    let status = Status::from_u32(raw).expect("a known status");
+    assert!(len <= cap);
+    (
+        status,
+        call.decode(status, &output.0[..len], &Placement::NONE),
+    )
+}
+
+/// Found by the `trampolines` fuzz target (docs/reliability.md): an output buffer of capacity
+/// 0 used to be replaced by `&mut []` at address 1, so a zero-length output slice of an element
+/// aligned above 1 was refused as `Misaligned`.
+#[test]
+fn zero_capacity_outputs_hold_zero_length_slices() {
+    for out_null in [false, true] {
+        for in_skew in [0, 8] {
+            let (status, result) = run_local(ones_after::call(&[], &mut []), in_skew, 0, out_null);
+            assert_eq!(
+                (status, result),
+                (Status::Ok, Ok(())),
+                "null output: {out_null}"
+            );
+            let (status, result) =
+                run_local(ones_after::call(&[1, 2], &mut []), in_skew, 0, out_null);
+            assert_eq!(
+                (status, result),
+                (Status::Ok, Ok(())),
+                "null output: {out_null}"
+            );
+        }
+    }
+    // The same call with a non-empty output still needs room for it.
+    let mut out = [0.0; 2];
+    let (status, _) = run_local(ones_after::call(&[], &mut out), 0, 8, false);
+    assert_eq!(status, Status::OutputTooSmall);
+    let (status, result) = run_local(ones_after::call(&[], &mut out), 0, 16, false);
+    assert_eq!((status, result), (Status::Ok, Ok(())));
+    assert_eq!(out, [1.0, 1.0]);
+}
+
+/// An empty input keeps the caller's pointer too (or stands for a null one); either way a
+/// function without parameters runs.
+#[test]
+fn empty_inputs_run_functions_without_parameters() {
+    let f = trampoline_of(forty_two::NAME);
+    let mut out = [0u64; 1];
+    for input in [core::ptr::null(), out.as_ptr().cast::<u8>()] {
+        let mut len = 0;
+        // SAFETY: an empty input (null or a live pointer), a live 8-byte output distinct from
+        // it (a zero-length input overlaps nothing), `len` a local.
+        let raw = unsafe { f(input, 0, out.as_mut_ptr().cast(), 8, &mut len) };
+        assert_eq!(
+            (Status::from_u32(raw), len, out[0]),
+            (Some(Status::Ok), 8, 42)
+        );
+        out[0] = 0;
+    }
+}

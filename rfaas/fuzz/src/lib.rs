@@ -252,14 +252,9 @@ pub struct Args {
 
 /// The argument-layout rules of `docs/protocol.md`, checked in the order a generated
 /// trampoline checks them. `in_addr` and `out_addr` are the buffers' addresses (alignment is a
-/// property of the address, not only of the offset).
-///
-/// Known issue (docs/reliability.md): `run_trampoline` replaces an empty buffer by a dangling
-/// `&[]` at address 1, so with `cap == 0` a zero-length output slice of an element aligned
-/// above 1 is refused as `Misaligned`. The model follows the code here.
+/// property of the address, not only of the offset), also when a buffer is empty: a trampoline
+/// keeps the caller's pointer for an empty buffer.
 pub fn model(shape: &Shape, input: &[u8], in_addr: usize, out_addr: usize, cap: usize) -> Verdict {
-    let in_addr = if input.is_empty() { 1 } else { in_addr };
-    let out_addr = if cap == 0 { 1 } else { out_addr };
     let fixed = shape.fixed();
     if input.len() < fixed {
         return Verdict::Reject(Status::InputTooShort);
