@@ -19,7 +19,8 @@ enum Kind {
     Value,
     /// `&[T]`: input bytes, borrowed in place by the executor.
     InSlice,
-    /// `&mut [T]`: output bytes in the output buffer, copied back into the caller's slice.
+    /// `&mut [T]`: output bytes in the output buffer, copied back into the caller's slice
+    /// (write-only: the caller's contents are not sent, unwritten elements are unspecified).
     OutSlice,
 }
 
@@ -427,6 +428,17 @@ fn generate(m: &Model) -> TokenStream {
     for x in &m.params {
         let ty = &x.ty;
         checks.push(quote_spanned! {ty.span()=> #p::require_payload::<#ty>(); });
+        if x.kind != Kind::Value {
+            // Slices sit at multiples of 8 in 8-byte aligned buffers: a more aligned element
+            // would be aligned or not depending on its position (values are copied unaligned).
+            let msg = format!(
+                "`{}` cannot be the element of a slice parameter: it is aligned to more than 8 bytes, and rfaas places slices on 8-byte boundaries; take it by value, or use elements aligned to at most 8 (`[u64; 2]` in place of `u128`, for instance)",
+                type_text(ty)
+            );
+            checks.push(quote_spanned! {ty.span()=>
+                ::core::assert!(#p::slice_element_fits::<#ty>(), #msg);
+            });
+        }
     }
     let (ret_ty, output_ty) = match &m.ret {
         Ret::Unit => (None, quote!(())),

@@ -5,6 +5,14 @@
 //! Output buffer: `[return value | pad to 8 | output slice 0 | pad to 8 | ...]`; on an error
 //! status the output instead holds a UTF-8 message. Generated code only calls what is here
 //! (through `::rfaas::__private`), so the rules live in one place.
+//!
+//! Slices are placed on multiples of [`BUFFER_ALIGN`] (8) from a buffer's start, and buffers
+//! start on 8-byte boundaries, so a slice's address is aligned for its element only if the
+//! element is aligned to at most 8. Slice elements aligned above that (`u128`, `i128`, arrays
+//! and structs of them) are therefore refused at compile time: by `#[rfaas::function]` with
+//! an error on the parameter's type ([`slice_element_fits`]), and, for any other caller of the
+//! slice functions below, by a post-monomorphization assertion. Values and return values of
+//! such types are fine: they are copied byte by byte, unaligned.
 
 use crate::call::{CallError, EncodeError, Encoded};
 use crate::payload::{self, Payload};
@@ -17,6 +25,24 @@ pub const fn require_payload<T: Payload>() {}
 
 /// Compile-time check that `E` can be shown as an error message.
 pub const fn require_display<E: Display>() {}
+
+/// Whether `T` can be the element of a slice argument: aligned to at most [`BUFFER_ALIGN`].
+/// Slices are placed at multiples of 8 in buffers that are only known to be 8-byte aligned,
+/// so a slice of a more aligned element would be aligned or not depending on where it falls.
+/// `#[rfaas::function]` asserts this for every slice parameter, on the parameter's type.
+pub const fn slice_element_fits<T>() -> bool {
+    align_of::<T>() <= BUFFER_ALIGN
+}
+
+/// The same check inside the slice functions of this module (evaluated when they are
+/// instantiated), so that no encoding or decoding of an over-aligned slice can be built even
+/// without the macro.
+const fn assert_slice_element<T>() {
+    assert!(
+        slice_element_fits::<T>(),
+        "rfaas slice elements must be aligned to at most 8 bytes (`rfaas::wire::BUFFER_ALIGN`)"
+    );
+}
 
 /// Copies a payload value's bytes into its slot of the argument layout.
 pub fn put_value<T: Payload>(slot: &mut [u8], value: &T) {
@@ -95,6 +121,7 @@ impl OutputLayout {
         addr: usize,
         len: usize,
     ) -> Result<SliceDesc, EncodeError> {
+        const { assert_slice_element::<T>() };
         let bytes = len
             .checked_mul(size_of::<T>())
             .ok_or(EncodeError::TooLarge { arg })?;
@@ -170,6 +197,7 @@ impl<'b> Encoder<'b> {
         arg: &'static str,
         data: &[T],
     ) -> Result<SliceDesc, EncodeError> {
+        const { assert_slice_element::<T>() };
         let bytes = payload::slice_bytes(data);
         let off = align_up(self.end).ok_or(EncodeError::TooLarge { arg })?;
         let end = off
@@ -294,6 +322,7 @@ impl<'i> Input<'i> {
 
     /// Borrows an input slice in place after checking bounds, overflow and alignment.
     pub fn slice<T: Payload>(&self, desc: SliceDesc) -> Result<&'i [T], Failure> {
+        const { assert_slice_element::<T>() };
         let off = desc.offset.get() as usize;
         let count = desc.len.get() as usize;
         let bytes = count.checked_mul(size_of::<T>()).ok_or(Status::BadSlice)?;
@@ -336,6 +365,7 @@ impl<'o> OutputCursor<'o> {
     /// Borrows the output slice `desc` names, which must start at or after the previous one's
     /// end (so no two `&mut` slices alias) and fit in the buffer.
     pub fn slice<T: Payload>(&mut self, desc: SliceDesc) -> Result<&'o mut [T], Failure> {
+        const { assert_slice_element::<T>() };
         let off = desc.offset.get() as usize;
         let count = desc.len.get() as usize;
         let bytes = count.checked_mul(size_of::<T>()).ok_or(Status::BadSlice)?;

@@ -18,6 +18,12 @@ use crate::fingerprint::Fingerprint;
 /// - the layout is fixed (`#[repr(C)]` or `#[repr(transparent)]`, or a primitive).
 ///
 /// `#[derive(rfaas::Payload)]` checks all three at compile time; do not implement it by hand.
+///
+/// Any payload can be a value argument or a return value (they are copied byte by byte,
+/// unaligned). A slice argument's element must also be aligned to at most 8 bytes
+/// ([`BUFFER_ALIGN`](crate::wire::BUFFER_ALIGN)), since slices are placed on 8-byte
+/// boundaries: `&[u128]`, `&mut [i128]` and slices of arrays or structs containing them are
+/// refused at compile time by `#[rfaas::function]`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an rfaas payload",
     label = "not a payload: it cannot be written into another process's memory as raw bytes",

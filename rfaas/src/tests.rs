@@ -118,6 +118,13 @@ fn ones_after(x: &[u16], out: &mut [f64]) -> Result<(), String> {
     Ok(())
 }
 
+/// Takes values aligned to 16 at positions that are not multiples of 16 in the input.
+#[rfaas::function]
+fn wide_sum(tag: u8, a: u128, b: i128, xs: &[u64]) -> u128 {
+    let sum = xs.iter().map(|&x| u128::from(x)).sum::<u128>();
+    (a + u128::from(tag) + sum).wrapping_add_signed(b)
+}
+
 /// A function without parameters: its input is empty.
 #[rfaas::function]
 fn forty_two() -> u64 {
@@ -217,4 +224,31 @@ fn empty_inputs_run_functions_without_parameters() {
         );
         out[0] = 0;
     }
+}
+
+/// Values aligned to 16 are copied unaligned: they work wherever they fall in the argument
+/// layout and wherever the input starts (an executor's input is at slot + 24).
+#[test]
+fn values_aligned_above_eight_work_at_any_position() {
+    for in_skew in [0, 8] {
+        let (status, result) = run_local(
+            wide_sum::call(1, u128::MAX / 3, -2, &[5, 6]),
+            in_skew,
+            64,
+            false,
+        );
+        assert_eq!(status, Status::Ok);
+        assert_eq!(result, Ok(1 + u128::MAX / 3 - 2 + 11));
+    }
+}
+
+/// Slice elements must be aligned to at most 8 (`#[rfaas::function]` asserts it at compile
+/// time; `tests/ui/fail/slice_overaligned.rs`).
+#[test]
+fn slice_elements_are_aligned_to_at_most_eight() {
+    use crate::codec::slice_element_fits;
+    assert!(slice_element_fits::<u8>() && slice_element_fits::<f64>());
+    assert!(slice_element_fits::<[u64; 0]>() && slice_element_fits::<[u32; 3]>());
+    assert!(!slice_element_fits::<u128>() && !slice_element_fits::<i128>());
+    assert!(!slice_element_fits::<[u128; 0]>());
 }

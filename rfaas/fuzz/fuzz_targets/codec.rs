@@ -1,9 +1,11 @@
 //! The executor-side decoders of `rfaas::codec` with arbitrary descriptors and element types
-//! (including `u128`, aligned to 16, and zero-sized arrays): `Input::args` and `Input::slice`
-//! must accept exactly the descriptors that lie after the fixed layout, inside the input, on an
-//! address aligned for the element, and then borrow exactly those bytes; `OutputCursor` must hand
-//! out, in order, exactly the slices that start at or after the previous one's end (or the
-//! return value's), end inside the buffer and are aligned, so no two of them overlap.
+//! (every alignment a slice element may have, 1 to 8, and zero-sized arrays; an element aligned
+//! above 8 cannot be a slice element, which is refused at compile time): `Input::args` and
+//! `Input::slice` must accept exactly the descriptors that lie after the fixed layout, inside
+//! the input, on an address aligned for the element, and then borrow exactly those bytes;
+//! `OutputCursor` must hand out, in order, exactly the slices that start at or after the
+//! previous one's end (or the return value's), end inside the buffer and are aligned, so no two
+//! of them overlap.
 //!
 //! Input: byte 0 the fixed layout size; byte 1 the placements (skews from a 16-byte boundary);
 //! byte 2 the output capacity; byte 3 the return value's size; byte 4 the input length; then
@@ -130,7 +132,7 @@ macro_rules! by_type {
             1 => $f::<u16>($($a),*),
             2 => $f::<u32>($($a),*),
             3 => $f::<u64>($($a),*),
-            4 => $f::<u128>($($a),*),
+            4 => $f::<[u32; 3]>($($a),*),
             5 => $f::<f32>($($a),*),
             6 => $f::<f64>($($a),*),
             7 => $f::<[u8; 3]>($($a),*),
