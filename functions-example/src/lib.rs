@@ -10,8 +10,13 @@ use std::fmt;
 #[rfaas::function]
 pub fn noop() {}
 
-/// Copies `input` into the start of `output` and returns how many bytes were copied
-/// (`output` may be longer; the rest is left as it was).
+/// Copies `input` into the start of `output` and returns how many bytes were copied.
+///
+/// `output` may be longer; only its first (returned count) bytes are meaningful. The function
+/// does not write the rest, so called remotely the rest comes back unspecified: output slices
+/// are write-only (see [`rfaas::function`](macro@rfaas::function)), the caller's bytes are not
+/// sent and unwritten bytes hold whatever the executor's output area held. Called locally, the
+/// rest keeps its contents.
 #[rfaas::function]
 pub fn echo(input: &[u8], output: &mut [u8]) -> Result<u64, LengthError> {
     let found = output.len();

@@ -161,8 +161,9 @@ proptest! {
         let (mut r, mut l) = (vec![0xa5; out_len], vec![0xa5; out_len]);
         let ok = fx::echo(&input, &mut l).is_ok();
         same_result(remote(fx::echo::call(&input, &mut r), skew), fx::echo(&input, &mut l))?;
-        // Output slices travel one way: bytes the function leaves alone come back as whatever
-        // the executor's output buffer held, not as the caller's (docs/reliability.md).
+        // Output slices are write-only: after `Ok`, bytes the function leaves alone are
+        // unspecified (they come back as whatever the executor's output buffer held, not as the
+        // caller's; docs/functions.md). After an error nothing is copied back.
         let k = if ok { input.len() } else { out_len };
         prop_assert_eq!(&r[..k], &l[..k]);
     }
