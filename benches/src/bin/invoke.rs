@@ -19,7 +19,10 @@
 //! - *tcp*: an executor serving over TCP loopback (`--listen 127.0.0.1:0`, hot:
 //!   `--hot-timeout-us -1`), reached with [`Lease::connect_tcp`]; `noop` and `echo` of each
 //!   payload size into a heap vector, compared with `pingpong`'s `tcp` mode (blocking
-//!   `TCP_NODELAY` sockets) at the same size.
+//!   `TCP_NODELAY` sockets) at the same size (the target's baseline), and beside it with its
+//!   `tcp-spin` mode (both sides busy-polling non-blocking sockets, as the hot worker and the
+//!   spinning client do: no scheduler wake-up per message), a stricter reference without a
+//!   target.
 //!
 //! Each case runs between two baseline runs of its size (`pingpong --json`, one size) and on an
 //! executor of its own: the machine's speed drifts (DESIGN.md §5), and the baseline's server
@@ -149,12 +152,21 @@ fn main() -> Result<()> {
             // spinning worker.
             let base_size = size.max(NOOP_BASELINE_SIZE);
             let before = setup.baseline(mode, base_size)?;
+            let strict_before = mode
+                .strict_baseline()
+                .map(|m| setup.baseline_of(m, base_size))
+                .transpose()?;
             let case = {
                 let executor = setup.start_executor(mode)?;
                 setup.on_client_cpu(|| setup.measure_case(&executor.address, mode, call, size))?
             };
+            let strict_after = mode
+                .strict_baseline()
+                .map(|m| setup.baseline_of(m, base_size))
+                .transpose()?;
             let after = setup.baseline(mode, base_size)?;
-            out.compare(&case.row, base_size, &before, &after)?;
+            let strict = strict_before.as_ref().zip(strict_after.as_ref());
+            out.compare(&case.row, base_size, (&before, &after), strict)?;
             awaited.extend(case.awaited);
         }
         for awaited in &awaited {
@@ -319,7 +331,11 @@ impl Setup {
     /// Runs `pingpong --json` once: `spin` for hot cases, `futex` (with the idle gap) for warm
     /// ones, `tcp` for TCP ones, with the iterations of a case of `size` bytes.
     fn baseline(&self, mode: Mode, size: usize) -> Result<Summary> {
-        let base_mode = mode.baseline();
+        self.baseline_of(mode.baseline(), size)
+    }
+
+    /// Runs `pingpong --mode base_mode --json` once, for a case of `size` bytes.
+    fn baseline_of(&self, base_mode: &str, size: usize) -> Result<Summary> {
         let mut command = Command::new(&self.pingpong);
         command
             .args(["--mode", base_mode, "--json", "--sizes", &size.to_string()])
@@ -602,6 +618,16 @@ impl Mode {
             Mode::Hot => "spin",
             Mode::Warm => "futex",
             Mode::Tcp => "tcp",
+        }
+    }
+
+    /// A stricter baseline reported beside the target's (no target of its own): for TCP, the
+    /// ping-pong that busy-polls non-blocking sockets as a hot worker does, without the
+    /// scheduler's wake-up that the blocking `tcp` baseline pays per message.
+    fn strict_baseline(self) -> Option<&'static str> {
+        match self {
+            Mode::Tcp => Some("tcp-spin"),
+            Mode::Hot | Mode::Warm => None,
         }
     }
 
@@ -1004,6 +1030,16 @@ struct CompareRow<'a> {
     met: bool,
     /// The larger of the two baseline medians over the smaller.
     drift: f64,
+    /// The stricter baseline ([`Mode::strict_baseline`]), where the mode has one: its mode,
+    /// the means of its runs before and after the case, and rfaas median / its median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict_baseline_mode: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict_baseline_median_ns: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict_baseline_p99_ns: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict_ratio: Option<f64>,
 }
 
 /// A `--json` line comparing a hot case through `.await` with the same through `wait()`.
@@ -1104,9 +1140,17 @@ impl Output {
         &mut self,
         row: &Measured,
         base_size: usize,
-        before: &Summary,
-        after: &Summary,
+        (before, after): (&Summary, &Summary),
+        strict: Option<(&Summary, &Summary)>,
     ) -> Result<()> {
+        let strict = strict.map(|(b, a)| {
+            let median = (b.median_ns + a.median_ns) / 2.0;
+            (
+                median,
+                (b.p99_ns + a.p99_ns) / 2.0,
+                row.summary.median_ns / median,
+            )
+        });
         let base_median = (before.median_ns + after.median_ns) / 2.0;
         let base_p99 = (before.p99_ns + after.p99_ns) / 2.0;
         let drift = before.median_ns.max(after.median_ns) / before.median_ns.min(after.median_ns);
@@ -1150,10 +1194,14 @@ impl Output {
                 target_ratio: target.max_ratio,
                 met,
                 drift,
+                strict_baseline_mode: strict.and(row.mode.strict_baseline()),
+                strict_baseline_median_ns: strict.map(|s| s.0),
+                strict_baseline_p99_ns: strict.map(|s| s.1),
+                strict_ratio: strict.map(|s| s.2),
             });
         }
         self.line(format_args!(
-            "{:<5} {:<8} {:>7} {:>6} {:>9.3} {:>9.3} | {:<5} {:>9.3} {:>9.3} {:>5.2} | {:>6.2} {:<9} {}{}",
+            "{:<5} {:<8} {:>7} {:>6} {:>9.3} {:>9.3} | {:<5} {:>9.3} {:>9.3} {:>5.2} | {:>6.2} {:<9} {}{}{}",
             row.mode.name(),
             row.call.name(),
             size_label(row.call, row.size),
@@ -1167,7 +1215,15 @@ impl Output {
             ratio,
             target.label,
             if met { "met" } else { "MISSED" },
-            if drifted { " ~" } else { "" }
+            if drifted { " ~" } else { "" },
+            match (strict, row.mode.strict_baseline()) {
+                (Some((median, p99, ratio)), Some(name)) => format!(
+                    " | {name} {:.3} {:.3}: {ratio:.2}x",
+                    us(median),
+                    us(p99)
+                ),
+                _ => String::new(),
+            }
         ))
     }
 
