@@ -33,8 +33,18 @@ enum Command {
     /// Run the node's executor manager: accepts lease requests, spawns one executor process
     /// per lease, reclaims it when the client leaves, and keeps a ledger. Prints
     /// `ready <address>` once listening.
+    ///
+    /// With `secret_file` in the configuration, clients must authenticate with that shared
+    /// secret (HMAC-SHA256 challenge-response) before any request is read or package
+    /// accepted, and the manager authenticates with it to the registry. Without one, anyone
+    /// who reaches the address can lease cores and run code here: a warning says so at start.
+    /// Per-lease limits (`max_cores_per_lease`, `max_slots_per_worker`, `max_slot_size`,
+    /// `max_outstanding_per_lease`, `max_package_bytes`) refuse oversized leases with the
+    /// limit's name.
     Manager {
-        /// TOML configuration (see `docs/control-plane.md`); without it, the defaults.
+        /// TOML configuration: `listen`, `node_id`, `cores`, `memory_mib`, `registry`,
+        /// `heartbeat_ms`, `cache_dir`, `ledger`, `socket_dir`, `executor`, `secret_file`, the
+        /// limits above (see `docs/control-plane.md`); without it, the defaults.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Overrides the configuration's listen address.
@@ -48,9 +58,13 @@ enum Command {
     },
     /// Run the cluster registry: managers register and heartbeat their free capacity, clients
     /// list the live nodes. Prints `ready <address>` once listening.
+    ///
+    /// With `secret_file` in the configuration, every request (register, heartbeat,
+    /// deregister, list) must come authenticated with that shared secret; without one the
+    /// registry is open, and a warning says so at start.
     Registry {
-        /// TOML configuration (`listen`, `heartbeat_timeout_ms`, `state_file`, `max_nodes`);
-        /// without it, the defaults.
+        /// TOML configuration (`listen`, `heartbeat_timeout_ms`, `state_file`, `max_nodes`,
+        /// `secret_file`; see `docs/control-plane.md`); without it, the defaults.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Overrides the configuration's listen address.

@@ -3,11 +3,17 @@
 //! process per lease (the cold start), hands back where to connect, and reclaims the lease
 //! when the client's control connection closes. Each finished lease is appended to a ledger
 //! (JSON lines, fsync'd). User code never runs in this process.
+//!
+//! With a `secret_file`, every control connection authenticates with the cluster's shared
+//! secret before its request is read ([`rfaas::auth`]); per-lease limits bound what one lease
+//! may ask for (cores, slots, slot size, invocations in flight).
 
 use crate::package::sha256_hex;
+use crate::worker::{HotTimeout, WorkerConfig};
+use rfaas::auth::{Accepted, AuthError, Channel, Secret};
 use rfaas::registry::RegistryClient;
-use rfaas::transport::{recv_json, send_json};
-use rfaas::wire::{Fabric, LeaseReply, LeaseRequest, NodeInfo};
+use rfaas::transport::send_json;
+use rfaas::wire::{AuthService, Fabric, LeaseReply, LeaseRequest, NodeInfo};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -44,7 +50,29 @@ pub struct ManagerConfig {
     pub socket_dir: PathBuf,
     /// The executor binary. Default: this binary.
     pub executor: Option<PathBuf>,
+    /// The cluster's shared secret (a file only its owner may read, at least 16 bytes): clients
+    /// must authenticate with it, and the manager authenticates with it to the registry.
+    /// Default: none, an open control plane (a warning at start).
+    pub secret_file: Option<PathBuf>,
+    /// Most cores one lease may have. Default: none of its own (the node's free cores bound
+    /// a lease, refused as "not enough capacity").
+    pub max_cores_per_lease: Option<u32>,
+    /// Most input slots per worker (invocations in flight on one leased core), 1 to 256.
+    /// Default 64.
+    pub max_slots_per_worker: u32,
+    /// Largest slot, bytes (header included: it bounds one invocation's input and its output).
+    /// Default 16 MiB.
+    pub max_slot_size: u32,
+    /// Most invocations in flight per lease (cores × slots per worker). Default 1024.
+    pub max_outstanding_per_lease: u32,
 }
+
+/// Slots per worker of a lease that does not say (capped by the limits).
+pub const DEFAULT_SLOTS: u32 = 8;
+/// Bytes per slot of a lease that does not say (capped by the limits).
+pub const DEFAULT_SLOT_SIZE: u32 = 1 << 20;
+/// The smallest slot an executor accepts: the invocation header and 64 bytes, a multiple of 64.
+pub const MIN_SLOT_SIZE: u32 = (rfaas::wire::HEADER_LEN as u32 + 64).next_multiple_of(64);
 
 impl Default for ManagerConfig {
     fn default() -> Self {
@@ -60,6 +88,11 @@ impl Default for ManagerConfig {
             max_package_bytes: 256 << 20,
             socket_dir: std::env::temp_dir(),
             executor: None,
+            secret_file: None,
+            max_cores_per_lease: None,
+            max_slots_per_worker: 64,
+            max_slot_size: 16 << 20,
+            max_outstanding_per_lease: 1024,
         }
     }
 }
@@ -76,7 +109,95 @@ impl ManagerConfig {
                 path.display()
             ));
         }
+        cfg.check_limits()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(cfg)
+    }
+
+    /// Checks that the per-lease limits can be met by some lease.
+    pub fn check_limits(&self) -> Result<(), String> {
+        let ring = rfaas::transport::shm::RING_CAPACITY;
+        if self.max_cores_per_lease == Some(0) || self.max_outstanding_per_lease == 0 {
+            return Err(
+                "max_cores_per_lease and max_outstanding_per_lease must be positive".into(),
+            );
+        }
+        if !(1..=ring).contains(&self.max_slots_per_worker) {
+            return Err(format!("max_slots_per_worker must be 1 to {ring}"));
+        }
+        if self.max_slot_size < MIN_SLOT_SIZE {
+            return Err(format!(
+                "max_slot_size must be at least {MIN_SLOT_SIZE} bytes"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a request's shape against this node's per-lease limits (and the executor's
+    /// own), and fills in what it left out: `(slots per worker, slot size)`. A request without
+    /// slots or slot size gets [`DEFAULT_SLOTS`] and [`DEFAULT_SLOT_SIZE`], capped by the
+    /// limits. Refusals name the limit (its configuration key).
+    pub fn lease_geometry(&self, req: &LeaseRequest) -> Result<(u32, u32), String> {
+        if req.cores == 0 || req.hot_timeout_us < -1 {
+            return Err(
+                "a lease needs at least one core and a hot timeout of -1, 0 or more".into(),
+            );
+        }
+        if let Some(max_cores) = self.max_cores_per_lease
+            && req.cores > max_cores
+        {
+            return Err(format!(
+                "asked for {} cores; this node leases at most {max_cores} cores at once (max_cores_per_lease)",
+                req.cores
+            ));
+        }
+        let slots = match req.slots {
+            Some(0) => return Err("a lease needs at least one slot per worker".into()),
+            Some(n) if n > self.max_slots_per_worker => {
+                return Err(format!(
+                    "asked for {n} slots per worker; this node allows at most {} (max_slots_per_worker)",
+                    self.max_slots_per_worker
+                ));
+            }
+            Some(n) => n,
+            None => DEFAULT_SLOTS
+                .min(self.max_slots_per_worker)
+                .min(self.max_outstanding_per_lease / req.cores)
+                .max(1),
+        };
+        let slot_size = match req.slot_size {
+            Some(n) if n > self.max_slot_size => {
+                return Err(format!(
+                    "asked for slots of {n} bytes; this node allows at most {} (max_slot_size)",
+                    self.max_slot_size
+                ));
+            }
+            Some(n) if n < MIN_SLOT_SIZE || !n.is_multiple_of(64) => {
+                return Err(format!(
+                    "slot size {n}: a multiple of 64, at least {MIN_SLOT_SIZE} bytes"
+                ));
+            }
+            Some(n) => n,
+            None => DEFAULT_SLOT_SIZE.min(self.max_slot_size / 64 * 64),
+        };
+        let outstanding = u64::from(req.cores) * u64::from(slots);
+        if outstanding > u64::from(self.max_outstanding_per_lease) {
+            return Err(format!(
+                "{} cores x {slots} slots = {outstanding} invocations in flight; this node allows at most {} per lease (max_outstanding_per_lease)",
+                req.cores, self.max_outstanding_per_lease
+            ));
+        }
+        // The executor's own limits (workers, ring capacity, 4 GiB of slots), refused here,
+        // before any package is shipped, rather than by an executor that fails to start.
+        WorkerConfig {
+            workers: req.cores,
+            cpus: Vec::new(),
+            slots,
+            slot_size,
+            hot_timeout: HotTimeout::from_micros(req.hot_timeout_us)?,
+        }
+        .validate()?;
+        Ok((slots, slot_size))
     }
 }
 
@@ -131,6 +252,8 @@ struct Capacity {
 
 struct Manager {
     cfg: ManagerConfig,
+    /// The shared secret clients authenticate with; none: an open control plane.
+    secret: Option<Secret>,
     /// Whether leases may use RDMA, or why not.
     rdma: Result<(), String>,
     exe: PathBuf,
@@ -141,6 +264,13 @@ struct Manager {
 
 /// Runs the manager until its listener fails; calls `ready` with the bound address.
 pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Result<(), String> {
+    cfg.check_limits()?;
+    let secret = cfg
+        .secret_file
+        .as_deref()
+        .map(Secret::from_file)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&cfg.cache_dir)
         .map_err(|e| format!("{}: {e}", cfg.cache_dir.display()))?;
     let exe = match &cfg.executor {
@@ -162,12 +292,24 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
         rdma: rdma_support(),
         exe,
         cfg,
+        secret,
     });
+    match &mgr.secret {
+        Some(_) => tracing::info!("control plane authenticated with the shared secret"),
+        None => tracing::warn!(
+            address = %addr,
+            "no secret_file configured: the control plane is unauthenticated; anyone who can reach this address can lease cores and run code on this node"
+        ),
+    }
     match &mgr.rdma {
         Ok(()) => tracing::info!("RDMA leases offered"),
         Err(why) => tracing::info!(%why, "no RDMA leases"),
     }
     if let Some(reg) = mgr.cfg.registry.clone() {
+        let mut client = RegistryClient::new(reg);
+        if let Some(s) = &mgr.secret {
+            client = client.with_secret(s.clone());
+        }
         let (mgr, node) = (
             Arc::downgrade(&mgr),
             NodeInfo {
@@ -178,7 +320,7 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
                 rdma: mgr.rdma.is_ok(),
             },
         );
-        std::thread::spawn(move || heartbeat(&RegistryClient::new(reg), &node, &mgr));
+        std::thread::spawn(move || heartbeat(&client, &node, &mgr));
     }
     tracing::info!(address = %addr, cores = mgr.cfg.cores, "manager ready");
     ready(addr);
@@ -248,28 +390,69 @@ pub fn min_lease_memory_mib(cores: u32) -> u64 {
     16 + 4 * u64::from(cores)
 }
 
+/// The manager's side of one control connection: plain, or sealed once the client has
+/// authenticated.
+struct Control {
+    stream: TcpStream,
+    auth: Option<Channel>,
+}
+
+impl Control {
+    fn reply(&mut self, reply: &LeaseReply) -> Result<(), String> {
+        match &mut self.auth {
+            Some(ch) => ch
+                .send_json(&mut self.stream, reply)
+                .map_err(|e| e.to_string()),
+            None => send_json(&mut self.stream, reply).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 impl Manager {
-    fn serve_client(&self, mut stream: TcpStream) {
-        if let Err(e) = self.lease(&mut stream) {
-            tracing::info!(error = %e, "lease ended with an error");
-            let _ = send_json(&mut stream, &LeaseReply::Refused(e));
+    fn serve_client(&self, stream: TcpStream) {
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_owned(), |p| p.to_string());
+        let mut ctl = Control { stream, auth: None };
+        if let Err(e) = self.lease(&mut ctl, &peer) {
+            tracing::info!(%peer, error = %e, "lease ended with an error");
+            let _ = ctl.reply(&LeaseReply::Refused(e));
         }
     }
 
-    fn lease(&self, stream: &mut TcpStream) -> Result<(), String> {
-        stream
+    /// Reads the connection's request: authenticates the client first if this node has a
+    /// secret. Nothing of the request is looked at before its MAC is verified.
+    fn request(&self, ctl: &mut Control, peer: &str) -> Result<LeaseRequest, String> {
+        ctl.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let body =
+            match rfaas::auth::accept(&mut ctl.stream, self.secret.as_ref(), AuthService::Lease) {
+                Ok(Accepted::Open(body)) => body,
+                Ok(Accepted::Authenticated(ch, body)) => {
+                    ctl.auth = Some(ch);
+                    body
+                }
+                Err(e @ AuthError::Transport(_)) => return Err(format!("bad lease request: {e}")),
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "refused a control connection");
+                    return Err(e.to_string());
+                }
+            };
+        serde_json::from_slice(&body)
+            .map_err(|e| format!("bad lease request: malformed message: {e}"))
+    }
+
+    fn lease(&self, ctl: &mut Control, peer: &str) -> Result<(), String> {
+        let req = self.request(ctl, peer)?;
+        ctl.stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
-        let req: LeaseRequest = recv_json(stream).map_err(|e| format!("bad lease request: {e}"))?;
         let sha = req.package_sha256.to_ascii_lowercase();
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("package_sha256 must be 64 hex digits".into());
         }
-        if req.cores == 0 || req.hot_timeout_us < -1 {
-            return Err(
-                "a lease needs at least one core and a hot timeout of -1, 0 or more".into(),
-            );
-        }
+        let (slots, slot_size) = self.cfg.lease_geometry(&req)?;
         // Before any package is shipped or capacity reserved.
         if let (Fabric::Verbs, Err(why)) = (req.fabric, &self.rdma) {
             return Err(format!("this node offers no RDMA leases: {why}"));
@@ -290,9 +473,9 @@ impl Manager {
                     self.cfg.max_package_bytes
                 ));
             }
-            send_json(stream, &LeaseReply::NeedPackage).map_err(|e| e.to_string())?;
+            ctl.reply(&LeaseReply::NeedPackage)?;
             let mut bytes = vec![0u8; len as usize];
-            stream
+            ctl.stream
                 .read_exact(&mut bytes)
                 .map_err(|e| format!("reading the package: {e}"))?;
             let found = sha256_hex(&bytes);
@@ -306,7 +489,7 @@ impl Manager {
                     .map_err(|e| format!("caching the package: {e}"))?;
             }
         } else if !library.exists() {
-            return send_json(stream, &LeaseReply::NeedPackage).map_err(|e| e.to_string());
+            return ctl.reply(&LeaseReply::NeedPackage);
         }
         let mut held = {
             let mut cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
@@ -341,18 +524,18 @@ impl Manager {
             "--cores",
             &req.cores.to_string(),
             "--slots",
-            &req.slots.unwrap_or(8).to_string(),
+            &slots.to_string(),
         ]);
-        cmd.args(["--slot-size", &req.slot_size.unwrap_or(1 << 20).to_string()]);
+        cmd.args(["--slot-size", &slot_size.to_string()]);
         cmd.arg(format!("--hot-timeout-us={}", req.hot_timeout_us));
         let socket = self.cfg.socket_dir.join(format!(
             "rfaas-{}-lease-{lease_id}.sock",
             std::process::id()
         ));
         // Shared memory only works on this host: `auto` picks it for local clients.
-        let local = stream.peer_addr().map(|p| p.ip()).ok()
-            == stream.local_addr().map(|l| l.ip()).ok()
-            || stream.peer_addr().is_ok_and(|p| p.ip().is_loopback());
+        let local = ctl.stream.peer_addr().map(|p| p.ip()).ok()
+            == ctl.stream.local_addr().map(|l| l.ip()).ok()
+            || ctl.stream.peer_addr().is_ok_and(|p| p.ip().is_loopback());
         let fabric = match req.fabric {
             Fabric::Auto if local => Fabric::Shm,
             Fabric::Auto => Fabric::Tcp,
@@ -366,11 +549,11 @@ impl Manager {
         match fabric {
             Fabric::Shm | Fabric::Auto => cmd.arg("--socket").arg(&socket),
             Fabric::Tcp => {
-                let ip = stream.local_addr().map_err(|e| e.to_string())?.ip();
+                let ip = ctl.stream.local_addr().map_err(|e| e.to_string())?.ip();
                 cmd.arg("--listen").arg(format!("{ip}:0"))
             }
             Fabric::Verbs => {
-                let ip = stream.local_addr().map_err(|e| e.to_string())?.ip();
+                let ip = ctl.stream.local_addr().map_err(|e| e.to_string())?.ip();
                 cmd.arg("--listen")
                     .arg(format!("{ip}:0"))
                     .args(["--fabric", "verbs"])
@@ -410,15 +593,11 @@ impl Manager {
             endpoint,
             "lease granted"
         );
-        send_json(
-            stream,
-            &LeaseReply::Granted {
-                lease_id,
-                endpoint,
-                fabric,
-            },
-        )
-        .map_err(|e| e.to_string())?;
+        ctl.reply(&LeaseReply::Granted {
+            lease_id,
+            endpoint,
+            fabric,
+        })?;
         // Held until the client closes the control connection, dies, (if it promised
         // heartbeats) stays silent for three periods, or the executor ends on its own (a
         // crash, or a function beyond the lease's memory): then the control connection is
@@ -426,7 +605,11 @@ impl Manager {
         let silence = req
             .heartbeat_ms
             .map(|ms| Duration::from_millis(ms.clamp(1, 3_600_000) * 3));
-        let exit = watch_lease(stream, held.child.as_mut().expect("spawned"), silence)?;
+        let exit = watch_lease(
+            &mut ctl.stream,
+            held.child.as_mut().expect("spawned"),
+            silence,
+        )?;
         if let Some(status) = &exit {
             tracing::warn!(lease_id, %status, "executor ended before its lease");
         }
@@ -546,3 +729,6 @@ fn read_stats(
         .and_then(|j| serde_json::from_str(j).ok())
         .unwrap_or(serde_json::Value::Null)
 }
+
+#[cfg(test)]
+mod tests;

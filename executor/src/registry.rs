@@ -2,10 +2,13 @@
 //! their free capacity, clients list the live nodes. A node that stops heart-beating for the
 //! configured timeout disappears. The node table is written durably (temporary file, fsync,
 //! rename, fsync of the directory) on every change, and read back on start, so it survives a
-//! restart (restored nodes get a fresh timeout to heartbeat again).
+//! restart (restored nodes get a fresh timeout to heartbeat again). With a `secret_file`,
+//! every request must come over a connection authenticated with the cluster's shared secret
+//! ([`rfaas::auth`]): unknown managers cannot register, unknown clients cannot list.
 
-use rfaas::transport::{recv_json, send_json};
-use rfaas::wire::{NodeInfo, NodeStatus, RegistryRequest, RegistryResponse};
+use rfaas::auth::{Accepted, AuthError, Secret};
+use rfaas::transport::send_json;
+use rfaas::wire::{AuthService, NodeInfo, NodeStatus, RegistryRequest, RegistryResponse};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,6 +29,10 @@ pub struct RegistryConfig {
     pub state_file: PathBuf,
     /// Most nodes registered at once. Default 4096.
     pub max_nodes: usize,
+    /// The cluster's shared secret (a file only its owner may read, at least 16 bytes):
+    /// managers and clients must authenticate with it. Default: none, open (a warning at
+    /// start).
+    pub secret_file: Option<PathBuf>,
 }
 
 impl Default for RegistryConfig {
@@ -35,6 +42,7 @@ impl Default for RegistryConfig {
             heartbeat_timeout_ms: 3000,
             state_file: "rfaas-registry.json".into(),
             max_nodes: 4096,
+            secret_file: None,
         }
     }
 }
@@ -246,11 +254,25 @@ fn load(cfg: &RegistryConfig) -> Result<BTreeMap<String, Entry>, String> {
 
 /// Runs the registry until the listener fails; calls `ready` with the bound address.
 pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
+    let secret = cfg
+        .secret_file
+        .as_deref()
+        .map(Secret::from_file)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let nodes = load(&cfg)?;
     let listener =
         TcpListener::bind(&cfg.listen).map_err(|e| format!("listening on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(address = %addr, restored = nodes.len(), "registry ready");
+    match &secret {
+        Some(_) => tracing::info!("requests authenticated with the shared secret"),
+        None => tracing::warn!(
+            address = %addr,
+            "no secret_file configured: the registry is unauthenticated; anyone who can reach this address can register nodes and steer clients to them"
+        ),
+    }
+    let secret = Arc::new(secret);
     let tick = Duration::from_millis(cfg.heartbeat_timeout_ms / 4).max(Duration::from_millis(5));
     let state = Arc::new(Mutex::new(State { nodes, cfg }));
     {
@@ -274,9 +296,9 @@ pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), 
     ready(addr);
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
-        let state = state.clone();
+        let (state, secret) = (state.clone(), secret.clone());
         std::thread::spawn(move || {
-            if let Err(e) = serve_one(stream, &state) {
+            if let Err(e) = serve_one(stream, &state, secret.as_ref().as_ref()) {
                 tracing::debug!(error = %e, "registry request failed");
             }
         });
@@ -284,15 +306,44 @@ pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), 
     Ok(())
 }
 
+/// Answers one connection's request. Nothing of it is looked at before the client is
+/// authenticated, when the registry has a secret.
 fn serve_one(
     mut stream: TcpStream,
     state: &Mutex<State>,
-) -> Result<(), rfaas::transport::TransportError> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let resp = match recv_json::<RegistryRequest>(&mut stream) {
-        Ok(req) => state.lock().unwrap_or_else(|e| e.into_inner()).handle(req),
-        Err(e) => RegistryResponse::Error(format!("bad request: {e}")),
+    secret: Option<&Secret>,
+) -> Result<(), AuthError> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(rfaas::transport::TransportError::Io)?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .map_err(rfaas::transport::TransportError::Io)?;
+    let (body, mut auth) = match rfaas::auth::accept(&mut stream, secret, AuthService::Registry) {
+        Ok(Accepted::Open(body)) => (body, None),
+        Ok(Accepted::Authenticated(ch, body)) => (body, Some(ch)),
+        Err(e) => {
+            let why = match &e {
+                AuthError::Transport(_) => format!("bad request: {e}"),
+                _ => {
+                    let peer = stream
+                        .peer_addr()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default();
+                    tracing::warn!(%peer, error = %e, "refused a control connection");
+                    e.to_string()
+                }
+            };
+            send_json(&mut stream, &RegistryResponse::Error(why))?;
+            return Err(e);
+        }
     };
-    send_json(&mut stream, &resp)
+    let resp = match serde_json::from_slice::<RegistryRequest>(&body) {
+        Ok(req) => state.lock().unwrap_or_else(|e| e.into_inner()).handle(req),
+        Err(e) => RegistryResponse::Error(format!("bad request: malformed message: {e}")),
+    };
+    match &mut auth {
+        Some(ch) => ch.send_json(&mut stream, &resp),
+        None => Ok(send_json(&mut stream, &resp)?),
+    }
 }

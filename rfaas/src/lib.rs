@@ -35,6 +35,7 @@
 extern crate self as rfaas;
 
 pub mod abi;
+pub mod auth;
 pub mod call;
 mod codec;
 mod fingerprint;
@@ -46,6 +47,7 @@ pub mod sys;
 pub mod transport;
 pub mod wire;
 
+pub use auth::Secret;
 pub use call::{CallError, EncodeError, Encoded, Placement, RemoteCall};
 pub use fingerprint::Fingerprint;
 pub use lease::{Buffer, Error, Invocation, Lease, LeaseOptions};

@@ -1,9 +1,14 @@
 //! Leases negotiated with a node's manager: ask for cores, ship the function package if the
 //! node lacks it, and get a [`Lease`] on the executor process the manager starts for you.
+//!
+//! With a shared secret ([`LeaseSpec::secret`], or the file named by `$RFAAS_SECRET_FILE`) the
+//! control connection is authenticated both ways (see [`crate::auth`]); without one it is
+//! plain, and a manager that requires authentication refuses.
 
+use crate::auth::{AuthError, Channel, Secret};
 use crate::lease::{Error, Lease, LeaseOptions};
 use crate::transport::{TransportError, recv_json, send_json};
-use crate::wire::{Fabric, LeaseReply, LeaseRequest};
+use crate::wire::{AuthService, Fabric, LeaseReply, LeaseRequest};
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,10 @@ pub struct LeaseSpec {
     pub slot_size: Option<u32>,
     /// Options of the resulting lease.
     pub options: LeaseOptions,
+    /// The cluster's shared secret, to authenticate to managers and the registry that have
+    /// one. Default `None`: the secret file named by `$RFAAS_SECRET_FILE` if that is set,
+    /// else none (plain control connections).
+    pub secret: Option<Secret>,
 }
 
 impl Default for LeaseSpec {
@@ -39,6 +48,7 @@ impl Default for LeaseSpec {
             slots: None,
             slot_size: None,
             options: LeaseOptions::default(),
+            secret: None,
         }
     }
 }
@@ -101,6 +111,64 @@ impl Drop for ManagedLease {
     }
 }
 
+/// The spec's secret, else the one `$RFAAS_SECRET_FILE` names.
+fn resolve_secret(spec: &LeaseSpec) -> Result<Option<Secret>, Error> {
+    match &spec.secret {
+        Some(s) => Ok(Some(s.clone())),
+        None => Secret::from_env().map_err(auth_error),
+    }
+}
+
+/// An authentication failure as a lease error: the transport's own, or a refusal with the
+/// reason (the manager's words, or what failed to verify).
+fn auth_error(e: AuthError) -> Error {
+    match e {
+        AuthError::Transport(t) => Error::Transport(t),
+        other => Error::Refused(other.to_string()),
+    }
+}
+
+/// The reason in a manager's plain refusal.
+fn lease_refusal(frame: &[u8]) -> Option<String> {
+    match serde_json::from_slice(frame).ok()? {
+        LeaseReply::Refused(why) => Some(why),
+        _ => None,
+    }
+}
+
+/// One control connection to a manager: plain, or sealed after an authentication handshake.
+struct Control<'s> {
+    stream: &'s mut TcpStream,
+    auth: Option<Channel>,
+}
+
+impl<'s> Control<'s> {
+    fn open(stream: &'s mut TcpStream, secret: Option<&Secret>) -> Result<Self, Error> {
+        let auth = match secret {
+            Some(s) => Some(
+                Channel::connect(&mut *stream, s, AuthService::Lease, lease_refusal)
+                    .map_err(auth_error)?,
+            ),
+            None => None,
+        };
+        Ok(Control { stream, auth })
+    }
+
+    fn send(&mut self, request: &LeaseRequest) -> Result<(), Error> {
+        match &mut self.auth {
+            Some(ch) => ch.send_json(self.stream, request).map_err(auth_error),
+            None => Ok(send_json(self.stream, request)?),
+        }
+    }
+
+    fn recv(&mut self) -> Result<LeaseReply, Error> {
+        match &mut self.auth {
+            Some(ch) => ch.recv_json(self.stream).map_err(auth_error),
+            None => Ok(recv_json(self.stream)?),
+        }
+    }
+}
+
 /// Finds a package directory's library and its SHA-256 (the `<library>.sha256` file that
 /// `cargo xtask package` writes).
 fn package_files(dir: &Path) -> Result<(PathBuf, String), Error> {
@@ -135,6 +203,7 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
         ));
     }
     let (library, sha) = package_files(package)?;
+    let secret = resolve_secret(spec)?;
     let mut request = LeaseRequest {
         cores: spec.cores,
         memory_mib: spec.memory_mib,
@@ -154,14 +223,16 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
         control
             .set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(TransportError::Io)?;
-        send_json(&mut control, &request)?;
-        let mut reply = recv_json::<LeaseReply>(&mut control)?;
+        let mut ctl = Control::open(&mut control, secret.as_ref())?;
+        ctl.send(&request)?;
+        let mut reply = ctl.recv()?;
         if request.package_len.is_some() && reply == LeaseReply::NeedPackage {
-            // The size was accepted: send the bytes, then hear the verdict.
+            // The size was accepted: send the bytes, then hear the verdict. The bytes are not
+            // sealed: the manager checks them against the SHA-256 of the (sealed) request.
             let bytes = std::fs::read(&library)
                 .map_err(|e| Error::Handshake(format!("{}: {e}", library.display())))?;
-            control.write_all(&bytes).map_err(TransportError::Io)?;
-            reply = recv_json::<LeaseReply>(&mut control)?;
+            ctl.stream.write_all(&bytes).map_err(TransportError::Io)?;
+            reply = ctl.recv()?;
         }
         match reply {
             LeaseReply::Granted {
@@ -222,7 +293,14 @@ pub fn lease_anywhere(
     package: &Path,
     spec: &LeaseSpec,
 ) -> Result<ManagedLease, Error> {
-    let nodes = crate::registry::RegistryClient::new(registry)
+    let mut spec = spec.clone();
+    spec.secret = resolve_secret(&spec)?;
+    let spec = &spec;
+    let mut client = crate::registry::RegistryClient::new(registry);
+    if let Some(s) = &spec.secret {
+        client = client.with_secret(s.clone());
+    }
+    let nodes = client
         .list()
         .map_err(|e| Error::Refused(format!("registry {registry}: {e}")))?;
     let mut refusals = Vec::new();

@@ -1,8 +1,10 @@
 //! Client of the cluster registry (rFaaS's resource manager): managers register and heartbeat
-//! their free capacity; clients list nodes to decide where to lease.
+//! their free capacity; clients list nodes to decide where to lease. A registry with a shared
+//! secret only answers clients that authenticate ([`RegistryClient::with_secret`]).
 
+use crate::auth::{AuthError, Channel, Secret};
 use crate::transport::{TransportError, recv_json, send_json};
-use crate::wire::{NodeInfo, NodeStatus, RegistryRequest, RegistryResponse};
+use crate::wire::{AuthService, NodeInfo, NodeStatus, RegistryRequest, RegistryResponse};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -24,6 +26,9 @@ pub enum RegistryError {
     /// The registry refused the request.
     #[error("registry refused: {0}")]
     Refused(String),
+    /// Authentication failed (secrets differ, one side has none, or a message did not verify).
+    #[error("registry authentication: {0}")]
+    Auth(AuthError),
     /// The registry answered something that does not fit the request.
     #[error("unexpected registry answer")]
     Unexpected,
@@ -34,6 +39,22 @@ pub enum RegistryError {
 pub struct RegistryClient {
     address: String,
     timeout: Duration,
+    secret: Option<Secret>,
+}
+
+/// The reason in a registry's plain error answer.
+fn registry_refusal(frame: &[u8]) -> Option<String> {
+    match serde_json::from_slice(frame).ok()? {
+        RegistryResponse::Error(why) => Some(why),
+        _ => None,
+    }
+}
+
+fn auth_error(e: AuthError) -> RegistryError {
+    match e {
+        AuthError::Transport(t) => RegistryError::Transport(t),
+        other => RegistryError::Auth(other),
+    }
 }
 
 impl RegistryClient {
@@ -42,7 +63,15 @@ impl RegistryClient {
         RegistryClient {
             address: address.into(),
             timeout: Duration::from_secs(5),
+            secret: None,
         }
+    }
+
+    /// Authenticates every request with the cluster's shared `secret` (a registry with a
+    /// secret refuses clients without it; one without refuses clients with one).
+    pub fn with_secret(mut self, secret: Secret) -> Self {
+        self.secret = Some(secret);
+        self
     }
 
     fn request(&self, req: &RegistryRequest) -> Result<RegistryResponse, RegistryError> {
@@ -64,8 +93,20 @@ impl RegistryClient {
             .map_err(TransportError::Io)?;
         s.set_write_timeout(Some(self.timeout))
             .map_err(TransportError::Io)?;
-        send_json(&mut s, req)?;
-        match recv_json(&mut s)? {
+        let resp = match &self.secret {
+            Some(secret) => {
+                let mut ch =
+                    Channel::connect(&mut s, secret, AuthService::Registry, registry_refusal)
+                        .map_err(auth_error)?;
+                ch.send_json(&mut s, req).map_err(auth_error)?;
+                ch.recv_json(&mut s).map_err(auth_error)?
+            }
+            None => {
+                send_json(&mut s, req)?;
+                recv_json(&mut s)?
+            }
+        };
+        match resp {
             RegistryResponse::Error(e) => Err(RegistryError::Refused(e)),
             other => Ok(other),
         }

@@ -392,3 +392,59 @@ pub enum LeaseReply {
     /// Refused, with the reason.
     Refused(String),
 }
+
+/// Version of the control-plane authentication protocol ([`AuthHello::rfaas_auth`]).
+pub const AUTH_PROTOCOL: u32 = 1;
+
+/// Which control-plane service a client authenticates to; part of every MAC, so that what was
+/// said to one service means nothing to the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthService {
+    /// A node's manager (lease requests).
+    Lease,
+    /// The cluster registry.
+    Registry,
+}
+
+impl AuthService {
+    /// Its name in MACs and messages: `lease` or `registry`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthService::Lease => "lease",
+            AuthService::Registry => "registry",
+        }
+    }
+
+    /// The kind of server that offers it: `manager` or `registry`.
+    pub fn server(self) -> &'static str {
+        match self {
+            AuthService::Lease => "manager",
+            AuthService::Registry => "registry",
+        }
+    }
+}
+
+/// A client's first message on a control connection to a server with a shared secret
+/// (length-prefixed JSON). See `docs/control-plane.md` for the whole exchange.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthHello {
+    /// [`AUTH_PROTOCOL`]; the key's presence is what marks a hello.
+    pub rfaas_auth: u32,
+    /// The service the client means to use.
+    pub service: AuthService,
+    /// The client's nonce: 32 random bytes, 64 lowercase hex digits.
+    pub nonce: String,
+}
+
+/// The server's answer to an [`AuthHello`] (length-prefixed JSON).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthChallenge {
+    /// The server's nonce: 32 random bytes, 64 hex digits.
+    pub nonce: String,
+    /// The server's proof that it holds the secret: the MAC of its message 0 (empty), 64 hex
+    /// digits.
+    pub proof: String,
+}

@@ -1,0 +1,152 @@
+//! Unit tests of the per-lease limits.
+
+use super::*;
+
+fn request(cores: u32, slots: Option<u32>, slot_size: Option<u32>) -> LeaseRequest {
+    LeaseRequest {
+        cores,
+        memory_mib: 1024,
+        hot_timeout_us: 0,
+        fabric: Fabric::Shm,
+        package_sha256: "ab".repeat(32),
+        package_len: None,
+        slots,
+        slot_size,
+        heartbeat_ms: None,
+    }
+}
+
+fn limited() -> ManagerConfig {
+    ManagerConfig {
+        cores: 8,
+        max_cores_per_lease: Some(4),
+        max_slots_per_worker: 16,
+        max_slot_size: 1 << 16,
+        max_outstanding_per_lease: 32,
+        ..ManagerConfig::default()
+    }
+}
+
+/// The request gets `(slots, slot size)`, or a refusal that says `words`.
+#[track_caller]
+fn check(cfg: &ManagerConfig, req: LeaseRequest, expect: Result<(u32, u32), &str>) {
+    match (cfg.lease_geometry(&req), expect) {
+        (Ok(got), Ok(want)) => assert_eq!(got, want, "{req:?}"),
+        (Err(why), Err(words)) => assert!(why.contains(words), "{req:?}: {why}"),
+        (got, want) => panic!("{req:?}: got {got:?}, expected {want:?}"),
+    }
+}
+
+#[test]
+fn limits_refuse_with_their_names_and_cap_the_defaults() {
+    let cfg = limited();
+    // Within every limit, as asked.
+    check(&cfg, request(4, Some(8), Some(4096)), Ok((8, 4096)));
+    check(&cfg, request(2, Some(16), Some(1 << 16)), Ok((16, 1 << 16)));
+    // Each limit, one past it.
+    check(&cfg, request(5, Some(1), None), Err("max_cores_per_lease"));
+    check(
+        &cfg,
+        request(1, Some(17), None),
+        Err("max_slots_per_worker"),
+    );
+    check(
+        &cfg,
+        request(1, None, Some((1 << 16) + 64)),
+        Err("max_slot_size"),
+    );
+    check(
+        &cfg,
+        request(3, Some(11), None),
+        Err("33 invocations in flight"),
+    );
+    check(
+        &cfg,
+        request(3, Some(11), None),
+        Err("max_outstanding_per_lease"),
+    );
+    // The executor's own shape rules, before anything is spawned.
+    check(&cfg, request(1, Some(0), None), Err("at least one slot"));
+    check(&cfg, request(1, None, Some(100)), Err("a multiple of 64"));
+    check(&cfg, request(1, None, Some(64)), Err("a multiple of 64"));
+    check(&cfg, request(0, None, None), Err("at least one core"));
+    // Left out: the defaults, capped by the limits.
+    check(&cfg, request(1, None, None), Ok((8, 1 << 16)));
+    check(&cfg, request(4, None, None), Ok((8, 1 << 16)));
+    let tight = ManagerConfig {
+        max_outstanding_per_lease: 6,
+        max_slot_size: 1000,
+        ..limited()
+    };
+    check(&tight, request(4, None, None), Ok((1, 960)));
+    check(&tight, request(2, None, None), Ok((3, 960)));
+    check(
+        &tight,
+        request(4, Some(2), None),
+        Err("max_outstanding_per_lease"),
+    );
+    // Defaults: the whole node, 8 slots of 1 MiB.
+    let open = ManagerConfig {
+        cores: 4,
+        ..ManagerConfig::default()
+    };
+    check(
+        &open,
+        request(4, None, None),
+        Ok((DEFAULT_SLOTS, DEFAULT_SLOT_SIZE)),
+    );
+    // No core limit of its own: the node's capacity decides (later, at reservation).
+    check(
+        &open,
+        request(5, None, None),
+        Ok((DEFAULT_SLOTS, DEFAULT_SLOT_SIZE)),
+    );
+    // The executor's limit of 256 workers holds whatever the configuration says.
+    check(&open, request(257, Some(1), None), Err("between 1 and 256"));
+    // 4 GiB of slots is the executor's limit whatever the configuration says.
+    let big = ManagerConfig {
+        cores: 64,
+        max_slots_per_worker: 256,
+        max_slot_size: 1 << 30,
+        max_outstanding_per_lease: 1 << 20,
+        ..ManagerConfig::default()
+    };
+    check(
+        &big,
+        request(64, Some(256), Some(1 << 20)),
+        Err("at most 4 GiB"),
+    );
+}
+
+#[test]
+fn limits_that_no_lease_could_meet_are_configuration_errors() {
+    for (cfg, words) in [
+        (
+            ManagerConfig {
+                max_cores_per_lease: Some(0),
+                ..ManagerConfig::default()
+            },
+            "must be positive",
+        ),
+        (
+            ManagerConfig {
+                max_slots_per_worker: 257,
+                ..ManagerConfig::default()
+            },
+            "max_slots_per_worker must be 1 to 256",
+        ),
+        (
+            ManagerConfig {
+                max_slot_size: 64,
+                ..ManagerConfig::default()
+            },
+            "max_slot_size must be at least 128",
+        ),
+    ] {
+        let err = cfg.check_limits().expect_err(words);
+        assert!(err.contains(words), "{err}");
+    }
+    ManagerConfig::default()
+        .check_limits()
+        .expect("the defaults are consistent");
+}
