@@ -155,12 +155,17 @@ impl Secret {
     /// shorter than [`MIN_SECRET_LEN`] or longer than [`MAX_SECRET_LEN`] bytes, or that group
     /// or others may read or write (mode `& 0o077` not zero).
     pub fn from_file(path: &Path) -> Result<Secret, AuthError> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let bad = |why: String| AuthError::SecretFile {
             path: path.to_owned(),
             why,
         };
-        let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open it: {e}")))?;
+        // Non-blocking, so that a FIFO in its place fails the checks instead of hanging here.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| bad(format!("cannot open it: {e}")))?;
         // Checked on the open file, so the checks and the read see the same file.
         let meta = file
             .metadata()

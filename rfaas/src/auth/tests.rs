@@ -129,6 +129,12 @@ fn secret_files_are_checked() {
     std::fs::create_dir_all(&dir).expect("dir");
     check_file_refused(&dir.join("missing"), "cannot open");
     check_file_refused(&dir, "not a regular file");
+    let fifo = dir.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; mkfifo only reads it.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    check_file_refused(&fifo, "not a regular file");
     check_file_refused(&secret_file(&dir, "empty", b"", 0o600), "empty");
     check_file_refused(&secret_file(&dir, "newline", b"\n", 0o600), "empty");
     check_file_refused(
