@@ -267,6 +267,7 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
         slots,
         slot_size,
         hot_timeout,
+        token: session_token()?,
     };
     cfg.validate()
         .map_err(anyhow::Error::msg)
@@ -290,6 +291,33 @@ fn open_library(path: &Path) -> Result<FunctionLibrary> {
     } else {
         FunctionLibrary::open(path).with_context(|| format!("cannot load {}", path.display()))
     }
+}
+
+/// Environment variable holding the session token clients must present (`run`, `worker`).
+const TOKEN_ENV: &str = "RFAAS_SESSION_TOKEN";
+
+/// The session token from [`TOKEN_ENV`], checked: 32 to 256 visible ASCII characters.
+fn session_token() -> Result<Option<String>> {
+    let Some(token) = std::env::var_os(TOKEN_ENV) else {
+        return Ok(None);
+    };
+    let token = token
+        .into_string()
+        .map_err(|_| anyhow::anyhow!("{TOKEN_ENV} is not UTF-8"))?;
+    anyhow::ensure!(
+        (32..=256).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic()),
+        "{TOKEN_ENV} must be 32 to 256 visible ASCII characters (e.g. `openssl rand -hex 32`)"
+    );
+    Ok(Some(token))
+}
+
+/// With `--once`: whether the process is done after this session. A session that failed
+/// during its handshake (a stranger without the token, a client that went away) is not the
+/// lease holder's: keep waiting for it (the manager ends the process with the lease).
+fn session_done(
+    result: &Result<executor::worker::WorkerStats, executor::worker::SessionError>,
+) -> bool {
+    result.is_ok()
 }
 
 fn log_session(
@@ -362,19 +390,24 @@ fn run_tcp(
             let (lib, cfg) = (&lib, &cfg);
             #[cfg(feature = "verbs")]
             let verbs = &verbs;
-            let session = s.spawn(move || {
+            let serve = move || {
                 #[cfg(feature = "verbs")]
                 if let Some((ctx, config)) = verbs {
-                    return log_session(executor::worker::serve_verbs_session(
-                        lib, stream, cfg, ctx, config,
-                    ));
+                    return executor::worker::serve_verbs_session(lib, stream, cfg, ctx, config);
                 }
-                log_session(serve_tcp_session(lib, stream, cfg))
-            });
+                serve_tcp_session(lib, stream, cfg)
+            };
             if once {
-                print_stats(session.join().ok().flatten());
-                break;
+                // One session at a time: the lease holder's, after any strangers'.
+                let result = serve();
+                if session_done(&result) {
+                    print_stats(log_session(result));
+                    break;
+                }
+                log_session(result);
+                continue;
             }
+            s.spawn(move || log_session(serve()));
         }
         Ok(())
     })
@@ -393,11 +426,17 @@ fn run(lib: Arc<FunctionLibrary>, socket: &Path, cfg: WorkerConfig, once: bool) 
         for conn in listener.incoming() {
             let stream = conn.context("accepting a client")?;
             let (lib, cfg) = (&lib, &cfg);
-            let session = s.spawn(move || log_session(serve_session(lib, stream, cfg)));
             if once {
-                print_stats(session.join().ok().flatten());
-                break;
+                // One session at a time: the lease holder's, after any strangers'.
+                let result = serve_session(lib, stream, cfg);
+                if session_done(&result) {
+                    print_stats(log_session(result));
+                    break;
+                }
+                log_session(result);
+                continue;
             }
+            s.spawn(move || log_session(serve_session(lib, stream, cfg)));
         }
         Ok(())
     })?;

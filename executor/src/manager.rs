@@ -195,6 +195,7 @@ impl ManagerConfig {
             slots,
             slot_size,
             hot_timeout: HotTimeout::from_micros(req.hot_timeout_us)?,
+            token: None,
         }
         .validate()?;
         Ok((slots, slot_size))
@@ -514,7 +515,13 @@ impl Manager {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let t0 = Instant::now();
+        // Only the lease holder learns the token (in the grant); the executor admits no session
+        // without it, so a stranger who finds its socket or port cannot take the lease. It
+        // travels in the environment, not in the arguments (`ps` shows those to every user).
+        let token =
+            rfaas::auth::session_token().map_err(|e| format!("making a session token: {e}"))?;
         let mut cmd = Command::new(&self.exe);
+        cmd.env("RFAAS_SESSION_TOKEN", &token);
         cmd.arg("worker")
             .arg(format!("--lease={lease_id}"))
             .arg(format!("--memory-mib={}", req.memory_mib))
@@ -597,6 +604,7 @@ impl Manager {
             lease_id,
             endpoint,
             fabric,
+            token: Some(token),
         })?;
         // Held until the client closes the control connection, dies, (if it promised
         // heartbeats) stays silent for three periods, or the executor ends on its own (a

@@ -14,8 +14,9 @@ use rfaas::transport::{
     Completion, Endpoint, LIVENESS_TICK, Queue, Region, TransportError, recv_json, send_json,
 };
 use rfaas::wire::{
-    ABI_VERSION, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader,
-    MAX_INVOCATION_ID, OUTPUT_REGION, RESULT_REGION, SESSION_PROTOCOL, Welcome, response_imm,
+    ABI_VERSION, Attach, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader,
+    MAX_INVOCATION_ID, OUTPUT_REGION, RESULT_REGION, SESSION_PROTOCOL, Verdict, Welcome,
+    response_imm, token_matches,
 };
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -49,7 +50,7 @@ impl HotTimeout {
 }
 
 /// Configuration of the workers of each session.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     /// Workers (leased cores) per session.
     pub workers: u32,
@@ -61,6 +62,22 @@ pub struct WorkerConfig {
     pub slot_size: u32,
     /// Busy-polling policy.
     pub hot_timeout: HotTimeout,
+    /// The session token a client must present ([`rfaas::wire::Hello::token`], and
+    /// [`rfaas::wire::Attach`] on each data connection); `None`: any client may connect.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("workers", &self.workers)
+            .field("cpus", &self.cpus)
+            .field("slots", &self.slots)
+            .field("slot_size", &self.slot_size)
+            .field("hot_timeout", &self.hot_timeout)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl WorkerConfig {
@@ -130,6 +147,9 @@ pub enum SessionError {
     /// The handshake failed.
     #[error("session handshake failed: {0}")]
     Handshake(String),
+    /// The client was refused (wrong or missing session token); the reason.
+    #[error("session refused: {0}")]
+    Refused(String),
     /// A transport operation failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -173,6 +193,16 @@ fn welcome(lib: &FunctionLibrary, cfg: &WorkerConfig, data: Option<String>) -> W
 
 /// Checks the client's hello; returns the size of its result region.
 fn check_hello(hello: &Hello, cfg: &WorkerConfig) -> Result<u64, SessionError> {
+    if !token_matches(cfg.token.as_deref(), hello.token.as_deref()) {
+        return Err(SessionError::Refused(
+            if hello.token.is_none() {
+                "the client presented no session token"
+            } else {
+                "the client presented a wrong session token"
+            }
+            .into(),
+        ));
+    }
     if hello.protocol != SESSION_PROTOCOL {
         return Err(SessionError::Handshake(format!(
             "client speaks protocol {}, this executor {SESSION_PROTOCOL}",
@@ -222,7 +252,10 @@ pub fn serve_session(
             "unexpected descriptors with hello".into(),
         ));
     }
-    let result_len = check_hello(&hello, cfg)?;
+    let checked = check_hello(&hello, cfg);
+    let verdict = verdict(&checked);
+    send_message(&stream, &verdict, &[])?;
+    let result_len = checked?;
     let mut workers = Vec::new();
     for _ in 0..cfg.workers {
         let input = slots_region(INPUT_REGION, cfg)?;
@@ -296,12 +329,15 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
         &welcome(lib, cfg, Some(data_addr.to_string())),
     )?;
     let hello: Hello = recv_json(&mut control)?;
-    let result_len = check_hello(&hello, cfg)?;
+    let checked = check_hello(&hello, cfg);
+    send_json(&mut control, &verdict(&checked))?;
+    let result_len = checked?;
     data.set_nonblocking(true).map_err(TransportError::Io)?;
     let mut workers = Vec::new();
     let mut watch = Vec::new();
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     for _ in 0..cfg.workers {
-        let stream = accept_within(&data, HANDSHAKE_TIMEOUT)?;
+        let stream = accept_attached(&data, deadline, cfg)?;
         stream
             .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(TransportError::Io)?;
@@ -339,6 +375,51 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
 
 /// How long a client may take to complete a handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a new data connection may take to present its [`Attach`]: the client sends it at
+/// once; a stranger that connects and stays silent delays the session by at most this.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The answer to a hello that was checked: accepted, or refused with the reason.
+fn verdict(checked: &Result<u64, SessionError>) -> Verdict {
+    match checked {
+        Ok(_) => Verdict::Accepted,
+        Err(SessionError::Refused(reason) | SessionError::Handshake(reason)) => {
+            Verdict::Refused(reason.clone())
+        }
+        Err(e) => Verdict::Refused(e.to_string()),
+    }
+}
+
+/// The session's next data connection: accepted by `deadline` and presenting the session's
+/// token in its [`Attach`]. Connections that do not (strangers who found the port) are closed
+/// and the wait goes on.
+fn accept_attached(
+    listener: &TcpListener,
+    deadline: Instant,
+    cfg: &WorkerConfig,
+) -> Result<TcpStream, SessionError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut stream = accept_within(listener, left)?;
+        let attached = stream
+            .set_read_timeout(Some(ATTACH_TIMEOUT.min(left.max(Duration::from_millis(1)))))
+            .map_err(TransportError::Io)
+            .and_then(|()| recv_json::<Attach>(&mut stream));
+        match attached {
+            Ok(a) if token_matches(cfg.token.as_deref(), a.token.as_deref()) => return Ok(stream),
+            Ok(_) => tracing::warn!(
+                peer = ?stream.peer_addr().ok(),
+                "closed a data connection with a wrong or missing session token"
+            ),
+            Err(e) => tracing::warn!(
+                peer = ?stream.peer_addr().ok(),
+                error = %e,
+                "closed a data connection that did not attach"
+            ),
+        }
+    }
+}
 
 fn accept_within(listener: &TcpListener, timeout: Duration) -> Result<TcpStream, SessionError> {
     let deadline = Instant::now() + timeout;

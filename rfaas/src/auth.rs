@@ -298,6 +298,18 @@ fn from_hex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// A fresh session token: [`NONCE_LEN`] random bytes as lowercase hex
+/// ([`crate::wire::SESSION_TOKEN_LEN`] characters).
+pub fn session_token() -> Result<String, AuthError> {
+    use std::fmt::Write as _;
+    let bytes = random_nonce()?;
+    let mut hex = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        let _ = write!(hex, "{b:02x}");
+    }
+    Ok(hex)
+}
+
 /// A nonce from the kernel's random source (`getrandom(2)`).
 pub fn random_nonce() -> Result<[u8; NONCE_LEN], AuthError> {
     let mut buf = [0u8; NONCE_LEN];

@@ -17,8 +17,8 @@ use crate::transport::{
     Endpoint, LIVENESS_TICK, Queue, Region, TransportError, recv_json, send_json,
 };
 use crate::wire::{
-    ABI_VERSION, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, RESULT_REGION,
-    SEND_REGION, SESSION_PROTOCOL, Status, Welcome, split_response_imm,
+    ABI_VERSION, Attach, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader,
+    RESULT_REGION, SEND_REGION, SESSION_PROTOCOL, Status, Verdict, Welcome, split_response_imm,
 };
 use std::future::Future;
 use std::marker::PhantomData;
@@ -51,6 +51,10 @@ pub enum Error {
     /// The executor's handshake was unacceptable.
     #[error("handshake with the executor failed: {0}")]
     Handshake(String),
+    /// The executor refused this client's session (a missing or wrong session token, another
+    /// protocol version); its reason.
+    #[error("the executor refused the session: {0}")]
+    SessionRefused(String),
     /// The executor's library has no function of that name.
     #[error("the executor's library has no function `{name}`")]
     UnknownFunction {
@@ -222,9 +226,17 @@ impl Lease {
             &Hello {
                 protocol: SESSION_PROTOCOL,
                 result_len: geometry.result_len as u64,
+                token: options.token.clone(),
             },
             &[],
         )?;
+        let (verdict, fds): (Verdict, _) = recv_message(&stream)?;
+        if !fds.is_empty() {
+            return Err(Error::Handshake(
+                "unexpected descriptors with the verdict".into(),
+            ));
+        }
+        accepted(verdict)?;
         let cq = CompletionQueue::new()?;
         let mut eps: Vec<Box<dyn Endpoint>> = Vec::with_capacity(welcome.workers as usize);
         for _ in 0..welcome.workers {
@@ -309,11 +321,17 @@ impl Lease {
             &Hello {
                 protocol: SESSION_PROTOCOL,
                 result_len: geometry.result_len as u64,
+                token: options.token.clone(),
             },
         )?;
+        accepted(recv_json(&mut control)?)?;
+        let attach = Attach {
+            token: options.token.clone(),
+        };
         let mut eps: Vec<Box<dyn Endpoint>> = Vec::with_capacity(welcome.workers as usize);
         for _ in 0..welcome.workers {
-            let stream = connect(&data)?;
+            let mut stream = connect(&data)?;
+            send_json(&mut stream, &attach)?;
             // The handshake is bounded; afterwards the connection may stay quiet forever.
             let same = stream.try_clone().map_err(TransportError::Io)?;
             same.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
@@ -1099,19 +1117,40 @@ impl<C: RemoteCall> Drop for Invocation<'_, C> {
     }
 }
 
+/// The executor's answer to our hello: go on, or the reason it refused.
+fn accepted(verdict: Verdict) -> Result<(), Error> {
+    match verdict {
+        Verdict::Accepted => Ok(()),
+        Verdict::Refused(reason) => Err(Error::SessionRefused(reason)),
+    }
+}
+
 /// Options of a lease.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct LeaseOptions {
     /// Bytes of registered memory for [`Lease::buffer`]s (default 64 MiB; untouched memory
     /// costs nothing).
     pub buffer_bytes: usize,
+    /// The session token the executor requires (`RFAAS_SESSION_TOKEN` of `rfaas-executor
+    /// run`); a managed lease sets it from the manager's grant. Default: none.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for LeaseOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseOptions")
+            .field("buffer_bytes", &self.buffer_bytes)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl Default for LeaseOptions {
     fn default() -> Self {
         LeaseOptions {
             buffer_bytes: 64 << 20,
+            token: None,
         }
     }
 }

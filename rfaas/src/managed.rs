@@ -239,14 +239,20 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
                 lease_id,
                 endpoint,
                 fabric,
+                token,
             } => {
                 control.set_read_timeout(None).map_err(TransportError::Io)?;
+                // The executor admits only the holder of the grant's token.
+                let mut options = spec.options.clone();
+                if token.is_some() {
+                    options.token = token;
+                }
                 let lease = match fabric {
-                    Fabric::Tcp => Lease::connect_tcp(&endpoint, &spec.options)?,
+                    Fabric::Tcp => Lease::connect_tcp(&endpoint, &options)?,
                     #[cfg(feature = "verbs")]
                     Fabric::Verbs => Lease::connect_verbs(
                         &endpoint,
-                        &spec.options,
+                        &options,
                         &crate::transport::verbs::VerbsConfig::from_env()?,
                     )?,
                     #[cfg(not(feature = "verbs"))]
@@ -256,7 +262,7 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
                                 .into(),
                         ));
                     }
-                    Fabric::Shm | Fabric::Auto => Lease::connect_with(&endpoint, &spec.options)?,
+                    Fabric::Shm | Fabric::Auto => Lease::connect_with(&endpoint, &options)?,
                 };
                 let heartbeat = start_heartbeat(&control)?;
                 return Ok(ManagedLease {

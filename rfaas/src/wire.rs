@@ -191,8 +191,11 @@ pub fn split_response_imm(imm: u32) -> (u32, u32) {
     (imm >> 8, imm & 0xff)
 }
 
-/// Version of the session protocol below.
-pub const SESSION_PROTOCOL: u32 = 1;
+/// Version of the session protocol below (2: session tokens in [`Hello`] and [`Attach`]).
+pub const SESSION_PROTOCOL: u32 = 2;
+
+/// Length of a session token: 32 random bytes, as 64 lowercase hex digits.
+pub const SESSION_TOKEN_LEN: usize = 64;
 
 /// Region key of each worker's input slots (executor side).
 pub const INPUT_REGION: u32 = 1;
@@ -245,6 +248,50 @@ pub struct Hello {
     pub protocol: u32,
     /// Bytes of the client's result region (`workers * slots * slot_size`).
     pub result_len: u64,
+    /// The session token, when the executor requires one (a managed lease's executor: the
+    /// manager hands the token to the lease holder only, in [`LeaseReply::Granted`]). An
+    /// executor with a token refuses a hello without it, and keeps waiting for its client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// The executor's answer to a [`Hello`] (session protocol 2): the session goes on, or is
+/// refused with the reason (wrong or missing token, another protocol, a bad result region).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Verdict {
+    /// The endpoints follow.
+    Accepted,
+    /// Refused; the executor closes the connection.
+    Refused(String),
+}
+
+/// The client's first message on each data connection of a TCP-controlled session (TCP,
+/// RDMA), before the endpoint handshake: it ties the connection to the session. An executor
+/// with a token closes data connections that do not present it and keeps accepting.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attach {
+    /// The session token, as in [`Hello::token`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// Whether `offered` is the `expected` session token, comparing every byte (the time taken
+/// does not depend on where they differ). No token expected: anything goes.
+pub fn token_matches(expected: Option<&str>, offered: Option<&str>) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    let offered = offered.unwrap_or("");
+    if offered.len() != expected.len() {
+        return false;
+    }
+    let diff = expected
+        .bytes()
+        .zip(offered.bytes())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(diff) == 0
 }
 
 /// What one side of an endpoint tells the other while connecting (JSON). Over shared memory
@@ -385,6 +432,10 @@ pub enum LeaseReply {
         endpoint: String,
         /// The fabric the executor serves (never `Auto`).
         fabric: Fabric,
+        /// The session token the executor requires ([`Hello::token`]); only the lease holder
+        /// learns it. Absent from managers before session protocol 2.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// To a request without `package_len`: the node lacks the package; ask again with it. To a
     /// request with `package_len`: go ahead, send the bytes (the size was accepted).

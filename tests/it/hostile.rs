@@ -7,7 +7,7 @@ use rfaas::transport::Region;
 use rfaas::transport::shm::{CompletionQueue, ShmEndpoint, Side, recv_message, send_message};
 use rfaas::wire::{
     HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, RESULT_REGION, SESSION_PROTOCOL, Status,
-    Welcome, split_response_imm,
+    Verdict, Welcome, split_response_imm,
 };
 use rfaas::{Lease, Placement, RemoteCall};
 use std::os::unix::net::UnixStream;
@@ -34,10 +34,13 @@ fn connect(exec: &Executor) -> Raw {
         &Hello {
             protocol: SESSION_PROTOCOL,
             result_len: len as u64,
+            token: None,
         },
         &[],
     )
     .expect("hello");
+    let (verdict, _): (Verdict, _) = recv_message(&stream).expect("verdict");
+    assert_eq!(verdict, Verdict::Accepted);
     let result = std::sync::Arc::new(Region::new(RESULT_REGION, len).expect("region"));
     let cq = CompletionQueue::new().expect("cq");
     let ep = ShmEndpoint::connect(&stream, Side::Active, vec![result], &cq).expect("endpoint");
@@ -274,15 +277,26 @@ fn a_bad_handshake_is_refused_and_the_executor_keeps_serving() {
         Hello {
             protocol: 99,
             result_len: 8192,
+            token: None,
         },
         Hello {
             protocol: SESSION_PROTOCOL,
             result_len: 1,
+            token: None,
         },
     ] {
         let stream = UnixStream::connect(&exec.socket).expect("connect");
         let _: (Welcome, _) = recv_message(&stream).expect("welcome");
         send_message(&stream, &hello, &[]).expect("hello");
+        // Refused, with the reason, then closed.
+        let (verdict, _): (Verdict, _) = recv_message(&stream).expect("verdict");
+        let Verdict::Refused(reason) = verdict else {
+            panic!("{hello:?} accepted");
+        };
+        assert!(
+            reason.contains("protocol") || reason.contains("result region"),
+            "{reason}"
+        );
         let mut buf = [0u8; 1];
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -306,5 +320,179 @@ fn a_bad_handshake_is_refused_and_the_executor_keeps_serving() {
             .wait()
             .expect("served"),
         1
+    );
+}
+
+/// An executor process started with a session token (`RFAAS_SESSION_TOKEN`), killed on drop.
+struct Guarded {
+    child: std::process::Child,
+    /// Unix socket path or TCP address, from its `ready` line.
+    endpoint: String,
+}
+
+impl Guarded {
+    fn start(name: &str, tcp: bool, token: &str, extra: &[&str]) -> Guarded {
+        use std::io::BufRead;
+        let dir = tests::scratch_dir(&format!("exec-token-{name}"));
+        let mut cmd = std::process::Command::new(tests::executor_binary());
+        cmd.arg("run")
+            .arg("--library")
+            .arg(tests::example_package());
+        if tcp {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        } else {
+            cmd.arg("--socket").arg(dir.join("executor.sock"));
+        }
+        let mut child = cmd
+            .args(["--cores", "1", "--hot-timeout-us", "1000"])
+            .args(extra)
+            .env("RFAAS_SESSION_TOKEN", token)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning rfaas-executor");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {}
+        });
+        let mut guarded = Guarded {
+            child,
+            endpoint: String::new(),
+        };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(Ok(line))) if line.starts_with("ready ") => {
+                guarded.endpoint = line["ready ".len()..].to_owned();
+                guarded
+            }
+            other => panic!("executor did not become ready: {other:?}"),
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TOKEN: &str = "4f1c2b9a7e6d5c3b2a1908f7e6d5c4b3a29180f7e6d5c4b3a2918f7e6d5c4b3a";
+
+fn with_token(token: Option<&str>) -> rfaas::LeaseOptions {
+    let mut options = rfaas::LeaseOptions::default();
+    options.token = token.map(str::to_owned);
+    options
+}
+
+fn refusal(r: Result<Lease, rfaas::Error>) -> String {
+    match r {
+        Err(rfaas::Error::SessionRefused(reason)) => reason,
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("a client without the session token got a session"),
+    }
+}
+
+#[test]
+fn sessions_need_the_session_token() {
+    for tcp in [false, true] {
+        let exec = Guarded::start(if tcp { "tcp" } else { "shm" }, tcp, TOKEN, &[]);
+        let connect = |token: Option<&str>| {
+            if tcp {
+                Lease::connect_tcp(&exec.endpoint, &with_token(token))
+            } else {
+                Lease::connect_with(&exec.endpoint, &with_token(token))
+            }
+        };
+        let none = refusal(connect(None));
+        assert!(none.contains("no session token"), "{none}");
+        let wrong = refusal(connect(Some(&TOKEN.replace('4', "5"))));
+        assert!(wrong.contains("wrong session token"), "{wrong}");
+        let short = refusal(connect(Some(&TOKEN[1..])));
+        assert!(short.contains("wrong session token"), "{short}");
+        // The holder of the token is served, after all those strangers.
+        let lease = connect(Some(TOKEN)).expect("lease with the token");
+        assert_eq!(
+            lease
+                .invoke(fx::fault::call(0, 7))
+                .timeout(Duration::from_secs(20))
+                .wait()
+                .expect("served"),
+            7,
+            "tcp: {tcp}"
+        );
+    }
+}
+
+#[test]
+fn strangers_cannot_take_a_sessions_data_connections() {
+    use rfaas::transport::tcp::{TcpEndpoint, TcpQueue};
+    use rfaas::transport::{Endpoint, recv_json, send_json};
+    use rfaas::wire::{Attach, SEND_REGION};
+    use std::io::Read;
+    use std::net::TcpStream;
+    // `--once`: a stranger's refused session must not end the lease holder's executor.
+    let exec = Guarded::start("data", true, TOKEN, &["--once", "--slot-size", "4096"]);
+    assert!(matches!(
+        Lease::connect_tcp(&exec.endpoint, &with_token(None)),
+        Err(rfaas::Error::SessionRefused(_))
+    ));
+    // The lease holder's session, by hand, up to its data connection.
+    let mut control = TcpStream::connect(&exec.endpoint).expect("control");
+    let welcome: Welcome = recv_json(&mut control).expect("welcome");
+    let result_len = u64::from(welcome.workers * welcome.slots * welcome.slot_size);
+    send_json(
+        &mut control,
+        &Hello {
+            protocol: SESSION_PROTOCOL,
+            result_len,
+            token: Some(TOKEN.into()),
+        },
+    )
+    .expect("hello");
+    assert_eq!(
+        recv_json::<Verdict>(&mut control).expect("verdict"),
+        Verdict::Accepted
+    );
+    let data = welcome.data.expect("data address");
+    // A stranger who found the data port first: a wrong token, no token, and silence. Each is
+    // closed without a word.
+    for attach in [
+        Some(Attach {
+            token: Some(TOKEN.replace('a', "b")),
+        }),
+        Some(Attach { token: None }),
+        None,
+    ] {
+        let mut stranger = TcpStream::connect(&data).expect("stranger connects");
+        if let Some(attach) = &attach {
+            send_json(&mut stranger, attach).expect("stranger attaches");
+        }
+        stranger
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        let n = stranger.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "{attach:?}: the stranger was answered");
+    }
+    // The holder's own data connection still gets the worker's endpoint.
+    let mut own = TcpStream::connect(&data).expect("data connection");
+    send_json(
+        &mut own,
+        &Attach {
+            token: Some(TOKEN.into()),
+        },
+    )
+    .expect("attach");
+    let result = std::sync::Arc::new(Region::new(RESULT_REGION, result_len as usize).expect("r"));
+    let send = std::sync::Arc::new(
+        Region::new(SEND_REGION, (welcome.slots * welcome.slot_size) as usize).expect("s"),
+    );
+    let cq = TcpQueue::new();
+    let ep = TcpEndpoint::connect(own, vec![result, send], &cq).expect("endpoint");
+    assert_eq!(
+        ep.remote_len(INPUT_REGION),
+        Some((welcome.slots * welcome.slot_size) as usize)
     );
 }

@@ -85,6 +85,7 @@ fn the_hot_path_does_not_allocate() {
         slots: 4,
         slot_size: 8192,
         hot_timeout: HotTimeout::For(Duration::from_millis(50)),
+        token: None,
     };
     let server = {
         let lib = lib.clone();

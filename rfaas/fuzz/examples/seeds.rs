@@ -114,8 +114,21 @@ fn main() {
             1,
             "hello",
             frame(&Hello {
-                protocol: 1,
+                protocol: 2,
                 result_len: 65536,
+                token: Some("0f".repeat(32)),
+            }),
+        ),
+        (
+            10,
+            "verdict",
+            frame(&Verdict::Refused("wrong token".into())),
+        ),
+        (
+            11,
+            "attach",
+            frame(&Attach {
+                token: Some("0f".repeat(32)),
             }),
         ),
         (
@@ -148,6 +161,7 @@ fn main() {
                 lease_id: 3,
                 endpoint: "/tmp/x.sock".into(),
                 fabric: Fabric::Shm,
+                token: Some("0f".repeat(32)),
             }),
         ),
         (

@@ -1,4 +1,5 @@
-//! Every control-plane message (`Welcome`, `Hello`, `Offer`, `LeaseRequest`, `LeaseReply`,
+//! Every control-plane message (`Welcome`, `Hello`, `Verdict`, `Attach`, `Offer`,
+//! `LeaseRequest`, `LeaseReply`,
 //! `RegistryRequest`, `RegistryResponse`, and the `NodeInfo`, `NodeStatus`, `FunctionInfo` and
 //! `Fabric` inside them) as a length-prefixed JSON frame, read by `recv_json` (TCP sessions,
 //! manager, registry) or by `shm::recv_message` over a Unix socket (shared-memory sessions).
@@ -146,6 +147,21 @@ fn hello(u: &mut Unstructured<'_>) -> Result<Hello> {
     Ok(Hello {
         protocol: u.arbitrary()?,
         result_len: u.arbitrary()?,
+        token: u.arbitrary()?,
+    })
+}
+
+fn verdict(u: &mut Unstructured<'_>) -> Result<Verdict> {
+    Ok(if u.arbitrary()? {
+        Verdict::Accepted
+    } else {
+        Verdict::Refused(u.arbitrary()?)
+    })
+}
+
+fn attach(u: &mut Unstructured<'_>) -> Result<Attach> {
+    Ok(Attach {
+        token: u.arbitrary()?,
     })
 }
 
@@ -176,6 +192,7 @@ fn lease_reply(u: &mut Unstructured<'_>) -> Result<LeaseReply> {
             lease_id: u.arbitrary()?,
             endpoint: u.arbitrary()?,
             fabric: fabric(u)?,
+            token: u.arbitrary()?,
         },
         1 => LeaseReply::NeedPackage,
         _ => LeaseReply::Refused(u.arbitrary()?),
@@ -234,6 +251,8 @@ fuzz_target!(|data: &[u8]| {
         7 => one(rest, socket, structured, node_info),
         8 => one(rest, socket, structured, node_status),
         9 => one(rest, socket, structured, function_info),
+        10 => one(rest, socket, structured, verdict),
+        11 => one(rest, socket, structured, attach),
         _ => one(rest, socket, structured, fabric),
     }
 });

@@ -7,7 +7,8 @@ use executor::worker::{HotTimeout, WorkerConfig, serve_tcp_session};
 use rfaas::transport::tcp::{TcpEndpoint, TcpQueue};
 use rfaas::transport::{Completion, Endpoint, Queue, Region, recv_json, send_json};
 use rfaas::wire::{
-    HEADER_LEN, Hello, INPUT_REGION, RESULT_REGION, SEND_REGION, SESSION_PROTOCOL, Welcome,
+    Attach, HEADER_LEN, Hello, INPUT_REGION, RESULT_REGION, SEND_REGION, SESSION_PROTOCOL, Verdict,
+    Welcome,
 };
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -70,6 +71,7 @@ impl Session {
             slots: SLOTS,
             slot_size: SLOT_SIZE,
             hot_timeout: HotTimeout::Never,
+            token: None,
         };
         cfg.validate().expect("worker config");
         std::thread::spawn(move || {
@@ -86,11 +88,15 @@ impl Session {
             &Hello {
                 protocol: SESSION_PROTOCOL,
                 result_len: RESULT_LEN as u64,
+                token: None,
             },
         )
         .expect("hello");
-        let data = TcpStream::connect(welcome.data.as_deref().expect("data address"))
+        let verdict: Verdict = recv_json(&mut control).expect("verdict");
+        assert_eq!(verdict, Verdict::Accepted);
+        let mut data = TcpStream::connect(welcome.data.as_deref().expect("data address"))
             .expect("data connection");
+        send_json(&mut data, &Attach { token: None }).expect("attach");
         let result = Arc::new(Region::new(RESULT_REGION, RESULT_LEN).expect("region"));
         let send =
             Arc::new(Region::new(SEND_REGION, (SLOTS * SLOT_SIZE) as usize).expect("region"));

@@ -563,13 +563,14 @@ fn lease_request() -> impl Strategy<Value = LeaseRequest> {
 
 fn lease_reply() -> impl Strategy<Value = LeaseReply> {
     prop_oneof![
-        (any::<u64>(), text(), fabric()).prop_map(|(lease_id, endpoint, fabric)| {
-            LeaseReply::Granted {
+        (any::<u64>(), text(), fabric(), proptest::option::of(text())).prop_map(
+            |(lease_id, endpoint, fabric, token)| LeaseReply::Granted {
                 lease_id,
                 endpoint,
                 fabric,
+                token,
             }
-        }),
+        ),
         Just(LeaseReply::NeedPackage),
         text().prop_map(LeaseReply::Refused),
     ]
@@ -671,8 +672,14 @@ proptest! {
     fn welcomes_round_trip(v in welcome()) { check_message(&v)?; }
 
     #[test]
-    fn hellos_round_trip(protocol: u32, result_len: u64) {
-        check_message(&Hello { protocol, result_len })?;
+    fn hellos_round_trip(protocol: u32, result_len: u64, token in proptest::option::of(text())) {
+        check_message(&Hello { protocol, result_len, token })?;
+    }
+
+    #[test]
+    fn verdicts_and_attaches_round_trip(reason in proptest::option::of(text()), token in proptest::option::of(text())) {
+        check_message(&reason.map_or(Verdict::Accepted, Verdict::Refused))?;
+        check_message(&Attach { token })?;
     }
 
     #[test]
