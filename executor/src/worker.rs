@@ -245,6 +245,10 @@ pub fn serve_session(
     stream: UnixStream,
     cfg: &WorkerConfig,
 ) -> Result<WorkerStats, SessionError> {
+    // A client that connects and stays silent loses its turn after the hello timeout.
+    stream
+        .set_read_timeout(Some(HELLO_TIMEOUT))
+        .map_err(TransportError::Io)?;
     send_message(&stream, &welcome(lib, cfg, None), &[])?;
     let (hello, fds): (Hello, _) = recv_message(&stream)?;
     if !fds.is_empty() {
@@ -256,6 +260,9 @@ pub fn serve_session(
     let verdict = verdict(&checked);
     send_message(&stream, &verdict, &[])?;
     let result_len = checked?;
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(TransportError::Io)?;
     let mut workers = Vec::new();
     for _ in 0..cfg.workers {
         let input = slots_region(INPUT_REGION, cfg)?;
@@ -269,6 +276,7 @@ pub fn serve_session(
             output: None,
         });
     }
+    stream.set_read_timeout(None).map_err(TransportError::Io)?;
     Ok(run_workers(lib, &workers, cfg))
 }
 
@@ -322,7 +330,7 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
     let data = TcpListener::bind((ip, 0)).map_err(TransportError::Io)?;
     let data_addr = data.local_addr().map_err(TransportError::Io)?;
     control
-        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .set_read_timeout(Some(HELLO_TIMEOUT))
         .map_err(TransportError::Io)?;
     send_json(
         &mut control,
@@ -375,6 +383,11 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
 
 /// How long a client may take to complete a handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to answer the welcome with its hello: a client answers at once;
+/// a stranger that connects and stays silent keeps a `--once` executor from its lease holder
+/// (whose own handshake timeout is longer) for at most this.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a new data connection may take to present its [`Attach`]: the client sends it at
 /// once; a stranger that connects and stays silent delays the session by at most this.

@@ -496,3 +496,22 @@ fn strangers_cannot_take_a_sessions_data_connections() {
         Some((welcome.slots * welcome.slot_size) as usize)
     );
 }
+
+#[test]
+fn a_silent_stranger_does_not_keep_the_lease_holder_out() {
+    // `--once` serves one session at a time: a stranger who connects to the socket and says
+    // nothing loses its turn after the handshake timeout, and the holder is served next.
+    let exec = Guarded::start("silent", false, TOKEN, &["--once"]);
+    let stranger = UnixStream::connect(&exec.endpoint).expect("stranger connects");
+    let lease = Lease::connect_with(&exec.endpoint, &with_token(Some(TOKEN)))
+        .expect("the holder is served after the stranger's timeout");
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(0, 3))
+            .timeout(Duration::from_secs(20))
+            .wait()
+            .expect("served"),
+        3
+    );
+    drop(stranger);
+}
