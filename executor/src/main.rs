@@ -77,6 +77,10 @@ enum Command {
     /// Each connecting client gets a session with its own workers; the executor keeps serving
     /// other clients when one disconnects or dies. Prints `ready <socket or address>` once
     /// listening.
+    ///
+    /// With `RFAAS_SESSION_TOKEN` set in the environment (32 to 256 visible ASCII characters),
+    /// only clients presenting that token get a session (`LeaseOptions::token`); others are
+    /// refused with the reason.
     Run {
         #[command(flatten)]
         serve: Serve,
