@@ -278,3 +278,274 @@ impl Drop for Executor {
         self.kill();
     }
 }
+
+/// How long the fault and soak tests wait for anything to happen before failing.
+pub const BOUND: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Waits until `cond` holds, polling every 20 ms; fails the test naming `what` after [`BOUND`].
+#[track_caller]
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + BOUND;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {BOUND:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Writes `dir/manager.toml` for a manager on a loopback port with `cores` cores and `memory_mib`
+/// MiB, its cache, ledger (`dir/ledger.jsonl`) and sockets (`dir/sockets/`, created empty)
+/// under `dir`, plus the `extra` lines.
+pub fn manager_config(dir: &Path, cores: u32, memory_mib: u64, extra: &str) -> PathBuf {
+    let sockets = dir.join("sockets");
+    std::fs::create_dir_all(&sockets).expect("socket dir");
+    let path = dir.join("manager.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\nnode_id = \"test-node\"\ncores = {cores}\nmemory_mib = {memory_mib}\ncache_dir = \"{}\"\nledger = \"{}\"\nsocket_dir = \"{}\"\n{extra}",
+            dir.join("cache").display(),
+            dir.join("ledger.jsonl").display(),
+            sockets.display()
+        ),
+    )
+    .expect("manager config");
+    path
+}
+
+/// Writes `dir/registry.toml` for a registry listening on `listen` with its node table in
+/// `dir/nodes.json`.
+pub fn registry_config(dir: &Path, listen: &str, heartbeat_timeout_ms: u64) -> PathBuf {
+    let path = dir.join("registry.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"{listen}\"\nheartbeat_timeout_ms = {heartbeat_timeout_ms}\nstate_file = \"{}\"\n",
+            dir.join("nodes.json").display()
+        ),
+    )
+    .expect("registry config");
+    path
+}
+
+/// A running `rfaas-executor manager` or `registry` (`kind`), started directly or under a
+/// launcher (the `rfaas-test-reaper` binary); SIGKILLed and reaped on drop.
+pub struct Daemon {
+    /// The daemon itself, or its launcher.
+    child: std::process::Child,
+    pid: u32,
+    launched: bool,
+    /// The address it printed (`ready ADDRESS`).
+    pub address: String,
+}
+
+impl Daemon {
+    /// Starts `rfaas-executor KIND --config CONFIG` and waits (at most [`BOUND`]) for its
+    /// `ready` line.
+    pub fn start(kind: &str, config: &Path) -> Daemon {
+        Daemon::start_env(kind, config, &[])
+    }
+
+    /// As [`Daemon::start`], with environment variables `env` set (inherited by the
+    /// executors a manager starts).
+    pub fn start_env(kind: &str, config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(executor_binary());
+        cmd.arg(kind).arg("--config").arg(config);
+        cmd.envs(env.iter().copied());
+        Daemon::spawn(cmd, kind, false)
+    }
+
+    /// As [`Daemon::start`], but as the only child of `launcher` (which runs its arguments as
+    /// a command line and must stay the daemon's parent).
+    pub fn start_under(launcher: &Path, kind: &str, config: &Path) -> Daemon {
+        let mut cmd = Command::new(launcher);
+        cmd.arg(executor_binary())
+            .arg(kind)
+            .arg("--config")
+            .arg(config);
+        Daemon::spawn(cmd, kind, true)
+    }
+
+    fn spawn(mut cmd: Command, kind: &str, launched: bool) -> Daemon {
+        use std::io::BufRead;
+        if std::env::var_os("RFAAS_LOG").is_none() {
+            // Warnings and errors only: a lease logs several lines at `info`.
+            cmd.env("RFAAS_LOG", "warn");
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(BOUND);
+        let address = match &line {
+            Ok(Some(Ok(l))) => l.strip_prefix("ready ").map(str::to_owned),
+            _ => None,
+        };
+        let Some(address) = address else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{kind} did not start: {line:?}");
+        };
+        let pid = if launched {
+            // It printed, so it exists; its launcher started nothing else.
+            match children_of(child.id()).as_slice() {
+                [pid] => *pid,
+                other => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the launcher of {kind} has children {other:?}")
+                }
+            }
+        } else {
+            child.id()
+        };
+        Daemon {
+            child,
+            pid,
+            launched,
+            address,
+        }
+    }
+
+    /// The daemon's process id (not its launcher's).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends SIGKILL to the daemon, then waits (at most [`BOUND`]) for its process, or for its
+    /// launcher to exit (a reaper exits once it has reaped the daemon and every orphan).
+    #[track_caller]
+    pub fn kill(&mut self) {
+        signal(self.pid, libc::SIGKILL);
+        let deadline = std::time::Instant::now() + BOUND;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) => {}
+                Err(e) => panic!("waiting for the {} process: {e}", self.pid),
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} after SIGKILL: {} not gone within {BOUND:?} (children: {:?})",
+                if self.launched {
+                    "the launcher"
+                } else {
+                    "the daemon"
+                },
+                self.child.id(),
+                children_of(self.child.id())
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(self.pid, libc::SIGKILL);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends `sig` to process `pid`; an error (no such process) is ignored.
+pub fn signal(pid: u32, sig: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// What `/proc/PID/stat` says of a process: its state letter (`R`, `S`, `Z`, ...), parent and
+/// start time (clock ticks after boot: with the pid, it names one process even if the pid is
+/// reused). `None` if there is no such process.
+pub fn process_stat(pid: u32) -> Option<(char, u32, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`: the command may hold spaces and parentheses.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let ppid = fields.get(1)?.parse().ok()?;
+    // Field 22 of the line is the start time; `fields` starts at field 3.
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, ppid, start))
+}
+
+/// Processes whose parent is `pid` (zombies included).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut kids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| process_stat(p).is_some_and(|(_, ppid, _)| ppid == pid))
+        .collect();
+    kids.sort_unstable();
+    kids
+}
+
+/// The command line of process `pid` (empty for a zombie or no process).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The executor process a manager (`manager_pid`) runs for lease `lease_id`, if any.
+pub fn lease_executor(manager_pid: u32, lease_id: u64) -> Option<u32> {
+    let arg = format!("--lease={lease_id}");
+    children_of(manager_pid)
+        .into_iter()
+        .find(|&p| cmdline(p).contains(&arg))
+}
+
+/// Names in `/dev/shm` (empty where there is none).
+pub fn dev_shm_names() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The entries of a directory, by name.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The text `rfaas-executor ledger PATH` prints.
+pub fn ledger_text(path: &Path) -> String {
+    let out = run(Command::new(executor_binary()).arg("ledger").arg(path));
+    assert!(out.status.success(), "ledger command: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -5,7 +5,11 @@
 //! - `rfaas-test-client SOCKET leaks`: creates and drops leases, abandoned and dropped
 //!   invocations, then prints `fds BEFORE AFTER` (open descriptors of this process);
 //! - `rfaas-test-client MANAGER managed PACKAGE`: leases one core from a manager, invokes once,
-//!   prints `leased 5`, and holds the lease (the test kills it).
+//!   prints `leased 5`, and holds the lease (the test kills it);
+//! - `rfaas-test-client MANAGER managed-slow PACKAGE FABRIC MS`: leases one core over FABRIC
+//!   (`shm` or `tcp`) from a manager, invokes once, prints `leased ID` (the manager's lease id),
+//!   starts a slow invocation (`fault` sleeping MS ms), prints `invoked`, and waits for it (the
+//!   test kills it meanwhile).
 
 use functions_example as fx;
 use rfaas::{Error, Lease};
@@ -25,7 +29,9 @@ fn open_fds() -> usize {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let socket = args.get(1).unwrap_or_else(|| {
-        fail("usage: rfaas-test-client SOCKET slow MS | leaks | managed PACKAGE")
+        fail(
+            "usage: rfaas-test-client SOCKET slow MS | leaks | managed PACKAGE | managed-slow PACKAGE FABRIC MS",
+        )
     });
     match args.get(2).map(String::as_str) {
         Some("slow") => {
@@ -111,6 +117,45 @@ fn main() {
             println!("leased {v}");
             std::thread::sleep(Duration::from_secs(60));
         }
-        _ => fail("usage: rfaas-test-client SOCKET slow MS | leaks | managed PACKAGE"),
+        Some("managed-slow") => {
+            let (package, fabric, ms) = match (args.get(3), args.get(4), args.get(5)) {
+                (Some(p), Some(f), Some(ms)) => (p, f, ms),
+                _ => fail("managed-slow needs PACKAGE FABRIC MS"),
+            };
+            let mut spec = rfaas::managed::LeaseSpec::default();
+            spec.fabric = match fabric.as_str() {
+                "shm" => rfaas::wire::Fabric::Shm,
+                "tcp" => rfaas::wire::Fabric::Tcp,
+                other => fail(&format!("unknown fabric {other}")),
+            };
+            spec.hot_timeout_us = 0;
+            spec.slot_size = Some(4096);
+            let ms = ms
+                .parse::<u64>()
+                .unwrap_or_else(|_| fail("managed-slow needs milliseconds"));
+            let lease = rfaas::managed::lease_from(socket, std::path::Path::new(package), &spec)
+                .unwrap_or_else(|e| fail(&format!("lease: {e}")));
+            let v = lease
+                .invoke(fx::fault::call(0, 5))
+                .timeout(Duration::from_secs(20))
+                .wait()
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            if v != 5 {
+                fail(&format!("fault(0, 5) answered {v}"));
+            }
+            println!("leased {}", lease.id());
+            let inv = lease.invoke(fx::fault::call(2, ms));
+            let handle = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                println!("invoked");
+            });
+            let r = inv.wait();
+            let _ = handle.join();
+            println!("result {r:?}");
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        _ => fail(
+            "usage: rfaas-test-client SOCKET slow MS | leaks | managed PACKAGE | managed-slow PACKAGE FABRIC MS",
+        ),
     }
 }
