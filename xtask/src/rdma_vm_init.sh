@@ -105,6 +105,20 @@ until grep -q ACTIVE "$port/state" 2>/dev/null \
     sleep 0.1
 done
 
+# RoCE resolves a GID through the kernel's routes: a queue pair's RTR fails with "Network is
+# unreachable" until eth0's link-local route is in place, which can trail GID 0 by a moment
+# (seen once in the first test after boot). Wait for it too (at most 5 s, then go on).
+tries=0
+until ip -6 route show dev eth0 2>/dev/null | grep -q '^fe80::/64' \
+    && ! ip -6 addr show dev eth0 2>/dev/null | grep -q tentative; do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 50 ]; then
+        echo "rdma-vm: eth0 has no link-local route after 5 s; going on" >&2
+        break
+    fi
+    sleep 0.1
+done
+
 uptime_s() {
     read -r up _ </proc/uptime
     echo "$up"
