@@ -693,11 +693,17 @@ impl Inner {
     /// Handles every completion currently queued; returns how many.
     fn progress(&self) -> Result<usize, Error> {
         let mut n = 0;
-        while let Some(c) = self.cq.poll()? {
-            self.dispatch(c.endpoint, c.imm, c.len);
+        loop {
+            match self.cq.poll() {
+                Ok(Some(c)) => self.dispatch(c.endpoint, c.imm, c.len),
+                Ok(None) => return Ok(n),
+                // A worker's connection ended (reported once, to whoever polls): fail that
+                // worker's invocations, whichever invocation happened to see it.
+                Err(TransportError::PeerGone { endpoint }) => self.worker_gone(endpoint),
+                Err(e) => return Err(e.into()),
+            }
             n += 1;
         }
-        Ok(n)
     }
 
     fn dispatch(&self, endpoint: u32, imm: u32, len: u32) {
@@ -942,6 +948,12 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             let c = match inner.cq.poll() {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
+                // Reported once, to whoever polls: fail that worker's invocations (ours among
+                // them if it ran there; `take_result` below sees it).
+                Err(TransportError::PeerGone { endpoint }) => {
+                    inner.worker_gone(endpoint);
+                    continue;
+                }
                 Err(e) => return Some(Err(e.into())),
             };
             let (id, raw) = split_response_imm(c.imm);

@@ -9,7 +9,6 @@ use executor::manager::{LedgerEntry, read_ledger};
 use functions_example as fx;
 use rfaas::managed::{LeaseSpec, lease_anywhere, lease_from};
 use rfaas::registry::RegistryClient;
-use rfaas::transport::TransportError;
 use rfaas::wire::Fabric;
 use rfaas::{CallError, EncodeError, Encoded, Error, Placement, RemoteCall, Status};
 use std::io::BufRead;
@@ -161,15 +160,11 @@ impl Node {
     }
 }
 
-/// Checks what a client sees of its executor's death: `ExecutorGone`. Over TCP also
-/// `Transport(PeerGone)`: open bug B1 (docs/reliability.md, "Faults and load"): the lease hands a
-/// data connection's end, reported once by the TCP completion queue's `poll`, to whichever
-/// invocation polled, instead of failing that worker's invocations.
+/// Checks what a client sees of its executor's death: `ExecutorGone`, on every fabric.
 #[track_caller]
 fn check_gone<T: std::fmt::Debug>(fabric: Fabric, what: &str, r: Result<T, Error>) {
     match r {
         Err(Error::ExecutorGone) => {}
-        Err(Error::Transport(TransportError::PeerGone { .. })) if fabric == Fabric::Tcp => {}
         other => panic!("{what} over {fabric:?}: expected ExecutorGone, got {other:?}"),
     }
 }

@@ -98,32 +98,49 @@ fn every_function_over_tcp() {
 
 #[test]
 fn executor_killed_over_tcp_fails_pending_invocations() {
-    let mut exec = Executor::start_tcp(
-        "tcp-killed",
-        "127.0.0.1:0",
-        &[
-            "--cores",
-            "1",
-            "--hot-timeout-us",
-            "0",
-            "--slot-size",
-            "4096",
-        ],
-    );
-    let lease = lease(&exec);
-    std::thread::scope(|s| {
-        let waiter = s.spawn(|| {
-            fx::fault::invoke(&lease, 2, 30_000)
-                .timeout(Duration::from_secs(60))
-                .wait()
+    // Two workers, four invocations waiting on them from four threads: each one must see
+    // `ExecutorGone`, whichever thread's poll happens to read a data connection's end first.
+    for round in 0..3 {
+        let mut exec = Executor::start_tcp(
+            &format!("tcp-killed-{round}"),
+            "127.0.0.1:0",
+            &[
+                "--cores",
+                "2",
+                "--hot-timeout-us",
+                "0",
+                "--slot-size",
+                "4096",
+            ],
+        );
+        let lease = lease(&exec);
+        std::thread::scope(|s| {
+            let waiters: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        fx::fault::invoke(&lease, 2, 30_000)
+                            .timeout(Duration::from_secs(60))
+                            .wait()
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(300));
+            exec.kill();
+            for (i, waiter) in waiters.into_iter().enumerate() {
+                match waiter.join().expect("waiter") {
+                    Err(Error::ExecutorGone) => {}
+                    other => {
+                        panic!("round {round}, waiter {i}: expected ExecutorGone, got {other:?}")
+                    }
+                }
+            }
         });
-        std::thread::sleep(Duration::from_millis(300));
-        exec.kill();
-        match waiter.join().expect("waiter") {
-            Err(Error::ExecutorGone) => {}
-            other => panic!("expected ExecutorGone, got {other:?}"),
-        }
-    });
+        // And a new invocation on the dead lease fails at once.
+        assert!(matches!(
+            fx::noop::invoke(&lease).timeout(T).wait(),
+            Err(Error::ExecutorGone)
+        ));
+    }
 }
 
 #[test]
