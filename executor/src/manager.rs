@@ -260,6 +260,8 @@ struct Manager {
     exe: PathBuf,
     capacity: Mutex<Capacity>,
     next_id: AtomicU64,
+    /// End of the block of lease ids recorded on disk ([`reserve_lease_ids`]).
+    reserved_ids: Mutex<u64>,
     ledger: Mutex<()>,
 }
 
@@ -274,6 +276,7 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
         .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&cfg.cache_dir)
         .map_err(|e| format!("{}: {e}", cfg.cache_dir.display()))?;
+    remove_stale_sockets(&cfg.socket_dir);
     let exe = match &cfg.executor {
         Some(p) => p.clone(),
         None => {
@@ -289,6 +292,7 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
             free_memory_mib: cfg.memory_mib,
         }),
         next_id: AtomicU64::new(first_lease_id(&cfg.ledger)),
+        reserved_ids: Mutex::new(0),
         ledger: Mutex::new(()),
         rdma: rdma_support(),
         exe,
@@ -333,12 +337,68 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
     Ok(())
 }
 
-/// Lease ids continue after the ledger's last entry, so they stay unique across restarts.
+/// Lease ids are reserved on disk in blocks of this many (one fsync per block).
+const LEASE_ID_BLOCK: u64 = 1024;
+
+/// The file recording the end of the block of lease ids reserved so far, beside the ledger.
+fn lease_ids_file(ledger: &Path) -> PathBuf {
+    let mut name = ledger.as_os_str().to_owned();
+    name.push(".ids");
+    PathBuf::from(name)
+}
+
+/// Lease ids continue after the ledger's last entry and after the last reserved block, so they
+/// stay unique across restarts, also for leases that were running when the manager died
+/// (they have no ledger entry).
 fn first_lease_id(ledger: &Path) -> u64 {
-    read_ledger(ledger)
+    let after_ledger = read_ledger(ledger)
         .ok()
         .and_then(|e| e.iter().map(|x| x.lease_id).max())
-        .map_or(1, |m| m + 1)
+        .map_or(1, |m| m + 1);
+    let reserved = std::fs::read_to_string(lease_ids_file(ledger))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    after_ledger.max(reserved).max(1)
+}
+
+/// Records durably that ids below `end` may be in use (written aside, fsynced, renamed).
+fn reserve_lease_ids(ledger: &Path, end: u64) -> std::io::Result<()> {
+    let path = lease_ids_file(ledger);
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(format!("{end}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// Removes the sockets of executors whose manager is gone (killed: nobody removed them). Their
+/// names carry the manager's pid: `rfaas-PID-lease-ID.sock`.
+fn remove_stale_sockets(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("rfaas-"))
+            .filter(|n| n.contains("-lease-") && n.ends_with(".sock"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
+        let alive = pid > 0
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+        if !alive && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(socket = %entry.path().display(), "removed a dead manager's socket");
+        }
+    }
 }
 
 fn heartbeat(reg: &RegistryClient, node: &NodeInfo, mgr: &std::sync::Weak<Manager>) {
@@ -484,10 +544,20 @@ impl Manager {
                 return Err(format!("package bytes hash to {found}, not {sha}"));
             }
             if !library.exists() {
-                let tmp = library.with_extension(format!("tmp{}", std::process::id()));
-                std::fs::write(&tmp, &bytes)
-                    .and_then(|()| std::fs::rename(&tmp, &library))
-                    .map_err(|e| format!("caching the package: {e}"))?;
+                // A name of its own per upload: concurrent first leases of one package each
+                // write their copy, and each rename installs a complete file.
+                static UPLOADS: AtomicU64 = AtomicU64::new(0);
+                let tmp = self.cfg.cache_dir.join(format!(
+                    "{sha}.{}.{}.tmp",
+                    std::process::id(),
+                    UPLOADS.fetch_add(1, Ordering::Relaxed)
+                ));
+                let cached =
+                    std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &library));
+                if let Err(e) = cached {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(format!("caching the package: {e}"));
+                }
             }
         } else if !library.exists() {
             return ctl.reply(&LeaseReply::NeedPackage);
@@ -510,6 +580,15 @@ impl Manager {
             }
         };
         let lease_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut reserved = self.reserved_ids.lock().unwrap_or_else(|e| e.into_inner());
+            if lease_id >= *reserved {
+                let end = lease_id + LEASE_ID_BLOCK;
+                reserve_lease_ids(&self.cfg.ledger, end)
+                    .map_err(|e| format!("recording lease ids: {e}"))?;
+                *reserved = end;
+            }
+        }
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

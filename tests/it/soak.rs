@@ -331,14 +331,21 @@ fn four_clients_over_shm_and_tcp_every_invocation_answered_once_and_counted() {
         &manager_config(&dir, CLIENTS.len() as u32, 4096, ""),
         &[("RUST_BACKTRACE", "0")],
     );
-    // Leased one after the other: concurrent first leases of a package fail (open bug B5 in
-    // docs/reliability.md, "Faults and load").
-    let leases: Vec<ManagedLease> = CLIENTS
-        .iter()
-        .map(|&(fabric, hot)| {
-            lease_from(&manager.address, example_package(), &spec(fabric, hot)).expect("lease")
-        })
-        .collect();
+    // Leased all at once, on a manager that has never seen the package: every client ships
+    // it, concurrently (bug B5 in docs/reliability.md broke the cached library this way).
+    let leases: Vec<ManagedLease> = std::thread::scope(|s| {
+        let handles: Vec<_> = CLIENTS
+            .iter()
+            .map(|&(fabric, hot)| {
+                let address = &manager.address;
+                s.spawn(move || lease_from(address, example_package(), &spec(fabric, hot)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("leasing thread").expect("lease"))
+            .collect()
+    });
     let started = Instant::now();
     let results: Vec<(u64, Tally)> = std::thread::scope(|s| {
         let handles: Vec<_> = leases
