@@ -105,6 +105,11 @@ enum Command {
         /// its client sees the executor gone. Default: no limit.
         #[arg(long)]
         memory_mib: Option<u64>,
+        /// Keep this file up to date (every 100 ms, while counts change) with the session's
+        /// counts so far, `{"invocations": N, "ok": M}`: what a manager records when this
+        /// process dies before printing its final accounting.
+        #[arg(long)]
+        stats_file: Option<PathBuf>,
     },
 }
 
@@ -218,14 +223,39 @@ fn main() -> Result<()> {
             serve,
             lease,
             memory_mib,
+            stats_file,
         } => {
             if let Some(mib) = memory_mib {
                 limit_memory(mib)?;
+            }
+            if let Some(path) = stats_file {
+                std::thread::spawn(move || report_progress(&path));
             }
             let span = tracing::info_span!("lease", id = lease);
             let _entered = span.enter();
             serve_library(serve, true)
         }
+    }
+}
+
+/// Writes the workers' counts to `path` (aside, then renamed: a reader sees a whole record)
+/// whenever they changed, every 100 ms, for the life of the process.
+fn report_progress(path: &Path) {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut last = None;
+    loop {
+        let now = executor::worker::PROGRESS.totals();
+        if last != Some(now) {
+            let record = serde_json::json!({ "invocations": now.0, "ok": now.1 }).to_string();
+            let written = std::fs::write(&tmp, record).and_then(|()| std::fs::rename(&tmp, path));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the stats file");
+            }
+            last = Some(now);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

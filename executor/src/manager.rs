@@ -374,8 +374,8 @@ fn reserve_lease_ids(ledger: &Path, end: u64) -> std::io::Result<()> {
     std::fs::rename(&tmp, &path)
 }
 
-/// Removes the sockets of executors whose manager is gone (killed: nobody removed them). Their
-/// names carry the manager's pid: `rfaas-PID-lease-ID.sock`.
+/// Removes the sockets and stats files of executors whose manager is gone (killed: nobody
+/// removed them). Their names carry the manager's pid: `rfaas-PID-lease-ID.sock`.
 fn remove_stale_sockets(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -385,7 +385,12 @@ fn remove_stale_sockets(dir: &Path) {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("rfaas-"))
-            .filter(|n| n.contains("-lease-") && n.ends_with(".sock"))
+            .filter(|n| {
+                n.contains("-lease-")
+                    && [".sock", ".stats", ".stats.tmp"]
+                        .iter()
+                        .any(|ext| n.ends_with(ext))
+            })
             .and_then(|n| n.split('-').next())
             .and_then(|p| p.parse::<i32>().ok())
         else {
@@ -618,6 +623,10 @@ impl Manager {
             "rfaas-{}-lease-{lease_id}.sock",
             std::process::id()
         ));
+        // The executor's counts as they go, for a lease whose executor dies without its final
+        // accounting (a crash, a kill after the grace period).
+        let stats_file = socket.with_extension("stats");
+        cmd.arg("--stats-file").arg(&stats_file);
         // Shared memory only works on this host: `auto` picks it for local clients.
         let local = ctl.stream.peer_addr().map(|p| p.ip()).ok()
             == ctl.stream.local_addr().map(|l| l.ip()).ok()
@@ -701,13 +710,21 @@ impl Manager {
             tracing::warn!(lease_id, %status, "executor ended before its lease");
         }
         // The client's lease should be gone too; give the executor a moment to report.
-        let stats = read_stats(
+        let mut stats = read_stats(
             &mut out,
             held.child.as_mut().expect("spawned"),
             Duration::from_secs(1),
         );
         drop(held);
+        if stats.is_null() {
+            // No closing line: the last counts the executor published (times are not kept).
+            stats = std::fs::read(&stats_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(serde_json::Value::Null);
+        }
         let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(&stats_file);
         let entry = LedgerEntry {
             lease_id,
             node_id: self.cfg.node_id.clone(),

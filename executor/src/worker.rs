@@ -21,6 +21,7 @@ use rfaas::wire::{
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use zerocopy::FromBytes;
 
@@ -477,7 +478,16 @@ fn run_workers<E: Endpoint, Q: Queue>(
             .map(|(i, w)| {
                 let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
                 s.spawn(move || {
-                    run_worker(lib, &w.ep, &*w.cq, &w.input, w.output.as_deref(), cfg, cpu)
+                    let published = &PROGRESS.workers[i % MAX_WORKERS];
+                    run_worker(
+                        lib,
+                        &w.ep,
+                        &*w.cq,
+                        (&w.input, w.output.as_deref()),
+                        cfg,
+                        cpu,
+                        published,
+                    )
                 })
             })
             .collect();
@@ -501,6 +511,47 @@ fn run_workers<E: Endpoint, Q: Queue>(
     total
 }
 
+/// Workers whose progress [`PROGRESS`] publishes (the most a session has).
+pub const MAX_WORKERS: usize = 256;
+
+/// One worker's counts so far, on a cache line of its own (only that worker writes it).
+#[repr(align(64))]
+#[derive(Debug, Default)]
+pub struct WorkerProgress {
+    invocations: AtomicU64,
+    ok: AtomicU64,
+}
+
+/// The counts of this process's workers as they go, published for a reporter thread (the
+/// `worker` subcommand's `--stats-file`): the final accounting is printed when the session
+/// ends, and these let a manager count the invocations of an executor that crashed. Worker `i`
+/// of every session writes slot `i`: meaningful for processes serving one session at a time.
+pub struct Progress {
+    workers: [WorkerProgress; MAX_WORKERS],
+}
+
+impl Progress {
+    /// `(invocations, ok)` summed over the workers.
+    pub fn totals(&self) -> (u64, u64) {
+        self.workers.iter().fold((0, 0), |(n, ok), w| {
+            (
+                n + w.invocations.load(Ordering::Relaxed),
+                ok + w.ok.load(Ordering::Relaxed),
+            )
+        })
+    }
+}
+
+/// The process's worker progress (see [`Progress`]).
+pub static PROGRESS: Progress = Progress {
+    workers: [const {
+        WorkerProgress {
+            invocations: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+        }
+    }; MAX_WORKERS],
+};
+
 /// Idle polls between checks of the clock and of the peer's liveness.
 const POLLS_PER_CHECK: u32 = 256;
 /// While always hot, yield the core after this much idle polling.
@@ -510,10 +561,10 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
     lib: &FunctionLibrary,
     ep: &E,
     cq: &Q,
-    input: &Region,
-    output: Option<&Region>,
+    (input, output): (&Region, Option<&Region>),
     cfg: &WorkerConfig,
     cpu: Option<usize>,
+    published: &WorkerProgress,
 ) -> WorkerStats {
     if let Some(cpu) = cpu
         && let Err(e) = rfaas::sys::pin_to_cpu(cpu)
@@ -595,6 +646,11 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
             Ok(Some(status)) => {
                 stats.invocations += 1;
                 stats.ok += u64::from(status == Status::Ok);
+                // Plain stores to this worker's own line: what survives a crash.
+                published
+                    .invocations
+                    .store(stats.invocations, Ordering::Relaxed);
+                published.ok.store(stats.ok, Ordering::Relaxed);
             }
             Ok(None) => stats.dropped += 1,
             Err(e) => {
