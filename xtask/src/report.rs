@@ -338,8 +338,10 @@ impl Run {
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(70)
+            // Six doublings of blank on the right, where the legend goes (it would hide lines
+            // anywhere else: small payloads fast, large ones slow, cold ones along the top).
             .build_cartesian_2d(
-                (4f64..x_max * 2.0)
+                (4f64..x_max * 64.0)
                     .log_scale()
                     .with_key_points(sizes.clone()),
                 (y_min / 2.0..y_max * 2.0).log_scale(),
@@ -353,7 +355,12 @@ impl Run {
             .draw()
             .map_err(plot_err)?;
         // Raw baselines thin, everything else bold.
-        draw_lines(&mut chart, series, |name| name.starts_with("raw-"))?;
+        draw_lines(
+            &mut chart,
+            series,
+            |name| name.starts_with("raw-"),
+            SeriesLabelPosition::UpperRight,
+        )?;
         root.present().map_err(plot_err)?;
         Ok(true)
     }
@@ -403,7 +410,12 @@ impl Run {
             .x_label_formatter(&|v| format!("{v:.0}"))
             .draw()
             .map_err(plot_err)?;
-        draw_lines(&mut chart, series, |_| false)?;
+        draw_lines(
+            &mut chart,
+            series,
+            |_| false,
+            SeriesLabelPosition::MiddleRight,
+        )?;
         root.present().map_err(plot_err)?;
         Ok(true)
     }
@@ -816,11 +828,13 @@ impl Metric {
     }
 }
 
-/// One line with points per series (sorted by x), thin where `thin` says so, and the legend.
+/// One line with points per series (sorted by x), thin where `thin` says so, and the legend
+/// at `legend` (a corner the lines leave empty).
 fn draw_lines<'a, CT>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
     series: BTreeMap<String, Vec<(f64, f64)>>,
     thin: impl Fn(&str) -> bool,
+    legend: SeriesLabelPosition,
 ) -> Result<()>
 where
     CT: CoordTranslate<From = (f64, f64)>,
@@ -844,7 +858,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(legend)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
