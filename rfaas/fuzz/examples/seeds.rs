@@ -1,5 +1,6 @@
 //! Writes the seed corpus of the fuzz targets (`rfaas/fuzz/seeds/<target>/`): valid encodings
-//! of every example function's call, invocations of them, frames of every control message.
+//! of every example function's call, invocations of them, frames of every control message,
+//! authentication exchanges (genuine, and each way of getting them wrong).
 //! Run from `rfaas/fuzz/` with `cargo run --example seeds` after changing a layout.
 
 use functions_example as fx;
@@ -209,4 +210,493 @@ fn main() {
         s.extend_from_slice(data);
     }
     write("tcp_frames", "two-frames", &s);
+
+    auth_seeds();
+}
+
+/// Seeds of the `auth` target, each checked to decode back to itself.
+fn auth_seeds() {
+    use rfaas_fuzz::auth::*;
+    let key = b"the cluster secret, 32 bytes ok!".to_vec();
+    let request = br#"{"cores":1,"package_sha256":"ab"}"#.to_vec();
+    let hello = |shape, protocol, service, nonce| Chunk::Hello {
+        protocol,
+        service,
+        nonce,
+        shape,
+        pad: Pad::None,
+    };
+    let good_hello = hello(Shape::Object, 1, 0, NonceText::Lower([7; 32]));
+    let sealed = |mac: MacSpec, pad| Chunk::Sealed {
+        mac,
+        body: request.clone(),
+        pad,
+    };
+    let genuine = sealed(MacSpec::GENUINE, Pad::None);
+    let wrong = |f: fn(&mut MacSpec)| {
+        let mut m = MacSpec::GENUINE;
+        f(&mut m);
+        m
+    };
+    let peer = |secret, registry, script: Vec<Chunk>| Peer {
+        secret,
+        short_reads: false,
+        registry,
+        key: key.clone(),
+        script,
+    };
+    let plain = Chunk::Frame(request.clone(), Pad::None);
+    let mut short = peer(true, false, vec![good_hello.clone(), genuine.clone()]);
+    short.short_reads = true;
+    let servers: Vec<(&str, Peer)> = vec![
+        (
+            "authenticated",
+            peer(true, false, vec![good_hello.clone(), genuine.clone()]),
+        ),
+        (
+            "authenticated-registry",
+            peer(true, true, vec![good_hello.clone(), genuine.clone()]),
+        ),
+        ("authenticated-short-reads", short),
+        (
+            "authenticated-uppercase",
+            peer(
+                true,
+                false,
+                vec![
+                    hello(Shape::Object, 1, 0, NonceText::Upper([0xab; 32])),
+                    genuine.clone(),
+                ],
+            ),
+        ),
+        ("open", peer(false, false, vec![plain.clone()])),
+        ("required", peer(true, false, vec![plain.clone()])),
+        (
+            "not-configured",
+            peer(false, false, vec![good_hello.clone()]),
+        ),
+        (
+            "hello-protocol-2",
+            peer(
+                true,
+                false,
+                vec![hello(Shape::Object, 2, 0, NonceText::Lower([7; 32]))],
+            ),
+        ),
+        (
+            "hello-other-service",
+            peer(
+                true,
+                false,
+                vec![hello(Shape::Object, 1, 1, NonceText::Lower([7; 32]))],
+            ),
+        ),
+        (
+            "hello-bad-nonce",
+            peer(
+                true,
+                false,
+                vec![hello(Shape::Object, 1, 0, NonceText::Text(b"xyz".to_vec()))],
+            ),
+        ),
+        (
+            "hello-extra-field",
+            peer(
+                true,
+                false,
+                vec![hello(Shape::ExtraField, 1, 0, NonceText::Lower([7; 32]))],
+            ),
+        ),
+        (
+            "hello-array",
+            peer(
+                true,
+                false,
+                vec![hello(Shape::Array, 1, 0, NonceText::Lower([7; 32]))],
+            ),
+        ),
+        (
+            "request-wrong-key",
+            peer(
+                true,
+                false,
+                vec![
+                    good_hello.clone(),
+                    sealed(wrong(|m| m.key = KeyChoice::Flipped(3)), Pad::None),
+                ],
+            ),
+        ),
+        (
+            "request-other-service",
+            peer(
+                true,
+                false,
+                vec![
+                    good_hello.clone(),
+                    sealed(wrong(|m| m.other_service = true), Pad::None),
+                ],
+            ),
+        ),
+        (
+            "request-reflected",
+            peer(
+                true,
+                false,
+                vec![
+                    good_hello.clone(),
+                    sealed(wrong(|m| m.reflected = true), Pad::None),
+                ],
+            ),
+        ),
+        (
+            "request-counter-1",
+            peer(
+                true,
+                false,
+                vec![good_hello.clone(), sealed(wrong(|m| m.seq = 1), Pad::None)],
+            ),
+        ),
+        (
+            "request-other-connection",
+            peer(
+                true,
+                false,
+                vec![
+                    good_hello.clone(),
+                    sealed(wrong(|m| m.ns = NonceChoice::Given([3; 32])), Pad::None),
+                ],
+            ),
+        ),
+        (
+            "request-at-bound",
+            peer(
+                true,
+                false,
+                vec![good_hello.clone(), sealed(MacSpec::GENUINE, Pad::AtBound)],
+            ),
+        ),
+        (
+            "request-above-bound",
+            peer(
+                true,
+                false,
+                vec![
+                    good_hello.clone(),
+                    sealed(MacSpec::GENUINE, Pad::AboveBound),
+                ],
+            ),
+        ),
+        (
+            "hello-at-bound",
+            peer(
+                true,
+                false,
+                vec![
+                    Chunk::Hello {
+                        protocol: 1,
+                        service: 0,
+                        nonce: NonceText::Lower([7; 32]),
+                        shape: Shape::Object,
+                        pad: Pad::AtBound,
+                    },
+                    genuine.clone(),
+                ],
+            ),
+        ),
+        (
+            "length-above-bound",
+            peer(true, false, vec![Chunk::Length(65537, b"{}".to_vec())]),
+        ),
+        (
+            "open-above-bound",
+            peer(
+                false,
+                false,
+                vec![Chunk::Frame(request.clone(), Pad::AboveBound)],
+            ),
+        ),
+        (
+            "cut-after-hello",
+            peer(true, false, vec![good_hello.clone(), Chunk::Fail(0)]),
+        ),
+        (
+            "interrupted",
+            peer(
+                true,
+                false,
+                vec![good_hello.clone(), Chunk::Fail(3), genuine.clone()],
+            ),
+        ),
+    ];
+    let challenge = |nonce, proof, shape| Chunk::Challenge {
+        nonce,
+        proof,
+        shape,
+        pad: Pad::None,
+    };
+    let good = Proof::Mac(MacSpec::GENUINE);
+    let clients: Vec<(&str, Peer)> = vec![
+        (
+            "connected",
+            peer(
+                true,
+                false,
+                vec![challenge(
+                    NonceText::Lower([9; 32]),
+                    good.clone(),
+                    Shape::Object,
+                )],
+            ),
+        ),
+        (
+            "connected-registry",
+            peer(
+                true,
+                true,
+                vec![challenge(
+                    NonceText::Lower([9; 32]),
+                    good.clone(),
+                    Shape::Object,
+                )],
+            ),
+        ),
+        (
+            "connected-uppercase",
+            peer(
+                true,
+                false,
+                vec![challenge(
+                    NonceText::Upper([9; 32]),
+                    good.clone(),
+                    Shape::Object,
+                )],
+            ),
+        ),
+        (
+            "connected-array",
+            peer(
+                true,
+                false,
+                vec![challenge(
+                    NonceText::Lower([9; 32]),
+                    good.clone(),
+                    Shape::Array,
+                )],
+            ),
+        ),
+        (
+            "proof-wrong-key",
+            peer(
+                true,
+                false,
+                vec![challenge(
+                    NonceText::Lower([9; 32]),
+                    Proof::Mac(wrong(|m| m.key = KeyChoice::Flipped(0))),
+                    Shape::Object,
+                )],
+            ),
+        ),
+        (
+            "proof-reflected",
+            peer(
+                true,
+                false,
+                vec![challenge(
+                    NonceText::Lower([9; 32]),
+                    Proof::Mac(wrong(|m| m.reflected = true)),
+                    Shape::Object,
+                )],
+            ),
+        ),
+        (
+            "proof-random",
+            peer(
+                true,
+                false,
+                vec![challenge(
+                    NonceText::Lower([9; 32]),
+                    Proof::Bytes([5; 32]),
+                    Shape::Object,
+                )],
+            ),
+        ),
+        (
+            "challenge-extra-field",
+            peer(
+                true,
+                false,
+                vec![challenge(
+                    NonceText::Lower([9; 32]),
+                    good.clone(),
+                    Shape::ExtraField,
+                )],
+            ),
+        ),
+        (
+            "challenge-bad-nonce",
+            peer(
+                true,
+                false,
+                vec![challenge(
+                    NonceText::Text(b"00".to_vec()),
+                    good.clone(),
+                    Shape::Object,
+                )],
+            ),
+        ),
+        (
+            "refused",
+            peer(
+                true,
+                false,
+                vec![Chunk::Refusal(
+                    b"this manager has no secret_file configured".to_vec(),
+                )],
+            ),
+        ),
+        (
+            "length-above-limit",
+            peer(true, false, vec![Chunk::Length((16 << 20) + 1, Vec::new())]),
+        ),
+        (
+            "cut",
+            peer(true, false, vec![Chunk::Raw(vec![10, 0, 0, 0, b'{'])]),
+        ),
+    ];
+    let session = |registry, ops| Session {
+        registry,
+        key: key.clone(),
+        request: request.clone(),
+        ops,
+    };
+    let body = b"{\"granted\":1}".to_vec();
+    let sends = vec![
+        Op::Send {
+            to_client: true,
+            json: false,
+            body: body.clone(),
+        },
+        Op::Send {
+            to_client: false,
+            json: false,
+            body: b"heartbeat".to_vec(),
+        },
+        Op::Send {
+            to_client: true,
+            json: true,
+            body: b"need_package".to_vec(),
+        },
+        Op::Send {
+            to_client: false,
+            json: true,
+            body: Vec::new(),
+        },
+    ];
+    let tampers = [
+        Mutation::Flip { at: 0, bit: 7 },
+        Mutation::Flip { at: 40, bit: 0 },
+        Mutation::Truncate(31),
+        Mutation::Truncate(33),
+        Mutation::Extend(b" ".to_vec()),
+        Mutation::Body(b"{}".to_vec()),
+        Mutation::Tag([0; 32]),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, mutation)| Op::Tamper {
+        to_client: i % 2 == 0,
+        body: body.clone(),
+        mutation,
+    })
+    .collect();
+    let replays = vec![
+        Op::Send {
+            to_client: true,
+            json: false,
+            body: body.clone(),
+        },
+        Op::Send {
+            to_client: false,
+            json: false,
+            body: body.clone(),
+        },
+        Op::Replay {
+            to_client: true,
+            back: 0,
+        },
+        Op::Replay {
+            to_client: true,
+            back: 1,
+        },
+        Op::Replay {
+            to_client: false,
+            back: 0,
+        },
+        Op::Reflect {
+            to_client: true,
+            back: 0,
+        },
+        Op::Reflect {
+            to_client: false,
+            back: 1,
+        },
+    ];
+    let forgeries = [
+        Forgery::OtherService,
+        Forgery::OtherKey(5),
+        Forgery::Reflected,
+        Forgery::Ahead(0),
+        Forgery::Ahead(1 << 32),
+        Forgery::Behind,
+        Forgery::OtherNonce,
+        Forgery::Swapped,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, forgery)| Op::Forge {
+        to_client: i % 2 == 1,
+        forgery,
+        body: body.clone(),
+    })
+    .collect();
+    let sessions: Vec<(&str, Session)> = vec![
+        ("sealed-send", session(false, sends)),
+        (
+            "sealed-send-registry",
+            session(
+                true,
+                vec![Op::Send {
+                    to_client: true,
+                    json: true,
+                    body: b"ok".to_vec(),
+                }],
+            ),
+        ),
+        ("sealed-tamper", session(false, tampers)),
+        ("sealed-replay-reflect", session(false, replays)),
+        ("sealed-forge", session(true, forgeries)),
+    ];
+    let inputs = servers
+        .into_iter()
+        .map(|(n, p)| (format!("server-{n}"), Input::Server(p)))
+        .chain(
+            clients
+                .into_iter()
+                .map(|(n, p)| (format!("client-{n}"), Input::Client(p))),
+        )
+        .chain(
+            sessions
+                .into_iter()
+                .map(|(n, s)| (n.to_owned(), Input::Sealed(s))),
+        );
+    for (name, input) in inputs {
+        let bytes = input.encode();
+        let back = Input::decode(&mut libfuzzer_sys::arbitrary::Unstructured::new(&bytes));
+        assert_eq!(
+            back.as_ref().ok(),
+            Some(&input),
+            "{name} does not decode to itself"
+        );
+        write("auth", &name, &bytes);
+    }
 }

@@ -1,7 +1,9 @@
 //! Shared support of the fuzz targets: aligned buffers, a panic filter, and a model of the
 //! argument-layout rules of every `functions-example` function (what its trampoline must
-//! accept, reject and write), used as the oracle the targets compare the real code against.
+//! accept, reject and write), used as the oracle the targets compare the real code against;
+//! the `auth` target's MAC oracle and input in [`auth`].
 
+pub mod auth;
 pub mod session;
 
 use rfaas::wire::{BUFFER_ALIGN, HEADER_LEN, InvocationHeader, SliceDesc, Status, align_up};
