@@ -207,15 +207,26 @@ impl Executor {
     /// Starts an executor serving the example package with `args` added, and waits (at most
     /// 60 s) until it reports `ready`.
     pub fn start(name: &str, args: &[&str]) -> Executor {
-        Executor::spawn(name, None, args)
+        Executor::spawn(name, None, args, &[])
     }
 
     /// Starts an executor listening on TCP `address` (e.g. `127.0.0.1:0`).
     pub fn start_tcp(name: &str, address: &str, args: &[&str]) -> Executor {
-        Executor::spawn(name, Some(address), args)
+        Executor::spawn(name, Some(address), args, &[])
     }
 
-    fn spawn(name: &str, tcp: Option<&str>, args: &[&str]) -> Executor {
+    /// Starts an executor (on TCP `address`, or a Unix socket when `None`) with `env` added to
+    /// its environment (e.g. `RFAAS_SESSION_TOKEN`).
+    pub fn start_env(
+        name: &str,
+        address: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Executor {
+        Executor::spawn(name, address, args, env)
+    }
+
+    fn spawn(name: &str, tcp: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Executor {
         use std::io::BufRead;
         let dir = scratch_dir(&format!("exec-{name}"));
         let socket = dir.join("executor.sock");
@@ -227,6 +238,7 @@ impl Executor {
         };
         let mut child = cmd
             .args(args)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()

@@ -119,19 +119,9 @@ fn secret(text: &str) -> Secret {
     Secret::from_bytes(text.trim_end().as_bytes()).expect("secret")
 }
 
+/// A two-core, 1 GiB manager's configuration under `dir` ([`tests::manager_config`]).
 fn manager_config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("manager.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:0\"\nnode_id = \"auth-node\"\ncores = 2\nmemory_mib = 1024\ncache_dir = \"{}\"\nledger = \"{}\"\nsocket_dir = \"{}\"\n{extra}",
-            dir.join("cache").display(),
-            dir.join("ledger.jsonl").display(),
-            dir.display()
-        ),
-    )
-    .expect("config");
-    path
+    tests::manager_config(dir, 2, 1024, extra)
 }
 
 fn registry_config(dir: &Path, extra: &str) -> PathBuf {
@@ -470,7 +460,7 @@ fn only_managers_with_the_secret_register() {
         let cfg = manager_config(&dir, &extra);
         let text = std::fs::read_to_string(&cfg)
             .expect("config")
-            .replace("node_id = \"auth-node\"", &format!("node_id = \"{name}\""));
+            .replace("node_id = \"test-node\"", &format!("node_id = \"{name}\""));
         std::fs::write(&cfg, text).expect("config");
         Service::start("manager", &cfg)
     };

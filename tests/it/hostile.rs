@@ -323,59 +323,17 @@ fn a_bad_handshake_is_refused_and_the_executor_keeps_serving() {
     );
 }
 
-/// An executor process started with a session token (`RFAAS_SESSION_TOKEN`), killed on drop.
-struct Guarded {
-    child: std::process::Child,
-    /// Unix socket path or TCP address, from its `ready` line.
-    endpoint: String,
-}
-
-impl Guarded {
-    fn start(name: &str, tcp: bool, token: &str, extra: &[&str]) -> Guarded {
-        use std::io::BufRead;
-        let dir = tests::scratch_dir(&format!("exec-token-{name}"));
-        let mut cmd = std::process::Command::new(tests::executor_binary());
-        cmd.arg("run")
-            .arg("--library")
-            .arg(tests::example_package());
-        if tcp {
-            cmd.args(["--listen", "127.0.0.1:0"]);
-        } else {
-            cmd.arg("--socket").arg(dir.join("executor.sock"));
-        }
-        let mut child = cmd
-            .args(["--cores", "1", "--hot-timeout-us", "1000"])
-            .args(extra)
-            .env("RFAAS_SESSION_TOKEN", token)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawning rfaas-executor");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let mut guarded = Guarded {
-            child,
-            endpoint: String::new(),
-        };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Some(Ok(line))) if line.starts_with("ready ") => {
-                guarded.endpoint = line["ready ".len()..].to_owned();
-                guarded
-            }
-            other => panic!("executor did not become ready: {other:?}"),
-        }
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An executor serving with the session token [`TOKEN`] (`RFAAS_SESSION_TOKEN`); its `ready`
+/// line's socket path or TCP address is its `address`.
+fn guarded(name: &str, tcp: bool, extra: &[&str]) -> Executor {
+    let mut args = vec!["--cores", "1", "--hot-timeout-us", "1000"];
+    args.extend_from_slice(extra);
+    Executor::start_env(
+        &format!("token-{name}"),
+        tcp.then_some("127.0.0.1:0"),
+        &args,
+        &[("RFAAS_SESSION_TOKEN", TOKEN)],
+    )
 }
 
 const TOKEN: &str = "4f1c2b9a7e6d5c3b2a1908f7e6d5c4b3a29180f7e6d5c4b3a2918f7e6d5c4b3a";
@@ -397,12 +355,13 @@ fn refusal(r: Result<Lease, rfaas::Error>) -> String {
 #[test]
 fn sessions_need_the_session_token() {
     for tcp in [false, true] {
-        let exec = Guarded::start(if tcp { "tcp" } else { "shm" }, tcp, TOKEN, &[]);
+        let exec = guarded(if tcp { "tcp" } else { "shm" }, tcp, &[]);
+        let at = exec.address.clone();
         let connect = |token: Option<&str>| {
             if tcp {
-                Lease::connect_tcp(&exec.endpoint, &with_token(token))
+                Lease::connect_tcp(&at, &with_token(token))
             } else {
-                Lease::connect_with(&exec.endpoint, &with_token(token))
+                Lease::connect_with(&at, &with_token(token))
             }
         };
         let none = refusal(connect(None));
@@ -433,13 +392,13 @@ fn strangers_cannot_take_a_sessions_data_connections() {
     use std::io::Read;
     use std::net::TcpStream;
     // `--once`: a stranger's refused session must not end the lease holder's executor.
-    let exec = Guarded::start("data", true, TOKEN, &["--once", "--slot-size", "4096"]);
+    let exec = guarded("data", true, &["--once", "--slot-size", "4096"]);
     assert!(matches!(
-        Lease::connect_tcp(&exec.endpoint, &with_token(None)),
+        Lease::connect_tcp(&exec.address, &with_token(None)),
         Err(rfaas::Error::SessionRefused(_))
     ));
     // The lease holder's session, by hand, up to its data connection.
-    let mut control = TcpStream::connect(&exec.endpoint).expect("control");
+    let mut control = TcpStream::connect(&exec.address).expect("control");
     let welcome: Welcome = recv_json(&mut control).expect("welcome");
     let result_len = u64::from(welcome.workers * welcome.slots * welcome.slot_size);
     send_json(
@@ -501,9 +460,9 @@ fn strangers_cannot_take_a_sessions_data_connections() {
 fn a_silent_stranger_does_not_keep_the_lease_holder_out() {
     // `--once` serves one session at a time: a stranger who connects to the socket and says
     // nothing loses its turn after the handshake timeout, and the holder is served next.
-    let exec = Guarded::start("silent", false, TOKEN, &["--once"]);
-    let stranger = UnixStream::connect(&exec.endpoint).expect("stranger connects");
-    let lease = Lease::connect_with(&exec.endpoint, &with_token(Some(TOKEN)))
+    let exec = guarded("silent", false, &["--once"]);
+    let stranger = UnixStream::connect(&exec.address).expect("stranger connects");
+    let lease = Lease::connect_with(&exec.address, &with_token(Some(TOKEN)))
         .expect("the holder is served after the stranger's timeout");
     assert_eq!(
         lease

@@ -49,19 +49,9 @@ impl Drop for Service {
     }
 }
 
+/// A two-core, 1 GiB manager's configuration under `dir` ([`tests::manager_config`]).
 fn manager_config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("manager.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:0\"\nnode_id = \"test-node\"\ncores = 2\nmemory_mib = 1024\ncache_dir = \"{}\"\nledger = \"{}\"\nsocket_dir = \"{}\"\n{extra}",
-            dir.join("cache").display(),
-            dir.join("ledger.jsonl").display(),
-            dir.display()
-        ),
-    )
-    .expect("config");
-    path
+    tests::manager_config(dir, 2, 1024, extra)
 }
 
 fn spec(cores: u32, fabric: Fabric) -> LeaseSpec {
