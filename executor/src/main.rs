@@ -345,13 +345,32 @@ fn session_token() -> Result<Option<String>> {
     Ok(Some(token))
 }
 
-/// With `--once`: whether the process is done after this session. A session that failed
-/// during its handshake (a stranger without the token, a client that went away) is not the
-/// lease holder's: keep waiting for it (the manager ends the process with the lease).
-fn session_done(
-    result: &Result<executor::worker::WorkerStats, executor::worker::SessionError>,
-) -> bool {
-    result.is_ok()
+/// Serves each connection of `incoming` with `serve`, on a thread of its own; with `once`,
+/// one at a time until a session succeeds, then prints its accounting and returns. A session
+/// that failed during its handshake (a stranger without the token, a client that went away)
+/// is not the lease holder's: keep waiting for it (the manager ends the process with the lease).
+fn serve_sessions<C: Send>(
+    incoming: impl Iterator<Item = std::io::Result<C>>,
+    once: bool,
+    serve: impl Fn(C) -> Result<executor::worker::WorkerStats, executor::worker::SessionError> + Sync,
+) -> Result<()> {
+    std::thread::scope(|s| -> Result<()> {
+        for conn in incoming {
+            let conn = conn.context("accepting a client")?;
+            if once {
+                let result = serve(conn);
+                if result.is_ok() {
+                    print_stats(log_session(result));
+                    break;
+                }
+                log_session(result);
+                continue;
+            }
+            let serve = &serve;
+            s.spawn(move || log_session(serve(conn)));
+        }
+        Ok(())
+    })
 }
 
 fn log_session(
@@ -418,32 +437,12 @@ fn run_tcp(
     let local = listener.local_addr()?;
     tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, address = %local, ?fabric, "executor ready (tcp)");
     println!("ready {local}");
-    std::thread::scope(|s| -> Result<()> {
-        for conn in listener.incoming() {
-            let stream = conn.context("accepting a client")?;
-            let (lib, cfg) = (&lib, &cfg);
-            #[cfg(feature = "verbs")]
-            let verbs = &verbs;
-            let serve = move || {
-                #[cfg(feature = "verbs")]
-                if let Some((ctx, config)) = verbs {
-                    return executor::worker::serve_verbs_session(lib, stream, cfg, ctx, config);
-                }
-                serve_tcp_session(lib, stream, cfg)
-            };
-            if once {
-                // One session at a time: the lease holder's, after any strangers'.
-                let result = serve();
-                if session_done(&result) {
-                    print_stats(log_session(result));
-                    break;
-                }
-                log_session(result);
-                continue;
-            }
-            s.spawn(move || log_session(serve()));
+    serve_sessions(listener.incoming(), once, |stream| {
+        #[cfg(feature = "verbs")]
+        if let Some((ctx, config)) = &verbs {
+            return executor::worker::serve_verbs_session(&lib, stream, &cfg, ctx, config);
         }
-        Ok(())
+        serve_tcp_session(&lib, stream, &cfg)
     })
 }
 
@@ -456,23 +455,8 @@ fn run(lib: Arc<FunctionLibrary>, socket: &Path, cfg: WorkerConfig, once: bool) 
         UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
     tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, socket = %socket.display(), "executor ready");
     println!("ready {}", socket.display());
-    std::thread::scope(|s| -> Result<()> {
-        for conn in listener.incoming() {
-            let stream = conn.context("accepting a client")?;
-            let (lib, cfg) = (&lib, &cfg);
-            if once {
-                // One session at a time: the lease holder's, after any strangers'.
-                let result = serve_session(lib, stream, cfg);
-                if session_done(&result) {
-                    print_stats(log_session(result));
-                    break;
-                }
-                log_session(result);
-                continue;
-            }
-            s.spawn(move || log_session(serve_session(lib, stream, cfg)));
-        }
-        Ok(())
+    serve_sessions(listener.incoming(), once, |stream| {
+        serve_session(&lib, stream, &cfg)
     })?;
     let _ = std::fs::remove_file(socket);
     Ok(())

@@ -130,14 +130,10 @@ impl Doorbell {
         }
     }
 
+    /// Wakes the owner if it sleeps, after stores that were not SeqCst (a fence orders them).
     fn ring(&self) {
-        // Pairs with the fence in `CompletionQueue::wait`: either the sleeper sees our
-        // completion before sleeping, or we see its sleeper count and wake it.
         fence(Ordering::SeqCst);
-        if self.sleepers().load(Ordering::Relaxed) != 0 {
-            self.seq().fetch_add(1, Ordering::SeqCst);
-            sys::futex_wake(self.seq(), i32::MAX);
-        }
+        self.ring_after_seqcst();
     }
 }
 
