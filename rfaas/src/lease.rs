@@ -519,6 +519,13 @@ impl Drop for Lease {
     }
 }
 
+/// Room for a request encoded on the stack ([`Endpoint::max_inline`] bounds what is used).
+const INLINE_BUF: usize = 64;
+
+/// A small request's bytes, aligned like a slot (its input buffer then starts 8-byte aligned).
+#[repr(C, align(64))]
+struct InlineBuf([u8; INLINE_BUF]);
+
 enum Submit {
     /// Sent in slot `id`, with this placement and output capacity.
     Sent(u32, Placement, u32),
@@ -629,13 +636,22 @@ impl Inner {
         let slot = self.places[id as usize].1;
         let len = HEADER_LEN + layout.input_len;
         let placement = self.placement(id);
+        // A small request is encoded on the stack and travels inside the completion entry.
+        let mut small = InlineBuf([0; INLINE_BUF]);
         let sent = (|| -> Result<u32, Error> {
             let slot_off = slot as usize * self.slot_size;
-            // Encode straight into the worker's slot (shared memory), or into our staging area
-            // for this slot, sent with one write afterwards (TCP).
-            let window = ep.window(INPUT_REGION, slot_off, len)?;
-            let staged = window.is_none();
+            // Encode on the stack (a small request on a fabric with inline writes), straight
+            // into the worker's slot (shared memory), or into our staging area for this slot,
+            // sent with one write afterwards (TCP).
+            let inline = len <= ep.max_inline().min(INLINE_BUF);
+            let window = if inline {
+                None
+            } else {
+                ep.window(INPUT_REGION, slot_off, len)?
+            };
+            let staged = !inline && window.is_none();
             let target = match (window, &self.send) {
+                _ if inline => small.0.as_mut_ptr(),
                 (Some(w), _) => w,
                 (None, Some(send)) => send.as_ptr().wrapping_add(self.result_offset(id)),
                 (None, None) => {
@@ -644,8 +660,9 @@ impl Inner {
                     ));
                 }
             };
-            // `target` is the worker's input slot (bounds checked by `ep.window`; the worker reads
-            // it only after our signal) or our staging area for this id (one slot per id).
+            // `target` is our stack buffer (`len <= INLINE_BUF`), the worker's input slot
+            // (bounds checked by `ep.window`; the worker reads it only after our signal) or our
+            // staging area for this id (one slot per id).
             // SAFETY: `len <= slot_size` bytes that only this invocation writes while its slot is
             // in flight; any bytes may be stored there.
             let bytes = unsafe { std::slice::from_raw_parts_mut(target, len) };
@@ -665,7 +682,9 @@ impl Inner {
             };
             bytes[..HEADER_LEN].copy_from_slice(header.as_bytes());
             self.caps[id as usize].store(cap as u32, Ordering::Release);
-            if staged {
+            if inline {
+                ep.write_inline(&small.0[..len], INPUT_REGION, slot_off, slot)?;
+            } else if staged {
                 ep.write_with_imm(
                     SEND_REGION,
                     self.result_offset(id),

@@ -64,6 +64,27 @@ fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// Waits (up to 10 s) until a thread of this process is named `name`.
+fn wait_for_thread(name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let named = std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(Result::ok)
+            .any(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+            });
+        if named {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no thread named {name} after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn the_hot_path_does_not_allocate() {
     let lib = Arc::new(FunctionLibrary::open(example_library()).expect("library"));
@@ -129,6 +150,9 @@ fn the_hot_path_does_not_allocate() {
         round(i);
     }
     slow();
+    // The progress thread allocates while it starts (std's per-thread info), after its spawn
+    // returned: wait until it runs its own code (it names itself then) before counting.
+    wait_for_thread("rfaas-progress");
     let before = ALLOCS.load(Ordering::SeqCst);
     for i in 0..2000 {
         round(i);

@@ -209,6 +209,26 @@ pub trait Endpoint: Send + Sync {
     ) -> Result<Option<*mut u8>, TransportError>;
     /// Delivers `(imm, len)` for bytes placed through [`Endpoint::window`].
     fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError>;
+    /// Most bytes [`Endpoint::write_inline`] takes; 0 when the fabric has no inline writes.
+    fn max_inline(&self) -> usize {
+        0
+    }
+    /// Copies `bytes` (up to [`Endpoint::max_inline`], from any memory, registered or not)
+    /// into the peer's region `remote_key` at `remote_off` and delivers
+    /// `(imm, bytes.len())`, like an RDMA write with `IBV_SEND_INLINE`. On shared memory a
+    /// small write travels inside the completion entry, so the peer reads one cache line.
+    fn write_inline(
+        &self,
+        bytes: &[u8],
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+    ) -> Result<(), TransportError> {
+        let _ = (bytes, remote_key, remote_off, imm);
+        Err(TransportError::Unavailable(
+            "this fabric has no inline writes".into(),
+        ))
+    }
 }
 
 /// A completion queue collecting the completions of several endpoints.

@@ -20,8 +20,20 @@ pub const RING_CAPACITY: u32 = 256;
 /// Endpoints one completion queue can collect.
 pub const MAX_ENDPOINTS: usize = 256;
 const LINE: usize = 64;
-/// Bytes of one ring entry: `seq`, `imm`, `len`, reserved (u32 each).
-const ENTRY_BYTES: usize = 16;
+/// Bytes of one ring entry (a cache line): `seq`, `imm`, `len`, `place` (u32 each), then up to
+/// [`MAX_INLINE`] bytes of inline data.
+const ENTRY_BYTES: usize = LINE;
+/// Offset of the inline data in an entry.
+const INLINE_OFFSET: usize = 16;
+/// Most bytes a write carries inside its ring entry ([`ShmEndpoint::write_inline`]): a small
+/// write then costs the consumer one cache line, not two.
+pub const MAX_INLINE: usize = ENTRY_BYTES - INLINE_OFFSET;
+/// `place` word of an inline entry: this bit, the region key in the next 5 bits, and the
+/// destination offset in 64-byte units in the low 26 bits.
+const PLACE_INLINE: u32 = 1 << 31;
+const PLACE_KEY_SHIFT: u32 = 26;
+const PLACE_KEY_MAX: u32 = (1 << 5) - 1;
+const PLACE_OFFSET_UNITS: u64 = 1 << PLACE_KEY_SHIFT;
 const RING_BYTES: usize = LINE + RING_CAPACITY as usize * ENTRY_BYTES;
 const CONTROL_BYTES: usize = 2 * RING_BYTES;
 const DOORBELL_BYTES: usize = 2 * LINE;
@@ -40,6 +52,26 @@ struct EntryView<'a> {
     seq: &'a AtomicU32,
     imm: &'a AtomicU32,
     len: &'a AtomicU32,
+    /// 0: the bytes were written into the region directly; else where the inline bytes go.
+    place: &'a AtomicU32,
+    /// The inline bytes ([`MAX_INLINE`] of them), written before `seq` is published.
+    data: *mut u8,
+}
+
+/// The `place` word for `len` inline bytes bound for region `key` at `offset`, if the entry can
+/// say so (small key, 64-byte aligned offset under 4 GiB).
+fn place_word(key: u32, offset: usize) -> Option<u32> {
+    let units = offset as u64 / LINE as u64;
+    (key <= PLACE_KEY_MAX && offset.is_multiple_of(LINE) && units < PLACE_OFFSET_UNITS)
+        .then_some(PLACE_INLINE | (key << PLACE_KEY_SHIFT) | units as u32)
+}
+
+/// The region key and offset a `place` word names.
+fn unplace(place: u32) -> (u32, usize) {
+    (
+        (place >> PLACE_KEY_SHIFT) & PLACE_KEY_MAX,
+        (place & (PLACE_OFFSET_UNITS as u32 - 1)) as usize * LINE,
+    )
 }
 
 impl RingView {
@@ -52,13 +84,15 @@ impl RingView {
 
     fn entry(&self, i: u32) -> EntryView<'_> {
         let off = LINE + (i % RING_CAPACITY) as usize * ENTRY_BYTES;
-        // SAFETY: `off + ENTRY_BYTES <= RING_BYTES`; three 4-aligned u32s inside the ring,
-        // accessed atomically.
+        // SAFETY: `off + ENTRY_BYTES <= RING_BYTES`; four 4-aligned u32s inside the ring,
+        // accessed atomically, and the inline bytes after them.
         unsafe {
             EntryView {
                 seq: AtomicU32::from_ptr(self.base.add(off).cast()),
                 imm: AtomicU32::from_ptr(self.base.add(off + 4).cast()),
                 len: AtomicU32::from_ptr(self.base.add(off + 8).cast()),
+                place: AtomicU32::from_ptr(self.base.add(off + 12).cast()),
+                data: self.base.add(off + INLINE_OFFSET),
             }
         }
     }
@@ -85,9 +119,30 @@ struct RecvRing {
     liveness: UnixStream,
     /// The peer's hang-up has been reported.
     gone_reported: AtomicBool,
+    /// The endpoint's own regions, where inline writes are placed.
+    local: Vec<Arc<Region>>,
 }
 
 impl RecvRing {
+    /// Copies an entry's inline bytes to where its `place` word says, after checking that the
+    /// peer named one of our regions and a range inside it.
+    fn place_inline(&self, e: &EntryView<'_>, place: u32, len: u32) -> Result<(), TransportError> {
+        let (key, offset) = unplace(place);
+        let len = len as usize;
+        if place & PLACE_INLINE == 0 || len > MAX_INLINE {
+            return Err(TransportError::Protocol(format!(
+                "inline entry with place word {place:#x} and {len} bytes"
+            )));
+        }
+        let region = super::local_range(&self.local, key, offset, len)
+            .map_err(|e| TransportError::Protocol(format!("inline write: {e}")))?;
+        // SAFETY: `len <= MAX_INLINE` bytes from the entry's inline area (inside the live
+        // control mapping) to `[offset, offset + len)` of our live region (checked above); they
+        // are different memory files, so they do not overlap. Any bytes may be in either.
+        unsafe { std::ptr::copy_nonoverlapping(e.data, region.as_ptr().add(offset), len) };
+        Ok(())
+    }
+
     /// Whether the next entry has been published.
     fn ready(&self) -> bool {
         let head = self.head.load(Ordering::Relaxed);
@@ -245,10 +300,18 @@ impl CompletionQueue {
                 imm: e.imm.load(Ordering::Relaxed),
                 len: e.len.load(Ordering::Relaxed),
             };
+            let place = e.place.load(Ordering::Relaxed);
+            let placed = if place == 0 {
+                Ok(())
+            } else {
+                ring.place_inline(&e, place, c.len)
+            };
+            // Consumed either way: the entry's slot is free again for the producer.
             let head = head.wrapping_add(1);
             ring.head.store(head, Ordering::Relaxed);
             ring.view.head().store(head, Ordering::Release);
             self.next.store(i + 1, Ordering::Relaxed);
+            placed?;
             return Ok(Some(c));
         }
         Ok(None)
@@ -536,6 +599,7 @@ impl ShmEndpoint {
             _control: control,
             liveness: stream.try_clone()?,
             gone_reported: AtomicBool::new(false),
+            local: local.clone(),
         };
         let id = cq.attach(recv)?;
         Ok(ShmEndpoint {
@@ -580,12 +644,46 @@ impl ShmEndpoint {
 
     /// Delivers `(imm, len)` for bytes already placed through [`ShmEndpoint::window`].
     pub fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError> {
-        self.push(imm, len, || {})
+        self.push(imm, len, 0, |_| {})
     }
 
-    /// Under the send lock: checks for room, runs `place` (the data copy), stamps the entry;
-    /// then rings the peer's doorbell if it sleeps.
-    fn push(&self, imm: u32, len: usize, place: impl FnOnce()) -> Result<(), TransportError> {
+    /// Copies `bytes` (from any memory) into the peer's region `key` at `offset` and delivers
+    /// `(imm, bytes.len())`, like an inline RDMA send. Up to [`MAX_INLINE`] bytes bound for a
+    /// 64-byte aligned offset travel inside the ring entry (the peer's poll places them): the
+    /// peer then reads one cache line instead of two. Other writes are copied into the peer's
+    /// region directly.
+    pub fn write_inline(
+        &self,
+        bytes: &[u8],
+        key: u32,
+        offset: usize,
+        imm: u32,
+    ) -> Result<(), TransportError> {
+        let dst = self.window(key, offset, bytes.len())?;
+        match place_word(key, offset).filter(|_| bytes.len() <= MAX_INLINE) {
+            Some(place) => self.push(imm, bytes.len(), place, |entry| {
+                // SAFETY: at most MAX_INLINE bytes into the entry's inline area, inside the
+                // live control mapping; `bytes` is our own memory, not the ring.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), entry, bytes.len()) }
+            }),
+            None => self.push(imm, bytes.len(), 0, |_| {
+                // SAFETY: `dst` has `bytes.len()` bytes in bounds of the peer's live mapping
+                // (checked by `window`); `bytes` is our own memory, another file.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
+            }),
+        }
+    }
+
+    /// Under the send lock: checks for room, runs `copy` (the data copy; given the entry's
+    /// inline area), stamps the entry with `place` (0, or an inline destination); then rings the
+    /// peer's doorbell if it sleeps.
+    fn push(
+        &self,
+        imm: u32,
+        len: usize,
+        place: u32,
+        copy: impl FnOnce(*mut u8),
+    ) -> Result<(), TransportError> {
         let len = u32::try_from(len)
             .map_err(|_| TransportError::Protocol("write larger than 4 GiB".into()))?;
         let ring = &self.send;
@@ -605,10 +703,11 @@ impl ShmEndpoint {
                     return Err(TransportError::QueueFull);
                 }
             }
-            place();
             let e = ring.view.entry(tail);
+            copy(e.data);
             e.imm.store(imm, Ordering::Relaxed);
             e.len.store(len, Ordering::Relaxed);
+            e.place.store(place, Ordering::Relaxed);
             // SeqCst (a locked exchange on x86) so the doorbell check below needs no fence.
             e.seq.swap(tail.wrapping_add(1), Ordering::SeqCst);
             ring.tail.store(tail.wrapping_add(1), Ordering::Relaxed);
@@ -645,7 +744,7 @@ impl super::Endpoint for ShmEndpoint {
     ) -> Result<(), TransportError> {
         let local = super::local_range(&self.local, local_key, local_off, len)?;
         let dst = self.window(remote_key, remote_off, len)?;
-        self.push(imm, len, || {
+        self.push(imm, len, 0, |_| {
             // SAFETY: both ranges are in bounds of live mappings (checked above); they belong
             // to different memory files, so they do not overlap.
             unsafe { std::ptr::copy_nonoverlapping(local.as_ptr().add(local_off), dst, len) };
@@ -662,6 +761,18 @@ impl super::Endpoint for ShmEndpoint {
     fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError> {
         ShmEndpoint::signal(self, imm, len)
     }
+    fn max_inline(&self) -> usize {
+        MAX_INLINE
+    }
+    fn write_inline(
+        &self,
+        bytes: &[u8],
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+    ) -> Result<(), TransportError> {
+        ShmEndpoint::write_inline(self, bytes, remote_key, remote_off, imm)
+    }
 }
 
 impl super::Queue for CompletionQueue {
@@ -673,5 +784,85 @@ impl super::Queue for CompletionQueue {
     }
     fn interrupt(&self) {
         CompletionQueue::interrupt(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair: `a` (active, one region of key 1) and `b` (passive, region 2 of 4 KiB).
+    #[allow(clippy::type_complexity)]
+    fn pair() -> (
+        (ShmEndpoint, Arc<CompletionQueue>, UnixStream),
+        (ShmEndpoint, Arc<CompletionQueue>, Arc<Region>, UnixStream),
+    ) {
+        let (sa, sb) = UnixStream::pair().expect("socketpair");
+        let rb = Arc::new(Region::new(2, 4096).expect("region"));
+        let rb2 = rb.clone();
+        let passive = std::thread::spawn(move || {
+            let cq = CompletionQueue::new().expect("cq");
+            let ep = ShmEndpoint::connect(&sb, Side::Passive, vec![rb2], &cq).expect("passive");
+            (ep, cq, sb)
+        });
+        let ra = Arc::new(Region::new(1, 64).expect("region"));
+        let cqa = CompletionQueue::new().expect("cq");
+        let epa = ShmEndpoint::connect(&sa, Side::Active, vec![ra], &cqa).expect("active");
+        let (epb, cqb, sb) = passive.join().expect("passive thread");
+        ((epa, cqa, sa), (epb, cqb, rb, sb))
+    }
+
+    #[test]
+    fn place_words_round_trip_and_refuse_what_they_cannot_say() {
+        for (key, off) in [
+            (0, 0),
+            (2, 64),
+            (31, (PLACE_OFFSET_UNITS as usize - 1) * LINE),
+        ] {
+            let w = place_word(key, off).expect("representable");
+            assert_eq!(unplace(w), (key, off));
+            assert_ne!(w & PLACE_INLINE, 0);
+        }
+        assert_eq!(place_word(32, 0), None);
+        assert_eq!(place_word(2, 8), None);
+        assert_eq!(place_word(2, PLACE_OFFSET_UNITS as usize * LINE), None);
+    }
+
+    /// Entries a hostile producer stamps with inline destinations we never offered: each is an
+    /// error for the consumer, writes nothing, and the ring goes on delivering.
+    #[test]
+    fn hostile_inline_entries_are_refused_without_writing() {
+        let ((a, _cqa, _sa), (_b, cqb, region, _sb)) = pair();
+        let forged = [
+            // Region 3 does not exist on the consumer's side.
+            (PLACE_INLINE | (3 << PLACE_KEY_SHIFT), 8),
+            // Just past the end of the 4 KiB region.
+            (PLACE_INLINE | (2 << PLACE_KEY_SHIFT) | 64, 1),
+            // More bytes than an entry holds, in bounds.
+            (PLACE_INLINE | (2 << PLACE_KEY_SHIFT), MAX_INLINE as u32 + 1),
+            // Offset beyond the region.
+            (PLACE_INLINE | (2 << PLACE_KEY_SHIFT) | 1000, 1),
+        ];
+        for (place, len) in forged {
+            a.push(7, len as usize, place, |entry| {
+                // SAFETY: the entry's inline area holds MAX_INLINE bytes.
+                unsafe { std::ptr::write_bytes(entry, 0xee, MAX_INLINE) }
+            })
+            .expect("push");
+            match cqb.poll() {
+                Err(TransportError::Protocol(msg)) => assert!(msg.contains("inline"), "{msg}"),
+                other => panic!("forged place {place:#x} len {len}: {other:?}"),
+            }
+        }
+        let mut all = vec![0u8; region.len()];
+        region.read(0, &mut all).expect("read");
+        assert!(all.iter().all(|b| *b == 0), "a refused entry wrote bytes");
+        // An honest inline write after them still arrives.
+        a.write_inline(b"after", 2, 128, 9).expect("write_inline");
+        let c = cqb.poll().expect("poll").expect("completion");
+        assert_eq!((c.imm, c.len), (9, 5));
+        let mut got = [0u8; 5];
+        region.read(128, &mut got).expect("read");
+        assert_eq!(&got, b"after");
     }
 }

@@ -261,6 +261,54 @@ fn zero_copy_window_then_signal<F: Fabric>() {
     }
 }
 
+fn inline_writes_land_like_any_write<F: Fabric>() {
+    let (a, b) = F::pair(&[(1, 64)], &[(2, 8192), (9, 256)]);
+    let max = a.ep.max_inline();
+    if max == 0 {
+        let err =
+            a.ep.write_inline(b"x", 2, 0, 1)
+                .expect_err("no inline writes");
+        assert!(
+            matches!(err, TransportError::Unavailable(_)),
+            "{}: {err}",
+            F::name()
+        );
+        return;
+    }
+    // Small and aligned (inside the completion on shared memory), too long or unaligned (the
+    // ordinary path), empty, and into a second region: all land where they were sent, in order.
+    let cases: Vec<(u32, usize, usize)> = vec![
+        (2, 0, 8),
+        (2, 64, max),
+        (2, 128, max + 1),
+        (2, 200, 7),
+        (2, 8192 - max, max),
+        (2, 4096, 0),
+        (9, 192, 5),
+    ];
+    for (i, &(key, off, len)) in cases.iter().enumerate() {
+        let data: Vec<u8> = (0..len).map(|j| (i * 37 + j + 1) as u8).collect();
+        a.ep.write_inline(&data, key, off, 100 + i as u32)
+            .expect("write_inline");
+        let c = next(&*b.cq);
+        assert_eq!(
+            (c.endpoint, c.imm, c.len as usize),
+            (b.ep.id(), 100 + i as u32, len),
+            "{}: case {i}",
+            F::name()
+        );
+        let region = b.regions.iter().find(|r| r.key() == key).expect("region");
+        assert_eq!(read(region, off, len), data, "{}: case {i}", F::name());
+    }
+    // Out of bounds or an unknown key: refused before anything is sent.
+    for (key, off, len) in [(2, 8192 - 4, 8), (2, usize::MAX, 1), (3, 0, 1)] {
+        assert!(a.ep.write_inline(&[0; 8][..len], key, off, 1).is_err());
+    }
+    assert_eq!(b.cq.poll().expect("poll"), None, "{}", F::name());
+    // The bytes before and after an inline write are untouched.
+    assert_eq!(read(&b.regions[0], 8, 56), vec![0; 56]);
+}
+
 fn interrupt_wakes_a_waiter<F: Fabric>() {
     let (_a, b) = F::pair(&[(1, 64)], &[(2, 64)]);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -446,6 +494,7 @@ mod shm {
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
         zero_copy_window_then_signal,
+        inline_writes_land_like_any_write,
         interrupt_wakes_a_waiter,
         send_all_then_receive_both_ways,
     );
@@ -470,6 +519,7 @@ mod verbs {
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
         zero_copy_window_then_signal,
+        inline_writes_land_like_any_write,
         interrupt_wakes_a_waiter,
         send_all_then_receive_both_ways,
     );
@@ -484,6 +534,7 @@ mod tcp {
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
         zero_copy_window_then_signal,
+        inline_writes_land_like_any_write,
         interrupt_wakes_a_waiter,
         send_all_then_receive_both_ways,
     );
