@@ -7,6 +7,10 @@
 //! result region and signals `id << 8 | status` with the output length. Nothing on this path
 //! allocates.
 
+mod slots;
+
+use slots::{Claim, Slot, Slots};
+
 use crate::call::{CallError, EncodeError, Placement, RemoteCall};
 use crate::payload::Payload;
 use crate::transport::shm::{
@@ -123,29 +127,13 @@ const HOT_SPIN: Duration = Duration::from_micros(50);
 /// them).
 const POLLS_PER_CLOCK: u32 = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Free,
-    /// Submitted; the owner waits.
-    InFlight,
-    /// Answered: raw status and output length.
-    Done(u32, u32),
-    /// The owner gave up (dropped or timed out); free the slot when the answer arrives.
-    Abandoned,
-    /// The worker's session died.
-    Failed,
-}
-
+/// What the lease's mutex guards: everything about sleeping tasks. Slot states are atomics of
+/// their own ([`Slots`]): a call's hot path takes no lock.
 struct State {
-    slots: Vec<Slot>,
     wakers: Vec<Option<Waker>>,
-    free: Vec<Vec<u32>>,
-    dead: Vec<bool>,
-    next_worker: usize,
     slot_waiters: Vec<Waker>,
     parked: usize,
     closed: bool,
-    violations: u64,
     /// Parked futures with a deadline, woken at every progress tick to check it.
     timed: Vec<bool>,
 }
@@ -163,6 +151,8 @@ struct Inner {
     arena: Arc<Arena>,
     slots: u32,
     slot_size: usize,
+    slot: Slots,
+    violations: AtomicU64,
     state: Mutex<State>,
     wake_progress: Condvar,
     dispatched: AtomicU64,
@@ -374,17 +364,10 @@ impl Lease {
         } = welcome;
         let n = (w * slots) as usize;
         let state = State {
-            slots: vec![Slot::Free; n],
             wakers: vec![None; n],
-            free: (0..w)
-                .map(|w| (0..slots).rev().map(|s| w * slots + s).collect())
-                .collect(),
-            dead: vec![false; w as usize],
-            next_worker: 0,
             slot_waiters: Vec::new(),
             parked: 0,
             closed: false,
-            violations: 0,
             timed: vec![false; n],
         };
         let arena = Arc::new(Arena::new(
@@ -405,6 +388,8 @@ impl Lease {
                 slots,
                 places: (0..n as u32).map(|id| (id / slots, id % slots)).collect(),
                 slot_size: slot_size as usize,
+                slot: Slots::new(w, slots),
+                violations: AtomicU64::new(0),
                 state: Mutex::new(state),
                 wake_progress: Condvar::new(),
                 dispatched: AtomicU64::new(0),
@@ -468,6 +453,7 @@ impl Lease {
             placement: Placement::NONE,
             cap: 0,
             seen: u64::MAX,
+            registered: false,
         }
     }
 
@@ -478,7 +464,7 @@ impl Lease {
 
     /// Completions the executor sent that matched no invocation (a misbehaving executor).
     pub fn protocol_violations(&self) -> u64 {
-        self.inner.lock().violations
+        self.inner.violations.load(Ordering::Relaxed)
     }
 
     fn ensure_progress_thread(&self) {
@@ -606,31 +592,10 @@ impl Inner {
                 limit: self.slot_size,
             });
         }
-        let (worker, id) = {
-            let mut st = self.lock();
-            let n = self.workers.len();
-            let mut pick = None;
-            for k in 0..n {
-                let mut w = st.next_worker + k;
-                if w >= n {
-                    w -= n;
-                }
-                if !st.dead[w] && !st.free[w].is_empty() {
-                    pick = Some(w);
-                    break;
-                }
-            }
-            let Some(w) = pick else {
-                return if st.dead.iter().all(|d| *d) {
-                    Err(Error::ExecutorGone)
-                } else {
-                    Ok(Submit::NoSlot)
-                };
-            };
-            st.next_worker = if w + 1 == n { 0 } else { w + 1 };
-            let id = st.free[w].pop().expect("non-empty");
-            st.slots[id as usize] = Slot::InFlight;
-            (w, id)
+        let (worker, id) = match self.slot.claim() {
+            Claim::Got { worker, id } => (worker, id),
+            Claim::Busy => return Ok(Submit::NoSlot),
+            Claim::AllDead => return Err(Error::ExecutorGone),
         };
         let ep = &self.workers[worker];
         let slot = self.places[id as usize].1;
@@ -701,9 +666,7 @@ impl Inner {
         match sent {
             Ok(cap) => Ok(Submit::Sent(id, placement, cap)),
             Err(e) => {
-                let mut st = self.lock();
-                st.slots[id as usize] = Slot::Free;
-                st.free[worker].push(id);
+                self.free_slot(id);
                 Err(e)
             }
         }
@@ -727,70 +690,84 @@ impl Inner {
 
     fn dispatch(&self, endpoint: u32, imm: u32, len: u32) {
         let (id, raw) = split_response_imm(imm);
-        let mut st = self.lock();
         let valid = id < self.total_slots()
             && self.places[id as usize].0 == endpoint
             && len <= self.caps[id as usize].load(Ordering::Acquire);
-        let slot = if valid {
-            st.slots[id as usize]
+        let found = if valid {
+            self.slot
+                .transition(id, Slot::InFlight, Slot::Done(raw, len))
         } else {
-            Slot::Free
+            Err(Slot::Free)
         };
-        match slot {
-            Slot::InFlight => {
-                st.slots[id as usize] = Slot::Done(raw, len);
-                if let Some(w) = st.wakers[id as usize].take() {
-                    w.wake();
-                }
+        match found {
+            // The owner may sleep: its waker was stored before it last looked at the slot,
+            // under the lock taken here after the transition.
+            Ok(()) => self.wake_owner(id),
+            // Its owner gave up: nobody else touches the slot (a dead worker's are cleared).
+            Err(Slot::Abandoned) => self.free_slot(id),
+            Err(_) => {
+                self.violations.fetch_add(1, Ordering::Relaxed);
             }
-            Slot::Abandoned => self.free_slot(&mut st, id),
-            _ => st.violations += 1,
         }
-        drop(st);
         self.dispatched.fetch_add(1, Ordering::Release);
         if self.blocked.load(Ordering::Acquire) > 0 {
             self.cq.interrupt();
         }
     }
 
-    fn free_slot(&self, st: &mut State, id: u32) {
-        st.slots[id as usize] = Slot::Free;
-        st.wakers[id as usize] = None;
-        st.timed[id as usize] = false;
-        let w = self.places[id as usize].0 as usize;
-        if !st.dead[w] {
-            st.free[w].push(id);
+    /// Wakes the task that sleeps on invocation `id`, if one does.
+    fn wake_owner(&self, id: u32) {
+        let waker = {
+            let mut st = self.lock();
+            st.timed[id as usize] = false;
+            st.wakers[id as usize].take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
-        for waker in st.slot_waiters.drain(..) {
+    }
+
+    /// Frees slot `id` (its owner is done with it, or gave it up). A dead worker's slot stays
+    /// unused.
+    fn free_slot(&self, id: u32) {
+        if self.slot.is_dead(self.places[id as usize].0 as usize) {
+            self.slot.clear(id);
+        } else {
+            self.after_free(self.slot.release(id));
+        }
+    }
+
+    /// Wakes the tasks waiting for a free slot, if `waiting`.
+    fn after_free(&self, waiting: bool) {
+        if waiting {
+            self.wake_slot_waiters();
+        }
+    }
+
+    fn wake_slot_waiters(&self) {
+        let waiters = {
+            let mut st = self.lock();
+            self.slot.waiters_woken();
+            std::mem::take(&mut st.slot_waiters)
+        };
+        for waker in waiters {
             waker.wake();
         }
     }
 
     /// Marks a worker dead and fails its invocations.
     fn worker_gone(&self, endpoint: u32) {
-        let mut st = self.lock();
-        let w = endpoint as usize;
-        if w >= st.dead.len() {
+        let mut failed = Vec::new();
+        if !self
+            .slot
+            .fail_worker(endpoint as usize, |id| failed.push(id))
+        {
             return;
         }
-        st.dead[w] = true;
-        st.free[w].clear();
-        for id in w as u32 * self.slots..(w as u32 + 1) * self.slots {
-            match st.slots[id as usize] {
-                Slot::InFlight => {
-                    st.slots[id as usize] = Slot::Failed;
-                    if let Some(waker) = st.wakers[id as usize].take() {
-                        waker.wake();
-                    }
-                }
-                Slot::Abandoned => st.slots[id as usize] = Slot::Free,
-                _ => {}
-            }
+        for id in failed {
+            self.wake_owner(id);
         }
-        for waker in st.slot_waiters.drain(..) {
-            waker.wake();
-        }
-        drop(st);
+        self.wake_slot_waiters();
         self.dispatched.fetch_add(1, Ordering::Release);
         self.cq.interrupt();
     }
@@ -840,6 +817,7 @@ impl Inner {
                     w.wake_by_ref();
                 }
             }
+            self.slot.waiters_woken();
             for w in st.slot_waiters.drain(..) {
                 w.wake();
             }
@@ -867,6 +845,8 @@ pub struct Invocation<'l, C: RemoteCall> {
     cap: u32,
     /// The lease's dispatch counter when our slot was last looked at.
     seen: u64,
+    /// Our waker is stored in the lease's state (to be removed when we are done).
+    registered: bool,
 }
 
 impl<C: RemoteCall> std::fmt::Debug for Invocation<'_, C> {
@@ -922,21 +902,15 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
     /// The result, if the slot is answered (or failed).
     fn take_result(&mut self) -> Option<Result<C::Output, Error>> {
         let id = self.id?;
-        let inner = self.inner();
-        let mut st = inner.lock();
-        match st.slots[id as usize] {
+        match self.inner().slot.get(id) {
             Slot::Done(raw, len) => {
                 // Decode while holding the slot: nobody reuses it until freed below.
-                drop(st);
                 let result = self.decode(id, raw, len);
-                let mut st = inner.lock();
-                inner.free_slot(&mut st, id);
-                self.id = None;
+                self.finish(id);
                 Some(result)
             }
             Slot::Failed => {
-                st.slots[id as usize] = Slot::Free;
-                self.id = None;
+                self.finish(id);
                 Some(Err(Error::ExecutorGone))
             }
             _ => None,
@@ -980,9 +954,7 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             if Some(id) == self.id && c.endpoint == inner.places[id as usize].0 && c.len <= self.cap
             {
                 let result = self.decode(id, raw, c.len);
-                let mut st = inner.lock();
-                inner.free_slot(&mut st, id);
-                self.id = None;
+                self.finish(id);
                 return Some(result);
             }
             inner.dispatch(c.endpoint, c.imm, c.len);
@@ -1038,18 +1010,33 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         }
     }
 
+    /// Done with slot `id`: forgets our waker (if we registered one) and frees the slot.
+    fn finish(&mut self, id: u32) {
+        let inner = self.inner();
+        self.forget_waker(id);
+        inner.free_slot(id);
+        self.id = None;
+    }
+
+    fn forget_waker(&mut self, id: u32) {
+        if std::mem::take(&mut self.registered) {
+            let mut st = self.inner().lock();
+            st.wakers[id as usize] = None;
+            st.timed[id as usize] = false;
+        }
+    }
+
     fn abandon(&mut self) {
-        if let Some(id) = self.id.take() {
+        if let Some(id) = self.id {
             let inner = self.inner();
-            let mut st = inner.lock();
-            match st.slots[id as usize] {
-                Slot::InFlight => {
-                    st.slots[id as usize] = Slot::Abandoned;
-                    st.wakers[id as usize] = None;
+            match inner.slot.transition(id, Slot::InFlight, Slot::Abandoned) {
+                // The answer frees the slot when it comes.
+                Ok(()) => {
+                    self.forget_waker(id);
+                    self.id = None;
                 }
-                Slot::Done(..) => inner.free_slot(&mut st, id),
-                Slot::Failed => st.slots[id as usize] = Slot::Free,
-                _ => {}
+                Err(Slot::Done(..) | Slot::Failed) => self.finish(id),
+                Err(_) => self.id = None,
             }
         }
     }
@@ -1091,6 +1078,9 @@ impl<C: RemoteCall + Unpin> Future for Invocation<'_, C> {
                     }
                     // Woken when a slot frees (or by the progress thread's tick).
                     inner.lock().slot_waiters.push(cx.waker().clone());
+                    if inner.slot.wait_for_free() {
+                        cx.waker().wake_by_ref();
+                    }
                     this.set_parked(true);
                     if let Err(e) = inner.progress() {
                         return Poll::Ready(Err(e));
@@ -1126,10 +1116,13 @@ impl<C: RemoteCall + Unpin> Future for Invocation<'_, C> {
         // we have a deadline.
         if let Some(id) = this.id {
             let mut st = inner.lock();
-            if st.slots[id as usize] == Slot::InFlight {
-                st.wakers[id as usize] = Some(cx.waker().clone());
-                st.timed[id as usize] = this.deadline.is_some();
-            } else {
+            st.wakers[id as usize] = Some(cx.waker().clone());
+            st.timed[id as usize] = this.deadline.is_some();
+            drop(st);
+            this.registered = true;
+            // Whoever answers or fails the slot changes its state before taking the lock to
+            // wake us: either it finds our waker, or we see the change here.
+            if inner.slot.get(id) != Slot::InFlight {
                 cx.waker().wake_by_ref();
             }
         }

@@ -1,0 +1,337 @@
+//! The lease's invocation slots: one state word per invocation id, changed with atomic
+//! operations only, so that a call takes one compare-and-swap to claim its slot and one swap to
+//! free it (a mutex section costs two atomic operations, and a call needed two sections).
+//!
+//! Ids are `worker * per_worker + slot`. A worker's slots are claimed only while the worker is
+//! alive; [`Slots::fail_worker`] and [`Slots::claim`] agree through sequentially consistent
+//! operations on both sides (a store and a load each), so every claim either sees the worker
+//! dead or is seen by the scan that fails the worker's invocations: none is lost in flight.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// The state of one invocation slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    Free,
+    /// Submitted; the owner waits.
+    InFlight,
+    /// Answered: raw status (8 bits) and output length.
+    Done(u32, u32),
+    /// The owner gave up (dropped or timed out); free the slot when the answer arrives.
+    Abandoned,
+    /// The worker's session died.
+    Failed,
+}
+
+const FREE: u64 = 0;
+const IN_FLIGHT: u64 = 1;
+const DONE: u64 = 2;
+const ABANDONED: u64 = 3;
+const FAILED: u64 = 4;
+
+impl Slot {
+    /// The state word: the tag in the low byte; `Done` keeps its status in the next byte and
+    /// its length in the high half.
+    fn word(self) -> u64 {
+        match self {
+            Slot::Free => FREE,
+            Slot::InFlight => IN_FLIGHT,
+            Slot::Done(raw, len) => (u64::from(len) << 32) | (u64::from(raw & 0xff) << 8) | DONE,
+            Slot::Abandoned => ABANDONED,
+            Slot::Failed => FAILED,
+        }
+    }
+
+    fn from_word(w: u64) -> Slot {
+        match w & 0xff {
+            FREE => Slot::Free,
+            IN_FLIGHT => Slot::InFlight,
+            DONE => Slot::Done(((w >> 8) & 0xff) as u32, (w >> 32) as u32),
+            ABANDONED => Slot::Abandoned,
+            // Only this module writes the words: FAILED is the one tag left.
+            _ => Slot::Failed,
+        }
+    }
+}
+
+/// What [`Slots::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Claim {
+    /// Slot `id` of `worker`, now in flight.
+    Got { worker: usize, id: u32 },
+    /// Every live worker's slots are in use.
+    Busy,
+    /// Every worker is dead.
+    AllDead,
+}
+
+pub(super) struct Slots {
+    cells: Box<[AtomicU64]>,
+    dead: Box<[AtomicBool]>,
+    per_worker: u32,
+    /// Where the next claim starts looking (invocations are spread over the workers).
+    next_worker: AtomicUsize,
+    /// Registered waiters for a free slot (see [`Slots::wait_for_free`]).
+    waiting: AtomicUsize,
+}
+
+impl Slots {
+    pub(super) fn new(workers: u32, per_worker: u32) -> Slots {
+        let n = workers as usize * per_worker as usize;
+        Slots {
+            cells: (0..n).map(|_| AtomicU64::new(FREE)).collect(),
+            dead: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            per_worker,
+            next_worker: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    fn workers(&self) -> usize {
+        self.dead.len()
+    }
+
+    /// Claims a free slot of a live worker, starting at the worker after the last one used.
+    pub(super) fn claim(&self) -> Claim {
+        let n = self.workers();
+        let start = self.next_worker.load(Ordering::Relaxed);
+        for k in 0..n {
+            let mut w = start + k;
+            if w >= n {
+                w -= n;
+            }
+            if self.dead[w].load(Ordering::Acquire) {
+                continue;
+            }
+            let base = w as u32 * self.per_worker;
+            for id in base..base + self.per_worker {
+                let cell = &self.cells[id as usize];
+                if cell.load(Ordering::Relaxed) != FREE
+                    || cell
+                        .compare_exchange(FREE, IN_FLIGHT, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_err()
+                {
+                    continue;
+                }
+                // Pairs with `fail_worker`'s store and scan: either we see the worker dead
+                // here, or its scan sees our claim and fails it.
+                if self.dead[w].load(Ordering::SeqCst) {
+                    cell.store(FREE, Ordering::Release);
+                    break;
+                }
+                self.next_worker
+                    .store(if w + 1 == n { 0 } else { w + 1 }, Ordering::Relaxed);
+                return Claim::Got { worker: w, id };
+            }
+        }
+        if self.dead.iter().all(|d| d.load(Ordering::Acquire)) {
+            Claim::AllDead
+        } else {
+            Claim::Busy
+        }
+    }
+
+    pub(super) fn get(&self, id: u32) -> Slot {
+        Slot::from_word(self.cells[id as usize].load(Ordering::Acquire))
+    }
+
+    /// Frees slot `id` (its owner is done with it). Returns whether tasks wait for a free slot
+    /// (the caller wakes them).
+    #[must_use]
+    pub(super) fn release(&self, id: u32) -> bool {
+        // A swap (sequentially consistent) so that the waiter count below is read after the
+        // slot is seen free: pairs with `wait_for_free`.
+        self.cells[id as usize].swap(FREE, Ordering::SeqCst);
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+
+    /// Moves `id` from `from` to `to`; the state found otherwise.
+    pub(super) fn transition(&self, id: u32, from: Slot, to: Slot) -> Result<(), Slot> {
+        self.cells[id as usize]
+            .compare_exchange(from.word(), to.word(), Ordering::SeqCst, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(Slot::from_word)
+    }
+
+    /// Marks a slot of a dead worker unused (it is never claimed again).
+    pub(super) fn clear(&self, id: u32) {
+        self.cells[id as usize].store(FREE, Ordering::Release);
+    }
+
+    pub(super) fn is_dead(&self, worker: usize) -> bool {
+        self.dead[worker].load(Ordering::Acquire)
+    }
+
+    /// Marks `worker` dead and fails its invocations in flight (abandoned ones are freed).
+    /// Calls `failed` with each failed id; returns false if the worker was already dead or
+    /// does not exist.
+    pub(super) fn fail_worker(&self, worker: usize, mut failed: impl FnMut(u32)) -> bool {
+        if worker >= self.workers() || self.dead[worker].swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let base = worker as u32 * self.per_worker;
+        for id in base..base + self.per_worker {
+            let cell = &self.cells[id as usize];
+            let mut cur = cell.load(Ordering::SeqCst);
+            loop {
+                let next = match cur & 0xff {
+                    IN_FLIGHT => FAILED,
+                    ABANDONED => FREE,
+                    _ => break,
+                };
+                match cell.compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(_) => {
+                        if next == FAILED {
+                            failed(id);
+                        }
+                        break;
+                    }
+                    Err(now) => cur = now,
+                }
+            }
+        }
+        true
+    }
+
+    /// Registers a waiter for a free slot; true if one is free already (then the caller need
+    /// not sleep). Pairs with [`Slots::release`]: a slot freed after this call finds the count
+    /// raised, one freed before it is seen here.
+    pub(super) fn wait_for_free(&self) -> bool {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        (0..self.workers()).any(|w| {
+            !self.dead[w].load(Ordering::SeqCst) && {
+                let base = w * self.per_worker as usize;
+                self.cells[base..base + self.per_worker as usize]
+                    .iter()
+                    .any(|c| c.load(Ordering::SeqCst) == FREE)
+            }
+        })
+    }
+
+    /// The registered waiters were all woken (call with the waiters' list locked).
+    pub(super) fn waiters_woken(&self) {
+        self.waiting.store(0, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn words_round_trip_every_state() {
+        for s in [
+            Slot::Free,
+            Slot::InFlight,
+            Slot::Done(0, 0),
+            Slot::Done(0xff, u32::MAX),
+            Slot::Done(3, 12345),
+            Slot::Abandoned,
+            Slot::Failed,
+        ] {
+            assert_eq!(Slot::from_word(s.word()), s);
+        }
+    }
+
+    #[test]
+    fn claims_spread_over_workers_until_busy_then_release_frees() {
+        let s = Slots::new(2, 2);
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            match s.claim() {
+                Claim::Got { worker, id } => got.push((worker, id)),
+                other => panic!("expected a slot, got {other:?}"),
+            }
+        }
+        // Alternating workers, each id once, each in its worker's range.
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [0, 1, 0, 1]);
+        let mut ids: Vec<u32> = got.iter().map(|g| g.1).collect();
+        ids.sort();
+        assert_eq!(ids, [0, 1, 2, 3]);
+        assert!(got.iter().all(|&(w, id)| id / 2 == w as u32));
+        assert_eq!(s.claim(), Claim::Busy);
+        assert!(!s.wait_for_free());
+        assert!(s.release(got[2].1), "a waiter is registered");
+        s.waiters_woken();
+        assert_eq!(
+            s.claim(),
+            Claim::Got {
+                worker: got[2].0,
+                id: got[2].1
+            }
+        );
+    }
+
+    #[test]
+    fn dead_workers_fail_in_flight_free_abandoned_and_are_skipped() {
+        let s = Slots::new(2, 2);
+        // Worker 0: slot 0 in flight, slot 1 abandoned.
+        assert_eq!(s.claim(), Claim::Got { worker: 0, id: 0 });
+        assert_eq!(s.claim(), Claim::Got { worker: 1, id: 2 });
+        assert_eq!(s.claim(), Claim::Got { worker: 0, id: 1 });
+        s.transition(1, Slot::InFlight, Slot::Abandoned).unwrap();
+        let mut failed = Vec::new();
+        assert!(s.fail_worker(0, |id| failed.push(id)));
+        assert!(!s.fail_worker(0, |_| panic!("already dead")));
+        assert!(!s.fail_worker(7, |_| panic!("no such worker")));
+        assert_eq!(failed, [0]);
+        assert_eq!(s.get(0), Slot::Failed);
+        assert_eq!(s.get(1), Slot::Free);
+        assert_eq!(s.get(2), Slot::InFlight);
+        // Only worker 1's last slot is left.
+        assert_eq!(s.claim(), Claim::Got { worker: 1, id: 3 });
+        assert_eq!(s.claim(), Claim::Busy);
+        let _ = s.release(3);
+        assert!(s.fail_worker(1, |_| {}));
+        assert_eq!(s.claim(), Claim::AllDead);
+    }
+
+    #[test]
+    fn answers_and_abandonment_race_to_one_outcome() {
+        let s = Slots::new(1, 1);
+        assert!(matches!(s.claim(), Claim::Got { .. }));
+        s.transition(0, Slot::InFlight, Slot::Done(1, 8)).unwrap();
+        assert_eq!(
+            s.transition(0, Slot::InFlight, Slot::Abandoned),
+            Err(Slot::Done(1, 8))
+        );
+    }
+
+    /// Claims racing with the worker's death: a claim that succeeds while the worker dies is
+    /// failed by the death's scan (none is left in flight on a dead worker, unseen).
+    #[test]
+    fn no_claim_survives_unseen_on_a_dead_worker() {
+        let mut raced = 0;
+        for round in 0..2000 {
+            let s = Arc::new(Slots::new(1, 1));
+            let claimer = {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    loop {
+                        match s.claim() {
+                            // Claimed while the worker was dying: keep it for the check.
+                            Claim::Got { id, .. } if s.is_dead(0) => return Some(id),
+                            Claim::Got { id, .. } => {
+                                let _ = s.release(id);
+                            }
+                            Claim::Busy | Claim::AllDead => return None,
+                        }
+                    }
+                })
+            };
+            for _ in 0..(round % 64) * 16 {
+                std::hint::spin_loop();
+            }
+            let mut failed = Vec::new();
+            assert!(s.fail_worker(0, |id| failed.push(id)));
+            if let Some(id) = claimer.join().unwrap() {
+                raced += 1;
+                assert_eq!(s.get(id), Slot::Failed, "round {round}");
+                assert_eq!(failed, [id]);
+            }
+            assert_eq!(s.claim(), Claim::AllDead);
+        }
+        eprintln!("{raced} of 2000 rounds claimed a slot as its worker died");
+    }
+}
