@@ -278,7 +278,7 @@ pub fn serve_session(
         });
     }
     stream.set_read_timeout(None).map_err(TransportError::Io)?;
-    Ok(run_workers(lib, &mut workers, cfg))
+    Ok(run_workers(lib, &workers, cfg))
 }
 
 /// Serves one client on `control` (TCP) until it disconnects. Data connections, one per
@@ -376,7 +376,7 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     });
-    let stats = run_workers(lib, &mut workers, cfg);
+    let stats = run_workers(lib, &workers, cfg);
     drop(workers);
     let _ = watcher.join();
     Ok(stats)
@@ -467,13 +467,13 @@ struct Worker<E, Q> {
 
 fn run_workers<E: Endpoint, Q: Queue>(
     lib: &Arc<FunctionLibrary>,
-    workers: &mut [Worker<E, Q>],
+    workers: &[Worker<E, Q>],
     cfg: &WorkerConfig,
 ) -> WorkerStats {
     let mut total = WorkerStats::default();
     std::thread::scope(|s| {
         let handles: Vec<_> = workers
-            .iter_mut()
+            .iter()
             .enumerate()
             .map(|(i, w)| {
                 let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
@@ -481,8 +481,8 @@ fn run_workers<E: Endpoint, Q: Queue>(
                     let published = &PROGRESS.workers[i % MAX_WORKERS];
                     run_worker(
                         lib,
-                        &mut w.ep,
-                        &mut Polling::new(&mut w.cq),
+                        &w.ep,
+                        &*w.cq,
                         (&w.input, w.output.as_deref()),
                         cfg,
                         cpu,
@@ -557,41 +557,10 @@ const POLLS_PER_CHECK: u32 = 256;
 /// While always hot, yield the core after this much idle polling.
 const YIELD_EVERY: Duration = Duration::from_millis(1);
 
-/// A worker's hold on its completion queue: exclusive (polled without the queue's own
-/// serialization) when nothing else shares it.
-enum Polling<'a, Q> {
-    Exclusive(&'a mut Q),
-    Shared(&'a Q),
-}
-
-impl<'a, Q: Queue> Polling<'a, Q> {
-    fn new(cq: &'a mut Arc<Q>) -> Self {
-        if Arc::get_mut(cq).is_some() {
-            Polling::Exclusive(Arc::get_mut(cq).expect("unique, checked just above"))
-        } else {
-            Polling::Shared(cq)
-        }
-    }
-
-    fn poll(&mut self) -> Result<Option<Completion>, TransportError> {
-        match self {
-            Polling::Exclusive(q) => q.poll_exclusive(),
-            Polling::Shared(q) => q.poll(),
-        }
-    }
-
-    fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
-        match self {
-            Polling::Exclusive(q) => q.wait(timeout),
-            Polling::Shared(q) => q.wait(timeout),
-        }
-    }
-}
-
-fn run_worker<E: Endpoint, Q: Queue>(
+fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
     lib: &FunctionLibrary,
-    ep: &mut E,
-    cq: &mut Polling<'_, Q>,
+    ep: &E,
+    cq: &Q,
     (input, output): (&Region, Option<&Region>),
     cfg: &WorkerConfig,
     cpu: Option<usize>,
@@ -673,9 +642,6 @@ fn run_worker<E: Endpoint, Q: Queue>(
             }
         };
         let Some(c) = completion else { continue };
-        // Fetch the line our answer goes to while the function runs (the client reads it as it
-        // polls, so it sits in the client's cache until then).
-        ep.prefetch_send();
         match handle(lib, ep, input, output, cfg, c) {
             Ok(Some(status)) => {
                 stats.invocations += 1;
@@ -747,7 +713,7 @@ impl TickClock {
 /// Answers one invocation. `Ok(None)`: the completion named no slot, nothing to answer.
 fn handle<E: Endpoint>(
     lib: &FunctionLibrary,
-    ep: &mut E,
+    ep: &E,
     input: &Region,
     output: Option<&Region>,
     cfg: &WorkerConfig,
@@ -781,13 +747,6 @@ fn handle<E: Endpoint>(
         Ok(None) if cap <= slot_size => output.map(|o| o.as_ptr().wrapping_add(slot_off)),
         _ => None,
     };
-    if let Some(target) = target
-        && cap > 0
-    {
-        // The output's first line, likewise (the client read it when it decoded its previous
-        // result from this area).
-        rfaas::sys::prefetch_write(target);
-    }
     let Some(target) = target else {
         // Nowhere to write a result: answer with the status alone.
         send(
@@ -838,7 +797,7 @@ fn handle<E: Endpoint>(
 
 /// Delivers a response: a signal for output already in place, or a write from staging.
 fn send<E: Endpoint>(
-    ep: &mut E,
+    ep: &E,
     staged: bool,
     slot_off: usize,
     result_off: usize,
@@ -850,6 +809,6 @@ fn send<E: Endpoint>(
         let result_off = if len == 0 { 0 } else { result_off };
         ep.write_with_imm(OUTPUT_REGION, slot_off, len, RESULT_REGION, result_off, imm)
     } else {
-        ep.signal_exclusive(imm, len)
+        ep.signal(imm, len)
     }
 }

@@ -209,17 +209,6 @@ pub trait Endpoint: Send + Sync {
     ) -> Result<Option<*mut u8>, TransportError>;
     /// Delivers `(imm, len)` for bytes placed through [`Endpoint::window`].
     fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError>;
-    /// Hints that a send on this endpoint follows shortly (a worker calls it as a request
-    /// arrives, before running the function): shared memory fetches the line of its next
-    /// completion entry for writing meanwhile, so the answer does not wait for it. No effect
-    /// elsewhere.
-    fn prefetch_send(&self) {}
-    /// [`Endpoint::signal`] by the endpoint's only user (`&mut`: no other thread sends on it
-    /// meanwhile), so the fabric may skip serializing concurrent senders, like a verbs queue
-    /// pair in a single-threaded domain.
-    fn signal_exclusive(&mut self, imm: u32, len: usize) -> Result<(), TransportError> {
-        self.signal(imm, len)
-    }
     /// Most bytes [`Endpoint::write_inline`] takes; 0 when the fabric has no inline writes.
     fn max_inline(&self) -> usize {
         0
@@ -246,11 +235,6 @@ pub trait Endpoint: Send + Sync {
 pub trait Queue: Send + Sync {
     /// The next completion, without blocking.
     fn poll(&self) -> Result<Option<Completion>, TransportError>;
-    /// [`Queue::poll`] by the queue's only consumer (`&mut`: nobody else polls or waits on it
-    /// meanwhile), so the queue may skip serializing concurrent pollers.
-    fn poll_exclusive(&mut self) -> Result<Option<Completion>, TransportError> {
-        self.poll()
-    }
     /// The next completion, sleeping up to `timeout`; a hung-up peer is an error, once.
     fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError>;
     /// Wakes the threads sleeping in [`Queue::wait`] (they may return `None` early).

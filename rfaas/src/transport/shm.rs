@@ -674,44 +674,10 @@ impl ShmEndpoint {
         }
     }
 
-    /// Under the send lock: [`ShmEndpoint::stamp`]s the entry; then rings the peer's doorbell
-    /// if it sleeps.
+    /// Under the send lock: checks for room, runs `copy` (the data copy; given the entry's
+    /// inline area), stamps the entry with `place` (0, or an inline destination); then rings the
+    /// peer's doorbell if it sleeps.
     fn push(
-        &self,
-        imm: u32,
-        len: usize,
-        place: u32,
-        copy: impl FnOnce(*mut u8),
-    ) -> Result<(), TransportError> {
-        let ring = &self.send;
-        spin_lock(&ring.lock);
-        let result = self.stamp(imm, len, place, copy);
-        ring.lock.store(false, Ordering::Release);
-        if result.is_ok() {
-            self.peer_bell.ring_after_seqcst();
-        }
-        result
-    }
-
-    /// [`ShmEndpoint::push`] by the endpoint's only user (no lock).
-    fn push_exclusive(
-        &mut self,
-        imm: u32,
-        len: usize,
-        place: u32,
-        copy: impl FnOnce(*mut u8),
-    ) -> Result<(), TransportError> {
-        let result = self.stamp(imm, len, place, copy);
-        if result.is_ok() {
-            self.peer_bell.ring_after_seqcst();
-        }
-        result
-    }
-
-    /// Checks for room, runs `copy` (the data copy; given the entry's inline area) and stamps
-    /// the entry with `place` (0, or an inline destination). Call with the send lock held, or
-    /// as the endpoint's only user.
-    fn stamp(
         &self,
         imm: u32,
         len: usize,
@@ -721,29 +687,37 @@ impl ShmEndpoint {
         let len = u32::try_from(len)
             .map_err(|_| TransportError::Protocol("write larger than 4 GiB".into()))?;
         let ring = &self.send;
-        let tail = ring.tail.load(Ordering::Relaxed);
-        if tail.wrapping_sub(ring.cached_head.load(Ordering::Relaxed)) >= RING_CAPACITY {
-            let head = ring.view.head().load(Ordering::Acquire);
-            let used = tail.wrapping_sub(head);
-            if used > RING_CAPACITY {
-                return Err(TransportError::Protocol(format!(
-                    "peer reported an impossible queue head ({used} in use)"
-                )));
+        spin_lock(&ring.lock);
+        let result = (|| {
+            let tail = ring.tail.load(Ordering::Relaxed);
+            if tail.wrapping_sub(ring.cached_head.load(Ordering::Relaxed)) >= RING_CAPACITY {
+                let head = ring.view.head().load(Ordering::Acquire);
+                let used = tail.wrapping_sub(head);
+                if used > RING_CAPACITY {
+                    return Err(TransportError::Protocol(format!(
+                        "peer reported an impossible queue head ({used} in use)"
+                    )));
+                }
+                ring.cached_head.store(head, Ordering::Relaxed);
+                if used == RING_CAPACITY {
+                    return Err(TransportError::QueueFull);
+                }
             }
-            ring.cached_head.store(head, Ordering::Relaxed);
-            if used == RING_CAPACITY {
-                return Err(TransportError::QueueFull);
-            }
+            let e = ring.view.entry(tail);
+            copy(e.data);
+            e.imm.store(imm, Ordering::Relaxed);
+            e.len.store(len, Ordering::Relaxed);
+            e.place.store(place, Ordering::Relaxed);
+            // SeqCst (a locked exchange on x86) so the doorbell check below needs no fence.
+            e.seq.swap(tail.wrapping_add(1), Ordering::SeqCst);
+            ring.tail.store(tail.wrapping_add(1), Ordering::Relaxed);
+            Ok(())
+        })();
+        ring.lock.store(false, Ordering::Release);
+        if result.is_ok() {
+            self.peer_bell.ring_after_seqcst();
         }
-        let e = ring.view.entry(tail);
-        copy(e.data);
-        e.imm.store(imm, Ordering::Relaxed);
-        e.len.store(len, Ordering::Relaxed);
-        e.place.store(place, Ordering::Relaxed);
-        // SeqCst (a locked exchange on x86) so the doorbell check after it needs no fence.
-        e.seq.swap(tail.wrapping_add(1), Ordering::SeqCst);
-        ring.tail.store(tail.wrapping_add(1), Ordering::Relaxed);
-        Ok(())
+        result
     }
 
     /// Descriptors the peer sent (its regions), kept open for the endpoint's life.
@@ -787,15 +761,6 @@ impl super::Endpoint for ShmEndpoint {
     fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError> {
         ShmEndpoint::signal(self, imm, len)
     }
-    fn prefetch_send(&self) {
-        // The entry the next push stamps (another sender may take it first: only a hint).
-        let entry = self.send.view.entry(self.send.tail.load(Ordering::Relaxed));
-        sys::prefetch_write(entry.seq.as_ptr().cast());
-    }
-    fn signal_exclusive(&mut self, imm: u32, len: usize) -> Result<(), TransportError> {
-        // `&mut self`: no other sender can hold the send lock.
-        self.push_exclusive(imm, len, 0, |_| {})
-    }
     fn max_inline(&self) -> usize {
         MAX_INLINE
     }
@@ -813,13 +778,6 @@ impl super::Endpoint for ShmEndpoint {
 impl super::Queue for CompletionQueue {
     fn poll(&self) -> Result<Option<Completion>, TransportError> {
         CompletionQueue::poll(self)
-    }
-    fn poll_exclusive(&mut self) -> Result<Option<Completion>, TransportError> {
-        // `&mut self`: no other poller (nor `attach`) can hold the poll flag.
-        if !self.any_ready() {
-            return Ok(None);
-        }
-        self.poll_locked()
     }
     fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
         CompletionQueue::wait(self, timeout)

@@ -309,58 +309,6 @@ fn inline_writes_land_like_any_write<F: Fabric>() {
     assert_eq!(read(&b.regions[0], 8, 56), vec![0; 56]);
 }
 
-/// The `&mut` fast paths: `signal_exclusive` delivers like `signal` on fabrics with a window
-/// (and is refused like it elsewhere); `poll_exclusive` takes completions in order like `poll`,
-/// across the ring's wrap; `prefetch_send` hints change nothing.
-fn exclusive_paths_deliver_like_shared_ones<F: Fabric>() {
-    let (mut a, mut b) = F::pair(&[(1, 64)], &[(2, 4096)]);
-    let windowed = a.ep.window(2, 0, 8).expect("window in bounds").is_some();
-    if !windowed {
-        assert!(
-            a.ep.signal_exclusive(1, 0).is_err(),
-            "{}: refused like signal",
-            F::name()
-        );
-    }
-    let mut exclusive_polls = 0;
-    for i in 0..600u32 {
-        let off = (i as usize % 512) * 8;
-        let data = (u64::from(i) * 0x0101_0101_0101).to_le_bytes();
-        a.ep.prefetch_send();
-        if windowed {
-            let ptr = a.ep.window(2, off, 8).expect("window").expect("windowed");
-            // SAFETY: 8 in-bounds bytes of the peer's live region, read only after the signal.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, 8) };
-            a.ep.signal_exclusive(i, 8).expect("signal_exclusive");
-        } else {
-            a.regions[0].write(0, &data).expect("local write");
-            a.ep.write_with_imm(1, 0, 8, 2, off, i)
-                .expect("write_with_imm");
-        }
-        // Every other completion through the exclusive poll, when nothing else shares the queue.
-        let c = match Arc::get_mut(&mut b.cq) {
-            Some(q) if i % 2 == 0 => {
-                exclusive_polls += 1;
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    if let Some(c) = q.poll_exclusive().expect("poll_exclusive") {
-                        break c;
-                    }
-                    assert!(Instant::now() < deadline, "no completion {i}");
-                    std::thread::yield_now();
-                }
-            }
-            _ => next(&*b.cq),
-        };
-        assert_eq!((c.imm, c.len), (i, 8), "{}", F::name());
-        assert_eq!(read(&b.regions[0], off, 8), data, "{}", F::name());
-    }
-    if F::name() == "shm" {
-        // The worker's case: a queue nobody else holds is polled exclusively.
-        assert_eq!(exclusive_polls, 300);
-    }
-}
-
 fn interrupt_wakes_a_waiter<F: Fabric>() {
     let (_a, b) = F::pair(&[(1, 64)], &[(2, 64)]);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -547,7 +495,6 @@ mod shm {
         reports_a_peer_that_hangs_up,
         zero_copy_window_then_signal,
         inline_writes_land_like_any_write,
-        exclusive_paths_deliver_like_shared_ones,
         interrupt_wakes_a_waiter,
         send_all_then_receive_both_ways,
     );
@@ -573,7 +520,6 @@ mod verbs {
         reports_a_peer_that_hangs_up,
         zero_copy_window_then_signal,
         inline_writes_land_like_any_write,
-        exclusive_paths_deliver_like_shared_ones,
         interrupt_wakes_a_waiter,
         send_all_then_receive_both_ways,
     );
@@ -589,7 +535,6 @@ mod tcp {
         reports_a_peer_that_hangs_up,
         zero_copy_window_then_signal,
         inline_writes_land_like_any_write,
-        exclusive_paths_deliver_like_shared_ones,
         interrupt_wakes_a_waiter,
         send_all_then_receive_both_ways,
     );
