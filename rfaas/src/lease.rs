@@ -1028,13 +1028,13 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
 
     fn abandon(&mut self) {
         if let Some(id) = self.id {
+            // Our waker goes first: once the slot is marked abandoned, the answer may free it
+            // and a new invocation may register its own waker there.
+            self.forget_waker(id);
             let inner = self.inner();
             match inner.slot.transition(id, Slot::InFlight, Slot::Abandoned) {
                 // The answer frees the slot when it comes.
-                Ok(()) => {
-                    self.forget_waker(id);
-                    self.id = None;
-                }
+                Ok(()) => self.id = None,
                 Err(Slot::Done(..) | Slot::Failed) => self.finish(id),
                 Err(_) => self.id = None,
             }
