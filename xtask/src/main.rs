@@ -159,7 +159,10 @@ fn bench(quick: bool, args: &[String]) -> Result<()> {
     };
     let sizes = ["--sizes", all_sizes];
     let invoke_args: Vec<&str> = if args.is_empty() {
-        sizes.to_vec()
+        // A full run measures each case five times and keeps the median round: one round is
+        // one sample of a machine whose speed shifts within seconds.
+        let rounds: &[&str] = if quick { &[] } else { &["--rounds", "5"] };
+        sizes.iter().chain(rounds).copied().collect()
     } else {
         args.iter().map(String::as_str).collect()
     };

@@ -154,6 +154,10 @@ impl Run {
             "met": v["met"],
             "drift": v["drift"],
         }));
+        // `invoke --rounds`: every round's ratio (the record is the median round).
+        if let (Some(rounds), Some(last)) = (v.get("round_ratios"), self.records.last_mut()) {
+            last["round_ratios"] = rounds.clone();
+        }
         // A stricter baseline beside the target's (TCP: busy-polling sockets), when measured.
         let strict = v["strict_baseline_mode"]
             .as_str()
@@ -619,6 +623,19 @@ impl Run {
                         ratio(&r["ratio"]),
                     ),
                 };
+                // With several rounds: the median round's ratio, then the range over all.
+                let ratios = match r["round_ratios"].as_array() {
+                    Some(all) if all.len() > 1 => {
+                        let all: Vec<f64> = all.iter().filter_map(Value::as_f64).collect();
+                        let (lo, hi) = all
+                            .iter()
+                            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+                                (lo.min(x), hi.max(x))
+                            });
+                        format!("{ratios} ({lo:.2}–{hi:.2} over {} rounds)", all.len())
+                    }
+                    _ => ratios,
+                };
                 let _ = writeln!(
                     md,
                     "| {series} | {size} | {} | {} | {against} | {ratios} |",
@@ -1078,6 +1095,34 @@ mod tests {
         assert!(
             headline.contains("| cold `echo` 8 B: lease request to first result | 4100 µs (5100 µs) | cold `noop` 4000 µs | 1.02x |"),
             "{headline}"
+        );
+    }
+
+    #[test]
+    fn several_rounds_show_the_median_round_and_the_range() {
+        let mut run = Run::new(true);
+        let row = r#"{"mode":"hot","call":"noop","size":0,"rfaas":{"iterations":10,"median_ns":178.0,"p99_ns":250.0,"min_ns":150.0,"mean_ns":180.0},"baseline_mode":"spin","baseline_size":8,"baseline_median_ns":100.0,"baseline_p99_ns":140.0,"ratio":1.78,"target_ratio":1.5,"met":false,"drift":1.05,"round_ratios":[1.9,1.71,1.78,2.0,1.75]}"#;
+        run.add("invoke", row).expect("add");
+        assert_eq!(
+            run.records[0]["round_ratios"].as_array().map(Vec::len),
+            Some(5)
+        );
+        let md = run.markdown(&[]);
+        assert!(
+            md.contains("| rfaas-hot-noop | — | 0.18 µs | 0.25 µs | raw-spin | 1.78x (1.71–2.00 over 5 rounds) |"),
+            "{md}"
+        );
+        // One round (no `round_ratios`): the ratio alone.
+        let mut run = Run::new(true);
+        run.add(
+            "invoke",
+            &row.replace(r#","round_ratios":[1.9,1.71,1.78,2.0,1.75]"#, ""),
+        )
+        .expect("add");
+        assert!(
+            run.markdown(&[]).contains("| raw-spin | 1.78x |"),
+            "{}",
+            run.markdown(&[])
         );
     }
 

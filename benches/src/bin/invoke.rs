@@ -134,6 +134,11 @@ struct Args {
     /// CPU the executor's worker (and the baseline's server) is pinned to.
     #[arg(long, default_value_t = 1)]
     server_cpu: usize,
+    /// Measure each case this many times, each time between baseline runs of its own, and
+    /// report the round with the median ratio, every round's ratio beside it (the machine's
+    /// speed shifts within seconds, so one round is one sample).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
 }
 
 fn main() -> Result<()> {
@@ -147,27 +152,45 @@ fn main() -> Result<()> {
         }
         let mut awaited = Vec::new();
         for (call, size) in setup.cases(mode) {
-            // Each case between two baseline runs of its size, with an executor of its own: the
-            // machine's speed drifts, and the baseline cannot share the server core with a
-            // spinning worker.
             let base_size = size.max(NOOP_BASELINE_SIZE);
-            let before = setup.baseline(mode, base_size)?;
-            let strict_before = mode
-                .strict_baseline()
-                .map(|m| setup.baseline_of(m, base_size))
-                .transpose()?;
-            let case = {
-                let executor = setup.start_executor(mode)?;
-                setup.on_client_cpu(|| setup.measure_case(&executor.address, mode, call, size))?
-            };
-            let strict_after = mode
-                .strict_baseline()
-                .map(|m| setup.baseline_of(m, base_size))
-                .transpose()?;
-            let after = setup.baseline(mode, base_size)?;
-            let strict = strict_before.as_ref().zip(strict_after.as_ref());
-            out.compare(&case.row, base_size, (&before, &after), strict)?;
-            awaited.extend(case.awaited);
+            let mut rounds = Vec::new();
+            for _ in 0..args.rounds {
+                // Each case between two baseline runs of its size, with an executor of its own:
+                // the machine's speed drifts, and the baseline cannot share the server core with
+                // a spinning worker.
+                let before = setup.baseline(mode, base_size)?;
+                let strict_before = mode
+                    .strict_baseline()
+                    .map(|m| setup.baseline_of(m, base_size))
+                    .transpose()?;
+                let case = {
+                    let executor = setup.start_executor(mode)?;
+                    setup
+                        .on_client_cpu(|| setup.measure_case(&executor.address, mode, call, size))?
+                };
+                let strict_after = mode
+                    .strict_baseline()
+                    .map(|m| setup.baseline_of(m, base_size))
+                    .transpose()?;
+                let after = setup.baseline(mode, base_size)?;
+                rounds.push(Round {
+                    case,
+                    before,
+                    after,
+                    strict: strict_before.zip(strict_after),
+                });
+            }
+            let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
+            let round = rounds.swap_remove(median_index(&ratios));
+            let strict = round.strict.as_ref().map(|(b, a)| (b, a));
+            out.compare(
+                &round.case.row,
+                base_size,
+                (&round.before, &round.after),
+                strict,
+                &ratios,
+            )?;
+            awaited.extend(round.case.awaited);
         }
         for awaited in &awaited {
             out.awaited(awaited)?;
@@ -678,6 +701,29 @@ struct Awaited {
     block_on: Summary,
 }
 
+/// One measurement of a case between its baseline runs.
+struct Round {
+    case: CaseResult,
+    before: Summary,
+    after: Summary,
+    /// The stricter baseline's runs before and after, where the mode has one.
+    strict: Option<(Summary, Summary)>,
+}
+
+impl Round {
+    /// rfaas median / the mean of the baseline medians around it.
+    fn ratio(&self) -> f64 {
+        self.case.row.summary.median_ns / ((self.before.median_ns + self.after.median_ns) / 2.0)
+    }
+}
+
+/// Index of the median of `values` (non-empty; the lower middle one of an even count).
+fn median_index(values: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    order[(order.len().max(1) - 1) / 2]
+}
+
 /// What one case measured.
 struct CaseResult {
     row: Measured,
@@ -1040,6 +1086,10 @@ struct CompareRow<'a> {
     strict_baseline_p99_ns: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     strict_ratio: Option<f64>,
+    /// With `--rounds` above 1: every round's ratio, in the order measured (the row is the
+    /// round with the median ratio).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    round_ratios: Option<&'a [f64]>,
 }
 
 /// A `--json` line comparing a hot case through `.await` with the same through `wait()`.
@@ -1142,6 +1192,7 @@ impl Output {
         base_size: usize,
         (before, after): (&Summary, &Summary),
         strict: Option<(&Summary, &Summary)>,
+        rounds: &[f64],
     ) -> Result<()> {
         let strict = strict.map(|(b, a)| {
             let median = (b.median_ns + a.median_ns) / 2.0;
@@ -1198,10 +1249,11 @@ impl Output {
                 strict_baseline_median_ns: strict.map(|s| s.0),
                 strict_baseline_p99_ns: strict.map(|s| s.1),
                 strict_ratio: strict.map(|s| s.2),
+                round_ratios: (rounds.len() > 1).then_some(rounds),
             });
         }
         self.line(format_args!(
-            "{:<5} {:<8} {:>7} {:>6} {:>9.3} {:>9.3} | {:<5} {:>9.3} {:>9.3} {:>5.2} | {:>6.2} {:<9} {}{}{}",
+            "{:<5} {:<8} {:>7} {:>6} {:>9.3} {:>9.3} | {:<5} {:>9.3} {:>9.3} {:>5.2} | {:>6.2} {:<9} {}{}{}{}",
             row.mode.name(),
             row.call.name(),
             size_label(row.call, row.size),
@@ -1223,6 +1275,12 @@ impl Output {
                     us(p99)
                 ),
                 _ => String::new(),
+            },
+            if rounds.len() > 1 {
+                let all: Vec<String> = rounds.iter().map(|r| format!("{r:.2}")).collect();
+                format!(" | rounds {}", all.join(" "))
+            } else {
+                String::new()
             }
         ))
     }
@@ -1296,5 +1354,19 @@ impl Output {
             ))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_index;
+
+    #[test]
+    fn the_reported_round_is_the_median_one() {
+        assert_eq!(median_index(&[2.0]), 0);
+        assert_eq!(median_index(&[3.0, 1.0, 2.0]), 2);
+        // Sorted 1.7 (1), 1.8 (3), 1.9 (0), 2.3 (2): the lower middle one.
+        assert_eq!(median_index(&[1.9, 1.7, 2.3, 1.8]), 3);
+        assert_eq!(median_index(&[1.8, 1.8, 1.8]), 1);
     }
 }
