@@ -703,8 +703,14 @@ impl Inner {
             // The owner may sleep: its waker was stored before it last looked at the slot,
             // under the lock taken here after the transition.
             Ok(()) => self.wake_owner(id),
-            // Its owner gave up: nobody else touches the slot (a dead worker's are cleared).
-            Err(Slot::Abandoned) => self.free_slot(id),
+            // Its owner gave up: the answer frees the slot, once (a duplicate that raced this
+            // one to the queue finds it free or reused, and is a violation).
+            Err(Slot::Abandoned) => match self.slot.reclaim(id) {
+                Some(waiting) => self.after_free(waiting),
+                None => {
+                    self.violations.fetch_add(1, Ordering::Relaxed);
+                }
+            },
             Err(_) => {
                 self.violations.fetch_add(1, Ordering::Relaxed);
             }

@@ -145,6 +145,16 @@ impl Slots {
         self.waiting.load(Ordering::SeqCst) > 0
     }
 
+    /// Frees slot `id` if its owner abandoned it (its answer came); `None` if it was not
+    /// abandoned (a duplicate answer: the slot may already serve another invocation). Else,
+    /// like [`Slots::release`], whether tasks wait for a free slot.
+    pub(super) fn reclaim(&self, id: u32) -> Option<bool> {
+        self.cells[id as usize]
+            .compare_exchange(ABANDONED, FREE, Ordering::SeqCst, Ordering::Relaxed)
+            .ok()?;
+        Some(self.waiting.load(Ordering::SeqCst) > 0)
+    }
+
     /// Moves `id` from `from` to `to`; the state found otherwise.
     pub(super) fn transition(&self, id: u32, from: Slot, to: Slot) -> Result<(), Slot> {
         self.cells[id as usize]
@@ -193,19 +203,27 @@ impl Slots {
         true
     }
 
-    /// Registers a waiter for a free slot; true if one is free already (then the caller need
-    /// not sleep). Pairs with [`Slots::release`]: a slot freed after this call finds the count
-    /// raised, one freed before it is seen here.
+    /// Registers a waiter for a free slot; true if one is free already, or every worker is
+    /// dead (then the caller need not sleep: its next claim says so). Pairs with
+    /// [`Slots::release`]: a slot freed after this call finds the count raised, one freed
+    /// before it is seen here.
     pub(super) fn wait_for_free(&self) -> bool {
         self.waiting.fetch_add(1, Ordering::SeqCst);
-        (0..self.workers()).any(|w| {
-            !self.dead[w].load(Ordering::SeqCst) && {
-                let base = w * self.per_worker as usize;
-                self.cells[base..base + self.per_worker as usize]
-                    .iter()
-                    .any(|c| c.load(Ordering::SeqCst) == FREE)
+        let mut all_dead = true;
+        for w in 0..self.workers() {
+            if self.dead[w].load(Ordering::SeqCst) {
+                continue;
             }
-        })
+            all_dead = false;
+            let base = w * self.per_worker as usize;
+            if self.cells[base..base + self.per_worker as usize]
+                .iter()
+                .any(|c| c.load(Ordering::SeqCst) == FREE)
+            {
+                return true;
+            }
+        }
+        all_dead
     }
 
     /// The registered waiters were all woken (call with the waiters' list locked).
@@ -285,6 +303,8 @@ mod tests {
         let _ = s.release(3);
         assert!(s.fail_worker(1, |_| {}));
         assert_eq!(s.claim(), Claim::AllDead);
+        // A task waiting for a slot need not sleep: its next claim learns that all are dead.
+        assert!(s.wait_for_free());
     }
 
     #[test]
@@ -296,6 +316,21 @@ mod tests {
             s.transition(0, Slot::InFlight, Slot::Abandoned),
             Err(Slot::Done(1, 8))
         );
+    }
+
+    /// An abandoned slot is freed by its answer once; a duplicate answer frees nothing, even
+    /// after the slot went to another invocation.
+    #[test]
+    fn a_duplicate_answer_frees_nothing() {
+        let s = Slots::new(1, 1);
+        assert!(matches!(s.claim(), Claim::Got { .. }));
+        s.transition(0, Slot::InFlight, Slot::Abandoned).unwrap();
+        assert_eq!(s.reclaim(0), Some(false));
+        assert_eq!(s.get(0), Slot::Free);
+        assert!(matches!(s.claim(), Claim::Got { .. }));
+        assert_eq!(s.reclaim(0), None);
+        assert_eq!(s.get(0), Slot::InFlight);
+        assert_eq!(s.claim(), Claim::Busy);
     }
 
     /// Claims racing with the worker's death: a claim that succeeds while the worker dies is
