@@ -715,8 +715,10 @@ impl Inner {
                 self.violations.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.dispatched.fetch_add(1, Ordering::Release);
-        if self.blocked.load(Ordering::Acquire) > 0 {
+        // Pairs with `block`: a thread that counts as blocked after our increment sees the
+        // count moved; one that counted before it is interrupted.
+        self.dispatched.fetch_add(1, Ordering::SeqCst);
+        if self.blocked.load(Ordering::SeqCst) > 0 {
             self.cq.interrupt();
         }
     }
@@ -759,6 +761,10 @@ impl Inner {
         for waker in waiters {
             waker.wake();
         }
+        // And threads blocked in `wait()` for a slot (see `block`).
+        if self.blocked.load(Ordering::SeqCst) > 0 {
+            self.cq.interrupt();
+        }
     }
 
     /// Marks a worker dead and fails its invocations.
@@ -774,15 +780,23 @@ impl Inner {
             self.wake_owner(id);
         }
         self.wake_slot_waiters();
-        self.dispatched.fetch_add(1, Ordering::Release);
+        self.dispatched.fetch_add(1, Ordering::SeqCst);
         self.cq.interrupt();
     }
 
-    /// Sleeps on the completion queue for up to `timeout`, handling what arrives.
-    fn block(&self, timeout: Duration) -> Result<(), Error> {
-        self.blocked.fetch_add(1, Ordering::AcqRel);
-        let got = self.cq.wait(timeout);
-        self.blocked.fetch_sub(1, Ordering::AcqRel);
+    /// Sleeps on the completion queue for up to `timeout`, handling what arrives, unless
+    /// `ready()` holds once this thread counts as blocked. Whoever makes it true later (a
+    /// dispatch of someone else's completion, a freed slot) sees the count and interrupts the
+    /// queue, which `wait_since` notices even if it happened before the sleep began.
+    fn block(&self, timeout: Duration, ready: impl Fn() -> bool) -> Result<(), Error> {
+        let epoch = self.cq.epoch();
+        self.blocked.fetch_add(1, Ordering::SeqCst);
+        let got = if ready() {
+            Ok(None)
+        } else {
+            self.cq.wait_since(epoch, timeout)
+        };
+        self.blocked.fetch_sub(1, Ordering::SeqCst);
         match got {
             Ok(Some(c)) => {
                 self.dispatch(c.endpoint, c.imm, c.len);
@@ -812,7 +826,7 @@ impl Inner {
                     return;
                 }
             }
-            if let Err(e) = self.block(LIVENESS_TICK) {
+            if let Err(e) = self.block(LIVENESS_TICK, || false) {
                 tracing::warn!(error = %e, "lease progress thread");
                 std::thread::sleep(LIVENESS_TICK);
             }
@@ -989,7 +1003,11 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             if self.expired() {
                 return Err(Error::Timeout(self.timeout.unwrap_or_default()));
             }
-            inner.block(LIVENESS_TICK)?;
+            let left = self.deadline.map_or(LIVENESS_TICK, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(LIVENESS_TICK)
+            });
+            inner.block(left, || inner.slot.wait_for_free())?;
         }
         let mut spin_start: Option<Instant> = None;
         let mut polls = 0u32;
@@ -1008,7 +1026,10 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                         d.saturating_duration_since(Instant::now())
                             .min(LIVENESS_TICK)
                     });
-                    inner.block(left)?;
+                    // Someone else may take our answer off the queue (futures on other
+                    // threads): then the dispatch count moves.
+                    let seen = self.seen;
+                    inner.block(left, || inner.dispatched.load(Ordering::SeqCst) != seen)?;
                     spin_start = None;
                 }
             }

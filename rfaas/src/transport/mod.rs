@@ -237,6 +237,17 @@ pub trait Queue: Send + Sync {
     fn poll(&self) -> Result<Option<Completion>, TransportError>;
     /// The next completion, sleeping up to `timeout`; a hung-up peer is an error, once.
     fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError>;
+    /// A count that [`Queue::interrupt`] moves (arriving completions may move it too). Read
+    /// it, make a last check of what the caller waits for, then sleep with
+    /// [`Queue::wait_since`]: an interrupt between the check and the sleep is not lost.
+    fn epoch(&self) -> u64;
+    /// [`Queue::wait`], but returning early (with what a poll finds, or `None`) once the
+    /// epoch is no longer `epoch`, even if it moved before this call.
+    fn wait_since(
+        &self,
+        epoch: u64,
+        timeout: Duration,
+    ) -> Result<Option<Completion>, TransportError>;
     /// Wakes the threads sleeping in [`Queue::wait`] (they may return `None` early).
     fn interrupt(&self);
 }

@@ -185,10 +185,14 @@ impl Doorbell {
         }
     }
 
-    /// Wakes the owner if it sleeps, after stores that were not SeqCst (a fence orders them).
-    fn ring(&self) {
-        fence(Ordering::SeqCst);
-        self.ring_after_seqcst();
+    /// Moves the sequence number (so that a waiter that read it before, and has not slept
+    /// yet, does not sleep) and wakes the sleepers: an interrupt. The increment (a locked
+    /// read-modify-write) orders the caller's earlier stores before the sleeper count's load.
+    fn interrupt(&self) {
+        self.seq().fetch_add(1, Ordering::SeqCst);
+        if self.sleepers().load(Ordering::SeqCst) != 0 {
+            sys::futex_wake(self.seq(), i32::MAX);
+        }
     }
 }
 
@@ -340,6 +344,24 @@ impl CompletionQueue {
     /// is reported as [`TransportError::PeerGone`] (once), after its pending completions.
     /// May return `None` early when [`CompletionQueue::interrupt`] is called.
     pub fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
+        self.wait_since(self.epoch(), timeout)
+    }
+
+    /// The doorbell's sequence number: moved by [`CompletionQueue::interrupt`], and by
+    /// completions pushed while someone sleeps.
+    pub fn epoch(&self) -> u64 {
+        u64::from(self.doorbell.seq().load(Ordering::SeqCst))
+    }
+
+    /// [`CompletionQueue::wait`], returning early once the doorbell has moved from `epoch`
+    /// (read with [`CompletionQueue::epoch`] before the caller's last check).
+    pub fn wait_since(
+        &self,
+        epoch: u64,
+        timeout: Duration,
+    ) -> Result<Option<Completion>, TransportError> {
+        // The doorbell word is 32 bits: the epoch is its value.
+        let seq = epoch as u32;
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(c) = self.poll()? {
@@ -353,7 +375,10 @@ impl CompletionQueue {
                 return Ok(None);
             }
             let bell = &self.doorbell;
-            let seq = bell.seq().load(Ordering::SeqCst);
+            if bell.seq().load(Ordering::SeqCst) != seq {
+                // Rung since the caller's epoch: an interrupt, or a completion.
+                return self.poll();
+            }
             bell.sleepers().fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             let got = self.poll();
@@ -373,7 +398,7 @@ impl CompletionQueue {
     /// Wakes every thread sleeping in [`CompletionQueue::wait`] (they re-check and may return
     /// `None` early). Used when one thread handled a completion another is waiting for.
     pub fn interrupt(&self) {
-        self.doorbell.ring();
+        self.doorbell.interrupt();
     }
 
     /// Number of attached endpoints.
@@ -781,6 +806,16 @@ impl super::Queue for CompletionQueue {
     }
     fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
         CompletionQueue::wait(self, timeout)
+    }
+    fn epoch(&self) -> u64 {
+        CompletionQueue::epoch(self)
+    }
+    fn wait_since(
+        &self,
+        epoch: u64,
+        timeout: Duration,
+    ) -> Result<Option<Completion>, TransportError> {
+        CompletionQueue::wait_since(self, epoch, timeout)
     }
     fn interrupt(&self) {
         CompletionQueue::interrupt(self)

@@ -603,7 +603,18 @@ impl Queue for TcpQueue {
     }
 
     fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
-        let generation = self.wake.generation.load(Ordering::SeqCst);
+        self.wait_since(self.epoch(), timeout)
+    }
+
+    fn epoch(&self) -> u64 {
+        self.wake.generation.load(Ordering::SeqCst)
+    }
+
+    fn wait_since(
+        &self,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<Option<Completion>, TransportError> {
         if let Some(c) = self.poll()? {
             return Ok(Some(c));
         }

@@ -309,6 +309,42 @@ fn inline_writes_land_like_any_write<F: Fabric>() {
     assert_eq!(read(&b.regions[0], 8, 56), vec![0; 56]);
 }
 
+/// An interrupt between reading the epoch and going to sleep is not lost: `wait_since`
+/// returns at once instead of sleeping for the whole timeout.
+fn an_interrupt_before_the_sleep_is_not_lost<F: Fabric>() {
+    let (a, b) = F::pair(&[(1, 64)], &[(2, 64)]);
+    let epoch = b.cq.epoch();
+    b.cq.interrupt();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cq = b.cq.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(cq.wait_since(epoch, Duration::from_secs(3600)));
+    });
+    // A guard against hanging, not a speed bound: a lost interrupt sleeps for the hour.
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(got) => assert!(
+            matches!(got, Ok(None)),
+            "{}: nothing was sent, got {got:?}",
+            F::name()
+        ),
+        Err(_) => panic!(
+            "{}: wait_since slept through an earlier interrupt",
+            F::name()
+        ),
+    }
+    // The epoch moved: a wait from the new one still sees completions.
+    let epoch = b.cq.epoch();
+    a.regions[0].write(0, b"late").expect("write");
+    a.ep.write_with_imm(1, 0, 4, 2, 0, 77)
+        .expect("write_with_imm");
+    let c =
+        b.cq.wait_since(epoch, Duration::from_secs(10))
+            .expect("wait_since")
+            .or_else(|| b.cq.wait(Duration::from_secs(10)).expect("wait"))
+            .expect("a completion within 10 s");
+    assert_eq!((c.imm, c.len), (77, 4), "{}", F::name());
+}
+
 fn interrupt_wakes_a_waiter<F: Fabric>() {
     let (_a, b) = F::pair(&[(1, 64)], &[(2, 64)]);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -496,6 +532,7 @@ mod shm {
         zero_copy_window_then_signal,
         inline_writes_land_like_any_write,
         interrupt_wakes_a_waiter,
+        an_interrupt_before_the_sleep_is_not_lost,
         send_all_then_receive_both_ways,
     );
 }
@@ -521,6 +558,7 @@ mod verbs {
         zero_copy_window_then_signal,
         inline_writes_land_like_any_write,
         interrupt_wakes_a_waiter,
+        an_interrupt_before_the_sleep_is_not_lost,
         send_all_then_receive_both_ways,
     );
 }
@@ -536,6 +574,7 @@ mod tcp {
         zero_copy_window_then_signal,
         inline_writes_land_like_any_write,
         interrupt_wakes_a_waiter,
+        an_interrupt_before_the_sleep_is_not_lost,
         send_all_then_receive_both_ways,
     );
 }

@@ -385,6 +385,21 @@ impl VerbsQueue {
     /// Waits up to `timeout` for a completion, sleeping on the completion channel. A peer that
     /// hangs up is reported as [`TransportError::PeerGone`] (once), after its completions.
     pub fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
+        self.wait_since(self.epoch(), timeout)
+    }
+
+    /// The interrupt count: moved by [`VerbsQueue::interrupt`].
+    pub fn epoch(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// [`VerbsQueue::wait`], returning early once an interrupt moved the count from `epoch`
+    /// (read with [`VerbsQueue::epoch`] before the caller's last check).
+    pub fn wait_since(
+        &self,
+        epoch: u64,
+        timeout: Duration,
+    ) -> Result<Option<Completion>, TransportError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(c) = self.poll()? {
@@ -397,7 +412,9 @@ impl VerbsQueue {
             if now >= deadline {
                 return Ok(None);
             }
-            let generation = self.generation.load(Ordering::Acquire);
+            if self.generation.load(Ordering::SeqCst) != epoch {
+                return self.poll();
+            }
             self.cq.arm()?;
             // A completion that arrived before arming raises no event: look once more.
             if let Some(c) = self.poll()? {
@@ -430,7 +447,7 @@ impl VerbsQueue {
                 // SAFETY: reads at most 8 bytes into `b` from our own non-blocking eventfd.
                 unsafe { libc::read(self.wake.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
             }
-            if self.generation.load(Ordering::Acquire) != generation {
+            if self.generation.load(Ordering::SeqCst) != epoch {
                 return self.poll();
             }
         }
@@ -438,7 +455,7 @@ impl VerbsQueue {
 
     /// Wakes every thread sleeping in [`VerbsQueue::wait`] (they may return `None` early).
     pub fn interrupt(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let one = 1u64.to_ne_bytes();
         // SAFETY: writes 8 bytes from `one` to our own eventfd (non-blocking; a full counter
         // only means sleepers are already being woken).
@@ -452,6 +469,16 @@ impl super::Queue for VerbsQueue {
     }
     fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
         VerbsQueue::wait(self, timeout)
+    }
+    fn epoch(&self) -> u64 {
+        VerbsQueue::epoch(self)
+    }
+    fn wait_since(
+        &self,
+        epoch: u64,
+        timeout: Duration,
+    ) -> Result<Option<Completion>, TransportError> {
+        VerbsQueue::wait_since(self, epoch, timeout)
     }
     fn interrupt(&self) {
         VerbsQueue::interrupt(self)
