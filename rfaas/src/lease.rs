@@ -699,21 +699,24 @@ impl Inner {
         } else {
             Err(Slot::Free)
         };
-        match found {
+        let expected = match found {
             // The owner may sleep: its waker was stored before it last looked at the slot,
             // under the lock taken here after the transition.
-            Ok(()) => self.wake_owner(id),
+            Ok(()) => {
+                self.wake_owner(id);
+                true
+            }
             // Its owner gave up: the answer frees the slot, once (a duplicate that raced this
             // one to the queue finds it free or reused, and is a violation).
-            Err(Slot::Abandoned) => match self.slot.reclaim(id) {
-                Some(waiting) => self.after_free(waiting),
-                None => {
-                    self.violations.fetch_add(1, Ordering::Relaxed);
-                }
-            },
-            Err(_) => {
-                self.violations.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(Slot::Abandoned) => self
+                .slot
+                .reclaim(id)
+                .map(|waiting| self.after_free(waiting))
+                .is_some(),
+            Err(_) => false,
+        };
+        if !expected {
+            self.violations.fetch_add(1, Ordering::Relaxed);
         }
         // Pairs with `block`: a thread that counts as blocked after our increment sees the
         // count moved; one that counted before it is interrupted.
@@ -831,16 +834,15 @@ impl Inner {
                 std::thread::sleep(LIVENESS_TICK);
             }
             // Let parked futures with deadlines (and those waiting for a slot) look again.
-            let mut st = self.lock();
-            for (w, timed) in st.wakers.iter().zip(&st.timed) {
-                if let (Some(w), true) = (w, *timed) {
-                    w.wake_by_ref();
+            {
+                let st = self.lock();
+                for (w, timed) in st.wakers.iter().zip(&st.timed) {
+                    if let (Some(w), true) = (w, *timed) {
+                        w.wake_by_ref();
+                    }
                 }
             }
-            self.slot.waiters_woken();
-            for w in st.slot_waiters.drain(..) {
-                w.wake();
-            }
+            self.wake_slot_waiters();
         }
     }
 }

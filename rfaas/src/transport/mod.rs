@@ -236,7 +236,9 @@ pub trait Queue: Send + Sync {
     /// The next completion, without blocking.
     fn poll(&self) -> Result<Option<Completion>, TransportError>;
     /// The next completion, sleeping up to `timeout`; a hung-up peer is an error, once.
-    fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError>;
+    fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
+        self.wait_since(self.epoch(), timeout)
+    }
     /// A count that [`Queue::interrupt`] moves (arriving completions may move it too). Read
     /// it, make a last check of what the caller waits for, then sleep with
     /// [`Queue::wait_since`]: an interrupt between the check and the sleep is not lost.

@@ -804,9 +804,6 @@ impl super::Queue for CompletionQueue {
     fn poll(&self) -> Result<Option<Completion>, TransportError> {
         CompletionQueue::poll(self)
     }
-    fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
-        CompletionQueue::wait(self, timeout)
-    }
     fn epoch(&self) -> u64 {
         CompletionQueue::epoch(self)
     }

@@ -602,10 +602,6 @@ impl Queue for TcpQueue {
         self.poll_once().map(Event::into_result).transpose()
     }
 
-    fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
-        self.wait_since(self.epoch(), timeout)
-    }
-
     fn epoch(&self) -> u64 {
         self.wake.generation.load(Ordering::SeqCst)
     }

@@ -467,9 +467,6 @@ impl super::Queue for VerbsQueue {
     fn poll(&self) -> Result<Option<Completion>, TransportError> {
         VerbsQueue::poll(self)
     }
-    fn wait(&self, timeout: Duration) -> Result<Option<Completion>, TransportError> {
-        VerbsQueue::wait(self, timeout)
-    }
     fn epoch(&self) -> u64 {
         VerbsQueue::epoch(self)
     }
