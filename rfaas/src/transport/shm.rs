@@ -253,72 +253,61 @@ impl CompletionQueue {
 
     /// Takes the next completion, if any, without blocking. Endpoints are visited round-robin.
     pub fn poll(&self) -> Result<Option<Completion>, TransportError> {
-        // Plain loads first: an idle poll takes no lock.
-        if !self.any_ready() {
-            return Ok(None);
-        }
-        if self
-            .busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return Ok(None);
-        }
-        let r = self.poll_locked();
-        self.busy.store(false, Ordering::Release);
-        r
-    }
-
-    fn any_ready(&self) -> bool {
         let n = self.count.load(Ordering::Acquire);
-        self.rings[..n]
-            .iter()
-            .any(|r| r.get().is_some_and(RecvRing::ready))
-    }
-
-    fn poll_locked(&self) -> Result<Option<Completion>, TransportError> {
-        let n = self.count.load(Ordering::Acquire);
-        if n == 0 {
-            return Ok(None);
-        }
-        // Round-robin without divisions (they cost more than the rest of an idle poll).
-        let mut next = self.next.load(Ordering::Relaxed);
+        // Plain loads first, from where the last poll left off: an idle poll takes no lock, and
+        // the flag is taken for the first ring that looks ready, not for a second full scan.
+        let mut i = self.next.load(Ordering::Relaxed);
         for _ in 0..n {
-            if next >= n {
-                next = 0;
+            if i >= n {
+                i = 0;
             }
-            let i = next;
-            next += 1;
-            let Some(ring) = self.rings[i].get() else {
-                continue;
-            };
-            let head = ring.head.load(Ordering::Relaxed);
-            let e = ring.view.entry(head);
-            // An entry is published when its sequence number is exactly `head + 1`; anything
-            // else (an older lap, garbage from a hostile peer) is simply not ready.
-            if e.seq.load(Ordering::Acquire) != head.wrapping_add(1) {
-                continue;
+            if let Some(ring) = self.rings[i].get()
+                && ring.ready()
+            {
+                if self
+                    .busy
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+                {
+                    return Ok(None);
+                }
+                let r = self.take(ring, i);
+                self.busy.store(false, Ordering::Release);
+                return r;
             }
-            let c = Completion {
-                endpoint: i as u32,
-                imm: e.imm.load(Ordering::Relaxed),
-                len: e.len.load(Ordering::Relaxed),
-            };
-            let place = e.place.load(Ordering::Relaxed);
-            let placed = if place == 0 {
-                Ok(())
-            } else {
-                ring.place_inline(&e, place, c.len)
-            };
-            // Consumed either way: the entry's slot is free again for the producer.
-            let head = head.wrapping_add(1);
-            ring.head.store(head, Ordering::Relaxed);
-            ring.view.head().store(head, Ordering::Release);
-            self.next.store(i + 1, Ordering::Relaxed);
-            placed?;
-            return Ok(Some(c));
+            i += 1;
         }
         Ok(None)
+    }
+
+    /// Under the poll flag: consumes the next entry of `ring` (endpoint `i`), if it is still
+    /// there (another poller may have taken it since we looked).
+    fn take(&self, ring: &RecvRing, i: usize) -> Result<Option<Completion>, TransportError> {
+        let head = ring.head.load(Ordering::Relaxed);
+        let e = ring.view.entry(head);
+        // An entry is published when its sequence number is exactly `head + 1`; anything else
+        // (an older lap, garbage from a hostile peer) is simply not ready.
+        if e.seq.load(Ordering::Acquire) != head.wrapping_add(1) {
+            return Ok(None);
+        }
+        let c = Completion {
+            endpoint: i as u32,
+            imm: e.imm.load(Ordering::Relaxed),
+            len: e.len.load(Ordering::Relaxed),
+        };
+        let place = e.place.load(Ordering::Relaxed);
+        let placed = if place == 0 {
+            Ok(())
+        } else {
+            ring.place_inline(&e, place, c.len)
+        };
+        // Consumed either way: the entry's slot is free again for the producer.
+        let head = head.wrapping_add(1);
+        ring.head.store(head, Ordering::Relaxed);
+        ring.view.head().store(head, Ordering::Release);
+        self.next.store(i + 1, Ordering::Relaxed);
+        placed?;
+        Ok(Some(c))
     }
 
     /// Returns the first endpoint whose peer hung up and whose ring is drained (marking it so
