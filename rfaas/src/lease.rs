@@ -9,7 +9,7 @@
 
 mod slots;
 
-use slots::{Claim, Slot, Slots};
+use slots::{Claim, Slot, Slots, tagged, untag};
 
 use crate::call::{CallError, EncodeError, Placement, RemoteCall};
 use crate::payload::Payload;
@@ -445,6 +445,7 @@ impl Lease {
             lease: self,
             call: Some(call),
             id: None,
+            round: 0,
             deadline: None,
             timeout: None,
             spins: 0,
@@ -513,8 +514,13 @@ const INLINE_BUF: usize = 64;
 struct InlineBuf([u8; INLINE_BUF]);
 
 enum Submit {
-    /// Sent in slot `id`, with this placement and output capacity.
-    Sent(u32, Placement, u32),
+    /// Sent in slot `id` (in round `round`), with this placement and output capacity.
+    Sent {
+        id: u32,
+        round: u32,
+        placement: Placement,
+        cap: u32,
+    },
     NoSlot,
 }
 
@@ -592,8 +598,8 @@ impl Inner {
                 limit: self.slot_size,
             });
         }
-        let (worker, id) = match self.slot.claim() {
-            Claim::Got { worker, id } => (worker, id),
+        let (worker, id, round) = match self.slot.claim() {
+            Claim::Got { worker, id, round } => (worker, id, round),
             Claim::Busy => return Ok(Submit::NoSlot),
             Claim::AllDead => return Err(Error::ExecutorGone),
         };
@@ -638,7 +644,7 @@ impl Inner {
                 self.slot_size
             };
             let header = InvocationHeader {
-                id: id.into(),
+                id: tagged(id, round).into(),
                 function: function.into(),
                 input_len: (layout.input_len as u32).into(),
                 result_offset: (self.result_offset(id) as u32).into(),
@@ -664,7 +670,12 @@ impl Inner {
             Ok(cap as u32)
         })();
         match sent {
-            Ok(cap) => Ok(Submit::Sent(id, placement, cap)),
+            Ok(cap) => Ok(Submit::Sent {
+                id,
+                round,
+                placement,
+                cap,
+            }),
             Err(e) => {
                 self.free_slot(id);
                 Err(e)
@@ -689,13 +700,14 @@ impl Inner {
     }
 
     fn dispatch(&self, endpoint: u32, imm: u32, len: u32) {
-        let (id, raw) = split_response_imm(imm);
+        let (tag, raw) = split_response_imm(imm);
+        let (id, round) = untag(tag);
         let valid = id < self.total_slots()
             && self.places[id as usize].0 == endpoint
             && len <= self.caps[id as usize].load(Ordering::Acquire);
         let found = if valid {
             self.slot
-                .transition(id, Slot::InFlight, Slot::Done(raw, len))
+                .transition(id, round, Slot::InFlight, Slot::Done(raw, len))
         } else {
             Err(Slot::Free)
         };
@@ -707,10 +719,11 @@ impl Inner {
                 true
             }
             // Its owner gave up: the answer frees the slot, once (a duplicate that raced this
-            // one to the queue finds it free or reused, and is a violation).
+            // one to the queue finds it free or reused, and is a violation). Answers of an
+            // earlier round (late duplicates) find the round moved on and change nothing.
             Err(Slot::Abandoned) => self
                 .slot
-                .reclaim(id)
+                .reclaim(id, round)
                 .map(|waiting| self.after_free(waiting))
                 .is_some(),
             Err(_) => false,
@@ -857,6 +870,8 @@ pub struct Invocation<'l, C: RemoteCall> {
     lease: &'l Lease,
     call: Option<C>,
     id: Option<u32>,
+    /// The round of slot `id` this invocation holds (the executor answers with both).
+    round: u32,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
     spins: u32,
@@ -911,8 +926,14 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         }
         let call = self.call.as_ref().expect("call present until completion");
         match self.inner().submit(call)? {
-            Submit::Sent(id, placement, cap) => {
+            Submit::Sent {
+                id,
+                round,
+                placement,
+                cap,
+            } => {
                 self.id = Some(id);
+                self.round = round;
                 self.placement = placement;
                 self.cap = cap;
                 Ok(true)
@@ -971,9 +992,13 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                 }
                 Err(e) => return Some(Err(e.into())),
             };
-            let (id, raw) = split_response_imm(c.imm);
+            let (tag, raw) = split_response_imm(c.imm);
+            let (id, round) = untag(tag);
             // Our id is valid (we were given it), so the lookup is in bounds.
-            if Some(id) == self.id && c.endpoint == inner.places[id as usize].0 && c.len <= self.cap
+            if Some(id) == self.id
+                && round == self.round
+                && c.endpoint == inner.places[id as usize].0
+                && c.len <= self.cap
             {
                 let result = self.decode(id, raw, c.len);
                 self.finish(id);
@@ -1061,7 +1086,10 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             // and a new invocation may register its own waker there.
             self.forget_waker(id);
             let inner = self.inner();
-            match inner.slot.transition(id, Slot::InFlight, Slot::Abandoned) {
+            match inner
+                .slot
+                .transition(id, self.round, Slot::InFlight, Slot::Abandoned)
+            {
                 // The answer frees the slot when it comes.
                 Ok(()) => self.id = None,
                 Err(Slot::Done(..) | Slot::Failed) => self.finish(id),

@@ -10,6 +10,7 @@ mod manager;
 mod package;
 mod props;
 mod registry;
+mod rogue;
 mod shm;
 mod soak;
 mod tcp;

@@ -6,6 +6,11 @@
 //! alive; [`Slots::fail_worker`] and [`Slots::claim`] agree through sequentially consistent
 //! operations on both sides (a store and a load each), so every claim either sees the worker
 //! dead or is seen by the scan that fails the worker's invocations: none is lost in flight.
+//!
+//! Each slot also counts its uses in an 8-bit *round*, kept in its state word: a claim moves
+//! it on, and an answer counts only for the round it names (the invocation id on the wire
+//! carries it, see [`tagged`]). A late duplicate of an earlier round's answer therefore neither
+//! completes nor frees the slot's current invocation.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -28,25 +33,45 @@ const IN_FLIGHT: u64 = 1;
 const DONE: u64 = 2;
 const ABANDONED: u64 = 3;
 const FAILED: u64 = 4;
+const STATE_MASK: u64 = 0xff;
+/// The round: bits 8 to 15 of a state word.
+const ROUND_MASK: u64 = 0xff << 8;
+/// Bits of an invocation id below its round: the slot index.
+pub(super) const ROUND_SHIFT: u32 = 16;
+
+/// The invocation id that names round `round` of slot `id` on the wire.
+pub(super) fn tagged(id: u32, round: u32) -> u32 {
+    id | (round << ROUND_SHIFT)
+}
+
+/// The slot index and round an invocation id names.
+pub(super) fn untag(tagged: u32) -> (u32, u32) {
+    (tagged & ((1 << ROUND_SHIFT) - 1), tagged >> ROUND_SHIFT)
+}
+
+fn round_of(word: u64) -> u32 {
+    ((word & ROUND_MASK) >> 8) as u32
+}
 
 impl Slot {
-    /// The state word: the tag in the low byte; `Done` keeps its status in the next byte and
-    /// its length in the high half.
-    fn word(self) -> u64 {
-        match self {
+    /// The state word in round `round`: the state in the low byte, the round in the next;
+    /// `Done` keeps its status in the third byte and its length in the high half.
+    fn word(self, round: u32) -> u64 {
+        let state = match self {
             Slot::Free => FREE,
             Slot::InFlight => IN_FLIGHT,
-            Slot::Done(raw, len) => (u64::from(len) << 32) | (u64::from(raw & 0xff) << 8) | DONE,
+            Slot::Done(raw, len) => (u64::from(len) << 32) | (u64::from(raw & 0xff) << 16) | DONE,
             Slot::Abandoned => ABANDONED,
             Slot::Failed => FAILED,
-        }
+        };
+        state | (u64::from(round & 0xff) << 8)
     }
 
     fn from_word(w: u64) -> Slot {
-        match w & 0xff {
+        match w & STATE_MASK {
             FREE => Slot::Free,
             IN_FLIGHT => Slot::InFlight,
-            DONE => Slot::Done(((w >> 8) & 0xff) as u32, (w >> 32) as u32),
+            DONE => Slot::Done(((w >> 16) & 0xff) as u32, (w >> 32) as u32),
             ABANDONED => Slot::Abandoned,
             // Only this module writes the words: FAILED is the one tag left.
             _ => Slot::Failed,
@@ -57,8 +82,8 @@ impl Slot {
 /// What [`Slots::claim`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Claim {
-    /// Slot `id` of `worker`, now in flight.
-    Got { worker: usize, id: u32 },
+    /// Slot `id` of `worker`, now in flight in round `round`.
+    Got { worker: usize, id: u32, round: u32 },
     /// Every live worker's slots are in use.
     Busy,
     /// Every worker is dead.
@@ -106,22 +131,35 @@ impl Slots {
             let base = w as u32 * self.per_worker;
             for id in base..base + self.per_worker {
                 let cell = &self.cells[id as usize];
-                if cell.load(Ordering::Relaxed) != FREE
-                    || cell
-                        .compare_exchange(FREE, IN_FLIGHT, Ordering::SeqCst, Ordering::Relaxed)
-                        .is_err()
+                let free = cell.load(Ordering::Relaxed);
+                if free & STATE_MASK != FREE {
+                    continue;
+                }
+                let round = (round_of(free) + 1) & 0xff;
+                if cell
+                    .compare_exchange(
+                        free,
+                        Slot::InFlight.word(round),
+                        Ordering::SeqCst,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
                 {
                     continue;
                 }
                 // Pairs with `fail_worker`'s store and scan: either we see the worker dead
                 // here, or its scan sees our claim and fails it.
                 if self.dead[w].load(Ordering::SeqCst) {
-                    cell.store(FREE, Ordering::Release);
+                    cell.store(free, Ordering::Release);
                     break;
                 }
                 self.next_worker
                     .store(if w + 1 == n { 0 } else { w + 1 }, Ordering::Relaxed);
-                return Claim::Got { worker: w, id };
+                return Claim::Got {
+                    worker: w,
+                    id,
+                    round,
+                };
             }
         }
         if self.dead.iter().all(|d| d.load(Ordering::Acquire)) {
@@ -139,33 +177,44 @@ impl Slots {
     /// (the caller wakes them).
     #[must_use]
     pub(super) fn release(&self, id: u32) -> bool {
-        // A swap (sequentially consistent) so that the waiter count below is read after the
-        // slot is seen free: pairs with `wait_for_free`.
-        self.cells[id as usize].swap(FREE, Ordering::SeqCst);
+        // A read-modify-write (sequentially consistent) so that the waiter count below is read
+        // after the slot is seen free: pairs with `wait_for_free`. Free keeps the round.
+        self.cells[id as usize].fetch_and(ROUND_MASK, Ordering::SeqCst);
         self.waiting.load(Ordering::SeqCst) > 0
     }
 
-    /// Frees slot `id` if its owner abandoned it (its answer came); `None` if it was not
-    /// abandoned (a duplicate answer: the slot may already serve another invocation). Else,
-    /// like [`Slots::release`], whether tasks wait for a free slot.
-    pub(super) fn reclaim(&self, id: u32) -> Option<bool> {
+    /// Frees slot `id` if its owner abandoned it in `round` (that round's answer came); `None`
+    /// if it was not (a duplicate answer, or one of an earlier round). Else, like
+    /// [`Slots::release`], whether tasks wait for a free slot.
+    pub(super) fn reclaim(&self, id: u32, round: u32) -> Option<bool> {
         self.cells[id as usize]
-            .compare_exchange(ABANDONED, FREE, Ordering::SeqCst, Ordering::Relaxed)
+            .compare_exchange(
+                Slot::Abandoned.word(round),
+                Slot::Free.word(round),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
             .ok()?;
         Some(self.waiting.load(Ordering::SeqCst) > 0)
     }
 
-    /// Moves `id` from `from` to `to`; the state found otherwise.
-    pub(super) fn transition(&self, id: u32, from: Slot, to: Slot) -> Result<(), Slot> {
+    /// Moves `id` from `from` to `to` if it is in round `round`; else the state found (in
+    /// whichever round).
+    pub(super) fn transition(&self, id: u32, round: u32, from: Slot, to: Slot) -> Result<(), Slot> {
         self.cells[id as usize]
-            .compare_exchange(from.word(), to.word(), Ordering::SeqCst, Ordering::Acquire)
+            .compare_exchange(
+                from.word(round),
+                to.word(round),
+                Ordering::SeqCst,
+                Ordering::Acquire,
+            )
             .map(|_| ())
             .map_err(Slot::from_word)
     }
 
     /// Marks a slot of a dead worker unused (it is never claimed again).
     pub(super) fn clear(&self, id: u32) {
-        self.cells[id as usize].store(FREE, Ordering::Release);
+        self.cells[id as usize].fetch_and(ROUND_MASK, Ordering::Release);
     }
 
     pub(super) fn is_dead(&self, worker: usize) -> bool {
@@ -184,14 +233,15 @@ impl Slots {
             let cell = &self.cells[id as usize];
             let mut cur = cell.load(Ordering::SeqCst);
             loop {
-                let next = match cur & 0xff {
-                    IN_FLIGHT => FAILED,
-                    ABANDONED => FREE,
-                    _ => break,
-                };
+                let next = (cur & ROUND_MASK)
+                    | match cur & STATE_MASK {
+                        IN_FLIGHT => FAILED,
+                        ABANDONED => FREE,
+                        _ => break,
+                    };
                 match cell.compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst) {
                     Ok(_) => {
-                        if next == FAILED {
+                        if next & STATE_MASK == FAILED {
                             failed(id);
                         }
                         break;
@@ -218,7 +268,7 @@ impl Slots {
             let base = w * self.per_worker as usize;
             if self.cells[base..base + self.per_worker as usize]
                 .iter()
-                .any(|c| c.load(Ordering::SeqCst) == FREE)
+                .any(|c| c.load(Ordering::SeqCst) & STATE_MASK == FREE)
             {
                 return true;
             }
@@ -248,7 +298,15 @@ mod tests {
             Slot::Abandoned,
             Slot::Failed,
         ] {
-            assert_eq!(Slot::from_word(s.word()), s);
+            for round in [0, 1, 0x80, 0xff] {
+                let w = s.word(round);
+                assert_eq!(Slot::from_word(w), s);
+                assert_eq!(round_of(w), round);
+            }
+        }
+        for (id, round) in [(0, 0), (65535, 255), (7, 3)] {
+            assert_eq!(untag(tagged(id, round)), (id, round));
+            assert!(tagged(id, round) <= crate::wire::MAX_INVOCATION_ID);
         }
     }
 
@@ -258,7 +316,10 @@ mod tests {
         let mut got = Vec::new();
         for _ in 0..4 {
             match s.claim() {
-                Claim::Got { worker, id } => got.push((worker, id)),
+                Claim::Got { worker, id, round } => {
+                    assert_eq!(round, 1, "a fresh slot's first round");
+                    got.push((worker, id))
+                }
                 other => panic!("expected a slot, got {other:?}"),
             }
         }
@@ -276,7 +337,8 @@ mod tests {
             s.claim(),
             Claim::Got {
                 worker: got[2].0,
-                id: got[2].1
+                id: got[2].1,
+                round: 2
             }
         );
     }
@@ -285,10 +347,15 @@ mod tests {
     fn dead_workers_fail_in_flight_free_abandoned_and_are_skipped() {
         let s = Slots::new(2, 2);
         // Worker 0: slot 0 in flight, slot 1 abandoned.
-        assert_eq!(s.claim(), Claim::Got { worker: 0, id: 0 });
-        assert_eq!(s.claim(), Claim::Got { worker: 1, id: 2 });
-        assert_eq!(s.claim(), Claim::Got { worker: 0, id: 1 });
-        s.transition(1, Slot::InFlight, Slot::Abandoned).unwrap();
+        let got = |worker, id| Claim::Got {
+            worker,
+            id,
+            round: 1,
+        };
+        assert_eq!(s.claim(), got(0, 0));
+        assert_eq!(s.claim(), got(1, 2));
+        assert_eq!(s.claim(), got(0, 1));
+        s.transition(1, 1, Slot::InFlight, Slot::Abandoned).unwrap();
         let mut failed = Vec::new();
         assert!(s.fail_worker(0, |id| failed.push(id)));
         assert!(!s.fail_worker(0, |_| panic!("already dead")));
@@ -298,7 +365,7 @@ mod tests {
         assert_eq!(s.get(1), Slot::Free);
         assert_eq!(s.get(2), Slot::InFlight);
         // Only worker 1's last slot is left.
-        assert_eq!(s.claim(), Claim::Got { worker: 1, id: 3 });
+        assert_eq!(s.claim(), got(1, 3));
         assert_eq!(s.claim(), Claim::Busy);
         let _ = s.release(3);
         assert!(s.fail_worker(1, |_| {}));
@@ -310,10 +377,11 @@ mod tests {
     #[test]
     fn answers_and_abandonment_race_to_one_outcome() {
         let s = Slots::new(1, 1);
-        assert!(matches!(s.claim(), Claim::Got { .. }));
-        s.transition(0, Slot::InFlight, Slot::Done(1, 8)).unwrap();
+        assert!(matches!(s.claim(), Claim::Got { round: 1, .. }));
+        s.transition(0, 1, Slot::InFlight, Slot::Done(1, 8))
+            .unwrap();
         assert_eq!(
-            s.transition(0, Slot::InFlight, Slot::Abandoned),
+            s.transition(0, 1, Slot::InFlight, Slot::Abandoned),
             Err(Slot::Done(1, 8))
         );
     }
@@ -323,14 +391,51 @@ mod tests {
     #[test]
     fn a_duplicate_answer_frees_nothing() {
         let s = Slots::new(1, 1);
-        assert!(matches!(s.claim(), Claim::Got { .. }));
-        s.transition(0, Slot::InFlight, Slot::Abandoned).unwrap();
-        assert_eq!(s.reclaim(0), Some(false));
+        assert!(matches!(s.claim(), Claim::Got { round: 1, .. }));
+        s.transition(0, 1, Slot::InFlight, Slot::Abandoned).unwrap();
+        assert_eq!(s.reclaim(0, 1), Some(false));
         assert_eq!(s.get(0), Slot::Free);
-        assert!(matches!(s.claim(), Claim::Got { .. }));
-        assert_eq!(s.reclaim(0), None);
+        assert!(matches!(s.claim(), Claim::Got { round: 2, .. }));
+        assert_eq!(s.reclaim(0, 1), None);
         assert_eq!(s.get(0), Slot::InFlight);
         assert_eq!(s.claim(), Claim::Busy);
+    }
+
+    /// A late answer of an earlier round neither completes nor frees the slot's current
+    /// invocation, whether it is in flight or abandoned; rounds wrap after 255.
+    #[test]
+    fn answers_of_an_earlier_round_change_nothing() {
+        let s = Slots::new(1, 1);
+        assert!(matches!(s.claim(), Claim::Got { round: 1, .. }));
+        let _ = s.release(0);
+        assert!(matches!(s.claim(), Claim::Got { round: 2, .. }));
+        assert_eq!(
+            s.transition(0, 1, Slot::InFlight, Slot::Done(0, 0)),
+            Err(Slot::InFlight)
+        );
+        s.transition(0, 2, Slot::InFlight, Slot::Abandoned).unwrap();
+        assert_eq!(s.reclaim(0, 1), None);
+        assert_eq!(s.get(0), Slot::Abandoned);
+        assert_eq!(s.reclaim(0, 2), Some(false));
+        for round in 3..=255 {
+            assert_eq!(
+                s.claim(),
+                Claim::Got {
+                    worker: 0,
+                    id: 0,
+                    round
+                }
+            );
+            let _ = s.release(0);
+        }
+        assert!(matches!(s.claim(), Claim::Got { round: 0, .. }));
+        // A dead worker's slot keeps its round too.
+        assert!(s.fail_worker(0, |_| {}));
+        assert_eq!(
+            s.transition(0, 255, Slot::Failed, Slot::Free),
+            Err(Slot::Failed)
+        );
+        s.transition(0, 0, Slot::Failed, Slot::Free).unwrap();
     }
 
     /// Claims racing with the worker's death: a claim that succeeds while the worker dies is

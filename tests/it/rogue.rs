@@ -1,0 +1,163 @@
+//! A misbehaving executor speaking the session protocol by hand: answers the client did not
+//! expect must not complete anybody's invocation.
+
+use functions_example as fx;
+use rfaas::transport::Region;
+use rfaas::transport::shm::{CompletionQueue, ShmEndpoint, Side, recv_message, send_message};
+use rfaas::wire::{
+    ABI_VERSION, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, SESSION_PROTOCOL,
+    Status, Verdict, Welcome, response_imm,
+};
+use rfaas::{Lease, RemoteCall};
+use std::os::unix::net::UnixListener;
+use std::sync::mpsc;
+use std::time::Duration;
+use zerocopy::FromBytes;
+
+const SLOT: usize = 4096;
+
+/// The executor's side of one session (one worker, one slot): welcome, hello, verdict, then
+/// the endpoint.
+struct Rogue {
+    ep: ShmEndpoint,
+    cq: std::sync::Arc<CompletionQueue>,
+    input: std::sync::Arc<Region>,
+    _stream: std::os::unix::net::UnixStream,
+}
+
+impl Rogue {
+    fn accept(listener: &UnixListener) -> Rogue {
+        let (stream, _) = listener.accept().expect("accept");
+        let welcome = Welcome {
+            protocol: SESSION_PROTOCOL,
+            abi_version: ABI_VERSION,
+            functions: vec![FunctionInfo {
+                index: 0,
+                name: <fx::noop::Call as RemoteCall>::NAME.to_owned(),
+                fingerprint: <fx::noop::Call as RemoteCall>::FINGERPRINT,
+            }],
+            workers: 1,
+            slots: 1,
+            slot_size: SLOT as u32,
+            data: None,
+        };
+        send_message(&stream, &welcome, &[]).expect("welcome");
+        let (_hello, _): (Hello, _) = recv_message(&stream).expect("hello");
+        send_message(&stream, &Verdict::Accepted, &[]).expect("verdict");
+        let input = std::sync::Arc::new(Region::new(INPUT_REGION, SLOT).expect("region"));
+        let cq = CompletionQueue::new().expect("cq");
+        let ep = ShmEndpoint::connect(&stream, Side::Passive, vec![input.clone()], &cq)
+            .expect("endpoint");
+        Rogue {
+            ep,
+            cq,
+            input,
+            _stream: stream,
+        }
+    }
+
+    /// The next invocation's id (as the client wrote it in the header).
+    fn next_id(&self) -> u32 {
+        let c = loop {
+            match self.cq.wait(Duration::from_secs(10)) {
+                Ok(Some(c)) => break c,
+                Ok(None) => {}
+                Err(e) => panic!("transport error: {e}"),
+            }
+        };
+        assert_eq!(c.imm, 0, "the only slot");
+        let mut raw = [0u8; HEADER_LEN];
+        self.input.read(0, &mut raw).expect("header");
+        InvocationHeader::read_from_bytes(&raw)
+            .expect("header bytes")
+            .id
+            .get()
+    }
+
+    fn answer(&self, id: u32, status: Status) {
+        self.ep.signal(response_imm(id, status), 0).expect("answer");
+    }
+}
+
+/// An invocation is abandoned (timed out), its answer frees the slot, and the next invocation
+/// takes the same slot. The executor then repeats the first answer (with another status)
+/// before the real one: the repeat is counted as a violation and the new invocation gets its
+/// own answer. Before invocation ids carried the slot's round, the repeat completed it.
+#[test]
+fn a_late_duplicate_answer_does_not_complete_the_slots_next_invocation() {
+    let dir = tests::scratch_dir("rogue-duplicate");
+    let path = dir.join("rogue.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let (go, first_may_answer) = mpsc::channel::<()>();
+    let rogue = std::thread::spawn(move || {
+        let r = Rogue::accept(&listener);
+        let first = r.next_id();
+        first_may_answer
+            .recv()
+            .expect("the client gave up on the first");
+        r.answer(first, Status::Ok);
+        let second = r.next_id();
+        assert_ne!(first, second, "a reused slot must get a new invocation id");
+        // The repeat, with a status the real answer does not have, then the real answer.
+        r.answer(first, Status::Panic);
+        r.answer(second, Status::Ok);
+        // Keep the session up until the client is done.
+        let _ = r.cq.wait(Duration::from_secs(10));
+    });
+    let lease = Lease::connect(&path).expect("lease");
+    let first = fx::noop::invoke(&lease)
+        .timeout(Duration::from_millis(50))
+        .wait();
+    assert!(
+        matches!(first, Err(rfaas::Error::Timeout(_))),
+        "the rogue holds the first answer back: {first:?}"
+    );
+    go.send(()).expect("rogue alive");
+    // Waits for the slot (freed by the first answer), then for its own answer.
+    let second = fx::noop::invoke(&lease)
+        .timeout(Duration::from_secs(10))
+        .wait();
+    assert!(
+        second.is_ok(),
+        "the repeat completed the next invocation: {second:?}"
+    );
+    assert_eq!(
+        lease.protocol_violations(),
+        1,
+        "the repeat is one violation"
+    );
+    drop(lease);
+    rogue.join().expect("rogue");
+}
+
+/// The same repeat, for an invocation that was answered normally: it arrives while the slot's
+/// next invocation waits (and polls the queue itself), and must not be taken for its answer.
+#[test]
+fn a_repeated_answer_is_not_taken_for_the_waiting_invocations_own() {
+    let dir = tests::scratch_dir("rogue-repeat");
+    let path = dir.join("rogue.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let rogue = std::thread::spawn(move || {
+        let r = Rogue::accept(&listener);
+        let first = r.next_id();
+        r.answer(first, Status::Ok);
+        let second = r.next_id();
+        r.answer(first, Status::Panic);
+        r.answer(second, Status::Ok);
+        let _ = r.cq.wait(Duration::from_secs(10));
+    });
+    let lease = Lease::connect(&path).expect("lease");
+    for round in 0..2 {
+        let r = fx::noop::invoke(&lease)
+            .timeout(Duration::from_secs(10))
+            .wait();
+        assert!(r.is_ok(), "invocation {round}: {r:?}");
+    }
+    assert_eq!(
+        lease.protocol_violations(),
+        1,
+        "the repeat is one violation"
+    );
+    drop(lease);
+    rogue.join().expect("rogue");
+}
