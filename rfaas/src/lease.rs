@@ -1379,6 +1379,11 @@ struct Geometry {
     input_len: usize,
 }
 
+/// Most workers a lease accepts.
+const MAX_WORKERS: u32 = 256;
+// Every slot index (below `workers * slots`) must fit under an invocation id's round.
+const _: () = assert!(MAX_WORKERS as u64 * RING_CAPACITY as u64 <= 1 << slots::ROUND_SHIFT);
+
 impl Geometry {
     fn check(welcome: &Welcome, options: &LeaseOptions) -> Result<Geometry, Error> {
         if welcome.protocol != SESSION_PROTOCOL || welcome.abi_version != ABI_VERSION {
@@ -1389,7 +1394,7 @@ impl Geometry {
         }
         let (workers, slots, slot_size) = (welcome.workers, welcome.slots, welcome.slot_size);
         if workers == 0
-            || workers > 256
+            || workers > MAX_WORKERS
             || slots == 0
             || slots > RING_CAPACITY
             || slot_size < 128

@@ -97,7 +97,6 @@ fn a_late_duplicate_answer_does_not_complete_the_slots_next_invocation() {
             .expect("the client gave up on the first");
         r.answer(first, Status::Ok);
         let second = r.next_id();
-        assert_ne!(first, second, "a reused slot must get a new invocation id");
         // The repeat, with a status the real answer does not have, then the real answer.
         r.answer(first, Status::Panic);
         r.answer(second, Status::Ok);

@@ -1,6 +1,6 @@
 //! The lease's invocation slots: one state word per invocation id, changed with atomic
-//! operations only, so that a call takes one compare-and-swap to claim its slot and one swap to
-//! free it (a mutex section costs two atomic operations, and a call needed two sections).
+//! operations only, so that a call takes one compare-and-swap to claim its slot and one atomic
+//! `and` to free it (a mutex section costs two atomic operations, and a call needed two sections).
 //!
 //! Ids are `worker * per_worker + slot`. A worker's slots are claimed only while the worker is
 //! alive; [`Slots::fail_worker`] and [`Slots::claim`] agree through sequentially consistent
@@ -10,7 +10,7 @@
 //! Each slot also counts its uses in an 8-bit *round*, kept in its state word: a claim moves
 //! it on, and an answer counts only for the round it names (the invocation id on the wire
 //! carries it, see [`tagged`]). A late duplicate of an earlier round's answer therefore neither
-//! completes nor frees the slot's current invocation.
+//! completes nor frees the slot's current invocation, unless it comes 256 claims later.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 

@@ -271,7 +271,18 @@ impl CompletionQueue {
                 {
                     return Ok(None);
                 }
-                let r = self.take(ring, i);
+                // Another poller may have emptied this ring since: then go on with the others
+                // under the flag, so that no ready ring is passed over.
+                let mut r = self.take(ring, i);
+                for k in 1..n {
+                    if !matches!(r, Ok(None)) {
+                        break;
+                    }
+                    let j = if i + k >= n { i + k - n } else { i + k };
+                    if let Some(ring) = self.rings[j].get() {
+                        r = self.take(ring, j);
+                    }
+                }
                 self.busy.store(false, Ordering::Release);
                 return r;
             }
