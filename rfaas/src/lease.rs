@@ -726,6 +726,19 @@ impl Inner {
                 .reclaim(id, round)
                 .map(|waiting| self.after_free(waiting))
                 .is_some(),
+            // The worker's hang-up was reported while this answer was on its way here (another
+            // thread had taken it off the queue): the answer wins if the owner has not taken
+            // the failure yet.
+            Err(Slot::Failed) => {
+                let won = self
+                    .slot
+                    .transition(id, round, Slot::Failed, Slot::Done(raw, len))
+                    .is_ok();
+                if won {
+                    self.wake_owner(id);
+                }
+                won
+            }
             Err(_) => false,
         };
         if !expected {

@@ -429,13 +429,15 @@ mod tests {
             let _ = s.release(0);
         }
         assert!(matches!(s.claim(), Claim::Got { round: 0, .. }));
-        // A dead worker's slot keeps its round too.
+        // A dead worker's slot keeps its round too: only that round's answer, arriving after
+        // the death was reported, may still complete it.
         assert!(s.fail_worker(0, |_| {}));
         assert_eq!(
-            s.transition(0, 255, Slot::Failed, Slot::Free),
+            s.transition(0, 255, Slot::Failed, Slot::Done(0, 0)),
             Err(Slot::Failed)
         );
-        s.transition(0, 0, Slot::Failed, Slot::Free).unwrap();
+        s.transition(0, 0, Slot::Failed, Slot::Done(0, 0)).unwrap();
+        assert_eq!(s.get(0), Slot::Done(0, 0));
     }
 
     /// Claims racing with the worker's death: a claim that succeeds while the worker dies is
