@@ -79,18 +79,30 @@ impl Rogue {
     }
 }
 
+/// A rogue executor on a fresh socket that runs `script` on its session (then keeps the
+/// session up until the client leaves), and the client's lease to it.
+fn session(
+    name: &str,
+    script: impl FnOnce(&Rogue) + Send + 'static,
+) -> (Lease, std::thread::JoinHandle<()>) {
+    let path = tests::scratch_dir(name).join("rogue.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let rogue = std::thread::spawn(move || {
+        let r = Rogue::accept(&listener);
+        script(&r);
+        let _ = r.cq.wait(Duration::from_secs(10));
+    });
+    (Lease::connect(&path).expect("lease"), rogue)
+}
+
 /// An invocation is abandoned (timed out), its answer frees the slot, and the next invocation
 /// takes the same slot. The executor then repeats the first answer (with another status)
 /// before the real one: the repeat is counted as a violation and the new invocation gets its
 /// own answer. Before invocation ids carried the slot's round, the repeat completed it.
 #[test]
 fn a_late_duplicate_answer_does_not_complete_the_slots_next_invocation() {
-    let dir = tests::scratch_dir("rogue-duplicate");
-    let path = dir.join("rogue.sock");
-    let listener = UnixListener::bind(&path).expect("bind");
     let (go, first_may_answer) = mpsc::channel::<()>();
-    let rogue = std::thread::spawn(move || {
-        let r = Rogue::accept(&listener);
+    let (lease, rogue) = session("rogue-duplicate", move |r| {
         let first = r.next_id();
         first_may_answer
             .recv()
@@ -100,10 +112,7 @@ fn a_late_duplicate_answer_does_not_complete_the_slots_next_invocation() {
         // The repeat, with a status the real answer does not have, then the real answer.
         r.answer(first, Status::Panic);
         r.answer(second, Status::Ok);
-        // Keep the session up until the client is done.
-        let _ = r.cq.wait(Duration::from_secs(10));
     });
-    let lease = Lease::connect(&path).expect("lease");
     let first = fx::noop::invoke(&lease)
         .timeout(Duration::from_millis(50))
         .wait();
@@ -133,19 +142,13 @@ fn a_late_duplicate_answer_does_not_complete_the_slots_next_invocation() {
 /// next invocation waits (and polls the queue itself), and must not be taken for its answer.
 #[test]
 fn a_repeated_answer_is_not_taken_for_the_waiting_invocations_own() {
-    let dir = tests::scratch_dir("rogue-repeat");
-    let path = dir.join("rogue.sock");
-    let listener = UnixListener::bind(&path).expect("bind");
-    let rogue = std::thread::spawn(move || {
-        let r = Rogue::accept(&listener);
+    let (lease, rogue) = session("rogue-repeat", |r| {
         let first = r.next_id();
         r.answer(first, Status::Ok);
         let second = r.next_id();
         r.answer(first, Status::Panic);
         r.answer(second, Status::Ok);
-        let _ = r.cq.wait(Duration::from_secs(10));
     });
-    let lease = Lease::connect(&path).expect("lease");
     for round in 0..2 {
         let r = fx::noop::invoke(&lease)
             .timeout(Duration::from_secs(10))
