@@ -238,8 +238,9 @@ fn main() -> Result<()> {
     }
 }
 
-/// Writes the workers' counts to `path` (aside, then renamed: a reader sees a whole record)
-/// whenever they changed, every 100 ms, for the life of the process.
+/// Writes the workers' counts to `path` (aside in `path` + `.tmp`, then renamed: a reader sees
+/// a whole record; the manager removes both when the lease ends) whenever they changed, every
+/// 100 ms, for the life of the process.
 fn report_progress(path: &Path) {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");

@@ -725,6 +725,9 @@ impl Manager {
         }
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(&stats_file);
+        // The executor writes its counts aside first (`--stats-file`): an executor that ended
+        // between that write and the rename leaves the aside file.
+        let _ = std::fs::remove_file(socket.with_extension("stats.tmp"));
         let entry = LedgerEntry {
             lease_id,
             node_id: self.cfg.node_id.clone(),
