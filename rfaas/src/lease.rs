@@ -932,6 +932,15 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
+    /// How long one sleep of a blocking wait may last: until the deadline, at most a
+    /// liveness tick.
+    fn sleep_budget(&self) -> Duration {
+        self.deadline.map_or(LIVENESS_TICK, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(LIVENESS_TICK)
+        })
+    }
+
     /// Sends the invocation if it has not been sent; `Ok(false)` if no slot is free yet.
     fn try_send(&mut self) -> Result<bool, Error> {
         if self.id.is_some() {
@@ -1043,11 +1052,7 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             if self.expired() {
                 return Err(Error::Timeout(self.timeout.unwrap_or_default()));
             }
-            let left = self.deadline.map_or(LIVENESS_TICK, |d| {
-                d.saturating_duration_since(Instant::now())
-                    .min(LIVENESS_TICK)
-            });
-            inner.block(left, || inner.slot.wait_for_free())?;
+            inner.block(self.sleep_budget(), || inner.slot.wait_for_free())?;
         }
         let mut spin_start: Option<Instant> = None;
         let mut polls = 0u32;
@@ -1062,10 +1067,7 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                     return Err(self.timed_out());
                 }
                 if spin_start.get_or_insert_with(Instant::now).elapsed() >= HOT_SPIN {
-                    let left = self.deadline.map_or(LIVENESS_TICK, |d| {
-                        d.saturating_duration_since(Instant::now())
-                            .min(LIVENESS_TICK)
-                    });
+                    let left = self.sleep_budget();
                     // Someone else may take our answer off the queue (futures on other
                     // threads): then the dispatch count moves.
                     let seen = self.seen;

@@ -271,18 +271,15 @@ impl CompletionQueue {
                 {
                     return Ok(None);
                 }
-                // Another poller may have emptied this ring since: then go on with the others
-                // under the flag, so that no ready ring is passed over.
-                let mut r = self.take(ring, i);
-                for k in 1..n {
-                    if !matches!(r, Ok(None)) {
-                        break;
-                    }
-                    let j = if i + k >= n { i + k - n } else { i + k };
-                    if let Some(ring) = self.rings[j].get() {
-                        r = self.take(ring, j);
-                    }
-                }
+                // From this ring on, under the flag: another poller may have emptied it since,
+                // and then no other ready ring is passed over.
+                let r = (0..n)
+                    .map(|k| if i + k >= n { i + k - n } else { i + k })
+                    .find_map(|j| {
+                        let ring = self.rings[j].get()?;
+                        self.take(ring, j).transpose()
+                    })
+                    .transpose();
                 self.busy.store(false, Ordering::Release);
                 return r;
             }
@@ -713,36 +710,46 @@ impl ShmEndpoint {
             .map_err(|_| TransportError::Protocol("write larger than 4 GiB".into()))?;
         let ring = &self.send;
         spin_lock(&ring.lock);
-        let result = (|| {
-            let tail = ring.tail.load(Ordering::Relaxed);
-            if tail.wrapping_sub(ring.cached_head.load(Ordering::Relaxed)) >= RING_CAPACITY {
-                let head = ring.view.head().load(Ordering::Acquire);
-                let used = tail.wrapping_sub(head);
-                if used > RING_CAPACITY {
-                    return Err(TransportError::Protocol(format!(
-                        "peer reported an impossible queue head ({used} in use)"
-                    )));
-                }
-                ring.cached_head.store(head, Ordering::Relaxed);
-                if used == RING_CAPACITY {
-                    return Err(TransportError::QueueFull);
-                }
-            }
-            let e = ring.view.entry(tail);
-            copy(e.data);
-            e.imm.store(imm, Ordering::Relaxed);
-            e.len.store(len, Ordering::Relaxed);
-            e.place.store(place, Ordering::Relaxed);
-            // SeqCst (a locked exchange on x86) so the doorbell check below needs no fence.
-            e.seq.swap(tail.wrapping_add(1), Ordering::SeqCst);
-            ring.tail.store(tail.wrapping_add(1), Ordering::Relaxed);
-            Ok(())
-        })();
+        let result = self.stamp(imm, len, place, copy);
         ring.lock.store(false, Ordering::Release);
         if result.is_ok() {
             self.peer_bell.ring_after_seqcst();
         }
         result
+    }
+
+    /// [`ShmEndpoint::push`]'s part under the send lock.
+    fn stamp(
+        &self,
+        imm: u32,
+        len: u32,
+        place: u32,
+        copy: impl FnOnce(*mut u8),
+    ) -> Result<(), TransportError> {
+        let ring = &self.send;
+        let tail = ring.tail.load(Ordering::Relaxed);
+        if tail.wrapping_sub(ring.cached_head.load(Ordering::Relaxed)) >= RING_CAPACITY {
+            let head = ring.view.head().load(Ordering::Acquire);
+            let used = tail.wrapping_sub(head);
+            if used > RING_CAPACITY {
+                return Err(TransportError::Protocol(format!(
+                    "peer reported an impossible queue head ({used} in use)"
+                )));
+            }
+            ring.cached_head.store(head, Ordering::Relaxed);
+            if used == RING_CAPACITY {
+                return Err(TransportError::QueueFull);
+            }
+        }
+        let e = ring.view.entry(tail);
+        copy(e.data);
+        e.imm.store(imm, Ordering::Relaxed);
+        e.len.store(len, Ordering::Relaxed);
+        e.place.store(place, Ordering::Relaxed);
+        // SeqCst (a locked exchange on x86) so the doorbell check in `push` needs no fence.
+        e.seq.swap(tail.wrapping_add(1), Ordering::SeqCst);
+        ring.tail.store(tail.wrapping_add(1), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Descriptors the peer sent (its regions), kept open for the endpoint's life.
