@@ -4,7 +4,9 @@
 //! endpoint per worker. Each worker thread is pinned to a core, owns an input region of
 //! `slots` slots, and loops: poll its completion queue while hot, fall back to blocking waits
 //! after the hot timeout, handle an invocation, go hot again. The function's output is written
-//! straight into the client's result region through the endpoint's window.
+//! straight into the client's result region through the endpoint's window, or, when the client
+//! expects a small result, run into the worker's scratch and sent inside the answer's
+//! completion entry.
 
 use crate::FunctionLibrary;
 use rfaas::Status;
@@ -14,9 +16,9 @@ use rfaas::transport::{
     Completion, Endpoint, LIVENESS_TICK, Queue, Region, TransportError, recv_json, send_json,
 };
 use rfaas::wire::{
-    ABI_VERSION, Attach, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader,
-    MAX_INVOCATION_ID, OUTPUT_REGION, RESULT_REGION, SESSION_PROTOCOL, Verdict, Welcome,
-    response_imm, token_matches,
+    ABI_VERSION, Attach, FLAG_SMALL_RESULT, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION,
+    InvocationHeader, KNOWN_FLAGS, MAX_INVOCATION_ID, OUTPUT_REGION, RESULT_REGION,
+    SESSION_PROTOCOL, Verdict, Welcome, response_imm, token_matches,
 };
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -572,6 +574,14 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
         tracing::warn!(cpu, error = %e, "cannot pin worker");
     }
     let mut stats = WorkerStats::default();
+    // Where small results are run before they travel inline (fabrics with a window); 8-byte
+    // aligned, a slot long, allocated (and zeroed lazily by the kernel) once per worker of a
+    // session, so it only ever holds this client's bytes.
+    let mut scratch = if output.is_none() {
+        vec![0u64; (cfg.slot_size as usize).div_ceil(8)]
+    } else {
+        Vec::new()
+    };
     let mut hot = cfg.hot_timeout != HotTimeout::Never;
     // Accounting in cheap ticks: one read after the poll (on the critical path) and one after
     // the answer; `Instant` only off the critical path.
@@ -642,7 +652,7 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
             }
         };
         let Some(c) = completion else { continue };
-        match handle(lib, ep, input, output, cfg, c) {
+        match handle(lib, ep, (input, output), &mut scratch, cfg, c) {
             Ok(Some(status)) => {
                 stats.invocations += 1;
                 stats.ok += u64::from(status == Status::Ok);
@@ -711,11 +721,14 @@ impl TickClock {
 }
 
 /// Answers one invocation. `Ok(None)`: the completion named no slot, nothing to answer.
+///
+/// `scratch` (8-byte aligned, empty when `output` stages results) is where a result the
+/// client flagged small is produced before it travels inline.
 fn handle<E: Endpoint>(
     lib: &FunctionLibrary,
     ep: &E,
-    input: &Region,
-    output: Option<&Region>,
+    (input, output): (&Region, Option<&Region>),
+    scratch: &mut [u64],
     cfg: &WorkerConfig,
     c: Completion,
 ) -> Result<Option<Status>, TransportError> {
@@ -742,7 +755,15 @@ fn handle<E: Endpoint>(
     );
     // Where the output goes: straight into the client's result area (shared memory), or into
     // our staging slot, sent with one write afterwards (TCP; at most a slot).
-    let target = match ep.window(RESULT_REGION, off, cap) {
+    // A result the client expects small is produced in our scratch and sent inline (one cache
+    // line for the client to read, not two), if the fabric has inline writes and it fits.
+    let inline = header.flags.get() & FLAG_SMALL_RESULT != 0
+        && output.is_none()
+        && ep.max_inline() > 0
+        && cap <= size_of_val(scratch);
+    let window = ep.window(RESULT_REGION, off, cap);
+    let target = match window {
+        Ok(Some(_)) if inline => Some(scratch.as_mut_ptr().cast::<u8>()),
         Ok(Some(window)) => Some(window),
         Ok(None) if cap <= slot_size => output.map(|o| o.as_ptr().wrapping_add(slot_off)),
         _ => None,
@@ -760,7 +781,7 @@ fn handle<E: Endpoint>(
         return Ok(Some(Status::BadCall));
     };
     let input_len = header.input_len.get() as usize;
-    let (status, len) = if header.flags.get() != 0 {
+    let (status, len) = if header.flags.get() & !KNOWN_FLAGS != 0 {
         (Status::BadCall, 0)
     } else if input_len > slot_size - HEADER_LEN {
         (Status::InputTooLarge, 0)
@@ -774,8 +795,9 @@ fn handle<E: Endpoint>(
         let args = unsafe {
             std::slice::from_raw_parts(input.as_ptr().add(slot_off + HEADER_LEN), input_len)
         };
-        // `target` is either the client's result area (bounds checked by `ep.window`, another
-        // memory file than our input region) or our own staging slot (`cap <= slot_size`).
+        // `target` is the client's result area (bounds checked by `ep.window`, another memory
+        // file than our input region), our own staging slot (`cap <= slot_size`) or our
+        // scratch (`cap` bytes of it, checked above; not shared memory).
         // SAFETY: `cap` writable bytes that nothing else touches while this invocation is in
         // flight, not overlapping `args`.
         let out = unsafe { std::slice::from_raw_parts_mut(target, cap) };
@@ -784,6 +806,23 @@ fn handle<E: Endpoint>(
             Err(e) => (e.status(), 0),
         }
     };
+    if inline && let Ok(Some(window)) = window {
+        // SAFETY: the function wrote `len <= cap` bytes of `scratch` (the trampoline contract,
+        // checked by `invoke`); `cap <= size_of_val(scratch)`. Our memory, nothing else holds it.
+        let bytes = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), len) };
+        let imm = response_imm(id, status);
+        if len <= ep.max_inline() {
+            // Inside the completion entry (the fabric places it in the result area).
+            ep.write_inline(bytes, RESULT_REGION, off, imm)?;
+        } else {
+            // A longer output (an error message): into the result area, as without the flag.
+            // SAFETY: `window` holds `cap >= len` bytes of the client's result area (bounds
+            // checked by `ep.window`), another memory file than `scratch`.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), window, len) };
+            ep.signal(imm, len)?;
+        }
+        return Ok(Some(status));
+    }
     send(
         ep,
         output.is_some(),

@@ -21,8 +21,9 @@ use crate::transport::{
     Endpoint, LIVENESS_TICK, Queue, Region, TransportError, recv_json, send_json,
 };
 use crate::wire::{
-    ABI_VERSION, Attach, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader,
-    RESULT_REGION, SEND_REGION, SESSION_PROTOCOL, Status, Verdict, Welcome, split_response_imm,
+    ABI_VERSION, Attach, FLAG_SMALL_RESULT, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION,
+    InvocationHeader, RESULT_REGION, SEND_REGION, SESSION_PROTOCOL, Status, Verdict, Welcome,
+    split_response_imm,
 };
 use std::future::Future;
 use std::marker::PhantomData;
@@ -643,13 +644,17 @@ impl Inner {
             } else {
                 self.slot_size
             };
+            // A small result (not written in place) may come back inside the completion entry.
+            let small_result = !encoded.in_place
+                && encoded.output_len > 0
+                && encoded.output_len <= ep.max_inline();
             let header = InvocationHeader {
                 id: tagged(id, round).into(),
                 function: function.into(),
                 input_len: (layout.input_len as u32).into(),
                 result_offset: (self.result_offset(id) as u32).into(),
                 result_cap: (cap as u32).into(),
-                flags: 0.into(),
+                flags: if small_result { FLAG_SMALL_RESULT } else { 0 }.into(),
             };
             bytes[..HEADER_LEN].copy_from_slice(header.as_bytes());
             self.caps[id as usize].store(cap as u32, Ordering::Release);

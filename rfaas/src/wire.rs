@@ -171,9 +171,19 @@ pub struct InvocationHeader {
     pub result_offset: U32,
     /// Bytes available in the result area.
     pub result_cap: U32,
-    /// Reserved; must be zero.
+    /// [`FLAG_SMALL_RESULT`] or 0; the other bits are reserved and must be zero.
     pub flags: U32,
 }
+
+/// [`InvocationHeader::flags`] bit: the client expects a successful result of at most the
+/// fabric's inline size. A worker that can answer with an inline write (shared memory) then
+/// runs the function into memory of its own and sends the output inside the completion entry,
+/// so the client reads one cache line instead of two; a longer output (an error message) is
+/// copied into the result area as usual. Without the bit the function writes the result area
+/// directly (large outputs are not copied twice).
+pub const FLAG_SMALL_RESULT: u32 = 1;
+/// Every flag a worker understands; a header with another bit set is answered `BadCall`.
+pub const KNOWN_FLAGS: u32 = FLAG_SMALL_RESULT;
 
 /// Size of [`InvocationHeader`]; arguments start here (a multiple of 8).
 pub const HEADER_LEN: usize = size_of::<InvocationHeader>();

@@ -6,8 +6,8 @@ use functions_example as fx;
 use rfaas::transport::Region;
 use rfaas::transport::shm::{CompletionQueue, ShmEndpoint, Side, recv_message, send_message};
 use rfaas::wire::{
-    HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, RESULT_REGION, SESSION_PROTOCOL, Status,
-    Verdict, Welcome, split_response_imm,
+    FLAG_SMALL_RESULT, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, RESULT_REGION,
+    SESSION_PROTOCOL, Status, Verdict, Welcome, split_response_imm,
 };
 use rfaas::{Lease, Placement, RemoteCall};
 use std::os::unix::net::UnixStream;
@@ -22,6 +22,7 @@ struct Raw {
     ep: ShmEndpoint,
     cq: std::sync::Arc<CompletionQueue>,
     welcome: Welcome,
+    result: std::sync::Arc<Region>,
 }
 
 fn connect(exec: &Executor) -> Raw {
@@ -43,12 +44,14 @@ fn connect(exec: &Executor) -> Raw {
     assert_eq!(verdict, Verdict::Accepted);
     let result = std::sync::Arc::new(Region::new(RESULT_REGION, len).expect("region"));
     let cq = CompletionQueue::new().expect("cq");
-    let ep = ShmEndpoint::connect(&stream, Side::Active, vec![result], &cq).expect("endpoint");
+    let ep =
+        ShmEndpoint::connect(&stream, Side::Active, vec![result.clone()], &cq).expect("endpoint");
     Raw {
         _stream: stream,
         ep,
         cq,
         welcome,
+        result,
     }
 }
 
@@ -208,7 +211,7 @@ fn malformed_invocations_get_error_statuses_and_the_executor_keeps_serving() {
         (
             "reserved flags set",
             InvocationHeader {
-                flags: 1.into(),
+                flags: (FLAG_SMALL_RESULT << 1).into(),
                 ..header(10, fault, good.len(), 0, 64)
             },
             good.clone(),
@@ -254,6 +257,83 @@ fn malformed_invocations_get_error_statuses_and_the_executor_keeps_serving() {
             .wait()
             .expect("invocation"),
         5
+    );
+}
+
+/// A header flagged [`FLAG_SMALL_RESULT`]: a result that fits travels inside the completion
+/// entry and one that does not (a longer output) is copied; either way it lands at the result
+/// offset, and bad result areas are refused as without the flag.
+#[test]
+fn small_result_flag_lands_results_in_the_result_area() {
+    let exec = Executor::start(
+        "smallresult",
+        &[
+            "--cores",
+            "1",
+            "--slots",
+            "4",
+            "--slot-size",
+            "4096",
+            "--hot-timeout-us",
+            "1000",
+        ],
+    );
+    let raw = connect(&exec);
+    let flagged = |id, function, input_len, off, cap| InvocationHeader {
+        flags: FLAG_SMALL_RESULT.into(),
+        ..header(id, function, input_len, off, cap)
+    };
+    let region = (raw.welcome.slots as usize * SLOT) as u32;
+    let read = |off: usize, len: usize| {
+        let mut b = vec![0u8; len];
+        raw.result
+            .read(off, &mut b)
+            .expect("read the result region");
+        b
+    };
+    // 8 bytes: inline.
+    let fault = raw.index_of("fault");
+    let args = encoded(&fx::fault::call(0, 0x1122_3344_5566_7788));
+    assert_eq!(
+        raw.send(0, flagged(1, fault, args.len(), 3 * 64, 4096), &args, None),
+        Some((1, Status::Ok, 8))
+    );
+    assert_eq!(read(3 * 64, 8), 0x1122_3344_5566_7788u64.to_le_bytes());
+    // `echo` of 100 bytes: 8 + 100 bytes of output, more than a completion entry holds.
+    let echo = raw.index_of("echo");
+    let input: Vec<u8> = (0..100).map(|i| i as u8 ^ 0x5a).collect();
+    let mut sink = [0u8; 100];
+    let args = encoded(&fx::echo::call(&input, &mut sink));
+    assert_eq!(
+        raw.send(1, flagged(2, echo, args.len(), 1024, 2048), &args, None),
+        Some((2, Status::Ok, 108))
+    );
+    let out = read(1024, 108);
+    assert_eq!(out[..8], 100u64.to_le_bytes(), "echo's count");
+    assert_eq!(out[8..], input[..], "echo's bytes");
+    // A panic: the status and its message (longer than nothing, at most the area).
+    let args = encoded(&fx::fault::call(1, 7));
+    let got = raw.send(2, flagged(3, fault, args.len(), 2048, 1024), &args, None);
+    let (id, status, len) = got.expect("an answer");
+    assert_eq!((id, status), (3, Status::Panic));
+    let message = String::from_utf8(read(2048, len as usize)).expect("utf-8 message");
+    assert!(message.contains("fault injected: value 7"), "{message}");
+    // The result area is checked first, as without the flag.
+    assert_eq!(
+        raw.send(
+            3,
+            flagged(4, fault, args.len(), region - 8, 64),
+            &args,
+            None
+        ),
+        Some((4, Status::BadCall, 0))
+    );
+    // A result area too small for the output.
+    let args = encoded(&fx::echo::call(&input, &mut sink));
+    assert_eq!(
+        raw.send(0, flagged(5, echo, args.len(), 0, 16), &args, None)
+            .map(|(i, s, _)| (i, s)),
+        Some((5, Status::OutputTooSmall))
     );
 }
 
