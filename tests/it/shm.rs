@@ -448,6 +448,22 @@ fn buffers_receive_results_in_place() {
         Err(Error::TooLarge { what: "output", .. }) => {}
         other => panic!("6400 copied output bytes exceed a 4 KiB slot: {other:?}"),
     }
+    // Small and large calls into buffers in turn (a small request travels inside the completion
+    // entry; the output lands in the buffer either way).
+    let mut few = lease.buffer::<u8>(8).expect("buffer");
+    for round in 0..3u8 {
+        let bytes = [round ^ 0x3c; 8];
+        let n = fx::echo::invoke(&lease, &bytes, &mut few)
+            .timeout(T)
+            .wait()
+            .expect("small echo into a buffer");
+        assert_eq!((n, &few[..]), (8, &bytes[..]), "round {round}");
+        let n = fx::echo::invoke(&lease, &input[..3000], &mut out[..3000])
+            .timeout(T)
+            .wait()
+            .expect("large echo into a buffer");
+        assert_eq!((n, &out[..3000]), (3000, &input[..]), "round {round}");
+    }
     let mut wide = lease.buffer::<f64>(1000).expect("buffer");
     let a = vec![1.0f64; 16];
     fx::matmul::invoke(&lease, 4, &a, &a, &mut wide[..16])
@@ -456,7 +472,7 @@ fn buffers_receive_results_in_place() {
         .expect("matmul into a buffer");
     assert!(wide[..16].iter().all(|&v| v == 4.0));
     // Space is returned on drop; an impossible request is a clear error.
-    drop((out, s, c, wide));
+    drop((out, s, c, few, wide));
     let again = lease
         .buffer::<u8>(1 << 20)
         .expect("the whole arena is free again");
