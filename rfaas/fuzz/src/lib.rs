@@ -6,7 +6,9 @@
 pub mod auth;
 pub mod session;
 
-use rfaas::wire::{BUFFER_ALIGN, HEADER_LEN, InvocationHeader, SliceDesc, Status, align_up};
+use rfaas::wire::{
+    BUFFER_ALIGN, HEADER_LEN, InvocationHeader, KNOWN_FLAGS, SliceDesc, Status, align_up,
+};
 use std::cell::Cell;
 use std::ops::Range;
 use std::sync::Once;
@@ -502,7 +504,9 @@ pub fn handling(
     let (off, cap) = (h.result_offset.get() as usize, h.result_cap.get() as usize);
     let refuse = |status| Handling::Refuse { id, status };
     let input_len = h.input_len.get() as usize;
-    if off + cap > result_len || cap > slot_size || h.flags.get() != 0 {
+    // `FLAG_SMALL_RESULT` changes nothing over TCP (the output is staged anyway); other bits
+    // are refused.
+    if off + cap > result_len || cap > slot_size || h.flags.get() & !KNOWN_FLAGS != 0 {
         refuse(Status::BadCall)
     } else if input_len > slot_size - HEADER_LEN {
         refuse(Status::InputTooLarge)
