@@ -113,17 +113,10 @@ fn header(
     }
 }
 
-fn encoded(call: &impl RemoteCall) -> Vec<u8> {
-    let n = call.layout(&Placement::NONE).expect("layout").input_len;
-    let mut b = vec![0u8; n];
-    call.encode(&mut b, &Placement::NONE).expect("encode");
-    b
-}
-
-#[test]
-fn malformed_invocations_get_error_statuses_and_the_executor_keeps_serving() {
-    let exec = Executor::start(
-        "hostile",
+/// An executor with one worker of four 4 KiB slots, hot for a millisecond after each call.
+fn one_worker(name: &str) -> Executor {
+    Executor::start(
+        name,
         &[
             "--cores",
             "1",
@@ -134,7 +127,19 @@ fn malformed_invocations_get_error_statuses_and_the_executor_keeps_serving() {
             "--hot-timeout-us",
             "1000",
         ],
-    );
+    )
+}
+
+fn encoded(call: &impl RemoteCall) -> Vec<u8> {
+    let n = call.layout(&Placement::NONE).expect("layout").input_len;
+    let mut b = vec![0u8; n];
+    call.encode(&mut b, &Placement::NONE).expect("encode");
+    b
+}
+
+#[test]
+fn malformed_invocations_get_error_statuses_and_the_executor_keeps_serving() {
+    let exec = one_worker("hostile");
     let raw = connect(&exec);
     let fault = raw.index_of("fault");
     let echo = raw.index_of("echo");
@@ -265,19 +270,7 @@ fn malformed_invocations_get_error_statuses_and_the_executor_keeps_serving() {
 /// offset, and bad result areas are refused as without the flag.
 #[test]
 fn small_result_flag_lands_results_in_the_result_area() {
-    let exec = Executor::start(
-        "smallresult",
-        &[
-            "--cores",
-            "1",
-            "--slots",
-            "4",
-            "--slot-size",
-            "4096",
-            "--hot-timeout-us",
-            "1000",
-        ],
-    );
+    let exec = one_worker("smallresult");
     let raw = connect(&exec);
     let flagged = |id, function, input_len, off, cap| InvocationHeader {
         flags: FLAG_SMALL_RESULT.into(),
