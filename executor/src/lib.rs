@@ -14,3 +14,13 @@ pub mod worker;
 
 pub use library::{Function, FunctionLibrary, InvokeError, LoadError, Outcome};
 pub use package::{Package, PackageError};
+
+use std::path::{Path, PathBuf};
+
+/// Where a file is written aside before it is renamed over `path` (so that a reader sees whole
+/// records): `path` with `.tmp` appended.
+pub fn aside_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}

@@ -242,9 +242,7 @@ fn main() -> Result<()> {
 /// a whole record; the manager removes both when the lease ends) whenever they changed, every
 /// 100 ms, for the life of the process.
 fn report_progress(path: &Path) {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let tmp = executor::aside_path(path);
     let mut last = None;
     loop {
         let now = executor::worker::PROGRESS.totals();

@@ -365,9 +365,7 @@ fn first_lease_id(ledger: &Path) -> u64 {
 /// Records durably that ids below `end` may be in use (written aside, fsynced, renamed).
 fn reserve_lease_ids(ledger: &Path, end: u64) -> std::io::Result<()> {
     let path = lease_ids_file(ledger);
-    let mut tmp = path.clone().into_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let tmp = crate::aside_path(&path);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(format!("{end}\n").as_bytes())?;
     f.sync_all()?;
@@ -727,7 +725,7 @@ impl Manager {
         let _ = std::fs::remove_file(&stats_file);
         // The executor writes its counts aside first (`--stats-file`): an executor that ended
         // between that write and the rename leaves the aside file.
-        let _ = std::fs::remove_file(socket.with_extension("stats.tmp"));
+        let _ = std::fs::remove_file(crate::aside_path(&stats_file));
         let entry = LedgerEntry {
             lease_id,
             node_id: self.cfg.node_id.clone(),

@@ -143,10 +143,18 @@ impl RecvRing {
         Ok(())
     }
 
+    /// The consumer's head and its entry, if that entry has been published: its sequence
+    /// number is exactly `head + 1` (anything else, an older lap or garbage from a hostile
+    /// peer, is simply not ready).
+    fn published(&self) -> Option<(u32, EntryView<'_>)> {
+        let head = self.head.load(Ordering::Relaxed);
+        let e = self.view.entry(head);
+        (e.seq.load(Ordering::Acquire) == head.wrapping_add(1)).then_some((head, e))
+    }
+
     /// Whether the next entry has been published.
     fn ready(&self) -> bool {
-        let head = self.head.load(Ordering::Relaxed);
-        self.view.entry(head).seq.load(Ordering::Acquire) == head.wrapping_add(1)
+        self.published().is_some()
     }
 }
 
@@ -291,13 +299,9 @@ impl CompletionQueue {
     /// Under the poll flag: consumes the next entry of `ring` (endpoint `i`), if it is still
     /// there (another poller may have taken it since we looked).
     fn take(&self, ring: &RecvRing, i: usize) -> Result<Option<Completion>, TransportError> {
-        let head = ring.head.load(Ordering::Relaxed);
-        let e = ring.view.entry(head);
-        // An entry is published when its sequence number is exactly `head + 1`; anything else
-        // (an older lap, garbage from a hostile peer) is simply not ready.
-        if e.seq.load(Ordering::Acquire) != head.wrapping_add(1) {
+        let Some((head, e)) = ring.published() else {
             return Ok(None);
-        }
+        };
         let c = Completion {
             endpoint: i as u32,
             imm: e.imm.load(Ordering::Relaxed),
