@@ -224,18 +224,46 @@ impl FunctionLibrary {
         input: &[u8],
         output: &mut [u8],
     ) -> Result<Outcome, InvokeError> {
+        let cap = output.len();
+        self.run(index, input, output)
+            .map_err(|refusal| match refusal {
+                Refusal::UnknownFunction => InvokeError::UnknownFunction {
+                    index,
+                    count: self.functions.len(),
+                },
+                Refusal::Misaligned { which } => InvokeError::Misaligned { which },
+                Refusal::Overlap => InvokeError::Overlap,
+                Refusal::UnknownStatus(raw) => InvokeError::Abi(format!("unknown status {raw}")),
+                Refusal::LengthPastBuffer(len) => {
+                    InvokeError::Abi(format!("output length {len} exceeds the {cap}-byte buffer"))
+                }
+            })
+    }
+
+    /// [`FunctionLibrary::invoke`] for a serving loop: a refusal becomes the status the
+    /// executor answers with ([`InvokeError::status`]) and an empty output, so the hot path
+    /// builds no error value (no message to format, nothing to drop).
+    #[inline]
+    pub fn call(&self, index: u32, input: &[u8], output: &mut [u8]) -> Outcome {
+        self.run(index, input, output)
+            .unwrap_or_else(|refusal| Outcome {
+                status: refusal.status(),
+                output_len: 0,
+            })
+    }
+
+    /// The checks and the call both entry points share.
+    #[inline]
+    fn run(&self, index: u32, input: &[u8], output: &mut [u8]) -> Result<Outcome, Refusal> {
         let f = self
             .functions
             .get(index as usize)
-            .ok_or(InvokeError::UnknownFunction {
-                index,
-                count: self.functions.len(),
-            })?;
+            .ok_or(Refusal::UnknownFunction)?;
         if !(input.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN) {
-            return Err(InvokeError::Misaligned { which: "input" });
+            return Err(Refusal::Misaligned { which: "input" });
         }
         if !(output.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN) {
-            return Err(InvokeError::Misaligned { which: "output" });
+            return Err(Refusal::Misaligned { which: "output" });
         }
         let (i0, i1) = (
             input.as_ptr() as usize,
@@ -246,7 +274,7 @@ impl FunctionLibrary {
             output.as_ptr() as usize + output.len(),
         );
         if i0 < o1 && o0 < i1 {
-            return Err(InvokeError::Overlap);
+            return Err(Refusal::Overlap);
         }
         let mut output_len = 0usize;
         // SAFETY: `input` and `output` are live, non-overlapping (checked above) borrows valid
@@ -261,15 +289,35 @@ impl FunctionLibrary {
                 &mut output_len,
             )
         };
-        let status = Status::from_u32(raw)
-            .ok_or_else(|| InvokeError::Abi(format!("unknown status {raw}")))?;
+        let status = Status::from_u32(raw).ok_or(Refusal::UnknownStatus(raw))?;
         if output_len > output.len() {
-            return Err(InvokeError::Abi(format!(
-                "output length {output_len} exceeds the {}-byte buffer",
-                output.len()
-            )));
+            return Err(Refusal::LengthPastBuffer(output_len));
         }
         Ok(Outcome { status, output_len })
+    }
+}
+
+/// Why [`FunctionLibrary::run`] did not produce an outcome: [`InvokeError`] without its
+/// allocated message, small enough to come back in registers.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    UnknownFunction,
+    Misaligned { which: &'static str },
+    Overlap,
+    UnknownStatus(u32),
+    LengthPastBuffer(usize),
+}
+
+impl Refusal {
+    /// The same status as [`InvokeError::status`] of the error it stands for.
+    fn status(self) -> Status {
+        match self {
+            Refusal::UnknownFunction => Status::UnknownFunction,
+            Refusal::Misaligned { .. } => Status::Misaligned,
+            Refusal::Overlap | Refusal::UnknownStatus(_) | Refusal::LengthPastBuffer(_) => {
+                Status::BadCall
+            }
+        }
     }
 }
 

@@ -801,14 +801,12 @@ fn handle<E: Endpoint>(
         // SAFETY: `cap` writable bytes that nothing else touches while this invocation is in
         // flight, not overlapping `args`.
         let out = unsafe { std::slice::from_raw_parts_mut(target, cap) };
-        match lib.invoke(header.function.get(), args, out) {
-            Ok(o) => (o.status, o.output_len),
-            Err(e) => (e.status(), 0),
-        }
+        let o = lib.call(header.function.get(), args, out);
+        (o.status, o.output_len)
     };
     if inline && let Ok(Some(window)) = window {
         // SAFETY: the function wrote `len <= cap` bytes of `scratch` (the trampoline contract,
-        // checked by `invoke`); `cap <= size_of_val(scratch)`. Our memory, nothing else holds it.
+        // checked by `call`); `cap <= size_of_val(scratch)`. Our memory, nothing else holds it.
         let bytes = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), len) };
         let imm = response_imm(id, status);
         if len <= ep.max_inline() {

@@ -1,7 +1,7 @@
 //! Every function of the packaged library, called through encode → trampoline → decode and
 //! compared with calling the Rust function directly; then malformed invocations.
 
-use executor::{FunctionLibrary, InvokeError, Package};
+use executor::{FunctionLibrary, InvokeError, Outcome, Package};
 use functions_example as fx;
 use rfaas::wire::SliceDesc;
 use rfaas::{CallError, Placement, RemoteCall, Status};
@@ -191,7 +191,25 @@ fn raw(name: &str, input: &[u8], output_cap: usize) -> Result<(Status, Vec<u8>),
     let mut inb = AlignedBuf::new(input.len());
     inb.bytes_mut().copy_from_slice(input);
     let mut out = AlignedBuf::new(output_cap);
-    let o = lib().invoke(f.index, inb.bytes(), out.bytes_mut())?;
+    let got = lib().invoke(f.index, inb.bytes(), out.bytes_mut());
+    // The serving loop's entry point agrees: the same outcome and bytes, a refusal as the
+    // status the executor answers it with.
+    let mut served = AlignedBuf::new(output_cap);
+    let c = lib().call(f.index, inb.bytes(), served.bytes_mut());
+    match &got {
+        Ok(o) => {
+            assert_eq!(c, *o, "call and invoke differ on {name}");
+            assert_eq!(served.bytes()[..c.output_len], out.bytes()[..o.output_len]);
+        }
+        Err(e) => assert_eq!(
+            c,
+            Outcome {
+                status: e.status(),
+                output_len: 0
+            }
+        ),
+    }
+    let o = got?;
     Ok((o.status, out.bytes()[..o.output_len].to_vec()))
 }
 
@@ -293,6 +311,29 @@ fn misaligned_buffers_and_unknown_indices_are_refused() {
     let mut shared = AlignedBuf::new(64);
     let (a, b) = shared.bytes_mut().split_at_mut(32);
     assert!(lib.invoke(noop, a, b).is_ok(), "adjacent buffers are fine");
+    // The serving loop's entry point answers the same refusals with their statuses.
+    let refused = |status| Outcome {
+        status,
+        output_len: 0,
+    };
+    assert_eq!(
+        lib.call(noop, &input.bytes()[1..], output.bytes_mut()),
+        refused(Status::Misaligned)
+    );
+    assert_eq!(
+        lib.call(noop, input.bytes(), &mut output.bytes_mut()[3..]),
+        refused(Status::Misaligned)
+    );
+    assert_eq!(
+        lib.call(count as u32, input.bytes(), output.bytes_mut()),
+        refused(Status::UnknownFunction)
+    );
+    let (a, b) = shared.bytes_mut().split_at_mut(32);
+    assert_eq!(
+        lib.call(noop, a, b),
+        refused(Status::Ok),
+        "adjacent buffers"
+    );
 }
 
 #[test]
