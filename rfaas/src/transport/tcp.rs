@@ -222,9 +222,8 @@ impl Conn {
         if rx.ended {
             return None;
         }
-        if rx.body.is_some()
-            && let Some(until) = rx.quiet_until
-        {
+        // Only ever set while a payload is in progress, and nothing else reads the socket.
+        if let Some(until) = rx.quiet_until {
             if Instant::now() < until {
                 return None;
             }
