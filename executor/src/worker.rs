@@ -732,6 +732,10 @@ fn handle<E: Endpoint>(
     cfg: &WorkerConfig,
     c: Completion,
 ) -> Result<Option<Status>, TransportError> {
+    // The answer goes out on this endpoint: let the fabric get ready for it while we check the
+    // request and run the function (on shared memory, the line the client polls is taken for
+    // writing now, not when the answer is published).
+    ep.expect_send();
     let slot_size = cfg.slot_size as usize;
     if c.imm >= cfg.slots || (c.len as usize) < HEADER_LEN || c.len as usize > slot_size {
         tracing::debug!(

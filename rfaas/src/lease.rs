@@ -1062,6 +1062,10 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         let mut spin_start: Option<Instant> = None;
         let mut polls = 0u32;
         loop {
+            // Pause first: the answer cannot be there yet right after the send, and polling its
+            // line at once would take it back from the worker, which readies it for writing
+            // while the function runs (`Endpoint::expect_send`).
+            std::hint::spin_loop();
             if let Some(r) = self.try_complete() {
                 return r;
             }
@@ -1080,7 +1084,6 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                     spin_start = None;
                 }
             }
-            std::hint::spin_loop();
         }
     }
 

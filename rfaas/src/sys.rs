@@ -147,6 +147,39 @@ pub fn futex_wake(word: &AtomicU32, n: i32) {
     }
 }
 
+/// Asks for the cache line holding `word` in a writable state (`PREFETCHW`), without waiting
+/// for it: a write that follows later then does not stall on taking the line from the core
+/// that last read it. A hint only; nothing on CPUs without the instruction (checked once).
+pub fn prefetch_for_write(word: &AtomicU32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        // 0: not checked yet, 1: available, 2: not available.
+        static PRFCHW: AtomicU8 = AtomicU8::new(0);
+        let mut known = PRFCHW.load(Ordering::Relaxed);
+        if known == 0 {
+            // CPUID leaf 0x8000_0001, ECX bit 8: PREFETCHW (AMD "3DNowPrefetch", Intel
+            // "PRFCHW"). The extended leaf exists on every x86-64 CPU.
+            let ecx = core::arch::x86_64::__cpuid(0x8000_0001).ecx;
+            known = if ecx & (1 << 8) != 0 { 1 } else { 2 };
+            PRFCHW.store(known, Ordering::Relaxed);
+        }
+        if known == 1 {
+            // SAFETY: `PREFETCHW` (available: checked above) reads and writes no memory and
+            // cannot fault; `word` is a valid reference anyway.
+            unsafe {
+                std::arch::asm!(
+                    "prefetchw [{}]",
+                    in(reg) word.as_ptr(),
+                    options(nostack, preserves_flags, readonly)
+                );
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = word;
+}
+
 /// Whether the peer of a connected stream socket has hung up (without consuming data).
 pub fn peer_hung_up(fd: BorrowedFd<'_>) -> bool {
     let mut p = libc::pollfd {

@@ -209,6 +209,12 @@ pub trait Endpoint: Send + Sync {
     ) -> Result<Option<*mut u8>, TransportError>;
     /// Delivers `(imm, len)` for bytes placed through [`Endpoint::window`].
     fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError>;
+    /// A hint that this side sends on the endpoint soon (a worker that has just taken an
+    /// invocation off its queue): the fabric may prepare. Shared memory takes the cache line
+    /// of the next completion entry for writing while the function runs, so the answer does
+    /// not wait for it to come over from the peer, which polls that line. Other fabrics do
+    /// nothing.
+    fn expect_send(&self) {}
     /// Most bytes [`Endpoint::write_inline`] takes; 0 when the fabric has no inline writes.
     fn max_inline(&self) -> usize {
         0

@@ -668,6 +668,16 @@ impl ShmEndpoint {
         Ok(m.as_ptr().wrapping_add(offset))
     }
 
+    /// Takes the cache line of the next completion entry for writing, without waiting for it
+    /// (see [`super::Endpoint::expect_send`]). The peer polls that line: a send that follows
+    /// soon after (and the peer leaving the line alone until then) finds it already ours, and
+    /// the write that publishes the entry does not stall on a transfer. A hint: the tail is
+    /// read without the send lock, and a stale one only prefetches another entry.
+    pub fn expect_send(&self) {
+        let ring = &self.send;
+        sys::prefetch_for_write(ring.view.entry(ring.tail.load(Ordering::Relaxed)).seq);
+    }
+
     /// Delivers `(imm, len)` for bytes already placed through [`ShmEndpoint::window`].
     pub fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError> {
         self.push(imm, len, 0, |_| {})
@@ -796,6 +806,9 @@ impl super::Endpoint for ShmEndpoint {
     }
     fn signal(&self, imm: u32, len: usize) -> Result<(), TransportError> {
         ShmEndpoint::signal(self, imm, len)
+    }
+    fn expect_send(&self) {
+        ShmEndpoint::expect_send(self)
     }
     fn max_inline(&self) -> usize {
         MAX_INLINE

@@ -137,10 +137,14 @@ fn keeps_order_and_reports_a_full_queue<F: Fabric>() {
     match F::queue_limit() {
         Limit::Exact(n) => {
             for i in 0..n {
+                // The send hint (a worker gives it before answering) changes nothing delivered,
+                // here or below, where it names an entry the consumer has not taken yet.
+                a.ep.expect_send();
                 a.ep.write_with_imm(1, 0, 8, 2, 0, i)
                     .expect("write within capacity");
             }
             sent = n;
+            a.ep.expect_send();
             assert!(
                 matches!(
                     a.ep.write_with_imm(1, 0, 8, 2, 0, 999_999),
