@@ -7,8 +7,10 @@
 //! result region and signals `id << 8 | status` with the output length. Nothing on this path
 //! allocates.
 
+mod functions;
 mod slots;
 
+use functions::FunctionTable;
 use slots::{Claim, Slot, Slots, tagged, untag};
 
 use crate::call::{CallError, EncodeError, Placement, RemoteCall};
@@ -141,7 +143,7 @@ struct State {
 
 struct Inner {
     control: Control,
-    functions: Vec<FunctionInfo>,
+    functions: FunctionTable,
     workers: Vec<Box<dyn Endpoint>>,
     cq: Arc<dyn Queue>,
     /// Send staging, for fabrics without a window into the executor's memory (TCP).
@@ -379,7 +381,7 @@ impl Lease {
         Lease {
             inner: Arc::new(Inner {
                 control,
-                functions,
+                functions: FunctionTable::new(functions),
                 workers,
                 cq,
                 send,
@@ -404,7 +406,7 @@ impl Lease {
 
     /// The executor's functions.
     pub fn functions(&self) -> &[FunctionInfo] {
-        &self.inner.functions
+        self.inner.functions.list()
     }
 
     /// Number of workers (leased cores).
@@ -532,16 +534,13 @@ impl Inner {
 
     /// `C`'s function index, after checking its fingerprint.
     fn resolve<C: RemoteCall>(&self) -> Result<u32, Error> {
-        // Hot path: one integer comparison per function, then the name of the match.
-        if let Some(f) = self
-            .functions
-            .iter()
-            .find(|f| f.fingerprint == C::FINGERPRINT && f.name == C::NAME)
-        {
+        // Hot path: a table lookup by fingerprint, then the name of the match.
+        if let Some(f) = self.functions.find(C::FINGERPRINT, C::NAME) {
             return Ok(f.index);
         }
         let f = self
             .functions
+            .list()
             .iter()
             .find(|f| f.name == C::NAME)
             .ok_or(Error::UnknownFunction { name: C::NAME })?;
