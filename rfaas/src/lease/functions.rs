@@ -2,8 +2,8 @@
 //! constant time, however many functions the library has, then confirmed by name.
 //!
 //! A scan of the list costs a comparison per function before the match, on every invocation:
-//! nothing for the handful of functions in our examples, ~100 ns per call for a library of a
-//! few hundred. The table is open addressing with linear probing, at most half full (so every
+//! nothing to speak of for the handful of functions in our examples, but it grows with the
+//! library. The table is open addressing with linear probing, at most half full (so every
 //! probe sequence ends at an empty cell), indexed by the fingerprint's Fibonacci hash (a
 //! fingerprint is an FNV-1a hash, whose low bits alone are weak).
 
