@@ -131,9 +131,17 @@ pub enum InvokeError {
     /// The input and output buffers overlap.
     #[error("input and output buffers overlap")]
     Overlap,
-    /// The trampoline broke the ABI (unknown status, output length past the buffer).
-    #[error("library broke the ABI: {0}")]
-    Abi(String),
+    /// The trampoline broke the ABI: it reported a status that does not exist.
+    #[error("library broke the ABI: unknown status {0}")]
+    UnknownStatus(u32),
+    /// The trampoline broke the ABI: it reported more output than the buffer holds.
+    #[error("library broke the ABI: output length {len} exceeds the {cap}-byte buffer")]
+    LengthPastBuffer {
+        /// The length it reported.
+        len: usize,
+        /// The output buffer's length.
+        cap: usize,
+    },
 }
 
 impl InvokeError {
@@ -142,7 +150,9 @@ impl InvokeError {
         match self {
             InvokeError::UnknownFunction { .. } => Status::UnknownFunction,
             InvokeError::Misaligned { .. } => Status::Misaligned,
-            InvokeError::Overlap | InvokeError::Abi(_) => Status::BadCall,
+            InvokeError::Overlap
+            | InvokeError::UnknownStatus(_)
+            | InvokeError::LengthPastBuffer { .. } => Status::BadCall,
         }
     }
 }
@@ -217,53 +227,27 @@ impl FunctionLibrary {
     /// Calls function `index` on `input`, writing its result into `output`.
     ///
     /// Both buffers must be 8-byte aligned and must not overlap. A refusal comes back as
-    /// `Err`, a function failure as an [`Outcome`] with an error status.
+    /// `Err`, a function failure as an [`Outcome`] with an error status. Nothing is allocated,
+    /// refusals included: a serving loop can afford the error on its hot path.
+    #[inline]
     pub fn invoke(
         &self,
         index: u32,
         input: &[u8],
         output: &mut [u8],
     ) -> Result<Outcome, InvokeError> {
-        let cap = output.len();
-        self.run(index, input, output)
-            .map_err(|refusal| match refusal {
-                Refusal::UnknownFunction => InvokeError::UnknownFunction {
-                    index,
-                    count: self.functions.len(),
-                },
-                Refusal::Misaligned { which } => InvokeError::Misaligned { which },
-                Refusal::Overlap => InvokeError::Overlap,
-                Refusal::UnknownStatus(raw) => InvokeError::Abi(format!("unknown status {raw}")),
-                Refusal::LengthPastBuffer(len) => {
-                    InvokeError::Abi(format!("output length {len} exceeds the {cap}-byte buffer"))
-                }
-            })
-    }
-
-    /// [`FunctionLibrary::invoke`] for a serving loop: a refusal becomes the status the
-    /// executor answers with ([`InvokeError::status`]) and an empty output, so the hot path
-    /// builds no error value (no message to format, nothing to drop).
-    #[inline]
-    pub fn call(&self, index: u32, input: &[u8], output: &mut [u8]) -> Outcome {
-        self.run(index, input, output)
-            .unwrap_or_else(|refusal| Outcome {
-                status: refusal.status(),
-                output_len: 0,
-            })
-    }
-
-    /// The checks and the call both entry points share.
-    #[inline]
-    fn run(&self, index: u32, input: &[u8], output: &mut [u8]) -> Result<Outcome, Refusal> {
         let f = self
             .functions
             .get(index as usize)
-            .ok_or(Refusal::UnknownFunction)?;
+            .ok_or(InvokeError::UnknownFunction {
+                index,
+                count: self.functions.len(),
+            })?;
         if !(input.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN) {
-            return Err(Refusal::Misaligned { which: "input" });
+            return Err(InvokeError::Misaligned { which: "input" });
         }
         if !(output.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN) {
-            return Err(Refusal::Misaligned { which: "output" });
+            return Err(InvokeError::Misaligned { which: "output" });
         }
         let (i0, i1) = (
             input.as_ptr() as usize,
@@ -274,7 +258,7 @@ impl FunctionLibrary {
             output.as_ptr() as usize + output.len(),
         );
         if i0 < o1 && o0 < i1 {
-            return Err(Refusal::Overlap);
+            return Err(InvokeError::Overlap);
         }
         let mut output_len = 0usize;
         // SAFETY: `input` and `output` are live, non-overlapping (checked above) borrows valid
@@ -289,35 +273,25 @@ impl FunctionLibrary {
                 &mut output_len,
             )
         };
-        let status = Status::from_u32(raw).ok_or(Refusal::UnknownStatus(raw))?;
+        let status = Status::from_u32(raw).ok_or(InvokeError::UnknownStatus(raw))?;
         if output_len > output.len() {
-            return Err(Refusal::LengthPastBuffer(output_len));
+            return Err(InvokeError::LengthPastBuffer {
+                len: output_len,
+                cap: output.len(),
+            });
         }
         Ok(Outcome { status, output_len })
     }
-}
 
-/// Why [`FunctionLibrary::run`] did not produce an outcome: [`InvokeError`] without its
-/// allocated message, small enough to come back in registers.
-#[derive(Debug, Clone, Copy)]
-enum Refusal {
-    UnknownFunction,
-    Misaligned { which: &'static str },
-    Overlap,
-    UnknownStatus(u32),
-    LengthPastBuffer(usize),
-}
-
-impl Refusal {
-    /// The same status as [`InvokeError::status`] of the error it stands for.
-    fn status(self) -> Status {
-        match self {
-            Refusal::UnknownFunction => Status::UnknownFunction,
-            Refusal::Misaligned { .. } => Status::Misaligned,
-            Refusal::Overlap | Refusal::UnknownStatus(_) | Refusal::LengthPastBuffer(_) => {
-                Status::BadCall
-            }
-        }
+    /// [`FunctionLibrary::invoke`] for a serving loop: a refusal becomes the status the
+    /// executor answers with ([`InvokeError::status`]) and an empty output.
+    #[inline]
+    pub fn call(&self, index: u32, input: &[u8], output: &mut [u8]) -> Outcome {
+        self.invoke(index, input, output)
+            .unwrap_or_else(|e| Outcome {
+                status: e.status(),
+                output_len: 0,
+            })
     }
 }
 
