@@ -623,8 +623,7 @@ fn generate(m: &Model) -> TokenStream {
                     #out_layout
                 }
 
-                fn __rfaas_encode(&self, __rfaas_buf: #p::Option<&mut [u8]>, __rfaas_placement: &#p::Placement) -> #p::Result<#p::Encoded, #p::EncodeError> {
-                    let mut __rfaas_enc = #p::Encoder::new::<__rfaas_Args>(__rfaas_buf)?;
+                fn __rfaas_encode<'__rfaas_s>(&'__rfaas_s self, mut __rfaas_enc: #p::Encoder<'_, '__rfaas_s>, __rfaas_placement: &#p::Placement) -> #p::Result<#p::Encoded, #p::EncodeError> {
                     let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
                     let mut __rfaas_args = <__rfaas_Args as #p::zerocopy::FromZeros>::new_zeroed();
                     #(#encode_steps)*
@@ -638,11 +637,15 @@ fn generate(m: &Model) -> TokenStream {
                 const FINGERPRINT: u64 = FINGERPRINT;
 
                 fn layout(&self, __rfaas_placement: &#p::Placement) -> #p::Result<#p::Encoded, #p::EncodeError> {
-                    self.__rfaas_encode(#p::None, __rfaas_placement)
+                    self.__rfaas_encode(#p::Encoder::new::<__rfaas_Args>(#p::None)?, __rfaas_placement)
                 }
 
                 fn encode(&self, __rfaas_buf: &mut [u8], __rfaas_placement: &#p::Placement) -> #p::Result<#p::Encoded, #p::EncodeError> {
-                    self.__rfaas_encode(#p::Some(__rfaas_buf), __rfaas_placement)
+                    self.__rfaas_encode(#p::Encoder::new::<__rfaas_Args>(#p::Some(__rfaas_buf))?, __rfaas_placement)
+                }
+
+                fn encode_gather<'__rfaas_s>(&'__rfaas_s self, __rfaas_buf: &mut [u8], __rfaas_placement: &#p::Placement, __rfaas_gather: &mut #p::Gather<'__rfaas_s>) -> #p::Result<#p::Encoded, #p::EncodeError> {
+                    self.__rfaas_encode(#p::Encoder::gathering::<__rfaas_Args>(__rfaas_buf, __rfaas_gather)?, __rfaas_placement)
                 }
 
                 fn decode(self, __rfaas_status: #p::Status, __rfaas_output: &[u8], __rfaas_placement: &#p::Placement) -> #p::Result<Self::Output, #p::CallError> {

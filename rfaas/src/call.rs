@@ -42,6 +42,22 @@ pub trait RemoteCall {
     /// every slice at an 8-byte multiple from the buffer's start.
     fn encode(&self, buf: &mut [u8], placement: &Placement) -> Result<Encoded, EncodeError>;
 
+    /// [`RemoteCall::encode`], except that large input slices may be left out of `buf`: each
+    /// one `gather` takes is recorded there (where it belongs in the encoding, and its bytes in
+    /// the caller's memory) instead of copied, for a fabric that sends from several places at
+    /// once (TCP's vectored writes) to send straight from the caller's memory. The bytes of
+    /// `buf` where a recorded slice belongs are left as they were. Generated stubs implement
+    /// it; the default takes nothing out.
+    fn encode_gather<'s>(
+        &'s self,
+        buf: &mut [u8],
+        placement: &Placement,
+        gather: &mut Gather<'s>,
+    ) -> Result<Encoded, EncodeError> {
+        let _ = gather;
+        self.encode(buf, placement)
+    }
+
     /// Interprets the executor's answer: copies output slices into the caller's buffers and
     /// returns the value, or the error the status stands for.
     /// `placement` must be the one the input was encoded with.
@@ -51,6 +67,62 @@ pub trait RemoteCall {
         output: &[u8],
         placement: &Placement,
     ) -> Result<Self::Output, CallError>;
+}
+
+/// Input slices an encoding left out of its buffer, to be sent from the caller's memory: up to
+/// [`Gather::MAX_PIECES`] pieces, each its offset in the buffer (plus the base given at creation) and
+/// its bytes, in increasing offset order.
+#[derive(Debug)]
+pub struct Gather<'d> {
+    base: usize,
+    min: usize,
+    pieces: [(usize, &'d [u8]); Gather::MAX_PIECES],
+    len: usize,
+}
+
+impl<'d> Gather<'d> {
+    /// Most input slices one encoding leaves out of its buffer.
+    pub const MAX_PIECES: usize = 4;
+
+    /// Input slices of this many bytes or more are worth sending from the caller's memory
+    /// rather than copying: smaller ones cost less to copy than an extra piece of a vectored
+    /// write.
+    pub const MIN_BYTES: usize = 16 << 10;
+
+    /// Takes slices of at least [`Gather::MIN_BYTES`] bytes, recording their offsets plus `base` (where
+    /// the encoding buffer starts in what is sent).
+    pub fn new(base: usize) -> Self {
+        Self::with_min(base, Self::MIN_BYTES)
+    }
+
+    /// Like [`Gather::new`], taking slices of at least `min` bytes (at least 1).
+    pub fn with_min(base: usize, min: usize) -> Self {
+        Gather {
+            base,
+            min: min.max(1),
+            pieces: [(0, &[]); Self::MAX_PIECES],
+            len: 0,
+        }
+    }
+
+    /// Takes `bytes`, which belong at `offset` of the encoding buffer, if they are large
+    /// enough and there is room; returns whether it did.
+    pub(crate) fn take(&mut self, offset: usize, bytes: &'d [u8]) -> bool {
+        let Some(at) = self.base.checked_add(offset) else {
+            return false;
+        };
+        if bytes.len() < self.min || self.len == Self::MAX_PIECES {
+            return false;
+        }
+        self.pieces[self.len] = (at, bytes);
+        self.len += 1;
+        true
+    }
+
+    /// The pieces taken, in increasing offset order.
+    pub fn pieces(&self) -> &[(usize, &'d [u8])] {
+        &self.pieces[..self.len]
+    }
 }
 
 /// Why arguments could not be encoded.

@@ -14,7 +14,7 @@
 //! slice functions below, by a post-monomorphization assertion. Values and return values of
 //! such types are fine: they are copied byte by byte, unaligned.
 
-use crate::call::{CallError, EncodeError, Encoded};
+use crate::call::{CallError, EncodeError, Encoded, Gather};
 use crate::payload::{self, Payload};
 use crate::wire::{BUFFER_ALIGN, SliceDesc, Status, align_up};
 use core::fmt::Display;
@@ -164,15 +164,17 @@ impl Placement {
     };
 }
 
-/// Writes (or, without a buffer, measures) an input encoding.
+/// Writes (or, without a buffer, measures) an input encoding. Input slices borrowed for `'d`
+/// may be left out of the buffer, for a [`Gather`] to send from where they are.
 #[derive(Debug)]
-pub struct Encoder<'b> {
+pub struct Encoder<'b, 'd> {
     buf: Option<&'b mut [u8]>,
+    gather: Option<&'b mut Gather<'d>>,
     fixed: usize,
     end: usize,
 }
 
-impl<'b> Encoder<'b> {
+impl<'b, 'd> Encoder<'b, 'd> {
     /// Starts an encoding whose fixed argument layout `A` sits at offset 0.
     pub fn new<A>(buf: Option<&'b mut [u8]>) -> Result<Self, EncodeError> {
         let fixed = size_of::<A>();
@@ -186,16 +188,29 @@ impl<'b> Encoder<'b> {
         }
         Ok(Encoder {
             buf,
+            gather: None,
             fixed,
             end: fixed,
         })
     }
 
-    /// Copies an input slice to the next 8-byte boundary and returns its descriptor.
+    /// Starts an encoding into `buf` that leaves the input slices `gather` takes out of it
+    /// (see [`crate::RemoteCall::encode_gather`]).
+    pub fn gathering<A>(
+        buf: &'b mut [u8],
+        gather: &'b mut Gather<'d>,
+    ) -> Result<Self, EncodeError> {
+        let mut enc = Self::new::<A>(Some(buf))?;
+        enc.gather = Some(gather);
+        Ok(enc)
+    }
+
+    /// Copies an input slice to the next 8-byte boundary (or leaves it to the gather) and
+    /// returns its descriptor.
     pub fn input<T: Payload>(
         &mut self,
         arg: &'static str,
-        data: &[T],
+        data: &'d [T],
     ) -> Result<SliceDesc, EncodeError> {
         const { assert_slice_element::<T>() };
         let bytes = payload::slice_bytes(data);
@@ -210,7 +225,9 @@ impl<'b> Encoder<'b> {
             let dst = buf
                 .get_mut(off..end)
                 .ok_or(EncodeError::BufferTooSmall { need: end, have })?;
-            dst.copy_from_slice(bytes);
+            if !self.gather.as_mut().is_some_and(|g| g.take(off, bytes)) {
+                dst.copy_from_slice(bytes);
+            }
         }
         self.end = end;
         Ok(desc)

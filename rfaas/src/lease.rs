@@ -13,7 +13,7 @@ mod slots;
 use functions::FunctionTable;
 use slots::{Claim, Slot, Slots, tagged, untag};
 
-use crate::call::{CallError, EncodeError, Placement, RemoteCall};
+use crate::call::{CallError, EncodeError, Gather, Placement, RemoteCall};
 use crate::payload::Payload;
 use crate::transport::shm::{
     CompletionQueue, RING_CAPACITY, ShmEndpoint, Side, recv_message, send_message,
@@ -637,7 +637,14 @@ impl Inner {
             // SAFETY: `len <= slot_size` bytes that only this invocation writes while its slot is
             // in flight; any bytes may be stored there.
             let bytes = unsafe { std::slice::from_raw_parts_mut(target, len) };
-            let encoded = call.encode(&mut bytes[HEADER_LEN..], &placement)?;
+            // Staged for a fabric that sends from anywhere (TCP): large input slices stay where
+            // they are and go out as pieces of the one vectored write, not copied first.
+            let mut gather = Gather::new(HEADER_LEN);
+            let encoded = if staged && ep.gathers() {
+                call.encode_gather(&mut bytes[HEADER_LEN..], &placement, &mut gather)?
+            } else {
+                call.encode(&mut bytes[HEADER_LEN..], &placement)?
+            };
             let cap = if encoded.in_place {
                 encoded.output_len
             } else {
@@ -660,10 +667,11 @@ impl Inner {
             if inline {
                 ep.write_inline(&small.0[..len], INPUT_REGION, slot_off, slot)?;
             } else if staged {
-                ep.write_with_imm(
+                ep.write_gather(
                     SEND_REGION,
                     self.result_offset(id),
                     len,
+                    gather.pieces(),
                     INPUT_REGION,
                     slot_off,
                     slot,

@@ -48,7 +48,7 @@ pub mod transport;
 pub mod wire;
 
 pub use auth::Secret;
-pub use call::{CallError, EncodeError, Encoded, Placement, RemoteCall};
+pub use call::{CallError, EncodeError, Encoded, Gather, Placement, RemoteCall};
 pub use fingerprint::Fingerprint;
 pub use lease::{Buffer, Error, Invocation, Lease, LeaseOptions};
 pub use payload::{
@@ -71,7 +71,7 @@ pub use rfaas_macros::Payload;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::abi::{FUNCTIONS, FunctionEntry, Trampoline};
-    pub use crate::call::{CallError, EncodeError, Encoded, RemoteCall};
+    pub use crate::call::{CallError, EncodeError, Encoded, Gather, RemoteCall};
     pub use crate::codec::*;
     pub use crate::fingerprint::Fingerprint;
     pub use crate::lease::{Invocation, Lease};

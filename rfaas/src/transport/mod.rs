@@ -182,6 +182,29 @@ pub(crate) fn check_range(
     }
 }
 
+/// Checks the pieces of a gather write of `len` bytes ([`Endpoint::write_gather`]).
+pub(crate) fn check_pieces(len: usize, pieces: &[(usize, &[u8])]) -> Result<(), TransportError> {
+    if pieces.len() > crate::Gather::MAX_PIECES {
+        return Err(TransportError::Protocol(format!(
+            "gather write of {} pieces (at most {})",
+            pieces.len(),
+            crate::Gather::MAX_PIECES
+        )));
+    }
+    let mut next = 0usize;
+    for &(at, bytes) in pieces {
+        let end = at.checked_add(bytes.len());
+        if at < next || end.is_none_or(|end| end > len) {
+            return Err(TransportError::Protocol(format!(
+                "gather piece of {} bytes at {at} overlaps another or leaves the {len}-byte write",
+                bytes.len()
+            )));
+        }
+        next = end.unwrap_or(len);
+    }
+    Ok(())
+}
+
 /// A connected endpoint (like an RC queue pair).
 pub trait Endpoint: Send + Sync {
     /// Index of this endpoint in its completion queue.
@@ -215,6 +238,35 @@ pub trait Endpoint: Send + Sync {
     /// not wait for it to come over from the peer, which polls that line. Other fabrics do
     /// nothing.
     fn expect_send(&self) {}
+    /// Whether [`Endpoint::write_gather`] sends pieces from any memory (TCP's vectored
+    /// writes). Where it does not, callers copy the pieces into their registered memory.
+    fn gathers(&self) -> bool {
+        false
+    }
+    /// [`Endpoint::write_with_imm`] of `len` local bytes at `local_off`, except that each
+    /// piece `(at, bytes)` stands for the `bytes.len()` bytes at `local_off + at`: those are
+    /// sent from `bytes` (any memory, registered or not) instead of the region. At most
+    /// [`crate::Gather::MAX_PIECES`] pieces, in increasing order, not overlapping, inside the
+    /// `len` bytes; anything else is rejected before anything is sent. Fabrics that do not
+    /// [`Endpoint::gathers`] take no pieces.
+    #[allow(clippy::too_many_arguments)]
+    fn write_gather(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        pieces: &[(usize, &[u8])],
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+    ) -> Result<(), TransportError> {
+        if pieces.is_empty() {
+            return self.write_with_imm(local_key, local_off, len, remote_key, remote_off, imm);
+        }
+        Err(TransportError::Unavailable(
+            "this fabric has no gather writes".into(),
+        ))
+    }
     /// Most bytes [`Endpoint::write_inline`] takes; 0 when the fabric has no inline writes.
     fn max_inline(&self) -> usize {
         0

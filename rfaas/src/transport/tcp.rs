@@ -749,6 +749,24 @@ impl Endpoint for TcpEndpoint {
         remote_off: usize,
         imm: u32,
     ) -> Result<(), TransportError> {
+        self.write_gather(local_key, local_off, len, &[], remote_key, remote_off, imm)
+    }
+
+    fn gathers(&self) -> bool {
+        true
+    }
+
+    fn write_gather(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        pieces: &[(usize, &[u8])],
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+    ) -> Result<(), TransportError> {
+        super::check_pieces(len, pieces)?;
         let local = super::local_range(&self.conn.local, local_key, local_off, len)?;
         let rlen = self
             .remote_len(remote_key)
@@ -766,8 +784,20 @@ impl Endpoint for TcpEndpoint {
         h[16..20].copy_from_slice(&imm.to_le_bytes());
         // SAFETY: in bounds of the live local region (checked above); read as plain bytes.
         let data = unsafe { std::slice::from_raw_parts(local.as_ptr().add(local_off), len) };
+        // The frame: its header, then the local bytes with each piece sent in its place.
+        let mut bufs = [IoSlice::new(&[]); 2 + 2 * crate::Gather::MAX_PIECES];
+        bufs[0] = IoSlice::new(&h);
+        let (mut n, mut from) = (1, 0);
+        for &(at, bytes) in pieces {
+            // Checked above: increasing, not overlapping, inside `len`.
+            bufs[n] = IoSlice::new(&data[from..at]);
+            bufs[n + 1] = IoSlice::new(bytes);
+            n += 2;
+            from = at + bytes.len();
+        }
+        bufs[n] = IoSlice::new(&data[from..]);
         let _sending = lock(&self.send);
-        let sent = self.conn.send(&mut [IoSlice::new(&h), IoSlice::new(data)]);
+        let sent = self.conn.send(&mut bufs[..=n]);
         sent.map_err(|_| TransportError::PeerGone {
             endpoint: self.conn.id,
         })

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use rfaas::__private::{Encoder, Failure, Input, OutputCursor, OutputLayout};
 use rfaas::transport::{MAX_CONTROL_MESSAGE, recv_json, send_json};
 use rfaas::wire::*;
-use rfaas::{Payload, Status};
+use rfaas::{Gather, Payload, Status};
 use std::fmt::Debug;
 use std::ops::Range;
 use zerocopy::{FromBytes, IntoBytes};
@@ -175,7 +175,7 @@ impl Slice {
             Slice::Triple(v) => v.len(),
         }
     }
-    fn encode(&self, enc: &mut Encoder<'_>) -> SliceDesc {
+    fn encode<'d>(&'d self, enc: &mut Encoder<'_, 'd>) -> SliceDesc {
         match self {
             Slice::U8(v) => enc.input("s", v),
             Slice::U16(v) => enc.input("s", v),
@@ -314,6 +314,52 @@ proptest! {
             let got = s.decode(&input, d).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
             prop_assert_eq!(got, s.bytes());
         }
+    }
+
+    /// A gathered encoding is the plain one with holes: the first [`Gather::MAX_PIECES`] slices of at
+    /// least `min` bytes are left out of the buffer (untouched) and recorded at their offsets
+    /// plus the base; filling the holes from the pieces gives the plain encoding's bytes.
+    #[test]
+    fn gathered_encodings_are_the_plain_one_with_holes(
+        slices in proptest::collection::vec(slice(), 0..8),
+        min in 0usize..40,
+        base in 0usize..100,
+    ) {
+        let mut args = [0u8; 64];
+        let mut plain = {
+            let mut measure = Encoder::new::<Args64>(None).unwrap();
+            for s in &slices {
+                s.encode(&mut measure);
+            }
+            vec![0xaa_u8; measure.finish(&args, &OutputLayout::new(0)).input_len]
+        };
+        let mut holed = plain.clone();
+        let mut enc = Encoder::new::<Args64>(Some(&mut plain)).unwrap();
+        for (i, s) in slices.iter().enumerate() {
+            args[8 * i..8 * i + 8].copy_from_slice(s.encode(&mut enc).as_bytes());
+        }
+        let sizes = enc.finish(&args, &OutputLayout::new(0));
+
+        let mut gather = Gather::with_min(base, min);
+        let mut enc = Encoder::gathering::<Args64>(&mut holed, &mut gather).unwrap();
+        let mut wanted = Vec::new();
+        for (i, s) in slices.iter().enumerate() {
+            let d = s.encode(&mut enc);
+            prop_assert_eq!(d.as_bytes(), &args[8 * i..8 * i + 8]);
+            if s.bytes().len() >= min.max(1) && wanted.len() < Gather::MAX_PIECES {
+                wanted.push((base + d.offset.get() as usize, s.bytes().to_vec()));
+            }
+        }
+        prop_assert_eq!(enc.finish(&args, &OutputLayout::new(0)), sizes);
+        let got: Vec<(usize, Vec<u8>)> =
+            gather.pieces().iter().map(|(o, b)| (*o, b.to_vec())).collect();
+        prop_assert_eq!(&got, &wanted);
+        for (at, bytes) in &got {
+            let hole = &mut holed[at - base..at - base + bytes.len()];
+            prop_assert!(hole.iter().all(|&b| b == 0xaa), "a gathered slice was copied");
+            hole.copy_from_slice(bytes);
+        }
+        prop_assert_eq!(holed, plain);
     }
 
     /// Output slices laid out by a client are exactly what an executor's cursor hands out, and

@@ -131,6 +131,68 @@ fn delivers_bytes_and_immediates<F: Fabric>() {
     assert_eq!(read(&a.regions[0], 0, 4), b"pong");
 }
 
+/// A gather write sends its pieces in place of the local bytes they stand for, or (where the
+/// fabric does not gather) is refused unless it has none; bad pieces are refused before
+/// anything is sent, and the connection goes on delivering.
+fn gather_writes_send_pieces_in_place<F: Fabric>() {
+    let (a, b) = F::pair(&[(1, 4096)], &[(7, 8192)]);
+    let local: Vec<u8> = (0..300).map(|j| j as u8).collect();
+    a.regions[0].write(0, &local).expect("local write");
+    let (p1, p2, p3) = (b"ABCDE".to_vec(), vec![0x55; 100], vec![b'Z'; 50]);
+    // Adjacent pieces, one at the very start of the write's tail, one ending it.
+    let pieces: [(usize, &[u8]); 3] = [(10, &p1), (15, &p2), (250, &p3)];
+    if a.ep.gathers() {
+        a.ep.write_gather(1, 0, 300, &pieces, 7, 1000, 5)
+            .expect("write_gather");
+        let c = next(&*b.cq);
+        assert_eq!((c.imm, c.len), (5, 300), "{}", F::name());
+        let mut want = local.clone();
+        for (at, bytes) in pieces {
+            want[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        assert_eq!(read(&b.regions[0], 1000, 300), want, "{}", F::name());
+        let five = [
+            (0, &p1[..1]),
+            (2, &p1[..1]),
+            (4, &p1[..1]),
+            (6, &p1[..1]),
+            (8, &p1[..1]),
+        ];
+        let bad: [&[(usize, &[u8])]; 4] = [
+            &[(10, &p2), (50, &p1)],  // overlapping
+            &[(250, &p3), (10, &p1)], // out of order
+            &[(260, &p3)],            // past the write's end
+            &five,                    // too many
+        ];
+        for pieces in bad {
+            assert!(
+                matches!(
+                    a.ep.write_gather(1, 0, 300, pieces, 7, 1000, 6),
+                    Err(TransportError::Protocol(_))
+                ),
+                "{}: bad pieces {pieces:?} accepted",
+                F::name()
+            );
+        }
+    } else {
+        assert!(
+            matches!(
+                a.ep.write_gather(1, 0, 300, &pieces, 7, 1000, 6),
+                Err(TransportError::Unavailable(_))
+            ),
+            "{}: pieces on a fabric that does not gather",
+            F::name()
+        );
+    }
+    // Without pieces it is a plain write, and nothing refused above was delivered.
+    a.ep.write_gather(1, 0, 300, &[], 7, 2000, 7)
+        .expect("write_gather without pieces");
+    let c = next(&*b.cq);
+    assert_eq!((c.imm, c.len), (7, 300), "{}", F::name());
+    assert_eq!(read(&b.regions[0], 2000, 300), local, "{}", F::name());
+    assert_eq!(b.cq.poll().expect("poll"), None, "{}", F::name());
+}
+
 fn keeps_order_and_reports_a_full_queue<F: Fabric>() {
     let (a, b) = F::pair(&[(1, 64)], &[(2, 64)]);
     let mut sent = 0u32;
@@ -530,6 +592,7 @@ mod shm {
         super::Shm,
         delivers_bytes_and_immediates,
         keeps_order_and_reports_a_full_queue,
+        gather_writes_send_pieces_in_place,
         rejects_invalid_descriptors_before_posting,
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
@@ -556,6 +619,7 @@ mod verbs {
     verbs_conformance!(
         delivers_bytes_and_immediates,
         keeps_order_and_reports_a_full_queue,
+        gather_writes_send_pieces_in_place,
         rejects_invalid_descriptors_before_posting,
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
@@ -572,6 +636,7 @@ mod tcp {
         super::Tcp,
         delivers_bytes_and_immediates,
         keeps_order_and_reports_a_full_queue,
+        gather_writes_send_pieces_in_place,
         rejects_invalid_descriptors_before_posting,
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
