@@ -639,11 +639,10 @@ impl Inner {
             let bytes = unsafe { std::slice::from_raw_parts_mut(target, len) };
             // Staged for a fabric that sends from anywhere (TCP): large input slices stay where
             // they are and go out as pieces of the one vectored write, not copied first.
-            let mut gather = Gather::new(HEADER_LEN);
-            let encoded = if staged && ep.gathers() {
-                call.encode_gather(&mut bytes[HEADER_LEN..], &placement, &mut gather)?
-            } else {
-                call.encode(&mut bytes[HEADER_LEN..], &placement)?
+            let mut gather = (staged && ep.gathers()).then(|| Gather::new(HEADER_LEN));
+            let encoded = match gather.as_mut() {
+                Some(gather) => call.encode_gather(&mut bytes[HEADER_LEN..], &placement, gather)?,
+                None => call.encode(&mut bytes[HEADER_LEN..], &placement)?,
             };
             let cap = if encoded.in_place {
                 encoded.output_len
@@ -671,7 +670,7 @@ impl Inner {
                     SEND_REGION,
                     self.result_offset(id),
                     len,
-                    gather.pieces(),
+                    gather.as_ref().map_or(&[], Gather::pieces),
                     INPUT_REGION,
                     slot_off,
                     slot,
