@@ -644,6 +644,15 @@ impl Inner {
                 Some(gather) => call.encode_gather(&mut bytes[HEADER_LEN..], &placement, gather)?,
                 None => call.encode(&mut bytes[HEADER_LEN..], &placement)?,
             };
+            // A hand-written `encode_gather` could record pieces over the header we write.
+            if let Some(&(at, _)) = gather.as_ref().and_then(|g| g.pieces().first())
+                && at < HEADER_LEN
+            {
+                return Err(Error::Protocol(format!(
+                    "{}: encode_gather left out bytes at {at}, inside the invocation header",
+                    C::NAME
+                )));
+            }
             let cap = if encoded.in_place {
                 encoded.output_len
             } else {

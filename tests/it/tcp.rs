@@ -1,7 +1,11 @@
 //! End to end over TCP loopback: the same executor binary, `--listen`, and `Lease::connect_tcp`.
 
 use functions_example as fx;
-use rfaas::{CallError, Error, Lease, LeaseOptions};
+use rfaas::{
+    CallError, EncodeError, Encoded, Error, Gather, Lease, LeaseOptions, Placement, RemoteCall,
+    Status,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tests::{Executor, Rng};
 
@@ -170,4 +174,159 @@ fn a_dropped_tcp_lease_ends_its_session() {
         );
     }
     assert!(exec.is_running());
+}
+
+/// A generated call, passed through, noting how the lease had it encoded: how many times
+/// through `encode_gather`, how many pieces it left out, and where the first one lies.
+struct Spy<'c, C> {
+    call: C,
+    /// Records its pieces from the buffer's start, i.e. over the invocation header.
+    hostile: bool,
+    gathered: &'c AtomicUsize,
+    pieces: &'c AtomicUsize,
+    first: &'c AtomicUsize,
+}
+
+impl<C: RemoteCall> RemoteCall for Spy<'_, C> {
+    type Output = C::Output;
+    const NAME: &'static str = C::NAME;
+    const FINGERPRINT: u64 = C::FINGERPRINT;
+
+    fn layout(&self, placement: &Placement) -> Result<Encoded, EncodeError> {
+        self.call.layout(placement)
+    }
+
+    fn encode(&self, buf: &mut [u8], placement: &Placement) -> Result<Encoded, EncodeError> {
+        self.call.encode(buf, placement)
+    }
+
+    fn encode_gather<'s>(
+        &'s self,
+        buf: &mut [u8],
+        placement: &Placement,
+        gather: &mut Gather<'s>,
+    ) -> Result<Encoded, EncodeError> {
+        if self.hostile {
+            *gather = Gather::with_min(0, 1);
+        }
+        let r = self.call.encode_gather(buf, placement, gather);
+        self.gathered.fetch_add(1, Ordering::Relaxed);
+        self.pieces.store(gather.pieces().len(), Ordering::Relaxed);
+        if let Some((_, bytes)) = gather.pieces().first() {
+            self.first.store(bytes.as_ptr() as usize, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn decode(
+        self,
+        status: Status,
+        output: &[u8],
+        placement: &Placement,
+    ) -> Result<Self::Output, CallError> {
+        self.call.decode(status, output, placement)
+    }
+}
+
+/// Over TCP the lease has calls encoded for a gather write, and an input slice of 16 KiB or
+/// more goes out from the caller's own memory (the result proves the bytes arrived); a smaller
+/// one is copied. Over shared memory nothing is gathered: inputs are encoded in place.
+#[test]
+fn large_inputs_over_tcp_go_out_from_the_callers_memory() {
+    let args = [
+        "--cores",
+        "1",
+        "--hot-timeout-us",
+        "2000",
+        "--slot-size",
+        "262144",
+    ];
+    let tcp = Executor::start_tcp("tcp-gather", "127.0.0.1:0", &args);
+    let shm = Executor::start("shm-gather", &args);
+    let leases = [
+        (lease(&tcp), true),
+        (Lease::connect(&shm.socket).expect("shm lease"), false),
+    ];
+    for (lease, over_tcp) in &leases {
+        for (len, large) in [
+            (50_000usize, true),
+            (16 * 1024, true),
+            (16 * 1024 - 1, false),
+        ] {
+            let input: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut out = vec![0u8; len];
+            let (gathered, pieces, first) = Default::default();
+            let spy = Spy {
+                call: fx::echo::call(&input, &mut out),
+                hostile: false,
+                gathered: &gathered,
+                pieces: &pieces,
+                first: &first,
+            };
+            assert_eq!(
+                lease.invoke(spy).timeout(T).wait().expect("echo"),
+                len as u64
+            );
+            assert_eq!(out, input, "{len} bytes, tcp {over_tcp}");
+            let want = if *over_tcp {
+                (1, usize::from(large))
+            } else {
+                (0, 0)
+            };
+            assert_eq!(
+                (gathered.into_inner(), pieces.into_inner()),
+                want,
+                "{len} bytes, tcp {over_tcp}: (encode_gather calls, pieces)"
+            );
+            if *over_tcp && large {
+                assert_eq!(
+                    first.into_inner(),
+                    input.as_ptr() as usize,
+                    "sent from the caller's memory"
+                );
+            }
+        }
+    }
+}
+
+/// A hand-written `encode_gather` that records pieces over the invocation header is refused
+/// before anything is sent, and the lease goes on serving.
+#[test]
+fn pieces_over_the_header_are_refused() {
+    let exec = Executor::start_tcp(
+        "tcp-gather-hostile",
+        "127.0.0.1:0",
+        &["--cores", "1", "--hot-timeout-us", "2000"],
+    );
+    let lease = lease(&exec);
+    let input = vec![7u8; 100];
+    let mut out = vec![0u8; 100];
+    let counters: [AtomicUsize; 3] = Default::default();
+    let spy = Spy {
+        call: fx::echo::call(&input, &mut out),
+        hostile: true,
+        gathered: &counters[0],
+        pieces: &counters[1],
+        first: &counters[2],
+    };
+    match lease.invoke(spy).timeout(T).wait() {
+        Err(Error::Protocol(m)) => assert!(m.contains("inside the invocation header"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        counters[1].load(Ordering::Relaxed),
+        1,
+        "the hostile encoding made its piece"
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            fx::echo::invoke(&lease, &input, &mut out)
+                .timeout(T)
+                .wait()
+                .expect("echo"),
+            100
+        );
+    }
+    assert_eq!(out, input);
+    assert_eq!(lease.protocol_violations(), 0);
 }

@@ -239,7 +239,8 @@ pub trait Endpoint: Send + Sync {
     /// nothing.
     fn expect_send(&self) {}
     /// Whether [`Endpoint::write_gather`] sends pieces from any memory (TCP's vectored
-    /// writes). Where it does not, callers copy the pieces into their registered memory.
+    /// writes). Where it does not, callers encode everything into their registered memory
+    /// and write that.
     fn gathers(&self) -> bool {
         false
     }

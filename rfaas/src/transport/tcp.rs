@@ -798,8 +798,14 @@ impl Endpoint for TcpEndpoint {
         bufs[n] = IoSlice::new(&data[from..]);
         let _sending = lock(&self.send);
         let sent = self.conn.send(&mut bufs[..=n]);
-        sent.map_err(|_| TransportError::PeerGone {
-            endpoint: self.conn.id,
+        sent.map_err(|_| {
+            // Part of the frame may have gone out (a piece the kernel could not read, a failed
+            // wait for room): nothing sent after it would be framed right, so the connection
+            // ends here, and the peer and our queue both see it end.
+            let _ = self.conn.sock.shutdown(Shutdown::Both);
+            TransportError::PeerGone {
+                endpoint: self.conn.id,
+            }
         })
     }
 
