@@ -69,9 +69,9 @@ pub trait RemoteCall {
     ) -> Result<Self::Output, CallError>;
 }
 
-/// Input slices an encoding left out of its buffer, to be sent from the caller's memory: up to
-/// [`Gather::MAX_PIECES`] pieces, each its offset in the buffer (plus the base given at creation) and
-/// its bytes, in increasing offset order.
+/// Input slices an encoding left out of its buffer, to be sent from the caller's memory: up
+/// to [`Gather::MAX_PIECES`] pieces, each its offset in the buffer (plus the base given at
+/// creation) and its bytes, in increasing offset order.
 #[derive(Debug)]
 pub struct Gather<'d> {
     base: usize,
@@ -89,8 +89,8 @@ impl<'d> Gather<'d> {
     /// write.
     pub const MIN_BYTES: usize = 16 << 10;
 
-    /// Takes slices of at least [`Gather::MIN_BYTES`] bytes, recording their offsets plus `base` (where
-    /// the encoding buffer starts in what is sent).
+    /// Takes slices of at least [`Gather::MIN_BYTES`] bytes, recording their offsets plus
+    /// `base` (where the encoding buffer starts in what is sent).
     pub fn new(base: usize) -> Self {
         Self::with_min(base, Self::MIN_BYTES)
     }
