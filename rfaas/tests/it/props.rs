@@ -316,9 +316,10 @@ proptest! {
         }
     }
 
-    /// A gathered encoding is the plain one with holes: the first [`Gather::MAX_PIECES`] slices of at
-    /// least `min` bytes are left out of the buffer (untouched) and recorded at their offsets
-    /// plus the base; filling the holes from the pieces gives the plain encoding's bytes.
+    /// A gathered encoding is the plain one with holes: the first [`Gather::MAX_PIECES`]
+    /// slices of at least `min` bytes are left out of the buffer (untouched) and recorded at
+    /// their offsets plus the base; filling the holes from the pieces gives the plain
+    /// encoding's bytes.
     #[test]
     fn gathered_encodings_are_the_plain_one_with_holes(
         slices in proptest::collection::vec(slice(), 0..8),
