@@ -70,14 +70,19 @@ pub trait RemoteCall {
 }
 
 /// Input slices an encoding left out of its buffer, to be sent from the caller's memory: up
-/// to [`Gather::MAX_PIECES`] pieces, each its offset in the buffer (plus the base given at
-/// creation) and its bytes, in increasing offset order.
+/// to [`Gather::MAX_PIECES`] pieces, each its offset in the encoding buffer and its bytes, in
+/// increasing offset order.
 #[derive(Debug)]
 pub struct Gather<'d> {
-    base: usize,
     min: usize,
     pieces: [(usize, &'d [u8]); Gather::MAX_PIECES],
     len: usize,
+}
+
+impl Default for Gather<'_> {
+    fn default() -> Self {
+        Self::with_min(Self::MIN_BYTES)
+    }
 }
 
 impl<'d> Gather<'d> {
@@ -86,19 +91,12 @@ impl<'d> Gather<'d> {
 
     /// Input slices of this many bytes or more are worth sending from the caller's memory
     /// rather than copying: smaller ones cost less to copy than an extra piece of a vectored
-    /// write.
+    /// write. [`Gather::default`] takes these.
     pub const MIN_BYTES: usize = 16 << 10;
 
-    /// Takes slices of at least [`Gather::MIN_BYTES`] bytes, recording their offsets plus
-    /// `base` (where the encoding buffer starts in what is sent).
-    pub fn new(base: usize) -> Self {
-        Self::with_min(base, Self::MIN_BYTES)
-    }
-
-    /// Like [`Gather::new`], taking slices of at least `min` bytes (at least 1).
-    pub fn with_min(base: usize, min: usize) -> Self {
+    /// A gather that takes slices of at least `min` bytes (at least 1).
+    pub fn with_min(min: usize) -> Self {
         Gather {
-            base,
             min: min.max(1),
             pieces: [(0, &[]); Self::MAX_PIECES],
             len: 0,
@@ -108,13 +106,10 @@ impl<'d> Gather<'d> {
     /// Takes `bytes`, which belong at `offset` of the encoding buffer, if they are large
     /// enough and there is room; returns whether it did.
     pub(crate) fn take(&mut self, offset: usize, bytes: &'d [u8]) -> bool {
-        let Some(at) = self.base.checked_add(offset) else {
-            return false;
-        };
         if bytes.len() < self.min || self.len == Self::MAX_PIECES {
             return false;
         }
-        self.pieces[self.len] = (at, bytes);
+        self.pieces[self.len] = (offset, bytes);
         self.len += 1;
         true
     }

@@ -639,20 +639,19 @@ impl Inner {
             let bytes = unsafe { std::slice::from_raw_parts_mut(target, len) };
             // Staged for a fabric that sends from anywhere (TCP): large input slices stay where
             // they are and go out as pieces of the one vectored write, not copied first.
-            let mut gather = (staged && ep.gathers()).then(|| Gather::new(HEADER_LEN));
+            let mut gather = (staged && ep.gathers()).then(Gather::default);
             let encoded = match gather.as_mut() {
                 Some(gather) => call.encode_gather(&mut bytes[HEADER_LEN..], &placement, gather)?,
                 None => call.encode(&mut bytes[HEADER_LEN..], &placement)?,
             };
-            // A hand-written `encode_gather` could record pieces over the header we write.
-            if let Some(&(at, _)) = gather.as_ref().and_then(|g| g.pieces().first())
-                && at < HEADER_LEN
-            {
-                return Err(Error::Protocol(format!(
-                    "{}: encode_gather left out bytes at {at}, inside the invocation header",
-                    C::NAME
-                )));
+            // The pieces' offsets are the encoding's; the write starts with our header, so no
+            // piece, whatever an `encode_gather` records, can fall on it.
+            let mut pieces = [(0, &[][..]); Gather::MAX_PIECES];
+            let taken = gather.as_ref().map_or(&[][..], Gather::pieces);
+            for (piece, &(at, bytes)) in pieces.iter_mut().zip(taken) {
+                *piece = (HEADER_LEN + at, bytes);
             }
+            let pieces = &pieces[..taken.len()];
             let cap = if encoded.in_place {
                 encoded.output_len
             } else {
@@ -679,7 +678,7 @@ impl Inner {
                     SEND_REGION,
                     self.result_offset(id),
                     len,
-                    gather.as_ref().map_or(&[], Gather::pieces),
+                    pieces,
                     INPUT_REGION,
                     slot_off,
                     slot,

@@ -194,13 +194,12 @@ pub(crate) fn check_pieces(len: usize, pieces: &[(usize, &[u8])]) -> Result<(), 
     let mut next = 0usize;
     for &(at, bytes) in pieces {
         let end = at.checked_add(bytes.len());
-        if at < next || end.is_none_or(|end| end > len) {
-            return Err(TransportError::Protocol(format!(
+        next = end.filter(|&end| at >= next && end <= len).ok_or_else(|| {
+            TransportError::Protocol(format!(
                 "gather piece of {} bytes at {at} overlaps another or leaves the {len}-byte write",
                 bytes.len()
-            )));
-        }
-        next = end.unwrap_or(len);
+            ))
+        })?;
     }
     Ok(())
 }
