@@ -16,9 +16,9 @@ use rfaas::transport::{
     Completion, Endpoint, LIVENESS_TICK, Queue, Region, TransportError, recv_json, send_json,
 };
 use rfaas::wire::{
-    ABI_VERSION, Attach, FLAG_SMALL_RESULT, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION,
-    InvocationHeader, KNOWN_FLAGS, MAX_INVOCATION_ID, OUTPUT_REGION, RESULT_REGION,
-    SESSION_PROTOCOL, Verdict, Welcome, response_imm, token_matches,
+    ABI_VERSION, Attach, FLAG_PLACED, FLAG_SMALL_RESULT, FunctionInfo, HEADER_LEN, Hello,
+    INPUT_REGION, InvocationHeader, KNOWN_FLAGS, MAX_INVOCATION_ID, OUTPUT_REGION, PlacedOutput,
+    PlacedOutputs, RESULT_REGION, SESSION_PROTOCOL, Verdict, Welcome, response_imm, token_matches,
 };
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -785,6 +785,8 @@ fn handle<E: Endpoint>(
         return Ok(Some(Status::BadCall));
     };
     let input_len = header.input_len.get() as usize;
+    // Output ranges the client wants in its buffers (`FLAG_PLACED`), sent there by writes.
+    let mut placed = None;
     let (status, len) = if header.flags.get() & !KNOWN_FLAGS != 0 {
         (Status::BadCall, 0)
     } else if input_len > slot_size - HEADER_LEN {
@@ -796,18 +798,40 @@ fn handle<E: Endpoint>(
         // acceptable input and the trampoline validates it.
         // SAFETY: `slot_off + HEADER_LEN + input_len <= (slot + 1) * slot_size <= region length`
         // (slot < slots, input_len <= slot_size - HEADER_LEN: checked above): our live region.
-        let args = unsafe {
+        let input = unsafe {
             std::slice::from_raw_parts(input.as_ptr().add(slot_off + HEADER_LEN), input_len)
         };
-        // `target` is the client's result area (bounds checked by `ep.window`, another memory
-        // file than our input region), our own staging slot (`cap <= slot_size`) or our
-        // scratch (`cap` bytes of it, checked above; not shared memory).
-        // SAFETY: `cap` writable bytes that nothing else touches while this invocation is in
-        // flight, not overlapping `args`.
-        let out = unsafe { std::slice::from_raw_parts_mut(target, cap) };
-        let o = lib.call(header.function.get(), args, out);
-        (o.status, o.output_len)
+        let args = if header.flags.get() & FLAG_PLACED == 0 {
+            Ok(input)
+        } else {
+            placed_outputs(ep, input, output.is_some(), off, cap).map(|(args, list)| {
+                placed = Some(list);
+                args
+            })
+        };
+        match args {
+            Err(why) => {
+                tracing::debug!(id, why, "refusing an invocation's placed outputs");
+                (Status::BadCall, 0)
+            }
+            Ok(args) => {
+                // `target` is the client's result area (bounds checked by `ep.window`, another
+                // memory file than our input region), our own staging slot
+                // (`cap <= slot_size`) or our scratch (`cap` bytes of it, checked above; not
+                // shared memory).
+                // SAFETY: `cap` writable bytes that nothing else touches while this invocation
+                // is in flight, not overlapping `args`.
+                let out = unsafe { std::slice::from_raw_parts_mut(target, cap) };
+                let o = lib.call(header.function.get(), args, out);
+                (o.status, o.output_len)
+            }
+        }
     };
+    if status == Status::Ok
+        && let Some(list) = &placed
+    {
+        return send_placed(ep, slot_off, off, id, len, list);
+    }
     if inline && let Ok(Some(window)) = window {
         // SAFETY: the function wrote `len <= cap` bytes of `scratch` (the trampoline contract,
         // checked by `call`); `cap <= size_of_val(scratch)`. Our memory, nothing else holds it.
@@ -834,6 +858,90 @@ fn handle<E: Endpoint>(
         len,
     )?;
     Ok(Some(status))
+}
+
+/// Splits a `FLAG_PLACED` input into the argument layout and its list of placed outputs, and
+/// checks the list: only where outputs are staged (`staged`; a worker with a window writes
+/// the client's buffers directly and needs none), every range inside the `cap` bytes of
+/// staging, every destination inside the client's result region.
+fn placed_outputs<'i, E: Endpoint>(
+    ep: &E,
+    input: &'i [u8],
+    staged: bool,
+    result_off: usize,
+    cap: usize,
+) -> Result<(&'i [u8], PlacedOutputs), &'static str> {
+    if !staged {
+        return Err("placed outputs on a fabric that writes outputs in place");
+    }
+    let (args, list) = PlacedOutputs::split(input)?;
+    let region = ep.remote_len(RESULT_REGION).unwrap_or(0);
+    for r in list.ranges() {
+        let (at, len, dest) = (
+            r.at.get() as usize,
+            r.len.get() as usize,
+            r.dest.get() as usize,
+        );
+        if at + len > cap {
+            return Err("placed output outside the result capacity");
+        }
+        if result_off + dest + len > region {
+            return Err("placed output outside the client's result region");
+        }
+    }
+    Ok((args, list))
+}
+
+/// Answers a successful `FLAG_PLACED` invocation whose `len` bytes of output are staged: each
+/// listed range goes with a plain write to the client's buffer, then the output before the
+/// first of them (the return value) with the completion, to the result area. The ranges were
+/// checked against the staging and the client's region before the call; an output that does
+/// not cover them all (a client whose list does not match the call) is answered `BadCall`.
+fn send_placed<E: Endpoint>(
+    ep: &E,
+    slot_off: usize,
+    result_off: usize,
+    id: u32,
+    len: usize,
+    list: &PlacedOutputs,
+) -> Result<Option<Status>, TransportError> {
+    let ranges = list.ranges();
+    let end = |r: &PlacedOutput| r.at.get() as usize + r.len.get() as usize;
+    if ranges.last().is_some_and(|r| end(r) > len) {
+        send(
+            ep,
+            true,
+            slot_off,
+            result_off,
+            response_imm(id, Status::BadCall),
+            0,
+        )?;
+        return Ok(Some(Status::BadCall));
+    }
+    for r in ranges {
+        let (at, n, dest) = (
+            r.at.get() as usize,
+            r.len.get() as usize,
+            r.dest.get() as usize,
+        );
+        ep.write(
+            OUTPUT_REGION,
+            slot_off + at,
+            n,
+            RESULT_REGION,
+            result_off + dest,
+        )?;
+    }
+    let head = ranges.first().map_or(len, |r| r.at.get() as usize);
+    send(
+        ep,
+        true,
+        slot_off,
+        result_off,
+        response_imm(id, Status::Ok),
+        head,
+    )?;
+    Ok(Some(Status::Ok))
 }
 
 /// Delivers a response: a signal for output already in place, or a write from staging.

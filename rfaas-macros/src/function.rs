@@ -627,7 +627,7 @@ fn generate(m: &Model) -> TokenStream {
                     let mut __rfaas_out = self.__rfaas_outputs(__rfaas_placement);
                     let mut __rfaas_args = <__rfaas_Args as #p::zerocopy::FromZeros>::new_zeroed();
                     #(#encode_steps)*
-                    #p::Ok(__rfaas_enc.finish(&__rfaas_args, &__rfaas_out))
+                    __rfaas_enc.finish(&__rfaas_args, &__rfaas_out)
                 }
             }
 

@@ -16,7 +16,7 @@
 
 use crate::call::{CallError, EncodeError, Encoded, Gather};
 use crate::payload::{self, Payload};
-use crate::wire::{BUFFER_ALIGN, SliceDesc, Status, align_up};
+use crate::wire::{BUFFER_ALIGN, PlacedOutputs, SliceDesc, Status, align_up};
 use core::fmt::Display;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -64,11 +64,17 @@ fn wire_u32(n: usize, arg: &'static str) -> Result<u32, EncodeError> {
 /// [`Placement`], when every output slice of the call already lies in the executor-visible
 /// arena (`rfaas::Buffer`s), in increasing address order, each is placed exactly where it is:
 /// the executor then writes the results straight into the caller's buffers.
+///
+/// On a fabric without a window into the caller's memory ([`Placement::by_writes`]) the
+/// output slices are laid out as normally, in the executor's staging, and the layout lists
+/// where each goes ([`PlacedOutputs`]): the executor sends them there with plain writes.
 #[derive(Debug)]
 pub struct OutputLayout {
     end: usize,
     base: usize,
     in_place: bool,
+    by_writes: bool,
+    placed: PlacedOutputs,
 }
 
 impl OutputLayout {
@@ -79,6 +85,8 @@ impl OutputLayout {
             end: ret_size,
             base: 0,
             in_place: false,
+            by_writes: false,
+            placed: PlacedOutputs::default(),
         }
     }
 
@@ -87,6 +95,10 @@ impl OutputLayout {
     pub fn placed(ret_size: usize, placement: &Placement, slices: &[(usize, usize)]) -> Self {
         let mut in_place = placement.base != 0 && !slices.is_empty();
         let mut end = placement.base.saturating_add(ret_size);
+        let ranges = slices.iter().filter(|&&(_, bytes)| bytes > 0).count();
+        if placement.by_writes && ranges > PlacedOutputs::MAX {
+            in_place = false;
+        }
         for &(addr, bytes) in slices {
             let Some(stop) = addr.checked_add(bytes) else {
                 in_place = false;
@@ -106,12 +118,20 @@ impl OutputLayout {
             end: ret_size,
             base: placement.base,
             in_place,
+            by_writes: placement.by_writes,
+            placed: PlacedOutputs::default(),
         }
     }
 
     /// Whether output slices are placed in the caller's buffers.
     pub fn in_place(&self) -> bool {
         self.in_place
+    }
+
+    /// The list of output ranges the executor writes into the caller's buffers, when they are
+    /// placed by writes ([`Placement::by_writes`]).
+    fn written_by_executor(&self) -> Option<&PlacedOutputs> {
+        (self.in_place && self.by_writes).then_some(&self.placed)
     }
 
     /// Places an output slice of `len` elements of `T` whose caller buffer starts at `addr`.
@@ -125,7 +145,7 @@ impl OutputLayout {
         let bytes = len
             .checked_mul(size_of::<T>())
             .ok_or(EncodeError::TooLarge { arg })?;
-        let off = if self.in_place {
+        let off = if self.in_place && !self.by_writes {
             addr - self.base
         } else {
             align_up(self.end).ok_or(EncodeError::TooLarge { arg })?
@@ -135,6 +155,14 @@ impl OutputLayout {
             .ok_or(EncodeError::TooLarge { arg })?;
         let desc = SliceDesc::new(wire_u32(off, arg)?, wire_u32(len, arg)?);
         wire_u32(end, arg)?;
+        if self.in_place && self.by_writes && bytes > 0 {
+            // `addr - base` fits a u32 (`placed` checked every slice's end against it), and
+            // `placed` counted at most `PlacedOutputs::MAX` non-empty slices.
+            let dest = wire_u32(addr - self.base, arg)?;
+            if !self.placed.push(off as u32, bytes as u32, dest) {
+                return Err(EncodeError::TooLarge { arg });
+            }
+        }
         self.end = end;
         Ok(desc)
     }
@@ -154,6 +182,12 @@ pub struct Placement {
     /// Caller address range `[start, end)` the executor may write: the lease's buffer arena,
     /// which lies after every output area.
     pub arena: (usize, usize),
+    /// The executor cannot write the caller's memory directly (TCP, RDMA): it runs the
+    /// function into staging of its own and sends in-place outputs to the caller's buffers with
+    /// plain writes, at most [`PlacedOutputs::MAX`] of them (the encoding ends with their list,
+    /// see [`crate::wire::FLAG_PLACED`]). `false`: it writes them where they are (shared
+    /// memory).
+    pub by_writes: bool,
 }
 
 impl Placement {
@@ -161,6 +195,7 @@ impl Placement {
     pub const NONE: Placement = Placement {
         base: 0,
         arena: (0, 0),
+        by_writes: false,
     };
 }
 
@@ -233,16 +268,38 @@ impl<'b, 'd> Encoder<'b, 'd> {
         Ok(desc)
     }
 
-    /// Writes the fixed layout at offset 0 and returns the sizes.
-    pub fn finish<A: IntoBytes + Immutable>(self, args: &A, outputs: &OutputLayout) -> Encoded {
+    /// Writes the fixed layout at offset 0 (and, for outputs placed by writes, their list
+    /// after the input slices) and returns the sizes.
+    pub fn finish<A: IntoBytes + Immutable>(
+        self,
+        args: &A,
+        outputs: &OutputLayout,
+    ) -> Result<Encoded, EncodeError> {
+        const ARG: &str = "placed outputs";
+        let placed = outputs.written_by_executor();
+        let input_len = self
+            .end
+            .checked_add(placed.map_or(0, PlacedOutputs::wire_len))
+            .ok_or(EncodeError::TooLarge { arg: ARG })?;
+        wire_u32(input_len, ARG)?;
         if let Some(buf) = self.buf {
+            let have = buf.len();
+            let buf = buf
+                .get_mut(..input_len)
+                .ok_or(EncodeError::BufferTooSmall {
+                    need: input_len,
+                    have,
+                })?;
             buf[..self.fixed].copy_from_slice(args.as_bytes());
+            if let Some(placed) = placed {
+                placed.write(&mut buf[self.end..]);
+            }
         }
-        Encoded {
-            input_len: self.end,
+        Ok(Encoded {
+            input_len,
             output_len: outputs.end(),
             in_place: outputs.in_place(),
-        }
+        })
     }
 }
 

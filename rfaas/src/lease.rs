@@ -23,9 +23,9 @@ use crate::transport::{
     Endpoint, LIVENESS_TICK, Queue, Region, TransportError, recv_json, send_json,
 };
 use crate::wire::{
-    ABI_VERSION, Attach, FLAG_SMALL_RESULT, FunctionInfo, HEADER_LEN, Hello, INPUT_REGION,
-    InvocationHeader, RESULT_REGION, SEND_REGION, SESSION_PROTOCOL, Status, Verdict, Welcome,
-    split_response_imm,
+    ABI_VERSION, Attach, FLAG_PLACED, FLAG_SMALL_RESULT, FunctionInfo, HEADER_LEN, Hello,
+    INPUT_REGION, InvocationHeader, RESULT_REGION, SEND_REGION, SESSION_PROTOCOL, Status, Verdict,
+    Welcome, split_response_imm,
 };
 use std::future::Future;
 use std::marker::PhantomData;
@@ -148,8 +148,9 @@ struct Inner {
     cq: Arc<dyn Queue>,
     /// Send staging, for fabrics without a window into the executor's memory (TCP).
     send: Option<Arc<Region>>,
-    /// Whether the executor can write outputs into buffers in place (it maps our memory).
-    in_place: bool,
+    /// Whether the executor places outputs into our buffers with writes (TCP, RDMA), not
+    /// through a mapping of our memory (shared memory).
+    by_writes: bool,
     result: Arc<Region>,
     arena: Arc<Arena>,
     slots: u32,
@@ -246,7 +247,7 @@ impl Lease {
             cq,
             result,
             None,
-            true,
+            false,
         ))
     }
 
@@ -343,7 +344,7 @@ impl Lease {
             cq,
             result,
             Some(send),
-            false,
+            true,
         ))
     }
 
@@ -356,7 +357,7 @@ impl Lease {
         cq: Arc<dyn Queue>,
         result: Arc<Region>,
         send: Option<Arc<Region>>,
-        in_place: bool,
+        by_writes: bool,
     ) -> Lease {
         let Welcome {
             workers: w,
@@ -385,7 +386,7 @@ impl Lease {
                 workers,
                 cq,
                 send,
-                in_place,
+                by_writes,
                 result,
                 arena,
                 slots,
@@ -562,9 +563,6 @@ impl Inner {
     /// Where invocation `id`'s output lands in this process, and which memory the executor may
     /// write in place (the buffer arena).
     fn placement(&self, id: u32) -> Placement {
-        if !self.in_place {
-            return Placement::NONE;
-        }
         let base = self.result.as_ptr() as usize;
         Placement {
             base: base + self.result_offset(id),
@@ -572,6 +570,7 @@ impl Inner {
                 base + self.arena.start,
                 base + self.arena.start + self.arena.len,
             ),
+            by_writes: self.by_writes,
         }
     }
 
@@ -590,7 +589,10 @@ impl Inner {
                 limit,
             });
         }
-        if !layout.in_place && layout.output_len > self.slot_size {
+        // Outputs the executor writes where they are may reach past the slot (into the arena);
+        // any other output is produced in one slot (the result area, or the worker's staging).
+        let direct = layout.in_place && !self.by_writes;
+        if !direct && layout.output_len > self.slot_size {
             return Err(Error::TooLarge {
                 name: C::NAME,
                 what: "output",
@@ -661,13 +663,17 @@ impl Inner {
             let small_result = !encoded.in_place
                 && encoded.output_len > 0
                 && encoded.output_len <= ep.max_inline();
+            // Outputs placed by writes: the encoding ends with their list.
+            let placed = encoded.in_place && self.by_writes;
+            let flags = if small_result { FLAG_SMALL_RESULT } else { 0 }
+                | if placed { FLAG_PLACED } else { 0 };
             let header = InvocationHeader {
                 id: tagged(id, round).into(),
                 function: function.into(),
                 input_len: (layout.input_len as u32).into(),
                 result_offset: (self.result_offset(id) as u32).into(),
                 result_cap: (cap as u32).into(),
-                flags: if small_result { FLAG_SMALL_RESULT } else { 0 }.into(),
+                flags: flags.into(),
             };
             bytes[..HEADER_LEN].copy_from_slice(header.as_bytes());
             self.caps[id as usize].store(cap as u32, Ordering::Release);

@@ -85,6 +85,7 @@ fn output_slices_go_in_place_only_when_all_of_them_can() {
     let p = Placement {
         base: 0x10000,
         arena: (0x20000, 0x30000),
+        by_writes: false,
     };
     let check = |slices: &[(usize, usize)], want: bool| {
         let l = OutputLayout::placed(8, &p, slices);
@@ -103,6 +104,114 @@ fn output_slices_go_in_place_only_when_all_of_them_can() {
     let b = l.slice::<u8>("b", 0x20040, 16).unwrap();
     assert_eq!((a.offset.get(), b.offset.get()), (0x10000, 0x10040));
     assert_eq!(l.end(), 0x10050);
+}
+
+#[test]
+fn outputs_placed_by_writes_are_laid_out_compactly_and_listed() {
+    use crate::codec::{Encoder, Placement};
+    use crate::wire::PlacedOutputs;
+    // Output area at 0x10000; arena [0x20000, 0x30000); the executor writes by writes.
+    let p = Placement {
+        base: 0x10000,
+        arena: (0x20000, 0x30000),
+        by_writes: true,
+    };
+    // Two buffers (and an empty slice, which needs no write): in place, but the descriptors
+    // are the ordinary compact layout, and the list says where each range goes.
+    let slices = [(0x20000, 64), (0x20100, 0), (0x20400, 10)];
+    let mut l = OutputLayout::placed(4, &p, &slices);
+    assert!(l.in_place());
+    let a = l.slice::<u64>("a", 0x20000, 8).unwrap();
+    let e = l.slice::<u8>("e", 0x20100, 0).unwrap();
+    let b = l.slice::<u8>("b", 0x20400, 10).unwrap();
+    assert_eq!(
+        (a.offset.get(), e.offset.get(), b.offset.get()),
+        (8, 72, 72)
+    );
+    assert_eq!(l.end(), 82);
+    let args = [0u8; 16];
+    let measured = Encoder::new::<[u8; 16]>(None)
+        .unwrap()
+        .finish(&args, &l)
+        .unwrap();
+    // 16 bytes of arguments, then two ranges of 12 bytes and the count.
+    assert_eq!(measured.input_len, 16 + 2 * 12 + 4);
+    assert!(measured.in_place);
+    let mut buf = vec![0xaa; measured.input_len];
+    let encoded = Encoder::new::<[u8; 16]>(Some(&mut buf))
+        .unwrap()
+        .finish(&args, &l)
+        .unwrap();
+    assert_eq!(encoded, measured);
+    let (rest, list) = PlacedOutputs::split(&buf).unwrap();
+    assert_eq!(rest, &[0u8; 16]);
+    let got: Vec<_> = list
+        .ranges()
+        .iter()
+        .map(|r| (r.at.get(), r.len.get(), r.dest.get()))
+        .collect();
+    assert_eq!(got, [(8, 64, 0x10000), (72, 10, 0x10400)]);
+    // A buffer too short for the list is refused.
+    let mut short = vec![0u8; measured.input_len - 1];
+    assert!(
+        Encoder::new::<[u8; 16]>(Some(&mut short))
+            .unwrap()
+            .finish(&args, &l)
+            .is_err()
+    );
+    // More non-empty slices than a list holds: copied, as without a placement.
+    let five: Vec<_> = (0..5).map(|i| (0x20000 + i * 0x100, 8)).collect();
+    assert!(!OutputLayout::placed(0, &p, &five).in_place());
+    assert!(OutputLayout::placed(0, &p, &five[..4]).in_place());
+    // Outside the arena: copied, and no list.
+    let mut l = OutputLayout::placed(4, &p, &[(0x5000, 8)]);
+    assert!(!l.in_place());
+    l.slice::<u8>("x", 0x5000, 8).unwrap();
+    let plain = Encoder::new::<[u8; 16]>(None)
+        .unwrap()
+        .finish(&args, &l)
+        .unwrap();
+    assert_eq!(plain.input_len, 16);
+}
+
+#[test]
+fn placed_output_lists_from_a_peer_are_checked() {
+    use crate::wire::{PlacedOutput, PlacedOutputs};
+    use zerocopy::IntoBytes;
+    let list = |ranges: &[(u32, u32, u32)], count: u32| {
+        let mut v = b"args".to_vec();
+        for &(at, len, dest) in ranges {
+            let r = PlacedOutput {
+                at: at.into(),
+                len: len.into(),
+                dest: dest.into(),
+            };
+            v.extend_from_slice(r.as_bytes());
+        }
+        v.extend_from_slice(&count.to_le_bytes());
+        v
+    };
+    let ok = list(&[(0, 8, 100), (8, 8, 0), (24, 1, 7)], 3);
+    let (args, l) = PlacedOutputs::split(&ok).unwrap();
+    assert_eq!(args, b"args");
+    assert_eq!(l.ranges().len(), 3);
+    assert_eq!(l.wire_len(), 40);
+    let mut back = vec![0u8; l.wire_len()];
+    l.write(&mut back);
+    assert_eq!(back, ok[4..]);
+    assert_eq!(PlacedOutputs::split(&list(&[], 0)).unwrap().1.ranges(), []);
+    for (bytes, why) in [
+        (list(&[(0, 8, 0), (4, 8, 0)], 2), "overlapping"),
+        (list(&[(8, 8, 0), (0, 8, 0)], 2), "out of order"),
+        (list(&[(0, 0, 0)], 1), "empty"),
+        (list(&[(u32::MAX, 2, 0), (0, 1, 0)], 2), "wrapping"),
+        (list(&[(0, 1, 0); 5], 5), "too many"),
+        (list(&[(0, 8, 0)], 2), "count past the input"),
+        (list(&[(0, 8, 0)], u32::MAX), "huge count"),
+        (vec![1, 0, 0], "no count"),
+    ] {
+        assert!(PlacedOutputs::split(&bytes).is_err(), "{why} accepted");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -171,7 +171,8 @@ pub struct InvocationHeader {
     pub result_offset: U32,
     /// Bytes available in the result area.
     pub result_cap: U32,
-    /// [`FLAG_SMALL_RESULT`] or 0; the other bits are reserved and must be zero.
+    /// [`FLAG_SMALL_RESULT`], [`FLAG_PLACED`] or 0; the other bits are reserved and must be
+    /// zero.
     pub flags: U32,
 }
 
@@ -182,8 +183,119 @@ pub struct InvocationHeader {
 /// copied into the result area as usual. Without the bit the function writes the result area
 /// directly (large outputs are not copied twice).
 pub const FLAG_SMALL_RESULT: u32 = 1;
+/// [`InvocationHeader::flags`] bit: the input ends with a [`PlacedOutputs`] list, and the
+/// output slices it names go to the client's buffers, not to the result area. Used on fabrics
+/// without a window into the client's memory (TCP, RDMA), whose workers run functions into
+/// staging of their own: the worker sends each listed range of its output with a plain write
+/// ([`crate::transport::Endpoint::write`]) to where the list says, then the rest of the output
+/// (the return value) to the result area with the completion, so `rfaas::Buffer` outputs
+/// arrive in place, as over shared memory. Workers with a window answer it `BadCall`.
+pub const FLAG_PLACED: u32 = 2;
 /// Every flag a worker understands; a header with another bit set is answered `BadCall`.
-pub const KNOWN_FLAGS: u32 = FLAG_SMALL_RESULT;
+pub const KNOWN_FLAGS: u32 = FLAG_SMALL_RESULT | FLAG_PLACED;
+
+/// One output range of a [`FLAG_PLACED`] invocation: `len` bytes at `at` in the function's
+/// output go to `dest` bytes past the invocation's result area in the client's result region
+/// (its buffer arena). Little-endian, 12 bytes, alignment 1.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct PlacedOutput {
+    /// Byte offset in the function's output.
+    pub at: U32,
+    /// Bytes (not zero).
+    pub len: U32,
+    /// Byte offset from the invocation's result area (`result_offset`) in the client's result
+    /// region.
+    pub dest: U32,
+}
+
+/// The list a [`FLAG_PLACED`] input ends with: up to [`PlacedOutputs::MAX`] [`PlacedOutput`]s,
+/// then their count as a little-endian `u32` (the input's last four bytes). Ranges are in
+/// increasing `at` order, not overlapping and not empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlacedOutputs {
+    list: [PlacedOutput; PlacedOutputs::MAX],
+    n: usize,
+}
+
+impl PlacedOutputs {
+    /// Most output ranges one invocation places (more output slices are copied instead).
+    pub const MAX: usize = 4;
+
+    /// Adds a range; `false` (and nothing added) when the list is full.
+    pub fn push(&mut self, at: u32, len: u32, dest: u32) -> bool {
+        let Some(slot) = self.list.get_mut(self.n) else {
+            return false;
+        };
+        *slot = PlacedOutput {
+            at: at.into(),
+            len: len.into(),
+            dest: dest.into(),
+        };
+        self.n += 1;
+        true
+    }
+
+    /// The ranges.
+    pub fn ranges(&self) -> &[PlacedOutput] {
+        &self.list[..self.n]
+    }
+
+    /// Bytes the list takes at the end of an input.
+    pub fn wire_len(&self) -> usize {
+        self.n * size_of::<PlacedOutput>() + 4
+    }
+
+    /// Writes the list (ranges, then count) into `buf`, which is [`PlacedOutputs::wire_len`]
+    /// bytes long.
+    pub fn write(&self, buf: &mut [u8]) {
+        let (ranges, count) = buf.split_at_mut(self.n * size_of::<PlacedOutput>());
+        ranges.copy_from_slice(self.ranges().as_bytes());
+        count.copy_from_slice(&(self.n as u32).to_le_bytes());
+    }
+
+    /// Splits a peer's input into the argument layout and the list it ends with, checking
+    /// the count, the order of the ranges and that none is empty or overflows.
+    pub fn split(input: &[u8]) -> Result<(&[u8], PlacedOutputs), &'static str> {
+        let (rest, count) = input
+            .split_last_chunk::<4>()
+            .ok_or("input shorter than a placement count")?;
+        let n = u32::from_le_bytes(*count) as usize;
+        if n > PlacedOutputs::MAX {
+            return Err("more placed outputs than allowed");
+        }
+        let bytes = n * size_of::<PlacedOutput>();
+        let at = rest
+            .len()
+            .checked_sub(bytes)
+            .ok_or("input shorter than its placement list")?;
+        let (args, ranges) = rest.split_at(at);
+        let ranges = <[PlacedOutput]>::ref_from_bytes(ranges).map_err(|_| "malformed list")?;
+        let mut list = PlacedOutputs::default();
+        let mut next = 0u64;
+        for r in ranges {
+            let (at, len) = (u64::from(r.at.get()), u64::from(r.len.get()));
+            if len == 0 || at < next {
+                return Err("placed outputs empty, overlapping or out of order");
+            }
+            next = at + len;
+            list.push(r.at.get(), r.len.get(), r.dest.get());
+        }
+        Ok((args, list))
+    }
+}
 
 /// Size of [`InvocationHeader`]; arguments start here (a multiple of 8).
 pub const HEADER_LEN: usize = size_of::<InvocationHeader>();

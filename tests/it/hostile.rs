@@ -6,8 +6,8 @@ use functions_example as fx;
 use rfaas::transport::Region;
 use rfaas::transport::shm::{CompletionQueue, ShmEndpoint, Side, recv_message, send_message};
 use rfaas::wire::{
-    FLAG_SMALL_RESULT, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, RESULT_REGION,
-    SESSION_PROTOCOL, Status, Verdict, Welcome, split_response_imm,
+    FLAG_PLACED, FLAG_SMALL_RESULT, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, KNOWN_FLAGS,
+    RESULT_REGION, SESSION_PROTOCOL, Status, Verdict, Welcome, split_response_imm,
 };
 use rfaas::{Lease, Placement, RemoteCall};
 use std::os::unix::net::UnixStream;
@@ -216,10 +216,24 @@ fn malformed_invocations_get_error_statuses_and_the_executor_keeps_serving() {
         (
             "reserved flags set",
             InvocationHeader {
-                flags: (FLAG_SMALL_RESULT << 1).into(),
+                flags: (!KNOWN_FLAGS).into(),
                 ..header(10, fault, good.len(), 0, 64)
             },
             good.clone(),
+            None,
+            Status::BadCall,
+        ),
+        (
+            "outputs placed by writes on shared memory (the worker writes them in place)",
+            InvocationHeader {
+                flags: FLAG_PLACED.into(),
+                ..header(13, echo, echo_args.len() + 4, 0, 128)
+            },
+            {
+                let mut a = echo_args.clone();
+                a.extend_from_slice(&0u32.to_le_bytes()); // an empty list
+                a
+            },
             None,
             Status::BadCall,
         ),

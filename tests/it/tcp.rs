@@ -1,13 +1,21 @@
 //! End to end over TCP loopback: the same executor binary, `--listen`, and `Lease::connect_tcp`.
 
 use functions_example as fx;
+use rfaas::transport::tcp::{TcpEndpoint, TcpQueue};
+use rfaas::transport::{Endpoint, Queue, Region, recv_json, send_json};
+use rfaas::wire::{
+    Attach, FLAG_PLACED, HEADER_LEN, Hello, INPUT_REGION, InvocationHeader, RESULT_REGION,
+    SEND_REGION, SESSION_PROTOCOL, Verdict, Welcome, split_response_imm,
+};
 use rfaas::{
     CallError, EncodeError, Encoded, Error, Gather, Lease, LeaseOptions, Placement, RemoteCall,
     Status,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tests::{Executor, Rng};
+use zerocopy::IntoBytes;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -55,7 +63,7 @@ fn every_function_over_tcp() {
         .expect("matmul");
     fx::matmul(n as u32, &a, &b, &mut local).expect("local");
     assert_eq!(remote, local);
-    // Buffers work over TCP too (their results are copied, not placed).
+    // Buffers work over TCP too (the worker writes their results into them).
     let mut buf = lease.buffer::<f64>(n * n).expect("buffer");
     fx::matmul::invoke(&lease, n as u32, &a, &b, &mut buf)
         .timeout(T)
@@ -332,4 +340,374 @@ fn pieces_never_fall_on_the_invocation_header() {
     }
     assert_eq!(out, input);
     assert_eq!(lease.protocol_violations(), 0);
+}
+
+/// A generated call, passed through, noting whether the lease had its outputs placed in the
+/// caller's buffers and how many output bytes came back through the result area.
+struct Seen<'c, C> {
+    call: C,
+    in_place: &'c AtomicBool,
+    returned: &'c AtomicUsize,
+}
+
+impl<C: RemoteCall> RemoteCall for Seen<'_, C> {
+    type Output = C::Output;
+    const NAME: &'static str = C::NAME;
+    const FINGERPRINT: u64 = C::FINGERPRINT;
+
+    fn layout(&self, placement: &Placement) -> Result<Encoded, EncodeError> {
+        self.call.layout(placement)
+    }
+
+    fn encode(&self, buf: &mut [u8], placement: &Placement) -> Result<Encoded, EncodeError> {
+        let r = self.call.encode(buf, placement);
+        if let Ok(e) = &r {
+            self.in_place.store(e.in_place, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn encode_gather<'s>(
+        &'s self,
+        buf: &mut [u8],
+        placement: &Placement,
+        gather: &mut Gather<'s>,
+    ) -> Result<Encoded, EncodeError> {
+        let r = self.call.encode_gather(buf, placement, gather);
+        if let Ok(e) = &r {
+            self.in_place.store(e.in_place, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn decode(
+        self,
+        status: Status,
+        output: &[u8],
+        placement: &Placement,
+    ) -> Result<Self::Output, CallError> {
+        self.returned.store(output.len(), Ordering::Relaxed);
+        self.call.decode(status, output, placement)
+    }
+}
+
+/// Runs `call` on `lease` through [`Seen`]: its result, whether its outputs were placed, and
+/// how many output bytes came back through the result area.
+fn seen<C: RemoteCall>(lease: &Lease, call: C) -> (Result<C::Output, Error>, bool, usize) {
+    let (in_place, returned) = (AtomicBool::new(false), AtomicUsize::new(usize::MAX));
+    let r = lease
+        .invoke(Seen {
+            call,
+            in_place: &in_place,
+            returned: &returned,
+        })
+        .timeout(T)
+        .wait();
+    (r, in_place.into_inner(), returned.into_inner())
+}
+
+/// On a fabric without a window into our memory (TCP, RDMA): outputs into `rfaas::Buffer`s
+/// are written into them by the worker (only the return value comes back through the result
+/// area, and nothing is copied on our side), other outputs are copied as before; an error
+/// leaves the buffers as they were; buffers of several threads in flight at once each get
+/// their own results.
+pub(crate) fn buffer_outputs_arrive_in_place(lease: &Lease) {
+    let input: Vec<u8> = (0..50_000).map(|i| (i % 249) as u8).collect();
+    let mut buf = lease.buffer::<u8>(input.len()).expect("buffer");
+    buf.fill(0xee);
+    let (r, in_place, returned) = seen(lease, fx::echo::call(&input, &mut buf));
+    assert_eq!(r.expect("echo into a buffer"), input.len() as u64);
+    assert!(in_place, "a buffer output is placed");
+    assert_eq!(
+        returned, 8,
+        "only the return value travels through the result area"
+    );
+    assert!(buf[..] == input[..], "the buffer holds the echo");
+    // The same into a Vec: copied from the result area.
+    let mut out = vec![0u8; input.len()];
+    let (r, in_place, returned) = seen(lease, fx::echo::call(&input, &mut out));
+    assert_eq!(r.expect("echo into a Vec"), input.len() as u64);
+    assert!(!in_place);
+    assert_eq!(returned, 8 + input.len());
+    assert_eq!(out, input);
+    // Two output buffers (two placed ranges, no return value), then one buffer and one Vec
+    // (copied: all outputs are placed or none).
+    let mut rng = Rng::new(11);
+    let x: Vec<f64> = (0..1000).map(|_| rng.range(-5.0, 5.0)).collect();
+    let (mut sl, mut cl) = (vec![0.0; 1000], vec![0.0; 1000]);
+    fx::sincos(&x, &mut sl, &mut cl).expect("local sincos");
+    let mut sb = lease.buffer::<f64>(1000).expect("buffer");
+    let mut cb = lease.buffer::<f64>(1000).expect("buffer");
+    let (r, in_place, returned) = seen(lease, fx::sincos::call(&x, &mut sb, &mut cb));
+    r.expect("sincos into buffers");
+    assert!(in_place);
+    assert_eq!(returned, 0);
+    assert_eq!((&sb[..], &cb[..]), (&sl[..], &cl[..]));
+    sb.fill(0.0);
+    let mut cv = vec![0.0; 1000];
+    let (r, in_place, _) = seen(lease, fx::sincos::call(&x, &mut sb, &mut cv));
+    r.expect("sincos into a buffer and a Vec");
+    assert!(!in_place);
+    assert_eq!((&sb[..], &cv[..]), (&sl[..], &cl[..]));
+    // A function error: the message comes back, the buffers stay as they were.
+    let mut short = lease.buffer::<f64>(999).expect("buffer");
+    sb.fill(7.0);
+    short.fill(7.0);
+    match seen(lease, fx::sincos::call(&x, &mut sb, &mut short)).0 {
+        Err(Error::Call(CallError::Function(m))) => assert!(!m.is_empty()),
+        other => panic!("expected a function error, got {other:?}"),
+    }
+    assert!(sb.iter().chain(short.iter()).all(|&v| v == 7.0));
+    // Threads with buffers of their own, several invocations in flight each.
+    std::thread::scope(|s| {
+        for t in 0..3u8 {
+            s.spawn(move || {
+                let inputs: Vec<Vec<u8>> = (0..4u8)
+                    .map(|k| (0..20_000).map(|i| (i as u8) ^ (t * 16 + k)).collect())
+                    .collect();
+                let mut bufs: Vec<_> = (0..4)
+                    .map(|_| lease.buffer::<u8>(20_000).expect("buffer"))
+                    .collect();
+                for _ in 0..10 {
+                    let pending: Vec<_> = inputs
+                        .iter()
+                        .zip(bufs.iter_mut())
+                        .map(|(i, b)| fx::echo::invoke(lease, i, b).timeout(T))
+                        .collect();
+                    for p in pending {
+                        assert_eq!(p.wait().expect("echo"), 20_000);
+                    }
+                    for (i, b) in inputs.iter().zip(&bufs) {
+                        assert!(b[..] == i[..], "thread {t}: a buffer holds another's echo");
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(lease.protocol_violations(), 0);
+}
+
+#[test]
+fn buffer_outputs_over_tcp_arrive_in_place() {
+    let mut exec = Executor::start_tcp(
+        "tcp-placed",
+        "127.0.0.1:0",
+        &[
+            "--cores",
+            "2",
+            "--hot-timeout-us",
+            "2000",
+            "--slot-size",
+            "262144",
+        ],
+    );
+    buffer_outputs_arrive_in_place(&lease(&exec));
+    assert!(exec.is_running());
+}
+
+/// A client speaking the TCP session by hand (one worker), with a result region of
+/// `result_len` bytes (the result areas, then room of its own).
+struct RawTcp {
+    _control: std::net::TcpStream,
+    ep: TcpEndpoint,
+    cq: Arc<TcpQueue>,
+    welcome: Welcome,
+    result: Arc<Region>,
+    send: Arc<Region>,
+}
+
+impl RawTcp {
+    fn connect(exec: &Executor, result_len: usize) -> RawTcp {
+        let mut control = std::net::TcpStream::connect(&exec.address).expect("connect");
+        let welcome: Welcome = recv_json(&mut control).expect("welcome");
+        assert_eq!(welcome.workers, 1);
+        send_json(
+            &mut control,
+            &Hello {
+                protocol: SESSION_PROTOCOL,
+                result_len: result_len as u64,
+                token: None,
+            },
+        )
+        .expect("hello");
+        let verdict: Verdict = recv_json(&mut control).expect("verdict");
+        assert_eq!(verdict, Verdict::Accepted);
+        let mut data = std::net::TcpStream::connect(welcome.data.as_deref().expect("data address"))
+            .expect("data connection");
+        send_json(&mut data, &Attach { token: None }).expect("attach");
+        let result = Arc::new(Region::new(RESULT_REGION, result_len).expect("region"));
+        let send = Arc::new(Region::new(SEND_REGION, welcome.slot_size as usize).expect("region"));
+        let cq = TcpQueue::new();
+        let ep =
+            TcpEndpoint::connect(data, vec![result.clone(), send.clone()], &cq).expect("endpoint");
+        RawTcp {
+            _control: control,
+            ep,
+            cq,
+            welcome,
+            result,
+            send,
+        }
+    }
+
+    fn index_of(&self, name: &str) -> u32 {
+        let f = self.welcome.functions.iter().find(|f| f.name == name);
+        f.expect("function").index
+    }
+
+    /// Sends `header` and `input` into slot 0 and returns the answer's `(id, status, len)`.
+    fn call(&self, header: InvocationHeader, input: &[u8]) -> (u32, Status, u32) {
+        self.send.write(0, header.as_bytes()).expect("header");
+        self.send.write(HEADER_LEN, input).expect("input");
+        let len = HEADER_LEN + input.len();
+        self.ep
+            .write_with_imm(SEND_REGION, 0, len, INPUT_REGION, 0, 0)
+            .expect("send");
+        match self.cq.wait(Duration::from_secs(10)) {
+            Ok(Some(c)) => {
+                let (id, raw) = split_response_imm(c.imm);
+                (id, Status::from_u32(raw).expect("known status"), c.len)
+            }
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+
+    fn read(&self, off: usize, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        self.result.read(off, &mut v).expect("read");
+        v
+    }
+}
+
+/// `echo`'s input for `data` (laid out for copied outputs: return value at 0, the slice at 8),
+/// followed by a placement list of `ranges` `(at, len, dest)` and `count`.
+fn placed_echo(data: &[u8], ranges: &[(u32, u32, u32)], count: u32) -> Vec<u8> {
+    let mut sink = vec![0u8; data.len()];
+    let call = fx::echo::call(data, &mut sink);
+    let mut v = vec![0u8; call.layout(&Placement::NONE).expect("layout").input_len];
+    call.encode(&mut v, &Placement::NONE).expect("encode");
+    for &(at, len, dest) in ranges {
+        for w in [at, len, dest] {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    v.extend_from_slice(&count.to_le_bytes());
+    v
+}
+
+/// Placement lists from a hostile client over TCP: a valid one lands the output where it
+/// says (and only the return value in the result area); lists that are malformed, reach
+/// outside the staging or the client's region, or do not match the function's output are
+/// answered `BadCall` without writing anything, and the executor keeps serving.
+#[test]
+fn hostile_placement_lists_over_tcp_are_refused() {
+    let mut exec = Executor::start_tcp(
+        "tcp-placed-hostile",
+        "127.0.0.1:0",
+        &[
+            "--cores",
+            "1",
+            "--slots",
+            "4",
+            "--slot-size",
+            "4096",
+            "--hot-timeout-us",
+            "1000",
+        ],
+    );
+    let region = 4 * 4096 + 65536;
+    let raw = RawTcp::connect(&exec, region);
+    let echo = raw.index_of("echo");
+    let data: Vec<u8> = (0..64).map(|i| (i * 5 + 1) as u8).collect();
+    let header = |id: u32, input_len: usize, cap: u32| InvocationHeader {
+        id: id.into(),
+        function: echo.into(),
+        input_len: (input_len as u32).into(),
+        result_offset: 0.into(),
+        result_cap: cap.into(),
+        flags: FLAG_PLACED.into(),
+    };
+    // Valid: the 64 echoed bytes go to 20 000 bytes past the result area.
+    let input = placed_echo(&data, &[(8, 64, 20_000)], 1);
+    assert_eq!(
+        raw.call(header(1, input.len(), 72), &input),
+        (1, Status::Ok, 8)
+    );
+    assert_eq!(raw.read(20_000, 64), data);
+    assert_eq!(raw.read(0, 8), 64u64.to_le_bytes());
+    assert_eq!(
+        raw.read(8, 64),
+        [0; 64],
+        "the output slice did not come back"
+    );
+    let short = &data[..32];
+    type Case = (&'static str, Vec<u8>, u32);
+    let cases: [Case; 8] = [
+        (
+            "too many ranges",
+            placed_echo(&data, &[(8, 1, 30_000); 5], 5),
+            72,
+        ),
+        (
+            "a count beyond the limit",
+            placed_echo(&data, &[(8, 64, 30_000)], 200),
+            72,
+        ),
+        (
+            "overlapping ranges",
+            placed_echo(&data, &[(8, 40, 30_000), (40, 32, 31_000)], 2),
+            72,
+        ),
+        (
+            "an empty range",
+            placed_echo(&data, &[(8, 0, 30_000)], 1),
+            72,
+        ),
+        ("a count past the input", 1u32.to_le_bytes().to_vec(), 72),
+        (
+            "a range past the result capacity",
+            placed_echo(&data, &[(8, 64, 30_000)], 1),
+            64,
+        ),
+        (
+            "a destination past the client's region",
+            placed_echo(&data, &[(8, 64, region as u32 - 32)], 1),
+            72,
+        ),
+        (
+            "a range past the function's output",
+            placed_echo(short, &[(8, 64, 30_000)], 1),
+            72,
+        ),
+    ];
+    for (i, (what, input, cap)) in cases.into_iter().enumerate() {
+        let id = 10 + i as u32;
+        assert_eq!(
+            raw.call(header(id, input.len(), cap), &input),
+            (id, Status::BadCall, 0),
+            "{what}"
+        );
+    }
+    assert!(
+        raw.read(30_000, 2000).iter().all(|&b| b == 0)
+            && raw.read(region - 32, 32).iter().all(|&b| b == 0),
+        "nothing refused was written"
+    );
+    // The session still serves, and so does the executor.
+    let input = placed_echo(&data, &[(8, 64, 40_000)], 1);
+    assert_eq!(
+        raw.call(header(2, input.len(), 72), &input),
+        (2, Status::Ok, 8)
+    );
+    assert_eq!(raw.read(40_000, 64), data);
+    drop(raw);
+    let lease = lease(&exec);
+    assert_eq!(
+        fx::fault::invoke(&lease, 0, 5)
+            .timeout(T)
+            .wait()
+            .expect("fault"),
+        5
+    );
+    assert!(exec.is_running());
 }

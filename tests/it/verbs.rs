@@ -150,6 +150,31 @@ fn every_function_over_rdma() {
     });
 }
 
+/// Outputs into `rfaas::Buffer`s are RDMA-written into them by the worker (see the TCP test
+/// of the same checks).
+#[test]
+fn buffer_outputs_over_rdma_arrive_in_place() {
+    if !rdma_or_skip("buffer_outputs_over_rdma_arrive_in_place") {
+        return;
+    }
+    let mut exec = Executor::start_tcp(
+        "verbs-placed",
+        "127.0.0.1:0",
+        &[
+            "--fabric",
+            "verbs",
+            "--cores",
+            "2",
+            "--hot-timeout-us",
+            "1000",
+            "--slot-size",
+            "262144",
+        ],
+    );
+    crate::tcp::buffer_outputs_arrive_in_place(&lease(&exec));
+    assert!(exec.is_running());
+}
+
 #[test]
 fn warm_invocations_over_rdma() {
     if !rdma_or_skip("warm_invocations_over_rdma") {

@@ -221,6 +221,19 @@ pub trait Endpoint: Send + Sync {
         remote_off: usize,
         imm: u32,
     ) -> Result<(), TransportError>;
+    /// Copies `len` local bytes at `local_off` into the peer's region `remote_key` at
+    /// `remote_off`, like an RDMA write without immediate: the peer's queue sees nothing.
+    /// Writes on one endpoint arrive in the order they were made, so a later
+    /// [`Endpoint::write_with_imm`] on the same endpoint announces this one too. Checked like
+    /// [`Endpoint::write_with_imm`], before anything is written.
+    fn write(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        remote_key: u32,
+        remote_off: usize,
+    ) -> Result<(), TransportError>;
     /// A pointer into the peer's region for writing in place, when the fabric maps peer
     /// memory (shared memory); `None` otherwise. Bounds are checked.
     fn window(

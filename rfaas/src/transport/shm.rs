@@ -796,6 +796,22 @@ impl super::Endpoint for ShmEndpoint {
             unsafe { std::ptr::copy_nonoverlapping(local.as_ptr().add(local_off), dst, len) };
         })
     }
+    fn write(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        remote_key: u32,
+        remote_off: usize,
+    ) -> Result<(), TransportError> {
+        let local = super::local_range(&self.local, local_key, local_off, len)?;
+        let dst = self.window(remote_key, remote_off, len)?;
+        // SAFETY: both ranges are in bounds of live mappings (checked above); they belong to
+        // different memory files, so they do not overlap. A later entry's publishing exchange
+        // orders the copy before the peer sees that entry.
+        unsafe { std::ptr::copy_nonoverlapping(local.as_ptr().add(local_off), dst, len) };
+        Ok(())
+    }
     fn window(
         &self,
         key: u32,

@@ -8,6 +8,9 @@
 //! u32 remote_key | u64 remote_offset | u32 len | u32 imm | len bytes      (little-endian)
 //! ```
 //!
+//! A plain write ([`Endpoint::write`]) is the same frame with the key's top bit set
+//! (`FRAME_SILENT`): the receiver places the bytes and queues no completion.
+//!
 //! There is no thread of the transport's own: the threads that poll or wait on a [`TcpQueue`]
 //! read its endpoints' sockets themselves, like a verbs completion queue being polled.
 //! [`Queue::poll`] reads without blocking (`MSG_DONTWAIT`); [`Queue::wait`] sleeps in `ppoll(2)`
@@ -34,6 +37,8 @@ use std::time::{Duration, Instant};
 
 /// Bytes of a write frame's header.
 const FRAME_HEADER: usize = 20;
+/// Remote-key bit of a frame the receiver queues no completion for ([`Endpoint::write`]).
+const FRAME_SILENT: u32 = 1 << 31;
 /// Completions an endpoint's blocked sender takes in (to be delivered later) before it stops
 /// receiving (back-pressure).
 pub const QUEUE_CAPACITY: usize = 4096;
@@ -170,6 +175,8 @@ struct Body {
     offset: usize,
     len: usize,
     imm: u32,
+    /// A plain write: no completion when it is complete.
+    silent: bool,
     /// Payload bytes read so far.
     got: usize,
 }
@@ -244,6 +251,9 @@ impl Conn {
                 }
                 Some(b) if b.got == b.len => {
                     rx.body = None;
+                    if b.silent {
+                        continue;
+                    }
                     return Some(Event::Completion(Completion {
                         endpoint: self.id,
                         imm: b.imm,
@@ -297,7 +307,8 @@ impl Conn {
 
     /// Checks a frame header against the local regions.
     fn validate(&self, h: &[u8; FRAME_HEADER]) -> Result<Body, String> {
-        let key = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
+        let word = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
+        let (key, silent) = (word & !FRAME_SILENT, word & FRAME_SILENT != 0);
         let offset = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes")) as usize;
         let imm = u32::from_le_bytes(h[16..20].try_into().expect("4 bytes"));
@@ -314,6 +325,7 @@ impl Conn {
             offset,
             len,
             imm,
+            silent,
             got: 0,
         })
     }
@@ -698,6 +710,11 @@ impl TcpEndpoint {
                     "region key {key} offered twice"
                 )));
             }
+            if key & FRAME_SILENT != 0 {
+                return Err(TransportError::Protocol(format!(
+                    "region key {key:#x} has the plain-write bit set"
+                )));
+            }
             remote.push((key, len));
         }
         let wake = cq.wake.clone();
@@ -766,6 +783,63 @@ impl Endpoint for TcpEndpoint {
         remote_off: usize,
         imm: u32,
     ) -> Result<(), TransportError> {
+        self.frame(
+            local_key,
+            local_off,
+            len,
+            pieces,
+            remote_key,
+            remote_off,
+            Some(imm),
+        )
+    }
+
+    fn write(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        remote_key: u32,
+        remote_off: usize,
+    ) -> Result<(), TransportError> {
+        self.frame(local_key, local_off, len, &[], remote_key, remote_off, None)
+    }
+
+    fn window(
+        &self,
+        key: u32,
+        offset: usize,
+        len: usize,
+    ) -> Result<Option<*mut u8>, TransportError> {
+        let rlen = self.remote_len(key).ok_or(TransportError::UnknownRegion {
+            side: "remote",
+            key,
+        })?;
+        check_range("remote", key, offset, len, rlen)?;
+        Ok(None)
+    }
+
+    fn signal(&self, _imm: u32, _len: usize) -> Result<(), TransportError> {
+        Err(TransportError::Protocol(
+            "tcp has no zero-copy window to signal; use write_with_imm".into(),
+        ))
+    }
+}
+
+impl TcpEndpoint {
+    /// Sends one frame: a write with `imm`, or a plain write (`None`). See
+    /// [`Endpoint::write_gather`] for the pieces.
+    #[allow(clippy::too_many_arguments)]
+    fn frame(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        pieces: &[(usize, &[u8])],
+        remote_key: u32,
+        remote_off: usize,
+        imm: Option<u32>,
+    ) -> Result<(), TransportError> {
         super::check_pieces(len, pieces)?;
         let local = super::local_range(&self.conn.local, local_key, local_off, len)?;
         let rlen = self
@@ -777,11 +851,17 @@ impl Endpoint for TcpEndpoint {
         check_range("remote", remote_key, remote_off, len, rlen)?;
         let len32 = u32::try_from(len)
             .map_err(|_| TransportError::Protocol("write larger than 4 GiB".into()))?;
+        // Region keys are small (the peer's offer named this one), so the top bit is free.
+        let word = if imm.is_some() {
+            remote_key
+        } else {
+            remote_key | FRAME_SILENT
+        };
         let mut h = [0u8; FRAME_HEADER];
-        h[0..4].copy_from_slice(&remote_key.to_le_bytes());
+        h[0..4].copy_from_slice(&word.to_le_bytes());
         h[4..12].copy_from_slice(&(remote_off as u64).to_le_bytes());
         h[12..16].copy_from_slice(&len32.to_le_bytes());
-        h[16..20].copy_from_slice(&imm.to_le_bytes());
+        h[16..20].copy_from_slice(&imm.unwrap_or(0).to_le_bytes());
         // SAFETY: in bounds of the live local region (checked above); read as plain bytes.
         let data = unsafe { std::slice::from_raw_parts(local.as_ptr().add(local_off), len) };
         // The frame: its header, then the local bytes with each piece sent in its place.
@@ -807,26 +887,6 @@ impl Endpoint for TcpEndpoint {
                 endpoint: self.conn.id,
             }
         })
-    }
-
-    fn window(
-        &self,
-        key: u32,
-        offset: usize,
-        len: usize,
-    ) -> Result<Option<*mut u8>, TransportError> {
-        let rlen = self.remote_len(key).ok_or(TransportError::UnknownRegion {
-            side: "remote",
-            key,
-        })?;
-        check_range("remote", key, offset, len, rlen)?;
-        Ok(None)
-    }
-
-    fn signal(&self, _imm: u32, _len: usize) -> Result<(), TransportError> {
-        Err(TransportError::Protocol(
-            "tcp has no zero-copy window to signal; use write_with_imm".into(),
-        ))
     }
 }
 

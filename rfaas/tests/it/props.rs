@@ -290,7 +290,7 @@ proptest! {
         let mut args = [0u8; 64];
         let mut measure = Encoder::new::<Args64>(None).unwrap();
         let want: Vec<SliceDesc> = slices.iter().map(|s| s.encode(&mut measure)).collect();
-        let sizes = measure.finish(&args, &OutputLayout::new(0));
+        let sizes = measure.finish(&args, &OutputLayout::new(0)).unwrap();
         let mut buf = Buf::new(sizes.input_len, skew);
         let mut enc = Encoder::new::<Args64>(Some(buf.bytes_mut())).unwrap();
         let mut end = size_of::<Args64>();
@@ -303,7 +303,7 @@ proptest! {
             end = off + s.bytes().len();
             args[8 * i..8 * i + 8].copy_from_slice(d.as_bytes());
         }
-        let encoded = enc.finish(&args, &OutputLayout::new(0));
+        let encoded = enc.finish(&args, &OutputLayout::new(0)).unwrap();
         prop_assert_eq!(encoded, sizes);
         prop_assert_eq!(encoded.input_len, end);
 
@@ -330,14 +330,14 @@ proptest! {
             for s in &slices {
                 s.encode(&mut measure);
             }
-            vec![0xaa_u8; measure.finish(&args, &OutputLayout::new(0)).input_len]
+            vec![0xaa_u8; measure.finish(&args, &OutputLayout::new(0)).unwrap().input_len]
         };
         let mut holed = plain.clone();
         let mut enc = Encoder::new::<Args64>(Some(&mut plain)).unwrap();
         for (i, s) in slices.iter().enumerate() {
             args[8 * i..8 * i + 8].copy_from_slice(s.encode(&mut enc).as_bytes());
         }
-        let sizes = enc.finish(&args, &OutputLayout::new(0));
+        let sizes = enc.finish(&args, &OutputLayout::new(0)).unwrap();
 
         let mut gather = Gather::with_min(min);
         let mut enc = Encoder::gathering::<Args64>(&mut holed, &mut gather).unwrap();
@@ -349,7 +349,7 @@ proptest! {
                 wanted.push((d.offset.get() as usize, s.bytes().to_vec()));
             }
         }
-        prop_assert_eq!(enc.finish(&args, &OutputLayout::new(0)), sizes);
+        prop_assert_eq!(enc.finish(&args, &OutputLayout::new(0)).unwrap(), sizes);
         let got: Vec<(usize, Vec<u8>)> =
             gather.pieces().iter().map(|(o, b)| (*o, b.to_vec())).collect();
         prop_assert_eq!(&got, &wanted);
@@ -500,7 +500,7 @@ proptest! {
             let mut args = [0u8; 16];
             args[..8].copy_from_slice(enc.input("a", &a).unwrap().as_bytes());
             args[8..].copy_from_slice(enc.input("b", &b).unwrap().as_bytes());
-            (enc.finish(&args, &OutputLayout::new(0)).input_len, args)
+            (enc.finish(&args, &OutputLayout::new(0)).unwrap().input_len, args)
         };
         let (len, _) = layout(None);
         let mut buf = Buf::new(len, 0);

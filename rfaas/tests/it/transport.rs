@@ -193,6 +193,56 @@ fn gather_writes_send_pieces_in_place<F: Fabric>() {
     assert_eq!(b.cq.poll().expect("poll"), None, "{}", F::name());
 }
 
+/// A plain write places its bytes and delivers nothing; a later write with immediate on the
+/// same endpoint announces it (its bytes are there when the completion is); bad descriptors are
+/// refused before anything is written.
+fn plain_writes_land_without_a_completion<F: Fabric>() {
+    let (a, b) = F::pair(&[(1, 4096)], &[(7, 8192)]);
+    let data: Vec<u8> = (0..4096).map(|j| (j * 7 + 3) as u8).collect();
+    a.regions[0].write(0, &data).expect("local write");
+    // Three plain writes (one empty, one ending the region), then the announcing write.
+    a.ep.write(1, 0, 1000, 7, 100).expect("write");
+    a.ep.write(1, 1000, 0, 7, 5000).expect("empty write");
+    a.ep.write(1, 1000, 3096, 7, 8192 - 3096)
+        .expect("write to the end");
+    assert_eq!(b.cq.poll().expect("poll"), None, "{}", F::name());
+    a.ep.write_with_imm(1, 0, 8, 7, 0, 99)
+        .expect("write_with_imm");
+    let c = next(&*b.cq);
+    assert_eq!((c.imm, c.len), (99, 8), "{}", F::name());
+    assert_eq!(
+        read(&b.regions[0], 100, 1000),
+        data[..1000],
+        "{}",
+        F::name()
+    );
+    assert_eq!(
+        read(&b.regions[0], 8192 - 3096, 3096),
+        data[1000..],
+        "{}",
+        F::name()
+    );
+    // Past either region, an unknown key: refused, nothing written, nothing delivered.
+    for (lkey, loff, len, rkey, roff) in [
+        (1, 4000, 200, 7, 0),
+        (1, 0, 200, 7, 8100),
+        (1, 0, 8, 9, 0),
+        (3, 0, 8, 7, 0),
+        (1, 0, 8, 7, usize::MAX),
+    ] {
+        assert!(
+            a.ep.write(lkey, loff, len, rkey, roff).is_err(),
+            "{}: write({lkey}, {loff}, {len}, {rkey}, {roff}) accepted",
+            F::name()
+        );
+    }
+    a.ep.write_with_imm(1, 0, 0, 7, 0, 100)
+        .expect("write_with_imm");
+    assert_eq!(next(&*b.cq).imm, 100, "{}", F::name());
+    assert_eq!(read(&b.regions[0], 0, 8), data[..8], "{}", F::name());
+    assert_eq!(b.cq.poll().expect("poll"), None, "{}", F::name());
+}
+
 fn keeps_order_and_reports_a_full_queue<F: Fabric>() {
     let (a, b) = F::pair(&[(1, 64)], &[(2, 64)]);
     let mut sent = 0u32;
@@ -593,6 +643,7 @@ mod shm {
         delivers_bytes_and_immediates,
         keeps_order_and_reports_a_full_queue,
         gather_writes_send_pieces_in_place,
+        plain_writes_land_without_a_completion,
         rejects_invalid_descriptors_before_posting,
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
@@ -620,6 +671,7 @@ mod verbs {
         delivers_bytes_and_immediates,
         keeps_order_and_reports_a_full_queue,
         gather_writes_send_pieces_in_place,
+        plain_writes_land_without_a_completion,
         rejects_invalid_descriptors_before_posting,
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
@@ -637,6 +689,7 @@ mod tcp {
         delivers_bytes_and_immediates,
         keeps_order_and_reports_a_full_queue,
         gather_writes_send_pieces_in_place,
+        plain_writes_land_without_a_completion,
         rejects_invalid_descriptors_before_posting,
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
@@ -695,6 +748,8 @@ fn tcp_rejects_hostile_frames() {
     // A valid write, then a bad one.
     for (key, offset, bad_len, words) in [
         (2u32, 60u64, 8u32, "exceed"),
+        // A plain write (the key's top bit) is checked the same way.
+        (2 | 1 << 31, 60, 8, "exceed"),
         (9, 0, 8, "unknown region"),
         (2, u64::MAX, 8, ""),
     ] {

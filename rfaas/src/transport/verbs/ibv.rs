@@ -766,7 +766,7 @@ impl QueuePair {
         )
     }
 
-    /// Posts one `RDMA_WRITE_WITH_IMM` of `w.len` bytes from `w.local` (registered under
+    /// Posts one `RDMA_WRITE_WITH_IMM` (a plain `RDMA_WRITE` when `w.imm` is `None`) of `w.len` bytes from `w.local` (registered under
     /// `w.lkey`, or anything when sent inline) to the peer's `w.remote_addr` under `w.rkey`. Inline when
     /// `len` fits the granted inline size (the bytes are copied before this returns);
     /// otherwise the device reads `local` later, so it must stay unchanged until the peer has
@@ -807,9 +807,14 @@ impl QueuePair {
         wr.next = ptr::null_mut();
         wr.sg_list = if len == 0 { ptr::null_mut() } else { &mut sge };
         wr.num_sge = i32::from(len != 0);
-        wr.opcode = ffi::ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM;
+        match imm {
+            Some(imm) => {
+                wr.opcode = ffi::ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM;
+                wr.__bindgen_anon_1.imm_data = imm.to_be();
+            }
+            None => wr.opcode = ffi::ibv_wr_opcode::IBV_WR_RDMA_WRITE,
+        }
         wr.send_flags = flags;
-        wr.__bindgen_anon_1.imm_data = imm.to_be();
         wr.wr.rdma = ffi::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 { remote_addr, rkey };
         // SAFETY: `wr` and `sge` are valid for the call; the caller guarantees the memory.
         unsafe { self.post_send(&mut wr) }
@@ -864,7 +869,7 @@ impl Drop for QueuePair {
     }
 }
 
-/// One `RDMA_WRITE_WITH_IMM` work request (see [`QueuePair::write_with_imm`]).
+/// One `RDMA_WRITE_WITH_IMM` or `RDMA_WRITE` work request (see [`QueuePair::write_with_imm`]).
 #[derive(Debug, Clone, Copy)]
 pub struct RdmaWrite {
     /// Source bytes.
@@ -877,8 +882,9 @@ pub struct RdmaWrite {
     pub remote_addr: u64,
     /// Key of the peer's region.
     pub rkey: u32,
-    /// Immediate, in host order.
-    pub imm: u32,
+    /// Immediate, in host order (`RDMA_WRITE_WITH_IMM`); `None`: a plain `RDMA_WRITE`, which
+    /// the peer does not see.
+    pub imm: Option<u32>,
     /// Ask for a send completion.
     pub signaled: bool,
     /// Id reported with the send completion.

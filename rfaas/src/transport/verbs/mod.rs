@@ -663,6 +663,51 @@ impl super::Endpoint for VerbsEndpoint {
         remote_off: usize,
         imm: u32,
     ) -> Result<(), TransportError> {
+        self.post_write(local_key, local_off, len, remote_key, remote_off, Some(imm))
+    }
+
+    fn write(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        remote_key: u32,
+        remote_off: usize,
+    ) -> Result<(), TransportError> {
+        self.post_write(local_key, local_off, len, remote_key, remote_off, None)
+    }
+
+    fn window(
+        &self,
+        key: u32,
+        offset: usize,
+        len: usize,
+    ) -> Result<Option<*mut u8>, TransportError> {
+        // Peer memory is not mapped here; still check, so bad descriptors fail the same way.
+        let remote = self.remote(key)?;
+        check_range("remote", key, offset, len, remote.len as usize)?;
+        Ok(None)
+    }
+
+    fn signal(&self, _imm: u32, _len: usize) -> Result<(), TransportError> {
+        Err(TransportError::Protocol(
+            "verbs has no zero-copy window to signal; use write_with_imm".into(),
+        ))
+    }
+}
+
+impl VerbsEndpoint {
+    /// Checks and posts one write: `RDMA_WRITE_WITH_IMM` with `imm`, or a plain `RDMA_WRITE`
+    /// (`None`). A full send queue is reaped and retried for a while.
+    fn post_write(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        remote_key: u32,
+        remote_off: usize,
+        imm: Option<u32>,
+    ) -> Result<(), TransportError> {
         let region = local_range(&self.local, local_key, local_off, len)?;
         let remote = self.remote(remote_key)?;
         check_range("remote", remote_key, remote_off, len, remote.len as usize)?;
@@ -714,23 +759,5 @@ impl super::Endpoint for VerbsEndpoint {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    fn window(
-        &self,
-        key: u32,
-        offset: usize,
-        len: usize,
-    ) -> Result<Option<*mut u8>, TransportError> {
-        // Peer memory is not mapped here; still check, so bad descriptors fail the same way.
-        let remote = self.remote(key)?;
-        check_range("remote", key, offset, len, remote.len as usize)?;
-        Ok(None)
-    }
-
-    fn signal(&self, _imm: u32, _len: usize) -> Result<(), TransportError> {
-        Err(TransportError::Protocol(
-            "verbs has no zero-copy window to signal; use write_with_imm".into(),
-        ))
     }
 }
