@@ -918,28 +918,21 @@ fn send_placed<E: Endpoint>(
         )?;
         return Ok(Some(Status::BadCall));
     }
-    for r in ranges {
-        let (at, n, dest) = (
-            r.at.get() as usize,
-            r.len.get() as usize,
-            r.dest.get() as usize,
-        );
-        ep.write(
-            OUTPUT_REGION,
-            slot_off + at,
-            n,
-            RESULT_REGION,
-            result_off + dest,
-        )?;
+    let mut writes = [(0, 0, 0); PlacedOutputs::MAX];
+    for (w, r) in writes.iter_mut().zip(ranges) {
+        let (at, n, dest) = (r.at.get() as usize, r.len.get() as usize, r.dest.get());
+        *w = (slot_off + at, n, result_off + dest as usize);
     }
+    // The return value, before the first placed range (a status without output: at 0).
     let head = ranges.first().map_or(len, |r| r.at.get() as usize);
-    send(
-        ep,
-        true,
+    ep.write_many_with_imm(
+        OUTPUT_REGION,
+        &writes[..ranges.len()],
         slot_off,
-        result_off,
-        response_imm(id, Status::Ok),
         head,
+        RESULT_REGION,
+        if head == 0 { 0 } else { result_off },
+        response_imm(id, Status::Ok),
     )?;
     Ok(Some(Status::Ok))
 }

@@ -17,8 +17,9 @@
 //!   queue's futex between invocations); the same calls, each after the same untimed idle gap
 //!   (`--futex-gap-us`) as `pingpong`'s `futex` mode (the server asleep), compared with it;
 //! - *tcp*: an executor serving over TCP loopback (`--listen 127.0.0.1:0`, hot:
-//!   `--hot-timeout-us -1`), reached with [`Lease::connect_tcp`]; `noop` and `echo` of each
-//!   payload size into a heap vector, compared with `pingpong`'s `tcp` mode (blocking
+//!   `--hot-timeout-us -1`), reached with [`Lease::connect_tcp`]; `noop`, `echo` of each
+//!   payload size into a heap vector and into an [`rfaas::Buffer`] (`echo-buf`: the worker
+//!   writes the result into it with a plain write before its answer), compared with `pingpong`'s `tcp` mode (blocking
 //!   `TCP_NODELAY` sockets) at the same size (the target's baseline), and beside it with its
 //!   `tcp-spin` mode (both sides busy-polling non-blocking sockets, as the hot worker and the
 //!   spinning client do: no scheduler wake-up per message), a stricter reference without a
@@ -151,7 +152,7 @@ fn main() -> Result<()> {
             continue;
         }
         let mut awaited = Vec::new();
-        for (call, size) in setup.cases(mode) {
+        for (call, size) in setup.cases() {
             let base_size = size.max(NOOP_BASELINE_SIZE);
             let mut rounds = Vec::new();
             for _ in 0..args.rounds {
@@ -811,15 +812,10 @@ impl Setup {
         Ok(lease)
     }
 
-    /// `noop`, then `echo` of each size (smallest first), then (not over TCP) the same into
-    /// `Buffer`s.
-    fn cases(&self, mode: Mode) -> Vec<(Func, usize)> {
+    /// `noop`, then `echo` of each size (smallest first), then the same into `Buffer`s.
+    fn cases(&self) -> Vec<(Func, usize)> {
         let mut cases = vec![(Func::Noop, 0)];
-        let calls: &[Func] = match mode {
-            Mode::Hot | Mode::Warm => &[Func::Echo, Func::EchoBuf],
-            Mode::Tcp => &[Func::Echo],
-        };
-        for &call in calls {
+        for call in [Func::Echo, Func::EchoBuf] {
             cases.extend(self.sizes.iter().map(|&size| (call, size)));
         }
         cases

@@ -234,6 +234,28 @@ pub trait Endpoint: Send + Sync {
         remote_key: u32,
         remote_off: usize,
     ) -> Result<(), TransportError>;
+    /// [`Endpoint::write`] of each local range `(local_off, len, remote_off)` of `writes`,
+    /// then [`Endpoint::write_with_imm`] of `len` bytes at `local_off` to `remote_off`, all
+    /// from region `local_key` into the peer's `remote_key`: the peer sees the one completion
+    /// with every write in place. Fabrics may send them in one go (TCP: one vectored send of
+    /// all the frames, every range checked before anything is sent); by default they are
+    /// sent one by one, each checked before it is sent.
+    #[allow(clippy::too_many_arguments)]
+    fn write_many_with_imm(
+        &self,
+        local_key: u32,
+        writes: &[(usize, usize, usize)],
+        local_off: usize,
+        len: usize,
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+    ) -> Result<(), TransportError> {
+        for &(off, n, roff) in writes {
+            self.write(local_key, off, n, remote_key, roff)?;
+        }
+        self.write_with_imm(local_key, local_off, len, remote_key, remote_off, imm)
+    }
     /// A pointer into the peer's region for writing in place, when the fabric maps peer
     /// memory (shared memory); `None` otherwise. Bounds are checked.
     fn window(

@@ -805,6 +805,38 @@ impl Endpoint for TcpEndpoint {
         self.frame(local_key, local_off, len, &[], remote_key, remote_off, None)
     }
 
+    fn write_many_with_imm(
+        &self,
+        local_key: u32,
+        writes: &[(usize, usize, usize)],
+        local_off: usize,
+        len: usize,
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+    ) -> Result<(), TransportError> {
+        if writes.len() > MAX_BATCH {
+            for &(off, n, roff) in writes {
+                self.write(local_key, off, n, remote_key, roff)?;
+            }
+            return self.write_with_imm(local_key, local_off, len, remote_key, remote_off, imm);
+        }
+        // Every frame checked before any is sent, then all of them in one vectored send.
+        let mut frames = [([0u8; FRAME_HEADER], &[][..]); MAX_BATCH + 1];
+        for (frame, &(off, n, roff)) in frames.iter_mut().zip(writes) {
+            *frame = self.check_frame(local_key, off, n, remote_key, roff, None)?;
+        }
+        frames[writes.len()] =
+            self.check_frame(local_key, local_off, len, remote_key, remote_off, Some(imm))?;
+        let frames = &frames[..=writes.len()];
+        let mut bufs = [IoSlice::new(&[]); 2 * (MAX_BATCH + 1)];
+        for (pair, (h, data)) in bufs.chunks_exact_mut(2).zip(frames) {
+            pair[0] = IoSlice::new(h);
+            pair[1] = IoSlice::new(data);
+        }
+        self.send_frames(&mut bufs[..2 * frames.len()])
+    }
+
     fn window(
         &self,
         key: u32,
@@ -826,21 +858,23 @@ impl Endpoint for TcpEndpoint {
     }
 }
 
+/// Most plain writes [`Endpoint::write_many_with_imm`] sends in one go over TCP (more are sent
+/// one by one).
+const MAX_BATCH: usize = 8;
+
 impl TcpEndpoint {
-    /// Sends one frame: a write with `imm`, or a plain write (`None`). See
-    /// [`Endpoint::write_gather`] for the pieces.
-    #[allow(clippy::too_many_arguments)]
-    fn frame(
+    /// Checks a write of `len` local bytes at `local_off` to the peer's `remote_key` at
+    /// `remote_off`, and returns its frame header (a write with `imm`, or a plain write for
+    /// `None`) and the local bytes.
+    fn check_frame(
         &self,
         local_key: u32,
         local_off: usize,
         len: usize,
-        pieces: &[(usize, &[u8])],
         remote_key: u32,
         remote_off: usize,
         imm: Option<u32>,
-    ) -> Result<(), TransportError> {
-        super::check_pieces(len, pieces)?;
+    ) -> Result<([u8; FRAME_HEADER], &[u8]), TransportError> {
         let local = super::local_range(&self.conn.local, local_key, local_off, len)?;
         let rlen = self
             .remote_len(remote_key)
@@ -862,8 +896,42 @@ impl TcpEndpoint {
         h[4..12].copy_from_slice(&(remote_off as u64).to_le_bytes());
         h[12..16].copy_from_slice(&len32.to_le_bytes());
         h[16..20].copy_from_slice(&imm.unwrap_or(0).to_le_bytes());
-        // SAFETY: in bounds of the live local region (checked above); read as plain bytes.
+        // SAFETY: in bounds of the live local region (checked above), which lives as long as
+        // the endpoint; read as plain bytes.
         let data = unsafe { std::slice::from_raw_parts(local.as_ptr().add(local_off), len) };
+        Ok((h, data))
+    }
+
+    /// Sends `bufs` (whole frames) under the send lock. A failed send ends the connection.
+    fn send_frames(&self, bufs: &mut [IoSlice<'_>]) -> Result<(), TransportError> {
+        let _sending = lock(&self.send);
+        let sent = self.conn.send(bufs);
+        sent.map_err(|_| {
+            // Part of the frame may have gone out (a piece the kernel could not read, a failed
+            // wait for room): nothing sent after it would be framed right, so the connection
+            // ends here, and the peer and our queue both see it end.
+            let _ = self.conn.sock.shutdown(Shutdown::Both);
+            TransportError::PeerGone {
+                endpoint: self.conn.id,
+            }
+        })
+    }
+
+    /// Sends one frame: a write with `imm`, or a plain write (`None`). See
+    /// [`Endpoint::write_gather`] for the pieces.
+    #[allow(clippy::too_many_arguments)]
+    fn frame(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        pieces: &[(usize, &[u8])],
+        remote_key: u32,
+        remote_off: usize,
+        imm: Option<u32>,
+    ) -> Result<(), TransportError> {
+        super::check_pieces(len, pieces)?;
+        let (h, data) = self.check_frame(local_key, local_off, len, remote_key, remote_off, imm)?;
         // The frame: its header, then the local bytes with each piece sent in its place.
         let mut bufs = [IoSlice::new(&[]); 2 + 2 * crate::Gather::MAX_PIECES];
         bufs[0] = IoSlice::new(&h);
@@ -876,17 +944,7 @@ impl TcpEndpoint {
             from = at + bytes.len();
         }
         bufs[n] = IoSlice::new(&data[from..]);
-        let _sending = lock(&self.send);
-        let sent = self.conn.send(&mut bufs[..=n]);
-        sent.map_err(|_| {
-            // Part of the frame may have gone out (a piece the kernel could not read, a failed
-            // wait for room): nothing sent after it would be framed right, so the connection
-            // ends here, and the peer and our queue both see it end.
-            let _ = self.conn.sock.shutdown(Shutdown::Both);
-            TransportError::PeerGone {
-                endpoint: self.conn.id,
-            }
-        })
+        self.send_frames(&mut bufs[..=n])
     }
 }
 

@@ -241,6 +241,37 @@ fn plain_writes_land_without_a_completion<F: Fabric>() {
     assert_eq!(next(&*b.cq).imm, 100, "{}", F::name());
     assert_eq!(read(&b.regions[0], 0, 8), data[..8], "{}", F::name());
     assert_eq!(b.cq.poll().expect("poll"), None, "{}", F::name());
+    // Several plain writes and the announcing one at once (and more than a batch): one
+    // completion, every write in place.
+    for count in [0usize, 3, 12] {
+        let writes: Vec<_> = (0..count).map(|i| (i * 300, 300, 4000 + i * 310)).collect();
+        a.ep.write_many_with_imm(1, &writes, 3600, 16, 7, 200, 7000 + count as u32)
+            .expect("write_many_with_imm");
+        let c = next(&*b.cq);
+        assert_eq!((c.imm, c.len), (7000 + count as u32, 16), "{}", F::name());
+        assert_eq!(
+            read(&b.regions[0], 200, 16),
+            data[3600..3616],
+            "{}",
+            F::name()
+        );
+        for (off, n, roff) in writes {
+            let got = read(&b.regions[0], roff, n);
+            assert_eq!(got, data[off..off + n], "{} ({count})", F::name());
+        }
+        assert_eq!(b.cq.poll().expect("poll"), None, "{}", F::name());
+    }
+    // A bad range among them: refused, and no completion.
+    let bad = [(0, 8, 6000), (0, 8, 9000)];
+    assert!(a.ep.write_many_with_imm(1, &bad, 0, 8, 7, 0, 1).is_err());
+    assert!(
+        a.ep.write_many_with_imm(1, &bad[..1], 0, 8, 7, 8190, 1)
+            .is_err()
+    );
+    a.ep.write_with_imm(1, 0, 0, 7, 0, 101)
+        .expect("write_with_imm");
+    assert_eq!(next(&*b.cq).imm, 101, "{}", F::name());
+    assert_eq!(b.cq.poll().expect("poll"), None, "{}", F::name());
 }
 
 fn keeps_order_and_reports_a_full_queue<F: Fabric>() {
