@@ -20,7 +20,10 @@ pub struct Encoded {
     /// Bytes of output a successful result occupies (return value plus output slices),
     /// from the start of the output area.
     pub output_len: usize,
-    /// Whether the output slices are placed in the caller's buffers (see `Placement`).
+    /// Whether the output slices are placed in the caller's buffers (see `Placement`). Under a
+    /// placement [`by_writes`](Placement::by_writes) this also says that the input ends with
+    /// the list of placed outputs (`wire::PlacedOutputs`, counted in `input_len`), as
+    /// `Encoder::finish` writes it.
     pub in_place: bool,
 }
 
