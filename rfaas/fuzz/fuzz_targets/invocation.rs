@@ -13,7 +13,9 @@
 use libfuzzer_sys::fuzz_target;
 use rfaas::Status;
 use rfaas::abi::FunctionEntry;
-use rfaas::wire::{HEADER_LEN, InvocationHeader, response_imm, split_response_imm};
+use rfaas::wire::{
+    HEADER_LEN, InvocationHeader, PlacedOutput, PlacedOutputs, response_imm, split_response_imm,
+};
 use rfaas_fuzz::session::{self, SLOT_SIZE, SLOTS, Session};
 use rfaas_fuzz::{Buf, Handling, SHAPES};
 use std::sync::{Mutex, OnceLock};
@@ -83,7 +85,7 @@ fuzz_target!(
         let sentinel_slot = (slot + 1) % SLOTS;
         let fuzz_id = match expect {
             Handling::Refuse { id, .. } => id,
-            Handling::Invoke { header } => header.id.get(),
+            Handling::Invoke { header, .. } => header.id.get(),
             Handling::Drop => u32::MAX,
         };
         let sentinel_id = if fuzz_id == 0x5e_17e1 { 0x1e_57e1 } else { 0x5e_17e1 };
@@ -107,7 +109,11 @@ fuzz_target!(
                     "expected a refusal {status:?} of invocation {id}"
                 );
             }
-            Handling::Invoke { header } => check_invocation(&st, &bytes, &header),
+            Handling::Invoke {
+                header,
+                args_len,
+                placed,
+            } => check_invocation(&st, &bytes, &header, args_len, placed.as_ref()),
         }
         let c = s.next();
         assert_eq!(
@@ -118,18 +124,24 @@ fuzz_target!(
     }
 );
 
-/// Runs the function locally on the same bytes, at the executor's alignments (input at slot +
-/// 24: an odd multiple of 8; output staging at a slot start), twice with different output fills
-/// so that bytes the function leaves alone (stale staging bytes in the executor) are not
-/// compared.
-fn check_invocation(st: &State, bytes: &[u8], h: &InvocationHeader) {
+/// Runs the function locally on the same bytes (less a placement list), at the executor's
+/// alignments (input at slot + 24: an odd multiple of 8; output staging at a slot start), twice
+/// with different output fills so that bytes the function leaves alone (stale staging bytes in
+/// the executor) are not compared. Placed ranges must land where their list says (where no
+/// later write covers them).
+fn check_invocation(
+    st: &State,
+    bytes: &[u8],
+    h: &InvocationHeader,
+    args_len: usize,
+    placed: Option<&PlacedOutputs>,
+) {
     let f = h.function.get() as usize;
-    let input_len = h.input_len.get() as usize;
     let cap = h.result_cap.get() as usize;
-    let mut input = Buf::new(input_len, 8, 0);
+    let mut input = Buf::new(args_len, 8, 0);
     input
         .bytes_mut()
-        .copy_from_slice(&bytes[HEADER_LEN..HEADER_LEN + input_len]);
+        .copy_from_slice(&bytes[HEADER_LEN..HEADER_LEN + args_len]);
     let run = |fill| {
         let mut out = Buf::new(cap, 0, fill);
         let o = rfaas_fuzz::call_trampoline(st.local[f].trampoline, input.bytes(), out.bytes_mut());
@@ -141,13 +153,44 @@ fn check_invocation(st: &State, bytes: &[u8], h: &InvocationHeader) {
     let c = st.session.next();
     let (id, status) = split_response_imm(c.imm);
     assert_eq!(id, h.id.get(), "answer to another invocation");
+    let (want_status, want_len) = match placed {
+        Some(list) if o.status == Status::Ok.as_u32() => {
+            let (s, n) = rfaas_fuzz::placed_answer(list, o.len);
+            (s.as_u32(), n)
+        }
+        _ => (o.status, o.len),
+    };
     assert_eq!(
         (status, c.len as usize),
-        (o.status, o.len),
+        (want_status, want_len),
         "executor and local trampoline of `{}` disagree",
         SHAPES[f].name
     );
-    let got = st.session.result(h.result_offset.get() as usize, o.len);
+    let off = h.result_offset.get() as usize;
+    if let Some(list) = placed
+        && want_status == Status::Ok.as_u32()
+    {
+        // Each range's bytes at its destination, unless a later range or the answer (the
+        // first `want_len` bytes at `off`) was written over them.
+        let ranges = list.ranges();
+        let span = |r: &PlacedOutput| {
+            let d = off + r.dest.get() as usize;
+            d..d + r.len.get() as usize
+        };
+        for (i, r) in ranges.iter().enumerate() {
+            let at = r.at.get() as usize;
+            let got = st.session.result(span(r).start, r.len.get() as usize);
+            for (j, &b) in got.iter().enumerate() {
+                let pos = span(r).start + j;
+                let covered = ranges[i + 1..].iter().any(|l| span(l).contains(&pos))
+                    || (off..off + want_len).contains(&pos);
+                if !covered && out0[at + j] == out1[at + j] {
+                    assert_eq!(b, out0[at + j], "placed byte {j} of range {i} differs");
+                }
+            }
+        }
+    }
+    let got = st.session.result(off, want_len);
     for (i, &b) in got.iter().enumerate() {
         if out0[i] == out1[i] {
             assert_eq!(

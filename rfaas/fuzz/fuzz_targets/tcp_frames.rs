@@ -2,7 +2,8 @@
 //! write-with-immediate frames (`key u32 | offset u64 | len u32 | imm u32 | bytes`). The real
 //! `TcpEndpoint` and `TcpQueue` must agree with a model of the framing: connecting fails
 //! exactly on a repeated region key; each whole frame whose key names a local region and whose
-//! range lies inside it is one completion `(imm, len)` with its bytes in the region; the first
+//! range lies inside it is one completion `(imm, len)` with its bytes in the region (a plain
+//! write, the key's bit 31 set, places its bytes and is no completion); the first
 //! bad header ends the connection as a protocol violation and nothing after it is read; the end
 //! of the stream ends it as `PeerGone` (a partial payload already in the region, no completion).
 //!
@@ -60,7 +61,8 @@ fn model(stream: &[u8], regions: &mut [Vec<u8>]) -> (Vec<(u32, u32)>, End) {
             return (done, End::Gone);
         };
         at += 20;
-        let key = u32::from_le_bytes(h[0..4].try_into().unwrap());
+        let word = u32::from_le_bytes(h[0..4].try_into().unwrap());
+        let (key, silent) = (word & !(1 << 31), word & 1 << 31 != 0);
         let offset = u64::from_le_bytes(h[4..12].try_into().unwrap());
         let len = u32::from_le_bytes(h[12..16].try_into().unwrap());
         let imm = u32::from_le_bytes(h[16..20].try_into().unwrap());
@@ -80,7 +82,9 @@ fn model(stream: &[u8], regions: &mut [Vec<u8>]) -> (Vec<(u32, u32)>, End) {
         if got < len as usize {
             return (done, End::Gone);
         }
-        done.push((imm, len));
+        if !silent {
+            done.push((imm, len));
+        }
     }
 }
 

@@ -7,7 +7,8 @@ pub mod auth;
 pub mod session;
 
 use rfaas::wire::{
-    BUFFER_ALIGN, HEADER_LEN, InvocationHeader, KNOWN_FLAGS, SliceDesc, Status, align_up,
+    BUFFER_ALIGN, FLAG_PLACED, HEADER_LEN, InvocationHeader, KNOWN_FLAGS, PlacedOutputs, SliceDesc,
+    Status, align_up,
 };
 use std::cell::Cell;
 use std::ops::Range;
@@ -474,12 +475,50 @@ pub enum Handling {
         /// The status.
         status: Status,
     },
-    /// Run function `function` on `input_len` bytes after the header, with `cap` bytes of
-    /// output at `result_offset` of the client's result region.
+    /// Run function `function` on `input_len` bytes after the header (less the placement
+    /// list, if any), with `cap` bytes of output at `result_offset` of the client's result
+    /// region.
     Invoke {
         /// The header.
         header: InvocationHeader,
+        /// Bytes of argument layout the function sees.
+        args_len: usize,
+        /// The output ranges placed by writes (`FLAG_PLACED`).
+        placed: Option<PlacedOutputs>,
     },
+}
+
+/// The list a `FLAG_PLACED` input ends with, if the worker accepts it: well formed, every
+/// range inside the `cap` bytes of output, every destination inside the `result_len` bytes of
+/// the client's region.
+pub fn placed_list(
+    input: &[u8],
+    off: usize,
+    cap: usize,
+    result_len: usize,
+) -> Option<(usize, PlacedOutputs)> {
+    let (args, list) = PlacedOutputs::split(input).ok()?;
+    list.ranges()
+        .iter()
+        .all(|r| {
+            let (at, len, dest) = (r.at.get() as usize, r.len.get() as usize, r.dest.get());
+            at + len <= cap && off + dest as usize + len <= result_len
+        })
+        .then_some((args.len(), list))
+}
+
+/// What the executor answers for a placed invocation whose function returned `Ok` with `len`
+/// bytes of output: `Ok` with the bytes before the first range, or `BadCall` with nothing when
+/// the output does not cover every range.
+pub fn placed_answer(list: &PlacedOutputs, len: usize) -> (Status, usize) {
+    let ranges = list.ranges();
+    match ranges.last() {
+        Some(r) if r.at.get() as usize + r.len.get() as usize > len => (Status::BadCall, 0),
+        _ => (
+            Status::Ok,
+            ranges.first().map_or(len, |r| r.at.get() as usize),
+        ),
+    }
 }
 
 /// The checks of `docs/protocol.md` ("The worker validates"), over TCP.
@@ -505,17 +544,31 @@ pub fn handling(
     let refuse = |status| Handling::Refuse { id, status };
     let input_len = h.input_len.get() as usize;
     // `FLAG_SMALL_RESULT` changes nothing over TCP (the output is staged anyway); other bits
-    // are refused.
+    // but `FLAG_PLACED` are refused.
     if off + cap > result_len || cap > slot_size || h.flags.get() & !KNOWN_FLAGS != 0 {
-        refuse(Status::BadCall)
+        return refuse(Status::BadCall);
     } else if input_len > slot_size - HEADER_LEN {
-        refuse(Status::InputTooLarge)
+        return refuse(Status::InputTooLarge);
     } else if HEADER_LEN + input_len > len {
-        refuse(Status::InputTooShort)
-    } else if h.function.get() as usize >= functions {
+        return refuse(Status::InputTooShort);
+    }
+    let input = &slot[HEADER_LEN..HEADER_LEN + input_len];
+    let (args_len, placed) = if h.flags.get() & FLAG_PLACED == 0 {
+        (input_len, None)
+    } else {
+        match placed_list(input, off, cap, result_len) {
+            Some((args_len, list)) => (args_len, Some(list)),
+            None => return refuse(Status::BadCall),
+        }
+    };
+    if h.function.get() as usize >= functions {
         refuse(Status::UnknownFunction)
     } else {
-        Handling::Invoke { header: h }
+        Handling::Invoke {
+            header: h,
+            args_len,
+            placed,
+        }
     }
 }
 

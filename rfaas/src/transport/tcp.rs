@@ -17,9 +17,13 @@
 //! on the sockets and an eventfd of its own that [`Queue::interrupt`] writes. Each endpoint
 //! keeps its partial frame (header bytes so far, payload bytes so far) across polls under a
 //! lock, so one thread at a time reads a socket and a frame may arrive split anywhere. Every
-//! header is validated against the local regions before its payload is read (an unknown key or
-//! an out-of-bounds range ends the connection as a protocol violation); the payload is read
-//! straight into the region. A socket found empty in the middle of a payload is left alone for
+//! header is validated against the local regions before its payload is placed (an unknown key
+//! or an out-of-bounds range ends the connection as a protocol violation). A header is read
+//! together with up to `LOOKAHEAD` bytes after it (so a small frame costs one `recv`), which
+//! are copied into the region once the header is checked (or start the next frame); the rest
+//! of a larger payload is read straight into the region. A poll that returns a frame while the
+//! next one's header is already in the endpoint's memory wakes the queue's waiters (their
+//! sockets will not show it). A socket found empty in the middle of a payload is left alone for
 //! a couple of microseconds (`MID_FRAME_PAUSE`), so pollers do not fight the kernel for its
 //! lock while the rest arrives. A sender whose socket is full receives meanwhile (into the
 //! endpoint's backlog, delivered first) so two peers sending to each other never deadlock.
@@ -39,6 +43,9 @@ use std::time::{Duration, Instant};
 const FRAME_HEADER: usize = 20;
 /// Remote-key bit of a frame the receiver queues no completion for ([`Endpoint::write`]).
 const FRAME_SILENT: u32 = 1 << 31;
+/// Bytes a receiver reads past a frame header in the same `recv` (the start of the payload, or
+/// of the next frame): a small frame then costs one system call, not two.
+const LOOKAHEAD: usize = 128;
 /// Completions an endpoint's blocked sender takes in (to be delivered later) before it stops
 /// receiving (back-pressure).
 pub const QUEUE_CAPACITY: usize = 4096;
@@ -183,9 +190,11 @@ struct Body {
 
 /// An endpoint's receive side: the frame in progress and what was received but not delivered.
 struct Rx {
-    header: [u8; FRAME_HEADER],
-    /// Header bytes read so far (while `body` is `None`).
-    header_got: usize,
+    /// Bytes read from the socket but not yet placed: a header (whole or in part), and bytes
+    /// read past it in the same `recv` (see [`LOOKAHEAD`]).
+    ahead: [u8; FRAME_HEADER + LOOKAHEAD],
+    /// How many bytes of `ahead` are valid (from its start).
+    have: usize,
     body: Option<Body>,
     /// Events a sender received while its socket was full, delivered before anything else.
     backlog: VecDeque<Event>,
@@ -220,6 +229,11 @@ impl Conn {
         if rx.ended && rx.backlog.is_empty() {
             self.retired.store(true, Ordering::Release);
         }
+        if event.is_some() && rx.have >= FRAME_HEADER {
+            // The next frame's header came with this one: waiters asleep on the socket would
+            // not see it there.
+            self.wake.interrupt();
+        }
         event
     }
 
@@ -238,14 +252,44 @@ impl Conn {
         }
         let end = loop {
             let read = match rx.body {
+                None if rx.have >= FRAME_HEADER => {
+                    // A whole header is buffered: check it, then place what was read past it
+                    // (up to the payload's end; anything after that starts the next frame).
+                    let header = rx.ahead[..FRAME_HEADER]
+                        .try_into()
+                        .expect("FRAME_HEADER bytes");
+                    let mut body = match self.validate(&header) {
+                        Ok(body) => body,
+                        Err(why) => break Event::Broken(self.id, why),
+                    };
+                    let k = (rx.have - FRAME_HEADER).min(body.len);
+                    let region = &self.local[body.region];
+                    // SAFETY: `[offset, offset + len)` lies inside the live region (checked in
+                    // `validate`) and `k <= len`; the source is `k` bytes of `ahead` after the
+                    // header (`k <= have - FRAME_HEADER`), our own memory, not the region's.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            rx.ahead.as_ptr().add(FRAME_HEADER),
+                            region.as_ptr().add(body.offset),
+                            k,
+                        )
+                    };
+                    body.got = k;
+                    rx.ahead.copy_within(FRAME_HEADER + k..rx.have, 0);
+                    rx.have -= FRAME_HEADER + k;
+                    // While the payload is incomplete nothing is left in `ahead` (`k` took
+                    // all of it), so the rest of the payload is read straight into the region.
+                    rx.body = Some(body);
+                    continue;
+                }
                 None => {
-                    let got = rx.header_got;
-                    // SAFETY: `header[got..]` is `FRAME_HEADER - got` writable bytes of `rx`.
+                    let have = rx.have;
+                    // SAFETY: `ahead[have..]` is `ahead.len() - have` writable bytes of `rx`.
                     unsafe {
                         recv_nowait(
                             self.fd(),
-                            rx.header.as_mut_ptr().add(got),
-                            FRAME_HEADER - got,
+                            rx.ahead.as_mut_ptr().add(have),
+                            rx.ahead.len() - have,
                         )
                     }
                 }
@@ -278,16 +322,7 @@ impl Conn {
                 Ok(0) => break Event::Gone(self.id),
                 Ok(n) => match &mut rx.body {
                     Some(b) => b.got += n,
-                    None => {
-                        rx.header_got += n;
-                        if rx.header_got == FRAME_HEADER {
-                            rx.header_got = 0;
-                            match self.validate(&rx.header) {
-                                Ok(body) => rx.body = Some(body),
-                                Err(why) => break Event::Broken(self.id, why),
-                            }
-                        }
-                    }
+                    None => rx.have += n,
                 },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if rx.body.is_some() {
@@ -724,8 +759,8 @@ impl TcpEndpoint {
                 sock: stream,
                 local,
                 rx: Mutex::new(Rx {
-                    header: [0; FRAME_HEADER],
-                    header_got: 0,
+                    ahead: [0; FRAME_HEADER + LOOKAHEAD],
+                    have: 0,
                     body: None,
                     backlog: VecDeque::new(),
                     ended: false,

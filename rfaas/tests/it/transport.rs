@@ -929,6 +929,44 @@ fn tcp_wait_gathers_a_frame_that_trickles_in() {
     }
 }
 
+/// Frames that arrive together are read together (a header and what follows it in one
+/// `recv`): the frames still come out one per poll, in order, and a frame left in the
+/// endpoint's memory rather than the socket's moves the queue's epoch, so waiters asleep on
+/// the socket look again.
+#[test]
+fn tcp_frames_read_together_are_delivered_one_by_one() {
+    use std::io::Write;
+    let cq = TcpQueue::new();
+    let (ep, region, mut peer) = endpoint_with_raw_peer(&cq, 4096);
+    // Three small frames (a plain one in the middle) in one segment.
+    let mut burst = frame(2, 0, 4, 1, 0x11);
+    burst.extend(frame(2 | 1 << 31, 100, 30, 0, 0x22));
+    burst.extend(frame(2, 200, 8, 3, 0x33));
+    let epoch = cq.epoch();
+    peer.write_all(&burst).expect("burst");
+    let first = next(&*cq);
+    assert_eq!((first.endpoint, first.imm, first.len), (ep.id(), 1, 4));
+    assert_ne!(
+        cq.epoch(),
+        epoch,
+        "the next frame's header was read with the first: waiters are told"
+    );
+    let second = cq
+        .poll()
+        .expect("poll")
+        .expect("the buffered frame, without new bytes");
+    assert_eq!((second.imm, second.len), (3, 8));
+    assert_eq!(read(&region, 0, 4), [0x11; 4]);
+    assert_eq!(read(&region, 100, 30), [0x22; 30]);
+    assert_eq!(read(&region, 200, 8), [0x33; 8]);
+    assert_eq!(cq.poll().expect("poll"), None);
+    drop(peer);
+    match cq.wait(Duration::from_secs(10)) {
+        Err(TransportError::PeerGone { endpoint }) => assert_eq!(endpoint, ep.id()),
+        other => panic!("expected PeerGone, got {other:?}"),
+    }
+}
+
 #[test]
 fn tcp_threads_share_a_queue() {
     use std::io::Write;
