@@ -95,8 +95,9 @@ impl OutputLayout {
     pub fn placed(ret_size: usize, placement: &Placement, slices: &[(usize, usize)]) -> Self {
         let mut in_place = placement.base != 0 && !slices.is_empty();
         let mut end = placement.base.saturating_add(ret_size);
-        let ranges = slices.iter().filter(|&&(_, bytes)| bytes > 0).count();
-        if placement.by_writes && ranges > PlacedOutputs::MAX {
+        if placement.by_writes
+            && slices.iter().filter(|&&(_, bytes)| bytes > 0).count() > PlacedOutputs::MAX
+        {
             in_place = false;
         }
         for &(addr, bytes) in slices {
