@@ -457,6 +457,7 @@ impl Lease {
             parked: false,
             placement: Placement::NONE,
             cap: 0,
+            in_place: false,
             seen: u64::MAX,
             registered: false,
         }
@@ -524,6 +525,8 @@ enum Submit {
         round: u32,
         placement: Placement,
         cap: u32,
+        /// The executor writes the outputs into the caller's buffers.
+        in_place: bool,
     },
     NoSlot,
 }
@@ -611,7 +614,7 @@ impl Inner {
         let placement = self.placement(id);
         // A small request is encoded on the stack and travels inside the completion entry.
         let mut small = InlineBuf([0; INLINE_BUF]);
-        let sent = (|| -> Result<u32, Error> {
+        let sent = (|| -> Result<(u32, bool), Error> {
             let slot_off = slot as usize * self.slot_size;
             // Encode on the stack (a small request on a fabric with inline writes), straight
             // into the worker's slot (shared memory), or into our staging area for this slot,
@@ -692,14 +695,15 @@ impl Inner {
             } else {
                 ep.signal(slot, len)?;
             }
-            Ok(cap as u32)
+            Ok((cap as u32, encoded.in_place))
         })();
         match sent {
-            Ok(cap) => Ok(Submit::Sent {
+            Ok((cap, in_place)) => Ok(Submit::Sent {
                 id,
                 round,
                 placement,
                 cap,
+                in_place,
             }),
             Err(e) => {
                 self.free_slot(id);
@@ -749,7 +753,10 @@ impl Inner {
             Err(Slot::Abandoned) => self
                 .slot
                 .reclaim(id, round)
-                .map(|waiting| self.after_free(waiting))
+                .map(|waiting| {
+                    self.arena.unhold(|i, r| (i, r) == (id, round));
+                    self.after_free(waiting)
+                })
                 .is_some(),
             // The worker's hang-up was reported while this answer was on its way here (another
             // thread had taken it off the queue): the answer wins if the owner has not taken
@@ -833,6 +840,12 @@ impl Inner {
         for id in failed {
             self.wake_owner(id);
         }
+        // A dead worker writes nothing more; its slots are never claimed again.
+        self.arena.unhold(|id, _| {
+            self.places
+                .get(id as usize)
+                .is_some_and(|p| p.0 == endpoint)
+        });
         self.wake_slot_waiters();
         self.dispatched.fetch_add(1, Ordering::SeqCst);
         self.cq.interrupt();
@@ -918,6 +931,8 @@ pub struct Invocation<'l, C: RemoteCall> {
     /// Set when sent: where the output lands and how much of it may come.
     placement: Placement,
     cap: u32,
+    /// The executor writes this call's outputs into the caller's buffers.
+    in_place: bool,
     /// The lease's dispatch counter when our slot was last looked at.
     seen: u64,
     /// Our waker is stored in the lease's state (to be removed when we are done).
@@ -978,11 +993,13 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                 round,
                 placement,
                 cap,
+                in_place,
             } => {
                 self.id = Some(id);
                 self.round = round;
                 self.placement = placement;
                 self.cap = cap;
+                self.in_place = in_place;
                 Ok(true)
             }
             Submit::NoSlot => Ok(false),
@@ -1129,10 +1146,20 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             // and a new invocation may register its own waker there.
             self.forget_waker(id);
             let inner = self.inner();
-            match inner
+            let round = self.round;
+            // The executor may still write our outputs into the caller's buffers, which the
+            // caller gets back now: memory released meanwhile is not handed out again until
+            // the answer comes (held before the slot is marked, whose answer lifts it).
+            if self.in_place {
+                inner.arena.hold(id, round);
+            }
+            let found = inner
                 .slot
-                .transition(id, self.round, Slot::InFlight, Slot::Abandoned)
-            {
+                .transition(id, round, Slot::InFlight, Slot::Abandoned);
+            if found.is_err() && self.in_place {
+                inner.arena.unhold(|i, r| (i, r) == (id, round));
+            }
+            match found {
                 // The answer frees the slot when it comes.
                 Ok(()) => self.id = None,
                 Err(Slot::Done(..) | Slot::Failed) => self.finish(id),
@@ -1289,8 +1316,19 @@ struct Arena {
     /// Offset of the arena in the result region.
     start: usize,
     len: usize,
+    state: Mutex<ArenaState>,
+}
+
+#[derive(Default)]
+struct ArenaState {
     /// Free extents `(offset, len)`, sorted, coalesced.
-    free: Mutex<Vec<(usize, usize)>>,
+    free: Vec<(usize, usize)>,
+    /// Abandoned invocations `(slot id, round)` with outputs in place: the executor may still
+    /// write into buffers (theirs, or memory they had), so nothing released meanwhile is
+    /// handed out again until their answers come.
+    holds: Vec<(u32, u32)>,
+    /// Extents released while any hold lasts.
+    deferred: Vec<(usize, usize)>,
 }
 
 impl Arena {
@@ -1304,13 +1342,21 @@ impl Arena {
             region,
             start,
             len,
-            free: Mutex::new(free),
+            state: Mutex::new(ArenaState {
+                free,
+                ..ArenaState::default()
+            }),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ArenaState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn alloc(&self, bytes: usize) -> Option<usize> {
         let bytes = bytes.max(1).checked_next_multiple_of(BUFFER_ALIGN)?;
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.lock();
+        let free = &mut st.free;
         let i = free.iter().position(|&(_, l)| l >= bytes)?;
         let (off, l) = free[i];
         if l == bytes {
@@ -1323,7 +1369,35 @@ impl Arena {
 
     fn release(&self, off: usize, bytes: usize) {
         let bytes = bytes.max(1).next_multiple_of(BUFFER_ALIGN);
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.lock();
+        if st.holds.is_empty() {
+            Self::free_extent(&mut st.free, off, bytes);
+        } else {
+            st.deferred.push((off, bytes));
+        }
+    }
+
+    /// Abandoned invocation `(id, round)` may still write its in-place outputs: hold back what
+    /// is released until [`Arena::unhold`].
+    fn hold(&self, id: u32, round: u32) {
+        self.lock().holds.push((id, round));
+    }
+
+    /// The holds `lifted` picks are over (their answers came, or their worker died); when none
+    /// is left, what was released meanwhile is free again.
+    fn unhold(&self, lifted: impl Fn(u32, u32) -> bool) {
+        let mut st = self.lock();
+        st.holds.retain(|&(id, round)| !lifted(id, round));
+        if st.holds.is_empty() {
+            let ArenaState { free, deferred, .. } = &mut *st;
+            for (off, bytes) in deferred.drain(..) {
+                Self::free_extent(free, off, bytes);
+            }
+        }
+    }
+
+    /// Puts `[off, off + bytes)` back on the free list.
+    fn free_extent(free: &mut Vec<(usize, usize)>, off: usize, bytes: usize) {
         let i = free.partition_point(|&(o, _)| o < off);
         free.insert(i, (off, bytes));
         // Coalesce with the next, then with the previous extent.

@@ -482,3 +482,81 @@ fn buffers_receive_results_in_place() {
         other => panic!("expected BufferSpace, got {other:?}"),
     }
 }
+
+/// An invocation that times out with its output in a `Buffer` may still be running: the buffer
+/// the caller drops is not handed out again (a new buffer gets other memory) until the answer
+/// comes, then it is. Over shared memory (the worker writes the buffer while it runs) and over
+/// TCP (it writes it when it answers).
+#[test]
+fn memory_of_an_abandoned_in_place_call_is_held_until_its_answer() {
+    let args = [
+        "--cores",
+        "1",
+        "--hot-timeout-us",
+        "1000",
+        "--slot-size",
+        "2097152",
+    ];
+    let shm = Executor::start("abandoned-buffer", &args);
+    let tcp = Executor::start_tcp("abandoned-buffer-tcp", "127.0.0.1:0", &args);
+    let options = rfaas::LeaseOptions::default();
+    for lease in [
+        Lease::connect(&shm.socket).expect("shm lease"),
+        Lease::connect_tcp(&tcp.address, &options).expect("tcp lease"),
+    ] {
+        // A product of 256 x 256 matrices takes milliseconds; the call gives up after 50 µs.
+        let n = 256usize;
+        let mut rng = Rng::new(3);
+        let a: Vec<f64> = (0..n * n).map(|_| rng.range(-1.0, 1.0)).collect();
+        let mut out = lease.buffer::<f64>(n * n).expect("buffer");
+        let held = out.as_ptr();
+        match fx::matmul::invoke(&lease, n as u32, &a, &a, &mut out)
+            .timeout(Duration::from_micros(50))
+            .wait()
+        {
+            Err(Error::Timeout(_)) => {}
+            other => panic!("expected the product to time out, got {other:?}"),
+        }
+        drop(out);
+        let other = lease.buffer::<f64>(n * n).expect("buffer");
+        assert_ne!(
+            other.as_ptr(),
+            held,
+            "memory the executor may still write was handed out again"
+        );
+        // The worker answers in order: by the time a noop is answered, so is the product.
+        fx::noop::invoke(&lease).timeout(T).wait().expect("noop");
+        drop(other);
+        let again = lease.buffer::<f64>(n * n).expect("buffer");
+        assert_eq!(
+            again.as_ptr(),
+            held,
+            "the memory came back after the answer"
+        );
+        assert_eq!(lease.protocol_violations(), 0);
+    }
+    // An executor that dies instead of answering writes nothing more: the memory comes back
+    // once its death is seen.
+    let mut dying = Executor::start("abandoned-buffer-killed", &args);
+    let lease = Lease::connect(&dying.socket).expect("lease");
+    let n = 256usize;
+    let a = vec![0.5f64; n * n];
+    let mut out = lease.buffer::<f64>(n * n).expect("buffer");
+    let held = out.as_ptr();
+    let r = fx::matmul::invoke(&lease, n as u32, &a, &a, &mut out)
+        .timeout(Duration::from_micros(50))
+        .wait();
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    drop(out);
+    dying.kill();
+    match fx::noop::invoke(&lease).timeout(T).wait() {
+        Err(Error::ExecutorGone) => {}
+        other => panic!("expected ExecutorGone, got {other:?}"),
+    }
+    let again = lease.buffer::<f64>(n * n).expect("buffer");
+    assert_eq!(
+        again.as_ptr(),
+        held,
+        "the memory came back after the worker died"
+    );
+}
