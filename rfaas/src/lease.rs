@@ -657,7 +657,10 @@ impl Inner {
                 *piece = (HEADER_LEN + at, bytes);
             }
             let pieces = &pieces[..taken.len()];
-            let cap = if encoded.in_place {
+            // Outputs written where they are reach to the last buffer's end; any other output
+            // (placed by writes or not) is produced in one slot, whose whole room an error
+            // message may use.
+            let cap = if encoded.in_place && !self.by_writes {
                 encoded.output_len
             } else {
                 self.slot_size

@@ -458,6 +458,16 @@ pub(crate) fn buffer_outputs_arrive_in_place(lease: &Lease) {
         other => panic!("expected a function error, got {other:?}"),
     }
     assert!(sb.iter().chain(short.iter()).all(|&v| v == 7.0));
+    // The whole message, however small the outputs (it has the slot's room, not theirs).
+    let (mut one, mut two) = (
+        lease.buffer::<f64>(1).expect("buffer"),
+        lease.buffer::<f64>(2).expect("buffer"),
+    );
+    let local = fx::sincos(&[0.5], &mut [0.0], &mut [0.0; 2]).expect_err("lengths differ");
+    match seen(lease, fx::sincos::call(&[0.5], &mut one, &mut two)).0 {
+        Err(Error::Call(CallError::Function(m))) => assert_eq!(m, local.to_string()),
+        other => panic!("expected a function error, got {other:?}"),
+    }
     // Threads with buffers of their own, several invocations in flight each.
     std::thread::scope(|s| {
         for t in 0..3u8 {

@@ -46,6 +46,9 @@ const FRAME_SILENT: u32 = 1 << 31;
 /// Bytes a receiver reads past a frame header in the same `recv` (the start of the payload, or
 /// of the next frame): a small frame then costs one system call, not two.
 const LOOKAHEAD: usize = 128;
+/// Plain-write frames one poll takes in before it returns (with nothing): a peer that streams
+/// them cannot keep a poller (and its deadlines) inside the transport.
+const SILENT_PER_POLL: usize = 64;
 /// Completions an endpoint's blocked sender takes in (to be delivered later) before it stops
 /// receiving (back-pressure).
 pub const QUEUE_CAPACITY: usize = 4096;
@@ -250,6 +253,7 @@ impl Conn {
             }
             rx.quiet_until = None;
         }
+        let mut silent = 0;
         let end = loop {
             let read = match rx.body {
                 None if rx.have >= FRAME_HEADER => {
@@ -296,6 +300,12 @@ impl Conn {
                 Some(b) if b.got == b.len => {
                     rx.body = None;
                     if b.silent {
+                        silent += 1;
+                        if silent == SILENT_PER_POLL {
+                            // More may be buffered here, not in the socket: waiters look again.
+                            self.wake.interrupt();
+                            return None;
+                        }
                         continue;
                     }
                     return Some(Event::Completion(Completion {

@@ -967,6 +967,40 @@ fn tcp_frames_read_together_are_delivered_one_by_one() {
     }
 }
 
+/// A peer streaming plain writes (no completions) cannot keep a poller inside the transport:
+/// a poll returns after a bounded number of them (telling waiters to look again), and the
+/// frame with a completion behind them still arrives.
+#[test]
+fn tcp_plain_writes_do_not_hold_a_poller() {
+    use std::io::Write;
+    let cq = TcpQueue::new();
+    let (_ep, region, mut peer) = endpoint_with_raw_peer(&cq, 4096);
+    let mut burst = Vec::new();
+    for i in 0..500u64 {
+        burst.extend(frame(2 | 1 << 31, i % 64 * 8, 8, 0, i as u8));
+    }
+    burst.extend(frame(2, 1000, 4, 9, 0x44));
+    peer.write_all(&burst).expect("burst");
+    // Wait until the first bytes are there, then count the polls it takes.
+    let mut polls = 0;
+    let epoch = cq.epoch();
+    let c = loop {
+        polls += 1;
+        match cq.poll().expect("poll") {
+            Some(c) => break c,
+            None => std::thread::yield_now(),
+        }
+    };
+    assert_eq!((c.imm, c.len), (9, 4));
+    assert!(
+        polls >= 500 / 64,
+        "{polls} polls took 500 plain writes: a poll does not return after a bounded number"
+    );
+    assert_ne!(cq.epoch(), epoch, "waiters are told to look again");
+    assert_eq!(read(&region, 1000, 4), [0x44; 4]);
+    drop(peer);
+}
+
 #[test]
 fn tcp_threads_share_a_queue() {
     use std::io::Write;
