@@ -24,8 +24,8 @@ use crate::transport::{
 };
 use crate::wire::{
     ABI_VERSION, Attach, FLAG_PLACED, FLAG_SMALL_RESULT, FunctionInfo, HEADER_LEN, Hello,
-    INPUT_REGION, InvocationHeader, RESULT_REGION, SEND_REGION, SESSION_PROTOCOL, Status, Verdict,
-    Welcome, split_response_imm,
+    INPUT_REGION, InvocationHeader, PlacedOutputs, RESULT_REGION, SEND_REGION, SESSION_PROTOCOL,
+    Status, Verdict, Welcome, split_response_imm,
 };
 use std::future::Future;
 use std::marker::PhantomData;
@@ -457,7 +457,7 @@ impl Lease {
             parked: false,
             placement: Placement::NONE,
             cap: 0,
-            in_place: false,
+            in_place: None,
             seen: u64::MAX,
             registered: false,
         }
@@ -525,8 +525,9 @@ enum Submit {
         round: u32,
         placement: Placement,
         cap: u32,
-        /// The executor writes the outputs into the caller's buffers.
-        in_place: bool,
+        /// Where in the result region the executor writes outputs into the caller's buffers,
+        /// if it does.
+        in_place: Option<(usize, usize)>,
     },
     NoSlot,
 }
@@ -614,7 +615,7 @@ impl Inner {
         let placement = self.placement(id);
         // A small request is encoded on the stack and travels inside the completion entry.
         let mut small = InlineBuf([0; INLINE_BUF]);
-        let sent = (|| -> Result<(u32, bool), Error> {
+        let sent = (|| -> Result<(u32, Option<(usize, usize)>), Error> {
             let slot_off = slot as usize * self.slot_size;
             // Encode on the stack (a small request on a fabric with inline writes), straight
             // into the worker's slot (shared memory), or into our staging area for this slot,
@@ -698,7 +699,26 @@ impl Inner {
             } else {
                 ep.signal(slot, len)?;
             }
-            Ok((cap as u32, encoded.in_place))
+            // The arena memory the executor may write for this call (see `Arena::hold`): to
+            // the end of the last buffer, from the first one (placed by writes, whose list
+            // says where) or from the arena's start (written in place through the window).
+            let at = self.result_offset(id);
+            let span = if !encoded.in_place {
+                None
+            } else if placed {
+                PlacedOutputs::split(&bytes[HEADER_LEN..len])
+                    .ok()
+                    .and_then(|(_, list)| {
+                        let ranges = list.ranges();
+                        let first = ranges.first()?.dest.get() as usize;
+                        let last = ranges.last()?;
+                        let end = last.dest.get() as usize + last.len.get() as usize;
+                        Some((at + first, at + end))
+                    })
+            } else {
+                Some((at.max(self.arena.start), at + encoded.output_len))
+            };
+            Ok((cap as u32, span))
         })();
         match sent {
             Ok((cap, in_place)) => Ok(Submit::Sent {
@@ -934,8 +954,8 @@ pub struct Invocation<'l, C: RemoteCall> {
     /// Set when sent: where the output lands and how much of it may come.
     placement: Placement,
     cap: u32,
-    /// The executor writes this call's outputs into the caller's buffers.
-    in_place: bool,
+    /// Where the executor writes this call's outputs into the caller's buffers, if it does.
+    in_place: Option<(usize, usize)>,
     /// The lease's dispatch counter when our slot was last looked at.
     seen: u64,
     /// Our waker is stored in the lease's state (to be removed when we are done).
@@ -1153,13 +1173,13 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             // The executor may still write our outputs into the caller's buffers, which the
             // caller gets back now: memory released meanwhile is not handed out again until
             // the answer comes (held before the slot is marked, whose answer lifts it).
-            if self.in_place {
-                inner.arena.hold(id, round);
+            if let Some(span) = self.in_place {
+                inner.arena.hold(id, round, span);
             }
             let found = inner
                 .slot
                 .transition(id, round, Slot::InFlight, Slot::Abandoned);
-            if found.is_err() && self.in_place {
+            if found.is_err() && self.in_place.is_some() {
                 inner.arena.unhold(|i, r| (i, r) == (id, round));
             }
             match found {
@@ -1322,15 +1342,24 @@ struct Arena {
     state: Mutex<ArenaState>,
 }
 
+impl ArenaState {
+    /// Whether `[off, off + bytes)` overlaps a hold.
+    fn held(&self, off: usize, bytes: usize) -> bool {
+        self.holds
+            .iter()
+            .any(|&(.., start, end)| off < end && start < off + bytes)
+    }
+}
+
 #[derive(Default)]
 struct ArenaState {
     /// Free extents `(offset, len)`, sorted, coalesced.
     free: Vec<(usize, usize)>,
-    /// Abandoned invocations `(slot id, round)` with outputs in place: the executor may still
-    /// write into buffers (theirs, or memory they had), so nothing released meanwhile is
+    /// Abandoned invocations `(slot id, round, start, end)` with outputs in place in
+    /// `[start, end)`: the executor may still write there, so memory released there is not
     /// handed out again until their answers come.
-    holds: Vec<(u32, u32)>,
-    /// Extents released while any hold lasts.
+    holds: Vec<(u32, u32, usize, usize)>,
+    /// Extents released inside a hold, freed when no hold covers them any more.
     deferred: Vec<(usize, usize)>,
 }
 
@@ -1373,28 +1402,35 @@ impl Arena {
     fn release(&self, off: usize, bytes: usize) {
         let bytes = bytes.max(1).next_multiple_of(BUFFER_ALIGN);
         let mut st = self.lock();
-        if st.holds.is_empty() {
-            Self::free_extent(&mut st.free, off, bytes);
-        } else {
+        if st.held(off, bytes) {
             st.deferred.push((off, bytes));
+        } else {
+            Self::free_extent(&mut st.free, off, bytes);
         }
     }
 
-    /// Abandoned invocation `(id, round)` may still write its in-place outputs: hold back what
-    /// is released until [`Arena::unhold`].
-    fn hold(&self, id: u32, round: u32) {
-        self.lock().holds.push((id, round));
+    /// Abandoned invocation `(id, round)` may still write its in-place outputs in
+    /// `[start, end)` (result-region offsets): memory released there is held back until
+    /// [`Arena::unhold`].
+    fn hold(&self, id: u32, round: u32, (start, end): (usize, usize)) {
+        self.lock().holds.push((id, round, start, end));
     }
 
-    /// The holds `lifted` picks are over (their answers came, or their worker died); when none
-    /// is left, what was released meanwhile is free again.
+    /// The holds `lifted` picks are over (their answers came, or their worker died): what was
+    /// released under them and is under no other hold is free again.
     fn unhold(&self, lifted: impl Fn(u32, u32) -> bool) {
         let mut st = self.lock();
-        st.holds.retain(|&(id, round)| !lifted(id, round));
-        if st.holds.is_empty() {
-            let ArenaState { free, deferred, .. } = &mut *st;
-            for (off, bytes) in deferred.drain(..) {
-                Self::free_extent(free, off, bytes);
+        let before = st.holds.len();
+        st.holds.retain(|&(id, round, ..)| !lifted(id, round));
+        if st.holds.len() == before {
+            return;
+        }
+        let deferred = std::mem::take(&mut st.deferred);
+        for (off, bytes) in deferred {
+            if st.held(off, bytes) {
+                st.deferred.push((off, bytes));
+            } else {
+                Self::free_extent(&mut st.free, off, bytes);
             }
         }
     }

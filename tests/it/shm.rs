@@ -510,6 +510,9 @@ fn memory_of_an_abandoned_in_place_call_is_held_until_its_answer() {
         let a: Vec<f64> = (0..n * n).map(|_| rng.range(-1.0, 1.0)).collect();
         let mut out = lease.buffer::<f64>(n * n).expect("buffer");
         let held = out.as_ptr();
+        // A buffer after the output, not part of the call.
+        let spare = lease.buffer::<u8>(4096).expect("buffer");
+        let spare_at = spare.as_ptr();
         match fx::matmul::invoke(&lease, n as u32, &a, &a, &mut out)
             .timeout(Duration::from_micros(50))
             .wait()
@@ -523,6 +526,13 @@ fn memory_of_an_abandoned_in_place_call_is_held_until_its_answer() {
             other.as_ptr(),
             held,
             "memory the executor may still write was handed out again"
+        );
+        // Memory outside the call's outputs is handed out again at once.
+        drop(spare);
+        assert_eq!(
+            lease.buffer::<u8>(4096).expect("buffer").as_ptr(),
+            spare_at,
+            "memory the call cannot write was held back"
         );
         // The worker answers in order: by the time a noop is answered, so is the product.
         fx::noop::invoke(&lease).timeout(T).wait().expect("noop");
