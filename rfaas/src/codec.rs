@@ -74,7 +74,8 @@ pub struct OutputLayout {
     base: usize,
     in_place: bool,
     by_writes: bool,
-    placed: PlacedOutputs,
+    /// The list of outputs placed by writes (only then: `None` costs nothing to set up).
+    placed: Option<PlacedOutputs>,
 }
 
 impl OutputLayout {
@@ -86,7 +87,7 @@ impl OutputLayout {
             base: 0,
             in_place: false,
             by_writes: false,
-            placed: PlacedOutputs::default(),
+            placed: None,
         }
     }
 
@@ -120,7 +121,7 @@ impl OutputLayout {
             base: placement.base,
             in_place,
             by_writes: placement.by_writes,
-            placed: PlacedOutputs::default(),
+            placed: (in_place && placement.by_writes).then(PlacedOutputs::default),
         }
     }
 
@@ -132,7 +133,7 @@ impl OutputLayout {
     /// The list of output ranges the executor writes into the caller's buffers, when they are
     /// placed by writes ([`Placement::by_writes`]).
     fn written_by_executor(&self) -> Option<&PlacedOutputs> {
-        (self.in_place && self.by_writes).then_some(&self.placed)
+        self.placed.as_ref()
     }
 
     /// Places an output slice of `len` elements of `T` whose caller buffer starts at `addr`.
@@ -156,11 +157,13 @@ impl OutputLayout {
             .ok_or(EncodeError::TooLarge { arg })?;
         let desc = SliceDesc::new(wire_u32(off, arg)?, wire_u32(len, arg)?);
         wire_u32(end, arg)?;
-        if self.in_place && self.by_writes && bytes > 0 {
+        if let Some(placed) = &mut self.placed
+            && bytes > 0
+        {
             // `addr - base` fits a u32 (`placed` checked every slice's end against it), and
             // `placed` counted at most `PlacedOutputs::MAX` non-empty slices.
             let dest = wire_u32(addr - self.base, arg)?;
-            if !self.placed.push(off as u32, bytes as u32, dest) {
+            if !placed.push(off as u32, bytes as u32, dest) {
                 return Err(EncodeError::TooLarge { arg });
             }
         }
