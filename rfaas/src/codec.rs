@@ -280,10 +280,21 @@ impl<'b, 'd> Encoder<'b, 'd> {
         outputs: &OutputLayout,
     ) -> Result<Encoded, EncodeError> {
         const ARG: &str = "placed outputs";
-        let placed = outputs.written_by_executor();
+        let encoded = |input_len| Encoded {
+            input_len,
+            output_len: outputs.end(),
+            in_place: outputs.in_place(),
+        };
+        let Some(placed) = outputs.written_by_executor() else {
+            // The common case (every call on shared memory): the argument layout alone.
+            if let Some(buf) = self.buf {
+                buf[..self.fixed].copy_from_slice(args.as_bytes());
+            }
+            return Ok(encoded(self.end));
+        };
         let input_len = self
             .end
-            .checked_add(placed.map_or(0, PlacedOutputs::wire_len))
+            .checked_add(placed.wire_len())
             .ok_or(EncodeError::TooLarge { arg: ARG })?;
         wire_u32(input_len, ARG)?;
         if let Some(buf) = self.buf {
@@ -295,15 +306,9 @@ impl<'b, 'd> Encoder<'b, 'd> {
                     have,
                 })?;
             buf[..self.fixed].copy_from_slice(args.as_bytes());
-            if let Some(placed) = placed {
-                placed.write(&mut buf[self.end..]);
-            }
+            placed.write(&mut buf[self.end..]);
         }
-        Ok(Encoded {
-            input_len,
-            output_len: outputs.end(),
-            in_place: outputs.in_place(),
-        })
+        Ok(encoded(input_len))
     }
 }
 
