@@ -73,8 +73,8 @@ pub struct OutputLayout {
     end: usize,
     base: usize,
     in_place: bool,
-    by_writes: bool,
-    /// The list of outputs placed by writes (only then: `None` costs nothing to set up).
+    /// The list of outputs placed by writes: `Some` exactly when they are in place by writes
+    /// (`None` costs nothing to set up).
     placed: Option<PlacedOutputs>,
 }
 
@@ -86,7 +86,6 @@ impl OutputLayout {
             end: ret_size,
             base: 0,
             in_place: false,
-            by_writes: false,
             placed: None,
         }
     }
@@ -120,7 +119,6 @@ impl OutputLayout {
             end: ret_size,
             base: placement.base,
             in_place,
-            by_writes: placement.by_writes,
             placed: (in_place && placement.by_writes).then(PlacedOutputs::default),
         }
     }
@@ -147,7 +145,7 @@ impl OutputLayout {
         let bytes = len
             .checked_mul(size_of::<T>())
             .ok_or(EncodeError::TooLarge { arg })?;
-        let off = if self.in_place && !self.by_writes {
+        let off = if self.in_place && self.placed.is_none() {
             addr - self.base
         } else {
             align_up(self.end).ok_or(EncodeError::TooLarge { arg })?
