@@ -204,6 +204,24 @@ pub(crate) fn check_pieces(len: usize, pieces: &[(usize, &[u8])]) -> Result<(), 
     Ok(())
 }
 
+/// [`Endpoint::write_many_with_imm`] as separate writes, each checked before it is sent.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_one_by_one<E: Endpoint + ?Sized>(
+    ep: &E,
+    local_key: u32,
+    writes: &[(usize, usize, usize)],
+    local_off: usize,
+    len: usize,
+    remote_key: u32,
+    remote_off: usize,
+    imm: u32,
+) -> Result<(), TransportError> {
+    for &(off, n, roff) in writes {
+        ep.write(local_key, off, n, remote_key, roff)?;
+    }
+    ep.write_with_imm(local_key, local_off, len, remote_key, remote_off, imm)
+}
+
 /// A connected endpoint (like an RC queue pair).
 pub trait Endpoint: Send + Sync {
     /// Index of this endpoint in its completion queue.
@@ -251,10 +269,9 @@ pub trait Endpoint: Send + Sync {
         remote_off: usize,
         imm: u32,
     ) -> Result<(), TransportError> {
-        for &(off, n, roff) in writes {
-            self.write(local_key, off, n, remote_key, roff)?;
-        }
-        self.write_with_imm(local_key, local_off, len, remote_key, remote_off, imm)
+        write_one_by_one(
+            self, local_key, writes, local_off, len, remote_key, remote_off, imm,
+        )
     }
     /// A pointer into the peer's region for writing in place, when the fabric maps peer
     /// memory (shared memory); `None` otherwise. Bounds are checked.

@@ -861,10 +861,9 @@ impl Endpoint for TcpEndpoint {
         imm: u32,
     ) -> Result<(), TransportError> {
         if writes.len() > MAX_BATCH {
-            for &(off, n, roff) in writes {
-                self.write(local_key, off, n, remote_key, roff)?;
-            }
-            return self.write_with_imm(local_key, local_off, len, remote_key, remote_off, imm);
+            return super::write_one_by_one(
+                self, local_key, writes, local_off, len, remote_key, remote_off, imm,
+            );
         }
         // Every frame checked before any is sent, then all of them in one vectored send.
         let mut frames = [([0u8; FRAME_HEADER], &[][..]); MAX_BATCH + 1];
