@@ -754,16 +754,21 @@ impl Inner {
     fn dispatch(&self, endpoint: u32, imm: u32, len: u32) {
         let (tag, raw) = split_response_imm(imm);
         let (id, round) = untag(tag);
-        let valid = id < self.total_slots()
-            && self.places[id as usize].0 == endpoint
-            && len <= self.caps[id as usize].load(Ordering::Acquire);
+        let valid = id < self.total_slots() && self.places[id as usize].0 == endpoint;
+        // An answer longer than the invocation's result area is still its answer (the executor
+        // is done with it), but its owner gets an error instead of reading past the area.
+        let fits = valid && len <= self.caps[id as usize].load(Ordering::Acquire);
+        let answer = if fits {
+            Slot::Done(raw, len)
+        } else {
+            Slot::Rejected(len)
+        };
         let found = if valid {
-            self.slot
-                .transition(id, round, Slot::InFlight, Slot::Done(raw, len))
+            self.slot.transition(id, round, Slot::InFlight, answer)
         } else {
             Err(Slot::Free)
         };
-        let expected = match found {
+        let taken = match found {
             // The owner may sleep: its waker was stored before it last looked at the slot,
             // under the lock taken here after the transition.
             Ok(()) => {
@@ -787,7 +792,7 @@ impl Inner {
             Err(Slot::Failed) => {
                 let won = self
                     .slot
-                    .transition(id, round, Slot::Failed, Slot::Done(raw, len))
+                    .transition(id, round, Slot::Failed, answer)
                     .is_ok();
                 if won {
                     self.wake_owner(id);
@@ -796,7 +801,7 @@ impl Inner {
             }
             Err(_) => false,
         };
-        if !expected {
+        if !(taken && fits) {
             self.violations.fetch_add(1, Ordering::Relaxed);
         }
         // Pairs with `block`: a thread that counts as blocked after our increment sees the
@@ -1043,6 +1048,14 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                 self.finish(id);
                 Some(Err(Error::ExecutorGone))
             }
+            Slot::Rejected(len) => {
+                self.finish(id);
+                Some(Err(Error::Protocol(format!(
+                    "the executor answered with {len} bytes, more than the {} bytes of the \
+                     invocation's result area",
+                    self.cap
+                ))))
+            }
             _ => None,
         }
     }
@@ -1185,7 +1198,7 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             match found {
                 // The answer frees the slot when it comes.
                 Ok(()) => self.id = None,
-                Err(Slot::Done(..) | Slot::Failed) => self.finish(id),
+                Err(Slot::Done(..) | Slot::Failed | Slot::Rejected(_)) => self.finish(id),
                 Err(_) => self.id = None,
             }
         }

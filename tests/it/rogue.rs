@@ -75,7 +75,12 @@ impl Rogue {
     }
 
     fn answer(&self, id: u32, status: Status) {
-        self.ep.signal(response_imm(id, status), 0).expect("answer");
+        self.answer_with_len(id, status, 0);
+    }
+
+    /// An answer claiming `len` bytes of output.
+    fn answer_with_len(&self, id: u32, status: Status, len: usize) {
+        self.ep.signal(response_imm(id, status), len).expect("answer");
     }
 }
 
@@ -160,6 +165,66 @@ fn a_repeated_answer_is_not_taken_for_the_waiting_invocations_own() {
         1,
         "the repeat is one violation"
     );
+    drop(lease);
+    rogue.join().expect("rogue");
+}
+
+/// An answer claiming more output than the invocation's result area holds fails that
+/// invocation at once with a protocol error (before, nothing completed it: a call without a
+/// timeout waited forever), counts as a violation, and frees the slot for the next call.
+#[test]
+fn an_answer_longer_than_the_result_area_fails_its_invocation() {
+    let (lease, rogue) = session("rogue-oversize", |r| {
+        let first = r.next_id();
+        r.answer_with_len(first, Status::Ok, SLOT + 1);
+        let second = r.next_id();
+        r.answer(second, Status::Ok);
+    });
+    // No timeout: the answer alone has to end the call.
+    let first = fx::noop::invoke(&lease).wait();
+    match &first {
+        Err(rfaas::Error::Protocol(m)) => {
+            assert!(m.contains(&format!("{} bytes", SLOT + 1)), "{m}")
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    assert_eq!(lease.protocol_violations(), 1);
+    let second = fx::noop::invoke(&lease)
+        .timeout(Duration::from_secs(10))
+        .wait();
+    assert!(second.is_ok(), "the slot was not freed: {second:?}");
+    assert_eq!(lease.protocol_violations(), 1);
+    drop(lease);
+    rogue.join().expect("rogue");
+}
+
+/// The same oversized answer for an invocation whose owner gave up: it still frees the slot
+/// (the lease has one), or the next invocation would wait for it forever.
+#[test]
+fn an_oversized_answer_to_an_abandoned_invocation_frees_its_slot() {
+    let (go, first_may_answer) = mpsc::channel::<()>();
+    let (lease, rogue) = session("rogue-oversize-abandoned", move |r| {
+        let first = r.next_id();
+        first_may_answer
+            .recv()
+            .expect("the client gave up on the first");
+        r.answer_with_len(first, Status::Ok, u32::MAX as usize);
+        let second = r.next_id();
+        r.answer(second, Status::Ok);
+    });
+    let first = fx::noop::invoke(&lease)
+        .timeout(Duration::from_millis(50))
+        .wait();
+    assert!(
+        matches!(first, Err(rfaas::Error::Timeout(_))),
+        "the rogue holds the first answer back: {first:?}"
+    );
+    go.send(()).expect("rogue alive");
+    let second = fx::noop::invoke(&lease)
+        .timeout(Duration::from_secs(10))
+        .wait();
+    assert!(second.is_ok(), "the slot was not freed: {second:?}");
+    assert_eq!(lease.protocol_violations(), 1);
     drop(lease);
     rogue.join().expect("rogue");
 }

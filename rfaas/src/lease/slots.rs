@@ -20,12 +20,15 @@ pub(super) enum Slot {
     Free,
     /// Submitted; the owner waits.
     InFlight,
-    /// Answered: raw status (8 bits) and output length.
+    /// Answered: raw status (8 bits) and output length (at most the result area's).
     Done(u32, u32),
     /// The owner gave up (dropped or timed out); free the slot when the answer arrives.
     Abandoned,
     /// The worker's session died.
     Failed,
+    /// Answered with more bytes (this many) than the invocation's result area holds: the
+    /// executor broke the protocol, and the owner gets an error instead of the output.
+    Rejected(u32),
 }
 
 const FREE: u64 = 0;
@@ -33,6 +36,7 @@ const IN_FLIGHT: u64 = 1;
 const DONE: u64 = 2;
 const ABANDONED: u64 = 3;
 const FAILED: u64 = 4;
+const REJECTED: u64 = 5;
 const STATE_MASK: u64 = 0xff;
 /// The round: bits 8 to 15 of a state word.
 const ROUND_MASK: u64 = 0xff << 8;
@@ -63,6 +67,7 @@ impl Slot {
             Slot::Done(raw, len) => (u64::from(len) << 32) | (u64::from(raw & 0xff) << 16) | DONE,
             Slot::Abandoned => ABANDONED,
             Slot::Failed => FAILED,
+            Slot::Rejected(len) => (u64::from(len) << 32) | REJECTED,
         };
         state | (u64::from(round & 0xff) << 8)
     }
@@ -73,6 +78,7 @@ impl Slot {
             IN_FLIGHT => Slot::InFlight,
             DONE => Slot::Done(((w >> 16) & 0xff) as u32, (w >> 32) as u32),
             ABANDONED => Slot::Abandoned,
+            REJECTED => Slot::Rejected((w >> 32) as u32),
             // Only this module writes the words: FAILED is the one tag left.
             _ => Slot::Failed,
         }
@@ -297,6 +303,8 @@ mod tests {
             Slot::Done(3, 12345),
             Slot::Abandoned,
             Slot::Failed,
+            Slot::Rejected(0),
+            Slot::Rejected(u32::MAX),
         ] {
             for round in [0, 1, 0x80, 0xff] {
                 let w = s.word(round);
