@@ -80,7 +80,9 @@ impl Rogue {
 
     /// An answer claiming `len` bytes of output.
     fn answer_with_len(&self, id: u32, status: Status, len: usize) {
-        self.ep.signal(response_imm(id, status), len).expect("answer");
+        self.ep
+            .signal(response_imm(id, status), len)
+            .expect("answer");
     }
 }
 

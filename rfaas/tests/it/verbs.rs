@@ -239,6 +239,47 @@ fn a_peer_that_hangs_up_is_reported_once_after_its_writes() {
     let _ = b.ep.write_with_imm(2, 0, 8, 1, 0, 2);
 }
 
+/// A peer whose control connection ends while its queue pair lives on (a process that is
+/// half gone, or misbehaves) can no longer write into our regions once we reported it gone: a
+/// lease acts on the report by handing out again the memory that peer could write.
+#[test]
+fn a_peer_reported_gone_can_no_longer_write() {
+    if !rdma_or_skip("a_peer_reported_gone_can_no_longer_write") {
+        return;
+    }
+    let (a, mut b) = pair(&[(1, 4096)], &[(2, 4096)]);
+    // Writes before the hang-up land, as usual.
+    b.regions[0].write(0, &[7; 128]).expect("source bytes");
+    b.ep.write_with_imm(2, 0, 8, 1, 0, 1).expect("write");
+    assert_eq!(next(&a.cq).imm, 1);
+    // `b` stops talking on its control connection; its endpoint and queue pair stay.
+    b.control
+        .take()
+        .expect("control")
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    match a.cq.wait(Duration::from_secs(20)) {
+        Err(TransportError::PeerGone { endpoint }) => assert_eq!(endpoint, a.ep.id()),
+        other => panic!("expected PeerGone, got {other:?}"),
+    }
+    // Now `b` writes again, a plain write and an announced one.
+    b.ep.write(2, 0, 64, 1, 64).expect("plain write posted");
+    b.ep.write_with_imm(2, 0, 64, 1, 128, 2)
+        .expect("write posted");
+    // Before the report stopped our queue pair, they landed within milliseconds (the
+    // Soft-RoCE VM); now nothing arrives (`b`'s device retries, or fails them, as it likes).
+    assert!(
+        matches!(a.cq.wait(Duration::from_secs(1)), Ok(None)),
+        "a completion after the report"
+    );
+    assert_eq!(read(&a.regions[0], 0, 8), [7; 8], "the write before");
+    assert_eq!(
+        read(&a.regions[0], 8, 4096 - 8),
+        vec![0; 4096 - 8],
+        "writes after the report landed"
+    );
+}
+
 #[test]
 fn a_bad_hello_is_refused() {
     if !rdma_or_skip("a_bad_hello_is_refused") {

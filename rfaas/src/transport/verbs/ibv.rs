@@ -689,6 +689,20 @@ impl QueuePair {
         Ok(())
     }
 
+    /// Moves the queue pair to the error state: from here on the device drops what the peer
+    /// sends it (incoming `RDMA_WRITE`s do not land) and flushes our outstanding work requests
+    /// with errors.
+    pub fn fail(&self) -> Result<(), VerbsError> {
+        // SAFETY: zero is a valid bit pattern for every field of ibv_qp_attr.
+        let mut attr: ffi::ibv_qp_attr = unsafe { std::mem::zeroed() };
+        attr.qp_state = ffi::ibv_qp_state::IBV_QPS_ERR;
+        self.modify(
+            &mut attr,
+            ffi::ibv_qp_attr_mask::IBV_QP_STATE,
+            "ibv_modify_qp(ERR)",
+        )
+    }
+
     /// Our address, for the peer.
     pub fn address(&self) -> QpAddress {
         let ctx = self.cq.context();

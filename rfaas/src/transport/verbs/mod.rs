@@ -138,6 +138,9 @@ struct RegionDesc {
 /// An endpoint attached to a queue.
 struct Attached {
     qp_num: u32,
+    /// The endpoint's queue pair while the endpoint lives: moved to the error state when its
+    /// peer is reported gone.
+    qp: std::sync::Weak<QueuePair>,
     /// The highest send work-request id known complete (every earlier one is too).
     retired: AtomicU64,
     liveness: TcpStream,
@@ -145,6 +148,23 @@ struct Attached {
     failed: AtomicBool,
     /// The hang-up was reported (once).
     gone_reported: AtomicBool,
+}
+
+impl Attached {
+    /// Before a peer is reported gone: its queue pair (if the endpoint still lives) goes to
+    /// the error state, so nothing the peer posted earlier, or posts later if it is alive
+    /// after all, lands in our regions once the receiver acts on the report (a lease frees
+    /// and hands out again the buffers the peer could write).
+    fn shut(&self) {
+        if let Some(qp) = self.qp.upgrade()
+            && let Err(e) = qp.fail()
+        {
+            tracing::warn!(
+                qp = self.qp_num,
+                "could not stop a gone peer's queue pair: {e}"
+            );
+        }
+    }
 }
 
 /// A completion queue for any number of endpoints (up to the number given at creation):
@@ -228,7 +248,7 @@ impl VerbsQueue {
         &self.ctx
     }
 
-    fn attach(&self, qp_num: u32, liveness: TcpStream) -> Result<u32, TransportError> {
+    fn attach(&self, qp: &Arc<QueuePair>, liveness: TcpStream) -> Result<u32, TransportError> {
         let _guard = self.attach.lock().unwrap_or_else(|e| e.into_inner());
         let i = self.count.load(Ordering::Acquire);
         let slot = self.endpoints.get(i).ok_or_else(|| {
@@ -238,7 +258,8 @@ impl VerbsQueue {
             ))
         })?;
         let _ = slot.set(Attached {
-            qp_num,
+            qp_num: qp.qp_num(),
+            qp: Arc::downgrade(qp),
             retired: AtomicU64::new(0),
             liveness,
             failed: AtomicBool::new(false),
@@ -303,6 +324,7 @@ impl VerbsQueue {
                         tracing::debug!(endpoint, status, "verbs work request failed");
                         a.failed.store(true, Ordering::Release);
                         if !a.gone_reported.swap(true, Ordering::AcqRel) {
+                            a.shut();
                             return Err(TransportError::PeerGone { endpoint });
                         }
                     }
@@ -376,6 +398,7 @@ impl VerbsQueue {
             if (a.failed.load(Ordering::Acquire) || crate::sys::peer_hung_up(a.liveness.as_fd()))
                 && !a.gone_reported.swap(true, Ordering::AcqRel)
             {
+                a.shut();
                 return Some(i as u32);
             }
         }
@@ -486,8 +509,10 @@ impl super::Queue for VerbsQueue {
 pub struct VerbsEndpoint {
     id: u32,
     // Field order is drop order: the queue pair goes before the registrations it may use, and
-    // the registrations before the regions' memory.
-    qp: QueuePair,
+    // the registrations before the regions' memory. (The queue upgrades its weak reference only
+    // to move the queue pair to the error state; should that outlast this drop, the device
+    // refuses accesses through the registrations already gone.)
+    qp: Arc<QueuePair>,
     /// Registrations of `local`, in the same order.
     mrs: Vec<MemoryRegion>,
     local: Vec<Arc<Region>>,
@@ -523,7 +548,11 @@ impl VerbsEndpoint {
                 local.len()
             )));
         }
-        let qp = QueuePair::new(&cq.cq, cq.config.send_depth, cq.config.max_inline)?;
+        let qp = Arc::new(QueuePair::new(
+            &cq.cq,
+            cq.config.send_depth,
+            cq.config.max_inline,
+        )?);
         let mut mrs = Vec::with_capacity(local.len());
         for r in &local {
             // SAFETY: the region's mapping lives as long as the `Arc<Region>` we keep in the
@@ -548,7 +577,7 @@ impl VerbsEndpoint {
         let peer: Hello = super::recv_json(&mut stream)?;
         validate(&peer)?;
         qp.connect(&peer.qp)?;
-        let id = cq.attach(qp.qp_num(), control.try_clone()?)?;
+        let id = cq.attach(&qp, control.try_clone()?)?;
         // Ready: our queue pair accepts writes from now on. Neither side writes before it
         // has heard the other's.
         stream.write_all(&[1])?;
