@@ -81,6 +81,7 @@ pub struct OutputLayout {
 impl OutputLayout {
     /// Starts a layout whose return value takes `ret_size` bytes at offset 0, with no
     /// in-place placement.
+    #[inline]
     pub fn new(ret_size: usize) -> Self {
         OutputLayout {
             end: ret_size,
@@ -124,12 +125,14 @@ impl OutputLayout {
     }
 
     /// Whether output slices are placed in the caller's buffers.
+    #[inline]
     pub fn in_place(&self) -> bool {
         self.in_place
     }
 
     /// The list of output ranges the executor writes into the caller's buffers, when they are
     /// placed by writes ([`Placement::by_writes`]).
+    #[inline]
     fn written_by_executor(&self) -> Option<&PlacedOutputs> {
         self.placed.as_ref()
     }
@@ -170,6 +173,7 @@ impl OutputLayout {
     }
 
     /// Bytes of output the layout occupies (from the start of the output area).
+    #[inline]
     pub fn end(&self) -> usize {
         self.end
     }
@@ -272,24 +276,37 @@ impl<'b, 'd> Encoder<'b, 'd> {
 
     /// Writes the fixed layout at offset 0 (and, for outputs placed by writes, their list
     /// after the input slices) and returns the sizes.
+    #[inline]
     pub fn finish<A: IntoBytes + Immutable>(
         self,
         args: &A,
         outputs: &OutputLayout,
     ) -> Result<Encoded, EncodeError> {
-        const ARG: &str = "placed outputs";
-        let encoded = |input_len| Encoded {
-            input_len,
+        if let Some(placed) = outputs.written_by_executor() {
+            return self.finish_placed(args.as_bytes(), placed, outputs);
+        }
+        // The common case (every call on shared memory): the argument layout alone.
+        if let Some(buf) = self.buf {
+            buf[..self.fixed].copy_from_slice(args.as_bytes());
+        }
+        Ok(Encoded {
+            input_len: self.end,
             output_len: outputs.end(),
             in_place: outputs.in_place(),
-        };
-        let Some(placed) = outputs.written_by_executor() else {
-            // The common case (every call on shared memory): the argument layout alone.
-            if let Some(buf) = self.buf {
-                buf[..self.fixed].copy_from_slice(args.as_bytes());
-            }
-            return Ok(encoded(self.end));
-        };
+        })
+    }
+
+    /// [`Encoder::finish`] with a placement list (TCP and RDMA, outputs in `Buffer`s): out of
+    /// line, so that the common case stays a copy of the arguments.
+    #[cold]
+    #[inline(never)]
+    fn finish_placed(
+        self,
+        args: &[u8],
+        placed: &PlacedOutputs,
+        outputs: &OutputLayout,
+    ) -> Result<Encoded, EncodeError> {
+        const ARG: &str = "placed outputs";
         let input_len = self
             .end
             .checked_add(placed.wire_len())
@@ -303,10 +320,14 @@ impl<'b, 'd> Encoder<'b, 'd> {
                     need: input_len,
                     have,
                 })?;
-            buf[..self.fixed].copy_from_slice(args.as_bytes());
+            buf[..self.fixed].copy_from_slice(args);
             placed.write(&mut buf[self.end..]);
         }
-        Ok(encoded(input_len))
+        Ok(Encoded {
+            input_len,
+            output_len: outputs.end(),
+            in_place: outputs.in_place(),
+        })
     }
 }
 

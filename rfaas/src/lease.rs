@@ -1176,31 +1176,39 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         }
     }
 
+    /// Gives the invocation up, if it is still in flight (a finished one has no slot: the
+    /// common case on drop, kept inline).
+    #[inline]
     fn abandon(&mut self) {
         if let Some(id) = self.id {
-            // Our waker goes first: once the slot is marked abandoned, the answer may free it
-            // and a new invocation may register its own waker there.
-            self.forget_waker(id);
-            let inner = self.inner();
-            let round = self.round;
-            // The executor may still write our outputs into the caller's buffers, which the
-            // caller gets back now: memory released meanwhile is not handed out again until
-            // the answer comes (held before the slot is marked, whose answer lifts it).
-            if let Some(span) = self.in_place {
-                inner.arena.hold(id, round, span);
-            }
-            let found = inner
-                .slot
-                .transition(id, round, Slot::InFlight, Slot::Abandoned);
-            if found.is_err() && self.in_place.is_some() {
-                inner.arena.unhold(|i, r| (i, r) == (id, round));
-            }
-            match found {
-                // The answer frees the slot when it comes.
-                Ok(()) => self.id = None,
-                Err(Slot::Done(..) | Slot::Failed | Slot::Rejected(_)) => self.finish(id),
-                Err(_) => self.id = None,
-            }
+            self.abandon_slot(id);
+        }
+    }
+
+    #[inline(never)]
+    fn abandon_slot(&mut self, id: u32) {
+        // Our waker goes first: once the slot is marked abandoned, the answer may free it
+        // and a new invocation may register its own waker there.
+        self.forget_waker(id);
+        let inner = self.inner();
+        let round = self.round;
+        // The executor may still write our outputs into the caller's buffers, which the
+        // caller gets back now: memory released meanwhile is not handed out again until
+        // the answer comes (held before the slot is marked, whose answer lifts it).
+        if let Some(span) = self.in_place {
+            inner.arena.hold(id, round, span);
+        }
+        let found = inner
+            .slot
+            .transition(id, round, Slot::InFlight, Slot::Abandoned);
+        if found.is_err() && self.in_place.is_some() {
+            inner.arena.unhold(|i, r| (i, r) == (id, round));
+        }
+        match found {
+            // The answer frees the slot when it comes.
+            Ok(()) => self.id = None,
+            Err(Slot::Done(..) | Slot::Failed | Slot::Rejected(_)) => self.finish(id),
+            Err(_) => self.id = None,
         }
     }
 
