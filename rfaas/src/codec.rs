@@ -381,8 +381,13 @@ impl<'o> Decoder<'o> {
     }
 }
 
+/// An error message from the executor's output, invalid UTF-8 replaced. The bytes are copied
+/// once and the copy is checked: over shared memory `output` is the peer's memory, which it may
+/// change between a check and a second read (`from_utf8_lossy(..).into_owned()` would read
+/// valid bytes twice and could keep changed ones in a `String`).
 fn message(output: &[u8]) -> String {
-    String::from_utf8_lossy(output).into_owned()
+    String::from_utf8(output.to_vec())
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Why a trampoline body stopped without a result.
