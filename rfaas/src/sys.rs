@@ -18,19 +18,36 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// Creates an anonymous memory file of `len` bytes (zero-filled).
+/// Seals every memory file we create and share: its size is fixed for good, so no holder of
+/// the descriptor (a peer process) can shrink it under the other's mapping, whose next access
+/// would then die of `SIGBUS`.
+const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// Creates an anonymous memory file of `len` bytes (zero-filled), sealed at that size.
 pub fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
     let cname = CString::new(name)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "memfd name contains NUL"))?;
     // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.
-    let fd = cvt(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = cvt(unsafe {
+        libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
     // SAFETY: `memfd_create` returned a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let len = libc::off_t::try_from(len)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "region too large"))?;
     // SAFETY: `fd` is a valid, owned memfd.
     cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
+    // SAFETY: `fd` is a valid memfd created with sealing allowed; F_ADD_SEALS takes an int.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) })?;
     Ok(fd)
+}
+
+/// Whether the memory file behind `fd` can never shrink (sealed with `F_SEAL_SHRINK`).
+pub fn cannot_shrink(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: `fd` is a valid descriptor; F_GET_SEALS takes no argument (EINVAL for files that
+    // are not memfds, reported as an error).
+    let seals = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })?;
+    Ok(seals & libc::F_SEAL_SHRINK != 0)
 }
 
 /// The size of the file behind `fd`.
@@ -58,13 +75,26 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps `len` bytes of `fd` shared and read-write. `len` must not exceed the file's size.
+    /// Maps `len` bytes of `fd` shared and read-write: a memory file sealed against shrinking
+    /// (as [`memfd`] makes them) of at least `len` bytes; anything else is refused.
     pub fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
         if len == 0 {
             return Ok(Mapping {
                 ptr: std::ptr::NonNull::<u64>::dangling().as_ptr().cast(),
                 len: 0,
             });
+        }
+        // Checked before the size: once sealed, the size read next is final.
+        if !cannot_shrink(fd).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not a sealable memory file: {e}"),
+            )
+        })? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "memory file not sealed against shrinking (F_SEAL_SHRINK)",
+            ));
         }
         if file_len(fd)? < len {
             return Err(io::Error::new(
@@ -73,8 +103,8 @@ impl Mapping {
             ));
         }
         // SAFETY: a fresh mapping chosen by the kernel (null hint); `fd` is valid; the file is
-        // at least `len` bytes long (checked), so no access within `len` faults with SIGBUS
-        // unless the owner shrinks the file (memfds we map are never shrunk by our code).
+        // at least `len` bytes long (checked) and sealed against shrinking (checked first), so
+        // no access within `len` faults with SIGBUS, whoever else holds the descriptor.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -372,3 +402,6 @@ pub fn unpin() {
         libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,44 @@
+//! The memory-file seals that keep a peer from shrinking shared memory under us.
+
+use super::*;
+use std::os::fd::AsFd;
+
+fn truncate(fd: BorrowedFd<'_>, len: libc::off_t) -> io::Result<libc::c_int> {
+    // SAFETY: a valid descriptor; `ftruncate` only changes the file's size.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })
+}
+
+/// A peer holding one of our descriptors cannot change the file's size (the other side's
+/// mapping would fault), nor lift the seals.
+#[test]
+fn our_memory_files_cannot_change_size() {
+    let fd = memfd("rfaas-test", 8192).expect("memfd");
+    assert_eq!(file_len(fd.as_fd()).expect("len"), 8192);
+    assert!(cannot_shrink(fd.as_fd()).expect("seals"));
+    for len in [0, 4096, 16384] {
+        let e = truncate(fd.as_fd(), len).expect_err("resized a sealed file");
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "to {len}: {e}");
+    }
+    // SAFETY: a valid memfd; F_ADD_SEALS takes an int.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, 0) };
+    assert_eq!(r, -1, "seals can still be changed");
+    let map = Mapping::new(fd.as_fd(), 8192).expect("map");
+    assert_eq!(map.len(), 8192);
+}
+
+/// A memory file a peer sends without the seal is refused before it is mapped; so is a
+/// descriptor that is no memory file at all.
+#[test]
+fn unsealed_or_foreign_files_are_not_mapped() {
+    let name = CString::new("rfaas-unsealed").expect("name");
+    // SAFETY: a valid NUL-terminated name.
+    let raw = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) }).expect("memfd");
+    // SAFETY: a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    truncate(fd.as_fd(), 4096).expect("size");
+    let e = Mapping::new(fd.as_fd(), 4096).expect_err("mapped an unsealed file");
+    assert!(e.to_string().contains("F_SEAL_SHRINK"), "{e}");
+    let (a, _b) = UnixStream::pair().expect("socket pair");
+    let e = Mapping::new(a.as_fd(), 4096).expect_err("mapped a socket");
+    assert!(e.to_string().contains("not a sealable memory file"), "{e}");
+}
