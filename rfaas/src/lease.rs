@@ -742,10 +742,13 @@ impl Inner {
             match self.cq.poll() {
                 Ok(Some(c)) => self.dispatch(c.endpoint, c.imm, c.len),
                 Ok(None) => return Ok(n),
-                // A worker's connection ended (reported once, to whoever polls): fail that
-                // worker's invocations, whichever invocation happened to see it.
-                Err(TransportError::PeerGone { endpoint }) => self.worker_gone(endpoint),
-                Err(e) => return Err(e.into()),
+                // A worker's connection ended or broke (reported once, to whoever polls): fail
+                // that worker's invocations, whichever invocation happened to see it.
+                Err(e) => {
+                    if !self.worker_lost(&e) {
+                        return Err(e.into());
+                    }
+                }
             }
             n += 1;
         }
@@ -857,6 +860,22 @@ impl Inner {
     }
 
     /// Marks a worker dead and fails its invocations.
+    /// Whether `e` reports a worker lost: its connection ended ([`TransportError::PeerGone`])
+    /// or its peer broke the protocol on it ([`TransportError::PeerBroke`], also counted as a
+    /// violation). Then the worker's invocations fail (see [`Inner::worker_gone`]).
+    fn worker_lost(&self, e: &TransportError) -> bool {
+        match *e {
+            TransportError::PeerGone { endpoint } => self.worker_gone(endpoint),
+            TransportError::PeerBroke { endpoint, ref why } => {
+                tracing::warn!(worker = endpoint, "the executor broke the protocol: {why}");
+                self.violations.fetch_add(1, Ordering::Relaxed);
+                self.worker_gone(endpoint);
+            }
+            _ => return false,
+        }
+        true
+    }
+
     fn worker_gone(&self, endpoint: u32) {
         let mut failed = Vec::new();
         if !self
@@ -899,10 +918,7 @@ impl Inner {
                 Ok(())
             }
             Ok(None) => Ok(()),
-            Err(TransportError::PeerGone { endpoint }) => {
-                self.worker_gone(endpoint);
-                Ok(())
-            }
+            Err(e) if self.worker_lost(&e) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -1086,10 +1102,7 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                 Ok(None) => break,
                 // Reported once, to whoever polls: fail that worker's invocations (ours among
                 // them if it ran there; `take_result` below sees it).
-                Err(TransportError::PeerGone { endpoint }) => {
-                    inner.worker_gone(endpoint);
-                    continue;
-                }
+                Err(e) if inner.worker_lost(&e) => continue,
                 Err(e) => return Some(Err(e.into())),
             };
             let (tag, raw) = split_response_imm(c.imm);

@@ -230,3 +230,92 @@ fn an_oversized_answer_to_an_abandoned_invocation_frees_its_slot() {
     drop(lease);
     rogue.join().expect("rogue");
 }
+
+/// A misbehaving executor over TCP, one worker with two slots: the session handshake by hand,
+/// then the real endpoint on the data connection, and a clone of its socket to write hostile
+/// frames on. Waits for two invocations, then sends a frame naming a region the client never
+/// offered, and holds the connections until the client leaves.
+fn tcp_rogue_breaking_the_framing(control: std::net::TcpListener) {
+    use rfaas::transport::tcp::{TcpEndpoint, TcpQueue};
+    use rfaas::transport::{Queue, recv_json, send_json};
+    use rfaas::wire::{Attach, OUTPUT_REGION};
+    use std::io::Write;
+    let (mut control, _) = control.accept().expect("accept control");
+    let data = std::net::TcpListener::bind("127.0.0.1:0").expect("bind data");
+    let welcome = Welcome {
+        protocol: SESSION_PROTOCOL,
+        abi_version: ABI_VERSION,
+        functions: vec![FunctionInfo {
+            index: 0,
+            name: <fx::noop::Call as RemoteCall>::NAME.to_owned(),
+            fingerprint: <fx::noop::Call as RemoteCall>::FINGERPRINT,
+        }],
+        workers: 1,
+        slots: 2,
+        slot_size: SLOT as u32,
+        data: Some(data.local_addr().expect("address").to_string()),
+    };
+    send_json(&mut control, &welcome).expect("welcome");
+    let _hello: Hello = recv_json(&mut control).expect("hello");
+    send_json(&mut control, &Verdict::Accepted).expect("verdict");
+    let (mut stream, _) = data.accept().expect("accept data");
+    let _attach: Attach = recv_json(&mut stream).expect("attach");
+    let regions = vec![
+        std::sync::Arc::new(Region::new(INPUT_REGION, 2 * SLOT).expect("input")),
+        std::sync::Arc::new(Region::new(OUTPUT_REGION, 2 * SLOT).expect("output")),
+    ];
+    let mut raw = stream.try_clone().expect("clone");
+    let cq = TcpQueue::new();
+    let _ep = TcpEndpoint::connect(stream, regions, &cq).expect("endpoint");
+    for _ in 0..2 {
+        match cq.wait(Duration::from_secs(10)) {
+            Ok(Some(_)) => {}
+            other => panic!("expected an invocation, got {other:?}"),
+        }
+    }
+    // Key 99: no region of the client's. Header: key, offset, length, immediate.
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&99u32.to_le_bytes());
+    frame.extend_from_slice(&0u64.to_le_bytes());
+    frame.extend_from_slice(&8u32.to_le_bytes());
+    frame.extend_from_slice(&0u32.to_le_bytes());
+    frame.extend_from_slice(&[0xee; 8]);
+    raw.write_all(&frame).expect("hostile frame");
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut control, &mut rest);
+}
+
+/// A frame the client cannot place breaks the worker's connection: every invocation in flight
+/// there fails as `ExecutorGone` (not only the one whose poll met the frame: before, that one
+/// got a transport error and the other waited for an answer that could never come), the
+/// violation is counted, and later invocations fail at once.
+#[test]
+fn a_broken_frame_over_tcp_fails_every_invocation_of_that_worker() {
+    let control = std::net::TcpListener::bind("127.0.0.1:0").expect("bind control");
+    let addr = control.local_addr().expect("address").to_string();
+    let rogue = std::thread::spawn(move || tcp_rogue_breaking_the_framing(control));
+    let lease = std::sync::Arc::new(
+        Lease::connect_tcp(&addr, &rfaas::LeaseOptions::default()).expect("lease"),
+    );
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let lease = lease.clone();
+            std::thread::spawn(move || fx::noop::invoke(&lease).timeout(tests::BOUND).wait())
+        })
+        .collect();
+    for c in callers {
+        let r = c.join().expect("caller");
+        assert!(
+            matches!(r, Err(rfaas::Error::ExecutorGone)),
+            "an invocation of the broken worker: {r:?}"
+        );
+    }
+    assert_eq!(lease.protocol_violations(), 1);
+    let later = fx::noop::invoke(&lease).timeout(tests::BOUND).wait();
+    assert!(
+        matches!(later, Err(rfaas::Error::ExecutorGone)),
+        "after the break: {later:?}"
+    );
+    drop(lease);
+    rogue.join().expect("rogue");
+}

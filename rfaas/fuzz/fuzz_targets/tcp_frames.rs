@@ -170,7 +170,10 @@ fuzz_target!(|data: &[u8]| {
             }
             Ok(None) => {}
             Err(TransportError::PeerGone { .. }) => break End::Gone,
-            Err(TransportError::Protocol(_)) => break End::Broken,
+            Err(TransportError::PeerBroke { endpoint, .. }) => {
+                assert_eq!(endpoint, ep.id());
+                break End::Broken;
+            }
             Err(e) => panic!("unexpected error: {e}"),
         }
     };

@@ -65,6 +65,16 @@ pub enum TransportError {
         /// The endpoint whose peer is gone.
         endpoint: u32,
     },
+    /// The peer of an endpoint broke the protocol on its connection (a frame naming no
+    /// region, or reaching past one): the connection is closed, and the endpoint is as good as
+    /// gone. Reported once, like [`TransportError::PeerGone`], by the queue's poll or wait.
+    #[error("peer of endpoint {endpoint} broke the protocol: {why}")]
+    PeerBroke {
+        /// The endpoint whose peer broke the protocol.
+        endpoint: u32,
+        /// What it sent.
+        why: String,
+    },
     /// The peer broke the protocol (corrupt queue indices, bad handshake).
     #[error("protocol violation: {0}")]
     Protocol(String),

@@ -126,16 +126,16 @@ struct RecvRing {
 impl RecvRing {
     /// Copies an entry's inline bytes to where its `place` word says, after checking that the
     /// peer named one of our regions and a range inside it.
-    fn place_inline(&self, e: &EntryView<'_>, place: u32, len: u32) -> Result<(), TransportError> {
+    fn place_inline(&self, e: &EntryView<'_>, place: u32, len: u32) -> Result<(), String> {
         let (key, offset) = unplace(place);
         let len = len as usize;
         if place & PLACE_INLINE == 0 || len > MAX_INLINE {
-            return Err(TransportError::Protocol(format!(
+            return Err(format!(
                 "inline entry with place word {place:#x} and {len} bytes"
-            )));
+            ));
         }
         let region = super::local_range(&self.local, key, offset, len)
-            .map_err(|e| TransportError::Protocol(format!("inline write: {e}")))?;
+            .map_err(|e| format!("inline write: {e}"))?;
         // SAFETY: `len <= MAX_INLINE` bytes from the entry's inline area (inside the live
         // control mapping) to `[offset, offset + len)` of our live region (checked above); they
         // are different memory files, so they do not overlap. Any bytes may be in either.
@@ -318,7 +318,11 @@ impl CompletionQueue {
         ring.head.store(head, Ordering::Relaxed);
         ring.view.head().store(head, Ordering::Release);
         self.next.store(i + 1, Ordering::Relaxed);
-        placed?;
+        // A peer that stamps an entry we cannot place breaks the protocol on this endpoint.
+        placed.map_err(|why| TransportError::PeerBroke {
+            endpoint: i as u32,
+            why,
+        })?;
         Ok(Some(c))
     }
 
@@ -900,11 +904,12 @@ mod tests {
         assert_eq!(place_word(2, PLACE_OFFSET_UNITS as usize * LINE), None);
     }
 
-    /// Entries a hostile producer stamps with inline destinations we never offered: each is an
-    /// error for the consumer, writes nothing, and the ring goes on delivering.
+    /// Entries a hostile producer stamps with inline destinations we never offered: each is
+    /// reported as that endpoint's peer breaking the protocol, writes nothing, and the ring goes
+    /// on delivering.
     #[test]
     fn hostile_inline_entries_are_refused_without_writing() {
-        let ((a, _cqa, _sa), (_b, cqb, region, _sb)) = pair();
+        let ((a, _cqa, _sa), (b, cqb, region, _sb)) = pair();
         let forged = [
             // Region 3 does not exist on the consumer's side.
             (PLACE_INLINE | (3 << PLACE_KEY_SHIFT), 8),
@@ -922,7 +927,10 @@ mod tests {
             })
             .expect("push");
             match cqb.poll() {
-                Err(TransportError::Protocol(msg)) => assert!(msg.contains("inline"), "{msg}"),
+                Err(TransportError::PeerBroke { endpoint, why }) => {
+                    assert_eq!(endpoint, b.id());
+                    assert!(why.contains("inline"), "{why}")
+                }
                 other => panic!("forged place {place:#x} len {len}: {other:?}"),
             }
         }

@@ -73,9 +73,7 @@ impl Event {
         match self {
             Event::Completion(c) => Ok(c),
             Event::Gone(endpoint) => Err(TransportError::PeerGone { endpoint }),
-            Event::Broken(endpoint, why) => Err(TransportError::Protocol(format!(
-                "endpoint {endpoint}: {why}"
-            ))),
+            Event::Broken(endpoint, why) => Err(TransportError::PeerBroke { endpoint, why }),
         }
     }
 }

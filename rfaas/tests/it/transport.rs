@@ -785,7 +785,7 @@ fn tcp_rejects_hostile_frames() {
         (2, u64::MAX, 8, ""),
     ] {
         let cq = TcpQueue::new();
-        let (_ep, region, mut peer) = endpoint_with_raw_peer(&cq, 64);
+        let (ep, region, mut peer) = endpoint_with_raw_peer(&cq, 64);
         let hostile = std::thread::spawn(move || {
             use std::io::{Read, Write};
             peer.write_all(&frame(2, 0, 4, 1, 7)).expect("good frame");
@@ -797,7 +797,10 @@ fn tcp_rejects_hostile_frames() {
         });
         assert_eq!(next(&*cq).imm, 1, "the valid write arrives");
         match cq.wait(Duration::from_secs(10)) {
-            Err(TransportError::Protocol(msg)) => assert!(msg.contains(words), "{msg}"),
+            Err(TransportError::PeerBroke { endpoint, why }) => {
+                assert_eq!(endpoint, ep.id());
+                assert!(why.contains(words), "{why}")
+            }
             other => panic!("expected a protocol violation, got {other:?}"),
         }
         assert_eq!(read(&region, 0, 4), [7, 7, 7, 7]);
