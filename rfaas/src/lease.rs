@@ -207,13 +207,16 @@ impl Lease {
         stream
             .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(TransportError::Io)?;
-        let (welcome, fds): (Welcome, _) = recv_message(&stream)?;
+        let (mut welcome, fds): (Welcome, _) = recv_message(&stream)?;
         if !fds.is_empty() {
             return Err(Error::Handshake(
                 "unexpected descriptors with the welcome".into(),
             ));
         }
         let geometry = Geometry::check(&welcome, options)?;
+        // Before the hello: a list we refuse costs the executor nothing more.
+        let functions =
+            FunctionTable::new(std::mem::take(&mut welcome.functions)).map_err(Error::Handshake)?;
         let result = Arc::new(Region::new(RESULT_REGION, geometry.result_len)?);
         send_message(
             &stream,
@@ -241,6 +244,7 @@ impl Lease {
         stream.set_read_timeout(None).map_err(TransportError::Io)?;
         Ok(Lease::new(
             welcome,
+            functions,
             geometry,
             Control::Unix(stream),
             eps,
@@ -302,8 +306,11 @@ impl Lease {
         control
             .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(TransportError::Io)?;
-        let welcome: Welcome = recv_json(&mut control)?;
+        let mut welcome: Welcome = recv_json(&mut control)?;
         let geometry = Geometry::check(&welcome, options)?;
+        // Before the hello: a list we refuse costs the executor nothing more.
+        let functions =
+            FunctionTable::new(std::mem::take(&mut welcome.functions)).map_err(Error::Handshake)?;
         let data = welcome
             .data
             .clone()
@@ -338,6 +345,7 @@ impl Lease {
         control.set_read_timeout(None).map_err(TransportError::Io)?;
         Ok(Lease::new(
             welcome,
+            functions,
             geometry,
             Control::Tcp(control),
             eps,
@@ -351,6 +359,7 @@ impl Lease {
     #[allow(clippy::too_many_arguments)]
     fn new(
         welcome: Welcome,
+        functions: FunctionTable,
         geometry: Geometry,
         control: Control,
         workers: Vec<Box<dyn Endpoint>>,
@@ -363,7 +372,6 @@ impl Lease {
             workers: w,
             slots,
             slot_size,
-            functions,
             ..
         } = welcome;
         let n = (w * slots) as usize;
@@ -382,7 +390,7 @@ impl Lease {
         Lease {
             inner: Arc::new(Inner {
                 control,
-                functions: FunctionTable::new(functions),
+                functions,
                 workers,
                 cq,
                 send,

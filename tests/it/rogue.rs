@@ -319,3 +319,50 @@ fn a_broken_frame_over_tcp_fails_every_invocation_of_that_worker() {
     drop(lease);
     rogue.join().expect("rogue");
 }
+
+/// A welcome listing more functions than a library may export, or fingerprints chosen to
+/// collide, is refused before the client says hello (building the lookup table would cost
+/// what the executor likes).
+#[test]
+fn a_welcome_with_too_many_or_colliding_functions_is_refused() {
+    for (case, n, colliding) in [("too many", 65_537, false), ("colliding", 300, true)] {
+        let path = tests::scratch_dir(&format!("rogue-functions-{n}")).join("rogue.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let rogue = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let welcome = Welcome {
+                protocol: SESSION_PROTOCOL,
+                abi_version: ABI_VERSION,
+                functions: (0..n)
+                    .map(|i| FunctionInfo {
+                        index: i,
+                        name: format!("f{i}"),
+                        fingerprint: if colliding { 42 } else { u64::from(i) },
+                    })
+                    .collect(),
+                workers: 1,
+                slots: 1,
+                slot_size: SLOT as u32,
+                data: None,
+            };
+            send_message(&stream, &welcome, &[]).expect("welcome");
+            // The client hangs up instead of saying hello.
+            recv_message::<Hello>(&stream).is_err()
+        });
+        match Lease::connect(&path) {
+            Err(rfaas::Error::Handshake(why)) => {
+                let words = if colliding {
+                    "collide"
+                } else {
+                    "65537 functions"
+                };
+                assert!(why.contains(words), "{case}: {why}")
+            }
+            other => panic!("{case}: expected a refused handshake, got {other:?}"),
+        }
+        assert!(
+            rogue.join().expect("rogue"),
+            "{case}: the client said hello"
+        );
+    }
+}
