@@ -311,10 +311,19 @@ impl Lease {
         // Before the hello: a list we refuse costs the executor nothing more.
         let functions =
             FunctionTable::new(std::mem::take(&mut welcome.functions)).map_err(Error::Handshake)?;
-        let data = welcome
+        // An executor names the address its data listener bound, a literal: no name lookup,
+        // and each connection is bounded like the rest of the handshake.
+        let data: std::net::SocketAddr = welcome
             .data
-            .clone()
-            .ok_or_else(|| Error::Handshake("the executor named no data address".into()))?;
+            .as_deref()
+            .ok_or_else(|| Error::Handshake("the executor named no data address".into()))?
+            .parse()
+            .map_err(|_| {
+                Error::Handshake(format!(
+                    "the executor's data address {:?} is not an IP address and port",
+                    welcome.data.as_deref().unwrap_or_default()
+                ))
+            })?;
         let result = Arc::new(Region::new(RESULT_REGION, geometry.result_len)?);
         let send = Arc::new(Region::new(SEND_REGION, geometry.areas)?);
         send_json(
@@ -331,7 +340,13 @@ impl Lease {
         };
         let mut eps: Vec<Box<dyn Endpoint>> = Vec::with_capacity(welcome.workers as usize);
         for _ in 0..welcome.workers {
-            let mut stream = connect(&data)?;
+            let mut stream =
+                TcpStream::connect_timeout(&data, HANDSHAKE_TIMEOUT).map_err(|source| {
+                    Error::Connect {
+                        path: PathBuf::from(data.to_string()),
+                        source,
+                    }
+                })?;
             send_json(&mut stream, &attach)?;
             // The handshake is bounded; afterwards the connection may stay quiet forever.
             let same = stream.try_clone().map_err(TransportError::Io)?;

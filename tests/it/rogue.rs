@@ -366,3 +366,33 @@ fn a_welcome_with_too_many_or_colliding_functions_is_refused() {
         );
     }
 }
+
+/// An executor over TCP names its data listener's address, a literal IP address and port: a
+/// name (whose lookup could take any time) is refused, before the client says hello.
+#[test]
+fn a_data_address_that_is_no_ip_address_is_refused() {
+    use rfaas::transport::{recv_json, send_json};
+    let control = std::net::TcpListener::bind("127.0.0.1:0").expect("bind control");
+    let addr = control.local_addr().expect("address").to_string();
+    let rogue = std::thread::spawn(move || {
+        let (mut control, _) = control.accept().expect("accept");
+        let welcome = Welcome {
+            protocol: SESSION_PROTOCOL,
+            abi_version: ABI_VERSION,
+            functions: Vec::new(),
+            workers: 1,
+            slots: 1,
+            slot_size: SLOT as u32,
+            data: Some("executor.invalid:4000".into()),
+        };
+        send_json(&mut control, &welcome).expect("welcome");
+        recv_json::<Hello>(&mut control).is_err()
+    });
+    match Lease::connect_tcp(&addr, &rfaas::LeaseOptions::default()) {
+        Err(rfaas::Error::Handshake(why)) => {
+            assert!(why.contains("executor.invalid:4000"), "{why}")
+        }
+        other => panic!("expected a refused handshake, got {other:?}"),
+    }
+    assert!(rogue.join().expect("rogue"), "the client said hello");
+}
