@@ -341,7 +341,9 @@ pub fn recv_with_fds(stream: &UnixStream, buf: &mut [u8]) -> io::Result<Vec<Owne
                 cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
         }
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        // A message carries at most MAX_FDS in all, however many pieces it arrives in (a peer
+        // could otherwise attach descriptors to every byte and fill our descriptor table).
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > MAX_FDS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "too many descriptors attached to a message",

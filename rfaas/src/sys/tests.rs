@@ -42,3 +42,23 @@ fn unsealed_or_foreign_files_are_not_mapped() {
     let e = Mapping::new(a.as_fd(), 4096).expect_err("mapped a socket");
     assert!(e.to_string().contains("not a sealable memory file"), "{e}");
 }
+
+/// Descriptors attached to the pieces of one message count together: a peer that attaches the
+/// most one piece may carry to each of many pieces is refused, not allowed to fill our
+/// descriptor table.
+#[test]
+fn a_message_carries_at_most_max_fds_descriptors_in_all() {
+    let (a, b) = UnixStream::pair().expect("socket pair");
+    let file = memfd("rfaas-test-fds", 64).expect("memfd");
+    let many = vec![file.as_fd(); MAX_FDS];
+    send_with_fds(&a, &[1, 2], &many).expect("first piece");
+    send_with_fds(&a, &[3, 4], &many).expect("second piece");
+    let mut buf = [0u8; 4];
+    let e = recv_with_fds(&b, &mut buf).expect_err("32 descriptors in one message");
+    assert!(e.to_string().contains("too many descriptors"), "{e}");
+    // One piece with the most allowed is fine.
+    let (a, b) = UnixStream::pair().expect("socket pair");
+    send_with_fds(&a, &[1, 2, 3, 4], &many).expect("one piece");
+    let fds = recv_with_fds(&b, &mut buf).expect("16 descriptors");
+    assert_eq!((fds.len(), buf), (MAX_FDS, [1, 2, 3, 4]));
+}
