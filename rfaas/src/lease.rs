@@ -602,7 +602,10 @@ impl Inner {
     }
 
     /// Encodes `call` into a free slot of some worker and signals it.
-    fn submit<C: RemoteCall>(&self, call: &C) -> Result<Submit, Error> {
+    /// Claims a slot and sends `call` in it. `patience` bounds a wait for room to send (a
+    /// peer that stops reading; see [`Endpoint::write_gather_within`]): past it, the slot is
+    /// freed and the error is `TransportError::QueueFull`, nothing sent.
+    fn submit<C: RemoteCall>(&self, call: &C, patience: Option<Duration>) -> Result<Submit, Error> {
         let function = self.resolve::<C>()?;
         // Sizes with the placement any slot would get (the arena lies after every result
         // area, so whether outputs go in place does not depend on the slot).
@@ -710,7 +713,7 @@ impl Inner {
             if inline {
                 ep.write_inline(&small.0[..len], INPUT_REGION, slot_off, slot)?;
             } else if staged {
-                ep.write_gather(
+                ep.write_gather_within(
                     SEND_REGION,
                     self.result_offset(id),
                     len,
@@ -718,6 +721,7 @@ impl Inner {
                     INPUT_REGION,
                     slot_off,
                     slot,
+                    patience,
                 )?;
             } else {
                 ep.signal(slot, len)?;
@@ -752,8 +756,23 @@ impl Inner {
                 in_place,
             }),
             Err(e) => {
+                // A send that failed (or stalled midway) closed the worker's connection: the
+                // worker is gone now, not only when its queue reports it.
+                let lost = match &e {
+                    Error::Transport(
+                        TransportError::PeerGone { endpoint }
+                        | TransportError::Stalled { endpoint },
+                    ) => Some(*endpoint),
+                    _ => None,
+                };
+                if let Some(endpoint) = lost {
+                    self.worker_gone(endpoint);
+                }
                 self.free_slot(id);
-                Err(e)
+                match e {
+                    Error::Transport(TransportError::PeerGone { .. }) => Err(Error::ExecutorGone),
+                    e => Err(e),
+                }
             }
         }
     }
@@ -1017,7 +1036,9 @@ impl<C: RemoteCall> std::fmt::Debug for Invocation<'_, C> {
 
 impl<'l, C: RemoteCall> Invocation<'l, C> {
     /// Fails the invocation with [`Error::Timeout`] if no result arrives within `timeout` of
-    /// its first poll.
+    /// its first poll. Over TCP it also bounds the wait for room to send the request when the
+    /// executor stops reading (see docs/functions.md); a request stalled midway closes the
+    /// worker's connection.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -1054,7 +1075,19 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             return Ok(true);
         }
         let call = self.call.as_ref().expect("call present until completion");
-        match self.inner().submit(call)? {
+        // A worker whose connection has no room for the request (it stopped reading) gets as
+        // long as the timeout allows, then the invocation times out without having been sent.
+        // If part of the request was out, the connection is closed (and the worker reported
+        // gone by the queue); this invocation timed out either way.
+        let submitted = match self.inner().submit(call, self.timeout) {
+            Err(Error::Transport(TransportError::QueueFull | TransportError::Stalled { .. }))
+                if self.timeout.is_some() =>
+            {
+                return Err(Error::Timeout(self.timeout.unwrap_or_default()));
+            }
+            other => other?,
+        };
+        match submitted {
             Submit::Sent {
                 id,
                 round,

@@ -231,28 +231,39 @@ fn an_oversized_answer_to_an_abandoned_invocation_frees_its_slot() {
     rogue.join().expect("rogue");
 }
 
-/// A misbehaving executor over TCP, one worker with two slots: the session handshake by hand,
-/// then the real endpoint on the data connection, and a clone of its socket to write hostile
-/// frames on. Waits for two invocations, then sends a frame naming a region the client never
-/// offered, and holds the connections until the client leaves.
-fn tcp_rogue_breaking_the_framing(control: std::net::TcpListener) {
+/// The executor's side of a TCP session by hand, one worker: welcome (listing `noop` and
+/// `echo`), hello, verdict, the data connection's attach, and the real endpoint on it. Returns
+/// the control connection, the endpoint and its queue, and a clone of the data socket.
+fn tcp_rogue_session(
+    control: std::net::TcpListener,
+    slots: u32,
+    slot_size: usize,
+) -> (
+    std::net::TcpStream,
+    rfaas::transport::tcp::TcpEndpoint,
+    std::sync::Arc<rfaas::transport::tcp::TcpQueue>,
+    std::net::TcpStream,
+) {
     use rfaas::transport::tcp::{TcpEndpoint, TcpQueue};
-    use rfaas::transport::{Queue, recv_json, send_json};
+    use rfaas::transport::{recv_json, send_json};
     use rfaas::wire::{Attach, OUTPUT_REGION};
-    use std::io::Write;
     let (mut control, _) = control.accept().expect("accept control");
     let data = std::net::TcpListener::bind("127.0.0.1:0").expect("bind data");
+    let info = |index, name: &str, fingerprint| FunctionInfo {
+        index,
+        name: name.to_owned(),
+        fingerprint,
+    };
     let welcome = Welcome {
         protocol: SESSION_PROTOCOL,
         abi_version: ABI_VERSION,
-        functions: vec![FunctionInfo {
-            index: 0,
-            name: <fx::noop::Call as RemoteCall>::NAME.to_owned(),
-            fingerprint: <fx::noop::Call as RemoteCall>::FINGERPRINT,
-        }],
+        functions: vec![
+            info(0, fx::noop::NAME, fx::noop::FINGERPRINT),
+            info(1, fx::echo::NAME, fx::echo::FINGERPRINT),
+        ],
         workers: 1,
-        slots: 2,
-        slot_size: SLOT as u32,
+        slots,
+        slot_size: slot_size as u32,
         data: Some(data.local_addr().expect("address").to_string()),
     };
     send_json(&mut control, &welcome).expect("welcome");
@@ -260,13 +271,24 @@ fn tcp_rogue_breaking_the_framing(control: std::net::TcpListener) {
     send_json(&mut control, &Verdict::Accepted).expect("verdict");
     let (mut stream, _) = data.accept().expect("accept data");
     let _attach: Attach = recv_json(&mut stream).expect("attach");
+    let len = slots as usize * slot_size;
     let regions = vec![
-        std::sync::Arc::new(Region::new(INPUT_REGION, 2 * SLOT).expect("input")),
-        std::sync::Arc::new(Region::new(OUTPUT_REGION, 2 * SLOT).expect("output")),
+        std::sync::Arc::new(Region::new(INPUT_REGION, len).expect("input")),
+        std::sync::Arc::new(Region::new(OUTPUT_REGION, len).expect("output")),
     ];
-    let mut raw = stream.try_clone().expect("clone");
+    let raw = stream.try_clone().expect("clone");
     let cq = TcpQueue::new();
-    let _ep = TcpEndpoint::connect(stream, regions, &cq).expect("endpoint");
+    let ep = TcpEndpoint::connect(stream, regions, &cq).expect("endpoint");
+    (control, ep, cq, raw)
+}
+
+/// A rogue TCP executor with two slots that waits for two invocations, then sends a frame
+/// naming a region the client never offered, and holds the connections until the client
+/// leaves.
+fn tcp_rogue_breaking_the_framing(control: std::net::TcpListener) {
+    use rfaas::transport::Queue;
+    use std::io::Write;
+    let (mut control, _ep, cq, mut raw) = tcp_rogue_session(control, 2, SLOT);
     for _ in 0..2 {
         match cq.wait(Duration::from_secs(10)) {
             Ok(Some(_)) => {}
@@ -395,4 +417,66 @@ fn a_data_address_that_is_no_ip_address_is_refused() {
         other => panic!("expected a refused handshake, got {other:?}"),
     }
     assert!(rogue.join().expect("rogue"), "the client said hello");
+}
+
+/// An executor that stops reading its data connection: the client's sends find the socket
+/// full. An invocation with a timeout gives up on the send after it (nothing sent, the
+/// connection intact) instead of blocking its thread for good; before, the send waited
+/// forever, whatever the timeout.
+#[test]
+fn a_send_to_an_executor_that_stops_reading_times_out() {
+    use rfaas::transport::Queue;
+    const BIG: usize = 1 << 20;
+    const CALLS: u32 = 16;
+    let control = std::net::TcpListener::bind("127.0.0.1:0").expect("bind control");
+    let addr = control.local_addr().expect("address").to_string();
+    let (drain, may_drain) = mpsc::channel::<()>();
+    let rogue = std::thread::spawn(move || {
+        let (mut control, _ep, cq, _raw) = tcp_rogue_session(control, CALLS, 2 * BIG);
+        // Reads nothing (a queue reads its sockets only when polled) until the client is done.
+        may_drain.recv().expect("the client is done");
+        let mut received = 0;
+        while let Ok(Some(_)) = cq.wait(Duration::from_secs(1)) {
+            received += 1;
+        }
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut control, &mut rest);
+        received
+    });
+    let lease = Lease::connect_tcp(&addr, &rfaas::LeaseOptions::default()).expect("lease");
+    let (done, outcome) = mpsc::channel();
+    let caller = std::thread::spawn(move || {
+        let input = vec![7u8; BIG];
+        let mut out = vec![0u8; 8];
+        // Each call is sent and abandoned (no answer comes) until the socket's buffers are
+        // full; then one cannot be sent in time. If part of it was out, the connection is
+        // closed with it (nothing after a partial frame would be framed right), and the calls
+        // after it find the worker gone.
+        let mut gone = false;
+        for n in 0..CALLS {
+            let r = fx::echo::invoke(&lease, &input, &mut out)
+                .timeout(Duration::from_millis(200))
+                .wait();
+            match r {
+                Err(rfaas::Error::Timeout(_)) if !gone => {}
+                Err(rfaas::Error::ExecutorGone) if n > 0 => gone = true,
+                other => panic!("call {n} (worker gone: {gone}): {other:?}"),
+            }
+        }
+        done.send(()).expect("test alive");
+        lease
+    });
+    outcome
+        .recv_timeout(tests::BOUND)
+        .expect("an invocation blocked in its send (no timeout within 20 s)");
+    let lease = caller.join().expect("caller");
+    drain.send(()).expect("rogue alive");
+    drop(lease);
+    let received = rogue.join().expect("rogue");
+    // Evidence that sends gave up: fewer requests reached the executor than were made (the
+    // socket buffers of this machine hold a few MiB).
+    assert!(
+        received < CALLS,
+        "every one of {CALLS} requests of 1 MiB got through: no send ever found the socket full"
+    );
 }

@@ -56,9 +56,18 @@ pub enum TransportError {
         /// Region length.
         region_len: usize,
     },
-    /// The peer's completion queue has no room (like an RNR condition): retry later.
+    /// The peer's completion queue has no room (like an RNR condition), or (TCP) its connection
+    /// had no room for a write within the caller's patience, nothing of it sent: retry later.
     #[error("peer completion queue full")]
     QueueFull,
+    /// The peer stopped taking a write midway, for longer than the caller's patience: nothing
+    /// sent after a partial write would be framed right, so the connection is closed (its
+    /// queue reports the endpoint's peer gone).
+    #[error("peer of endpoint {endpoint} stopped taking a write midway")]
+    Stalled {
+        /// The endpoint whose connection is closed.
+        endpoint: u32,
+    },
     /// The peer closed the connection or its process ended.
     #[error("peer of endpoint {endpoint} disconnected")]
     PeerGone {
@@ -328,6 +337,28 @@ pub trait Endpoint: Send + Sync {
         Err(TransportError::Unavailable(
             "this fabric has no gather writes".into(),
         ))
+    }
+    /// [`Endpoint::write_gather`], giving up after waiting `patience` for room: a fabric whose
+    /// sends wait for room (TCP, when the peer stops reading) bounds the wait. If none of the
+    /// write went out: [`TransportError::QueueFull`], the connection intact; if part of it did:
+    /// [`TransportError::Stalled`], the connection closed. Other fabrics never wait for room,
+    /// and ignore it.
+    #[allow(clippy::too_many_arguments)]
+    fn write_gather_within(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        pieces: &[(usize, &[u8])],
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+        patience: Option<Duration>,
+    ) -> Result<(), TransportError> {
+        let _ = patience;
+        self.write_gather(
+            local_key, local_off, len, pieces, remote_key, remote_off, imm,
+        )
     }
     /// Most bytes [`Endpoint::write_inline`] takes; 0 when the fabric has no inline writes.
     fn max_inline(&self) -> usize {

@@ -62,6 +62,15 @@ const SEND_RECHECK: Duration = Duration::from_millis(1);
 /// Frames that arrive whole, and headers, are never held back.
 const MID_FRAME_PAUSE: Duration = Duration::from_micros(2);
 
+/// How [`Conn::send`] ended, when it did not fail.
+enum Sent {
+    All,
+    /// The socket had no room for any of the frame within the caller's patience.
+    NoRoom,
+    /// Part of the frame went out, then the socket had no room within the caller's patience.
+    Stalled,
+}
+
 enum Event {
     Completion(Completion),
     Gone(u32),
@@ -399,20 +408,35 @@ impl Conn {
     }
 
     /// Sends `bufs` as one frame (one segment for small frames). The caller holds the
-    /// endpoint's send lock.
-    fn send(&self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    /// endpoint's send lock. With `patience`, gives up if the socket has had no room that long:
+    /// [`Sent::NoRoom`] if none of the frame went out, [`Sent::Stalled`] if part of it did.
+    fn send(&self, bufs: &mut [IoSlice<'_>], patience: Option<Duration>) -> io::Result<Sent> {
         let mut bufs = bufs;
+        let mut started = false;
+        // Read only when the socket is full: sends with room never touch the clock.
+        let mut waiting_since: Option<Instant> = None;
         while !bufs.is_empty() {
             match send_nowait(self.fd(), bufs) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Ok(n) => {
+                    started = true;
+                    IoSlice::advance_slices(&mut bufs, n)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let (events, timeout) = match self.receive_while_sending() {
+                    let (events, mut timeout) = match self.receive_while_sending() {
                         Some(true) => (libc::POLLOUT | libc::POLLIN, LIVENESS_TICK),
                         Some(false) => (libc::POLLOUT, SEND_RECHECK),
                         None => (libc::POLLOUT, LIVENESS_TICK),
                     };
+                    if let Some(patience) = patience {
+                        let since = *waiting_since.get_or_insert_with(Instant::now);
+                        let waited = since.elapsed();
+                        if waited >= patience {
+                            return Ok(if started { Sent::Stalled } else { Sent::NoRoom });
+                        }
+                        timeout = timeout.min(patience - waited);
+                    }
                     let mut fds = [libc::pollfd {
                         fd: self.fd(),
                         events,
@@ -423,7 +447,7 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(Sent::All)
     }
 }
 
@@ -834,6 +858,30 @@ impl Endpoint for TcpEndpoint {
             remote_key,
             remote_off,
             Some(imm),
+            None,
+        )
+    }
+
+    fn write_gather_within(
+        &self,
+        local_key: u32,
+        local_off: usize,
+        len: usize,
+        pieces: &[(usize, &[u8])],
+        remote_key: u32,
+        remote_off: usize,
+        imm: u32,
+        patience: Option<Duration>,
+    ) -> Result<(), TransportError> {
+        self.frame(
+            local_key,
+            local_off,
+            len,
+            pieces,
+            remote_key,
+            remote_off,
+            Some(imm),
+            patience,
         )
     }
 
@@ -845,7 +893,16 @@ impl Endpoint for TcpEndpoint {
         remote_key: u32,
         remote_off: usize,
     ) -> Result<(), TransportError> {
-        self.frame(local_key, local_off, len, &[], remote_key, remote_off, None)
+        self.frame(
+            local_key,
+            local_off,
+            len,
+            &[],
+            remote_key,
+            remote_off,
+            None,
+            None,
+        )
     }
 
     fn write_many_with_imm(
@@ -876,7 +933,7 @@ impl Endpoint for TcpEndpoint {
             pair[0] = IoSlice::new(h);
             pair[1] = IoSlice::new(data);
         }
-        self.send_frames(&mut bufs[..2 * frames.len()])
+        self.send_frames(&mut bufs[..2 * frames.len()], None)
     }
 
     fn window(
@@ -944,18 +1001,31 @@ impl TcpEndpoint {
         Ok((h, data))
     }
 
-    /// Sends `bufs` (whole frames) under the send lock. A failed send ends the connection.
-    fn send_frames(&self, bufs: &mut [IoSlice<'_>]) -> Result<(), TransportError> {
+    /// Sends `bufs` (whole frames) under the send lock: [`TransportError::QueueFull`] if the
+    /// peer took none of them within `patience`, [`TransportError::Stalled`] if it took part.
+    /// A failed or stalled send ends the connection.
+    fn send_frames(
+        &self,
+        bufs: &mut [IoSlice<'_>],
+        patience: Option<Duration>,
+    ) -> Result<(), TransportError> {
         let _sending = lock(&self.send);
-        let sent = self.conn.send(bufs);
-        sent.map_err(|_| {
-            // Part of the frame may have gone out (a piece the kernel could not read, a failed
-            // wait for room): nothing sent after it would be framed right, so the connection
-            // ends here, and the peer and our queue both see it end.
-            let _ = self.conn.sock.shutdown(Shutdown::Both);
-            TransportError::PeerGone {
-                endpoint: self.conn.id,
-            }
+        let sent = self.conn.send(bufs, patience);
+        let stalled = match sent {
+            Ok(Sent::All) => return Ok(()),
+            Ok(Sent::NoRoom) => return Err(TransportError::QueueFull),
+            Ok(Sent::Stalled) => true,
+            Err(_) => false,
+        };
+        // Part of the frame may have gone out (a piece the kernel could not read, a failed or
+        // given-up wait for room): nothing sent after it would be framed right, so the
+        // connection ends here, and the peer and our queue both see it end.
+        let _ = self.conn.sock.shutdown(Shutdown::Both);
+        let endpoint = self.conn.id;
+        Err(if stalled {
+            TransportError::Stalled { endpoint }
+        } else {
+            TransportError::PeerGone { endpoint }
         })
     }
 
@@ -971,6 +1041,7 @@ impl TcpEndpoint {
         remote_key: u32,
         remote_off: usize,
         imm: Option<u32>,
+        patience: Option<Duration>,
     ) -> Result<(), TransportError> {
         super::check_pieces(len, pieces)?;
         let (h, data) = self.check_frame(local_key, local_off, len, remote_key, remote_off, imm)?;
@@ -986,7 +1057,7 @@ impl TcpEndpoint {
             from = at + bytes.len();
         }
         bufs[n] = IoSlice::new(&data[from..]);
-        self.send_frames(&mut bufs[..=n])
+        self.send_frames(&mut bufs[..=n], patience)
     }
 }
 
