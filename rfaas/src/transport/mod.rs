@@ -177,7 +177,7 @@ pub(crate) fn local_range(
     let region = regions
         .iter()
         .find(|r| r.key() == key)
-        .ok_or(TransportError::UnknownRegion { side: "local", key })?;
+        .ok_or_else(|| TransportError::UnknownRegion { side: "local", key })?;
     check_range("local", key, offset, len, region.len())?;
     Ok(region)
 }

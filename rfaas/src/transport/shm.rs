@@ -657,7 +657,7 @@ impl ShmEndpoint {
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, m)| m)
-            .ok_or(TransportError::UnknownRegion {
+            .ok_or_else(|| TransportError::UnknownRegion {
                 side: "remote",
                 key,
             })

@@ -942,10 +942,12 @@ impl Endpoint for TcpEndpoint {
         offset: usize,
         len: usize,
     ) -> Result<Option<*mut u8>, TransportError> {
-        let rlen = self.remote_len(key).ok_or(TransportError::UnknownRegion {
-            side: "remote",
-            key,
-        })?;
+        let rlen = self
+            .remote_len(key)
+            .ok_or_else(|| TransportError::UnknownRegion {
+                side: "remote",
+                key,
+            })?;
         check_range("remote", key, offset, len, rlen)?;
         Ok(None)
     }
@@ -977,7 +979,7 @@ impl TcpEndpoint {
         let local = super::local_range(&self.conn.local, local_key, local_off, len)?;
         let rlen = self
             .remote_len(remote_key)
-            .ok_or(TransportError::UnknownRegion {
+            .ok_or_else(|| TransportError::UnknownRegion {
                 side: "remote",
                 key: remote_key,
             })?;

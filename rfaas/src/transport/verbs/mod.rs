@@ -608,7 +608,7 @@ impl VerbsEndpoint {
         self.remote
             .iter()
             .find(|r| r.key == key)
-            .ok_or(TransportError::UnknownRegion {
+            .ok_or_else(|| TransportError::UnknownRegion {
                 side: "remote",
                 key,
             })
