@@ -177,7 +177,7 @@ pub(crate) fn local_range(
     let region = regions
         .iter()
         .find(|r| r.key() == key)
-        .ok_or_else(|| TransportError::UnknownRegion { side: "local", key })?;
+        .ok_or_else(|| unknown_region("local", key))?;
     check_range("local", key, offset, len, region.len())?;
     Ok(region)
 }
@@ -409,6 +409,14 @@ pub trait Queue: Send + Sync {
 /// loader's maximum of functions and name lengths would be hundreds of MiB, so libraries are
 /// bounded by this instead (an executor refuses to serve a library whose welcome exceeds it).
 pub const MAX_CONTROL_MESSAGE: usize = 16 << 20;
+
+/// The error for a region key that names nothing, built out of line when it happens (an
+/// eagerly built one costs a drop of this large enum on every successful lookup).
+#[cold]
+#[inline(never)]
+pub(crate) fn unknown_region(side: &'static str, key: u32) -> TransportError {
+    TransportError::UnknownRegion { side, key }
+}
 
 /// Writes a length-prefixed (`u32`, little-endian) JSON control message.
 pub fn send_json<T: serde::Serialize>(

@@ -657,10 +657,7 @@ impl ShmEndpoint {
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, m)| m)
-            .ok_or_else(|| TransportError::UnknownRegion {
-                side: "remote",
-                key,
-            })
+            .ok_or_else(|| super::unknown_region("remote", key))
     }
 
     /// A pointer to `len` bytes of the peer's region `key` at `offset`, for writing in place

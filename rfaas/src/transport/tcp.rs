@@ -944,10 +944,7 @@ impl Endpoint for TcpEndpoint {
     ) -> Result<Option<*mut u8>, TransportError> {
         let rlen = self
             .remote_len(key)
-            .ok_or_else(|| TransportError::UnknownRegion {
-                side: "remote",
-                key,
-            })?;
+            .ok_or_else(|| super::unknown_region("remote", key))?;
         check_range("remote", key, offset, len, rlen)?;
         Ok(None)
     }
@@ -979,10 +976,7 @@ impl TcpEndpoint {
         let local = super::local_range(&self.conn.local, local_key, local_off, len)?;
         let rlen = self
             .remote_len(remote_key)
-            .ok_or_else(|| TransportError::UnknownRegion {
-                side: "remote",
-                key: remote_key,
-            })?;
+            .ok_or_else(|| super::unknown_region("remote", remote_key))?;
         check_range("remote", remote_key, remote_off, len, rlen)?;
         let len32 = u32::try_from(len)
             .map_err(|_| TransportError::Protocol("write larger than 4 GiB".into()))?;

@@ -608,10 +608,7 @@ impl VerbsEndpoint {
         self.remote
             .iter()
             .find(|r| r.key == key)
-            .ok_or_else(|| TransportError::UnknownRegion {
-                side: "remote",
-                key,
-            })
+            .ok_or_else(|| super::unknown_region("remote", key))
     }
 }
 
