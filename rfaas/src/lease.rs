@@ -601,10 +601,10 @@ impl Inner {
         }
     }
 
-    /// Encodes `call` into a free slot of some worker and signals it.
-    /// Claims a slot and sends `call` in it. `patience` bounds a wait for room to send (a
-    /// peer that stops reading; see [`Endpoint::write_gather_within`]): past it, the slot is
-    /// freed and the error is `TransportError::QueueFull`, nothing sent.
+    /// Encodes `call` into a free slot of some worker and signals it. `patience` bounds a wait
+    /// for room to send (a peer that stops reading; see [`Endpoint::write_gather_within`]):
+    /// past it, the slot is freed and the error is `TransportError::QueueFull` (nothing sent)
+    /// or `Stalled` (part sent, the worker lost). A send that fails loses the worker too.
     fn submit<C: RemoteCall>(&self, call: &C, patience: Option<Duration>) -> Result<Submit, Error> {
         let function = self.resolve::<C>()?;
         // Sizes with the placement any slot would get (the arena lies after every result
@@ -901,7 +901,6 @@ impl Inner {
         }
     }
 
-    /// Marks a worker dead and fails its invocations.
     /// Whether `e` reports a worker lost: its connection ended ([`TransportError::PeerGone`])
     /// or its peer broke the protocol on it ([`TransportError::PeerBroke`], also counted as a
     /// violation). Then the worker's invocations fail (see [`Inner::worker_gone`]).
@@ -918,6 +917,7 @@ impl Inner {
         true
     }
 
+    /// Marks a worker dead and fails its invocations.
     fn worker_gone(&self, endpoint: u32) {
         let mut failed = Vec::new();
         if !self
