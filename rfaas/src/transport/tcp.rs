@@ -408,8 +408,8 @@ impl Conn {
     }
 
     /// Sends `bufs` as one frame (one segment for small frames). The caller holds the
-    /// endpoint's send lock. With `patience`, gives up if the socket has had no room that long:
-    /// [`Sent::NoRoom`] if none of the frame went out, [`Sent::Stalled`] if part of it did.
+    /// endpoint's send lock. With `patience`, gives up if the socket has taken nothing for that
+    /// long: [`Sent::NoRoom`] if none of the frame went out, [`Sent::Stalled`] if part of it did.
     fn send(&self, bufs: &mut [IoSlice<'_>], patience: Option<Duration>) -> io::Result<Sent> {
         let mut bufs = bufs;
         let mut started = false;
@@ -420,6 +420,9 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     started = true;
+                    // Patience is for a socket that takes nothing: a peer reading slowly is
+                    // still reading.
+                    waiting_since = None;
                     IoSlice::advance_slices(&mut bufs, n)
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
