@@ -601,11 +601,16 @@ impl Inner {
         }
     }
 
-    /// Encodes `call` into a free slot of some worker and signals it. `patience` bounds a wait
-    /// for room to send (a peer that stops reading; see [`Endpoint::write_gather_within`]):
-    /// past it, the slot is freed and the error is `TransportError::QueueFull` (nothing sent)
-    /// or `Stalled` (part sent, the worker lost). A send that fails loses the worker too.
-    fn submit<C: RemoteCall>(&self, call: &C, patience: Option<Duration>) -> Result<Submit, Error> {
+    /// Encodes `call` into a free slot of some worker and signals it. `patience` (what is left
+    /// of the invocation's `timeout`) bounds a wait for room to send (a peer that stops
+    /// reading; see [`Endpoint::write_gather_within`]): past it, the slot is freed and the
+    /// error is [`Error::Timeout`] of `timeout`.
+    fn submit<C: RemoteCall>(
+        &self,
+        call: &C,
+        timeout: Option<Duration>,
+        patience: Option<Duration>,
+    ) -> Result<Submit, Error> {
         let function = self.resolve::<C>()?;
         // Sizes with the placement any slot would get (the arena lies after every result
         // area, so whether outputs go in place does not depend on the slot).
@@ -713,7 +718,7 @@ impl Inner {
             if inline {
                 ep.write_inline(&small.0[..len], INPUT_REGION, slot_off, slot)?;
             } else if staged {
-                ep.write_gather_within(
+                let sent = ep.write_gather_within(
                     SEND_REGION,
                     self.result_offset(id),
                     len,
@@ -722,7 +727,16 @@ impl Inner {
                     slot_off,
                     slot,
                     patience,
-                )?;
+                );
+                match (sent, patience) {
+                    (Ok(()), _) => {}
+                    // No room within the invocation's timeout: nothing sent (or, stalled
+                    // midway, the connection closed and the worker reported gone by its queue).
+                    (Err(TransportError::QueueFull | TransportError::Stalled { .. }), Some(_)) => {
+                        return Err(Error::Timeout(timeout.unwrap_or_default()));
+                    }
+                    (Err(e), _) => return Err(e.into()),
+                }
             } else {
                 ep.signal(slot, len)?;
             }
@@ -756,19 +770,10 @@ impl Inner {
                 in_place,
             }),
             Err(e) => {
-                // A send that failed (or stalled midway) closed the worker's connection: the
-                // worker is gone now, not only when its queue reports it.
-                let lost = match &e {
-                    Error::Transport(
-                        TransportError::PeerGone { endpoint }
-                        | TransportError::Stalled { endpoint },
-                    ) => Some(*endpoint),
-                    _ => None,
-                };
-                if let Some(endpoint) = lost {
-                    self.worker_gone(endpoint);
-                }
                 self.free_slot(id);
+                // A send that failed closed the worker's connection. The worker is failed when
+                // its queue reports the end, after whatever it had sent before: failing it here
+                // would hand back buffers its earlier frames are still placed into.
                 match e {
                     Error::Transport(TransportError::PeerGone { .. }) => Err(Error::ExecutorGone),
                     e => Err(e),
@@ -1036,9 +1041,9 @@ impl<C: RemoteCall> std::fmt::Debug for Invocation<'_, C> {
 
 impl<'l, C: RemoteCall> Invocation<'l, C> {
     /// Fails the invocation with [`Error::Timeout`] if no result arrives within `timeout` of
-    /// its first poll. Over TCP it also bounds the wait for room to send the request when the
-    /// executor stops reading (see docs/functions.md); a request stalled midway closes the
-    /// worker's connection.
+    /// its first poll. Over TCP it also bounds the wait for room to start sending the request
+    /// when the executor stops reading (see docs/functions.md); a request stuck midway for
+    /// 10 s closes the worker's connection.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -1075,19 +1080,14 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
             return Ok(true);
         }
         let call = self.call.as_ref().expect("call present until completion");
-        // A worker whose connection has no room for the request (it stopped reading) gets as
-        // long as the timeout allows, then the invocation times out without having been sent.
-        // If part of the request was out, the connection is closed (and the worker reported
-        // gone by the queue); this invocation timed out either way.
-        let submitted = match self.inner().submit(call, self.timeout) {
-            Err(Error::Transport(TransportError::QueueFull | TransportError::Stalled { .. }))
-                if self.timeout.is_some() =>
-            {
-                return Err(Error::Timeout(self.timeout.unwrap_or_default()));
-            }
-            other => other?,
-        };
-        match submitted {
+        // A worker whose connection has no room for the request (it stopped reading) gets what
+        // is left of the timeout (all of it if the clock has not started), then the invocation
+        // times out (`submit` says so).
+        let patience = self.timeout.map(|t| match self.deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => t,
+        });
+        match self.inner().submit(call, self.timeout, patience)? {
             Submit::Sent {
                 id,
                 round,

@@ -233,7 +233,8 @@ fn an_oversized_answer_to_an_abandoned_invocation_frees_its_slot() {
 
 /// The executor's side of a TCP session by hand, one worker: welcome (listing `noop` and
 /// `echo`), hello, verdict, the data connection's attach, and the real endpoint on it. Returns
-/// the control connection, the endpoint and its queue, and a clone of the data socket.
+/// the control connection, the endpoint and its queue, a clone of the data socket, and the
+/// input region.
 fn tcp_rogue_session(
     control: std::net::TcpListener,
     slots: u32,
@@ -243,6 +244,7 @@ fn tcp_rogue_session(
     rfaas::transport::tcp::TcpEndpoint,
     std::sync::Arc<rfaas::transport::tcp::TcpQueue>,
     std::net::TcpStream,
+    std::sync::Arc<Region>,
 ) {
     use rfaas::transport::tcp::{TcpEndpoint, TcpQueue};
     use rfaas::transport::{recv_json, send_json};
@@ -278,8 +280,9 @@ fn tcp_rogue_session(
     ];
     let raw = stream.try_clone().expect("clone");
     let cq = TcpQueue::new();
+    let input = regions[0].clone();
     let ep = TcpEndpoint::connect(stream, regions, &cq).expect("endpoint");
-    (control, ep, cq, raw)
+    (control, ep, cq, raw, input)
 }
 
 /// A rogue TCP executor with two slots that waits for two invocations, then sends a frame
@@ -288,7 +291,7 @@ fn tcp_rogue_session(
 fn tcp_rogue_breaking_the_framing(control: std::net::TcpListener) {
     use rfaas::transport::Queue;
     use std::io::Write;
-    let (mut control, _ep, cq, mut raw) = tcp_rogue_session(control, 2, SLOT);
+    let (mut control, _ep, cq, mut raw, _) = tcp_rogue_session(control, 2, SLOT);
     for _ in 0..2 {
         match cq.wait(Duration::from_secs(10)) {
             Ok(Some(_)) => {}
@@ -420,8 +423,9 @@ fn a_data_address_that_is_no_ip_address_is_refused() {
 }
 
 /// An executor that stops reading its data connection: the client's sends find the socket
-/// full. An invocation with a timeout gives up on the send after it (nothing sent, the
-/// connection intact) instead of blocking its thread for good; before, the send waited
+/// full. The call whose request is stuck midway gives up after 10 s without progress (at
+/// least that long, since an honest executor reads nothing while it runs a function), closing
+/// the connection, and times out; later calls find the worker gone. Before, the send waited
 /// forever, whatever the timeout.
 #[test]
 fn a_send_to_an_executor_that_stops_reading_times_out() {
@@ -432,7 +436,7 @@ fn a_send_to_an_executor_that_stops_reading_times_out() {
     let addr = control.local_addr().expect("address").to_string();
     let (drain, may_drain) = mpsc::channel::<()>();
     let rogue = std::thread::spawn(move || {
-        let (mut control, _ep, cq, _raw) = tcp_rogue_session(control, CALLS, 2 * BIG);
+        let (mut control, _ep, cq, _raw, _) = tcp_rogue_session(control, CALLS, 2 * BIG);
         // Reads nothing (a queue reads its sockets only when polled) until the client is done.
         may_drain.recv().expect("the client is done");
         let mut received = 0;
@@ -449,9 +453,9 @@ fn a_send_to_an_executor_that_stops_reading_times_out() {
         let input = vec![7u8; BIG];
         let mut out = vec![0u8; 8];
         // Each call is sent and abandoned (no answer comes) until the socket's buffers are
-        // full; then one cannot be sent in time. If part of it was out, the connection is
-        // closed with it (nothing after a partial frame would be framed right), and the calls
-        // after it find the worker gone.
+        // full; then one is stuck midway, and after 10 s its connection is closed with it
+        // (nothing after a partial frame would be framed right): the calls after it find the
+        // worker gone.
         let mut gone = false;
         for n in 0..CALLS {
             let r = fx::echo::invoke(&lease, &input, &mut out)
@@ -479,5 +483,111 @@ fn a_send_to_an_executor_that_stops_reading_times_out() {
     assert!(
         received < CALLS,
         "every one of {CALLS} requests of 1 MiB got through: no send ever found the socket full"
+    );
+}
+
+/// A call with a timeout that finds another call's request stuck in the connection (the
+/// executor reads nothing for now) waits for it no longer than its timeout, and times out
+/// without sending anything: the connection stays good, and once the executor reads again,
+/// the stuck call completes and a new one is answered.
+#[test]
+fn a_call_behind_a_stuck_send_times_out_and_leaves_the_connection_good() {
+    use rfaas::transport::{Endpoint, Queue};
+    const BIG: usize = 1 << 20;
+    const SLOTS: u32 = 64;
+    let control = std::net::TcpListener::bind("127.0.0.1:0").expect("bind control");
+    let addr = control.local_addr().expect("address").to_string();
+    let (read_again, may_read) = mpsc::channel::<()>();
+    let rogue = std::thread::spawn(move || {
+        let (mut control, ep, cq, _raw, input) = tcp_rogue_session(control, SLOTS, 2 * BIG);
+        may_read.recv().expect("told to read");
+        // Answer everything that arrives (a status alone) until the client leaves.
+        let mut answered = 0u32;
+        loop {
+            match cq.wait(Duration::from_millis(500)) {
+                Ok(Some(c)) => {
+                    let mut raw = [0u8; HEADER_LEN];
+                    input
+                        .read(c.imm as usize * 2 * BIG, &mut raw)
+                        .expect("header");
+                    let id = InvocationHeader::read_from_bytes(&raw)
+                        .expect("header bytes")
+                        .id
+                        .get();
+                    ep.write_with_imm(
+                        rfaas::wire::OUTPUT_REGION,
+                        0,
+                        0,
+                        rfaas::wire::RESULT_REGION,
+                        0,
+                        response_imm(id, Status::FunctionError),
+                    )
+                    .expect("answer");
+                    answered += 1;
+                }
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut control, &mut rest);
+        answered
+    });
+    let lease = std::sync::Arc::new(
+        Lease::connect_tcp(&addr, &rfaas::LeaseOptions::default()).expect("lease"),
+    );
+    // Calls without a timeout, in flight at once, until the requests no longer go out: one is
+    // stuck midway holding the connection, the rest wait for it.
+    const STUCK: u32 = 24;
+    let stuck: Vec<_> = (0..STUCK)
+        .map(|n| {
+            let lease = lease.clone();
+            std::thread::spawn(move || {
+                let input = vec![7u8; BIG];
+                let mut out = vec![0u8; 8];
+                let r = fx::echo::invoke(&lease, &input, &mut out).wait();
+                assert!(
+                    matches!(r, Err(rfaas::Error::Call(_))),
+                    "call {n} without a timeout: {r:?}"
+                );
+            })
+        })
+        .collect();
+    // Enough time for the buffers to fill and a send to be stuck (a few MiB on loopback).
+    std::thread::sleep(Duration::from_millis(500));
+    let (done, outcome) = mpsc::channel();
+    let lease2 = lease.clone();
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let r = fx::noop::invoke(&lease2)
+            .timeout(Duration::from_millis(200))
+            .wait();
+        let _ = done.send((r, started.elapsed()));
+    });
+    let (r, took) = outcome
+        .recv_timeout(tests::BOUND)
+        .expect("the call behind the stuck send did not time out within 20 s");
+    assert!(
+        matches!(r, Err(rfaas::Error::Timeout(_))),
+        "the call behind the stuck send: {r:?}"
+    );
+    eprintln!("timed out after {took:?}");
+    read_again.send(()).expect("rogue alive");
+    // The stuck calls complete (answered with an error status) and a new call is answered.
+    for t in stuck {
+        t.join().expect("a call without a timeout");
+    }
+    let r = fx::noop::invoke(&lease).timeout(tests::BOUND).wait();
+    assert!(
+        matches!(r, Err(rfaas::Error::Call(_))),
+        "a call after the executor reads again: {r:?}"
+    );
+    assert_eq!(lease.protocol_violations(), 0);
+    drop(lease);
+    let answered = rogue.join().expect("rogue");
+    assert_eq!(
+        answered,
+        STUCK + 1,
+        "every call but the timed-out one arrived, once"
     );
 }

@@ -339,10 +339,11 @@ pub trait Endpoint: Send + Sync {
         ))
     }
     /// [`Endpoint::write_gather`], giving up after waiting `patience` for room: a fabric whose
-    /// sends wait for room (TCP, when the peer stops reading) bounds the wait. If none of the
-    /// write went out: [`TransportError::QueueFull`], the connection intact; if part of it did:
-    /// [`TransportError::Stalled`], the connection closed. Other fabrics never wait for room,
-    /// and ignore it.
+    /// sends wait for room (TCP, when the peer stops reading or another sender holds the
+    /// connection) bounds the wait. If none of the write went out:
+    /// [`TransportError::QueueFull`], the connection intact; if part of it did, TCP waits at
+    /// least 10 s without progress before [`TransportError::Stalled`] and closing the
+    /// connection. Other fabrics never wait for room, and ignore it.
     #[allow(clippy::too_many_arguments)]
     fn write_gather_within(
         &self,

@@ -62,6 +62,11 @@ const SEND_RECHECK: Duration = Duration::from_millis(1);
 /// Frames that arrive whole, and headers, are never held back.
 const MID_FRAME_PAUSE: Duration = Duration::from_micros(2);
 
+/// How long a send with patience waits, once part of its frame is out, for the peer to take
+/// more, if the patience is shorter: an honest executor reads nothing while its worker runs a
+/// function, and giving up midway costs the connection.
+const STALL_LIMIT: Duration = Duration::from_secs(10);
+
 /// How [`Conn::send`] ended, when it did not fail.
 enum Sent {
     All,
@@ -409,7 +414,8 @@ impl Conn {
 
     /// Sends `bufs` as one frame (one segment for small frames). The caller holds the
     /// endpoint's send lock. With `patience`, gives up if the socket has taken nothing for that
-    /// long: [`Sent::NoRoom`] if none of the frame went out, [`Sent::Stalled`] if part of it did.
+    /// long: [`Sent::NoRoom`] if none of the frame went out; once part of it did, after at
+    /// least [`STALL_LIMIT`] without progress, [`Sent::Stalled`].
     fn send(&self, bufs: &mut [IoSlice<'_>], patience: Option<Duration>) -> io::Result<Sent> {
         let mut bufs = bufs;
         let mut started = false;
@@ -433,6 +439,11 @@ impl Conn {
                         None => (libc::POLLOUT, LIVENESS_TICK),
                     };
                     if let Some(patience) = patience {
+                        let patience = if started {
+                            patience.max(STALL_LIMIT)
+                        } else {
+                            patience
+                        };
                         let since = *waiting_since.get_or_insert_with(Instant::now);
                         let waited = since.elapsed();
                         if waited >= patience {
@@ -1008,7 +1019,22 @@ impl TcpEndpoint {
         bufs: &mut [IoSlice<'_>],
         patience: Option<Duration>,
     ) -> Result<(), TransportError> {
-        let _sending = lock(&self.send);
+        // Another sender may be waiting for room itself: with patience, so long and no longer.
+        let _sending = match patience {
+            None => lock(&self.send),
+            Some(patience) => {
+                let since = Instant::now();
+                loop {
+                    if let Some(guard) = try_lock(&self.send) {
+                        break guard;
+                    }
+                    if since.elapsed() >= patience {
+                        return Err(TransportError::QueueFull);
+                    }
+                    std::thread::sleep(SEND_RECHECK.min(patience));
+                }
+            }
+        };
         let sent = self.conn.send(bufs, patience);
         let stalled = match sent {
             Ok(Sent::All) => return Ok(()),
