@@ -71,11 +71,13 @@ impl FunctionTable {
         &self.list
     }
 
-    /// The function with this fingerprint and this name, if the executor has it.
+    /// The function with this fingerprint and this name, if the executor has it. Every
+    /// function lies within [`MAX_PROBES`] cells of its home (checked when the table was
+    /// built), so no lookup looks further, whatever clusters the fingerprints make.
     pub(super) fn find(&self, fingerprint: u64, name: &str) -> Option<&FunctionInfo> {
         let mask = self.cells.len() - 1;
         let mut k = home(fingerprint, self.bits);
-        loop {
+        for _ in 0..MAX_PROBES {
             let at = self.cells[k];
             if at == 0 {
                 return None;
@@ -86,6 +88,7 @@ impl FunctionTable {
             }
             k = (k + 1) & mask;
         }
+        None
     }
 }
 

@@ -74,9 +74,11 @@ pub enum TransportError {
         /// The endpoint whose peer is gone.
         endpoint: u32,
     },
-    /// The peer of an endpoint broke the protocol on its connection (a frame naming no
-    /// region, or reaching past one): the connection is closed, and the endpoint is as good as
-    /// gone. Reported once, like [`TransportError::PeerGone`], by the queue's poll or wait.
+    /// The peer of an endpoint broke the protocol, and the endpoint is as good as gone. TCP: a
+    /// frame naming no region or reaching past one; the connection is closed and this is
+    /// reported once, like [`TransportError::PeerGone`]. Shared memory: a ring entry whose
+    /// inline bytes are bound for a place we never offered; reported for each such entry (the
+    /// ring goes on).
     #[error("peer of endpoint {endpoint} broke the protocol: {why}")]
     PeerBroke {
         /// The endpoint whose peer broke the protocol.
