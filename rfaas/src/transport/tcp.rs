@@ -864,15 +864,8 @@ impl Endpoint for TcpEndpoint {
         remote_off: usize,
         imm: u32,
     ) -> Result<(), TransportError> {
-        self.frame(
-            local_key,
-            local_off,
-            len,
-            pieces,
-            remote_key,
-            remote_off,
-            Some(imm),
-            None,
+        self.write_gather_within(
+            local_key, local_off, len, pieces, remote_key, remote_off, imm, None,
         )
     }
 
