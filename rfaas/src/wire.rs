@@ -313,8 +313,9 @@ pub fn split_response_imm(imm: u32) -> (u32, u32) {
     (imm >> 8, imm & 0xff)
 }
 
-/// Version of the session protocol below (2: session tokens in [`Hello`] and [`Attach`]).
-pub const SESSION_PROTOCOL: u32 = 2;
+/// Version of the session protocol below (2: session tokens in [`Hello`] and [`Attach`];
+/// 3: shared-memory files sealed at their size, and refused unsealed).
+pub const SESSION_PROTOCOL: u32 = 3;
 
 /// Length of a session token: 32 random bytes, as 64 lowercase hex digits.
 pub const SESSION_TOKEN_LEN: usize = 64;
