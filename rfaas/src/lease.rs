@@ -603,7 +603,7 @@ impl Inner {
 
     /// Encodes `call` into a free slot of some worker and signals it. `patience` (what is left
     /// of the invocation's `timeout`) bounds a wait for room to send (a peer that stops
-    /// reading; see [`Endpoint::write_gather_within`]): past it, the slot is freed and the
+    /// reading; see [`Endpoint::write_gather`]): past it, the slot is freed and the
     /// error is [`Error::Timeout`] of `timeout`.
     fn submit<C: RemoteCall>(
         &self,
@@ -718,7 +718,7 @@ impl Inner {
             if inline {
                 ep.write_inline(&small.0[..len], INPUT_REGION, slot_off, slot)?;
             } else if staged {
-                let sent = ep.write_gather_within(
+                let sent = ep.write_gather(
                     SEND_REGION,
                     self.result_offset(id),
                     len,

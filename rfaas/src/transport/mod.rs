@@ -322,32 +322,14 @@ pub trait Endpoint: Send + Sync {
     /// [`crate::Gather::MAX_PIECES`] pieces, in increasing order, not overlapping, inside the
     /// `len` bytes; anything else is rejected before anything is sent. Fabrics that do not
     /// [`Endpoint::gathers`] take no pieces.
+    ///
+    /// `patience` bounds a wait for room, on a fabric whose sends wait for it (TCP, when the
+    /// peer stops reading or another sender holds the connection): if none of the write went
+    /// out by then, [`TransportError::QueueFull`], the connection intact; if part of it did,
+    /// TCP waits at least 10 s without progress before [`TransportError::Stalled`] and closing
+    /// the connection. Other fabrics never wait for room, and ignore it.
     #[allow(clippy::too_many_arguments)]
     fn write_gather(
-        &self,
-        local_key: u32,
-        local_off: usize,
-        len: usize,
-        pieces: &[(usize, &[u8])],
-        remote_key: u32,
-        remote_off: usize,
-        imm: u32,
-    ) -> Result<(), TransportError> {
-        if pieces.is_empty() {
-            return self.write_with_imm(local_key, local_off, len, remote_key, remote_off, imm);
-        }
-        Err(TransportError::Unavailable(
-            "this fabric has no gather writes".into(),
-        ))
-    }
-    /// [`Endpoint::write_gather`], giving up after waiting `patience` for room: a fabric whose
-    /// sends wait for room (TCP, when the peer stops reading or another sender holds the
-    /// connection) bounds the wait. If none of the write went out:
-    /// [`TransportError::QueueFull`], the connection intact; if part of it did, TCP waits at
-    /// least 10 s without progress before [`TransportError::Stalled`] and closing the
-    /// connection. Other fabrics never wait for room, and ignore it.
-    #[allow(clippy::too_many_arguments)]
-    fn write_gather_within(
         &self,
         local_key: u32,
         local_off: usize,
@@ -359,9 +341,12 @@ pub trait Endpoint: Send + Sync {
         patience: Option<Duration>,
     ) -> Result<(), TransportError> {
         let _ = patience;
-        self.write_gather(
-            local_key, local_off, len, pieces, remote_key, remote_off, imm,
-        )
+        if pieces.is_empty() {
+            return self.write_with_imm(local_key, local_off, len, remote_key, remote_off, imm);
+        }
+        Err(TransportError::Unavailable(
+            "this fabric has no gather writes".into(),
+        ))
     }
     /// Most bytes [`Endpoint::write_inline`] takes; 0 when the fabric has no inline writes.
     fn max_inline(&self) -> usize {

@@ -847,7 +847,16 @@ impl Endpoint for TcpEndpoint {
         remote_off: usize,
         imm: u32,
     ) -> Result<(), TransportError> {
-        self.write_gather(local_key, local_off, len, &[], remote_key, remote_off, imm)
+        self.write_gather(
+            local_key,
+            local_off,
+            len,
+            &[],
+            remote_key,
+            remote_off,
+            imm,
+            None,
+        )
     }
 
     fn gathers(&self) -> bool {
@@ -855,21 +864,6 @@ impl Endpoint for TcpEndpoint {
     }
 
     fn write_gather(
-        &self,
-        local_key: u32,
-        local_off: usize,
-        len: usize,
-        pieces: &[(usize, &[u8])],
-        remote_key: u32,
-        remote_off: usize,
-        imm: u32,
-    ) -> Result<(), TransportError> {
-        self.write_gather_within(
-            local_key, local_off, len, pieces, remote_key, remote_off, imm, None,
-        )
-    }
-
-    fn write_gather_within(
         &self,
         local_key: u32,
         local_off: usize,

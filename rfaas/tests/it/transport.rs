@@ -142,7 +142,7 @@ fn gather_writes_send_pieces_in_place<F: Fabric>() {
     // Adjacent pieces, one at the very start of the write's tail, one ending it.
     let pieces: [(usize, &[u8]); 3] = [(10, &p1), (15, &p2), (250, &p3)];
     if a.ep.gathers() {
-        a.ep.write_gather(1, 0, 300, &pieces, 7, 1000, 5)
+        a.ep.write_gather(1, 0, 300, &pieces, 7, 1000, 5, None)
             .expect("write_gather");
         let c = next(&*b.cq);
         assert_eq!((c.imm, c.len), (5, 300), "{}", F::name());
@@ -167,7 +167,7 @@ fn gather_writes_send_pieces_in_place<F: Fabric>() {
         for pieces in bad {
             assert!(
                 matches!(
-                    a.ep.write_gather(1, 0, 300, pieces, 7, 1000, 6),
+                    a.ep.write_gather(1, 0, 300, pieces, 7, 1000, 6, None),
                     Err(TransportError::Protocol(_))
                 ),
                 "{}: bad pieces {pieces:?} accepted",
@@ -177,7 +177,7 @@ fn gather_writes_send_pieces_in_place<F: Fabric>() {
     } else {
         assert!(
             matches!(
-                a.ep.write_gather(1, 0, 300, &pieces, 7, 1000, 6),
+                a.ep.write_gather(1, 0, 300, &pieces, 7, 1000, 6, None),
                 Err(TransportError::Unavailable(_))
             ),
             "{}: pieces on a fabric that does not gather",
@@ -185,7 +185,7 @@ fn gather_writes_send_pieces_in_place<F: Fabric>() {
         );
     }
     // Without pieces it is a plain write, and nothing refused above was delivered.
-    a.ep.write_gather(1, 0, 300, &[], 7, 2000, 7)
+    a.ep.write_gather(1, 0, 300, &[], 7, 2000, 7, None)
         .expect("write_gather without pieces");
     let c = next(&*b.cq);
     assert_eq!((c.imm, c.len), (7, 300), "{}", F::name());
