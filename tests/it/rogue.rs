@@ -102,6 +102,23 @@ fn session(
     (Lease::connect(&path).expect("lease"), rogue)
 }
 
+/// Calls `noop` and gives up on it after 50 ms (the rogue holds its answer back), tells the
+/// rogue it may answer (`go`), and calls `noop` again: that call waits for the slot (the lease
+/// has one), freed by the first call's answer, then for its own answer.
+fn abandon_one_then_call_again(lease: &Lease, go: &mpsc::Sender<()>) -> Result<(), rfaas::Error> {
+    let first = fx::noop::invoke(lease)
+        .timeout(Duration::from_millis(50))
+        .wait();
+    assert!(
+        matches!(first, Err(rfaas::Error::Timeout(_))),
+        "the rogue holds the first answer back: {first:?}"
+    );
+    go.send(()).expect("rogue alive");
+    fx::noop::invoke(lease)
+        .timeout(Duration::from_secs(10))
+        .wait()
+}
+
 /// An invocation is abandoned (timed out), its answer frees the slot, and the next invocation
 /// takes the same slot. The executor then repeats the first answer (with another status)
 /// before the real one: the repeat is counted as a violation and the new invocation gets its
@@ -120,18 +137,7 @@ fn a_late_duplicate_answer_does_not_complete_the_slots_next_invocation() {
         r.answer(first, Status::Panic);
         r.answer(second, Status::Ok);
     });
-    let first = fx::noop::invoke(&lease)
-        .timeout(Duration::from_millis(50))
-        .wait();
-    assert!(
-        matches!(first, Err(rfaas::Error::Timeout(_))),
-        "the rogue holds the first answer back: {first:?}"
-    );
-    go.send(()).expect("rogue alive");
-    // Waits for the slot (freed by the first answer), then for its own answer.
-    let second = fx::noop::invoke(&lease)
-        .timeout(Duration::from_secs(10))
-        .wait();
+    let second = abandon_one_then_call_again(&lease, &go);
     assert!(
         second.is_ok(),
         "the repeat completed the next invocation: {second:?}"
@@ -214,17 +220,7 @@ fn an_oversized_answer_to_an_abandoned_invocation_frees_its_slot() {
         let second = r.next_id();
         r.answer(second, Status::Ok);
     });
-    let first = fx::noop::invoke(&lease)
-        .timeout(Duration::from_millis(50))
-        .wait();
-    assert!(
-        matches!(first, Err(rfaas::Error::Timeout(_))),
-        "the rogue holds the first answer back: {first:?}"
-    );
-    go.send(()).expect("rogue alive");
-    let second = fx::noop::invoke(&lease)
-        .timeout(Duration::from_secs(10))
-        .wait();
+    let second = abandon_one_then_call_again(&lease, &go);
     assert!(second.is_ok(), "the slot was not freed: {second:?}");
     assert_eq!(lease.protocol_violations(), 1);
     drop(lease);
