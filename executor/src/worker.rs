@@ -234,11 +234,19 @@ fn check_result_region(ep: &impl Endpoint, result_len: u64) -> Result<(), Sessio
     Ok(())
 }
 
-fn slots_region(key: u32, cfg: &WorkerConfig) -> Result<Arc<Region>, TransportError> {
-    Ok(Arc::new(Region::new(
-        key,
-        cfg.slots as usize * cfg.slot_size as usize,
-    )?))
+/// A region of one area per slot: offered to the client (inputs), or staging it never sees
+/// (outputs sent with writes).
+fn slots_region(
+    key: u32,
+    cfg: &WorkerConfig,
+    offered: bool,
+) -> Result<Arc<Region>, TransportError> {
+    let len = cfg.slots as usize * cfg.slot_size as usize;
+    Ok(Arc::new(if offered {
+        Region::new(key, len)?
+    } else {
+        Region::staging(key, len)?
+    }))
 }
 
 /// Serves one client on `stream` (shared memory) until it disconnects; returns the workers'
@@ -268,7 +276,7 @@ pub fn serve_session(
         .map_err(TransportError::Io)?;
     let mut workers = Vec::new();
     for _ in 0..cfg.workers {
-        let input = slots_region(INPUT_REGION, cfg)?;
+        let input = slots_region(INPUT_REGION, cfg, true)?;
         let cq = CompletionQueue::new()?;
         let ep = ShmEndpoint::connect(&stream, Side::Passive, vec![input.clone()], &cq)?;
         check_result_region(&ep, result_len)?;
@@ -353,8 +361,8 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
             .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(TransportError::Io)?;
         let (input, output) = (
-            slots_region(INPUT_REGION, cfg)?,
-            slots_region(OUTPUT_REGION, cfg)?,
+            slots_region(INPUT_REGION, cfg, true)?,
+            slots_region(OUTPUT_REGION, cfg, false)?,
         );
         let (ep, cq, stream) = connect(stream, vec![input.clone(), output.clone()])?;
         check_result_region(&ep, result_len)?;

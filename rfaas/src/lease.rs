@@ -9,9 +9,11 @@
 
 mod functions;
 mod slots;
+mod watchdog;
 
 use functions::FunctionTable;
 use slots::{Claim, Slot, Slots, tagged, untag};
+use watchdog::Watchdog;
 
 use crate::call::{CallError, EncodeError, Gather, Placement, RemoteCall};
 use crate::payload::Payload;
@@ -199,13 +201,22 @@ impl Lease {
 
     /// Connects to an executor listening on the Unix socket `path` (shared memory).
     pub fn connect_with(path: impl AsRef<Path>, options: &LeaseOptions) -> Result<Lease, Error> {
+        options.check()?;
         let path = path.as_ref();
         let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
             path: path.to_path_buf(),
             source,
         })?;
+        let dog = Watchdog::start(options.handshake_timeout)?;
+        dog.watch_unix(&stream)?;
+        let lease = Lease::shm_handshake(stream, options);
+        dog.finish(lease)
+    }
+
+    /// The handshake over the Unix socket `stream` (bounded by the caller's watchdog).
+    fn shm_handshake(stream: UnixStream, options: &LeaseOptions) -> Result<Lease, Error> {
         stream
-            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .set_read_timeout(Some(options.handshake_timeout))
             .map_err(TransportError::Io)?;
         let (mut welcome, fds): (Welcome, _) = recv_message(&stream)?;
         if !fds.is_empty() {
@@ -293,18 +304,27 @@ impl Lease {
         addr: &str,
         options: &LeaseOptions,
         cq: Arc<dyn Queue>,
-        mut connect_ep: impl FnMut(TcpStream, Vec<Arc<Region>>) -> Result<Box<dyn Endpoint>, Error>,
+        connect_ep: impl FnMut(TcpStream, Vec<Arc<Region>>) -> Result<Box<dyn Endpoint>, Error>,
     ) -> Result<Lease, Error> {
-        let connect = |a: &str| {
-            TcpStream::connect(a).map_err(|source| Error::Connect {
-                path: PathBuf::from(a),
-                source,
-            })
-        };
-        let mut control = connect(addr)?;
+        options.check()?;
+        let dog = Watchdog::start(options.handshake_timeout)?;
+        let lease = Lease::stream_handshake(addr, options, cq, connect_ep, &dog);
+        dog.finish(lease)
+    }
+
+    /// [`Lease::connect_stream`]'s handshake, every connection bounded by `dog`.
+    fn stream_handshake(
+        addr: &str,
+        options: &LeaseOptions,
+        cq: Arc<dyn Queue>,
+        mut connect_ep: impl FnMut(TcpStream, Vec<Arc<Region>>) -> Result<Box<dyn Endpoint>, Error>,
+        dog: &Watchdog,
+    ) -> Result<Lease, Error> {
+        let mut control = connect_within(addr, dog)?;
+        dog.watch_tcp(&control)?;
         control.set_nodelay(true).map_err(TransportError::Io)?;
         control
-            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .set_read_timeout(Some(options.handshake_timeout))
             .map_err(TransportError::Io)?;
         let mut welcome: Welcome = recv_json(&mut control)?;
         let geometry = Geometry::check(&welcome, options)?;
@@ -325,7 +345,7 @@ impl Lease {
                 ))
             })?;
         let result = Arc::new(Region::new(RESULT_REGION, geometry.result_len)?);
-        let send = Arc::new(Region::new(SEND_REGION, geometry.areas)?);
+        let send = Arc::new(Region::staging(SEND_REGION, geometry.areas)?);
         send_json(
             &mut control,
             &Hello {
@@ -340,17 +360,12 @@ impl Lease {
         };
         let mut eps: Vec<Box<dyn Endpoint>> = Vec::with_capacity(welcome.workers as usize);
         for _ in 0..welcome.workers {
-            let mut stream =
-                TcpStream::connect_timeout(&data, HANDSHAKE_TIMEOUT).map_err(|source| {
-                    Error::Connect {
-                        path: PathBuf::from(data.to_string()),
-                        source,
-                    }
-                })?;
+            let mut stream = connect_within(&data.to_string(), dog)?;
+            dog.watch_tcp(&stream)?;
             send_json(&mut stream, &attach)?;
             // The handshake is bounded; afterwards the connection may stay quiet forever.
             let same = stream.try_clone().map_err(TransportError::Io)?;
-            same.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            same.set_read_timeout(Some(options.handshake_timeout))
                 .map_err(TransportError::Io)?;
             let ep = connect_ep(stream, vec![result.clone(), send.clone()])?;
             same.set_read_timeout(None).map_err(TransportError::Io)?;
@@ -1399,6 +1414,25 @@ pub struct LeaseOptions {
     /// The session token the executor requires (`RFAAS_SESSION_TOKEN` of `rfaas-executor
     /// run`); a managed lease sets it from the manager's grant. Default: none.
     pub token: Option<String>,
+    /// Most bytes of result areas the executor's geometry (workers x slots x slot size) may
+    /// make this client allocate; over TCP and RDMA as much again is allocated as send staging
+    /// (and pinned, over RDMA). An executor that announces more is refused before the client
+    /// allocates anything. Default 1 GiB.
+    pub max_slot_memory: usize,
+    /// Bound on the whole handshake: connecting, the executor's welcome and verdict, and every
+    /// worker's connection. An executor that has not completed it by then is refused (its
+    /// connections are closed). Default 10 s.
+    pub handshake_timeout: Duration,
+    /// The geometry a managed lease asked its manager for: the welcome must match it.
+    pub(crate) expect: Option<Shape>,
+}
+
+/// What a managed lease asked for, checked against the executor's welcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub(crate) workers: u32,
+    pub(crate) slots: Option<u32>,
+    pub(crate) slot_size: Option<u32>,
 }
 
 impl std::fmt::Debug for LeaseOptions {
@@ -1406,6 +1440,8 @@ impl std::fmt::Debug for LeaseOptions {
         f.debug_struct("LeaseOptions")
             .field("buffer_bytes", &self.buffer_bytes)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("max_slot_memory", &self.max_slot_memory)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }
 }
@@ -1415,8 +1451,49 @@ impl Default for LeaseOptions {
         LeaseOptions {
             buffer_bytes: 64 << 20,
             token: None,
+            max_slot_memory: 1 << 30,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            expect: None,
         }
     }
+}
+
+impl LeaseOptions {
+    /// Refuses options no handshake could use.
+    fn check(&self) -> Result<(), Error> {
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::Handshake(
+                "LeaseOptions::handshake_timeout is zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Connects to `addr` (`host:port`, each address it names in turn) within what is left of
+/// `dog`'s deadline.
+fn connect_within(addr: &str, dog: &Watchdog) -> Result<TcpStream, Error> {
+    use std::net::ToSocketAddrs;
+    let failed = |source| Error::Connect {
+        path: PathBuf::from(addr),
+        source,
+    };
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "the name resolves to no address",
+    );
+    for a in addr.to_socket_addrs().map_err(failed)? {
+        let left = dog.left();
+        if left.is_zero() {
+            last = std::io::ErrorKind::TimedOut.into();
+            break;
+        }
+        match TcpStream::connect_timeout(&a, left) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(failed(last))
 }
 
 /// Allocation granule of the buffer arena (and the alignment of every buffer).
@@ -1650,7 +1727,30 @@ impl Geometry {
                 "unusable geometry: {workers} workers x {slots} slots x {slot_size} bytes"
             )));
         }
+        if let Some(want) = options.expect {
+            let differs = |asked: Option<u32>, got: u32| asked.is_some_and(|a| a != got);
+            if want.workers != workers
+                || differs(want.slots, slots)
+                || differs(want.slot_size, slot_size)
+            {
+                return Err(Error::Handshake(format!(
+                    "asked the manager for {} workers x {} slots x {} bytes, the executor \
+                     offers {workers} x {slots} x {slot_size}",
+                    want.workers,
+                    want.slots.map_or("any".into(), |s| s.to_string()),
+                    want.slot_size.map_or("any".into(), |s| s.to_string()),
+                )));
+            }
+        }
         let areas = u64::from(workers) * u64::from(slots) * u64::from(slot_size);
+        if areas > options.max_slot_memory as u64 {
+            return Err(Error::Handshake(format!(
+                "the executor's {workers} workers x {slots} slots x {slot_size} bytes need \
+                 {areas} bytes of result areas, over this client's limit of {} \
+                 (LeaseOptions::max_slot_memory)",
+                options.max_slot_memory
+            )));
+        }
         let total = areas + (options.buffer_bytes as u64).next_multiple_of(4096);
         if total > u64::from(u32::MAX) {
             return Err(Error::Handshake(format!(

@@ -6,7 +6,7 @@
 //! plain, and a manager that requires authentication refuses.
 
 use crate::auth::{AuthError, Channel, Secret};
-use crate::lease::{Error, Lease, LeaseOptions};
+use crate::lease::{Error, Lease, LeaseOptions, Shape};
 use crate::transport::{TransportError, recv_json, send_json};
 use crate::wire::{AuthService, Fabric, LeaseReply, LeaseRequest};
 use std::io::Write;
@@ -242,11 +242,27 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
                 token,
             } => {
                 control.set_read_timeout(None).map_err(TransportError::Io)?;
-                // The executor admits only the holder of the grant's token.
+                let fits = match spec.fabric {
+                    Fabric::Auto => matches!(fabric, Fabric::Shm | Fabric::Tcp),
+                    asked => fabric == asked,
+                };
+                if !fits {
+                    return Err(Error::Handshake(format!(
+                        "asked the manager for fabric {:?}, it granted {fabric:?}",
+                        spec.fabric
+                    )));
+                }
+                // The executor admits only the holder of the grant's token, and must offer
+                // the geometry we asked for.
                 let mut options = spec.options.clone();
                 if token.is_some() {
                     options.token = token;
                 }
+                options.expect = Some(Shape {
+                    workers: spec.cores,
+                    slots: spec.slots,
+                    slot_size: spec.slot_size,
+                });
                 let lease = match fabric {
                     Fabric::Tcp => Lease::connect_tcp(&endpoint, &options)?,
                     #[cfg(feature = "verbs")]

@@ -587,3 +587,211 @@ fn a_call_behind_a_stuck_send_times_out_and_leaves_the_connection_good() {
         "every call but the timed-out one arrived, once"
     );
 }
+
+/// A welcome for `workers` x `slots` x `slot_size`, listing `functions` made-up functions.
+fn made_up_welcome(functions: u32, workers: u32, slots: u32, slot_size: u32) -> Welcome {
+    Welcome {
+        protocol: SESSION_PROTOCOL,
+        abi_version: ABI_VERSION,
+        functions: (0..functions)
+            .map(|i| FunctionInfo {
+                index: i,
+                name: format!("function_{i}"),
+                fingerprint: u64::from(i),
+            })
+            .collect(),
+        workers,
+        slots,
+        slot_size,
+        data: None,
+    }
+}
+
+/// Writes `bytes` one at a time, 50 ms apart, for at most 4 s. Whether the peer hung up
+/// meanwhile (a write failed).
+fn drip(mut to: impl std::io::Write, bytes: &[u8]) -> bool {
+    for b in bytes.iter().take(80) {
+        if to.write_all(std::slice::from_ref(b)).is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// An executor that sends its welcome one byte at a time (each read of the client's is
+/// answered well within any per-read timeout) is cut off by the handshake's one deadline,
+/// over shared memory and over TCP, and its connection closed. Before, the client waited as
+/// long as the executor kept dripping.
+#[test]
+fn a_welcome_dripped_byte_by_byte_is_cut_off_by_the_handshake_deadline() {
+    let mut options = rfaas::LeaseOptions::default();
+    options.handshake_timeout = Duration::from_millis(500);
+    let mut frame = Vec::new();
+    rfaas::transport::send_json(&mut frame, &made_up_welcome(200, 1, 1, SLOT as u32))
+        .expect("frame");
+    let expect_cut = |fabric: &str, r: Result<Lease, rfaas::Error>| match r {
+        Err(rfaas::Error::Handshake(why)) => {
+            assert!(
+                why.contains("did not complete the handshake within 500ms"),
+                "{fabric}: {why}"
+            )
+        }
+        other => panic!("{fabric}: expected the handshake deadline, got {other:?}"),
+    };
+
+    let path = tests::scratch_dir("rogue-drip").join("rogue.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let bytes = frame.clone();
+    let rogue = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        drip(stream, &bytes)
+    });
+    expect_cut("shm", Lease::connect_with(&path, &options));
+    assert!(
+        rogue.join().expect("rogue"),
+        "shm: the client kept listening"
+    );
+
+    let control = std::net::TcpListener::bind("127.0.0.1:0").expect("bind control");
+    let addr = control.local_addr().expect("address").to_string();
+    let rogue = std::thread::spawn(move || {
+        let (stream, _) = control.accept().expect("accept");
+        drip(stream, &frame)
+    });
+    expect_cut("tcp", Lease::connect_tcp(&addr, &options));
+    assert!(
+        rogue.join().expect("rogue"),
+        "tcp: the client kept listening"
+    );
+}
+
+/// An executor announcing more result-area memory than the client allows
+/// (`LeaseOptions::max_slot_memory`) is refused before the client says hello (and allocates
+/// it); the same welcome within the limit is not refused for its size.
+#[test]
+fn a_geometry_over_the_clients_memory_limit_is_refused() {
+    for (limit, refused) in [(8 << 20, true), (16 << 20, false)] {
+        let path = tests::scratch_dir(&format!("rogue-geometry-{limit}")).join("rogue.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let rogue = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            // 2 workers x 8 slots x 1 MiB: 16 MiB of result areas.
+            send_message(&stream, &made_up_welcome(1, 2, 8, 1 << 20), &[]).expect("welcome");
+            // Whether the client said hello; then refuse it (this rogue serves nobody).
+            let hello = recv_message::<Hello>(&stream).is_ok();
+            if hello {
+                let _ = send_message(&stream, &Verdict::Refused("rogue".into()), &[]);
+            }
+            hello
+        });
+        let mut options = rfaas::LeaseOptions::default();
+        options.max_slot_memory = limit;
+        let r = Lease::connect_with(&path, &options);
+        let said_hello = rogue.join().expect("rogue");
+        if refused {
+            match r {
+                Err(rfaas::Error::Handshake(why)) => assert!(
+                    why.contains("16777216 bytes") && why.contains("max_slot_memory"),
+                    "{why}"
+                ),
+                other => panic!("limit {limit}: expected a refusal for size, got {other:?}"),
+            }
+            assert!(!said_hello, "the client said hello");
+        } else {
+            assert!(
+                matches!(r, Err(rfaas::Error::SessionRefused(_))),
+                "limit {limit}: {r:?}"
+            );
+            assert!(said_hello, "the client within its limit said no hello");
+        }
+    }
+}
+
+/// A package directory with a made-up library hash (a manager that grants without asking for
+/// the package never needs the library itself).
+fn made_up_package(name: &str) -> std::path::PathBuf {
+    let dir = tests::scratch_dir(name);
+    std::fs::write(
+        dir.join("libnothing.so.sha256"),
+        format!("{}\n", "ab".repeat(32)),
+    )
+    .expect("hash file");
+    dir
+}
+
+/// A manager that grants at once: reads the request and answers with `grant`, then holds the
+/// control connection until the client leaves.
+fn rogue_manager(grant: rfaas::wire::LeaseReply) -> (String, std::thread::JoinHandle<()>) {
+    use rfaas::transport::{recv_json, send_json};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind manager");
+    let addr = listener.local_addr().expect("address").to_string();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let _request: rfaas::wire::LeaseRequest = recv_json(&mut s).expect("request");
+        send_json(&mut s, &grant).expect("grant");
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+    });
+    (addr, t)
+}
+
+/// A manager's grant must be what was asked for: a TCP request granted shared memory is
+/// refused before connecting anywhere, and an executor whose welcome offers another number
+/// of workers (or slots) than the lease asked for is refused before the client says hello.
+#[test]
+fn a_managed_lease_refuses_a_grant_other_than_its_request() {
+    use rfaas::managed::{LeaseSpec, lease_from};
+    use rfaas::wire::{Fabric, LeaseReply};
+    let package = made_up_package("rogue-manager-package");
+
+    // The wrong fabric: the endpoint would be a local socket path.
+    let (manager, t) = rogue_manager(LeaseReply::Granted {
+        lease_id: 1,
+        endpoint: "/run/some-unrelated.sock".into(),
+        fabric: Fabric::Shm,
+        token: None,
+    });
+    let mut spec = LeaseSpec::default();
+    spec.fabric = Fabric::Tcp;
+    match lease_from(&manager, &package, &spec) {
+        Err(rfaas::Error::Handshake(why)) => {
+            assert!(why.contains("fabric Tcp, it granted Shm"), "{why}")
+        }
+        other => panic!("expected a refused grant, got {other:?}"),
+    }
+    t.join().expect("manager");
+
+    // The right fabric, the wrong geometry: the executor offers 1 worker, 8 slots.
+    for (cores, slots, words) in [
+        (2, None, "2 workers x any slots"),
+        (1, Some(4), "x 4 slots"),
+    ] {
+        let path = tests::scratch_dir(&format!("rogue-managed-{cores}")).join("rogue.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let executor = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            send_message(&stream, &made_up_welcome(1, 1, 8, SLOT as u32), &[]).expect("welcome");
+            recv_message::<Hello>(&stream).is_err()
+        });
+        let (manager, t) = rogue_manager(LeaseReply::Granted {
+            lease_id: 2,
+            endpoint: path.display().to_string(),
+            fabric: Fabric::Shm,
+            token: None,
+        });
+        let mut spec = LeaseSpec::default();
+        (spec.cores, spec.slots, spec.fabric) = (cores, slots, Fabric::Shm);
+        match lease_from(&manager, &package, &spec) {
+            Err(rfaas::Error::Handshake(why)) => {
+                assert!(
+                    why.contains(words) && why.contains("offers 1 x 8 x 4096"),
+                    "{why}"
+                )
+            }
+            other => panic!("expected a refused welcome, got {other:?}"),
+        }
+        assert!(executor.join().expect("executor"), "the client said hello");
+        t.join().expect("manager");
+    }
+}

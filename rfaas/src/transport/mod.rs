@@ -109,14 +109,38 @@ pub struct Region {
     key: u32,
     fd: OwnedFd,
     map: crate::sys::Mapping,
+    offered: bool,
 }
 
 impl Region {
-    /// Creates a zero-filled region of `len` bytes.
+    /// Creates a zero-filled region of `len` bytes, offered to peers: an endpoint that has it
+    /// among its local regions lets the peer write it (and, on one host, map it).
     pub fn new(key: u32, len: usize) -> Result<Region, TransportError> {
+        Region::create(key, len, true)
+    }
+
+    /// Creates a zero-filled staging region of `len` bytes: a local source of writes that is
+    /// never offered to a peer. Endpoints send from it, but no peer learns of it, maps it or
+    /// may write into it (a frame or RDMA write addressed to it is refused; over RDMA it is
+    /// registered without remote access).
+    pub fn staging(key: u32, len: usize) -> Result<Region, TransportError> {
+        Region::create(key, len, false)
+    }
+
+    fn create(key: u32, len: usize, offered: bool) -> Result<Region, TransportError> {
         let fd = crate::sys::memfd(&format!("rfaas-region-{key}"), len)?;
         let map = crate::sys::Mapping::new(fd.as_fd(), len)?;
-        Ok(Region { key, fd, map })
+        Ok(Region {
+            key,
+            fd,
+            map,
+            offered,
+        })
+    }
+
+    /// Whether peers may write this region (see [`Region::staging`]).
+    pub fn is_offered(&self) -> bool {
+        self.offered
     }
 
     /// The key peers use to address it.

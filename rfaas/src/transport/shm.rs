@@ -541,8 +541,10 @@ impl ShmEndpoint {
                 "at most {MAX_REGIONS} regions per endpoint"
             )));
         }
+        // Staging regions are sources only: neither named nor passed to the peer.
+        let offered: Vec<Arc<Region>> = local.iter().filter(|r| r.is_offered()).cloned().collect();
         let offer = Offer {
-            regions: local.iter().map(|r| (r.key(), r.len() as u64)).collect(),
+            regions: offered.iter().map(|r| (r.key(), r.len() as u64)).collect(),
             control: side == Side::Active,
         };
         let send_offer = |control: Option<&OwnedFd>| {
@@ -550,7 +552,7 @@ impl ShmEndpoint {
             if let Some(c) = control {
                 fds.push(c.as_fd());
             }
-            fds.extend(local.iter().map(|r| r.fd().as_fd()));
+            fds.extend(offered.iter().map(|r| r.fd().as_fd()));
             send_message(stream, &offer, &fds)
         };
         let (peer, mut fds, control_fd) = match side {
@@ -629,7 +631,7 @@ impl ShmEndpoint {
             _control: control,
             liveness: stream.try_clone()?,
             gone_reported: AtomicBool::new(false),
-            local: local.clone(),
+            local: offered,
         };
         let id = cq.attach(recv)?;
         Ok(ShmEndpoint {

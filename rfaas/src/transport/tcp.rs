@@ -369,7 +369,11 @@ impl Conn {
         let offset = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes")) as usize;
         let imm = u32::from_le_bytes(h[16..20].try_into().expect("4 bytes"));
-        let Some(region) = self.local.iter().position(|r| r.key() == key) else {
+        let Some(region) = self
+            .local
+            .iter()
+            .position(|r| r.key() == key && r.is_offered())
+        else {
             return Err(format!("write to unknown region {key}"));
         };
         let Ok(offset) = usize::try_from(offset) else {
@@ -774,7 +778,11 @@ impl TcpEndpoint {
     ) -> Result<TcpEndpoint, TransportError> {
         stream.set_nodelay(true)?;
         let offer = Offer {
-            regions: local.iter().map(|r| (r.key(), r.len() as u64)).collect(),
+            regions: local
+                .iter()
+                .filter(|r| r.is_offered())
+                .map(|r| (r.key(), r.len() as u64))
+                .collect(),
             control: false,
         };
         let mut s = &stream;

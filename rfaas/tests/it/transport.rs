@@ -18,6 +18,23 @@ struct Half<E, Q> {
 /// Both halves of a connected pair.
 type Pair<E, Q> = (Half<E, Q>, Half<E, Q>);
 
+/// Keys from this one up make staging regions in a pair's spec ([`Region::staging`]: sources
+/// of writes, never offered to the peer).
+pub const STAGING_KEYS: u32 = 16;
+
+/// The regions `(key, len)` of one side of a pair.
+pub fn regions(spec: &[(u32, usize)]) -> Vec<Arc<Region>> {
+    spec.iter()
+        .map(|&(k, l)| {
+            Arc::new(if k >= STAGING_KEYS {
+                Region::staging(k, l).expect("staging region")
+            } else {
+                Region::new(k, l).expect("region")
+            })
+        })
+        .collect()
+}
+
 /// How writers meet a queue that nobody drains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Limit {
@@ -59,12 +76,7 @@ impl Fabric for Shm {
         Half<ShmEndpoint, CompletionQueue>,
         Half<ShmEndpoint, CompletionQueue>,
     ) {
-        let make = |spec: &[(u32, usize)]| {
-            spec.iter()
-                .map(|&(k, l)| Arc::new(Region::new(k, l).expect("region")))
-                .collect::<Vec<_>>()
-        };
-        let (ra, rb) = (make(a), make(b));
+        let (ra, rb) = (regions(a), regions(b));
         let (sa, sb) = std::os::unix::net::UnixStream::pair().expect("socketpair");
         let rb2 = rb.clone();
         let passive = std::thread::spawn(move || {
@@ -358,6 +370,34 @@ fn rejects_invalid_descriptors_before_posting<F: Fabric>() {
     assert_eq!(a.ep.remote_len(3), None);
 }
 
+fn staging_regions_are_not_offered<F: Fabric>() {
+    let staging = STAGING_KEYS + 1;
+    let (a, b) = F::pair(&[(2, 4096), (staging, 4096)], &[(1, 4096)]);
+    assert_eq!(a.ep.remote_len(1), Some(4096), "{}", F::name());
+    assert_eq!(b.ep.remote_len(2), Some(4096), "{}", F::name());
+    assert_eq!(
+        b.ep.remote_len(staging),
+        None,
+        "{}: a staging region is offered",
+        F::name()
+    );
+    match b.ep.write_with_imm(1, 0, 8, staging, 0, 7) {
+        Err(TransportError::UnknownRegion { .. }) => {}
+        other => panic!("{}: a write into staging: {other:?}", F::name()),
+    }
+    // It is still a source of writes for its owner.
+    a.regions[1].write(0, b"staged!!").expect("fill");
+    a.ep.write_with_imm(staging, 0, 8, 1, 64, 9)
+        .expect("write from staging");
+    assert_eq!(next(&*b.cq).imm, 9);
+    assert_eq!(read(&b.regions[0], 64, 8), b"staged!!");
+    // And the writable region next to it still receives.
+    b.regions[0].write(0, b"answer!!").expect("fill");
+    b.ep.write_with_imm(1, 0, 8, 2, 0, 3).expect("write back");
+    assert_eq!(next(&*a.cq).imm, 3);
+    assert_eq!(read(&a.regions[0], 0, 8), b"answer!!");
+}
+
 fn wakes_a_sleeping_waiter<F: Fabric>() {
     let (a, b) = F::pair(&[(1, 64)], &[(2, 64)]);
     // Timeout without traffic: None, not an error.
@@ -588,12 +628,7 @@ impl Fabric for Tcp {
         Limit::Blocks
     }
     fn pair(a: &[(u32, usize)], b: &[(u32, usize)]) -> Pair<TcpEndpoint, TcpQueue> {
-        let make = |spec: &[(u32, usize)]| {
-            spec.iter()
-                .map(|&(k, l)| Arc::new(Region::new(k, l).expect("region")))
-                .collect::<Vec<_>>()
-        };
-        let (ra, rb) = (make(a), make(b));
+        let (ra, rb) = (regions(a), regions(b));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().expect("addr");
         let rb2 = rb.clone();
@@ -676,6 +711,7 @@ mod shm {
         gather_writes_send_pieces_in_place,
         plain_writes_land_without_a_completion,
         rejects_invalid_descriptors_before_posting,
+        staging_regions_are_not_offered,
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
         zero_copy_window_then_signal,
@@ -704,6 +740,7 @@ mod verbs {
         gather_writes_send_pieces_in_place,
         plain_writes_land_without_a_completion,
         rejects_invalid_descriptors_before_posting,
+        staging_regions_are_not_offered,
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
         zero_copy_window_then_signal,
@@ -722,6 +759,7 @@ mod tcp {
         gather_writes_send_pieces_in_place,
         plain_writes_land_without_a_completion,
         rejects_invalid_descriptors_before_posting,
+        staging_regions_are_not_offered,
         wakes_a_sleeping_waiter,
         reports_a_peer_that_hangs_up,
         zero_copy_window_then_signal,
@@ -760,7 +798,11 @@ fn raw_peer(addr: std::net::SocketAddr) -> std::net::TcpStream {
     s
 }
 
-/// A TCP endpoint on `cq` with one region (key 2, `len` bytes), connected to a raw peer.
+/// Key of the staging region of [`endpoint_with_raw_peer`].
+const RAW_STAGING: u32 = 3;
+
+/// A TCP endpoint on `cq` with one region (key 2, `len` bytes) and a staging region (key
+/// [`RAW_STAGING`], `len` bytes, not offered), connected to a raw peer.
 fn endpoint_with_raw_peer(
     cq: &Arc<TcpQueue>,
     len: usize,
@@ -770,7 +812,8 @@ fn endpoint_with_raw_peer(
     let peer = std::thread::spawn(move || raw_peer(addr));
     let (s, _) = listener.accept().expect("accept");
     let region = Arc::new(Region::new(2, len).expect("region"));
-    let ep = TcpEndpoint::connect(s, vec![region.clone()], cq).expect("connect");
+    let staging = Arc::new(Region::staging(RAW_STAGING, len).expect("staging"));
+    let ep = TcpEndpoint::connect(s, vec![region.clone(), staging], cq).expect("connect");
     (ep, region, peer.join().expect("raw peer"))
 }
 
@@ -782,6 +825,8 @@ fn tcp_rejects_hostile_frames() {
         // A plain write (the key's top bit) is checked the same way.
         (2 | 1 << 31, 60, 8, "exceed"),
         (9, 0, 8, "unknown region"),
+        // The staging region exists on this side but is not the peer's to write.
+        (RAW_STAGING, 0, 8, "unknown region"),
         (2, u64::MAX, 8, ""),
     ] {
         let cq = TcpQueue::new();

@@ -38,12 +38,7 @@ fn config() -> VerbsConfig {
 
 /// Connects two endpoints over loopback TCP, each with its own queue and regions `(key, len)`.
 pub fn pair(a: &[(u32, usize)], b: &[(u32, usize)]) -> (Half, Half) {
-    let make = |spec: &[(u32, usize)]| {
-        spec.iter()
-            .map(|&(k, l)| Arc::new(Region::new(k, l).expect("region")))
-            .collect::<Vec<_>>()
-    };
-    let (ra, rb) = (make(a), make(b));
+    let (ra, rb) = (crate::transport::regions(a), crate::transport::regions(b));
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     let addr = listener.local_addr().expect("address");
     let rb2 = rb.clone();

@@ -309,8 +309,8 @@ impl Drop for Context {
     }
 }
 
-/// Registered memory: an existing mapping made accessible to the device (local write, remote
-/// write). The caller keeps the memory mapped for the registration's life.
+/// Registered memory: an existing mapping made accessible to the device (local write, and
+/// remote write if asked for). The caller keeps the memory mapped for the registration's life.
 pub struct MemoryRegion {
     mr: *mut ffi::ibv_mr,
     _ctx: Arc<Context>,
@@ -322,7 +322,8 @@ unsafe impl Send for MemoryRegion {}
 unsafe impl Sync for MemoryRegion {}
 
 impl MemoryRegion {
-    /// Registers `len` bytes at `addr` for local and remote writes.
+    /// Registers `len` bytes at `addr` for local writes and, if `remote_write`, for peers'
+    /// RDMA writes (without it, a write naming this region's rkey fails at the responder).
     ///
     /// # Safety
     /// `addr..addr + len` must stay mapped (and not be unmapped or remapped) until the
@@ -331,9 +332,12 @@ impl MemoryRegion {
         ctx: &Arc<Context>,
         addr: *mut u8,
         len: usize,
+        remote_write: bool,
     ) -> Result<MemoryRegion, VerbsError> {
-        let access = ffi::ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0
-            | ffi::ibv_access_flags::IBV_ACCESS_REMOTE_WRITE.0;
+        let mut access = ffi::ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0;
+        if remote_write {
+            access |= ffi::ibv_access_flags::IBV_ACCESS_REMOTE_WRITE.0;
+        }
         // SAFETY: the PD is live (held by `ctx`); the caller guarantees the range stays mapped.
         let mr = unsafe { ffi::ibv_reg_mr(ctx.pd, addr.cast(), len, access as i32) };
         if mr.is_null() {

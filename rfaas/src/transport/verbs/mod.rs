@@ -555,15 +555,19 @@ impl VerbsEndpoint {
         )?);
         let mut mrs = Vec::with_capacity(local.len());
         for r in &local {
+            // A staging region is registered without remote access (and not offered below).
             // SAFETY: the region's mapping lives as long as the `Arc<Region>` we keep in the
             // endpoint, which drops `mrs` before `local` (field order) and never remaps it.
-            mrs.push(unsafe { MemoryRegion::register(&cq.ctx, r.as_ptr(), r.len()) }?);
+            mrs.push(unsafe {
+                MemoryRegion::register(&cq.ctx, r.as_ptr(), r.len(), r.is_offered())
+            }?);
         }
         let hello = Hello {
             qp: qp.address(),
             regions: local
                 .iter()
                 .zip(&mrs)
+                .filter(|(r, _)| r.is_offered())
                 .map(|(r, mr)| RegionDesc {
                     key: r.key(),
                     addr: r.as_ptr() as u64,

@@ -1,0 +1,157 @@
+//! One deadline for a whole handshake.
+//!
+//! A handshake is many blocking reads and writes on several sockets (the control connection,
+//! then one per worker), some of them inside the transports' own `connect`s. A timeout per read
+//! does not bound the whole: a peer that drips its messages a byte at a time restarts it with
+//! every byte. The watchdog does: past its deadline it shuts down every socket it watches, so
+//! whatever read or write the handshake is blocked in returns at once, and the handshake's
+//! result is replaced by a timeout error.
+
+use super::Error;
+use crate::transport::TransportError;
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A watched socket (a clone of the handshake's handle: shutting it down ends both).
+enum Watched {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Watched {
+    fn shut(&self) {
+        let _ = match self {
+            Watched::Unix(s) => s.shutdown(Shutdown::Both),
+            Watched::Tcp(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+#[derive(Default)]
+struct State {
+    sockets: Vec<Watched>,
+    /// The handshake ended (the watchdog thread exits without firing).
+    done: bool,
+    /// The deadline passed first: every socket was shut down.
+    fired: bool,
+}
+
+/// Bounds a handshake by `timeout`: start it before the first blocking step, [`watch`] every
+/// socket the handshake uses, and pass the handshake's result through [`finish`].
+///
+/// [`watch`]: Watchdog::watch_tcp
+/// [`finish`]: Watchdog::finish
+pub(super) struct Watchdog {
+    shared: Arc<(Mutex<State>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Watchdog {
+    pub(super) fn start(timeout: Duration) -> Result<Watchdog, Error> {
+        let deadline = Instant::now() + timeout;
+        let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
+        let watch = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("rfaas-handshake".into())
+            .spawn(move || {
+                let (lock, cv) = &*watch;
+                let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if s.done {
+                        return;
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    s = cv
+                        .wait_timeout(s, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                s.fired = true;
+                for w in &s.sockets {
+                    w.shut();
+                }
+            })
+            .map_err(|e| Error::Transport(TransportError::Io(e)))?;
+        Ok(Watchdog {
+            shared,
+            thread: Some(thread),
+            deadline,
+            timeout,
+        })
+    }
+
+    fn watch(&self, w: Watched) {
+        let mut s = self.shared.0.lock().unwrap_or_else(|p| p.into_inner());
+        if s.fired {
+            // Too late to wait for the thread: it has already shut the others.
+            w.shut();
+        }
+        s.sockets.push(w);
+    }
+
+    /// Watches a TCP connection of the handshake.
+    pub(super) fn watch_tcp(&self, stream: &TcpStream) -> Result<(), Error> {
+        self.watch(Watched::Tcp(
+            stream.try_clone().map_err(TransportError::Io)?,
+        ));
+        Ok(())
+    }
+
+    /// Watches the Unix-socket connection of the handshake.
+    pub(super) fn watch_unix(&self, stream: &UnixStream) -> Result<(), Error> {
+        self.watch(Watched::Unix(
+            stream.try_clone().map_err(TransportError::Io)?,
+        ));
+        Ok(())
+    }
+
+    /// Time left before the deadline (zero once it has passed): the bound for a step that
+    /// cannot be interrupted by a shutdown, such as connecting a new socket.
+    pub(super) fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Stops the watchdog and returns the handshake's `result`, unless the deadline passed
+    /// first: then the sockets are shut down and the result, whatever it was, is a timeout.
+    pub(super) fn finish<T>(mut self, result: Result<T, Error>) -> Result<T, Error> {
+        let fired = self.stop();
+        if fired {
+            return Err(Error::Handshake(format!(
+                "the executor did not complete the handshake within {:?}",
+                self.timeout
+            )));
+        }
+        result
+    }
+
+    /// Ends the thread; whether it fired.
+    fn stop(&mut self) -> bool {
+        {
+            let (lock, cv) = &*self.shared;
+            let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+            s.done = true;
+            cv.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let mut s = self.shared.0.lock().unwrap_or_else(|p| p.into_inner());
+        // The clones are only for shutting down: drop them now.
+        s.sockets.clear();
+        s.fired
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
