@@ -203,13 +203,16 @@ impl Lease {
     pub fn connect_with(path: impl AsRef<Path>, options: &LeaseOptions) -> Result<Lease, Error> {
         options.check()?;
         let path = path.as_ref();
-        let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
-            path: path.to_path_buf(),
-            source,
-        })?;
         let dog = Watchdog::start(options.handshake_timeout)?;
-        dog.watch_unix(&stream)?;
-        let lease = Lease::shm_handshake(stream, options);
+        let lease = crate::sys::unix_connect_timeout(path, dog.left())
+            .map_err(|source| Error::Connect {
+                path: path.to_path_buf(),
+                source,
+            })
+            .and_then(|stream| {
+                dog.watch_unix(&stream)?;
+                Lease::shm_handshake(stream, options)
+            });
         dog.finish(lease)
     }
 
@@ -1420,8 +1423,9 @@ pub struct LeaseOptions {
     /// allocates anything. Default 1 GiB.
     pub max_slot_memory: usize,
     /// Bound on the whole handshake: connecting, the executor's welcome and verdict, and every
-    /// worker's connection. An executor that has not completed it by then is refused (its
-    /// connections are closed). Default 10 s.
+    /// worker's connection (not the name lookup of a TCP address given as a host name). An
+    /// executor that has not completed it by then is refused (its connections are closed).
+    /// Default 10 s; at most 30 days (longer is cut to that); zero is refused.
     pub handshake_timeout: Duration,
     /// The geometry a managed lease asked its manager for: the welcome must match it.
     pub(crate) expect: Option<Shape>,

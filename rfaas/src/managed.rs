@@ -202,6 +202,18 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
             "RDMA leases need rfaas built with the `verbs` feature".into(),
         ));
     }
+    // A geometry fully given is checked against the client's memory limit before the
+    // manager ships a package or starts anything.
+    if let (Some(slots), Some(size)) = (spec.slots, spec.slot_size) {
+        let areas = u64::from(spec.cores) * u64::from(slots) * u64::from(size);
+        if areas > spec.options.max_slot_memory as u64 {
+            return Err(Error::Refused(format!(
+                "{} cores x {slots} slots x {size} bytes need {areas} bytes of result areas, \
+                 over this client's limit of {} (LeaseOptions::max_slot_memory)",
+                spec.cores, spec.options.max_slot_memory
+            )));
+        }
+    }
     let (library, sha) = package_files(package)?;
     let secret = resolve_secret(spec)?;
     let mut request = LeaseRequest {

@@ -222,6 +222,75 @@ pub fn peer_hung_up(fd: BorrowedFd<'_>) -> bool {
     r > 0 && (p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL)) != 0
 }
 
+/// Connects a Unix stream socket to `path`, waiting at most `timeout` for room in the
+/// listener's backlog (a plain `connect` waits for it without limit). `TimedOut` past it.
+pub fn unix_connect_timeout(path: &std::path::Path, timeout: Duration) -> io::Result<UnixStream> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: an all-zero `sockaddr_un` is valid (family set below, path NUL-terminated by the
+    // zeroes past the bytes copied in).
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "not a usable socket path (1 to {} bytes, no NUL)",
+                addr.sun_path.len() - 1
+            ),
+        ));
+    }
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: plain socket creation; the result is checked.
+    let fd =
+        cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A zero `Duration` sets no timeout.
+    let set_send_timeout = |t: Duration| {
+        let tv = libc::timeval {
+            tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_usec: libc::suseconds_t::from(t.subsec_micros()),
+        };
+        // SAFETY: `tv` is a live `timeval` of the size given, for SO_SNDTIMEO on our socket.
+        cvt(unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })
+    };
+    // On a Unix socket the send timeout also bounds `connect`'s wait for the backlog (at
+    // least 1 µs: zero would mean none).
+    set_send_timeout(timeout.max(Duration::from_micros(1)))?;
+    // SAFETY: `addr` is a valid `sockaddr_un` of the length given.
+    let r = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EAGAIN) {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the listener's backlog stayed full",
+            )
+        } else {
+            e
+        });
+    }
+    set_send_timeout(Duration::ZERO)?;
+    Ok(UnixStream::from(sock))
+}
+
 /// Most descriptors one message may carry.
 pub const MAX_FDS: usize = 16;
 

@@ -745,6 +745,16 @@ fn a_managed_lease_refuses_a_grant_other_than_its_request() {
     use rfaas::wire::{Fabric, LeaseReply};
     let package = made_up_package("rogue-manager-package");
 
+    // A geometry given in full over the client's memory limit: refused before asking anyone
+    // (nothing listens at port 1).
+    let mut spec = LeaseSpec::default();
+    (spec.slots, spec.slot_size) = (Some(8), Some(2 << 20));
+    spec.options.max_slot_memory = 8 << 20;
+    match lease_from("127.0.0.1:1", &package, &spec) {
+        Err(rfaas::Error::Refused(why)) => assert!(why.contains("max_slot_memory"), "{why}"),
+        other => panic!("expected a refusal before connecting, got {other:?}"),
+    }
+
     // The wrong fabric: the endpoint would be a local socket path.
     let (manager, t) = rogue_manager(LeaseReply::Granted {
         lease_id: 1,
@@ -794,4 +804,49 @@ fn a_managed_lease_refuses_a_grant_other_than_its_request() {
         assert!(executor.join().expect("executor"), "the client said hello");
         t.join().expect("manager");
     }
+}
+
+/// A listener whose backlog is full (an executor that stopped accepting): connecting waits
+/// for room, and the handshake's deadline bounds that wait too. Before, `Lease::connect`
+/// waited for as long as nobody accepted.
+#[test]
+fn connecting_to_a_full_backlog_is_cut_off_by_the_handshake_deadline() {
+    use std::os::unix::ffi::OsStrExt;
+    let path = tests::scratch_dir("rogue-backlog").join("rogue.sock");
+    // A listener with a backlog of 0 (std's listeners take thousands): one connection fills it.
+    // SAFETY: plain socket calls on a fresh descriptor with a zeroed, NUL-terminated address.
+    let listener = unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        let len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), len),
+            0
+        );
+        assert_eq!(libc::listen(fd, 0), 0);
+        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    };
+    let _first = std::os::unix::net::UnixStream::connect(&path).expect("fills the backlog");
+    let mut options = rfaas::LeaseOptions::default();
+    options.handshake_timeout = Duration::from_millis(300);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Lease::connect_with(&path, &options));
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Err(rfaas::Error::Handshake(why))) => {
+            assert!(
+                why.contains("did not complete the handshake within 300ms"),
+                "{why}"
+            )
+        }
+        Ok(other) => panic!("expected the handshake deadline, got {other:?}"),
+        Err(_) => panic!("connect still waiting for the backlog after 20 s"),
+    }
+    drop(listener);
 }

@@ -546,7 +546,8 @@ impl RawTcp {
             .expect("data connection");
         send_json(&mut data, &Attach { token: None }).expect("attach");
         let result = Arc::new(Region::new(RESULT_REGION, result_len).expect("region"));
-        let send = Arc::new(Region::new(SEND_REGION, welcome.slot_size as usize).expect("region"));
+        let send =
+            Arc::new(Region::staging(SEND_REGION, welcome.slot_size as usize).expect("region"));
         let cq = TcpQueue::new();
         let ep =
             TcpEndpoint::connect(data, vec![result.clone(), send.clone()], &cq).expect("endpoint");

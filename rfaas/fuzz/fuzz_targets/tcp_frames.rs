@@ -1,8 +1,9 @@
 //! What a TCP peer sends to an endpoint: its region offer, then arbitrary bytes as
 //! write-with-immediate frames (`key u32 | offset u64 | len u32 | imm u32 | bytes`). The real
 //! `TcpEndpoint` and `TcpQueue` must agree with a model of the framing: connecting fails
-//! exactly on a repeated region key; each whole frame whose key names a local region and whose
-//! range lies inside it is one completion `(imm, len)` with its bytes in the region (a plain
+//! exactly on a repeated region key; only offered regions are offered (the staging region, key
+//! 3, is not, and a frame addressed to it is a bad header); each whole frame whose key names an
+//! offered local region and whose range lies inside it is one completion `(imm, len)` with its bytes in the region (a plain
 //! write, the key's bit 31 set, places its bytes and is no completion); the first
 //! bad header ends the connection as a protocol violation and nothing after it is read; the end
 //! of the stream ends it as `PeerGone` (a partial payload already in the region, no completion).
@@ -22,7 +23,8 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-const LOCAL: [(u32, usize); 2] = [(1, 256), (4, 64)];
+/// The endpoint's regions: key, length, offered (else staging).
+const LOCAL: [(u32, usize, bool); 3] = [(1, 256, true), (4, 64, true), (3, 64, false)];
 
 static LISTENER: OnceLock<TcpListener> = OnceLock::new();
 
@@ -66,7 +68,10 @@ fn model(stream: &[u8], regions: &mut [Vec<u8>]) -> (Vec<(u32, u32)>, End) {
         let offset = u64::from_le_bytes(h[4..12].try_into().unwrap());
         let len = u32::from_le_bytes(h[12..16].try_into().unwrap());
         let imm = u32::from_le_bytes(h[16..20].try_into().unwrap());
-        let Some(r) = LOCAL.iter().position(|(k, _)| *k == key) else {
+        let Some(r) = LOCAL
+            .iter()
+            .position(|(k, _, offered)| *k == key && *offered)
+        else {
             return (done, End::Broken);
         };
         let fits = offset
@@ -117,7 +122,13 @@ fuzz_target!(|data: &[u8]| {
 
     let local: Vec<_> = LOCAL
         .iter()
-        .map(|&(k, l)| Arc::new(Region::new(k, l).expect("region")))
+        .map(|&(k, l, offered)| {
+            Arc::new(if offered {
+                Region::new(k, l).expect("region")
+            } else {
+                Region::staging(k, l).expect("staging")
+            })
+        })
         .collect();
     let cq = TcpQueue::new();
     let repeated = peer_regions
@@ -142,7 +153,11 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(ep.remote_len(1000), None); // offered keys are below 256
     let theirs: Offer = recv_json(&mut peer).expect("endpoint's offer");
-    let want: Vec<_> = LOCAL.iter().map(|&(k, l)| (k, l as u64)).collect();
+    let want: Vec<_> = LOCAL
+        .iter()
+        .filter(|&&(_, _, offered)| offered)
+        .map(|&(k, l, _)| (k, l as u64))
+        .collect();
     assert_eq!(
         theirs,
         Offer {
@@ -154,7 +169,7 @@ fuzz_target!(|data: &[u8]| {
     peer.write_all(rest).expect("stream");
     peer.shutdown(Shutdown::Write).expect("shutdown");
 
-    let mut regions: Vec<Vec<u8>> = LOCAL.iter().map(|&(_, l)| vec![0; l]).collect();
+    let mut regions: Vec<Vec<u8>> = LOCAL.iter().map(|&(_, l, _)| vec![0; l]).collect();
     let (frames, end) = model(rest, &mut regions);
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -99,7 +99,7 @@ impl Session {
         send_json(&mut data, &Attach { token: None }).expect("attach");
         let result = Arc::new(Region::new(RESULT_REGION, RESULT_LEN).expect("region"));
         let send =
-            Arc::new(Region::new(SEND_REGION, (SLOTS * SLOT_SIZE) as usize).expect("region"));
+            Arc::new(Region::staging(SEND_REGION, (SLOTS * SLOT_SIZE) as usize).expect("region"));
         let cq = TcpQueue::new();
         let ep =
             TcpEndpoint::connect(data, vec![result.clone(), send.clone()], &cq).expect("endpoint");

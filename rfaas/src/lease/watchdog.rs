@@ -30,6 +30,9 @@ impl Watched {
     }
 }
 
+/// The longest handshake deadline: 30 days.
+pub(super) const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
+
 #[derive(Default)]
 struct State {
     sockets: Vec<Watched>,
@@ -52,7 +55,10 @@ pub(super) struct Watchdog {
 }
 
 impl Watchdog {
+    /// Starts the clock. A `timeout` over [`LONGEST`] is cut to it (no handshake is meant to
+    /// take longer, and a deadline must be representable).
     pub(super) fn start(timeout: Duration) -> Result<Watchdog, Error> {
+        let timeout = timeout.min(LONGEST);
         let deadline = Instant::now() + timeout;
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let watch = shared.clone();
@@ -120,10 +126,14 @@ impl Watchdog {
     }
 
     /// Stops the watchdog and returns the handshake's `result`, unless the deadline passed
-    /// first: then the sockets are shut down and the result, whatever it was, is a timeout.
+    /// first: then the sockets are shut down and the result, whatever it was, is a timeout
+    /// (as is a failure that came at the deadline).
     pub(super) fn finish<T>(mut self, result: Result<T, Error>) -> Result<T, Error> {
         let fired = self.stop();
-        if fired {
+        // A step bounded by what was left (a connect) may fail at the deadline just before
+        // the watchdog wakes: that too is the deadline's doing.
+        let late = result.is_err() && Instant::now() >= self.deadline;
+        if fired || late {
             return Err(Error::Handshake(format!(
                 "the executor did not complete the handshake within {:?}",
                 self.timeout

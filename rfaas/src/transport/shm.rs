@@ -866,7 +866,8 @@ impl super::Queue for CompletionQueue {
 mod tests {
     use super::*;
 
-    /// A connected pair: `a` (active, one region of key 1) and `b` (passive, region 2 of 4 KiB).
+    /// A connected pair: `a` (active, one region of key 1) and `b` (passive, region 2 of 4 KiB
+    /// and staging region 4 of 4 KiB, which `a` is not offered).
     #[allow(clippy::type_complexity)]
     fn pair() -> (
         (ShmEndpoint, Arc<CompletionQueue>, UnixStream),
@@ -874,10 +875,11 @@ mod tests {
     ) {
         let (sa, sb) = UnixStream::pair().expect("socketpair");
         let rb = Arc::new(Region::new(2, 4096).expect("region"));
-        let rb2 = rb.clone();
+        let staging = Arc::new(Region::staging(4, 4096).expect("staging"));
+        let rb2 = vec![rb.clone(), staging];
         let passive = std::thread::spawn(move || {
             let cq = CompletionQueue::new().expect("cq");
-            let ep = ShmEndpoint::connect(&sb, Side::Passive, vec![rb2], &cq).expect("passive");
+            let ep = ShmEndpoint::connect(&sb, Side::Passive, rb2, &cq).expect("passive");
             (ep, cq, sb)
         });
         let ra = Arc::new(Region::new(1, 64).expect("region"));
@@ -909,9 +911,16 @@ mod tests {
     #[test]
     fn hostile_inline_entries_are_refused_without_writing() {
         let ((a, _cqa, _sa), (b, cqb, region, _sb)) = pair();
+        assert_eq!(
+            crate::transport::Endpoint::remote_len(&a, 4),
+            None,
+            "staging offered"
+        );
         let forged = [
             // Region 3 does not exist on the consumer's side.
             (PLACE_INLINE | (3 << PLACE_KEY_SHIFT), 8),
+            // Region 4 does, as staging: not the peer's to write.
+            (PLACE_INLINE | (4 << PLACE_KEY_SHIFT), 8),
             // Just past the end of the 4 KiB region.
             (PLACE_INLINE | (2 << PLACE_KEY_SHIFT) | 64, 1),
             // More bytes than an entry holds, in bounds.
@@ -933,9 +942,12 @@ mod tests {
                 other => panic!("forged place {place:#x} len {len}: {other:?}"),
             }
         }
-        let mut all = vec![0u8; region.len()];
-        region.read(0, &mut all).expect("read");
-        assert!(all.iter().all(|b| *b == 0), "a refused entry wrote bytes");
+        let staging = b.local_region(4).expect("staging kept as a source");
+        for r in [&region, staging] {
+            let mut all = vec![0u8; r.len()];
+            r.read(0, &mut all).expect("read");
+            assert!(all.iter().all(|b| *b == 0), "a refused entry wrote bytes");
+        }
         // An honest inline write after them still arrives.
         a.write_inline(b"after", 2, 128, 9).expect("write_inline");
         let c = cqb.poll().expect("poll").expect("completion");

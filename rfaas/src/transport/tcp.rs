@@ -771,6 +771,8 @@ impl std::fmt::Debug for TcpEndpoint {
 impl TcpEndpoint {
     /// Connects over `stream` (both sides call this): exchanges region descriptors, then
     /// attaches the connection to `cq`, whose pollers deliver the peer's writes into `local`.
+    /// The peer's offer is awaited within the stream's read timeout (10 s if it has none),
+    /// which is left as it was found.
     pub fn connect(
         stream: TcpStream,
         local: Vec<Arc<Region>>,
@@ -787,9 +789,13 @@ impl TcpEndpoint {
         };
         let mut s = &stream;
         super::send_json(&mut s, &offer)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // The caller's bound on its handshake stands; without one, 10 s for the peer's offer.
+        let bound = stream.read_timeout()?;
+        if bound.is_none() {
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        }
         let peer: Offer = super::recv_json(&mut s)?;
-        stream.set_read_timeout(None)?;
+        stream.set_read_timeout(bound)?;
         let mut remote = Vec::new();
         for (key, len) in peer.regions {
             let len = usize::try_from(len)
