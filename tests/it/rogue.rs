@@ -351,21 +351,12 @@ fn a_welcome_with_too_many_or_colliding_functions_is_refused() {
         let listener = UnixListener::bind(&path).expect("bind");
         let rogue = std::thread::spawn(move || {
             let (stream, _) = listener.accept().expect("accept");
-            let welcome = Welcome {
-                protocol: SESSION_PROTOCOL,
-                abi_version: ABI_VERSION,
-                functions: (0..n)
-                    .map(|i| FunctionInfo {
-                        index: i,
-                        name: format!("f{i}"),
-                        fingerprint: if colliding { 42 } else { u64::from(i) },
-                    })
-                    .collect(),
-                workers: 1,
-                slots: 1,
-                slot_size: SLOT as u32,
-                data: None,
-            };
+            let mut welcome = made_up_welcome(n, 1, 1, SLOT as u32);
+            if colliding {
+                for f in &mut welcome.functions {
+                    f.fingerprint = 42;
+                }
+            }
             send_message(&stream, &welcome, &[]).expect("welcome");
             // The client hangs up instead of saying hello.
             recv_message::<Hello>(&stream).is_err()
@@ -630,40 +621,32 @@ fn a_welcome_dripped_byte_by_byte_is_cut_off_by_the_handshake_deadline() {
     let mut frame = Vec::new();
     rfaas::transport::send_json(&mut frame, &made_up_welcome(200, 1, 1, SLOT as u32))
         .expect("frame");
-    let expect_cut = |fabric: &str, r: Result<Lease, rfaas::Error>| match r {
-        Err(rfaas::Error::Handshake(why)) => {
+    // The client's result, and the rogue's view of the connection.
+    let expect_cut =
+        |fabric: &str, r: Result<Lease, rfaas::Error>, rogue: std::thread::JoinHandle<bool>| {
+            match r {
+                Err(rfaas::Error::Handshake(why)) => assert!(
+                    why.contains("did not complete the handshake within 500ms"),
+                    "{fabric}: {why}"
+                ),
+                other => panic!("{fabric}: expected the handshake deadline, got {other:?}"),
+            }
             assert!(
-                why.contains("did not complete the handshake within 500ms"),
-                "{fabric}: {why}"
-            )
-        }
-        other => panic!("{fabric}: expected the handshake deadline, got {other:?}"),
-    };
+                rogue.join().expect("rogue"),
+                "{fabric}: the client kept listening"
+            );
+        };
 
     let path = tests::scratch_dir("rogue-drip").join("rogue.sock");
     let listener = UnixListener::bind(&path).expect("bind");
     let bytes = frame.clone();
-    let rogue = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().expect("accept");
-        drip(stream, &bytes)
-    });
-    expect_cut("shm", Lease::connect_with(&path, &options));
-    assert!(
-        rogue.join().expect("rogue"),
-        "shm: the client kept listening"
-    );
+    let rogue = std::thread::spawn(move || drip(listener.accept().expect("accept").0, &bytes));
+    expect_cut("shm", Lease::connect_with(&path, &options), rogue);
 
     let control = std::net::TcpListener::bind("127.0.0.1:0").expect("bind control");
     let addr = control.local_addr().expect("address").to_string();
-    let rogue = std::thread::spawn(move || {
-        let (stream, _) = control.accept().expect("accept");
-        drip(stream, &frame)
-    });
-    expect_cut("tcp", Lease::connect_tcp(&addr, &options));
-    assert!(
-        rogue.join().expect("rogue"),
-        "tcp: the client kept listening"
-    );
+    let rogue = std::thread::spawn(move || drip(control.accept().expect("accept").0, &frame));
+    expect_cut("tcp", Lease::connect_tcp(&addr, &options), rogue);
 }
 
 /// An executor announcing more result-area memory than the client allows
