@@ -9,7 +9,7 @@
 
 mod functions;
 mod slots;
-mod watchdog;
+pub(crate) mod watchdog;
 
 use functions::FunctionTable;
 use slots::{Claim, Slot, Slots, tagged, untag};
@@ -203,7 +203,7 @@ impl Lease {
     pub fn connect_with(path: impl AsRef<Path>, options: &LeaseOptions) -> Result<Lease, Error> {
         options.check()?;
         let path = path.as_ref();
-        let dog = Watchdog::start(options.handshake_timeout)?;
+        let dog = Watchdog::start(options.handshake_timeout, EXECUTOR_LATE)?;
         let lease = crate::sys::unix_connect_timeout(path, dog.left())
             .map_err(|source| Error::Connect {
                 path: path.to_path_buf(),
@@ -310,7 +310,7 @@ impl Lease {
         connect_ep: impl FnMut(TcpStream, Vec<Arc<Region>>) -> Result<Box<dyn Endpoint>, Error>,
     ) -> Result<Lease, Error> {
         options.check()?;
-        let dog = Watchdog::start(options.handshake_timeout)?;
+        let dog = Watchdog::start(options.handshake_timeout, EXECUTOR_LATE)?;
         let lease = Lease::stream_handshake(addr, options, cq, connect_ep, &dog);
         dog.finish(lease)
     }
@@ -1474,9 +1474,12 @@ impl LeaseOptions {
     }
 }
 
+/// The handshake error's words when the deadline passes.
+const EXECUTOR_LATE: &str = "the executor did not complete the handshake";
+
 /// Connects to `addr` (`host:port`, each address it names in turn) within what is left of
 /// `dog`'s deadline.
-fn connect_within(addr: &str, dog: &Watchdog) -> Result<TcpStream, Error> {
+pub(crate) fn connect_within(addr: &str, dog: &Watchdog) -> Result<TcpStream, Error> {
     use std::net::ToSocketAddrs;
     let failed = |source| Error::Connect {
         path: PathBuf::from(addr),

@@ -6,7 +6,8 @@
 //! plain, and a manager that requires authentication refuses.
 
 use crate::auth::{AuthError, Channel, Secret};
-use crate::lease::{Error, Lease, LeaseOptions, Shape};
+use crate::lease::watchdog::Watchdog;
+use crate::lease::{Error, Lease, LeaseOptions, Shape, connect_within};
 use crate::transport::{TransportError, recv_json, send_json};
 use crate::wire::{AuthService, Fabric, LeaseReply, LeaseRequest};
 use std::io::Write;
@@ -32,6 +33,10 @@ pub struct LeaseSpec {
     pub slot_size: Option<u32>,
     /// Options of the resulting lease.
     pub options: LeaseOptions,
+    /// Bound on each exchange with a manager, from connecting to its answer (the package's
+    /// upload included, when it asks for it): a manager that has not answered by then is
+    /// given up on. Default 60 s.
+    pub negotiation_timeout: Duration,
     /// The cluster's shared secret, to authenticate to managers and the registry that have
     /// one. Default `None`: the secret file named by `$RFAAS_SECRET_FILE` if that is set,
     /// else none (plain control connections).
@@ -48,6 +53,7 @@ impl Default for LeaseSpec {
             slots: None,
             slot_size: None,
             options: LeaseOptions::default(),
+            negotiation_timeout: Duration::from_secs(60),
             secret: None,
         }
     }
@@ -194,6 +200,35 @@ fn package_files(dir: &Path) -> Result<(PathBuf, String), Error> {
     ))
 }
 
+/// One exchange with the manager at `manager`, bounded by `dog`: connect, (authenticate,)
+/// send `request`, read the answer; send the package and read the verdict if the request
+/// announced its size and the manager asks for it. The control connection and the answer.
+fn negotiate(
+    manager: &str,
+    request: &LeaseRequest,
+    secret: Option<&Secret>,
+    library: &Path,
+    dog: &Watchdog,
+) -> Result<(TcpStream, LeaseReply), Error> {
+    let mut control = connect_within(manager, dog)?;
+    dog.watch_tcp(&control)?;
+    control
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(TransportError::Io)?;
+    let mut ctl = Control::open(&mut control, secret)?;
+    ctl.send(request)?;
+    let mut reply = ctl.recv()?;
+    if request.package_len.is_some() && reply == LeaseReply::NeedPackage {
+        // The size was accepted: send the bytes, then hear the verdict. The bytes are not
+        // sealed: the manager checks them against the SHA-256 of the (sealed) request.
+        let bytes = std::fs::read(library)
+            .map_err(|e| Error::Handshake(format!("{}: {e}", library.display())))?;
+        ctl.stream.write_all(&bytes).map_err(TransportError::Io)?;
+        reply = ctl.recv()?;
+    }
+    Ok((control, reply))
+}
+
 /// Asks the manager at `manager` (`host:port`) for a lease running the package in `package`
 /// (a directory written by `cargo xtask package`), sending the library if the node lacks it.
 pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<ManagedLease, Error> {
@@ -227,25 +262,16 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
         slot_size: spec.slot_size,
         heartbeat_ms: Some(HEARTBEAT.as_millis() as u64),
     };
+    if spec.negotiation_timeout.is_zero() {
+        return Err(Error::Handshake(
+            "LeaseSpec::negotiation_timeout is zero".into(),
+        ));
+    }
     for attempt in 0..2 {
-        let mut control = TcpStream::connect(manager).map_err(|source| Error::Connect {
-            path: PathBuf::from(manager),
-            source,
-        })?;
-        control
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(TransportError::Io)?;
-        let mut ctl = Control::open(&mut control, secret.as_ref())?;
-        ctl.send(&request)?;
-        let mut reply = ctl.recv()?;
-        if request.package_len.is_some() && reply == LeaseReply::NeedPackage {
-            // The size was accepted: send the bytes, then hear the verdict. The bytes are not
-            // sealed: the manager checks them against the SHA-256 of the (sealed) request.
-            let bytes = std::fs::read(&library)
-                .map_err(|e| Error::Handshake(format!("{}: {e}", library.display())))?;
-            ctl.stream.write_all(&bytes).map_err(TransportError::Io)?;
-            reply = ctl.recv()?;
-        }
+        // One deadline for the whole exchange: a manager that drips its answer is cut off.
+        let dog = Watchdog::start(spec.negotiation_timeout, "the manager did not answer")?;
+        let exchange = negotiate(manager, &request, secret.as_ref(), &library, &dog);
+        let (control, reply) = dog.finish(exchange)?;
         match reply {
             LeaseReply::Granted {
                 lease_id,

@@ -833,3 +833,44 @@ fn connecting_to_a_full_backlog_is_cut_off_by_the_handshake_deadline() {
     }
     drop(listener);
 }
+
+/// A manager that drips its answer a byte at a time (each read answered well within the
+/// per-read timeout) is given up on at the negotiation's deadline, and its connection closed.
+/// Before, `lease_from` waited as long as the manager kept dripping.
+#[test]
+fn a_manager_dripping_its_answer_is_cut_off_at_the_negotiation_deadline() {
+    use rfaas::managed::{LeaseSpec, lease_from};
+    use rfaas::transport::{recv_json, send_json};
+    use rfaas::wire::{Fabric, LeaseReply, LeaseRequest};
+    let package = made_up_package("rogue-manager-drip");
+    let mut grant = Vec::new();
+    send_json(
+        &mut grant,
+        &LeaseReply::Granted {
+            lease_id: 3,
+            endpoint: "127.0.0.1:1".into(),
+            fabric: Fabric::Tcp,
+            token: Some("t".repeat(64)),
+        },
+    )
+    .expect("frame");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind manager");
+    let manager = listener.local_addr().expect("address").to_string();
+    let rogue = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let _request: LeaseRequest = recv_json(&mut s).expect("request");
+        drip(s, &grant)
+    });
+    let mut spec = LeaseSpec::default();
+    spec.negotiation_timeout = Duration::from_millis(500);
+    match lease_from(&manager, &package, &spec) {
+        Err(rfaas::Error::Handshake(why)) => {
+            assert!(
+                why.contains("the manager did not answer within 500ms"),
+                "{why}"
+            )
+        }
+        other => panic!("expected the negotiation deadline, got {other:?}"),
+    }
+    assert!(rogue.join().expect("rogue"), "the client kept listening");
+}

@@ -31,7 +31,7 @@ impl Watched {
 }
 
 /// The longest handshake deadline: 30 days.
-pub(super) const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Default)]
 struct State {
@@ -47,17 +47,20 @@ struct State {
 ///
 /// [`watch`]: Watchdog::watch_tcp
 /// [`finish`]: Watchdog::finish
-pub(super) struct Watchdog {
+pub(crate) struct Watchdog {
     shared: Arc<(Mutex<State>, Condvar)>,
     thread: Option<JoinHandle<()>>,
     deadline: Instant,
     timeout: Duration,
+    /// Who failed to finish in time, for the error ("the executor did not complete the
+    /// handshake").
+    late: &'static str,
 }
 
 impl Watchdog {
     /// Starts the clock. A `timeout` over [`LONGEST`] is cut to it (no handshake is meant to
     /// take longer, and a deadline must be representable).
-    pub(super) fn start(timeout: Duration) -> Result<Watchdog, Error> {
+    pub(crate) fn start(timeout: Duration, late: &'static str) -> Result<Watchdog, Error> {
         let timeout = timeout.min(LONGEST);
         let deadline = Instant::now() + timeout;
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
@@ -91,6 +94,7 @@ impl Watchdog {
             thread: Some(thread),
             deadline,
             timeout,
+            late,
         })
     }
 
@@ -104,7 +108,7 @@ impl Watchdog {
     }
 
     /// Watches a TCP connection of the handshake.
-    pub(super) fn watch_tcp(&self, stream: &TcpStream) -> Result<(), Error> {
+    pub(crate) fn watch_tcp(&self, stream: &TcpStream) -> Result<(), Error> {
         self.watch(Watched::Tcp(
             stream.try_clone().map_err(TransportError::Io)?,
         ));
@@ -112,7 +116,7 @@ impl Watchdog {
     }
 
     /// Watches the Unix-socket connection of the handshake.
-    pub(super) fn watch_unix(&self, stream: &UnixStream) -> Result<(), Error> {
+    pub(crate) fn watch_unix(&self, stream: &UnixStream) -> Result<(), Error> {
         self.watch(Watched::Unix(
             stream.try_clone().map_err(TransportError::Io)?,
         ));
@@ -121,22 +125,22 @@ impl Watchdog {
 
     /// Time left before the deadline (zero once it has passed): the bound for a step that
     /// cannot be interrupted by a shutdown, such as connecting a new socket.
-    pub(super) fn left(&self) -> Duration {
+    pub(crate) fn left(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
     /// Stops the watchdog and returns the handshake's `result`, unless the deadline passed
     /// first: then the sockets are shut down and the result, whatever it was, is a timeout
     /// (as is a failure that came at the deadline).
-    pub(super) fn finish<T>(mut self, result: Result<T, Error>) -> Result<T, Error> {
+    pub(crate) fn finish<T>(mut self, result: Result<T, Error>) -> Result<T, Error> {
         let fired = self.stop();
         // A step bounded by what was left (a connect) may fail at the deadline just before
         // the watchdog wakes: that too is the deadline's doing.
         let late = result.is_err() && Instant::now() >= self.deadline;
         if fired || late {
             return Err(Error::Handshake(format!(
-                "the executor did not complete the handshake within {:?}",
-                self.timeout
+                "{} within {:?}",
+                self.late, self.timeout
             )));
         }
         result
