@@ -874,3 +874,28 @@ fn a_manager_dripping_its_answer_is_cut_off_at_the_negotiation_deadline() {
     }
     assert!(rogue.join().expect("rogue"), "the client kept listening");
 }
+
+/// A registry that drips its answer is given up on at the client's timeout for the whole
+/// request (`RegistryClient::with_timeout`), and its connection closed. Before, each read had
+/// the timeout, so the request lasted as long as the registry kept dripping.
+#[test]
+fn a_registry_dripping_its_answer_is_cut_off_at_the_request_timeout() {
+    use rfaas::registry::{RegistryClient, RegistryError};
+    use rfaas::transport::{recv_json, send_json};
+    use rfaas::wire::{RegistryRequest, RegistryResponse};
+    let mut answer = Vec::new();
+    send_json(&mut answer, &RegistryResponse::Error("x".repeat(200))).expect("frame");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind registry");
+    let registry = listener.local_addr().expect("address").to_string();
+    let rogue = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let _request: RegistryRequest = recv_json(&mut s).expect("request");
+        drip(s, &answer)
+    });
+    let client = RegistryClient::new(registry).with_timeout(Duration::from_millis(500));
+    match client.list() {
+        Err(RegistryError::TimedOut(t)) => assert_eq!(t, Duration::from_millis(500)),
+        other => panic!("expected the request timeout, got {other:?}"),
+    }
+    assert!(rogue.join().expect("rogue"), "the client kept listening");
+}

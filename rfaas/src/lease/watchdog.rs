@@ -60,7 +60,7 @@ pub(crate) struct Watchdog {
 impl Watchdog {
     /// Starts the clock. A `timeout` over [`LONGEST`] is cut to it (no handshake is meant to
     /// take longer, and a deadline must be representable).
-    pub(crate) fn start(timeout: Duration, late: &'static str) -> Result<Watchdog, Error> {
+    pub(crate) fn start(timeout: Duration, late: &'static str) -> Result<Watchdog, TransportError> {
         let timeout = timeout.min(LONGEST);
         let deadline = Instant::now() + timeout;
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
@@ -88,7 +88,7 @@ impl Watchdog {
                     w.shut();
                 }
             })
-            .map_err(|e| Error::Transport(TransportError::Io(e)))?;
+            .map_err(TransportError::Io)?;
         Ok(Watchdog {
             shared,
             thread: Some(thread),
@@ -108,18 +108,14 @@ impl Watchdog {
     }
 
     /// Watches a TCP connection of the handshake.
-    pub(crate) fn watch_tcp(&self, stream: &TcpStream) -> Result<(), Error> {
-        self.watch(Watched::Tcp(
-            stream.try_clone().map_err(TransportError::Io)?,
-        ));
+    pub(crate) fn watch_tcp(&self, stream: &TcpStream) -> Result<(), TransportError> {
+        self.watch(Watched::Tcp(stream.try_clone()?));
         Ok(())
     }
 
     /// Watches the Unix-socket connection of the handshake.
-    pub(crate) fn watch_unix(&self, stream: &UnixStream) -> Result<(), Error> {
-        self.watch(Watched::Unix(
-            stream.try_clone().map_err(TransportError::Io)?,
-        ));
+    pub(crate) fn watch_unix(&self, stream: &UnixStream) -> Result<(), TransportError> {
+        self.watch(Watched::Unix(stream.try_clone()?));
         Ok(())
     }
 
@@ -132,18 +128,20 @@ impl Watchdog {
     /// Stops the watchdog and returns the handshake's `result`, unless the deadline passed
     /// first: then the sockets are shut down and the result, whatever it was, is a timeout
     /// (as is a failure that came at the deadline).
-    pub(crate) fn finish<T>(mut self, result: Result<T, Error>) -> Result<T, Error> {
-        let fired = self.stop();
-        // A step bounded by what was left (a connect) may fail at the deadline just before
-        // the watchdog wakes: that too is the deadline's doing.
-        let late = result.is_err() && Instant::now() >= self.deadline;
-        if fired || late {
-            return Err(Error::Handshake(format!(
-                "{} within {:?}",
-                self.late, self.timeout
-            )));
+    pub(crate) fn finish<T>(self, result: Result<T, Error>) -> Result<T, Error> {
+        let (late, timeout) = (self.late, self.timeout);
+        if self.expired(result.is_err()) {
+            return Err(Error::Handshake(format!("{late} within {timeout:?}")));
         }
         result
+    }
+
+    /// Stops the watchdog; whether the deadline cut the work short: it fired, or the work
+    /// `failed` at or after the deadline (a step bounded by what was left, such as a connect,
+    /// may fail then just before the watchdog wakes).
+    pub(crate) fn expired(mut self, failed: bool) -> bool {
+        let fired = self.stop();
+        fired || (failed && Instant::now() >= self.deadline)
     }
 
     /// Ends the thread; whether it fired.
