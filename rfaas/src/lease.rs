@@ -9,11 +9,9 @@
 
 mod functions;
 mod slots;
-pub(crate) mod watchdog;
 
 use functions::FunctionTable;
 use slots::{Claim, Slot, Slots, tagged, untag};
-use watchdog::Watchdog;
 
 use crate::call::{CallError, EncodeError, Gather, Placement, RemoteCall};
 use crate::payload::Payload;
@@ -24,6 +22,7 @@ use crate::transport::tcp::{TcpEndpoint, TcpQueue};
 use crate::transport::{
     Endpoint, LIVENESS_TICK, Queue, Region, TransportError, recv_json, send_json,
 };
+use crate::watchdog::Watchdog;
 use crate::wire::{
     ABI_VERSION, Attach, FLAG_PLACED, FLAG_SMALL_RESULT, FunctionInfo, HEADER_LEN, Hello,
     INPUT_REGION, InvocationHeader, PlacedOutputs, RESULT_REGION, SEND_REGION, SESSION_PROTOCOL,

@@ -45,6 +45,7 @@ mod payload;
 pub mod registry;
 pub mod sys;
 pub mod transport;
+mod watchdog;
 pub mod wire;
 
 pub use auth::Secret;

@@ -6,9 +6,9 @@
 //! plain, and a manager that requires authentication refuses.
 
 use crate::auth::{AuthError, Channel, Secret};
-use crate::lease::watchdog::Watchdog;
 use crate::lease::{Error, Lease, LeaseOptions, Shape, connect_within};
 use crate::transport::{TransportError, recv_json, send_json};
+use crate::watchdog::Watchdog;
 use crate::wire::{AuthService, Fabric, LeaseReply, LeaseRequest};
 use std::io::Write;
 use std::net::TcpStream;

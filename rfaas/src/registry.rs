@@ -3,8 +3,8 @@
 //! secret only answers clients that authenticate ([`RegistryClient::with_secret`]).
 
 use crate::auth::{AuthError, Channel, Secret};
-use crate::lease::watchdog::Watchdog;
 use crate::transport::{TransportError, recv_json, send_json};
+use crate::watchdog::Watchdog;
 use crate::wire::{AuthService, NodeInfo, NodeStatus, RegistryRequest, RegistryResponse};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! One deadline for a whole handshake.
+//! One deadline for a whole exchange: a lease's handshake, a negotiation with a manager, a
+//! registry request.
 //!
 //! A handshake is many blocking reads and writes on several sockets (the control connection,
 //! then one per worker), some of them inside the transports' own `connect`s. A timeout per read
@@ -7,7 +8,7 @@
 //! whatever read or write the handshake is blocked in returns at once, and the handshake's
 //! result is replaced by a timeout error.
 
-use super::Error;
+use crate::lease::Error;
 use crate::transport::TransportError;
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
