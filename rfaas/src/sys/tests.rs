@@ -1,4 +1,5 @@
-//! The memory-file seals that keep a peer from shrinking shared memory under us.
+//! The memory-file seals that keep a peer from shrinking shared memory under us, and the
+//! bounded Unix-socket connect.
 
 use super::*;
 use std::os::fd::AsFd;
@@ -61,4 +62,35 @@ fn a_message_carries_at_most_max_fds_descriptors_in_all() {
     send_with_fds(&a, &[1, 2, 3, 4], &many).expect("one piece");
     let fds = recv_with_fds(&b, &mut buf).expect("16 descriptors");
     assert_eq!((fds.len(), buf), (MAX_FDS, [1, 2, 3, 4]));
+}
+
+/// A bounded connect reaches a listener, refuses a path no socket address can hold, reports a
+/// missing socket as such, and leaves the connection without a send timeout.
+#[test]
+fn a_bounded_unix_connect_says_what_went_wrong() {
+    let dir = std::env::temp_dir().join(format!("rfaas-sys-connect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("listener.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let s = unix_connect_timeout(&path, Duration::from_secs(1)).expect("connect");
+    assert!(listener.accept().is_ok(), "the listener saw no connection");
+    assert_eq!(
+        s.write_timeout().expect("timeout"),
+        None,
+        "send timeout left set"
+    );
+
+    let long = std::path::PathBuf::from("/".repeat(200));
+    let e = unix_connect_timeout(&long, Duration::from_secs(1)).expect_err("200-byte path");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    let e = unix_connect_timeout(std::path::Path::new(""), Duration::from_secs(1))
+        .expect_err("empty path");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+
+    let e = unix_connect_timeout(&dir.join("absent.sock"), Duration::from_secs(1))
+        .expect_err("no socket there");
+    assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+    drop(listener);
+    let _ = std::fs::remove_dir_all(&dir);
 }
