@@ -202,7 +202,7 @@ impl Lease {
     pub fn connect_with(path: impl AsRef<Path>, options: &LeaseOptions) -> Result<Lease, Error> {
         options.check()?;
         let path = path.as_ref();
-        let dog = Watchdog::start(options.handshake_timeout, EXECUTOR_LATE)?;
+        let dog = Watchdog::start(options.handshake_timeout)?;
         let lease = crate::sys::unix_connect_timeout(path, dog.left())
             .map_err(|source| Error::Connect {
                 path: path.to_path_buf(),
@@ -212,7 +212,7 @@ impl Lease {
                 dog.watch_unix(&stream)?;
                 Lease::shm_handshake(stream, options)
             });
-        dog.finish(lease)
+        dog.finish(lease, EXECUTOR_LATE)
     }
 
     /// The handshake over the Unix socket `stream` (bounded by the caller's watchdog).
@@ -309,9 +309,9 @@ impl Lease {
         connect_ep: impl FnMut(TcpStream, Vec<Arc<Region>>) -> Result<Box<dyn Endpoint>, Error>,
     ) -> Result<Lease, Error> {
         options.check()?;
-        let dog = Watchdog::start(options.handshake_timeout, EXECUTOR_LATE)?;
+        let dog = Watchdog::start(options.handshake_timeout)?;
         let lease = Lease::stream_handshake(addr, options, cq, connect_ep, &dog);
-        dog.finish(lease)
+        dog.finish(lease, EXECUTOR_LATE)
     }
 
     /// [`Lease::connect_stream`]'s handshake, every connection bounded by `dog`.
@@ -323,7 +323,6 @@ impl Lease {
         dog: &Watchdog,
     ) -> Result<Lease, Error> {
         let mut control = connect_within(addr, dog)?;
-        dog.watch_tcp(&control)?;
         control.set_nodelay(true).map_err(TransportError::Io)?;
         control
             .set_read_timeout(Some(options.handshake_timeout))
@@ -363,7 +362,6 @@ impl Lease {
         let mut eps: Vec<Box<dyn Endpoint>> = Vec::with_capacity(welcome.workers as usize);
         for _ in 0..welcome.workers {
             let mut stream = connect_within(&data.to_string(), dog)?;
-            dog.watch_tcp(&stream)?;
             send_json(&mut stream, &attach)?;
             // The handshake is bounded; afterwards the connection may stay quiet forever.
             let same = stream.try_clone().map_err(TransportError::Io)?;
@@ -1476,30 +1474,12 @@ impl LeaseOptions {
 /// The handshake error's words when the deadline passes.
 const EXECUTOR_LATE: &str = "the executor did not complete the handshake";
 
-/// Connects to `addr` (`host:port`, each address it names in turn) within what is left of
-/// `dog`'s deadline.
+/// Connects to `addr` within what is left of `dog`'s deadline, watched by it.
 pub(crate) fn connect_within(addr: &str, dog: &Watchdog) -> Result<TcpStream, Error> {
-    use std::net::ToSocketAddrs;
-    let failed = |source| Error::Connect {
+    dog.connect_tcp(addr).map_err(|source| Error::Connect {
         path: PathBuf::from(addr),
         source,
-    };
-    let mut last = std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        "the name resolves to no address",
-    );
-    for a in addr.to_socket_addrs().map_err(failed)? {
-        let left = dog.left();
-        if left.is_zero() {
-            last = std::io::ErrorKind::TimedOut.into();
-            break;
-        }
-        match TcpStream::connect_timeout(&a, left) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
-    }
-    Err(failed(last))
+    })
 }
 
 /// Allocation granule of the buffer arena (and the alignment of every buffer).

@@ -211,7 +211,6 @@ fn negotiate(
     dog: &Watchdog,
 ) -> Result<(TcpStream, LeaseReply), Error> {
     let mut control = connect_within(manager, dog)?;
-    dog.watch_tcp(&control)?;
     control
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(TransportError::Io)?;
@@ -235,6 +234,11 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
     if spec.fabric == Fabric::Verbs && !cfg!(feature = "verbs") {
         return Err(Error::Refused(
             "RDMA leases need rfaas built with the `verbs` feature".into(),
+        ));
+    }
+    if spec.negotiation_timeout.is_zero() {
+        return Err(Error::Handshake(
+            "LeaseSpec::negotiation_timeout is zero".into(),
         ));
     }
     // A geometry fully given is checked against the client's memory limit before the
@@ -262,16 +266,11 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
         slot_size: spec.slot_size,
         heartbeat_ms: Some(HEARTBEAT.as_millis() as u64),
     };
-    if spec.negotiation_timeout.is_zero() {
-        return Err(Error::Handshake(
-            "LeaseSpec::negotiation_timeout is zero".into(),
-        ));
-    }
     for attempt in 0..2 {
         // One deadline for the whole exchange: a manager that drips its answer is cut off.
-        let dog = Watchdog::start(spec.negotiation_timeout, "the manager did not answer")?;
+        let dog = Watchdog::start(spec.negotiation_timeout)?;
         let exchange = negotiate(manager, &request, secret.as_ref(), &library, &dog);
-        let (control, reply) = dog.finish(exchange)?;
+        let (control, reply) = dog.finish(exchange, "the manager did not answer")?;
         match reply {
             LeaseReply::Granted {
                 lease_id,

@@ -6,7 +6,7 @@ use crate::auth::{AuthError, Channel, Secret};
 use crate::transport::{TransportError, recv_json, send_json};
 use crate::watchdog::Watchdog;
 use crate::wire::{AuthService, NodeInfo, NodeStatus, RegistryRequest, RegistryResponse};
-use std::net::{TcpStream, ToSocketAddrs};
+
 use std::time::Duration;
 
 /// Why a registry request failed.
@@ -89,7 +89,7 @@ impl RegistryClient {
     /// One request: connect, (authenticate,) ask, read the answer, all within the timeout (a
     /// watchdog shuts the connection down when it passes, however the registry dribbles).
     fn request(&self, req: &RegistryRequest) -> Result<RegistryResponse, RegistryError> {
-        let dog = Watchdog::start(self.timeout, "the registry did not answer")?;
+        let dog = Watchdog::start(self.timeout)?;
         let answer = self.exchange(req, &dog);
         if dog.expired(answer.is_err()) {
             return Err(RegistryError::TimedOut(self.timeout));
@@ -106,18 +106,7 @@ impl RegistryClient {
             address: self.address.clone(),
             source,
         };
-        let addr = self
-            .address
-            .to_socket_addrs()
-            .map_err(connect_err)?
-            .next()
-            .ok_or_else(|| RegistryError::Connect {
-                address: self.address.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-            })?;
-        let mut s = TcpStream::connect_timeout(&addr, dog.left().max(Duration::from_millis(1)))
-            .map_err(connect_err)?;
-        dog.watch_tcp(&s)?;
+        let mut s = dog.connect_tcp(&self.address).map_err(connect_err)?;
         s.set_read_timeout(Some(self.timeout))
             .map_err(TransportError::Io)?;
         s.set_write_timeout(Some(self.timeout))

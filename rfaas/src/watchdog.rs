@@ -43,25 +43,25 @@ struct State {
     fired: bool,
 }
 
-/// Bounds a handshake by `timeout`: start it before the first blocking step, [`watch`] every
-/// socket the handshake uses, and pass the handshake's result through [`finish`].
+/// Bounds an exchange by `timeout`: start it before the first blocking step, open its TCP
+/// connections with [`connect_tcp`] (watch a Unix socket with [`watch_unix`]), and pass the
+/// result through [`finish`] (or ask [`expired`]).
 ///
-/// [`watch`]: Watchdog::watch_tcp
+/// [`connect_tcp`]: Watchdog::connect_tcp
+/// [`watch_unix`]: Watchdog::watch_unix
 /// [`finish`]: Watchdog::finish
+/// [`expired`]: Watchdog::expired
 pub(crate) struct Watchdog {
     shared: Arc<(Mutex<State>, Condvar)>,
     thread: Option<JoinHandle<()>>,
     deadline: Instant,
     timeout: Duration,
-    /// Who failed to finish in time, for the error ("the executor did not complete the
-    /// handshake").
-    late: &'static str,
 }
 
 impl Watchdog {
     /// Starts the clock. A `timeout` over [`LONGEST`] is cut to it (no handshake is meant to
     /// take longer, and a deadline must be representable).
-    pub(crate) fn start(timeout: Duration, late: &'static str) -> Result<Watchdog, TransportError> {
+    pub(crate) fn start(timeout: Duration) -> Result<Watchdog, TransportError> {
         let timeout = timeout.min(LONGEST);
         let deadline = Instant::now() + timeout;
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
@@ -95,7 +95,6 @@ impl Watchdog {
             thread: Some(thread),
             deadline,
             timeout,
-            late,
         })
     }
 
@@ -108,10 +107,29 @@ impl Watchdog {
         s.sockets.push(w);
     }
 
-    /// Watches a TCP connection of the handshake.
-    pub(crate) fn watch_tcp(&self, stream: &TcpStream) -> Result<(), TransportError> {
-        self.watch(Watched::Tcp(stream.try_clone()?));
-        Ok(())
+    /// Connects to `addr` (`host:port`, each address it names in turn) within what is left
+    /// of the deadline, and watches the connection. (The name lookup is not bounded.)
+    pub(crate) fn connect_tcp(&self, addr: &str) -> std::io::Result<TcpStream> {
+        use std::net::ToSocketAddrs;
+        let mut last = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the name resolves to no address",
+        );
+        for a in addr.to_socket_addrs()? {
+            let left = self.left();
+            if left.is_zero() {
+                last = std::io::ErrorKind::TimedOut.into();
+                break;
+            }
+            match TcpStream::connect_timeout(&a, left) {
+                Ok(s) => {
+                    self.watch(Watched::Tcp(s.try_clone()?));
+                    return Ok(s);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Watches the Unix-socket connection of the handshake.
@@ -126,11 +144,11 @@ impl Watchdog {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    /// Stops the watchdog and returns the handshake's `result`, unless the deadline passed
-    /// first: then the sockets are shut down and the result, whatever it was, is a timeout
-    /// (as is a failure that came at the deadline).
-    pub(crate) fn finish<T>(self, result: Result<T, Error>) -> Result<T, Error> {
-        let (late, timeout) = (self.late, self.timeout);
+    /// Stops the watchdog and returns the work's `result`, unless the deadline cut it short
+    /// ([`Watchdog::expired`]): then it is `Error::Handshake("{late} within {timeout}")`, with
+    /// `late` saying who was late ("the executor did not complete the handshake").
+    pub(crate) fn finish<T>(self, result: Result<T, Error>, late: &str) -> Result<T, Error> {
+        let timeout = self.timeout;
         if self.expired(result.is_err()) {
             return Err(Error::Handshake(format!("{late} within {timeout:?}")));
         }

@@ -834,14 +834,31 @@ fn connecting_to_a_full_backlog_is_cut_off_by_the_handshake_deadline() {
     drop(listener);
 }
 
+/// A TCP server (its address) that reads one request frame (length-prefixed, whatever it
+/// holds) and [`drip`]s `answer` back; the thread says whether the client hung up meanwhile.
+fn answer_by_drips(answer: Vec<u8>) -> (String, std::thread::JoinHandle<bool>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let rogue = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).expect("request length");
+        let mut request = vec![0u8; u32::from_le_bytes(len) as usize];
+        s.read_exact(&mut request).expect("request");
+        drip(s, &answer)
+    });
+    (address, rogue)
+}
+
 /// A manager that drips its answer a byte at a time (each read answered well within the
 /// per-read timeout) is given up on at the negotiation's deadline, and its connection closed.
 /// Before, `lease_from` waited as long as the manager kept dripping.
 #[test]
 fn a_manager_dripping_its_answer_is_cut_off_at_the_negotiation_deadline() {
     use rfaas::managed::{LeaseSpec, lease_from};
-    use rfaas::transport::{recv_json, send_json};
-    use rfaas::wire::{Fabric, LeaseReply, LeaseRequest};
+    use rfaas::transport::send_json;
+    use rfaas::wire::{Fabric, LeaseReply};
     let package = made_up_package("rogue-manager-drip");
     let mut grant = Vec::new();
     send_json(
@@ -854,13 +871,7 @@ fn a_manager_dripping_its_answer_is_cut_off_at_the_negotiation_deadline() {
         },
     )
     .expect("frame");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind manager");
-    let manager = listener.local_addr().expect("address").to_string();
-    let rogue = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        let _request: LeaseRequest = recv_json(&mut s).expect("request");
-        drip(s, &grant)
-    });
+    let (manager, rogue) = answer_by_drips(grant);
     let mut spec = LeaseSpec::default();
     spec.negotiation_timeout = Duration::from_millis(500);
     match lease_from(&manager, &package, &spec) {
@@ -881,17 +892,11 @@ fn a_manager_dripping_its_answer_is_cut_off_at_the_negotiation_deadline() {
 #[test]
 fn a_registry_dripping_its_answer_is_cut_off_at_the_request_timeout() {
     use rfaas::registry::{RegistryClient, RegistryError};
-    use rfaas::transport::{recv_json, send_json};
-    use rfaas::wire::{RegistryRequest, RegistryResponse};
+    use rfaas::transport::send_json;
+    use rfaas::wire::RegistryResponse;
     let mut answer = Vec::new();
     send_json(&mut answer, &RegistryResponse::Error("x".repeat(200))).expect("frame");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind registry");
-    let registry = listener.local_addr().expect("address").to_string();
-    let rogue = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        let _request: RegistryRequest = recv_json(&mut s).expect("request");
-        drip(s, &answer)
-    });
+    let (registry, rogue) = answer_by_drips(answer);
     let client = RegistryClient::new(registry).with_timeout(Duration::from_millis(500));
     match client.list() {
         Err(RegistryError::TimedOut(t)) => assert_eq!(t, Duration::from_millis(500)),
