@@ -915,7 +915,9 @@ fn send_placed<E: Endpoint>(
 ) -> Result<Option<Status>, TransportError> {
     let ranges = list.ranges();
     let end = |r: &PlacedOutput| r.at.get() as usize + r.len.get() as usize;
-    if ranges.last().is_some_and(|r| end(r) > len) {
+    // `split` keeps the ranges in order, so the last is the one to check; all are checked
+    // anyway, as cheap as it is, so that nothing here rests on the order.
+    if ranges.iter().any(|r| end(r) > len) {
         send(
             ep,
             true,

@@ -1420,7 +1420,7 @@ pub struct LeaseOptions {
     /// allocates anything. Default 1 GiB.
     pub max_slot_memory: usize,
     /// Bound on the whole handshake: connecting, the executor's welcome and verdict, and every
-    /// worker's connection (not the name lookup of a TCP address given as a host name). An
+    /// worker's connection, and the name lookup of a TCP address given as a host name. An
     /// executor that has not completed it by then is refused (its connections are closed).
     /// Default 10 s; at most 30 days (longer is cut to that); zero is refused.
     pub handshake_timeout: Duration,

@@ -64,7 +64,7 @@ fn auth_error(e: AuthError) -> RegistryError {
 
 impl RegistryClient {
     /// A client of the registry at `address` (`host:port`), with a 5 s timeout per request
-    /// (from connecting to the answer; the name lookup of a host name excepted).
+    /// (from looking up the name and connecting to the answer).
     pub fn new(address: impl Into<String>) -> Self {
         RegistryClient {
             address: address.into(),

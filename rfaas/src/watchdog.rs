@@ -10,8 +10,10 @@
 
 use crate::lease::Error;
 use crate::transport::TransportError;
-use std::net::{Shutdown, TcpStream};
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -108,17 +110,14 @@ impl Watchdog {
     }
 
     /// Connects to `addr` (`host:port`, each address it names in turn) within what is left
-    /// of the deadline, and watches the connection. (The name lookup is not bounded.)
-    pub(crate) fn connect_tcp(&self, addr: &str) -> std::io::Result<TcpStream> {
-        use std::net::ToSocketAddrs;
-        let mut last = std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "the name resolves to no address",
-        );
-        for a in addr.to_socket_addrs()? {
+    /// of the deadline, and watches the connection. A host name is looked up within that time
+    /// too ([`resolve_within`]).
+    pub(crate) fn connect_tcp(&self, addr: &str) -> io::Result<TcpStream> {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolves to no address");
+        for a in resolve_within(addr, self.left())? {
             let left = self.left();
             if left.is_zero() {
-                last = std::io::ErrorKind::TimedOut.into();
+                last = io::ErrorKind::TimedOut.into();
                 break;
             }
             match TcpStream::connect_timeout(&a, left) {
@@ -181,8 +180,56 @@ impl Watchdog {
     }
 }
 
+/// The addresses `addr` (`host:port`) names, looked up within `left`.
+///
+/// A literal address (`10.0.0.7:7000`, `[::1]:7000`) needs no lookup. A host name is looked up
+/// by the system resolver (`getaddrinfo`), which cannot be interrupted and on a cluster with a
+/// broken name server may block for many seconds: it runs on a thread of its own, and past
+/// `left` the caller gets [`io::ErrorKind::TimedOut`] while the thread finishes the lookup
+/// alone and exits.
+pub(crate) fn resolve_within(addr: &str, left: Duration) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(literal) = addr.parse::<SocketAddr>() {
+        return Ok(vec![literal]);
+    }
+    resolve_with(addr, left, |name| Ok(name.to_socket_addrs()?.collect()))
+}
+
+/// [`resolve_within`] with the lookup itself given (tests stand in a slow resolver).
+fn resolve_with<F>(addr: &str, left: Duration, lookup: F) -> io::Result<Vec<SocketAddr>>
+where
+    F: FnOnce(&str) -> io::Result<Vec<SocketAddr>> + Send + 'static,
+{
+    if left.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no time left to look up {addr}"),
+        ));
+    }
+    // Capacity 1: the thread's one send never blocks, even after we stopped waiting.
+    let (tx, rx) = mpsc::sync_channel(1);
+    let name = addr.to_owned();
+    std::thread::Builder::new()
+        .name("rfaas-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(lookup(&name));
+        })?;
+    match rx.recv_timeout(left) {
+        Ok(found) => found,
+        Err(RecvTimeoutError::Timeout) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("looking up {addr} took longer than the {left:?} left"),
+        )),
+        Err(RecvTimeoutError::Disconnected) => Err(io::Error::other(format!(
+            "the lookup of {addr} ended without an answer"
+        ))),
+    }
+}
+
 impl Drop for Watchdog {
     fn drop(&mut self) {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests;

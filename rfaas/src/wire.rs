@@ -282,16 +282,19 @@ impl PlacedOutputs {
             .checked_sub(bytes)
             .ok_or("input shorter than its placement list")?;
         let (args, ranges) = rest.split_at(at);
-        let ranges = <[PlacedOutput]>::ref_from_bytes(ranges).map_err(|_| "malformed list")?;
         let mut list = PlacedOutputs::default();
         let mut next = 0u64;
-        for r in ranges {
-            let (at, len) = (u64::from(r.at.get()), u64::from(r.len.get()));
-            if len == 0 || at < next {
+        for bytes in ranges.chunks_exact(size_of::<PlacedOutput>()) {
+            // Copied out once and checked and kept from the copy: over RDMA the client can
+            // rewrite its list while we read it, and a check of one read with a use of another
+            // would let it through unchecked.
+            let r = PlacedOutput::read_from_bytes(bytes).map_err(|_| "malformed list")?;
+            let (at, len, dest) = (r.at.get(), r.len.get(), r.dest.get());
+            if len == 0 || u64::from(at) < next {
                 return Err("placed outputs empty, overlapping or out of order");
             }
-            next = at + len;
-            list.push(r.at.get(), r.len.get(), r.dest.get());
+            next = u64::from(at) + u64::from(len);
+            list.push(at, len, dest);
         }
         Ok((args, list))
     }
