@@ -986,6 +986,11 @@ impl Inner {
     }
 
     fn progress_loop(&self) {
+        // When parked futures with deadlines (and those waiting for a slot) last looked again,
+        // and their wakers, taken under the lock and woken outside it (a waker may poll its
+        // future at once, which takes the lock).
+        let mut last_look = Instant::now();
+        let mut timed = Vec::new();
         loop {
             {
                 let mut st = self.lock();
@@ -1003,14 +1008,23 @@ impl Inner {
                 tracing::warn!(error = %e, "lease progress thread");
                 std::thread::sleep(LIVENESS_TICK);
             }
-            // Let parked futures with deadlines (and those waiting for a slot) look again.
+            // Once a tick (not at every completion this thread takes): let parked futures
+            // with deadlines, and those waiting for a slot, look again.
+            if last_look.elapsed() < LIVENESS_TICK {
+                continue;
+            }
+            last_look = Instant::now();
             {
                 let st = self.lock();
-                for (w, timed) in st.wakers.iter().zip(&st.timed) {
-                    if let (Some(w), true) = (w, *timed) {
-                        w.wake_by_ref();
-                    }
-                }
+                timed.extend(
+                    st.wakers
+                        .iter()
+                        .zip(&st.timed)
+                        .filter_map(|(w, timed)| w.as_ref().filter(|_| *timed).cloned()),
+                );
+            }
+            for w in timed.drain(..) {
+                w.wake();
             }
             self.wake_slot_waiters();
         }
@@ -1184,7 +1198,18 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                 && c.endpoint == inner.places[id as usize].0
                 && c.len <= self.cap
             {
-                let result = self.decode(id, raw, c.len);
+                // The answer is off the queue and the slot still in flight: if decoding
+                // panics, free the slot on the way out (dropping us would mark it abandoned, to
+                // wait for an answer already taken: a slot lost for good).
+                let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.decode(id, raw, c.len)
+                })) {
+                    Ok(result) => result,
+                    Err(panic) => {
+                        self.finish(id);
+                        std::panic::resume_unwind(panic);
+                    }
+                };
                 self.finish(id);
                 return Some(result);
             }
@@ -1378,6 +1403,12 @@ impl<C: RemoteCall + Unpin> Future for Invocation<'_, C> {
             // Whoever answers or fails the slot changes its state before taking the lock to
             // wake us: either it finds our waker, or we see the change here.
             if inner.slot.get(id) != Slot::InFlight {
+                // Answered (or failed) meanwhile: take it now. (Through `try_complete` we
+                // would only look once the dispatcher has counted it, a moment later.)
+                if let Some(r) = this.take_result() {
+                    this.set_parked(false);
+                    return Poll::Ready(r);
+                }
                 cx.waker().wake_by_ref();
             }
         }

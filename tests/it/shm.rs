@@ -577,3 +577,67 @@ fn memory_of_an_abandoned_in_place_call_is_held_until_its_answer() {
         "the memory came back after the worker died"
     );
 }
+
+/// A call whose result decoding panics (a hand-written `RemoteCall` may): the rest passes
+/// through to the generated call.
+struct PanicsOnDecode<C>(C);
+
+impl<C: rfaas::RemoteCall> rfaas::RemoteCall for PanicsOnDecode<C> {
+    type Output = C::Output;
+    const NAME: &'static str = C::NAME;
+    const FINGERPRINT: u64 = C::FINGERPRINT;
+
+    fn layout(&self, placement: &rfaas::Placement) -> Result<rfaas::Encoded, rfaas::EncodeError> {
+        self.0.layout(placement)
+    }
+
+    fn encode(
+        &self,
+        buf: &mut [u8],
+        placement: &rfaas::Placement,
+    ) -> Result<rfaas::Encoded, rfaas::EncodeError> {
+        self.0.encode(buf, placement)
+    }
+
+    fn decode(
+        self,
+        _: rfaas::Status,
+        _: &[u8],
+        _: &rfaas::Placement,
+    ) -> Result<Self::Output, CallError> {
+        panic!("decoding panicked on purpose");
+    }
+}
+
+/// A call whose decoding panics passes the panic to its caller and gives its slot back: on a
+/// lease of one slot, the next call is served.
+#[test]
+fn a_panicking_decode_gives_its_slot_back() {
+    let exec = Executor::start(
+        "decode-panic",
+        &["--cores", "1", "--slots", "1", "--hot-timeout-us", "-1"],
+    );
+    let lease = Lease::connect(&exec.socket).expect("lease");
+    for round in 0..3 {
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lease
+                .invoke(PanicsOnDecode(fx::noop::call()))
+                .timeout(T)
+                .wait()
+        }))
+        .expect_err("the decode's panic was lost");
+        assert_eq!(
+            panicked.downcast_ref::<&str>(),
+            Some(&"decoding panicked on purpose")
+        );
+        // With its one slot lost, this call would wait for a free slot until its timeout.
+        assert_eq!(
+            lease
+                .invoke(fx::fault::call(0, round))
+                .timeout(T)
+                .wait()
+                .unwrap_or_else(|e| panic!("round {round}: the slot was not given back: {e}")),
+            round
+        );
+    }
+}

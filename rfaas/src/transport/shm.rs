@@ -205,7 +205,8 @@ impl Doorbell {
 }
 
 /// Collects completions from any number of endpoints (like a verbs CQ with a completion
-/// channel). Poll from one thread at a time; a concurrent poll returns nothing.
+/// channel). Any number of threads may poll and wait: a poll that finds another one polling
+/// returns nothing, but a wait never sleeps past a completion on that account.
 pub struct CompletionQueue {
     doorbell_fd: OwnedFd,
     doorbell: Doorbell,
@@ -279,21 +280,39 @@ impl CompletionQueue {
                 {
                     return Ok(None);
                 }
-                // From this ring on, under the flag: another poller may have emptied it since,
-                // and then no other ready ring is passed over.
-                let r = (0..n)
-                    .map(|k| if i + k >= n { i + k - n } else { i + k })
-                    .find_map(|j| {
-                        let ring = self.rings[j].get()?;
-                        self.take(ring, j).transpose()
-                    })
-                    .transpose();
+                let r = self.take_from(i, n);
                 self.busy.store(false, Ordering::Release);
                 return r;
             }
             i += 1;
         }
         Ok(None)
+    }
+
+    /// [`CompletionQueue::poll`], but waiting for the poll flag rather than giving up when
+    /// another poller holds it. The last look before sleeping must be this one: a holder that
+    /// takes only its own completion wakes nobody, so a completion it passed over while we
+    /// gave up would wait for the next tick.
+    fn poll_waiting(&self) -> Result<Option<Completion>, TransportError> {
+        let n = self.count.load(Ordering::Acquire);
+        self.lock_busy();
+        let r = self.take_from(self.next.load(Ordering::Relaxed), n);
+        self.busy.store(false, Ordering::Release);
+        r
+    }
+
+    /// Under the poll flag: the first completion of the `n` rings from ring `i` on (another
+    /// poller may have emptied the one that looked ready, and then no other ready ring is
+    /// passed over).
+    fn take_from(&self, i: usize, n: usize) -> Result<Option<Completion>, TransportError> {
+        let i = if i >= n { 0 } else { i };
+        (0..n)
+            .map(|k| if i + k >= n { i + k - n } else { i + k })
+            .find_map(|j| {
+                let ring = self.rings[j].get()?;
+                self.take(ring, j).transpose()
+            })
+            .transpose()
     }
 
     /// Under the poll flag: consumes the next entry of `ring` (endpoint `i`), if it is still
@@ -365,6 +384,17 @@ impl CompletionQueue {
         epoch: u64,
         timeout: Duration,
     ) -> Result<Option<Completion>, TransportError> {
+        self.wait_ticking(epoch, timeout, LIVENESS_TICK)
+    }
+
+    /// [`CompletionQueue::wait_since`], sleeping at most `tick` at a time (to notice a peer's
+    /// hang-up, which rings nothing).
+    fn wait_ticking(
+        &self,
+        epoch: u64,
+        timeout: Duration,
+        tick: Duration,
+    ) -> Result<Option<Completion>, TransportError> {
         // The doorbell word is 32 bits: the epoch is its value.
         let seq = epoch as u32;
         let deadline = Instant::now() + timeout;
@@ -386,12 +416,12 @@ impl CompletionQueue {
             }
             bell.sleepers().fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            let got = self.poll();
+            let got = self.poll_waiting();
             if !matches!(got, Ok(None)) {
                 bell.sleepers().fetch_sub(1, Ordering::SeqCst);
                 return got;
             }
-            sys::futex_wait(bell.seq(), seq, (deadline - now).min(LIVENESS_TICK));
+            sys::futex_wait(bell.seq(), seq, (deadline - now).min(tick));
             bell.sleepers().fetch_sub(1, Ordering::SeqCst);
             if bell.seq().load(Ordering::SeqCst) != seq {
                 // Rung: a completion arrived, or `interrupt` asked waiters to look around.
@@ -887,6 +917,45 @@ mod tests {
         let epa = ShmEndpoint::connect(&sa, Side::Active, vec![ra], &cqa).expect("active");
         let (epb, cqb, sb) = passive.join().expect("passive thread");
         ((epa, cqa, sa), (epb, cqb, rb, sb))
+    }
+
+    /// A thread about to sleep on the queue while another holds the poll flag (taking its own
+    /// completion, say) still sees a completion that is already there, instead of sleeping on
+    /// a doorbell nobody will ring. The waiter here sleeps up to an hour at a time, so only
+    /// its last look before sleeping can find the completion.
+    #[test]
+    fn a_waiter_does_not_sleep_past_a_completion_while_another_thread_polls() {
+        const BOUND: Duration = Duration::from_secs(20);
+        const HOUR: Duration = Duration::from_secs(3600);
+        let ((a, _cqa, _sa), (_b, cqb, _region, _sb)) = pair();
+        // Another poller holds the flag.
+        cqb.lock_busy();
+        // The completion arrives while nobody sleeps: the doorbell is not rung.
+        a.write_inline(b"x", 2, 0, 11).expect("write_inline");
+        let epoch = cqb.epoch();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let cq = cqb.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(cq.wait_ticking(epoch, HOUR, HOUR));
+            })
+        };
+        // The waiter is past its first look (which found the flag taken) and counts itself
+        // among the sleepers; give it time to fall asleep if it would.
+        let start = Instant::now();
+        while cqb.doorbell.sleepers().load(Ordering::SeqCst) == 0 {
+            assert!(start.elapsed() < BOUND, "the waiter never got to sleep");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        // The other poller lets go without having taken anything.
+        cqb.busy.store(false, Ordering::Release);
+        let got = rx
+            .recv_timeout(BOUND)
+            .expect("the waiter slept past a completion that was already there");
+        let c = got.expect("wait").expect("a completion");
+        assert_eq!((c.imm, c.len), (11, 1));
+        waiter.join().expect("waiter");
     }
 
     #[test]
