@@ -369,6 +369,16 @@ impl Daemon {
         Daemon::spawn(cmd, kind, false)
     }
 
+    /// As [`Daemon::start_env`], with the daemon's stderr (its logs, and a manager's
+    /// executors' stdout) discarded.
+    pub fn start_quiet(kind: &str, config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(executor_binary());
+        cmd.arg(kind).arg("--config").arg(config);
+        cmd.envs(env.iter().copied());
+        cmd.stderr(std::process::Stdio::null());
+        Daemon::spawn(cmd, kind, false)
+    }
+
     /// As [`Daemon::start`], but as the only child of `launcher` (which runs its arguments as
     /// a command line and must stay the daemon's parent).
     pub fn start_under(launcher: &Path, kind: &str, config: &Path) -> Daemon {

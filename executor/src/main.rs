@@ -89,10 +89,11 @@ enum Command {
         once: bool,
     },
     /// The executor process of one lease, as the manager spawns it: serves exactly one
-    /// client session within a memory limit, then prints its accounting (`stats {json}`) as
-    /// the last line of stdout and exits.
+    /// client session within a memory limit, then reports its accounting (`stats {json}`) as
+    /// its last line and exits.
     ///
-    /// Prints `ready <socket or address>` once listening.
+    /// Reports `ready <socket or address>` once listening. Reports go to stdout, or to the
+    /// descriptor `--report-fd` names.
     Worker {
         #[command(flatten)]
         serve: Serve,
@@ -110,6 +111,11 @@ enum Command {
         /// process dies before printing its final accounting.
         #[arg(long)]
         stats_file: Option<PathBuf>,
+        /// Write the `ready` and `stats` lines to this inherited descriptor (a pipe from the
+        /// manager) instead of stdout, which is left to the functions' own output. It is
+        /// closed on exec: processes the functions start do not inherit it.
+        #[arg(long)]
+        report_fd: Option<i32>,
     },
 }
 
@@ -224,7 +230,11 @@ fn main() -> Result<()> {
             lease,
             memory_mib,
             stats_file,
+            report_fd,
         } => {
+            if let Some(fd) = report_fd {
+                report_to(fd)?;
+            }
             if let Some(mib) = memory_mib {
                 limit_memory(mib)?;
             }
@@ -392,12 +402,45 @@ fn log_session(
     }
 }
 
-/// With `--once`, the session's accounting as the last line of stdout (read by the manager).
+/// Where `ready` and `stats` lines go: `--report-fd`'s descriptor, or stdout.
+static REPORT: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+/// Sends reports to the inherited descriptor `fd`, closed on exec from now on.
+fn report_to(fd: i32) -> Result<()> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only reads the descriptor's flags, valid or not.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if fd < 3 || flags < 0 {
+        anyhow::bail!("--report-fd {fd} is not an open descriptor of ours (3 or above)");
+    }
+    // SAFETY: as above; F_SETFD only sets the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("--report-fd");
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to this process for its
+    // reports alone: nothing else here knows its number, so the `File` is its only owner.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = REPORT.set(file);
+    Ok(())
+}
+
+/// Writes one report line (`ready ...`, `stats ...`). The reader may be gone (a manager that
+/// already gave up on us): not an error.
+fn report(line: &str) {
+    let line = format!("{line}\n");
+    let _ = match REPORT.get() {
+        Some(mut f) => f.write_all(line.as_bytes()),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(line.as_bytes()).and_then(|()| out.flush())
+        }
+    };
+}
+
+/// With `--once`, the session's accounting as the last report line (read by the manager).
 fn print_stats(stats: Option<executor::worker::WorkerStats>) {
     let s = stats.unwrap_or_default();
-    // The reader may be gone (a manager that already gave up on us): not an error.
-    let _ = writeln!(
-        std::io::stdout(),
+    report(&format!(
         "stats {}",
         serde_json::json!({
             "invocations": s.invocations,
@@ -406,7 +449,7 @@ fn print_stats(stats: Option<executor::worker::WorkerStats>) {
             "exec_us": s.exec.as_micros() as u64,
             "warm_sleeps": s.warm_sleeps,
         })
-    );
+    ));
 }
 
 fn run_tcp(
@@ -435,7 +478,7 @@ fn run_tcp(
     let listener = TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, address = %local, ?fabric, "executor ready (tcp)");
-    println!("ready {local}");
+    report(&format!("ready {local}"));
     serve_sessions(listener.incoming(), once, |stream| {
         #[cfg(feature = "verbs")]
         if let Some((ctx, config)) = &verbs {
@@ -453,7 +496,7 @@ fn run(lib: Arc<FunctionLibrary>, socket: &Path, cfg: WorkerConfig, once: bool) 
     let listener =
         UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
     tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, socket = %socket.display(), "executor ready");
-    println!("ready {}", socket.display());
+    report(&format!("ready {}", socket.display()));
     serve_sessions(listener.incoming(), once, |stream| {
         serve_session(&lib, stream, &cfg)
     })?;

@@ -15,8 +15,9 @@ use rfaas::registry::RegistryClient;
 use rfaas::transport::send_json;
 use rfaas::wire::{AuthService, Fabric, LeaseReply, LeaseRequest, NodeInfo};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -65,6 +66,9 @@ pub struct ManagerConfig {
     pub max_slot_size: u32,
     /// Most invocations in flight per lease (cores × slots per worker). Default 1024.
     pub max_outstanding_per_lease: u32,
+    /// How long a lease's executor may take to start (load the library, run its
+    /// constructors, listen) before it is killed and the lease refused, ms. Default 30000.
+    pub executor_start_timeout_ms: u64,
 }
 
 /// Slots per worker of a lease that does not say (capped by the limits).
@@ -93,6 +97,7 @@ impl Default for ManagerConfig {
             max_slots_per_worker: 64,
             max_slot_size: 16 << 20,
             max_outstanding_per_lease: 1024,
+            executor_start_timeout_ms: 30_000,
         }
     }
 }
@@ -103,9 +108,9 @@ impl ManagerConfig {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let cfg: ManagerConfig =
             toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-        if cfg.cores == 0 || cfg.heartbeat_ms == 0 {
+        if cfg.cores == 0 || cfg.heartbeat_ms == 0 || cfg.executor_start_timeout_ms == 0 {
             return Err(format!(
-                "{}: cores and heartbeat_ms must be positive",
+                "{}: cores, heartbeat_ms and executor_start_timeout_ms must be positive",
                 path.display()
             ));
         }
@@ -433,6 +438,9 @@ struct Held<'m> {
     cores: u32,
     memory_mib: u64,
     child: Option<Child>,
+    /// Files of the lease's executor (its socket, its stats file and that file's aside copy),
+    /// removed with the lease however it ends.
+    files: Vec<PathBuf>,
 }
 
 impl Drop for Held<'_> {
@@ -440,6 +448,9 @@ impl Drop for Held<'_> {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
         }
         let mut cap = self.mgr.capacity.lock().unwrap_or_else(|e| e.into_inner());
         cap.free_cores += self.cores;
@@ -580,6 +591,7 @@ impl Manager {
                 cores: req.cores,
                 memory_mib: req.memory_mib,
                 child: None,
+                files: Vec::new(),
             }
         };
         let lease_id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -625,6 +637,23 @@ impl Manager {
         // accounting (a crash, a kill after the grace period).
         let stats_file = socket.with_extension("stats");
         cmd.arg("--stats-file").arg(&stats_file);
+        // The executor writes its counts aside first (`--stats-file`): an executor that ended
+        // between that write and the rename leaves the aside file.
+        held.files = vec![
+            socket.clone(),
+            stats_file.clone(),
+            crate::aside_path(&stats_file),
+        ];
+        // The executor reports `ready` and its closing `stats` on a pipe of their own; its
+        // stdout, where functions print, goes to our stderr, never into a pipe we would have
+        // to drain.
+        let (report, report_w) = report_pipe().map_err(|e| format!("a report pipe: {e}"))?;
+        let report_w_fd = report_w.as_raw_fd();
+        cmd.arg(format!("--report-fd={REPORT_FD}"));
+        let stdout = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("the executor's stdout: {e}"))?;
         // Shared memory only works on this host: `auto` picks it for local clients.
         let local = ctl.stream.peer_addr().map(|p| p.ip()).ok()
             == ctl.stream.local_addr().map(|l| l.ip()).ok()
@@ -653,27 +682,51 @@ impl Manager {
             }
         };
         // SAFETY: the closure runs in the forked child before exec and only calls `prctl`,
-        // which is async-signal-safe; it allocates nothing and touches no locks.
+        // `dup2` and `fcntl`, which are async-signal-safe; it allocates nothing and touches no
+        // locks. `report_w_fd` stays open in the parent until after the spawn.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 // The executor dies with the thread that holds its lease (and so with the
                 // manager): clients then see the session end instead of an orphan serving on.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // The report pipe's write end, at the number we told the executor, without the
+                // close-on-exec flag (every other descriptor of ours has it).
+                let r = if report_w_fd == REPORT_FD {
+                    libc::fcntl(REPORT_FD, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(report_w_fd, REPORT_FD)
+                };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
+        let spawned = cmd
+            .stdout(Stdio::from(stdout))
             .stdin(Stdio::null())
             .spawn()
-            .map_err(|e| format!("starting an executor: {e}"))?;
-        let mut out = BufReader::new(child.stdout.take().ok_or("executor stdout")?);
-        held.child = Some(child);
-        let mut line = String::new();
-        out.read_line(&mut line)
-            .map_err(|e| format!("executor start-up: {e}"))?;
+            .map_err(|e| format!("starting an executor: {e}"));
+        // Our copy of the write end: once the executor has exited, the pipe ends.
+        drop(report_w);
+        held.child = Some(spawned?);
+        let mut reported = Vec::new();
+        let start_timeout = Duration::from_millis(self.cfg.executor_start_timeout_ms);
+        read_report(
+            report.as_fd(),
+            &mut reported,
+            Instant::now() + start_timeout,
+            |r| r.contains(&b'\n'),
+        )
+        .map_err(|e| format!("executor did not start within {start_timeout:?}: {e}"))?;
+        let line = reported
+            .split(|b| *b == b'\n')
+            .next()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default()
+            .into_owned();
         let endpoint = line
             .trim()
             .strip_prefix("ready ")
@@ -709,23 +762,18 @@ impl Manager {
         }
         // The client's lease should be gone too; give the executor a moment to report.
         let mut stats = read_stats(
-            &mut out,
+            report.as_fd(),
+            reported,
             held.child.as_mut().expect("spawned"),
             Duration::from_secs(1),
         );
-        drop(held);
         if stats.is_null() {
             // No closing line: the last counts the executor published (times are not kept).
-            stats = std::fs::read(&stats_file)
+            stats = read_small_file(&stats_file, 4096)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or(serde_json::Value::Null);
         }
-        let _ = std::fs::remove_file(&socket);
-        let _ = std::fs::remove_file(&stats_file);
-        // The executor writes its counts aside first (`--stats-file`): an executor that ended
-        // between that write and the rename leaves the aside file.
-        let _ = std::fs::remove_file(crate::aside_path(&stats_file));
         let entry = LedgerEntry {
             lease_id,
             node_id: self.cfg.node_id.clone(),
@@ -740,7 +788,10 @@ impl Manager {
             invocations: stats["invocations"].as_u64().unwrap_or(0),
             executor_exit: exit,
         };
-        self.append(&entry).map_err(|e| format!("ledger: {e}"))?;
+        // Recorded before the capacity is given back (when `held` goes).
+        let appended = self.append(&entry).map_err(|e| format!("ledger: {e}"));
+        drop(held);
+        appended?;
         tracing::info!(lease_id, invocations = entry.invocations, "lease reclaimed");
         Ok(())
     }
@@ -810,7 +861,8 @@ fn watch_lease(
 }
 
 fn read_stats(
-    out: &mut BufReader<std::process::ChildStdout>,
+    report: BorrowedFd<'_>,
+    mut reported: Vec<u8>,
     child: &mut Child,
     timeout: Duration,
 ) -> serde_json::Value {
@@ -826,13 +878,106 @@ fn read_stats(
             }
         }
     }
-    let mut rest = String::new();
-    let _ = out.read_to_string(&mut rest);
-    rest.lines()
+    // The executor is gone: the pipe ends at once, unless a process it started holds the
+    // write end (it closes it on exec, not on fork); then what came within a moment.
+    let _ = read_report(
+        report,
+        &mut reported,
+        Instant::now() + Duration::from_millis(200),
+        |_| false,
+    );
+    String::from_utf8_lossy(&reported)
+        .lines()
         .filter_map(|l| l.strip_prefix("stats "))
         .next_back()
         .and_then(|j| serde_json::from_str(j).ok())
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// The descriptor number an executor finds its report pipe at (`--report-fd`).
+const REPORT_FD: RawFd = 3;
+/// Most bytes an executor may report (a `ready` line, a `stats` line).
+const REPORT_CAP: usize = 64 * 1024;
+
+/// A pipe for an executor's reports: `(read end, write end)`, both closed on exec.
+fn report_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded: both are new descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Appends what the executor reports on `fd` to `buf` until `enough(buf)`, the end of the
+/// pipe, or `deadline` (an error, as is more than [`REPORT_CAP`] bytes).
+fn read_report(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    enough: impl Fn(&[u8]) -> bool,
+) -> Result<(), String> {
+    let mut chunk = [0u8; 4096];
+    while !enough(buf) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("nothing more before the deadline".into());
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.to_string());
+        }
+        if r == 0 {
+            continue;
+        }
+        // SAFETY: reads at most `chunk.len()` bytes into `chunk`; poll said the pipe is
+        // readable (data or its end), so this does not block.
+        let n = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+        match n {
+            0 => return Ok(()),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e.to_string());
+                }
+            }
+            n => {
+                buf.extend_from_slice(&chunk[..n as usize]);
+                if buf.len() > REPORT_CAP {
+                    return Err(format!("more than {REPORT_CAP} bytes of report"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a file we expect to be small and ours, without following a link, without blocking
+/// on a FIFO someone planted, and at most `cap` bytes.
+fn read_small_file(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    f.take(cap).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -66,6 +66,34 @@ impl Node {
         node
     }
 
+    /// A node whose manager has `extra` configuration and environment `env`, its stderr
+    /// (where its executors' stdout goes) discarded.
+    fn start_quiet(name: &str, extra: &str, env: &[(&str, &str)]) -> Node {
+        let dir = scratch_dir(name);
+        let registry = Daemon::start("registry", &registry_config(&dir, "127.0.0.1:0", 2000));
+        let config = manager_config(
+            &dir,
+            CORES,
+            MEMORY_MIB,
+            &format!(
+                "registry = \"{}\"\nheartbeat_ms = 50\n{extra}",
+                registry.address
+            ),
+        );
+        let node = Node {
+            manager: Daemon::start_quiet("manager", &config, env),
+            dir,
+            registry,
+            reaped: false,
+        };
+        node.wait_free(
+            "the node registers with all its capacity",
+            CORES,
+            MEMORY_MIB,
+        );
+        node
+    }
+
     fn manager(dir: &Path, registry: &str, reaped: bool) -> Daemon {
         let config = manager_config(
             dir,
@@ -181,13 +209,16 @@ fn executor_of(node: &Node, id: u64) -> (u32, u64) {
 
 /// Functions of the crash fixture, a C library whose functions take one `u64` and return one:
 /// `crash_abort` calls `abort()`, `crash_segv` writes to address 8, `echo` returns its
-/// argument, `nap` sleeps that many milliseconds and returns it.
+/// argument, `nap` sleeps that many milliseconds and returns it, `chatter` writes that many
+/// bytes to stdout and returns how many it wrote. With `RFAAS_TEST_HANG_ON_LOAD` set, loading
+/// the library never ends (its constructor waits forever).
 const C_SOURCE: &str = r#"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 typedef uint32_t (*tramp)(const uint8_t*, size_t, uint8_t*, size_t, size_t*);
 struct entry { const char* name; size_t name_len; const char* sig; size_t sig_len; uint64_t fp; tramp t; };
 struct manifest { uint64_t magic; uint32_t abi; uint32_t count; const struct entry* entries; };
@@ -211,17 +242,33 @@ static uint32_t nap(const uint8_t* i, size_t il, uint8_t* o, size_t oc, size_t* 
     while (nanosleep(&t, &t) != 0) {}
     return answer(ms, o, oc, ol);
 }
+static uint32_t chatter(const uint8_t* i, size_t il, uint8_t* o, size_t oc, size_t* ol) {
+    uint64_t n = arg(i, il), done = 0;
+    static const char line[64] = "chatter chatter chatter chatter chatter chatter chatter chatter";
+    while (done < n) {
+        size_t k = n - done < sizeof line ? (size_t)(n - done) : sizeof line;
+        ssize_t w = write(1, line, k);
+        if (w <= 0) return answer(done, o, oc, ol);
+        done += (uint64_t)w;
+    }
+    return answer(done, o, oc, ol);
+}
+/* A library whose loading never ends, when the manager's environment asks for it. */
+__attribute__((constructor)) static void maybe_hang(void) {
+    if (getenv("RFAAS_TEST_HANG_ON_LOAD")) for (;;) pause();
+}
 static const struct entry E[] = {
     { "crash_abort", 11, "fn crash_abort(x: u64) -> u64", 29, 0x5eed0000, crash_abort },
     { "crash_segv", 10, "fn crash_segv(x: u64) -> u64", 28, 0x5eed0001, crash_segv },
     { "echo", 4, "fn echo(x: u64) -> u64", 22, 0x5eed0002, echo },
     { "nap", 3, "fn nap(ms: u64) -> u64", 22, 0x5eed0003, nap },
+    { "chatter", 7, "fn chatter(n: u64) -> u64", 25, 0x5eed0004, chatter },
 };
-static const struct manifest M = { MAGIC, 1, 4, E };
+static const struct manifest M = { MAGIC, 1, 5, E };
 const struct manifest* rfaas_manifest(void) { return &M; }
 "#;
 
-const C_NAMES: [&str; 4] = ["crash_abort", "crash_segv", "echo", "nap"];
+const C_NAMES: [&str; 5] = ["crash_abort", "crash_segv", "echo", "nap", "chatter"];
 
 /// A call of the crash fixture's function number `F` (in [`C_NAMES`]) with one `u64`.
 struct CCall<const F: usize>(u64);
@@ -230,6 +277,7 @@ const CRASH_ABORT: usize = 0;
 const CRASH_SEGV: usize = 1;
 const ECHO: usize = 2;
 const NAP: usize = 3;
+const CHATTER: usize = 4;
 
 impl<const F: usize> RemoteCall for CCall<F> {
     type Output = u64;
@@ -660,4 +708,76 @@ fn a_killed_registry_restarts_with_its_nodes_and_managers_heartbeat_again() {
             .expect("invocation"),
         4
     );
+}
+
+/// A function that prints far more than a pipe holds (4 MiB) is served like any other: its
+/// executor's stdout is not a pipe the manager would have to drain (it goes to the manager's
+/// stderr), and the lease ends and is reclaimed as usual.
+#[test]
+fn a_function_printing_megabytes_is_served() {
+    let node = Node::start_quiet("chatter", "", &[]);
+    let shm_before = dev_shm_names();
+    for fabric in [Fabric::Shm, Fabric::Tcp] {
+        let lease =
+            lease_from(&node.manager.address, crash_package(), &spec(1, fabric)).expect("lease");
+        let id = lease.id();
+        let exec = executor_of(&node, id);
+        let n = 4 << 20;
+        assert_eq!(
+            lease
+                .invoke(CCall::<CHATTER>(n))
+                .timeout(BOUND)
+                .wait()
+                .unwrap_or_else(|e| panic!("chatter over {fabric:?}: {e}")),
+            n,
+            "over {fabric:?}"
+        );
+        assert_eq!(
+            lease
+                .invoke(CCall::<ECHO>(5))
+                .timeout(BOUND)
+                .wait()
+                .expect("echo"),
+            5
+        );
+        drop(lease);
+        let entry = node.entry(id);
+        assert_eq!(entry.invocations, 2, "{entry:?}");
+        assert_eq!(entry.executor_exit, None, "{entry:?}");
+        node.check_reclaimed(exec, &shm_before);
+    }
+}
+
+/// An executor that does not start within `executor_start_timeout_ms` (a library whose
+/// constructor never returns) is killed and reaped, the lease is refused saying so, and its
+/// cores, memory and files come back.
+#[test]
+fn an_executor_that_never_starts_is_killed_at_the_start_timeout() {
+    let node = Node::start_quiet(
+        "hang-on-load",
+        "executor_start_timeout_ms = 1000\n",
+        &[("RFAAS_TEST_HANG_ON_LOAD", "1")],
+    );
+    for fabric in [Fabric::Shm, Fabric::Tcp] {
+        match lease_from(&node.manager.address, crash_package(), &spec(CORES, fabric)) {
+            Err(Error::Refused(why)) => assert!(
+                why.contains("executor did not start within 1s"),
+                "over {fabric:?}: {why}"
+            ),
+            Err(other) => panic!("over {fabric:?}: expected a refusal, got {other}"),
+            Ok(_) => panic!("over {fabric:?}: an executor that never started served"),
+        }
+        eventually("the manager has no child left", || {
+            children_of(node.manager.pid()).is_empty()
+        });
+        node.wait_free(
+            "the lease's cores and memory are free again",
+            CORES,
+            MEMORY_MIB,
+        );
+        let sockets = node.dir.join("sockets");
+        eventually("the socket directory is empty", || {
+            dir_names(&sockets).is_empty()
+        });
+    }
 }
