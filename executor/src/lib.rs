@@ -6,6 +6,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod conn;
 pub mod library;
 pub mod manager;
 pub mod package;

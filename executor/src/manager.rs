@@ -8,7 +8,7 @@
 //! secret before its request is read ([`rfaas::auth`]); per-lease limits bound what one lease
 //! may ask for (cores, slots, slot size, invocations in flight).
 
-use crate::package::sha256_hex;
+use crate::conn::{Deadlined, Pending};
 use crate::worker::{HotTimeout, WorkerConfig};
 use rfaas::auth::{Accepted, AuthError, Channel, Secret};
 use rfaas::registry::RegistryClient;
@@ -69,6 +69,9 @@ pub struct ManagerConfig {
     /// How long a lease's executor may take to start (load the library, run its
     /// constructors, listen) before it is killed and the lease refused, ms. Default 30000.
     pub executor_start_timeout_ms: u64,
+    /// How long a client has to send its request (authentication included), from connecting,
+    /// ms; a package upload gets this plus a second per MiB. Default 10000.
+    pub request_timeout_ms: u64,
 }
 
 /// Slots per worker of a lease that does not say (capped by the limits).
@@ -98,6 +101,7 @@ impl Default for ManagerConfig {
             max_slot_size: 16 << 20,
             max_outstanding_per_lease: 1024,
             executor_start_timeout_ms: 30_000,
+            request_timeout_ms: 10_000,
         }
     }
 }
@@ -108,9 +112,13 @@ impl ManagerConfig {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let cfg: ManagerConfig =
             toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-        if cfg.cores == 0 || cfg.heartbeat_ms == 0 || cfg.executor_start_timeout_ms == 0 {
+        if cfg.cores == 0
+            || cfg.heartbeat_ms == 0
+            || cfg.executor_start_timeout_ms == 0
+            || cfg.request_timeout_ms == 0
+        {
             return Err(format!(
-                "{}: cores, heartbeat_ms and executor_start_timeout_ms must be positive",
+                "{}: cores, heartbeat_ms, executor_start_timeout_ms and request_timeout_ms must be positive",
                 path.display()
             ));
         }
@@ -282,6 +290,7 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
     std::fs::create_dir_all(&cfg.cache_dir)
         .map_err(|e| format!("{}: {e}", cfg.cache_dir.display()))?;
     remove_stale_sockets(&cfg.socket_dir);
+    remove_stale_uploads(&cfg.cache_dir);
     let exe = match &cfg.executor {
         Some(p) => p.clone(),
         None => {
@@ -334,11 +343,13 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
     }
     tracing::info!(address = %addr, cores = mgr.cfg.cores, "manager ready");
     ready(addr);
-    for conn in listener.incoming() {
-        let Ok(stream) = conn else { continue };
-        let mgr = mgr.clone();
-        std::thread::spawn(move || mgr.serve_client(stream));
-    }
+    let serving = mgr.clone();
+    crate::conn::accept_loop(
+        &listener,
+        "rfaas-lease",
+        crate::conn::MAX_PENDING,
+        move |stream, pending| serving.serve_client(stream, pending),
+    );
     Ok(())
 }
 
@@ -374,7 +385,43 @@ fn reserve_lease_ids(ledger: &Path, end: u64) -> std::io::Result<()> {
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(format!("{end}\n").as_bytes())?;
     f.sync_all()?;
-    std::fs::rename(&tmp, &path)
+    std::fs::rename(&tmp, &path)?;
+    // The rename itself must survive a crash, or a restart could give these ids again.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Whether process `pid` exists (it may be another user's).
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Removes package uploads that a manager killed mid-upload left in the cache:
+/// `<sha>.<pid>.<n>.tmp` whose pid is not running.
+fn remove_stale_uploads(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .and_then(|n| n.split('.').nth(1))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !alive(pid) && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(file = %entry.path().display(), "removed a dead manager's upload");
+        }
+    }
 }
 
 /// Removes the sockets and stats files of executors whose manager is gone (killed: nobody
@@ -399,11 +446,7 @@ fn remove_stale_sockets(dir: &Path) {
         else {
             continue;
         };
-        // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
-        let alive = pid > 0
-            && (unsafe { libc::kill(pid, 0) } == 0
-                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
-        if !alive && std::fs::remove_file(entry.path()).is_ok() {
+        if !alive(pid) && std::fs::remove_file(entry.path()).is_ok() {
             tracing::info!(socket = %entry.path().display(), "removed a dead manager's socket");
         }
     }
@@ -484,12 +527,12 @@ impl Control {
 }
 
 impl Manager {
-    fn serve_client(&self, stream: TcpStream) {
+    fn serve_client(&self, stream: TcpStream, pending: Pending) {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "?".to_owned(), |p| p.to_string());
         let mut ctl = Control { stream, auth: None };
-        if let Err(e) = self.lease(&mut ctl, &peer) {
+        if let Err(e) = self.lease(&mut ctl, &peer, pending) {
             tracing::info!(%peer, error = %e, "lease ended with an error");
             let _ = ctl.reply(&LeaseReply::Refused(e));
         }
@@ -498,30 +541,95 @@ impl Manager {
     /// Reads the connection's request: authenticates the client first if this node has a
     /// secret. Nothing of the request is looked at before its MAC is verified.
     fn request(&self, ctl: &mut Control, peer: &str) -> Result<LeaseRequest, String> {
-        ctl.stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        let body =
-            match rfaas::auth::accept(&mut ctl.stream, self.secret.as_ref(), AuthService::Lease) {
-                Ok(Accepted::Open(body)) => body,
-                Ok(Accepted::Authenticated(ch, body)) => {
-                    ctl.auth = Some(ch);
-                    body
-                }
-                Err(e @ AuthError::Transport(_)) => return Err(format!("bad lease request: {e}")),
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "refused a control connection");
-                    return Err(e.to_string());
-                }
-            };
+        let mut within = Deadlined::new(&ctl.stream, self.request_timeout());
+        let body = match rfaas::auth::accept(&mut within, self.secret.as_ref(), AuthService::Lease)
+        {
+            Ok(Accepted::Open(body)) => body,
+            Ok(Accepted::Authenticated(ch, body)) => {
+                ctl.auth = Some(ch);
+                body
+            }
+            Err(e @ AuthError::Transport(_)) => return Err(format!("bad lease request: {e}")),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "refused a control connection");
+                return Err(e.to_string());
+            }
+        };
         serde_json::from_slice(&body)
             .map_err(|e| format!("bad lease request: malformed message: {e}"))
     }
 
-    fn lease(&self, ctl: &mut Control, peer: &str) -> Result<(), String> {
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.request_timeout_ms)
+    }
+
+    /// Receives a package of `len` bytes that must hash to `sha` into the cache as `library`,
+    /// streamed to disk (never whole in memory) within the request timeout plus a second per
+    /// MiB.
+    fn receive_package(
+        &self,
+        stream: &TcpStream,
+        len: u64,
+        sha: &str,
+        library: &Path,
+    ) -> Result<(), String> {
+        use sha2::Digest;
+        // A name of its own per upload: concurrent first leases of one package each write
+        // their copy, and each rename installs a complete file.
+        static UPLOADS: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.cfg.cache_dir.join(format!(
+            "{sha}.{}.{}.tmp",
+            std::process::id(),
+            UPLOADS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let timeout = self.request_timeout() + Duration::from_secs(len.div_ceil(1 << 20));
+        let mut within = Deadlined::new(stream, timeout);
+        let received = (|| {
+            let mut file =
+                std::fs::File::create(&tmp).map_err(|e| format!("caching the package: {e}"))?;
+            let mut hasher = sha2::Sha256::new();
+            let mut chunk = vec![0u8; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = within
+                    .read(&mut chunk[..want])
+                    .map_err(|e| format!("reading the package: {e}"))?;
+                if n == 0 {
+                    return Err(format!(
+                        "reading the package: the connection ended {left} bytes short"
+                    ));
+                }
+                hasher.update(&chunk[..n]);
+                file.write_all(&chunk[..n])
+                    .map_err(|e| format!("caching the package: {e}"))?;
+                left -= n as u64;
+            }
+            let found: String = hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if found != sha {
+                return Err(format!("package bytes hash to {found}, not {sha}"));
+            }
+            file.sync_all()
+                .map_err(|e| format!("caching the package: {e}"))?;
+            if !library.exists() {
+                std::fs::rename(&tmp, library).map_err(|e| format!("caching the package: {e}"))?;
+            }
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        received
+    }
+
+    fn lease(&self, ctl: &mut Control, peer: &str, pending: Pending) -> Result<(), String> {
         let req = self.request(ctl, peer)?;
+        // The request's deadline set these as it went; from here on, replies get their own.
         ctl.stream
             .set_read_timeout(Some(Duration::from_secs(30)))
+            .and_then(|()| ctl.stream.set_write_timeout(Some(Duration::from_secs(30))))
             .map_err(|e| e.to_string())?;
         let sha = req.package_sha256.to_ascii_lowercase();
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -549,33 +657,12 @@ impl Manager {
                 ));
             }
             ctl.reply(&LeaseReply::NeedPackage)?;
-            let mut bytes = vec![0u8; len as usize];
-            ctl.stream
-                .read_exact(&mut bytes)
-                .map_err(|e| format!("reading the package: {e}"))?;
-            let found = sha256_hex(&bytes);
-            if found != sha {
-                return Err(format!("package bytes hash to {found}, not {sha}"));
-            }
-            if !library.exists() {
-                // A name of its own per upload: concurrent first leases of one package each
-                // write their copy, and each rename installs a complete file.
-                static UPLOADS: AtomicU64 = AtomicU64::new(0);
-                let tmp = self.cfg.cache_dir.join(format!(
-                    "{sha}.{}.{}.tmp",
-                    std::process::id(),
-                    UPLOADS.fetch_add(1, Ordering::Relaxed)
-                ));
-                let cached =
-                    std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &library));
-                if let Err(e) = cached {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(format!("caching the package: {e}"));
-                }
-            }
+            self.receive_package(&ctl.stream, len, &sha, &library)?;
         } else if !library.exists() {
             return ctl.reply(&LeaseReply::NeedPackage);
         }
+        // The request (and its package) is in: this connection no longer counts as pending.
+        drop(pending);
         let mut held = {
             let mut cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
             if req.cores > cap.free_cores || req.memory_mib > cap.free_memory_mib {
@@ -745,6 +832,16 @@ impl Manager {
             fabric,
             token: Some(token),
         })?;
+        // A client whose host vanishes sends neither heartbeats nor an end of connection:
+        // the kernel's probes end the connection, and the lease, within about 25 s.
+        if let Err(e) = crate::conn::keepalive(
+            &ctl.stream,
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+            3,
+        ) {
+            tracing::warn!(lease_id, error = %e, "no keepalive on the control connection");
+        }
         // Held until the client closes the control connection, dies, (if it promised
         // heartbeats) stays silent for three periods, or the executor ends on its own (a
         // crash, or a function beyond the lease's memory): then the control connection is

@@ -33,6 +33,9 @@ pub struct RegistryConfig {
     /// managers and clients must authenticate with it. Default: none, open (a warning at
     /// start).
     pub secret_file: Option<PathBuf>,
+    /// How long a client has for its whole exchange (authentication, request and answer),
+    /// from connecting, ms. Default 10000.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for RegistryConfig {
@@ -43,6 +46,7 @@ impl Default for RegistryConfig {
             state_file: "rfaas-registry.json".into(),
             max_nodes: 4096,
             secret_file: None,
+            request_timeout_ms: 10_000,
         }
     }
 }
@@ -53,9 +57,9 @@ impl RegistryConfig {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let cfg: RegistryConfig =
             toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-        if cfg.heartbeat_timeout_ms == 0 {
+        if cfg.heartbeat_timeout_ms == 0 || cfg.request_timeout_ms == 0 {
             return Err(format!(
-                "{}: heartbeat_timeout_ms must be positive",
+                "{}: heartbeat_timeout_ms and request_timeout_ms must be positive",
                 path.display()
             ));
         }
@@ -274,6 +278,7 @@ pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), 
     }
     let secret = Arc::new(secret);
     let tick = Duration::from_millis(cfg.heartbeat_timeout_ms / 4).max(Duration::from_millis(5));
+    let timeout = Duration::from_millis(cfg.request_timeout_ms);
     let state = Arc::new(Mutex::new(State { nodes, cfg }));
     {
         // Expire silent nodes even when nobody asks.
@@ -294,31 +299,28 @@ pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), 
         });
     }
     ready(addr);
-    for conn in listener.incoming() {
-        let Ok(stream) = conn else { continue };
-        let (state, secret) = (state.clone(), secret.clone());
-        std::thread::spawn(move || {
-            if let Err(e) = serve_one(stream, &state, secret.as_ref().as_ref()) {
+    crate::conn::accept_loop(
+        &listener,
+        "rfaas-registry",
+        crate::conn::MAX_PENDING,
+        move |stream, _pending| {
+            if let Err(e) = serve_one(stream, &state, secret.as_ref().as_ref(), timeout) {
                 tracing::debug!(error = %e, "registry request failed");
             }
-        });
-    }
+        },
+    );
     Ok(())
 }
 
 /// Answers one connection's request. Nothing of it is looked at before the client is
 /// authenticated, when the registry has a secret.
 fn serve_one(
-    mut stream: TcpStream,
+    stream: TcpStream,
     state: &Mutex<State>,
     secret: Option<&Secret>,
+    timeout: Duration,
 ) -> Result<(), AuthError> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(rfaas::transport::TransportError::Io)?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(10)))
-        .map_err(rfaas::transport::TransportError::Io)?;
+    let mut stream = crate::conn::Deadlined::new(&stream, timeout);
     let (body, mut auth) = match rfaas::auth::accept(&mut stream, secret, AuthService::Registry) {
         Ok(Accepted::Open(body)) => (body, None),
         Ok(Accepted::Authenticated(ch, body)) => (body, Some(ch)),

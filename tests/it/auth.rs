@@ -560,3 +560,87 @@ fn limits_refuse_oversized_leases_with_their_reason() {
     assert_eq!(small.slot_size(), 65536);
     check_invokes(&small);
 }
+
+/// Sends `bytes` one every 100 ms until the peer ends the connection; returns how many went
+/// out and what the peer answered.
+fn drip_until_cut(address: &str, bytes: &[u8]) -> (usize, Vec<u8>) {
+    let mut s = connect(address);
+    let mut sent = 0;
+    for b in bytes {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    (sent, answer)
+}
+
+/// A client that drips its request cannot hold a manager's or a registry's connection past
+/// `request_timeout_ms` (a timeout per read would let it: each byte restarts it); clients
+/// that connect and send nothing cannot take more than 64 connections' threads at once (the
+/// others are closed unread); and the manager serves a real lease afterwards.
+#[test]
+fn slow_or_crowding_clients_cannot_hold_the_control_plane() {
+    let dir = scratch_dir("auth-slow");
+    let manager = Service::start(
+        "manager",
+        &manager_config(&dir, "request_timeout_ms = 3000\n"),
+    );
+    let registry = Service::start(
+        "registry",
+        &registry_config(&dir, "request_timeout_ms = 3000\n"),
+    );
+    // A whole, valid request frame, dripped: 30 s at this pace.
+    let body = package_request_json();
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    assert!(frame.len() > 100, "{} bytes", frame.len());
+    let (sent, answer) = drip_until_cut(&manager.address, &frame);
+    assert!(
+        sent < frame.len(),
+        "the manager read a dripped request to its end"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("did not answer in time"), "{answer}");
+    // A registry request padded with white space to 200 bytes: 20 s at this pace.
+    let mut listing = br#"{"op":"list"}"#.to_vec();
+    listing.resize(200, b' ');
+    let mut frame = (listing.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&listing);
+    let (sent, _) = drip_until_cut(&registry.address, &frame);
+    assert!(
+        sent < frame.len(),
+        "the registry read a dripped request to its end"
+    );
+
+    // 100 idle connections: 64 wait for their deadline (and are refused, saying so), the
+    // rest are closed at once, unread.
+    let idle: Vec<TcpStream> = (0..100).map(|_| connect(&manager.address)).collect();
+    let (mut at_once, mut late) = (0, 0);
+    for mut s in idle {
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("the manager closes");
+        if got.is_empty() {
+            at_once += 1;
+        } else {
+            assert!(
+                String::from_utf8_lossy(&got).contains("did not answer in time"),
+                "{got:?}"
+            );
+            late += 1;
+        }
+    }
+    assert_eq!(late, 64, "connections kept waiting for their request");
+    assert_eq!(at_once, 36, "connections closed unread");
+    manager.logged(&["too many are still sending their request"]);
+    let lease = lease_from(
+        &manager.address,
+        example_package(),
+        &spec(Fabric::Shm, None),
+    )
+    .expect("lease");
+    check_invokes(&lease);
+}

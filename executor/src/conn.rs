@@ -1,0 +1,199 @@
+//! What the manager and the registry do with the control connections they accept: a bounded
+//! number of them may still be reading their request, each request is read within one deadline
+//! whatever its pace, and a failing `accept` (out of descriptors, say) backs off instead of
+//! spinning.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Most connections that may be reading their request at once, per service: one more is
+/// closed at once, without a byte read. Each costs a thread and a descriptor until its
+/// request is in (or its deadline passes).
+pub const MAX_PENDING: usize = 64;
+
+/// How long to wait after `accept` failed for lack of resources before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// One connection still reading its request, counted among [`MAX_PENDING`] until dropped.
+#[derive(Debug)]
+pub struct Pending(Arc<AtomicUsize>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts connections on `listener` for as long as it lives, handing each to `serve` on a
+/// thread of its own (named `name`) with its [`Pending`] token, which `serve` drops once the
+/// connection's request is in. Beyond `max_pending` connections still reading, a new one is
+/// closed at once.
+pub fn accept_loop(
+    listener: &TcpListener,
+    name: &str,
+    max_pending: usize,
+    serve: impl Fn(TcpStream, Pending) + Send + Sync + 'static,
+) {
+    let serve = Arc::new(serve);
+    let pending = Arc::new(AtomicUsize::new(0));
+    // Warn once per burst of refusals or failures, not once per connection.
+    let mut refused = 0u64;
+    let mut failed = 0u64;
+    for conn in listener.incoming() {
+        let stream = match conn {
+            Ok(stream) => stream,
+            Err(e) => {
+                failed += 1;
+                if failed.is_power_of_two() {
+                    tracing::warn!(error = %e, failed, "accepting a connection");
+                }
+                if out_of_resources(&e) {
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                }
+                continue;
+            }
+        };
+        if pending.fetch_add(1, Ordering::AcqRel) >= max_pending {
+            pending.fetch_sub(1, Ordering::AcqRel);
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    refused,
+                    max_pending,
+                    "closed a connection: too many are still sending their request"
+                );
+            }
+            drop(stream);
+            continue;
+        }
+        let token = Pending(pending.clone());
+        let serve = serve.clone();
+        // Dropped with the closure (the connection closed, the count returned) if no
+        // thread can be started.
+        if let Err(e) = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || serve(stream, token))
+        {
+            tracing::warn!(error = %e, "no thread for a connection");
+            std::thread::sleep(ACCEPT_BACKOFF);
+        }
+    }
+}
+
+/// Whether `accept` failed for lack of descriptors or memory (it will fail again at once).
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// A TCP stream whose reads and writes all end by one deadline: each waits at most what is
+/// left of it. A peer that sends a byte now and then cannot stretch the exchange, as it can a
+/// timeout per read.
+pub struct Deadlined<'s> {
+    stream: &'s TcpStream,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl<'s> Deadlined<'s> {
+    /// `stream`, for `timeout` from now.
+    pub fn new(stream: &'s TcpStream, timeout: Duration) -> Self {
+        Deadlined {
+            stream,
+            deadline: Instant::now() + timeout,
+            timeout,
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the exchange took longer than {:?}", self.timeout),
+            ));
+        }
+        Ok(left)
+    }
+
+    /// Maps a timeout of the last step to the deadline's own error.
+    fn past(&self, e: io::Error) -> io::Error {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the exchange took longer than {:?}", self.timeout),
+            ),
+            _ => e,
+        }
+    }
+}
+
+impl Read for Deadlined<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        (&*self.stream).read(buf).map_err(|e| self.past(e))
+    }
+}
+
+impl Write for Deadlined<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        (&*self.stream).write(buf).map_err(|e| self.past(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.stream).flush()
+    }
+}
+
+/// Has the kernel probe a connection that has gone quiet: after `idle` without traffic, every
+/// `interval`, `count` times; a peer whose host vanished (no FIN, no RST) then ends the
+/// connection with an error within `idle + interval * count`.
+pub fn keepalive(
+    stream: &TcpStream,
+    idle: Duration,
+    interval: Duration,
+    count: u32,
+) -> io::Result<()> {
+    let secs = |d: Duration| d.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
+    let options = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(idle)),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(interval)),
+        (
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPCNT,
+            count.clamp(1, i32::MAX as u32) as libc::c_int,
+        ),
+    ];
+    for (level, name, value) in options {
+        // SAFETY: a valid socket; the option value is a live `c_int` of the size passed.
+        let r = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
