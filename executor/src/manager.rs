@@ -47,7 +47,10 @@ pub struct ManagerConfig {
     pub ledger: PathBuf,
     /// Largest package accepted, bytes. Default 256 MiB.
     pub max_package_bytes: u64,
-    /// Directory for the Unix sockets of shared-memory executors. Default: the temp dir.
+    /// Directory for the Unix sockets and stats files of executors, private to the manager's
+    /// user: created (mode 0700) if missing, refused at start if another user owns it or
+    /// others may write to it (in a shared `/tmp`, anyone could plant the next lease's file).
+    /// Default `rfaas-sockets`.
     pub socket_dir: PathBuf,
     /// The executor binary. Default: this binary.
     pub executor: Option<PathBuf>,
@@ -93,7 +96,7 @@ impl Default for ManagerConfig {
             cache_dir: "rfaas-cache".into(),
             ledger: "rfaas-ledger.jsonl".into(),
             max_package_bytes: 256 << 20,
-            socket_dir: std::env::temp_dir(),
+            socket_dir: "rfaas-sockets".into(),
             executor: None,
             secret_file: None,
             max_cores_per_lease: None,
@@ -289,6 +292,8 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
         .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&cfg.cache_dir)
         .map_err(|e| format!("{}: {e}", cfg.cache_dir.display()))?;
+    private_dir(&cfg.socket_dir)
+        .map_err(|e| format!("socket_dir {}: {e}", cfg.socket_dir.display()))?;
     remove_stale_sockets(&cfg.socket_dir);
     remove_stale_uploads(&cfg.cache_dir);
     let exe = match &cfg.executor {
@@ -392,6 +397,37 @@ fn reserve_lease_ids(ledger: &Path, end: u64) -> std::io::Result<()> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Makes sure `dir` exists (created with mode 0700), belongs to us, and nobody else may write
+/// to it.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| e.to_string())?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() {
+        return Err("not a directory".into());
+    }
+    if meta.uid() != me {
+        return Err(format!(
+            "owned by user {}, not by this manager's user {me}",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "others may write to it (mode {:o}): another user could plant the files of our \
+             leases; use a directory only this user may write to",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// Whether process `pid` exists (it may be another user's).

@@ -1,4 +1,4 @@
-//! Unit tests of the per-lease limits.
+//! Unit tests of the per-lease limits and of the socket directory's checks.
 
 use super::*;
 
@@ -149,4 +149,27 @@ fn limits_that_no_lease_could_meet_are_configuration_errors() {
     ManagerConfig::default()
         .check_limits()
         .expect("the defaults are consistent");
+}
+
+/// The socket directory is created private, and one others may write to is refused.
+#[test]
+fn the_socket_directory_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::temp_dir().join(format!("rfaas-private-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = base.join("a/b");
+    private_dir(&dir).expect("a new private directory");
+    let mode = std::fs::metadata(&dir).expect("made").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    for shared in [0o777, 0o1777, 0o770] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(shared)).expect("chmod");
+        let e = private_dir(&dir).expect_err("a directory others may write to");
+        assert!(e.contains("others may write to it"), "{shared:o}: {e}");
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    private_dir(&dir).expect("others may read and enter, not write");
+    let file = base.join("file");
+    std::fs::write(&file, b"").expect("file");
+    assert!(private_dir(&file).is_err(), "a file taken for a directory");
+    let _ = std::fs::remove_dir_all(&base);
 }
