@@ -1205,10 +1205,7 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                     self.decode(id, raw, c.len)
                 })) {
                     Ok(result) => result,
-                    Err(panic) => {
-                        self.finish(id);
-                        std::panic::resume_unwind(panic);
-                    }
+                    Err(panic) => self.finish_and_unwind(id, panic),
                 };
                 self.finish(id);
                 return Some(result);
@@ -1270,6 +1267,14 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
     }
 
     /// Done with slot `id`: forgets our waker (if we registered one) and frees the slot.
+    /// Frees slot `id` (its answer taken) and goes on with a panic of decoding it.
+    #[cold]
+    #[inline(never)]
+    fn finish_and_unwind(&mut self, id: u32, panic: Box<dyn std::any::Any + Send>) -> ! {
+        self.finish(id);
+        std::panic::resume_unwind(panic)
+    }
+
     fn finish(&mut self, id: u32) {
         let inner = self.inner();
         self.forget_waker(id);
