@@ -47,6 +47,11 @@ pub struct ManagerConfig {
     pub ledger: PathBuf,
     /// Largest package accepted, bytes. Default 256 MiB.
     pub max_package_bytes: u64,
+    /// Most bytes of packages kept in `cache_dir`: after a new package is cached, the least
+    /// recently leased ones go until the cache fits (none leased in the last 10 minutes, so
+    /// the cache may stay over while all of it is in use). At least `max_package_bytes`.
+    /// Default 4 GiB.
+    pub max_cache_bytes: u64,
     /// Directory for the Unix sockets and stats files of executors, private to the manager's
     /// user: created (mode 0700) if missing, refused at start if another user owns it or
     /// others may write to it (in a shared `/tmp`, anyone could plant the next lease's file).
@@ -96,6 +101,7 @@ impl Default for ManagerConfig {
             cache_dir: "rfaas-cache".into(),
             ledger: "rfaas-ledger.jsonl".into(),
             max_package_bytes: 256 << 20,
+            max_cache_bytes: 4 << 30,
             socket_dir: "rfaas-sockets".into(),
             executor: None,
             secret_file: None,
@@ -137,6 +143,9 @@ impl ManagerConfig {
             return Err(
                 "max_cores_per_lease and max_outstanding_per_lease must be positive".into(),
             );
+        }
+        if self.max_cache_bytes < self.max_package_bytes {
+            return Err("max_cache_bytes must be at least max_package_bytes".into());
         }
         if !(1..=ring).contains(&self.max_slots_per_worker) {
             return Err(format!("max_slots_per_worker must be 1 to {ring}"));
@@ -279,6 +288,8 @@ struct Manager {
     /// End of the block of lease ids recorded on disk ([`reserve_lease_ids`]).
     reserved_ids: Mutex<u64>,
     ledger: Mutex<()>,
+    /// Held while the package cache is trimmed (one trim at a time).
+    trimming: Mutex<()>,
 }
 
 /// Runs the manager until its listener fails; calls `ready` with the bound address.
@@ -313,6 +324,7 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
         next_id: AtomicU64::new(first_lease_id(&cfg.ledger)),
         reserved_ids: Mutex::new(0),
         ledger: Mutex::new(()),
+        trimming: Mutex::new(()),
         rdma: rdma_support(),
         exe,
         cfg,
@@ -428,6 +440,56 @@ fn private_dir(dir: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Packages leased this recently are never evicted from the cache.
+const CACHE_RECENT: Duration = Duration::from_secs(600);
+
+/// Sets `path`'s modification time to now (the cache's record of its last lease).
+fn touch(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a NUL-terminated path; a null `times` sets both times to now.
+    unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
+}
+
+/// Removes the least recently modified packages (`*.so`) of the cache `dir` until their sizes
+/// add up to at most `max_bytes`, sparing `keep` and any modified within `recent`; returns
+/// what it removed. An executor that has a removed library loaded keeps its mapping.
+fn trim_cache(dir: &Path, max_bytes: u64, keep: &Path, recent: Duration) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut packages: Vec<(SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "so"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((m.modified().ok()?, m.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = packages.iter().map(|p| p.1).sum();
+    packages.sort();
+    let now = SystemTime::now();
+    let mut removed = Vec::new();
+    for (modified, len, path) in packages {
+        if total <= max_bytes {
+            break;
+        }
+        let fresh = now
+            .duration_since(modified)
+            .map_or(true, |age| age < recent);
+        if path == keep || fresh {
+            continue;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= len;
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 /// Whether process `pid` exists (it may be another user's).
@@ -653,6 +715,15 @@ impl Manager {
                 .map_err(|e| format!("caching the package: {e}"))?;
             if !library.exists() {
                 std::fs::rename(&tmp, library).map_err(|e| format!("caching the package: {e}"))?;
+                let _trimming = self.trimming.lock().unwrap_or_else(|e| e.into_inner());
+                for gone in trim_cache(
+                    &self.cfg.cache_dir,
+                    self.cfg.max_cache_bytes,
+                    library,
+                    CACHE_RECENT,
+                ) {
+                    tracing::info!(package = %gone.display(), "evicted from the package cache");
+                }
             }
             Ok(())
         })();
@@ -697,6 +768,8 @@ impl Manager {
         } else if !library.exists() {
             return ctl.reply(&LeaseReply::NeedPackage);
         }
+        // Leased now: the last the cache's eviction takes.
+        touch(&library);
         // The request (and its package) is in: this connection no longer counts as pending.
         drop(pending);
         let mut held = {

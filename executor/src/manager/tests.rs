@@ -173,3 +173,57 @@ fn the_socket_directory_must_be_private() {
     assert!(private_dir(&file).is_err(), "a file taken for a directory");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// Sets `path`'s modification time `age` into the past.
+fn age(path: &Path, age: Duration) {
+    let t = SystemTime::now() - age;
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(t))
+        .expect("set mtime");
+}
+
+/// The cache is trimmed to its limit, least recently leased first, sparing the package just
+/// cached and any leased recently; other files are not its business.
+#[test]
+fn the_package_cache_is_trimmed_least_recently_leased_first() {
+    let dir = std::env::temp_dir().join(format!("rfaas-cache-trim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let hour = Duration::from_secs(3600);
+    let file = |name: &str, len: usize, hours: u32| {
+        let p = dir.join(name);
+        std::fs::write(&p, vec![0u8; len]).expect("write");
+        age(&p, hour * hours);
+        p
+    };
+    let oldest = file("a.so", 100, 5);
+    let old = file("b.so", 100, 4);
+    let kept = file("c.so", 100, 3);
+    let new = file("d.so", 100, 6);
+    let recent = file("e.so", 100, 0);
+    let other = file("ledger.jsonl", 1000, 9);
+    // 500 bytes of packages, at most 300: the two least recently leased go; `new` is spared
+    // though older, `recent` is spared and others are not packages.
+    let removed = trim_cache(&dir, 300, &new, Duration::from_secs(600));
+    assert_eq!(removed, vec![oldest.clone(), old.clone()]);
+    for (p, there) in [
+        (&oldest, false),
+        (&old, false),
+        (&kept, true),
+        (&new, true),
+        (&recent, true),
+        (&other, true),
+    ] {
+        assert_eq!(p.exists(), there, "{}", p.display());
+    }
+    // Under the limit: nothing goes. Over it with only spared packages: nothing goes either.
+    assert!(trim_cache(&dir, 300, &new, Duration::from_secs(600)).is_empty());
+    assert!(trim_cache(&dir, 0, &new, hour * 10).is_empty());
+    // Touching marks a package as just leased.
+    touch(&kept);
+    assert!(trim_cache(&dir, 100, &new, Duration::from_secs(600)).is_empty());
+    assert!(kept.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
