@@ -186,7 +186,9 @@ fn main() -> Result<()> {
                 .map_err(anyhow::Error::msg)
         }
         Command::Ledger { path } => {
-            let entries = executor::manager::read_ledger(&path).map_err(anyhow::Error::msg)?;
+            let lines = executor::manager::read_ledger_lines(&path).map_err(anyhow::Error::msg)?;
+            let (entries, damaged): (Vec<_>, Vec<_>) = lines.into_iter().partition(Result::is_ok);
+            let entries: Vec<_> = entries.into_iter().flatten().collect();
             let (mut inv, mut exec, mut hot) = (0u64, 0u64, 0u64);
             for e in &entries {
                 println!(
@@ -208,6 +210,14 @@ fn main() -> Result<()> {
             println!(
                 "{} leases, {inv} invocations, {exec} µs exec, {hot} µs hot polling",
                 entries.len()
+            );
+            for why in damaged.iter().filter_map(|d| d.as_ref().err()) {
+                eprintln!("damaged, not counted: {why}");
+            }
+            anyhow::ensure!(
+                damaged.is_empty(),
+                "{} damaged ledger lines (not counted above)",
+                damaged.len()
             );
             Ok(())
         }

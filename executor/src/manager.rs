@@ -261,14 +261,43 @@ pub struct LedgerEntry {
 
 /// Reads every entry of a ledger file.
 pub fn read_ledger(path: &Path) -> Result<Vec<LedgerEntry>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
+    read_ledger_lines(path)?.into_iter().collect()
+}
+
+/// Each entry of a ledger, or what is wrong with its line: a damaged line (torn by a full disk
+/// or a crash mid-write) does not hide the entries around it.
+pub fn read_ledger_lines(path: &Path) -> Result<Vec<Result<LedgerEntry, String>>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .split(|b| *b == b'\n')
         .enumerate()
+        .filter(|(_, l)| !l.trim_ascii().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| format!("{}: line {}: {e}", path.display(), i + 1))
+            serde_json::from_slice(l)
+                .map_err(|e| format!("{}: line {}: {e}", path.display(), i + 1))
         })
-        .collect()
+        .collect())
+}
+
+/// Appends `line` (ending in a newline) to the ledger at `path`, and syncs it. A last line
+/// left without its newline (torn) is ended first, so the new entry gets a line of its own.
+fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    let mut last = [b'\n'];
+    if len > 0 {
+        f.read_exact_at(&mut last, len - 1)?;
+    }
+    if last[0] != b'\n' {
+        f.write_all(b"\n")?;
+    }
+    f.write_all(line)?;
+    f.sync_all()
 }
 
 struct Capacity {
@@ -384,9 +413,9 @@ fn lease_ids_file(ledger: &Path) -> PathBuf {
 /// stay unique across restarts, also for leases that were running when the manager died
 /// (they have no ledger entry).
 fn first_lease_id(ledger: &Path) -> u64 {
-    let after_ledger = read_ledger(ledger)
+    let after_ledger = read_ledger_lines(ledger)
         .ok()
-        .and_then(|e| e.iter().map(|x| x.lease_id).max())
+        .and_then(|e| e.iter().flatten().map(|x| x.lease_id).max())
         .map_or(1, |m| m + 1);
     let reserved = std::fs::read_to_string(lease_ids_file(ledger))
         .ok()
@@ -1007,12 +1036,7 @@ impl Manager {
         let _guard = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
         let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.cfg.ledger)?;
-        f.write_all(&line)?;
-        f.sync_all()
+        append_line(&self.cfg.ledger, &line)
     }
 }
 

@@ -227,3 +227,55 @@ fn the_package_cache_is_trimmed_least_recently_leased_first() {
     assert!(kept.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn entry(lease_id: u64) -> LedgerEntry {
+    LedgerEntry {
+        lease_id,
+        node_id: "n".into(),
+        package_sha256: "ab".repeat(32),
+        cores: 1,
+        memory_mib: 64,
+        fabric: Fabric::Shm,
+        started_ms: 1,
+        allocated_ms: 2,
+        hot_poll_us: 3,
+        exec_us: 4,
+        invocations: 5,
+        executor_exit: None,
+    }
+}
+
+fn line(e: &LedgerEntry) -> Vec<u8> {
+    let mut l = serde_json::to_vec(e).expect("json");
+    l.push(b'\n');
+    l
+}
+
+/// A torn last line (a full disk, a crash mid-write) is ended before the next entry, which gets
+/// a line of its own; reading reports the damaged line and keeps the entries around it; the
+/// next lease id comes after every whole entry.
+#[test]
+fn a_torn_ledger_line_does_not_hide_or_swallow_entries() {
+    let dir = std::env::temp_dir().join(format!("rfaas-ledger-torn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("ledger.jsonl");
+    append_line(&path, &line(&entry(1))).expect("first");
+    let torn = line(&entry(2));
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes.extend_from_slice(&torn[..torn.len() / 2]);
+    std::fs::write(&path, &bytes).expect("tear");
+    append_line(&path, &line(&entry(3))).expect("after the tear");
+    let lines = read_ledger_lines(&path).expect("read");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0].as_ref().expect("whole").lease_id, 1);
+    let damaged = lines[1].as_ref().expect_err("the torn line");
+    assert!(damaged.contains("line 2"), "{damaged}");
+    assert_eq!(lines[2].as_ref().expect("whole").lease_id, 3);
+    assert!(
+        read_ledger(&path).is_err(),
+        "the strict reader passed a torn line"
+    );
+    assert_eq!(first_lease_id(&path), 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
