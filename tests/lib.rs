@@ -369,6 +369,13 @@ impl Daemon {
         Daemon::spawn(cmd, kind, false)
     }
 
+    /// As [`Daemon::start`], run in the working directory `cwd`.
+    pub fn start_in(kind: &str, config: &Path, cwd: &Path) -> Daemon {
+        let mut cmd = Command::new(executor_binary());
+        cmd.arg(kind).arg("--config").arg(config).current_dir(cwd);
+        Daemon::spawn(cmd, kind, false)
+    }
+
     /// As [`Daemon::start_env`], with the daemon's stderr (its logs, and a manager's
     /// executors' stdout) discarded.
     pub fn start_quiet(kind: &str, config: &Path, env: &[(&str, &str)]) -> Daemon {

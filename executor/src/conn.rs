@@ -40,15 +40,14 @@ pub fn accept_loop(
 ) {
     let serve = Arc::new(serve);
     let pending = Arc::new(AtomicUsize::new(0));
-    // Warn once per burst of refusals or failures, not once per connection.
-    let mut refused = 0u64;
-    let mut failed = 0u64;
+    // Warnings at most once a second, with how many happened since the last one.
+    let mut refused = Throttled::default();
+    let mut failed = Throttled::default();
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(stream) => stream,
             Err(e) => {
-                failed += 1;
-                if failed.is_power_of_two() {
+                if let Some(failed) = failed.count() {
                     tracing::warn!(error = %e, failed, "accepting a connection");
                 }
                 if out_of_resources(&e) {
@@ -59,8 +58,7 @@ pub fn accept_loop(
         };
         if pending.fetch_add(1, Ordering::AcqRel) >= max_pending {
             pending.fetch_sub(1, Ordering::AcqRel);
-            refused += 1;
-            if refused.is_power_of_two() {
+            if let Some(refused) = refused.count() {
                 tracing::warn!(
                     refused,
                     max_pending,
@@ -81,6 +79,29 @@ pub fn accept_loop(
             tracing::warn!(error = %e, "no thread for a connection");
             std::thread::sleep(ACCEPT_BACKOFF);
         }
+    }
+}
+
+/// Counts events and says when to report them: at most once a second.
+#[derive(Default)]
+struct Throttled {
+    since: u64,
+    last: Option<Instant>,
+}
+
+impl Throttled {
+    /// Counts one event; the count since the last report, if it is time for one.
+    fn count(&mut self) -> Option<u64> {
+        self.since += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.since))
     }
 }
 

@@ -17,7 +17,7 @@ use rfaas::wire::{AuthService, Fabric, LeaseReply, LeaseRequest, NodeInfo};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -322,7 +322,10 @@ struct Manager {
 }
 
 /// Runs the manager until its listener fails; calls `ready` with the bound address.
-pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Result<(), String> {
+pub fn serve(
+    mut cfg: ManagerConfig,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), String> {
     cfg.check_limits()?;
     let secret = cfg
         .secret_file
@@ -334,6 +337,19 @@ pub fn serve(cfg: ManagerConfig, ready: impl FnOnce(std::net::SocketAddr)) -> Re
         .map_err(|e| format!("{}: {e}", cfg.cache_dir.display()))?;
     private_dir(&cfg.socket_dir)
         .map_err(|e| format!("socket_dir {}: {e}", cfg.socket_dir.display()))?;
+    // Granted socket paths must mean the same to clients started elsewhere.
+    cfg.socket_dir = std::fs::canonicalize(&cfg.socket_dir)
+        .map_err(|e| format!("socket_dir {}: {e}", cfg.socket_dir.display()))?;
+    // A socket's path must fit `sockaddr_un` (107 bytes and a NUL): the directory, then
+    // `/rfaas-<pid>-lease-<id>.sock`, 36 bytes with ids of up to 10 digits (each lease's own
+    // path is checked again before its executor starts).
+    let typical = cfg.socket_dir.as_os_str().len() + 36;
+    if typical > MAX_SOCKET_PATH {
+        return Err(format!(
+            "socket_dir {}: too long for Unix socket paths ({typical} of {MAX_SOCKET_PATH} bytes); choose a shorter directory",
+            cfg.socket_dir.display()
+        ));
+    }
     remove_stale_sockets(&cfg.socket_dir);
     remove_stale_uploads(&cfg.cache_dir);
     let exe = match &cfg.executor {
@@ -471,17 +487,21 @@ fn private_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest path a Unix socket may have (`sockaddr_un`'s 108 bytes, less the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// Packages leased this recently are never evicted from the cache.
 const CACHE_RECENT: Duration = Duration::from_secs(600);
 
-/// Sets `path`'s modification time to now (the cache's record of its last lease).
-fn touch(path: &Path) {
+/// Sets `path`'s modification time to now (the cache's record of its last lease); whether the
+/// file is there.
+fn touch(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return;
+        return false;
     };
     // SAFETY: a NUL-terminated path; a null `times` sets both times to now.
-    unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
+    unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) == 0 }
 }
 
 /// Removes the least recently modified packages (`*.so`) of the cache `dir` until their sizes
@@ -742,9 +762,17 @@ impl Manager {
             }
             file.sync_all()
                 .map_err(|e| format!("caching the package: {e}"))?;
+            // Not yet leased: first in line for eviction until a lease marks it (a request
+            // refused for capacity does not).
+            file.set_modified(UNIX_EPOCH)
+                .map_err(|e| format!("caching the package: {e}"))?;
+            drop(file);
+            let _trimming = self.trimming.lock().unwrap_or_else(|e| e.into_inner());
             if !library.exists() {
                 std::fs::rename(&tmp, library).map_err(|e| format!("caching the package: {e}"))?;
-                let _trimming = self.trimming.lock().unwrap_or_else(|e| e.into_inner());
+                std::fs::File::open(&self.cfg.cache_dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| format!("caching the package: {e}"))?;
                 for gone in trim_cache(
                     &self.cfg.cache_dir,
                     self.cfg.max_cache_bytes,
@@ -797,8 +825,6 @@ impl Manager {
         } else if !library.exists() {
             return ctl.reply(&LeaseReply::NeedPackage);
         }
-        // Leased now: the last the cache's eviction takes.
-        touch(&library);
         // The request (and its package) is in: this connection no longer counts as pending.
         drop(pending);
         let mut held = {
@@ -819,6 +845,15 @@ impl Manager {
                 files: Vec::new(),
             }
         };
+        {
+            // Leased now, so the last the cache's eviction takes; checked and marked under the
+            // trimming lock, so a trim either sees the mark or has already removed the file.
+            let _trimming = self.trimming.lock().unwrap_or_else(|e| e.into_inner());
+            if !touch(&library) {
+                drop(held);
+                return ctl.reply(&LeaseReply::NeedPackage);
+            }
+        }
         let lease_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut reserved = self.reserved_ids.lock().unwrap_or_else(|e| e.into_inner());
@@ -874,7 +909,7 @@ impl Manager {
         // to drain.
         let (report, report_w) = report_pipe().map_err(|e| format!("a report pipe: {e}"))?;
         let report_w_fd = report_w.as_raw_fd();
-        cmd.arg(format!("--report-fd={REPORT_FD}"));
+        cmd.arg(format!("--report-fd={report_w_fd}"));
         // (A manager started with its stderr closed discards the executors' output.)
         let stdout = std::io::stderr()
             .as_fd()
@@ -894,6 +929,14 @@ impl Manager {
             Fabric::Verbs => Fabric::Verbs,
             f => f,
         };
+        if matches!(fabric, Fabric::Shm | Fabric::Auto)
+            && socket.as_os_str().len() > MAX_SOCKET_PATH
+        {
+            return Err(format!(
+                "the lease's socket path {} is too long for a Unix socket ({MAX_SOCKET_PATH} bytes at most); the node's socket_dir must be shorter",
+                socket.display()
+            ));
+        }
         match fabric {
             Fabric::Shm | Fabric::Auto => cmd.arg("--socket").arg(&socket),
             Fabric::Tcp => {
@@ -907,8 +950,8 @@ impl Manager {
                     .args(["--fabric", "verbs"])
             }
         };
-        // SAFETY: the closure runs in the forked child before exec and only calls `prctl`,
-        // `dup2` and `fcntl`, which are async-signal-safe; it allocates nothing and touches no
+        // SAFETY: the closure runs in the forked child before exec and only calls `prctl` and
+        // `fcntl`, which are async-signal-safe; it allocates nothing and touches no
         // locks. `report_w_fd` stays open in the parent until after the spawn.
         unsafe {
             cmd.pre_exec(move || {
@@ -917,14 +960,10 @@ impl Manager {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // The report pipe's write end, at the number we told the executor, without the
-                // close-on-exec flag (every other descriptor of ours has it).
-                let r = if report_w_fd == REPORT_FD {
-                    libc::fcntl(REPORT_FD, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(report_w_fd, REPORT_FD)
-                };
-                if r < 0 {
+                // The report pipe's write end stays open across exec, at the number we told
+                // the executor (every other descriptor of ours is closed on exec). It is 3 or
+                // above: std keeps 0 to 2 open, so `pipe2` cannot have returned them.
+                if libc::fcntl(report_w_fd, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -1125,8 +1164,6 @@ fn read_stats(
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// The descriptor number an executor finds its report pipe at (`--report-fd`).
-const REPORT_FD: RawFd = 3;
 /// Most bytes an executor may report (a `ready` line, a `stats` line).
 const REPORT_CAP: usize = 64 * 1024;
 
@@ -1185,10 +1222,10 @@ fn read_report(
                 }
             }
             n => {
-                buf.extend_from_slice(&chunk[..n as usize]);
-                if buf.len() > REPORT_CAP {
+                if buf.len() + n as usize > REPORT_CAP {
                     return Err(format!("more than {REPORT_CAP} bytes of report"));
                 }
+                buf.extend_from_slice(&chunk[..n as usize]);
             }
         }
     }

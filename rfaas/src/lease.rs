@@ -1266,7 +1266,6 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         }
     }
 
-    /// Done with slot `id`: forgets our waker (if we registered one) and frees the slot.
     /// Frees slot `id` (its answer taken) and goes on with a panic of decoding it.
     #[cold]
     #[inline(never)]
@@ -1275,6 +1274,7 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         std::panic::resume_unwind(panic)
     }
 
+    /// Done with slot `id`: forgets our waker (if we registered one) and frees the slot.
     fn finish(&mut self, id: u32) {
         let inner = self.inner();
         self.forget_waker(id);

@@ -749,3 +749,45 @@ fn a_cluster_of_two_hosts_behind_a_registry() {
         9
     );
 }
+
+/// With the default `socket_dir` (`rfaas-sockets`, relative to the manager's working
+/// directory), a client started elsewhere is granted a socket path it can reach: the
+/// directory is made private and absolute at start.
+#[test]
+fn the_default_socket_directory_works_for_clients_elsewhere() {
+    use std::os::unix::fs::PermissionsExt;
+    // A short directory: socket paths must fit in 107 bytes.
+    let dir = std::env::temp_dir().join(format!("rfaas-defsock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("manager.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ncores = 1\nmemory_mib = 512\ncache_dir = \"{}\"\nledger = \"{}\"\n",
+            dir.join("cache").display(),
+            dir.join("ledger.jsonl").display()
+        ),
+    )
+    .expect("config");
+    let manager = tests::Daemon::start_in("manager", &config, &dir);
+    let sockets = dir.join("rfaas-sockets");
+    let mode = std::fs::metadata(&sockets)
+        .expect("the socket directory is made")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert_ne!(std::env::current_dir().expect("cwd"), dir);
+    let lease = lease_from(&manager.address, example_package(), &spec(1, Fabric::Shm))
+        .expect("a shared-memory lease from another directory");
+    assert_eq!(
+        fx::fault::invoke(&lease, 0, 42)
+            .timeout(T)
+            .wait()
+            .expect("invocation"),
+        42
+    );
+    drop(lease);
+    drop(manager);
+    let _ = std::fs::remove_dir_all(&dir);
+}
