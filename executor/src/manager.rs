@@ -552,28 +552,25 @@ fn alive(pid: i32) -> bool {
 /// Removes package uploads that a manager killed mid-upload left in the cache:
 /// `<sha>.<pid>.<n>.tmp` whose pid is not running.
 fn remove_stale_uploads(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".tmp"))
-            .and_then(|n| n.split('.').nth(1))
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if !alive(pid) && std::fs::remove_file(entry.path()).is_ok() {
-            tracing::info!(file = %entry.path().display(), "removed a dead manager's upload");
-        }
-    }
+    remove_orphans(dir, "upload", |n| n.strip_suffix(".tmp")?.split('.').nth(1));
 }
 
 /// Removes the sockets and stats files of executors whose manager is gone (killed: nobody
 /// removed them). Their names carry the manager's pid: `rfaas-PID-lease-ID.sock`.
 fn remove_stale_sockets(dir: &Path) {
+    remove_orphans(dir, "socket", |n| {
+        let n = n.strip_prefix("rfaas-")?;
+        let ours = n.contains("-lease-")
+            && [".sock", ".stats", ".stats.tmp"]
+                .iter()
+                .any(|ext| n.ends_with(ext));
+        ours.then(|| n.split('-').next())?
+    });
+}
+
+/// Removes the files of `dir` whose names `pid_in` finds the pid of a process that is not
+/// running in (`what` names them in the log).
+fn remove_orphans(dir: &Path, what: &str, pid_in: impl Fn(&str) -> Option<&str>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -581,20 +578,13 @@ fn remove_stale_sockets(dir: &Path) {
         let name = entry.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix("rfaas-"))
-            .filter(|n| {
-                n.contains("-lease-")
-                    && [".sock", ".stats", ".stats.tmp"]
-                        .iter()
-                        .any(|ext| n.ends_with(ext))
-            })
-            .and_then(|n| n.split('-').next())
+            .and_then(&pid_in)
             .and_then(|p| p.parse::<i32>().ok())
         else {
             continue;
         };
         if !alive(pid) && std::fs::remove_file(entry.path()).is_ok() {
-            tracing::info!(socket = %entry.path().display(), "removed a dead manager's socket");
+            tracing::info!(file = %entry.path().display(), "removed a dead manager's {what}");
         }
     }
 }

@@ -279,3 +279,27 @@ fn a_torn_ledger_line_does_not_hide_or_swallow_entries() {
     assert_eq!(first_lease_id(&path), 4);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Uploads a killed manager left in the cache are removed at start; those of a running
+/// manager, and packages, are not.
+#[test]
+fn uploads_of_dead_managers_are_removed() {
+    let dir = std::env::temp_dir().join(format!("rfaas-stale-uploads-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut child = Command::new("true").spawn().expect("spawn");
+    let dead = child.id();
+    child.wait().expect("wait");
+    let sha = "ab".repeat(32);
+    let gone = dir.join(format!("{sha}.{dead}.0.tmp"));
+    let live = dir.join(format!("{sha}.{}.3.tmp", std::process::id()));
+    let package = dir.join(format!("{sha}.so"));
+    for f in [&gone, &live, &package] {
+        std::fs::write(f, b"x").expect("write");
+    }
+    remove_stale_uploads(&dir);
+    assert!(!gone.exists(), "a dead manager's upload was kept");
+    assert!(live.exists(), "a running manager's upload was removed");
+    assert!(package.exists(), "a package was removed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
