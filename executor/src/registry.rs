@@ -83,6 +83,54 @@ struct Entry {
 struct State {
     nodes: BTreeMap<String, Entry>,
     cfg: RegistryConfig,
+    /// Moves with every change of the table: the version of a [`Snapshot`].
+    version: u64,
+}
+
+/// The node table as it is stored, at one version.
+struct Snapshot {
+    version: u64,
+    body: Vec<u8>,
+}
+
+/// Writes snapshots to the state file, outside the table's lock (requests go on while one
+/// is synced), one at a time, never an older one over a newer one.
+struct Store {
+    path: PathBuf,
+    /// The version on disk.
+    written: Mutex<u64>,
+}
+
+impl Store {
+    /// Makes `snap` (or a newer table) durable: written aside, fsynced, renamed over the state
+    /// file, the rename fsynced.
+    fn write(&self, snap: Snapshot) -> std::io::Result<()> {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if *written >= snap.version {
+            return Ok(());
+        }
+        let tmp = crate::aside_path(&self.path);
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&snap.body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        *written = snap.version;
+        Ok(())
+    }
+
+    /// Writes `snap` if there is one; `resp` unless that fails.
+    fn answer(&self, resp: RegistryResponse, snap: Option<Snapshot>) -> RegistryResponse {
+        match snap.map(|s| self.write(s)) {
+            Some(Err(e)) => {
+                tracing::error!(error = %e, file = %self.path.display(), "cannot persist the node table");
+                RegistryResponse::Error("registry cannot persist its state".into())
+            }
+            _ => resp,
+        }
+    }
 }
 
 impl State {
@@ -104,22 +152,19 @@ impl State {
         self.nodes.len() != before
     }
 
-    fn persist(&self) -> std::io::Result<()> {
+    /// The table after a change, to be written (by [`Store::write`], outside the lock).
+    fn changed(&mut self) -> Snapshot {
+        self.version += 1;
         let stored: Vec<&Stored> = self.nodes.values().map(|e| &e.node).collect();
-        let body = serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?;
-        let path = &self.cfg.state_file;
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
+        Snapshot {
+            version: self.version,
+            // Plain data: serializing cannot fail.
+            body: serde_json::to_vec_pretty(&stored).unwrap_or_default(),
         }
-        Ok(())
     }
 
-    fn handle(&mut self, req: RegistryRequest) -> RegistryResponse {
+    /// Answers `req`, with the table to store if it changed (the answer is sent once it is).
+    fn handle(&mut self, req: RegistryRequest) -> (RegistryResponse, Option<Snapshot>) {
         let changed_by_expiry = self.expire();
         let (resp, changed) = match req {
             RegistryRequest::Register(info) => match validate(&info) {
@@ -209,13 +254,8 @@ impl State {
                 (RegistryResponse::Nodes(nodes), false)
             }
         };
-        if (changed || changed_by_expiry)
-            && let Err(e) = self.persist()
-        {
-            tracing::error!(error = %e, file = %self.cfg.state_file.display(), "cannot persist the node table");
-            return RegistryResponse::Error("registry cannot persist its state".into());
-        }
-        resp
+        let snap = (changed || changed_by_expiry).then(|| self.changed());
+        (resp, snap)
     }
 }
 
@@ -279,20 +319,26 @@ pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), 
     let secret = Arc::new(secret);
     let tick = Duration::from_millis(cfg.heartbeat_timeout_ms / 4).max(Duration::from_millis(5));
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
-    let state = Arc::new(Mutex::new(State { nodes, cfg }));
+    let store = Arc::new(Store {
+        path: cfg.state_file.clone(),
+        written: Mutex::new(0),
+    });
+    let state = Arc::new(Mutex::new(State {
+        nodes,
+        cfg,
+        version: 0,
+    }));
     {
         // Expire silent nodes even when nobody asks.
         let state = Arc::downgrade(&state);
+        let store = store.clone();
         std::thread::spawn(move || {
             while let Some(s) = state.upgrade() {
-                {
+                let snap = {
                     let mut st = s.lock().unwrap_or_else(|e| e.into_inner());
-                    if st.expire()
-                        && let Err(e) = st.persist()
-                    {
-                        tracing::error!(error = %e, "cannot persist the node table");
-                    }
-                }
+                    st.expire().then(|| st.changed())
+                };
+                store.answer(RegistryResponse::Ok, snap);
                 drop(s);
                 std::thread::sleep(tick);
             }
@@ -304,7 +350,7 @@ pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), 
         "rfaas-registry",
         crate::conn::MAX_PENDING,
         move |stream, _pending| {
-            if let Err(e) = serve_one(stream, &state, secret.as_ref().as_ref(), timeout) {
+            if let Err(e) = serve_one(stream, &state, &store, secret.as_ref().as_ref(), timeout) {
                 tracing::debug!(error = %e, "registry request failed");
             }
         },
@@ -317,6 +363,7 @@ pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), 
 fn serve_one(
     stream: TcpStream,
     state: &Mutex<State>,
+    store: &Store,
     secret: Option<&Secret>,
     timeout: Duration,
 ) -> Result<(), AuthError> {
@@ -341,7 +388,10 @@ fn serve_one(
         }
     };
     let resp = match serde_json::from_slice::<RegistryRequest>(&body) {
-        Ok(req) => state.lock().unwrap_or_else(|e| e.into_inner()).handle(req),
+        Ok(req) => {
+            let (resp, snap) = state.lock().unwrap_or_else(|e| e.into_inner()).handle(req);
+            store.answer(resp, snap)
+        }
         Err(e) => RegistryResponse::Error(format!("bad request: malformed message: {e}")),
     };
     match &mut auth {
@@ -349,3 +399,6 @@ fn serve_one(
         None => Ok(send_json(&mut stream, &resp)?),
     }
 }
+
+#[cfg(test)]
+mod tests;
