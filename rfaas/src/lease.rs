@@ -416,6 +416,7 @@ impl Lease {
             result.clone(),
             geometry.areas,
             geometry.result_len - geometry.areas,
+            n,
         ));
         Lease {
             inner: Arc::new(Inner {
@@ -778,11 +779,11 @@ impl Inner {
         })();
         match sent {
             Ok((cap, in_place)) => Ok(Submit::Sent {
+                in_place: in_place.inspect(|&span| self.arena.mark(id, span)),
                 id,
                 round,
                 placement,
                 cap,
-                in_place,
             }),
             Err(e) => {
                 self.free_slot(id);
@@ -1278,6 +1279,9 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
     fn finish(&mut self, id: u32) {
         let inner = self.inner();
         self.forget_waker(id);
+        if self.in_place.is_some() {
+            inner.arena.unmark(id);
+        }
         inner.free_slot(id);
         self.id = None;
     }
@@ -1311,6 +1315,9 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         // the answer comes (held before the slot is marked, whose answer lifts it).
         if let Some(span) = self.in_place {
             inner.arena.hold(id, round, span);
+            // The hold covers the span from here on (and is lifted by the answer, which
+            // then frees the slot without us).
+            inner.arena.unmark(id);
         }
         let found = inner
             .slot
@@ -1529,6 +1536,12 @@ struct Arena {
     start: usize,
     len: usize,
     state: Mutex<ArenaState>,
+    /// Per slot, the arena memory its invocation in flight may write in place (start and
+    /// end in [`BUFFER_ALIGN`] units, packed; 0: none). Marked when the call is sent,
+    /// unmarked when it is finished or its span is held: a `Buffer` released while its call
+    /// is marked (the `Invocation` was leaked with `mem::forget`, which ends the borrow
+    /// without a drop) is not handed out again, as under a hold.
+    inflight: Box<[AtomicU64]>,
 }
 
 impl ArenaState {
@@ -1553,7 +1566,7 @@ struct ArenaState {
 }
 
 impl Arena {
-    fn new(region: Arc<Region>, start: usize, len: usize) -> Arena {
+    fn new(region: Arc<Region>, start: usize, len: usize, slots: usize) -> Arena {
         let free = if len == 0 {
             Vec::new()
         } else {
@@ -1567,7 +1580,37 @@ impl Arena {
                 free,
                 ..ArenaState::default()
             }),
+            inflight: (0..slots).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Slot `id`'s call may write `[start, end)` (result-region offsets) in place.
+    fn mark(&self, id: u32, (start, end): (usize, usize)) {
+        let (a, b) = (start / BUFFER_ALIGN, end.div_ceil(BUFFER_ALIGN));
+        let packed = ((a as u64) << 32) | (b as u64 & u64::from(u32::MAX));
+        if let Some(w) = self.inflight.get(id as usize) {
+            w.store(packed, Ordering::Release);
+        }
+    }
+
+    /// Slot `id`'s call is over (or held).
+    fn unmark(&self, id: u32) {
+        if let Some(w) = self.inflight.get(id as usize) {
+            w.store(0, Ordering::Release);
+        }
+    }
+
+    /// Whether `[off, off + bytes)` overlaps memory a marked call may write.
+    fn marked(&self, off: usize, bytes: usize) -> bool {
+        let (a, b) = (off / BUFFER_ALIGN, (off + bytes).div_ceil(BUFFER_ALIGN));
+        self.inflight.iter().any(|w| {
+            let packed = w.load(Ordering::Acquire);
+            let (start, end) = (
+                (packed >> 32) as usize,
+                (packed & u64::from(u32::MAX)) as usize,
+            );
+            packed != 0 && a < end && start < b
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, ArenaState> {
@@ -1591,7 +1634,7 @@ impl Arena {
     fn release(&self, off: usize, bytes: usize) {
         let bytes = bytes.max(1).next_multiple_of(BUFFER_ALIGN);
         let mut st = self.lock();
-        if st.held(off, bytes) {
+        if st.held(off, bytes) || self.marked(off, bytes) {
             st.deferred.push((off, bytes));
         } else {
             Self::free_extent(&mut st.free, off, bytes);
@@ -1616,7 +1659,7 @@ impl Arena {
         }
         let deferred = std::mem::take(&mut st.deferred);
         for (off, bytes) in deferred {
-            if st.held(off, bytes) {
+            if st.held(off, bytes) || self.marked(off, bytes) {
                 st.deferred.push((off, bytes));
             } else {
                 Self::free_extent(&mut st.free, off, bytes);

@@ -643,3 +643,61 @@ fn a_panicking_decode_gives_its_slot_back() {
         );
     }
 }
+
+/// An invocation leaked with `mem::forget` while its output is in place in a `Buffer` (safe
+/// code: the borrow of the buffer ends without a drop) cannot make the executor's late write
+/// land in another buffer: the memory the call may write is never handed out again (leaked,
+/// like the invocation), while memory outside it is.
+#[test]
+fn a_forgotten_in_place_call_keeps_its_memory_from_other_buffers() {
+    let args = [
+        "--cores",
+        "1",
+        "--hot-timeout-us",
+        "1000",
+        "--slots",
+        "4",
+        "--slot-size",
+        "16777216",
+    ];
+    let exec = Executor::start("forgotten-buffer", &args);
+    let lease = Lease::connect(&exec.socket).expect("lease");
+    let n = 768usize;
+    let a = vec![0.25f64; n * n];
+    let mut out = lease.buffer::<f64>(n * n).expect("buffer");
+    let held = out.as_ptr();
+    let spare = lease.buffer::<u8>(4096).expect("buffer");
+    let spare_at = spare.as_ptr();
+    {
+        use std::future::Future;
+        let mut inv = Box::pin(fx::matmul::invoke(&lease, n as u32, &a, &a, &mut out));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            inv.as_mut().poll(&mut cx).is_pending(),
+            "a product of milliseconds answered within one poll"
+        );
+        std::mem::forget(inv);
+    }
+    drop(out);
+    let other = lease.buffer::<f64>(n * n).expect("buffer");
+    assert_ne!(
+        other.as_ptr(),
+        held,
+        "memory a forgotten call may still write was handed out again"
+    );
+    // Even after the answer has come (the worker answers in order).
+    fx::noop::invoke(&lease).timeout(T).wait().expect("noop");
+    drop(other);
+    let again = lease.buffer::<f64>(n * n).expect("buffer");
+    assert_ne!(
+        again.as_ptr(),
+        held,
+        "the forgotten call's memory came back"
+    );
+    drop(spare);
+    assert_eq!(
+        lease.buffer::<u8>(4096).expect("buffer").as_ptr(),
+        spare_at,
+        "memory the call cannot write was held back"
+    );
+}
