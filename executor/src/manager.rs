@@ -496,12 +496,11 @@ const CACHE_RECENT: Duration = Duration::from_secs(600);
 /// Sets `path`'s modification time to now (the cache's record of its last lease); whether the
 /// file is there.
 fn touch(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a NUL-terminated path; a null `times` sets both times to now.
-    unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) == 0 }
+    std::fs::File::options()
+        .append(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()))
+        .is_ok()
 }
 
 /// Removes the least recently modified packages (`*.so`) of the cache `dir` until their sizes
@@ -742,11 +741,7 @@ impl Manager {
                     .map_err(|e| format!("caching the package: {e}"))?;
                 left -= n as u64;
             }
-            let found: String = hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let found = crate::package::hex(&hasher.finalize());
             if found != sha {
                 return Err(format!("package bytes hash to {found}, not {sha}"));
             }

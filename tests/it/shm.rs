@@ -483,10 +483,12 @@ fn buffers_receive_results_in_place() {
     }
 }
 
-/// Sends `inv` (its first poll) and drops it unanswered, as a caller that gives up does.
-fn send_and_drop<C: rfaas::RemoteCall + Unpin>(inv: rfaas::Invocation<'_, C>) {
+/// Sends `inv` (its first poll), which must still be pending: a product of milliseconds.
+fn send<C: rfaas::RemoteCall + Unpin>(
+    inv: rfaas::Invocation<'_, C>,
+) -> std::pin::Pin<Box<rfaas::Invocation<'_, C>>> {
     use std::future::Future;
-    let mut inv = std::pin::pin!(inv);
+    let mut inv = Box::pin(inv);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     if let std::task::Poll::Ready(r) = inv.as_mut().poll(&mut cx) {
         panic!(
@@ -494,7 +496,25 @@ fn send_and_drop<C: rfaas::RemoteCall + Unpin>(inv: rfaas::Invocation<'_, C>) {
             r.err()
         );
     }
+    inv
 }
+
+/// Sends `inv` and drops it unanswered, as a caller that gives up does.
+fn send_and_drop<C: rfaas::RemoteCall + Unpin>(inv: rfaas::Invocation<'_, C>) {
+    drop(send(inv));
+}
+
+/// One worker with slots large enough for 768 x 768 matrix products.
+const MATMUL_EXECUTOR: [&str; 8] = [
+    "--cores",
+    "1",
+    "--hot-timeout-us",
+    "1000",
+    "--slots",
+    "4",
+    "--slot-size",
+    "16777216",
+];
 
 /// An invocation dropped (or timed out) with its output in a `Buffer` may still be running: the buffer
 /// the caller drops is not handed out again (a new buffer gets other memory) until the answer
@@ -502,16 +522,7 @@ fn send_and_drop<C: rfaas::RemoteCall + Unpin>(inv: rfaas::Invocation<'_, C>) {
 /// TCP (it writes it when it answers).
 #[test]
 fn memory_of_an_abandoned_in_place_call_is_held_until_its_answer() {
-    let args = [
-        "--cores",
-        "1",
-        "--hot-timeout-us",
-        "1000",
-        "--slots",
-        "4",
-        "--slot-size",
-        "16777216",
-    ];
+    let args = MATMUL_EXECUTOR;
     let shm = Executor::start("abandoned-buffer", &args);
     let tcp = Executor::start_tcp("abandoned-buffer-tcp", "127.0.0.1:0", &args);
     let options = rfaas::LeaseOptions::default();
@@ -650,17 +661,7 @@ fn a_panicking_decode_gives_its_slot_back() {
 /// like the invocation), while memory outside it is.
 #[test]
 fn a_forgotten_in_place_call_keeps_its_memory_from_other_buffers() {
-    let args = [
-        "--cores",
-        "1",
-        "--hot-timeout-us",
-        "1000",
-        "--slots",
-        "4",
-        "--slot-size",
-        "16777216",
-    ];
-    let exec = Executor::start("forgotten-buffer", &args);
+    let exec = Executor::start("forgotten-buffer", &MATMUL_EXECUTOR);
     let lease = Lease::connect(&exec.socket).expect("lease");
     let n = 768usize;
     let a = vec![0.25f64; n * n];
@@ -668,16 +669,7 @@ fn a_forgotten_in_place_call_keeps_its_memory_from_other_buffers() {
     let held = out.as_ptr();
     let spare = lease.buffer::<u8>(4096).expect("buffer");
     let spare_at = spare.as_ptr();
-    {
-        use std::future::Future;
-        let mut inv = Box::pin(fx::matmul::invoke(&lease, n as u32, &a, &a, &mut out));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(
-            inv.as_mut().poll(&mut cx).is_pending(),
-            "a product of milliseconds answered within one poll"
-        );
-        std::mem::forget(inv);
-    }
+    std::mem::forget(send(fx::matmul::invoke(&lease, n as u32, &a, &a, &mut out)));
     drop(out);
     let other = lease.buffer::<f64>(n * n).expect("buffer");
     assert_ne!(
