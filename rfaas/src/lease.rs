@@ -11,7 +11,7 @@ mod functions;
 mod slots;
 
 use functions::FunctionTable;
-use slots::{Claim, Slot, Slots, tagged, untag};
+use slots::{Claim, Delivery, Slot, Slots, tagged, untag};
 
 use crate::call::{CallError, EncodeError, Gather, Placement, RemoteCall};
 use crate::payload::Payload;
@@ -829,43 +829,30 @@ impl Inner {
         } else {
             Slot::Rejected(len)
         };
-        let found = if valid {
-            self.slot.transition(id, round, Slot::InFlight, answer)
+        let delivery = if valid {
+            self.slot.deliver(id, round, answer)
         } else {
-            Err(Slot::Free)
+            Delivery::Stray
         };
-        let taken = match found {
+        let taken = match delivery {
             // The owner may sleep: its waker was stored before it last looked at the slot,
             // under the lock taken here after the transition.
-            Ok(()) => {
+            Delivery::ToOwner => {
                 self.wake_owner(id);
                 true
             }
             // Its owner gave up: the answer frees the slot, once (a duplicate that raced this
             // one to the queue finds it free or reused, and is a violation). Answers of an
             // earlier round (late duplicates) find the round moved on and change nothing.
-            Err(Slot::Abandoned) => self
-                .slot
-                .reclaim(id, round)
-                .map(|waiting| {
-                    self.arena.unhold(|i, r| (i, r) == (id, round));
-                    self.after_free(waiting)
-                })
-                .is_some(),
-            // The worker's hang-up was reported while this answer was on its way here (another
-            // thread had taken it off the queue): the answer wins if the owner has not taken
-            // the failure yet.
-            Err(Slot::Failed) => {
-                let won = self
-                    .slot
-                    .transition(id, round, Slot::Failed, answer)
-                    .is_ok();
-                if won {
-                    self.wake_owner(id);
-                }
-                won
+            Delivery::Freed(waiting) => {
+                self.arena.unhold(|i, r| (i, r) == (id, round));
+                self.after_free(waiting);
+                true
             }
-            Err(_) => false,
+            // Taken off the queue before the worker's end was reported, dispatched after: an
+            // honest executor's last answer, not a violation.
+            Delivery::AfterEnd => true,
+            Delivery::Stray => false,
         };
         if !(taken && fits) {
             self.violations.fetch_add(1, Ordering::Relaxed);

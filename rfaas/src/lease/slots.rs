@@ -85,6 +85,21 @@ impl Slot {
     }
 }
 
+/// What became of an answer (see [`Slots::deliver`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivery {
+    /// The slot holds it now: wake its owner.
+    ToOwner,
+    /// Its owner had given the slot up: the slot is free again; whether tasks wait for one.
+    Freed(bool),
+    /// It lost a race with its worker's end: it was taken off the queue before the end was
+    /// reported, and the slot had moved on since (its owner took the failure, or the slot,
+    /// abandoned, was freed with the worker). Nobody's answer, and no fault of the executor's.
+    AfterEnd,
+    /// No invocation of a live worker waits for it: a duplicate, or a stray (a violation).
+    Stray,
+}
+
 /// What [`Slots::claim`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Claim {
@@ -216,6 +231,34 @@ impl Slots {
             )
             .map(|_| ())
             .map_err(Slot::from_word)
+    }
+
+    /// Hands answer `answer` (`Done` or `Rejected`) of round `round` to slot `id` (an index
+    /// below the slot count), which must be in flight in that round; or, if its worker is
+    /// gone, still failed. An abandoned slot is freed by it instead.
+    pub(super) fn deliver(&self, id: u32, round: u32, answer: Slot) -> Delivery {
+        let outcome = match self.transition(id, round, Slot::InFlight, answer) {
+            Ok(()) => Some(Delivery::ToOwner),
+            Err(Slot::Abandoned) => self.reclaim(id, round).map(Delivery::Freed),
+            // The worker's end was reported while this answer was on its way (another thread
+            // had taken it off the queue): the answer wins if the owner has not taken the
+            // failure yet.
+            Err(Slot::Failed) => self
+                .transition(id, round, Slot::Failed, answer)
+                .ok()
+                .map(|()| Delivery::ToOwner),
+            Err(_) => None,
+        };
+        // Anything that found the slot moved on: on a dead worker it raced the death (a dead
+        // worker's slots are never claimed again, and its queue reports the end only after
+        // the answers it holds, so this answer was on its way already); else a stray.
+        outcome.unwrap_or_else(|| {
+            if self.is_dead((id / self.per_worker) as usize) {
+                Delivery::AfterEnd
+            } else {
+                Delivery::Stray
+            }
+        })
     }
 
     /// Marks a slot of a dead worker unused (it is never claimed again).
@@ -392,6 +435,48 @@ mod tests {
             s.transition(0, 1, Slot::InFlight, Slot::Abandoned),
             Err(Slot::Done(1, 8))
         );
+    }
+
+    /// An answer that loses the race with its worker's end (taken off the queue by one thread
+    /// while another reported the end) is late, not a violation, whether the owner already took
+    /// the failure or the slot was abandoned and freed with the worker; before the owner takes
+    /// the failure it is still delivered. The same answer on a live worker is a stray.
+    #[test]
+    fn an_answer_that_loses_to_its_workers_end_is_late_not_stray() {
+        let s = Slots::new(3, 1);
+        for w in 0..3 {
+            assert!(matches!(s.claim(), Claim::Got { worker, round: 1, .. } if worker == w));
+        }
+        // Worker 0: failed, the owner took the failure (a dead worker's slot is cleared).
+        assert!(s.fail_worker(0, |_| {}));
+        s.clear(0);
+        assert_eq!(s.deliver(0, 1, Slot::Done(0, 0)), Delivery::AfterEnd);
+        // Worker 1: abandoned, then freed by the worker's end.
+        s.transition(1, 1, Slot::InFlight, Slot::Abandoned).unwrap();
+        assert!(s.fail_worker(1, |_| {}));
+        assert_eq!(s.deliver(1, 1, Slot::Done(0, 0)), Delivery::AfterEnd);
+        // Worker 2, alive: its owner is done; a second answer is a stray.
+        assert_eq!(s.deliver(2, 1, Slot::Done(0, 8)), Delivery::ToOwner);
+        let _ = s.release(2);
+        assert_eq!(s.deliver(2, 1, Slot::Done(0, 8)), Delivery::Stray);
+        // Worker 2 dies with a call in flight whose owner has not looked yet: the answer wins.
+        assert!(matches!(
+            s.claim(),
+            Claim::Got {
+                id: 2,
+                round: 2,
+                ..
+            }
+        ));
+        assert!(s.fail_worker(2, |_| {}));
+        assert_eq!(s.deliver(2, 2, Slot::Rejected(9)), Delivery::ToOwner);
+        assert_eq!(s.get(2), Slot::Rejected(9));
+        // An abandoned slot of a live worker is freed by its answer, once.
+        let s = Slots::new(1, 1);
+        assert!(matches!(s.claim(), Claim::Got { round: 1, .. }));
+        s.transition(0, 1, Slot::InFlight, Slot::Abandoned).unwrap();
+        assert_eq!(s.deliver(0, 1, Slot::Done(0, 0)), Delivery::Freed(false));
+        assert_eq!(s.deliver(0, 1, Slot::Done(0, 0)), Delivery::Stray);
     }
 
     /// An abandoned slot is freed by its answer once; a duplicate answer frees nothing, even
