@@ -487,18 +487,26 @@ fn run_workers<E: Endpoint, Q: Queue>(
             .enumerate()
             .map(|(i, w)| {
                 let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
-                s.spawn(move || {
-                    let published = &PROGRESS.workers[i % MAX_WORKERS];
-                    run_worker(
-                        lib,
-                        &w.ep,
-                        &*w.cq,
-                        (&w.input, w.output.as_deref()),
-                        cfg,
-                        cpu,
-                        published,
-                    )
-                })
+                // Named, so that `top -H`, `ps -L` and a debugger say which worker a thread is.
+                // (A function's panic message still says `<unnamed>`: the library's own copy
+                // of std does not know the names the executor's std gave its threads.)
+                std::thread::Builder::new()
+                    .name(format!("rfaas-worker-{i}"))
+                    .spawn_scoped(s, move || {
+                        let published = &PROGRESS.workers[i % MAX_WORKERS];
+                        run_worker(
+                            lib,
+                            &w.ep,
+                            &*w.cq,
+                            (&w.input, w.output.as_deref()),
+                            cfg,
+                            cpu,
+                            published,
+                        )
+                    })
+                    // As `Scope::spawn` would, with the reason: a session short of a worker
+                    // would leave that worker's calls unanswered.
+                    .unwrap_or_else(|e| panic!("cannot start worker thread {i}: {e}"))
             })
             .collect();
         for (i, h) in handles.into_iter().enumerate() {
