@@ -637,11 +637,18 @@ impl Drop for Held<'_> {
     }
 }
 
-/// The least memory a lease of `cores` cores may ask for, MiB: the executor process's own
-/// (the binary, the function library, its session thread) plus a worker thread's stack per
-/// core. The executor runs under this limit (`rfaas-executor worker --memory-mib`).
-pub fn min_lease_memory_mib(cores: u32) -> u64 {
-    16 + 4 * u64::from(cores)
+/// The least memory a lease of `cores` cores over `fabric` with slots of `slot_size` bytes may
+/// ask for, MiB: the executor process's own (the binary, the function library, its session
+/// thread), plus per core a worker thread's stack and, over shared memory (or `Auto`, which
+/// may become it), the worker's scratch of a slot (where small results are run). The executor
+/// runs under this limit (`rfaas-executor worker --memory-mib`); the data plane's regions are
+/// shared memory and do not count.
+pub fn min_lease_memory_mib(cores: u32, fabric: Fabric, slot_size: u32) -> u64 {
+    let scratch = match fabric {
+        Fabric::Shm | Fabric::Auto => u64::from(slot_size).div_ceil(1 << 20),
+        Fabric::Tcp | Fabric::Verbs => 0,
+    };
+    16 + (4 + scratch) * u64::from(cores)
 }
 
 /// The manager's side of one control connection: plain, or sealed once the client has
@@ -789,7 +796,7 @@ impl Manager {
         if let (Fabric::Verbs, Err(why)) = (req.fabric, &self.rdma) {
             return Err(format!("this node offers no RDMA leases: {why}"));
         }
-        let least = min_lease_memory_mib(req.cores);
+        let least = min_lease_memory_mib(req.cores, req.fabric, slot_size);
         if req.memory_mib < least {
             return Err(format!(
                 "{} MiB is too little memory for a lease of {} cores: an executor needs at least {least} MiB",

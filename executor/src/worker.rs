@@ -22,8 +22,8 @@ use rfaas::wire::{
 };
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use zerocopy::FromBytes;
 
@@ -156,6 +156,9 @@ pub enum SessionError {
     /// A transport operation failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The session's workers could not all be given their memory or thread.
+    #[error("cannot start the session's workers: {0}")]
+    Workers(String),
 }
 
 /// Checks that `lib`'s function table fits a session's welcome (clients refuse control
@@ -288,7 +291,7 @@ pub fn serve_session(
         });
     }
     stream.set_read_timeout(None).map_err(TransportError::Io)?;
-    Ok(run_workers(lib, &workers, cfg))
+    run_workers(lib, &workers, cfg)
 }
 
 /// Serves one client on `control` (TCP) until it disconnects. Data connections, one per
@@ -379,6 +382,7 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
     control.set_read_timeout(None).map_err(TransportError::Io)?;
     // The control connection's end is the session's end: a reader that sees it close shuts the
     // data connections down, which ends the workers.
+    let ours = control.try_clone().map_err(TransportError::Io)?;
     let watcher = std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         while matches!(std::io::Read::read(&mut control, &mut buf), Ok(n) if n > 0) {}
@@ -388,8 +392,12 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
     });
     let stats = run_workers(lib, &workers, cfg);
     drop(workers);
+    if stats.is_err() {
+        // The session ends here, not when the client hangs up.
+        let _ = ours.shutdown(std::net::Shutdown::Both);
+    }
     let _ = watcher.join();
-    Ok(stats)
+    stats
 }
 
 /// How long a client may take to complete a handshake.
@@ -479,54 +487,121 @@ fn run_workers<E: Endpoint, Q: Queue>(
     lib: &Arc<FunctionLibrary>,
     workers: &[Worker<E, Q>],
     cfg: &WorkerConfig,
-) -> WorkerStats {
+) -> Result<WorkerStats, SessionError> {
+    // Every worker's memory and thread first, so that a session that cannot have all of them
+    // (a lease short of memory, a thread limit) ends at once, visibly to its client (the
+    // connections close: `ExecutorGone`), instead of aborting in a worker or serving short of
+    // a worker whose calls would never be answered.
+    let mut scratches = Vec::with_capacity(workers.len());
+    for w in workers {
+        scratches.push(scratch_for(cfg, w.output.is_none())?);
+    }
+    let gate = Gate::default();
     let mut total = WorkerStats::default();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = workers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
-                // Named, so that `top -H`, `ps -L` and a debugger say which worker a thread is.
-                // (A function's panic message still says `<unnamed>`: the library's own copy
-                // of std does not know the names the executor's std gave its threads.)
-                std::thread::Builder::new()
-                    .name(format!("rfaas-worker-{i}"))
-                    .spawn_scoped(s, move || {
-                        let published = &PROGRESS.workers[i % MAX_WORKERS];
-                        run_worker(
-                            lib,
-                            &w.ep,
-                            &*w.cq,
-                            (&w.input, w.output.as_deref()),
-                            cfg,
-                            cpu,
-                            published,
-                        )
-                    })
-                    // As `Scope::spawn` would, with the reason: a session short of a worker
-                    // would leave that worker's calls unanswered.
-                    .unwrap_or_else(|e| panic!("cannot start worker thread {i}: {e}"))
-            })
-            .collect();
+    let short = std::thread::scope(|s| {
+        let mut handles = Vec::with_capacity(workers.len());
+        let mut short = None;
+        for (i, (w, scratch)) in workers.iter().zip(scratches).enumerate() {
+            let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
+            let gate = &gate;
+            // Named, so that `top -H`, `ps -L` and a debugger say which worker a thread is.
+            // (A function's panic message still says `<unnamed>`: the library's own copy of
+            // std does not know the names the executor's std gave its threads.)
+            let spawned = std::thread::Builder::new()
+                .name(format!("rfaas-worker-{i}"))
+                .spawn_scoped(s, move || {
+                    if !gate.wait() {
+                        return WorkerStats::default();
+                    }
+                    let published = &PROGRESS.workers[i % MAX_WORKERS];
+                    run_worker(
+                        lib,
+                        &w.ep,
+                        &*w.cq,
+                        (&w.input, w.output.as_deref(), scratch),
+                        cfg,
+                        cpu,
+                        published,
+                    )
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    short = Some(format!("no thread for worker {i}: {e}"));
+                    break;
+                }
+            }
+        }
+        gate.open(short.is_none());
         for (i, h) in handles.into_iter().enumerate() {
             match h.join() {
                 Ok(stats) => {
-                    tracing::info!(
-                        worker = i,
-                        invocations = stats.invocations,
-                        hot_poll_us = stats.hot_poll.as_micros() as u64,
-                        exec_us = stats.exec.as_micros() as u64,
-                        warm_sleeps = stats.warm_sleeps,
-                        "worker finished"
-                    );
+                    if short.is_none() {
+                        tracing::info!(
+                            worker = i,
+                            invocations = stats.invocations,
+                            hot_poll_us = stats.hot_poll.as_micros() as u64,
+                            exec_us = stats.exec.as_micros() as u64,
+                            warm_sleeps = stats.warm_sleeps,
+                            "worker finished"
+                        );
+                    }
                     total.add(&stats);
                 }
                 Err(_) => tracing::error!(worker = i, "worker thread panicked"),
             }
         }
+        short
     });
-    total
+    match short {
+        Some(why) => Err(SessionError::Workers(why)),
+        None => Ok(total),
+    }
+}
+
+/// A worker's scratch (see [`handle`]): where small results are run before they travel
+/// inline, on fabrics with a window (`windowed`); 8-byte aligned, a slot long, allocated (and
+/// zeroed lazily by the kernel) once per worker of a session, so it only ever holds this
+/// client's bytes. Empty elsewhere.
+fn scratch_for(cfg: &WorkerConfig, windowed: bool) -> Result<Vec<u64>, SessionError> {
+    let mut scratch = Vec::new();
+    if windowed {
+        let words = (cfg.slot_size as usize).div_ceil(8);
+        scratch.try_reserve_exact(words).map_err(|_| {
+            SessionError::Workers(format!(
+                "no memory for a worker's {} bytes of scratch (the lease's memory limit?)",
+                cfg.slot_size
+            ))
+        })?;
+        scratch.resize(words, 0);
+    }
+    Ok(scratch)
+}
+
+/// Holds the session's workers until all of them exist: then lets them serve, or (one could
+/// not be started) return at once.
+#[derive(Default)]
+struct Gate {
+    verdict: Mutex<Option<bool>>,
+    decided: Condvar,
+}
+
+impl Gate {
+    /// Whether to serve, once decided.
+    fn wait(&self) -> bool {
+        let mut v = self.verdict.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(go) = *v {
+                return go;
+            }
+            v = self.decided.wait(v).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn open(&self, go: bool) {
+        *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(go);
+        self.decided.notify_all();
+    }
 }
 
 /// Workers whose progress [`PROGRESS`] publishes (the most a session has).
@@ -579,7 +654,7 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
     lib: &FunctionLibrary,
     ep: &E,
     cq: &Q,
-    (input, output): (&Region, Option<&Region>),
+    (input, output, mut scratch): (&Region, Option<&Region>, Vec<u64>),
     cfg: &WorkerConfig,
     cpu: Option<usize>,
     published: &WorkerProgress,
@@ -590,14 +665,6 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
         tracing::warn!(cpu, error = %e, "cannot pin worker");
     }
     let mut stats = WorkerStats::default();
-    // Where small results are run before they travel inline (fabrics with a window); 8-byte
-    // aligned, a slot long, allocated (and zeroed lazily by the kernel) once per worker of a
-    // session, so it only ever holds this client's bytes.
-    let mut scratch = if output.is_none() {
-        vec![0u64; (cfg.slot_size as usize).div_ceil(8)]
-    } else {
-        Vec::new()
-    };
     let mut hot = cfg.hot_timeout != HotTimeout::Never;
     // Accounting in cheap ticks: one read after the poll (on the critical path) and one after
     // the answer; `Instant` only off the critical path.
@@ -610,51 +677,20 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
     'serve: loop {
         let completion = if hot {
             let started = now;
-            let mut last_yield: Option<Instant> = last_work;
-            let mut polls = 0u32;
-            let got = loop {
-                match cq.poll() {
-                    Ok(Some(c)) => break Some(c),
-                    Ok(None) => {}
-                    Err(TransportError::PeerGone { .. }) => break 'serve,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "completion queue error");
-                        break 'serve;
-                    }
-                }
-                polls += 1;
-                if polls.is_multiple_of(POLLS_PER_CHECK) {
-                    let now = Instant::now();
-                    let since = *last_work.get_or_insert(now);
-                    let yielded = *last_yield.get_or_insert(now);
-                    if let HotTimeout::For(t) = cfg.hot_timeout
-                        && now.duration_since(since) >= t
-                    {
-                        hot = false;
-                        stats.warm_sleeps += 1;
-                        break None;
-                    }
-                    if now.duration_since(yielded) >= YIELD_EVERY {
-                        // Bounded spinning: let other threads on this core run, and notice a
-                        // client that went away.
-                        std::thread::yield_now();
-                        last_yield = Some(now);
-                        match cq.wait(Duration::ZERO) {
-                            Ok(Some(c)) => break Some(c),
-                            Ok(None) => {}
-                            Err(TransportError::PeerGone { .. }) => break 'serve,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "completion queue error");
-                                break 'serve;
-                            }
-                        }
-                    }
-                }
-                std::hint::spin_loop();
-            };
+            let polled = hot_poll(cq, cfg, &mut last_work);
+            // The hot span counts however it ended: a client leaving an always-hot worker
+            // ends the span that holds all of the lease's idle time.
             now = ticks();
             hot_ticks += now.wrapping_sub(started);
-            got
+            match polled {
+                Polled::Got(c) => Some(c),
+                Polled::Cooled => {
+                    hot = false;
+                    stats.warm_sleeps += 1;
+                    None
+                }
+                Polled::End => break 'serve,
+            }
         } else {
             let got = cq.wait(LIVENESS_TICK);
             now = ticks();
@@ -681,6 +717,8 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
             Ok(None) => stats.dropped += 1,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot answer the client");
+                // The function may have run: its time counts.
+                exec_ticks += ticks().wrapping_sub(now);
                 break 'serve;
             }
         }
@@ -693,6 +731,65 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
     stats.hot_poll = clock.duration(hot_ticks);
     stats.exec = clock.duration(exec_ticks);
     stats
+}
+
+/// How a hot poll ended.
+enum Polled {
+    Got(Completion),
+    /// The hot timeout passed without work: go warm.
+    Cooled,
+    /// The client left, or the queue failed: the session is over.
+    End,
+}
+
+/// Busy-polls `cq` until a completion comes, the hot timeout passes since `last_work` (read
+/// lazily: `None` means "just now", filled at the first clock check), or the session ends.
+/// Spinning is bounded: the core is yielded every [`YIELD_EVERY`], and the peer's liveness
+/// checked then.
+#[inline(always)]
+fn hot_poll<Q: Queue + ?Sized>(
+    cq: &Q,
+    cfg: &WorkerConfig,
+    last_work: &mut Option<Instant>,
+) -> Polled {
+    let mut last_yield: Option<Instant> = *last_work;
+    let mut polls = 0u32;
+    let ended = |e: TransportError| {
+        if !matches!(e, TransportError::PeerGone { .. }) {
+            tracing::warn!(error = %e, "completion queue error");
+        }
+        Polled::End
+    };
+    loop {
+        match cq.poll() {
+            Ok(Some(c)) => return Polled::Got(c),
+            Ok(None) => {}
+            Err(e) => return ended(e),
+        }
+        polls += 1;
+        if polls.is_multiple_of(POLLS_PER_CHECK) {
+            let now = Instant::now();
+            let since = *last_work.get_or_insert(now);
+            let yielded = *last_yield.get_or_insert(now);
+            if let HotTimeout::For(t) = cfg.hot_timeout
+                && now.duration_since(since) >= t
+            {
+                return Polled::Cooled;
+            }
+            if now.duration_since(yielded) >= YIELD_EVERY {
+                // Bounded spinning: let other threads on this core run, and notice a client
+                // that went away.
+                std::thread::yield_now();
+                last_yield = Some(now);
+                match cq.wait(Duration::ZERO) {
+                    Ok(Some(c)) => return Polled::Got(c),
+                    Ok(None) => {}
+                    Err(e) => return ended(e),
+                }
+            }
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// A cheap monotonic counter: the TSC on x86-64 (about half the cost of `Instant::now` on our

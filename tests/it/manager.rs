@@ -180,6 +180,133 @@ fn leases_capacity_reclaim_and_ledger() {
     );
 }
 
+/// An always-hot worker's idle polling is accounted up to the client's leaving: the span in
+/// which the client left used to be dropped, so a lease that spun idle for its whole life
+/// showed next to no hot time in the ledger.
+#[test]
+fn an_always_hot_lease_accounts_its_idle_polling() {
+    let dir = scratch_dir("manager-hot-account");
+    let mgr = Service::start("manager", &manager_config(&dir, ""));
+    let mut s = spec(1, Fabric::Shm);
+    s.hot_timeout_us = -1;
+    let lease = lease_from(&mgr.address, example_package(), &s).expect("lease");
+    lease
+        .invoke(fx::noop::call())
+        .timeout(T)
+        .wait()
+        .expect("noop");
+    // The worker polls hot for at least this long after the call: a lower bound by
+    // construction, not a timing assumption.
+    let idle = Duration::from_millis(400);
+    std::thread::sleep(idle);
+    let id = lease.id();
+    drop(lease);
+    let ledger = dir.join("ledger.jsonl");
+    let mut entry = None;
+    eventually("the lease's ledger entry", || {
+        entry = executor::manager::read_ledger(&ledger)
+            .ok()
+            .and_then(|e| e.into_iter().find(|e| e.lease_id == id));
+        entry.is_some()
+    });
+    let entry = entry.expect("entry");
+    assert_eq!(entry.invocations, 1, "{entry:?}");
+    assert!(
+        entry.hot_poll_us >= idle.as_micros() as u64,
+        "hot polling accounted {} µs of at least {} µs idle: {entry:?}",
+        entry.hot_poll_us,
+        idle.as_micros()
+    );
+}
+
+/// An executor process whose memory limit leaves no room for all of its workers' threads ends
+/// the session at once and says why: every call fails with `ExecutorGone`, none waits
+/// unanswered on a worker that never started, and the process lives on. (It used to panic
+/// inside the workers' scope, which under the limit aborted the process on the panic's own
+/// allocation, or served with the workers it had while calls spread to the missing ones timed
+/// out.)
+#[test]
+fn a_session_short_of_worker_threads_ends_and_says_why() {
+    const WORKERS: usize = 16;
+    const REASON: &str = "cannot start the session's workers";
+    let mut child = Command::new(executor_binary())
+        .args([
+            "worker",
+            "--lease",
+            "1",
+            "--memory-mib",
+            "20",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--cores", &WORKERS.to_string(), "--slot-size", "128"])
+        .arg("--library")
+        .arg(example_package())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, log) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("{line}");
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("output");
+    let address = line
+        .trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("the executor did not start: {line:?}"))
+        .to_owned();
+    let lease = rfaas::Lease::connect_tcp(&address, &rfaas::LeaseOptions::default())
+        .expect("the handshake needs no worker thread");
+    // As many calls in flight as workers: they are spread over all of them.
+    let calls: Vec<_> = (0..WORKERS)
+        .map(|_| lease.invoke(fx::noop::call()).timeout(T))
+        .collect();
+    let outcome: Vec<_> = calls
+        .into_iter()
+        .map(|c| match c.wait() {
+            Ok(()) => "answered".to_owned(),
+            Err(Error::ExecutorGone) => "gone".to_owned(),
+            Err(e) => format!("{e}"),
+        })
+        .collect();
+    assert!(
+        outcome.iter().all(|o| o == "gone"),
+        "16 threads of 2 MiB stacks cannot fit in 20 MiB: {outcome:?}"
+    );
+    let deadline = Instant::now() + T;
+    let said = loop {
+        match log.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains(REASON) => break true,
+            Ok(_) => {}
+            Err(_) if Instant::now() >= deadline || !matches!(child.try_wait(), Ok(None)) => {
+                break false;
+            }
+            Err(_) => {}
+        }
+    };
+    let status = child.try_wait();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(said, "the executor's log never said {REASON:?}");
+    assert!(
+        matches!(status, Ok(None)),
+        "the executor died instead of ending the session: {status:?}"
+    );
+}
+
 #[test]
 fn an_executor_runs_within_its_leases_memory() {
     let dir = scratch_dir("manager-memory");
@@ -191,9 +318,44 @@ fn an_executor_runs_within_its_leases_memory() {
         Err(Error::Refused(why)) => assert!(why.contains("too little memory"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // A shared-memory worker keeps a slot of scratch: two cores with 16 MiB slots need more
+    // than 24 MiB (granted before, and the executor died of it at the session's start).
+    let mut big_slots = spec(2, Fabric::Shm);
+    big_slots.memory_mib = 24;
+    big_slots.slot_size = Some(16 << 20);
+    match lease_from(&mgr.address, pkg, &big_slots) {
+        Err(Error::Refused(why)) => assert!(why.contains("at least 56 MiB"), "{why}"),
+        Ok(lease) => panic!(
+            "expected a refusal, got a lease whose first call gives {:?}",
+            lease.invoke(fx::noop::call()).timeout(T).wait()
+        ),
+        Err(e) => panic!("expected a refusal, got {e:?}"),
+    }
+    // Enough for them, and served.
+    big_slots.memory_mib = 56;
+    let lease = lease_from(&mgr.address, pkg, &big_slots).expect("lease of 16 MiB slots");
+    let mut out = vec![0u8; 1 << 20];
+    let input = vec![7u8; 1 << 20];
+    for _ in 0..2 {
+        assert_eq!(
+            fx::echo::invoke(&lease, &input, &mut out)
+                .timeout(T)
+                .wait()
+                .expect("echo within the least memory"),
+            1 << 20
+        );
+    }
+    assert_eq!(out, input);
+    drop(lease);
     let mut s = spec(1, Fabric::Shm);
     s.memory_mib = 96;
-    let lease = lease_from(&mgr.address, pkg, &s).expect("lease");
+    // Once the two cores are back.
+    let mut lease = None;
+    eventually("capacity returned", || {
+        lease = lease_from(&mgr.address, pkg, &s).ok();
+        lease.is_some()
+    });
+    let lease = lease.expect("lease");
     // Within the limit: 32 MiB allocated and touched.
     assert_eq!(
         lease
