@@ -540,6 +540,29 @@ pub fn cmdline(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The CPUs (`Cpus_allowed_list`, e.g. `0` or `0-1`) of each thread of process `pid` named
+/// `name` (the kernel's 15-character thread name, e.g. `rfaas-worker-0`).
+pub fn thread_cpus(pid: u32, name: &str) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .filter_map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// The executor process a manager (`manager_pid`) runs for lease `lease_id`, if any.
 pub fn lease_executor(manager_pid: u32, lease_id: u64) -> Option<u32> {
     let arg = format!("--lease={lease_id}");

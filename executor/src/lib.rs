@@ -7,6 +7,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod conn;
+pub mod cpus;
 pub mod library;
 pub mod manager;
 pub mod package;

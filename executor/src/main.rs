@@ -148,7 +148,9 @@ struct Serve {
     /// Workers (leased cores) per session.
     #[arg(long, default_value_t = 1)]
     cores: u32,
-    /// CPUs to pin workers to, comma-separated (default: all allowed CPUs, in order).
+    /// CPUs to pin workers to, comma-separated (default: all this process may run on). Each
+    /// session takes the least used of them for its workers (concurrent sessions spread over
+    /// them), and gives them back when it ends.
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
     /// Input slots per worker: invocations that may be in flight on one worker.
@@ -309,11 +311,22 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
         hot_timeout_us,
     } = serve;
     let hot_timeout = HotTimeout::from_micros(hot_timeout_us).map_err(anyhow::Error::msg)?;
-    let cpus = if cpus.is_empty() {
-        rfaas::sys::allowed_cpus()
-    } else {
-        cpus
-    };
+    let allowed = rfaas::sys::allowed_cpus();
+    if let Some(bad) = cpus.iter().find(|c| !allowed.contains(c)) {
+        anyhow::bail!(
+            "--cpus: CPU {bad} is not one this process may run on (allowed: {})",
+            cpu_list(&allowed)
+        );
+    }
+    let cpus = if cpus.is_empty() { allowed } else { cpus };
+    let cpus = executor::cpus::CpuPool::new(cpus);
+    if cores as usize > cpus.cpus().len() {
+        tracing::warn!(
+            cores,
+            cpus = %cpu_list(cpus.cpus()),
+            "more workers per session than CPUs: workers share CPUs, and busy-polling ones slow each other down"
+        );
+    }
     let cfg = WorkerConfig {
         workers: cores,
         cpus,
@@ -362,6 +375,12 @@ fn session_token() -> Result<Option<String>> {
         "{TOKEN_ENV} must be 32 to 256 visible ASCII characters (e.g. `openssl rand -hex 32`)"
     );
     Ok(Some(token))
+}
+
+/// `cpus` as a comma-separated list.
+fn cpu_list(cpus: &[usize]) -> String {
+    let names: Vec<String> = cpus.iter().map(usize::to_string).collect();
+    names.join(",")
 }
 
 /// Serves each connection of `incoming` with `serve`, on a thread of its own; with `once`,

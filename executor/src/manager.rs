@@ -9,6 +9,7 @@
 //! may ask for (cores, slots, slot size, invocations in flight).
 
 use crate::conn::{Deadlined, Pending};
+use crate::cpus::{CpuPool, Pinning};
 use crate::worker::{HotTimeout, WorkerConfig};
 use rfaas::auth::{Accepted, AuthError, Channel, Secret};
 use rfaas::registry::RegistryClient;
@@ -216,7 +217,7 @@ impl ManagerConfig {
         // before any package is shipped, rather than by an executor that fails to start.
         WorkerConfig {
             workers: req.cores,
-            cpus: Vec::new(),
+            cpus: CpuPool::new(Vec::new()),
             slots,
             slot_size,
             hot_timeout: HotTimeout::from_micros(req.hot_timeout_us)?,
@@ -313,6 +314,8 @@ struct Manager {
     rdma: Result<(), String>,
     exe: PathBuf,
     capacity: Mutex<Capacity>,
+    /// The node's CPUs, shared out among the leases' workers.
+    cpus: Arc<CpuPool>,
     next_id: AtomicU64,
     /// End of the block of lease ids recorded on disk ([`reserve_lease_ids`]).
     reserved_ids: Mutex<u64>,
@@ -366,6 +369,7 @@ pub fn serve(
             free_cores: cfg.cores,
             free_memory_mib: cfg.memory_mib,
         }),
+        cpus: CpuPool::new(rfaas::sys::allowed_cpus()),
         next_id: AtomicU64::new(first_lease_id(&cfg.ledger)),
         reserved_ids: Mutex::new(0),
         ledger: Mutex::new(()),
@@ -620,6 +624,8 @@ struct Held<'m> {
     /// Files of the lease's executor (its socket, its stats file and that file's aside copy),
     /// removed with the lease however it ends.
     files: Vec<PathBuf>,
+    /// The CPUs its workers run on, given back with the lease.
+    pinning: Pinning,
 }
 
 impl Drop for Held<'_> {
@@ -835,6 +841,7 @@ impl Manager {
                 memory_mib: req.memory_mib,
                 child: None,
                 files: Vec::new(),
+                pinning: self.cpus.take(req.cores as usize),
             }
         };
         {
@@ -880,6 +887,12 @@ impl Manager {
             &slots.to_string(),
         ]);
         cmd.args(["--slot-size", &slot_size.to_string()]);
+        // The CPUs other leases use least (each lease's workers would otherwise all start at
+        // the node's first CPU).
+        let cpus: Vec<String> = held.pinning.cpus().iter().map(usize::to_string).collect();
+        if !cpus.is_empty() {
+            cmd.arg(format!("--cpus={}", cpus.join(",")));
+        }
         cmd.arg(format!("--hot-timeout-us={}", req.hot_timeout_us));
         let socket = self.cfg.socket_dir.join(format!(
             "rfaas-{}-lease-{lease_id}.sock",

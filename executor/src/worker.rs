@@ -9,6 +9,7 @@
 //! completion entry.
 
 use crate::FunctionLibrary;
+use crate::cpus::CpuPool;
 use rfaas::Status;
 use rfaas::transport::shm::{CompletionQueue, ShmEndpoint, Side, recv_message, send_message};
 use rfaas::transport::tcp::{TcpEndpoint, TcpQueue};
@@ -57,8 +58,9 @@ impl HotTimeout {
 pub struct WorkerConfig {
     /// Workers (leased cores) per session.
     pub workers: u32,
-    /// CPUs to pin workers to, in order (wrapping); empty: no pinning.
-    pub cpus: Vec<usize>,
+    /// CPUs to pin workers to: each session takes the least used of them for its workers
+    /// (see [`CpuPool::take`]); an empty pool: no pinning.
+    pub cpus: Arc<CpuPool>,
     /// Input slots per worker.
     pub slots: u32,
     /// Bytes per slot (header included); also the result area per slot.
@@ -74,7 +76,7 @@ impl std::fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerConfig")
             .field("workers", &self.workers)
-            .field("cpus", &self.cpus)
+            .field("cpus", &self.cpus.cpus())
             .field("slots", &self.slots)
             .field("slot_size", &self.slot_size)
             .field("hot_timeout", &self.hot_timeout)
@@ -496,13 +498,16 @@ fn run_workers<E: Endpoint, Q: Queue>(
     for w in workers {
         scratches.push(scratch_for(cfg, w.output.is_none())?);
     }
+    // CPUs no other session of this process uses, while there are any; given back when the
+    // session ends.
+    let pinning = cfg.cpus.take(workers.len());
     let gate = Gate::default();
     let mut total = WorkerStats::default();
     let short = std::thread::scope(|s| {
         let mut handles = Vec::with_capacity(workers.len());
         let mut short = None;
         for (i, (w, scratch)) in workers.iter().zip(scratches).enumerate() {
-            let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
+            let cpu = pinning.cpu(i);
             let gate = &gate;
             // Named, so that `top -H`, `ps -L` and a debugger say which worker a thread is.
             // (A function's panic message still says `<unnamed>`: the library's own copy of

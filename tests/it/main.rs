@@ -8,6 +8,7 @@ mod hostile;
 mod loader;
 mod manager;
 mod package;
+mod pinning;
 mod props;
 mod registry;
 mod rogue;

@@ -102,7 +102,7 @@ fn the_hot_path_does_not_allocate() {
     let listener = UnixListener::bind(&socket).expect("bind");
     let cfg = WorkerConfig {
         workers: 1,
-        cpus: Vec::new(),
+        cpus: executor::cpus::CpuPool::new(Vec::new()),
         slots: 4,
         slot_size: 8192,
         hot_timeout: HotTimeout::For(Duration::from_millis(50)),

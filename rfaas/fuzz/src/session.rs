@@ -67,7 +67,7 @@ impl Session {
         let addr = listener.local_addr().expect("addr");
         let cfg = WorkerConfig {
             workers: 1,
-            cpus: Vec::new(),
+            cpus: executor::cpus::CpuPool::new(Vec::new()),
             slots: SLOTS,
             slot_size: SLOT_SIZE,
             hot_timeout: HotTimeout::Never,
