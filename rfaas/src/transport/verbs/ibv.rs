@@ -1,4 +1,4 @@
-//! A thin safe layer of our own over `ibverbs-sys` (libibverbs): devices, protection domain,
+//! A thin safe layer of our own over `ibverbs-sys` (libibverbs): devices, protection domains,
 //! memory registration of existing memory, RC queue pairs and their state transitions,
 //! completion queues with completion channels, a shared receive queue, and
 //! `RDMA_WRITE_WITH_IMM` (inline below the device limit).
@@ -139,12 +139,13 @@ pub struct PortInfo {
     pub ethernet: bool,
     /// The port is active.
     pub active: bool,
+    /// Largest message (one work request's bytes) the port takes.
+    pub max_msg: u32,
 }
 
-/// An open device with its protection domain: everything else is created from it.
+/// An open device: protection domains and completion queues are created from it.
 pub struct Context {
     ctx: *mut ffi::ibv_context,
-    pd: *mut ffi::ibv_pd,
     name: String,
     port: u8,
     port_info: PortInfo,
@@ -155,8 +156,8 @@ pub struct Context {
     max_srq_wr: u32,
 }
 
-// SAFETY: libibverbs contexts and protection domains may be used from any thread (the library
-// locks internally); we never mutate through the raw pointers outside verbs calls.
+// SAFETY: libibverbs contexts may be used from any thread (the library locks internally); we
+// never mutate through the raw pointer outside verbs calls.
 unsafe impl Send for Context {}
 // SAFETY: as above.
 unsafe impl Sync for Context {}
@@ -173,8 +174,7 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// Opens `device` (the first device if `None`), checks `port`, reads GID `gid_index`, and
-    /// allocates a protection domain.
+    /// Opens `device` (the first device if `None`), checks `port` and reads GID `gid_index`.
     pub fn open(device: Option<&str>, port: u8, gid_index: u8) -> Result<Arc<Context>, VerbsError> {
         let list = DeviceList::get()?;
         let names = list.names();
@@ -194,10 +194,9 @@ impl Context {
             return Err(failed("ibv_open_device"));
         }
         drop(list);
-        // From here the context is closed by `Context::drop` on any error (pd may be null).
+        // From here the context is closed by `Context::drop` on any error.
         let mut me = Context {
             ctx,
-            pd: ptr::null_mut(),
             name: names[i].clone(),
             port,
             port_info: PortInfo {
@@ -205,6 +204,7 @@ impl Context {
                 active_mtu: 3,
                 ethernet: true,
                 active: false,
+                max_msg: u32::MAX,
             },
             gid_index,
             gid: [0; 16],
@@ -252,6 +252,12 @@ impl Context {
             active_mtu: attr.active_mtu,
             ethernet: u32::from(attr.link_layer) == ffi::IBV_LINK_LAYER_ETHERNET,
             active: attr.state == ffi::ibv_port_state::IBV_PORT_ACTIVE,
+            // 0 would mean the device did not say: no limit of its own then.
+            max_msg: if attr.max_msg_sz == 0 {
+                u32::MAX
+            } else {
+                attr.max_msg_sz
+            },
         };
         let mut gid = MaybeUninit::<ffi::ibv_gid>::zeroed();
         // SAFETY: `ctx` open, `gid` a writable 16-byte union.
@@ -261,11 +267,6 @@ impl Context {
         }
         // SAFETY: written by the query; any 16 bytes are a valid `raw` view.
         me.gid = unsafe { gid.assume_init().raw };
-        // SAFETY: `ctx` is open; the PD is freed in `Drop` before the context is closed.
-        me.pd = unsafe { ffi::ibv_alloc_pd(ctx) };
-        if me.pd.is_null() {
-            return Err(failed("ibv_alloc_pd"));
-        }
         Ok(Arc::new(me))
     }
 
@@ -299,13 +300,60 @@ impl Context {
 impl Drop for Context {
     fn drop(&mut self) {
         // SAFETY: every object created from this context holds an `Arc` of it and is gone;
-        // the PD (if allocated) is freed before the context is closed, each once.
-        unsafe {
-            if !self.pd.is_null() {
-                ffi::ibv_dealloc_pd(self.pd);
-            }
-            ffi::ibv_close_device(self.ctx);
+        // the context is closed once.
+        unsafe { ffi::ibv_close_device(self.ctx) };
+    }
+}
+
+/// A protection domain: the memory registrations, queue pairs and shared receive queues made
+/// in it. A peer's RDMA write through a queue pair reaches only memory registered in that
+/// queue pair's domain (with a matching rkey), so objects of different domains cannot reach
+/// each other's memory even on one device.
+pub struct ProtectionDomain {
+    pd: *mut ffi::ibv_pd,
+    ctx: Arc<Context>,
+}
+
+// SAFETY: a PD handle is immutable after allocation and usable from any thread (libibverbs
+// locks internally); it is deallocated once, in Drop.
+unsafe impl Send for ProtectionDomain {}
+// SAFETY: as above.
+unsafe impl Sync for ProtectionDomain {}
+
+impl std::fmt::Debug for ProtectionDomain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProtectionDomain")
+            .field("device", &self.ctx.name)
+            .finish()
+    }
+}
+
+impl ProtectionDomain {
+    /// Allocates a protection domain on `ctx`.
+    pub fn new(ctx: &Arc<Context>) -> Result<Arc<ProtectionDomain>, VerbsError> {
+        // SAFETY: the context is open (held by the `Arc`); the PD is freed in `Drop`, before
+        // the context can close (we hold an `Arc` of it).
+        let pd = unsafe { ffi::ibv_alloc_pd(ctx.ctx) };
+        if pd.is_null() {
+            return Err(failed("ibv_alloc_pd"));
         }
+        Ok(Arc::new(ProtectionDomain {
+            pd,
+            ctx: ctx.clone(),
+        }))
+    }
+
+    /// The device context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+}
+
+impl Drop for ProtectionDomain {
+    fn drop(&mut self) {
+        // SAFETY: every object created in this domain holds an `Arc` of it and is gone; the PD
+        // is deallocated once.
+        unsafe { ffi::ibv_dealloc_pd(self.pd) };
     }
 }
 
@@ -313,7 +361,7 @@ impl Drop for Context {
 /// remote write if asked for). The caller keeps the memory mapped for the registration's life.
 pub struct MemoryRegion {
     mr: *mut ffi::ibv_mr,
-    _ctx: Arc<Context>,
+    _pd: Arc<ProtectionDomain>,
 }
 
 // SAFETY: an MR handle is immutable after registration; deregistration happens once, in Drop.
@@ -322,14 +370,16 @@ unsafe impl Send for MemoryRegion {}
 unsafe impl Sync for MemoryRegion {}
 
 impl MemoryRegion {
-    /// Registers `len` bytes at `addr` for local writes and, if `remote_write`, for peers'
-    /// RDMA writes (without it, a write naming this region's rkey fails at the responder).
+    /// Registers `len` bytes at `addr` in `pd` for local writes and, if `remote_write`, for
+    /// peers' RDMA writes through queue pairs of the same domain (without it, or through a
+    /// queue pair of another domain, a write naming this region's rkey fails at the
+    /// responder).
     ///
     /// # Safety
     /// `addr..addr + len` must stay mapped (and not be unmapped or remapped) until the
     /// returned region is dropped.
     pub unsafe fn register(
-        ctx: &Arc<Context>,
+        pd: &Arc<ProtectionDomain>,
         addr: *mut u8,
         len: usize,
         remote_write: bool,
@@ -338,14 +388,15 @@ impl MemoryRegion {
         if remote_write {
             access |= ffi::ibv_access_flags::IBV_ACCESS_REMOTE_WRITE.0;
         }
-        // SAFETY: the PD is live (held by `ctx`); the caller guarantees the range stays mapped.
-        let mr = unsafe { ffi::ibv_reg_mr(ctx.pd, addr.cast(), len, access as i32) };
+        // SAFETY: the PD is live (held by the `Arc`); the caller guarantees the range stays
+        // mapped.
+        let mr = unsafe { ffi::ibv_reg_mr(pd.pd, addr.cast(), len, access as i32) };
         if mr.is_null() {
             return Err(failed("ibv_reg_mr"));
         }
         Ok(MemoryRegion {
             mr,
-            _ctx: ctx.clone(),
+            _pd: pd.clone(),
         })
     }
 
@@ -369,10 +420,16 @@ impl Drop for MemoryRegion {
     }
 }
 
+/// The work-request id of every receive we post: a completion carrying it consumed one of
+/// the shared receive queue's entries, whatever its status or opcode. Send work requests are
+/// numbered from 1 and never reach it.
+pub const RECV_WR_ID: u64 = u64::MAX;
+
 /// A completion queue with its completion channel (for sleeping until a completion arrives)
-/// and a shared receive queue (the receives every write-with-immediate consumes).
+/// and a shared receive queue (the receives every write-with-immediate consumes), in one
+/// protection domain.
 pub struct Cq {
-    ctx: Arc<Context>,
+    pd: Arc<ProtectionDomain>,
     channel: *mut ffi::ibv_comp_channel,
     cq: *mut ffi::ibv_cq,
     srq: *mut ffi::ibv_srq,
@@ -385,9 +442,9 @@ unsafe impl Send for Cq {}
 unsafe impl Sync for Cq {}
 
 /// One work completion, reduced to what the backend needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wc {
-    /// A write-with-immediate arrived on queue pair `qp_num`.
+    /// A write-with-immediate arrived on queue pair `qp_num` (it consumed a receive).
     Received {
         /// The receiving queue pair.
         qp_num: u32,
@@ -395,6 +452,14 @@ pub enum Wc {
         imm: u32,
         /// Bytes written.
         len: u32,
+    },
+    /// Something other than a write-with-immediate consumed a receive (a peer's `SEND`): not
+    /// our protocol.
+    Unexpected {
+        /// The receiving queue pair.
+        qp_num: u32,
+        /// `ibv_wc_opcode` value.
+        opcode: u32,
     },
     /// A signalled send work request finished successfully (and every earlier one of its
     /// queue pair).
@@ -404,21 +469,36 @@ pub enum Wc {
         /// The work request's id.
         wr_id: u64,
     },
-    /// A work request failed (the queue pair is now in the error state).
+    /// A work request failed (the queue pair is now in the error state). Flushed work
+    /// requests complete so too, signalled or not.
     Failed {
         /// The queue pair.
         qp_num: u32,
         /// `ibv_wc_status` value.
         status: u32,
+        /// It was one of our receives (it consumed a shared receive queue entry).
+        receive: bool,
     },
+}
+
+impl Wc {
+    /// Whether this completion consumed one of the shared receive queue's entries.
+    pub fn consumed_receive(&self) -> bool {
+        match *self {
+            Wc::Received { .. } | Wc::Unexpected { .. } => true,
+            Wc::Failed { receive, .. } => receive,
+            Wc::Sent { .. } => false,
+        }
+    }
 }
 
 impl Cq {
     /// Creates a completion queue of `cqe` entries with a channel (non-blocking fd) and a
-    /// shared receive queue of `srq_depth` zero-length receives, all posted.
-    pub fn new(ctx: &Arc<Context>, cqe: u32, srq_depth: u32) -> Result<Cq, VerbsError> {
+    /// shared receive queue in `pd` of `srq_depth` zero-length receives, all posted.
+    pub fn new(pd: &Arc<ProtectionDomain>, cqe: u32, srq_depth: u32) -> Result<Cq, VerbsError> {
+        let ctx = pd.context();
         let mut me = Cq {
-            ctx: ctx.clone(),
+            pd: pd.clone(),
             channel: ptr::null_mut(),
             cq: ptr::null_mut(),
             srq: ptr::null_mut(),
@@ -458,37 +538,38 @@ impl Cq {
                 srq_limit: 0,
             },
         };
-        // SAFETY: the PD is live; `attr` is a valid init struct; destroyed in Drop.
-        me.srq = unsafe { ffi::ibv_create_srq(ctx.pd, &mut attr) };
+        // SAFETY: the PD is live (held in `me`); `attr` is a valid init struct; destroyed in
+        // Drop.
+        me.srq = unsafe { ffi::ibv_create_srq(pd.pd, &mut attr) };
         if me.srq.is_null() {
             return Err(failed("ibv_create_srq"));
         }
-        me.post_receives(srq_depth)?;
+        for _ in 0..srq_depth {
+            me.post_receive()?;
+        }
         Ok(me)
     }
 
-    /// Posts `n` zero-length receives on the shared receive queue.
-    pub fn post_receives(&self, n: u32) -> Result<(), VerbsError> {
-        for _ in 0..n {
-            let mut wr = ffi::ibv_recv_wr {
-                wr_id: 0,
-                next: ptr::null_mut(),
-                sg_list: ptr::null_mut(),
-                num_sge: 0,
-            };
-            let mut bad = ptr::null_mut();
-            // SAFETY: the SRQ is live; `wr` is a valid, single, zero-SGE work request that
-            // the provider copies before returning.
-            let rc = unsafe {
-                let post = (*(*self.srq).context)
-                    .ops
-                    .post_srq_recv
-                    .expect("provider implements post_srq_recv");
-                post(self.srq, &mut wr, &mut bad)
-            };
-            if rc != 0 {
-                return Err(failed_with("ibv_post_srq_recv", rc));
-            }
+    /// Posts one zero-length receive (id [`RECV_WR_ID`]) on the shared receive queue.
+    pub fn post_receive(&self) -> Result<(), VerbsError> {
+        let mut wr = ffi::ibv_recv_wr {
+            wr_id: RECV_WR_ID,
+            next: ptr::null_mut(),
+            sg_list: ptr::null_mut(),
+            num_sge: 0,
+        };
+        let mut bad = ptr::null_mut();
+        // SAFETY: the SRQ is live; `wr` is a valid, single, zero-SGE work request that the
+        // provider copies before returning.
+        let rc = unsafe {
+            let post = (*(*self.srq).context)
+                .ops
+                .post_srq_recv
+                .expect("provider implements post_srq_recv");
+            post(self.srq, &mut wr, &mut bad)
+        };
+        if rc != 0 {
+            return Err(failed_with("ibv_post_srq_recv", rc));
         }
         Ok(())
     }
@@ -512,18 +593,30 @@ impl Cq {
         for (slot, wc) in out.iter_mut().zip(&raw[..n as usize]) {
             // SAFETY: the first `n` entries were written by ibv_poll_cq.
             let wc = unsafe { wc.assume_init_ref() };
-            // Only `status` and `qp_num` are valid in a failed completion.
-            let opcode = wc.opcode();
+            // Only `wr_id`, `status` and `qp_num` are valid in a failed completion. Every
+            // receive carries RECV_WR_ID, every send a smaller id.
+            let receive = wc.wr_id() == RECV_WR_ID;
             *slot = match wc.error() {
                 Some((status, _vendor)) => Wc::Failed {
                     qp_num: wc.qp_num,
                     status,
+                    receive,
                 },
-                None if opcode == ffi::ibv_wc_opcode::IBV_WC_RECV_RDMA_WITH_IMM => Wc::Received {
-                    qp_num: wc.qp_num,
-                    imm: u32::from_be(wc.imm_data),
-                    len: wc.len() as u32,
-                },
+                None if receive => {
+                    let opcode = wc.opcode();
+                    if opcode == ffi::ibv_wc_opcode::IBV_WC_RECV_RDMA_WITH_IMM {
+                        Wc::Received {
+                            qp_num: wc.qp_num,
+                            imm: u32::from_be(wc.imm_data),
+                            len: wc.len() as u32,
+                        }
+                    } else {
+                        Wc::Unexpected {
+                            qp_num: wc.qp_num,
+                            opcode,
+                        }
+                    }
+                }
                 None => Wc::Sent {
                     qp_num: wc.qp_num,
                     wr_id: wc.wr_id(),
@@ -573,8 +666,13 @@ impl Cq {
         }
     }
 
+    /// The protection domain of the shared receive queue (and of the queue pairs using it).
+    pub fn pd(&self) -> &Arc<ProtectionDomain> {
+        &self.pd
+    }
+
     fn context(&self) -> &Arc<Context> {
-        &self.ctx
+        self.pd.context()
     }
 }
 
@@ -612,12 +710,13 @@ pub struct QpAddress {
 }
 
 /// A reliable-connected queue pair whose receives come from a [`Cq`]'s shared receive queue
-/// and whose completions go to that CQ.
+/// and whose completions go to that CQ; it lives in the CQ's protection domain.
 pub struct QueuePair {
     qp: *mut ffi::ibv_qp,
     cq: Arc<Cq>,
     psn: u32,
     max_inline: u32,
+    max_send_wr: u32,
 }
 
 // SAFETY: posting to a QP is thread-safe in libibverbs providers; the handle is destroyed once.
@@ -626,8 +725,9 @@ unsafe impl Send for QueuePair {}
 unsafe impl Sync for QueuePair {}
 
 impl QueuePair {
-    /// Creates an RC queue pair of `send_depth` send work requests, asking for `max_inline`
-    /// bytes of inline data (the device may grant less, down to none), and moves it to INIT.
+    /// Creates an RC queue pair in `cq`'s protection domain of (at least) `send_depth` send
+    /// work requests, asking for `max_inline` bytes of inline data (the device may grant less,
+    /// down to none), and moves it to INIT.
     pub fn new(cq: &Arc<Cq>, send_depth: u32, max_inline: u32) -> Result<QueuePair, VerbsError> {
         let ctx = cq.context();
         let create = |inline: u32| {
@@ -646,9 +746,10 @@ impl QueuePair {
                 qp_type: ffi::ibv_qp_type::IBV_QPT_RC,
                 sq_sig_all: 0,
             };
-            // SAFETY: PD, CQ and SRQ are live (held through `cq`); `attr` is valid.
-            let qp = unsafe { ffi::ibv_create_qp(ctx.pd, &mut attr) };
-            (qp, attr.cap.max_inline_data)
+            // SAFETY: PD, CQ and SRQ are live (held through `cq`; the SRQ is in this PD);
+            // `attr` is valid.
+            let qp = unsafe { ffi::ibv_create_qp(cq.pd.pd, &mut attr) };
+            (qp, attr.cap)
         };
         let (mut qp, mut granted) = create(max_inline);
         if qp.is_null() && max_inline > 0 {
@@ -661,8 +762,18 @@ impl QueuePair {
             qp,
             cq: cq.clone(),
             psn: psn(),
-            max_inline: granted,
+            max_inline: granted.max_inline_data,
+            max_send_wr: granted.max_send_wr,
         };
+        if me.max_send_wr < send_depth {
+            return Err(VerbsError::Call {
+                call: "ibv_create_qp",
+                source: io::Error::other(format!(
+                    "asked for {send_depth} send work requests, granted {}",
+                    me.max_send_wr
+                )),
+            });
+        }
         // SAFETY: zero is a valid bit pattern for every field of ibv_qp_attr.
         let mut attr: ffi::ibv_qp_attr = unsafe { std::mem::zeroed() };
         attr.qp_state = ffi::ibv_qp_state::IBV_QPS_INIT;
@@ -729,6 +840,11 @@ impl QueuePair {
     /// Inline data the device granted, bytes.
     pub fn max_inline(&self) -> u32 {
         self.max_inline
+    }
+
+    /// Send work requests the device granted (at least the number asked for).
+    pub fn max_send_wr(&self) -> u32 {
+        self.max_send_wr
     }
 
     /// Connects to `peer`: INIT → RTR → RTS.
@@ -876,6 +992,26 @@ impl QueuePair {
         wr.send_flags = ffi::ibv_send_flags::IBV_SEND_SIGNALED.0;
         wr.wr.rdma = ffi::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 { remote_addr, rkey };
         // SAFETY: a valid single request; a zero-length write reads no local memory.
+        unsafe { self.post_send(&mut wr) }
+    }
+
+    /// Posts a zero-length `SEND` with id `wr_id`: it consumes one of the peer's receives,
+    /// which completes as a plain receive (`IBV_WC_RECV`). rfaas never sends one (its protocol
+    /// is writes with immediates); it is here to act as a peer that breaks the protocol.
+    pub fn post_empty_send(&self, wr_id: u64, signaled: bool) -> Result<(), VerbsError> {
+        // SAFETY: zero is a valid bit pattern for every field of ibv_send_wr.
+        let mut wr: ffi::ibv_send_wr = unsafe { std::mem::zeroed() };
+        wr.wr_id = wr_id;
+        wr.next = ptr::null_mut();
+        wr.sg_list = ptr::null_mut();
+        wr.num_sge = 0;
+        wr.opcode = ffi::ibv_wr_opcode::IBV_WR_SEND;
+        wr.send_flags = if signaled {
+            ffi::ibv_send_flags::IBV_SEND_SIGNALED.0
+        } else {
+            0
+        };
+        // SAFETY: a valid single request; a zero-length send reads no local memory.
         unsafe { self.post_send(&mut wr) }
     }
 }
