@@ -1,12 +1,15 @@
 //! `#[rfaas::function]`: model, checks and code generation.
 
 use crate::errors::Errors;
+use crate::text::canonical;
 use proc_macro2::TokenStream;
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
 use syn::{
-    FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type, Visibility,
+    FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, PathSegment, ReturnType, Type,
+    Visibility,
 };
 
 /// Names the generated stub module defines, which parameters must not shadow.
@@ -34,17 +37,42 @@ impl Kind {
     }
 }
 
+/// A type of the signature: what the generated code names, and what the user wrote.
+struct Ty {
+    /// The type rebased for use inside the stub module (see [`rebase`]); its tokens keep the
+    /// user's spans.
+    ty: Type,
+    /// The canonical text of the type as written (see [`canonical`]): for `SIGNATURE`,
+    /// fingerprints and messages.
+    text: String,
+}
+
+impl Ty {
+    fn new(written: &Type) -> Ty {
+        Ty {
+            ty: rebase(written),
+            text: canonical(written),
+        }
+    }
+}
+
+impl ToTokens for Ty {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        self.ty.to_tokens(tokens);
+    }
+}
+
 struct Param {
     ident: Ident,
     kind: Kind,
     /// The value type, or the slice's element type.
-    ty: Type,
+    ty: Ty,
 }
 
 enum Ret {
     Unit,
-    Value(Type),
-    Result { ok: Option<Type>, err: Box<Type> },
+    Value(Ty),
+    Result { ok: Option<Ty>, err: Box<Ty> },
 }
 
 struct Model {
@@ -155,7 +183,7 @@ fn unparen(ty: &Type) -> &Type {
 }
 
 /// Classifies a parameter type, reporting unsupported shapes.
-fn param_type(ty: &Type, errors: &mut Errors) -> Option<(Kind, Type)> {
+fn param_type(ty: &Type, errors: &mut Errors) -> Option<(Kind, Ty)> {
     match unparen(ty) {
         Type::Reference(r) => {
             if let Some(lt) = &r.lifetime {
@@ -191,28 +219,35 @@ fn param_type(ty: &Type, errors: &mut Errors) -> Option<(Kind, Type)> {
 }
 
 /// Rewrites a type written in the function's module so that it means the same inside the
-/// stub module: a leading `self::` becomes `super::`.
+/// stub module, one level deeper: in every path of it (generic arguments, array lengths and
+/// qualified paths included), a leading `self::` becomes `super::` and a leading `super::`
+/// gets one more `super::`. Paths inside macro invocations are left as they are.
 fn rebase(ty: &Type) -> Type {
-    let mut ty = ty.clone();
-    match &mut ty {
-        Type::Path(p) if p.qself.is_none() && p.path.leading_colon.is_none() => {
-            if let Some(first) = p.path.segments.first_mut()
-                && first.ident == "self"
+    struct Rebase;
+    impl VisitMut for Rebase {
+        fn visit_path_mut(&mut self, path: &mut syn::Path) {
+            if path.leading_colon.is_none()
+                && let Some(first) = path.segments.first_mut()
             {
-                first.ident = Ident::new("super", first.ident.span());
+                let span = first.ident.span();
+                if first.ident == "self" {
+                    first.ident = Ident::new("super", span);
+                } else if first.ident == "super" {
+                    path.segments
+                        .insert(0, PathSegment::from(Ident::new("super", span)));
+                }
             }
+            syn::visit_mut::visit_path_mut(self, path);
         }
-        Type::Array(a) => *a.elem = rebase(&a.elem),
-        Type::Paren(p) => *p.elem = rebase(&p.elem),
-        Type::Group(g) => *g.elem = rebase(&g.elem),
-        _ => {}
     }
+    let mut ty = ty.clone();
+    Rebase.visit_type_mut(&mut ty);
     ty
 }
 
 /// Checks that a type can be a payload value syntactically; rustc checks `Payload` itself.
-/// Returns it rebased for use inside the stub module.
-fn value_type(ty: &Type, errors: &mut Errors, what: &str) -> Option<Type> {
+/// Returns it with its form for use inside the stub module.
+fn value_type(ty: &Type, errors: &mut Errors, what: &str) -> Option<Ty> {
     match unparen(ty) {
         Type::Path(p) => {
             if p.qself.is_none() && p.path.segments.len() == 1 && p.path.segments[0].ident == "Call"
@@ -227,11 +262,11 @@ fn value_type(ty: &Type, errors: &mut Errors, what: &str) -> Option<Type> {
                 );
                 return None;
             }
-            Some(rebase(ty))
+            Some(Ty::new(ty))
         }
         Type::Array(a) => {
             value_type(&a.elem, errors, what)?;
-            Some(rebase(ty))
+            Some(Ty::new(ty))
         }
         Type::ImplTrait(_) => {
             errors.at(ty, format!("`impl Trait` is not supported in {what}: remote functions need one concrete, fixed layout"));
@@ -333,31 +368,11 @@ fn return_type(ty: &Type, errors: &mut Errors) -> Option<Ret> {
             }
             Some(Ret::Result {
                 ok,
-                err: Box::new(rebase(args[1])),
+                err: Box::new(Ty::new(args[1])),
             })
         }
         other => Some(Ret::Value(value_type(other, errors, "return types")?)),
     }
-}
-
-/// Readable Rust for types in signatures (`&[f64]`, not `& [f64]`).
-fn type_text(ty: &impl ToTokens) -> String {
-    let mut s = ty.to_token_stream().to_string();
-    for (from, to) in [
-        (" :: ", "::"),
-        (":: ", "::"),
-        ("& ", "&"),
-        ("[ ", "["),
-        (" ]", "]"),
-        (" ;", ";"),
-        (" <", "<"),
-        ("< ", "<"),
-        (" >", ">"),
-        (" ,", ","),
-    ] {
-        s = s.replace(from, to);
-    }
-    s
 }
 
 fn signature_text(m: &Model) -> String {
@@ -365,7 +380,7 @@ fn signature_text(m: &Model) -> String {
         .params
         .iter()
         .map(|p| {
-            let t = type_text(&p.ty);
+            let t = &p.ty.text;
             match p.kind {
                 Kind::Value => format!("{}: {t}", p.ident),
                 Kind::InSlice => format!("{}: &[{t}]", p.ident),
@@ -375,10 +390,10 @@ fn signature_text(m: &Model) -> String {
         .collect();
     let ret = match &m.ret {
         Ret::Unit => String::new(),
-        Ret::Value(t) => format!(" -> {}", type_text(t)),
+        Ret::Value(t) => format!(" -> {}", t.text),
         Ret::Result { ok, err } => {
-            let ok = ok.as_ref().map_or_else(|| "()".to_owned(), type_text);
-            format!(" -> Result<{ok}, {}>", type_text(err))
+            let ok = ok.as_ref().map_or("()", |t| &t.text);
+            format!(" -> Result<{ok}, {}>", err.text)
         }
     };
     format!("fn {}({}){ret}", m.ident.unraw(), params.join(", "))
@@ -431,12 +446,13 @@ fn generate(m: &Model) -> TokenStream {
         if x.kind != Kind::Value {
             // Slices sit at multiples of 8 in 8-byte aligned buffers: a more aligned element
             // would be aligned or not depending on its position (values are copied unaligned).
+            // The message goes through `"{}"`: type text may hold braces (`[u8; { 2 + 2 }]`).
             let msg = format!(
                 "`{}` cannot be the element of a slice parameter: it is aligned to more than 8 bytes, and rfaas places slices on 8-byte boundaries; take it by value, or use elements aligned to at most 8 (`[u64; 2]` in place of `u128`, for instance)",
-                type_text(ty)
+                ty.text
             );
             checks.push(quote_spanned! {ty.span()=>
-                ::core::assert!(#p::slice_element_fits::<#ty>(), #msg);
+                ::core::assert!(#p::slice_element_fits::<#ty>(), "{}", #msg);
             });
         }
     }
@@ -460,13 +476,13 @@ fn generate(m: &Model) -> TokenStream {
     // Fingerprint: name, then each parameter, then the return.
     let mut fp = quote!(#p::Fingerprint::new().str(#name));
     for x in &m.params {
-        let (pname, ty, code, text) = (x.ident.to_string(), &x.ty, x.kind.code(), type_text(&x.ty));
+        let (pname, ty, code, text) = (x.ident.to_string(), &x.ty, x.kind.code(), &x.ty.text);
         fp = quote!(#fp.str(#pname).u64(#code).ty(#text, #p::size_of::<#ty>(), ::core::mem::align_of::<#ty>(), <#ty as #p::Payload>::SHAPE));
     }
     fp = match &m.ret {
         Ret::Unit => quote!(#fp.str("->").u64(0)),
         Ret::Value(t) | Ret::Result { ok: Some(t), .. } => {
-            let text = type_text(t);
+            let text = &t.text;
             let kind = if matches!(m.ret, Ret::Value(_)) {
                 1u64
             } else {
@@ -576,6 +592,15 @@ fn generate(m: &Model) -> TokenStream {
             quote!(#p::finish_result_unit::<#err>(__rfaas_end, __rfaas_ret))
         }
     };
+    // Executors refuse to load longer texts; the name is part of the signature, so this
+    // bounds it too. Checked where `MAX_TEXT` lives, in `rfaas`.
+    let too_long = format!(
+        "the signature of `{name}` is {} bytes long, more than an executor loads (`rfaas::call::MAX_TEXT`): shorten its parameter names or type paths (`use` the types)",
+        signature.len()
+    );
+    let text_check = quote_spanned! {fn_ident.span()=>
+        const _: () = ::core::assert!(SIGNATURE.len() <= #p::MAX_TEXT, #too_long);
+    };
     let stub_doc = format!("Remote stub of [`{name}`](fn@{name}): `{signature}`.");
     let call_doc = format!("A typed invocation of `{name}`, built by [`call`].");
 
@@ -591,6 +616,7 @@ fn generate(m: &Model) -> TokenStream {
             #inner_vis const NAME: &str = #name;
             /// The function's Rust signature.
             #inner_vis const SIGNATURE: &str = #signature;
+            #text_check
             /// Layout fingerprint: names, kinds, types, sizes, alignments and shapes.
             #inner_vis const FINGERPRINT: u64 = #fp.finish();
 
@@ -631,7 +657,16 @@ fn generate(m: &Model) -> TokenStream {
                 }
             }
 
-            impl #p::RemoteCall for Call #lt_anon {
+            // SAFETY: the `RemoteCall` contract. Only the call's `&mut [T]` fields, borrowed for
+            // `'__rfaas_a` (longer than the call lives), are ever placed in place, and only when
+            // `OutputLayout::placed` finds all of them inside `placement.arena`, in increasing
+            // address order, after the return value; their descriptors (or the placed-outputs
+            // list) are written from that same layout, and `Encoder::finish` reports the
+            // encoding's own `input_len` and the layout's end as `output_len`. `layout` is
+            // `encode` without a buffer. `decode` rebuilds the layout from the same placement and,
+            // in place, skips the output slices (`Decoder::output_into`) and reads only the
+            // return value at the start of `output` (`Decoder::value`) or the error message.
+            unsafe impl #p::RemoteCall for Call #lt_anon {
                 type Output = #output_ty;
                 const NAME: &'static str = NAME;
                 const FINGERPRINT: u64 = FINGERPRINT;

@@ -11,6 +11,7 @@ use proc_macro::TokenStream;
 mod errors;
 mod function;
 mod payload;
+mod text;
 
 /// Makes a function remotely invocable; see the `rfaas` crate.
 ///

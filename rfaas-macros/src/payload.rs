@@ -1,8 +1,9 @@
 //! `#[derive(rfaas::Payload)]`: checks `#[repr(C)]`, field payloads and padding.
 
 use crate::errors::Errors;
+use crate::text::canonical;
 use proc_macro2::TokenStream;
-use quote::{ToTokens, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields};
 
@@ -22,12 +23,24 @@ fn generate(input: &DeriveInput) -> Result<TokenStream, TokenStream> {
     let ident = &input.ident;
     let mut repr_ok = false;
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("repr")) {
-        let _ = attr.parse_nested_meta(|meta| {
+        let parsed = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("C") || meta.path.is_ident("transparent") {
                 repr_ok = true;
             }
+            // Items with arguments (`align(8)`, `packed(2)`): their group is consumed, or the
+            // items after it (`#[repr(align(8), C)]`) would not be read.
+            if meta.input.peek(syn::token::Paren) {
+                let args;
+                syn::parenthesized!(args in meta.input);
+                args.parse::<TokenStream>()?;
+            }
             Ok(())
         });
+        if let Err(e) = parsed {
+            // A `repr` rustc accepts always parses; this one is malformed (rustc reports it
+            // too), and its items cannot be trusted to include `C`.
+            errors.push(e);
+        }
     }
     if !repr_ok {
         errors.at(
@@ -78,7 +91,7 @@ fn generate(input: &DeriveInput) -> Result<TokenStream, TokenStream> {
     let sizes = fields.iter().map(|(_, ty)| quote!(#p::size_of::<#ty>()));
     let mut shape = quote!(#p::Fingerprint::new().str(#name));
     for (fname, ty) in &fields {
-        let text = ty.to_token_stream().to_string();
+        let text = canonical(ty);
         shape = quote!(#shape.str(#fname).ty(#text, #p::size_of::<#ty>(), ::core::mem::align_of::<#ty>(), <#ty as #p::Payload>::SHAPE));
     }
     let padding_msg = format!(

@@ -79,3 +79,121 @@ fn payload_derive_emits_checks() {
         "{out}"
     );
 }
+
+/// The canonical text of a type, from its source.
+#[track_caller]
+fn check_text(source: &str, expected: &str) {
+    let ty: syn::Type = syn::parse_str(source).unwrap_or_else(|e| panic!("{source}: {e}"));
+    assert_eq!(crate::text::canonical(&ty), expected, "text of `{source}`");
+}
+
+#[test]
+fn type_text_is_canonical() {
+    for (sources, expected) in [
+        (&["[f64;3]", "[ f64 ; 3 ]", "[f64; 3]"][..], "[f64; 3]"),
+        (&["&[u8]", "& [ u8 ]"], "&[u8]"),
+        (&["&'a mut [T]", "& 'a mut[T]"], "&'a mut [T]"),
+        (&["&&u8", "& &u8", "& & u8"], "&&u8"),
+        (&["Result<u32,E>", "Result < u32 , E >"], "Result<u32, E>"),
+        (&["Vec<Vec<u8>>", "Vec<Vec<u8> >"], "Vec<Vec<u8>>"),
+        (
+            &["::std::string::String", ":: std :: string :: String"],
+            "::std::string::String",
+        ),
+        (&["<T as Tr>::X", "< T as Tr > :: X"], "<T as Tr>::X"),
+        (&["<Vec<u8> as Tr>::X"], "<Vec<u8> as Tr>::X"),
+        (&["[u8;{2+2}]", "[u8; { 2 + 2 }]"], "[u8; { 2 + 2 }]"),
+        (&["[u8;N*2]", "[u8; N * 2]"], "[u8; N * 2]"),
+        (
+            &["[u8;size_of::<u64>()]", "[u8; size_of :: < u64 > ()]"],
+            "[u8; size_of::<u64>()]",
+        ),
+        (
+            &["[u8;{\"{}\".len()}]", "[u8; { \"{}\" . len ( ) }]"],
+            "[u8; { \"{}\".len() }]",
+        ),
+        (&["[u8;m!(1+1)]", "[u8; m! ( 1 + 1 )]"], "[u8; m!(1 + 1)]"),
+        (
+            &["[u8;m!(a;b,c)]", "[u8; m!( a ; b , c )]"],
+            "[u8; m!(a; b, c)]",
+        ),
+        (&["[u8;!0]", "[u8; ! 0]"], "[u8; !0]"),
+        (
+            &["[u8;{-1i8 as usize}]", "[u8; { - 1i8 as usize }]"],
+            "[u8; { -1i8 as usize }]",
+        ),
+        (
+            &["*const*const u8", "* const * const u8"],
+            "*const *const u8",
+        ),
+        (&["fn(u8)->u8", "fn (u8) -> u8"], "fn(u8) -> u8"),
+        (
+            &["Box<dyn Fn(&u8)->u8+Send>"],
+            "Box<dyn Fn(&u8) -> u8 + Send>",
+        ),
+        (
+            &["Foo<'_,Item=u8>", "Foo < '_ , Item = u8 >"],
+            "Foo<'_, Item = u8>",
+        ),
+        (&["Foo<u8,>", "Foo<u8 , >"], "Foo<u8,>"),
+        (&["(u8,)", "( u8 , )"], "(u8,)"),
+        (&["[u8;0..=3]"], "[u8; 0..=3]"),
+    ] {
+        for source in sources {
+            check_text(source, expected);
+        }
+    }
+}
+
+/// `self::` and `super::` paths mean the same inside the stub module, one level down, and the
+/// signature shows them as written.
+#[test]
+fn paths_relative_to_the_module_are_rebased() {
+    let out = crate::function::expand(
+        TokenStream::new(),
+        "pub fn f(p: super::P, q: self::Q, a: [u8; super::N + self::M], xs: &[super::super::P]) -> Result<super::R<self::Q>, super::E> { todo!() }"
+            .parse()
+            .unwrap(),
+    )
+    .to_string();
+    for rebased in [
+        "require_payload :: < super :: super :: P >",
+        "require_payload :: < super :: Q >",
+        "[u8 ; super :: super :: N + super :: M]",
+        "require_payload :: < super :: super :: super :: P >",
+        "require_payload :: < super :: super :: R < super :: Q > >",
+        "require_display :: < super :: super :: E >",
+    ] {
+        assert!(out.contains(rebased), "`{rebased}` missing: {out}");
+    }
+    assert!(
+        out.contains(
+            "\"fn f(p: super::P, q: self::Q, a: [u8; super::N + self::M], xs: &[super::super::P]) -> Result<super::R<self::Q>, super::E>\""
+        ),
+        "signature not as written: {out}"
+    );
+}
+
+#[test]
+fn payload_repr_items_are_all_read() {
+    for item in [
+        "#[repr(align(8), C)] struct P { a: u64 }",
+        "#[repr(packed(2), C)] struct P { a: u64 }",
+        "#[repr(C, align(8))] struct P { a: u64 }",
+        "#[repr(packed)] #[repr(C)] struct P { a: u64 }",
+        "#[repr(transparent)] struct P { a: u64 }",
+    ] {
+        let out = crate::payload::expand(item.parse().unwrap()).to_string();
+        assert!(
+            !out.contains("compile_error") && out.contains("unsafe impl"),
+            "{item}: {out}"
+        );
+    }
+    for item in [
+        "#[repr(align(8))] struct P { a: u64 }",
+        "#[repr(C = 1)] struct P { a: u64 }",
+    ] {
+        let out = crate::payload::expand(item.parse().unwrap()).to_string();
+        assert!(out.contains("compile_error"), "{item} accepted: {out}");
+    }
+}

@@ -72,7 +72,7 @@ pub use rfaas_macros::Payload;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::abi::{FUNCTIONS, FunctionEntry, Trampoline};
-    pub use crate::call::{CallError, EncodeError, Encoded, Gather, RemoteCall};
+    pub use crate::call::{CallError, EncodeError, Encoded, Gather, MAX_TEXT, RemoteCall};
     pub use crate::codec::*;
     pub use crate::fingerprint::Fingerprint;
     pub use crate::lease::{Invocation, Lease};

@@ -593,7 +593,9 @@ fn memory_of_an_abandoned_in_place_call_is_held_until_its_answer() {
 /// through to the generated call.
 struct PanicsOnDecode<C>(C);
 
-impl<C: rfaas::RemoteCall> rfaas::RemoteCall for PanicsOnDecode<C> {
+// SAFETY: `layout` and `encode` pass through to the wrapped `C`, which keeps the contract;
+// `decode` touches nothing before it panics.
+unsafe impl<C: rfaas::RemoteCall> rfaas::RemoteCall for PanicsOnDecode<C> {
     type Output = C::Output;
     const NAME: &'static str = C::NAME;
     const FINGERPRINT: u64 = C::FINGERPRINT;
