@@ -42,17 +42,12 @@ pub fn accept_loop(
     let pending = Arc::new(AtomicUsize::new(0));
     // Warnings at most once a second, with how many happened since the last one.
     let mut refused = Throttled::default();
-    let mut failed = Throttled::default();
+    let mut failed = AcceptErrors::default();
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(stream) => stream,
             Err(e) => {
-                if let Some(failed) = failed.count() {
-                    tracing::warn!(error = %e, failed, "accepting a connection");
-                }
-                if out_of_resources(&e) {
-                    std::thread::sleep(ACCEPT_BACKOFF);
-                }
+                failed.after(&e);
                 continue;
             }
         };
@@ -77,6 +72,24 @@ pub fn accept_loop(
             .spawn(move || serve(stream, token))
         {
             tracing::warn!(error = %e, "no thread for a connection");
+            std::thread::sleep(ACCEPT_BACKOFF);
+        }
+    }
+}
+
+/// What follows a failed `accept`: a warning (at most once a second, with how many failed
+/// since the last), and a pause if the process is out of descriptors or memory (the next
+/// `accept` would fail at once: without it the loop spins).
+#[derive(Default)]
+pub struct AcceptErrors(Throttled);
+
+impl AcceptErrors {
+    /// Reports `e` and backs off if it calls for it; then `accept` again.
+    pub fn after(&mut self, e: &io::Error) {
+        if let Some(failed) = self.0.count() {
+            tracing::warn!(error = %e, failed, "accepting a connection");
+        }
+        if out_of_resources(e) {
             std::thread::sleep(ACCEPT_BACKOFF);
         }
     }
@@ -176,6 +189,30 @@ impl Write for Deadlined<'_> {
     fn flush(&mut self) -> io::Result<()> {
         (&*self.stream).flush()
     }
+}
+
+/// [`keepalive`] for a connection held for a lease's or a session's whole life, which carries
+/// little data: a peer whose host vanished (no FIN, no RST) ends it with an error within about
+/// 25 s (10 s idle, then 3 probes 5 s apart). Probes only start on a connection with nothing
+/// unacknowledged, so a user timeout of the same 25 s bounds the other case (the host vanished
+/// before acknowledging our last bytes), which would otherwise retransmit for ~15 minutes.
+pub fn hold_keepalive(stream: &TcpStream) -> io::Result<()> {
+    keepalive(stream, Duration::from_secs(10), Duration::from_secs(5), 3)?;
+    let ms: libc::c_uint = 25_000;
+    // SAFETY: a valid socket; the option value is a live `c_uint` of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&ms as *const libc::c_uint).cast(),
+            size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Has the kernel probe a connection that has gone quiet: after `idle` without traffic, every

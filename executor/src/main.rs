@@ -392,9 +392,18 @@ fn serve_sessions<C: Send>(
     once: bool,
     serve: impl Fn(C) -> Result<executor::worker::WorkerStats, executor::worker::SessionError> + Sync,
 ) -> Result<()> {
+    let mut failed = executor::conn::AcceptErrors::default();
     std::thread::scope(|s| -> Result<()> {
         for conn in incoming {
-            let conn = conn.context("accepting a client")?;
+            // A failed accept (out of descriptors, say) ends no session and not the executor:
+            // sessions that end give their descriptors back.
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(e) => {
+                    failed.after(&e);
+                    continue;
+                }
+            };
             if once {
                 let result = serve(conn);
                 if result.is_ok() {
@@ -405,7 +414,14 @@ fn serve_sessions<C: Send>(
                 continue;
             }
             let serve = &serve;
-            s.spawn(move || log_session(serve(conn)));
+            // No thread for the session (a thread limit): the connection closes, and the
+            // client hears the executor went away.
+            if let Err(e) = std::thread::Builder::new()
+                .name("rfaas-session".into())
+                .spawn_scoped(s, move || log_session(serve(conn)))
+            {
+                tracing::warn!(error = %e, "no thread for a session");
+            }
         }
         Ok(())
     })

@@ -1017,12 +1017,7 @@ impl Manager {
         })?;
         // A client whose host vanishes sends neither heartbeats nor an end of connection:
         // the kernel's probes end the connection, and the lease, within about 25 s.
-        if let Err(e) = crate::conn::keepalive(
-            &ctl.stream,
-            Duration::from_secs(10),
-            Duration::from_secs(5),
-            3,
-        ) {
+        if let Err(e) = crate::conn::hold_keepalive(&ctl.stream) {
             tracing::warn!(lease_id, error = %e, "no keepalive on the control connection");
         }
         // Held until the client closes the control connection, dies, (if it promised

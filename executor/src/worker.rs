@@ -9,6 +9,7 @@
 //! completion entry.
 
 use crate::FunctionLibrary;
+use crate::conn::Deadlined;
 use crate::cpus::CpuPool;
 use rfaas::Status;
 use rfaas::transport::shm::{CompletionQueue, ShmEndpoint, Side, recv_message, send_message};
@@ -345,14 +346,17 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
     let ip = control.local_addr().map_err(TransportError::Io)?.ip();
     let data = TcpListener::bind((ip, 0)).map_err(TransportError::Io)?;
     let data_addr = data.local_addr().map_err(TransportError::Io)?;
+    // One deadline for welcome and hello however the peer paces its bytes: a stranger that
+    // drips them loses its turn as one that stays silent does.
+    let hello: Hello = {
+        let mut within = Deadlined::new(&control, HELLO_TIMEOUT);
+        send_json(&mut within, &welcome(lib, cfg, Some(data_addr.to_string())))?;
+        recv_json(&mut within)?
+    };
     control
         .set_read_timeout(Some(HELLO_TIMEOUT))
+        .and_then(|()| control.set_write_timeout(None))
         .map_err(TransportError::Io)?;
-    send_json(
-        &mut control,
-        &welcome(lib, cfg, Some(data_addr.to_string())),
-    )?;
-    let hello: Hello = recv_json(&mut control)?;
     let checked = check_hello(&hello, cfg);
     send_json(&mut control, &verdict(&checked))?;
     let result_len = checked?;
@@ -382,6 +386,11 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
     }
     drop(data);
     control.set_read_timeout(None).map_err(TransportError::Io)?;
+    // A client whose host vanishes closes nothing: the kernel's probes end the control
+    // connection, and so the session, within about 25 s.
+    if let Err(e) = crate::conn::hold_keepalive(&control) {
+        tracing::warn!(error = %e, "no keepalive on the session's control connection");
+    }
     // The control connection's end is the session's end: a reader that sees it close shuts the
     // data connections down, which ends the workers.
     let ours = control.try_clone().map_err(TransportError::Io)?;
@@ -406,12 +415,14 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client may take to answer the welcome with its hello: a client answers at once;
-/// a stranger that connects and stays silent keeps a `--once` executor from its lease holder
-/// (whose own handshake timeout is longer) for at most this.
+/// a stranger that connects and stays silent, or drips its bytes, keeps a `--once` executor
+/// from its lease holder (whose own handshake timeout is longer) for at most this over TCP.
+/// (Over a Unix socket, which only the executor's user can reach, it bounds each read.)
 const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a new data connection may take to present its [`Attach`]: the client sends it at
-/// once; a stranger that connects and stays silent delays the session by at most this.
+/// once; a stranger that connects and stays silent, or drips its bytes, delays the session by
+/// at most this.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The answer to a hello that was checked: accepted, or refused with the reason.
@@ -435,11 +446,10 @@ fn accept_attached(
 ) -> Result<TcpStream, SessionError> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut stream = accept_within(listener, left)?;
-        let attached = stream
-            .set_read_timeout(Some(ATTACH_TIMEOUT.min(left.max(Duration::from_millis(1)))))
-            .map_err(TransportError::Io)
-            .and_then(|()| recv_json::<Attach>(&mut stream));
+        let stream = accept_within(listener, left)?;
+        // Within one deadline, however the peer paces its bytes.
+        let within = ATTACH_TIMEOUT.min(left.max(Duration::from_millis(1)));
+        let attached = recv_json::<Attach>(&mut Deadlined::new(&stream, within));
         match attached {
             Ok(a) if token_matches(cfg.token.as_deref(), a.token.as_deref()) => return Ok(stream),
             Ok(_) => tracing::warn!(

@@ -9,7 +9,9 @@
 //! - `rfaas-test-client MANAGER managed-slow PACKAGE FABRIC MS`: leases one core over FABRIC
 //!   (`shm` or `tcp`) from a manager, invokes once, prints `leased ID` (the manager's lease id),
 //!   starts a slow invocation (`fault` sleeping MS ms), prints `invoked`, and waits for it (the
-//!   test kills it meanwhile).
+//!   test kills it meanwhile);
+//! - `rfaas-test-client ADDRESS tcp-hold`: leases a TCP executor, invokes once, prints
+//!   `leased`, and holds the lease (for two minutes, or until the test kills it).
 
 use functions_example as fx;
 use rfaas::{Error, Lease};
@@ -30,7 +32,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let socket = args.get(1).unwrap_or_else(|| {
         fail(
-            "usage: rfaas-test-client SOCKET slow MS | leaks | managed PACKAGE | managed-slow PACKAGE FABRIC MS",
+            "usage: rfaas-test-client SOCKET slow MS | leaks | managed PACKAGE | managed-slow PACKAGE FABRIC MS | ADDRESS tcp-hold",
         )
     });
     match args.get(2).map(String::as_str) {
@@ -154,8 +156,21 @@ fn main() {
             println!("result {r:?}");
             std::thread::sleep(Duration::from_secs(60));
         }
+        Some("tcp-hold") => {
+            let lease = Lease::connect_tcp(socket, &rfaas::LeaseOptions::default())
+                .unwrap_or_else(|e| fail(&format!("lease: {e}")));
+            match lease
+                .invoke(fx::fault::call(0, 5))
+                .timeout(Duration::from_secs(20))
+                .wait()
+            {
+                Ok(5) => println!("leased"),
+                other => fail(&format!("expected 5, got {other:?}")),
+            }
+            std::thread::sleep(Duration::from_secs(120));
+        }
         _ => fail(
-            "usage: rfaas-test-client SOCKET slow MS | leaks | managed PACKAGE | managed-slow PACKAGE FABRIC MS",
+            "usage: rfaas-test-client SOCKET slow MS | leaks | managed PACKAGE | managed-slow PACKAGE FABRIC MS | ADDRESS tcp-hold",
         ),
     }
 }

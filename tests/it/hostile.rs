@@ -567,3 +567,104 @@ fn a_silent_stranger_does_not_keep_the_lease_holder_out() {
     );
     drop(stranger);
 }
+
+/// A `run` executor that runs out of descriptors (more connections at once than its limit
+/// allows) keeps running, and serves again once they are gone. It used to exit at the first
+/// failed `accept`, once its sessions had ended.
+#[test]
+fn an_executor_out_of_descriptors_serves_again_once_sessions_end() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(tests::executor_binary())
+        .args(["run", "--listen", "127.0.0.1:0", "--cores", "1"])
+        .args(["--hot-timeout-us", "0", "--library"])
+        .arg(tests::example_package())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("executor under a descriptor limit");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let address = line
+        .trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("the executor did not start: {line:?}"))
+        .to_owned();
+    // Connections that say nothing: each holds a descriptor or two of the executor's until its
+    // hello times out; 80 of them exhaust 64 (the kernel queues the ones not accepted).
+    let silent: Vec<_> = (0..80)
+        .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(silent);
+    let mut options = rfaas::LeaseOptions::default();
+    options.handshake_timeout = Duration::from_secs(2);
+    let mut again = None;
+    tests::eventually("a session once the silent connections are gone", || {
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "the executor exited: {:?}",
+            child.try_wait()
+        );
+        again = Lease::connect_tcp(&address, &options).ok();
+        again.is_some()
+    });
+    let served = again
+        .expect("a lease")
+        .invoke(fx::fault::call(0, 5))
+        .timeout(Duration::from_secs(20))
+        .wait()
+        .expect("served again");
+    assert_eq!(served, 5);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Over TCP, a stranger that drips its hello a byte at a time is cut off at the hello's
+/// deadline, as a silent one is: the `--once` executor's lease holder is served next. (Each
+/// byte used to restart a per-read timeout, so the stranger held the executor as long as it
+/// kept dripping.)
+#[test]
+fn a_dripping_stranger_does_not_keep_the_lease_holder_out() {
+    use std::io::{Read, Write};
+    let exec = guarded("dripping", true, &["--once"]);
+    let mut stranger = std::net::TcpStream::connect(&exec.address).expect("stranger connects");
+    // The welcome: a little-endian length, then that many bytes.
+    let mut len = [0u8; 4];
+    stranger.read_exact(&mut len).expect("welcome length");
+    let mut welcome = vec![0u8; u32::from_le_bytes(len) as usize];
+    stranger.read_exact(&mut welcome).expect("welcome");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dripper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let _ = stranger.write_all(&100u32.to_le_bytes());
+            // Up to 30 s of a byte every 200 ms, unless the executor hangs up first.
+            for _ in 0..150 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed)
+                    || stranger.write_all(b" ").is_err()
+                {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let mut options = with_token(Some(TOKEN));
+    options.handshake_timeout = Duration::from_secs(15);
+    let lease = Lease::connect_tcp(&exec.address, &options);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lease = lease.expect("the holder is served after the stranger's deadline");
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(0, 3))
+            .timeout(Duration::from_secs(20))
+            .wait()
+            .expect("served"),
+        3
+    );
+    dripper.join().expect("dripper");
+}

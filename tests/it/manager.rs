@@ -774,6 +774,61 @@ impl Drop for Netns {
     }
 }
 
+/// A `run` executor's session whose client host vanishes (no FIN, no RST: its network link is
+/// gone) ends within ~25 s, and its workers with it. It used to live as long as the executor.
+/// The link goes at once after the client's first answer, likely before the client's
+/// (delayed) acknowledgements: with data unacknowledged, keepalive probes never start, and
+/// only a user timeout bounds the wait (else ~15 minutes of retransmissions).
+#[test]
+fn a_session_whose_client_host_vanished_ends() {
+    let ns = match Netns::create(3) {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!(
+                "skipping: cannot simulate a second host with a network namespace here ({why})"
+            );
+            return;
+        }
+    };
+    let exec = tests::Executor::start_tcp(
+        "vanished-host",
+        &format!("{}:0", ns.here()),
+        &["--cores", "1", "--hot-timeout-us", "0"],
+    );
+    let mut client = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(env!("CARGO_BIN_EXE_rfaas-test-client"))
+        .arg(&exec.address)
+        .arg("tcp-hold")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client in the namespace");
+    let mut line = String::new();
+    std::io::BufReader::new(client.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("client output");
+    assert_eq!(line.trim(), "leased");
+    let workers = || tests::thread_cpus(exec.pid(), "rfaas-worker-0").len();
+    assert_eq!(workers(), 1, "the session's worker");
+    // The client's host drops off the network: its end of the link goes, the process stays.
+    let gone = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "ip", "link", "set", "lo", "down"])
+        .status()
+        .and_then(|_| Command::new("ip").args(["link", "del", &ns.veth]).status())
+        .expect("ip");
+    assert!(gone.success(), "removing the link");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while workers() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the session of a vanished client still runs after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = client.kill();
+    let _ = client.wait();
+}
+
 #[test]
 fn a_client_on_another_host_gets_tcp() {
     let ns = match Netns::create(0) {
