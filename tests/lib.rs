@@ -83,7 +83,9 @@ pub fn c_library(name: &str, source: &str) -> PathBuf {
     std::fs::write(&src, source).expect("writing C fixture");
     let lib = dir.join(format!("lib{name}.so"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    // `RFAAS_ABI`: the ABI version this build of rfaas speaks, for the fixtures' manifests.
     let o = run(Command::new(cc)
+        .arg(format!("-DRFAAS_ABI={}", rfaas::wire::ABI_VERSION))
         .args(["-shared", "-fPIC", "-O1", "-o"])
         .arg(&lib)
         .arg(&src));

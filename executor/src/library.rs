@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Most functions one library may declare.
 pub const MAX_FUNCTIONS: u32 = 65_536;
 /// Longest accepted function name or signature text, in bytes.
-pub const MAX_TEXT: usize = 4096;
+pub use rfaas::call::MAX_TEXT;
 
 /// Why a library could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -94,7 +94,11 @@ impl OutputLayout {
     /// Starts a layout that places the output slices `slices` (address and byte length of
     /// each, in parameter order) in place when `placement` allows it for all of them.
     pub fn placed(ret_size: usize, placement: &Placement, slices: &[(usize, usize)]) -> Self {
-        let mut in_place = placement.base != 0 && !slices.is_empty();
+        // The return value and an error message stay in the invocation's own room.
+        let mut in_place = placement.base != 0
+            && !slices.is_empty()
+            && ret_size <= placement.room
+            && MAX_MESSAGE <= placement.room;
         let mut end = placement.base.saturating_add(ret_size);
         if placement.by_writes
             && slices.iter().filter(|&&(_, bytes)| bytes > 0).count() > PlacedOutputs::MAX
@@ -194,6 +198,11 @@ pub struct Placement {
     /// see [`crate::wire::FLAG_PLACED`]). `false`: it writes them where they are (shared
     /// memory).
     pub by_writes: bool,
+    /// Bytes at `base` that are this invocation's own (its result area). In place, the
+    /// executor writes the return value there, and an error message (at most
+    /// [`MAX_MESSAGE`] bytes); whatever lies beyond, up to the output buffers, is other
+    /// invocations' or other buffers'. So outputs go in place only if both fit.
+    pub room: usize,
 }
 
 impl Placement {
@@ -202,6 +211,7 @@ impl Placement {
         base: 0,
         arena: (0, 0),
         by_writes: false,
+        room: 0,
     };
 }
 
@@ -620,9 +630,15 @@ fn panic_message(payload: &(dyn core::any::Any + Send)) -> String {
     }
 }
 
-/// Writes as much of `msg` as fits, cut at a character boundary; returns the bytes written.
+/// The longest error or panic message an answer carries, in bytes: a longer one is cut (at a
+/// character boundary). Bounded so that a message never runs past an in-place invocation's
+/// own result area (see [`Placement::room`]) into memory that is not the invocation's.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// Writes as much of `msg` as fits (at most [`MAX_MESSAGE`] bytes), cut at a character
+/// boundary; returns the bytes written.
 fn write_message(output: &mut [u8], msg: &str) -> usize {
-    let mut n = msg.len().min(output.len());
+    let mut n = msg.len().min(output.len()).min(MAX_MESSAGE);
     while !msg.is_char_boundary(n) {
         n -= 1;
     }

@@ -614,6 +614,7 @@ impl Inner {
                 base + self.arena.start + self.arena.len,
             ),
             by_writes: self.by_writes,
+            room: self.slot_size,
         }
     }
 

@@ -86,6 +86,7 @@ fn output_slices_go_in_place_only_when_all_of_them_can() {
         base: 0x10000,
         arena: (0x20000, 0x30000),
         by_writes: false,
+        room: 0x2000,
     };
     let check = |slices: &[(usize, usize)], want: bool| {
         let l = OutputLayout::placed(8, &p, slices);
@@ -98,6 +99,16 @@ fn output_slices_go_in_place_only_when_all_of_them_can() {
     check(&[(0x2fff0, 64)], false); // runs past the arena
     check(&[], false);
     assert!(!OutputLayout::placed(8, &Placement::NONE, &[(0x20000, 64)]).in_place());
+    // The return value and a message must fit the invocation's own room: a larger return
+    // value, or a room smaller than the longest message, keeps the outputs out of place
+    // (either would run into other invocations' result areas or other buffers).
+    assert!(OutputLayout::placed(0x2000, &p, &[(0x20000, 64)]).in_place());
+    assert!(!OutputLayout::placed(0x2001, &p, &[(0x20000, 64)]).in_place());
+    let small = Placement {
+        room: crate::codec::MAX_MESSAGE - 64,
+        ..p
+    };
+    assert!(!OutputLayout::placed(8, &small, &[(0x20000, 64)]).in_place());
     // In place, offsets are the buffers' distances from the output area.
     let mut l = OutputLayout::placed(8, &p, &[(0x20000, 64), (0x20040, 16)]);
     let a = l.slice::<u64>("a", 0x20000, 8).unwrap();
@@ -115,6 +126,7 @@ fn outputs_placed_by_writes_are_laid_out_compactly_and_listed() {
         base: 0x10000,
         arena: (0x20000, 0x30000),
         by_writes: true,
+        room: 0x2000,
     };
     // Two buffers (and an empty slice, which needs no write): in place, but the descriptors
     // are the ordinary compact layout, and the list says where each range goes.
@@ -360,4 +372,53 @@ fn slice_elements_are_aligned_to_at_most_eight() {
     assert!(slice_element_fits::<[u64; 0]>() && slice_element_fits::<[u32; 3]>());
     assert!(!slice_element_fits::<u128>() && !slice_element_fits::<i128>());
     assert!(!slice_element_fits::<[u128; 0]>());
+}
+
+/// Fails with a message of `n` bytes (`n` times `é`, two bytes each, halved: a message cut in
+/// the middle of a character is cut before it).
+#[rfaas::function]
+fn long_error(n: u32) -> Result<u64, String> {
+    Err("é".repeat(n as usize / 2))
+}
+
+/// An error message is cut at `MAX_MESSAGE` bytes whatever room the output has (in place, the
+/// room beyond the invocation's own result area is other memory), at a character boundary.
+#[test]
+fn error_messages_are_cut_at_the_longest_message() {
+    use crate::codec::MAX_MESSAGE;
+    let n = 3 * MAX_MESSAGE as u32;
+    let mut out = vec![0u64; 3 * MAX_MESSAGE / 8 + 8];
+    let out = zerocopy::IntoBytes::as_mut_bytes(out.as_mut_slice());
+    let mut len = usize::MAX;
+    let call = long_error::call(n);
+    let layout = call.layout(&Placement::NONE).unwrap();
+    let mut input = Slab([0; 256]);
+    let input = &mut input.0[..layout.input_len];
+    call.encode(input, &Placement::NONE).unwrap();
+    // SAFETY: `input` and `out` are live, distinct buffers valid for their lengths; `len` is a
+    // local.
+    let raw = unsafe {
+        trampoline_of("long_error")(
+            input.as_ptr(),
+            input.len(),
+            out.as_mut_ptr(),
+            out.len(),
+            &mut len,
+        )
+    };
+    assert_eq!(Status::from_u32(raw), Some(Status::FunctionError));
+    assert_eq!(len, MAX_MESSAGE);
+    assert!(
+        out[len..].iter().all(|&b| b == 0),
+        "written past the message"
+    );
+    let msg = std::str::from_utf8(&out[..len]).expect("cut at a character boundary");
+    assert_eq!(msg, "é".repeat(MAX_MESSAGE / 2));
+    // Within a smaller output, the output bounds it, still at a character boundary.
+    let (status, got) = run_local(long_error::call(n), 0, 101, false);
+    assert_eq!(status, Status::FunctionError);
+    match got {
+        Err(crate::CallError::Function(m)) => assert_eq!(m, "é".repeat(50)),
+        other => panic!("expected the function's error, got {other:?}"),
+    }
 }

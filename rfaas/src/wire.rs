@@ -8,8 +8,9 @@ use zerocopy::little_endian::U32;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Version of the function-library ABI (manifest layout, trampoline signature, argument
-/// layout rules). An executor refuses a library built for another version.
-pub const ABI_VERSION: u32 = 1;
+/// layout rules). An executor refuses a library built for another version. 2: error and panic
+/// messages are at most [`crate::codec::MAX_MESSAGE`] bytes.
+pub const ABI_VERSION: u32 = 2;
 
 /// Magic number at the start of a [`Manifest`](crate::abi::Manifest): `b"rfaasMF\0"`.
 pub const MANIFEST_MAGIC: u64 = u64::from_le_bytes(*b"rfaasMF\0");

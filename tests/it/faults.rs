@@ -264,7 +264,7 @@ static const struct entry E[] = {
     { "nap", 3, "fn nap(ms: u64) -> u64", 22, 0x5eed0003, nap },
     { "chatter", 7, "fn chatter(n: u64) -> u64", 25, 0x5eed0004, chatter },
 };
-static const struct manifest M = { MAGIC, 1, 5, E };
+static const struct manifest M = { MAGIC, RFAAS_ABI, 5, E };
 const struct manifest* rfaas_manifest(void) { return &M; }
 "#;
 

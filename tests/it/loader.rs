@@ -46,7 +46,7 @@ const ONE: &str = r#"{ "f", 1, "fn f()", 6, 1, ok }"#;
 #[test]
 fn a_valid_c_fixture_loads() {
     // Proves the fixture layout matches the ABI, so the failures below are the checks at work.
-    let lib = fixture("valid", ONE, "MAGIC, 1, 1, E");
+    let lib = fixture("valid", ONE, "MAGIC, RFAAS_ABI, 1, E");
     let l = FunctionLibrary::open(&lib).expect("valid fixture loads");
     assert_eq!(l.functions().len(), 1);
     assert_eq!(
@@ -65,7 +65,7 @@ fn wrong_abi_version() {
                 e,
                 LoadError::AbiVersion {
                     found: 99,
-                    expected: 1,
+                    expected: rfaas::wire::ABI_VERSION,
                     ..
                 }
             )
@@ -96,7 +96,7 @@ fn duplicate_names() {
     let lib = fixture(
         "dup",
         r#"{ "f", 1, "fn f()", 6, 1, ok }, { "f", 1, "fn f()", 6, 2, ok }"#,
-        "MAGIC, 1, 2, E",
+        "MAGIC, RFAAS_ABI, 2, E",
     );
     check_load(
         &lib,
@@ -130,14 +130,14 @@ fn broken_entries() {
         ),
     ];
     for (name, entry, words) in cases {
-        let lib = fixture(name, entry, "MAGIC, 1, 1, E");
+        let lib = fixture(name, entry, "MAGIC, RFAAS_ABI, 1, E");
         check_load(
             &lib,
             |e| matches!(e, LoadError::BadEntry { index: 0, .. }),
             words,
         );
     }
-    let lib = fixture("toomany", ONE, "MAGIC, 1, 4000000000u, E");
+    let lib = fixture("toomany", ONE, "MAGIC, RFAAS_ABI, 4000000000u, E");
     check_load(
         &lib,
         |e| matches!(e, LoadError::BadManifest { .. }),
@@ -171,7 +171,7 @@ fn missing_symbol_and_non_libraries() {
 
 #[test]
 fn a_library_without_functions_cannot_be_packaged() {
-    let lib = fixture("empty", ONE, "MAGIC, 1, 0, E");
+    let lib = fixture("empty", ONE, "MAGIC, RFAAS_ABI, 0, E");
     assert_eq!(
         FunctionLibrary::open(&lib)
             .expect("an empty manifest is valid")
@@ -209,7 +209,7 @@ fn a_library_with_thousands_of_functions_is_served() {
     let lib = fixture(
         "thousands",
         &entries.join(",\n"),
-        &format!("MAGIC, 1, {n}, E"),
+        &format!("MAGIC, RFAAS_ABI, {n}, E"),
     );
     assert_eq!(
         FunctionLibrary::open(&lib)
