@@ -967,13 +967,13 @@ fn handle<E: Endpoint>(
         let imm = response_imm(id, status);
         if len <= ep.max_inline() {
             // Inside the completion entry (the fabric places it in the result area).
-            ep.write_inline(bytes, RESULT_REGION, off, imm)?;
+            until_room(|| ep.write_inline(bytes, RESULT_REGION, off, imm))?;
         } else {
             // A longer output (an error message): into the result area, as without the flag.
             // SAFETY: `window` holds `cap >= len` bytes of the client's result area (bounds
             // checked by `ep.window`), another memory file than `scratch`.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), window, len) };
-            ep.signal(imm, len)?;
+            until_room(|| ep.signal(imm, len))?;
         }
         return Ok(Some(status));
     }
@@ -1055,15 +1055,19 @@ fn send_placed<E: Endpoint>(
     }
     // The return value, before the first placed range (a status without output: at 0).
     let head = ranges.first().map_or(len, |r| r.at.get() as usize);
-    ep.write_many_with_imm(
-        OUTPUT_REGION,
-        &writes[..ranges.len()],
-        slot_off,
-        head,
-        RESULT_REGION,
-        if head == 0 { 0 } else { result_off },
-        response_imm(id, Status::Ok),
-    )?;
+    // Tried again whole if there was no room: writes that went out before write the same bytes
+    // to the same places again, and only the last one, the completion, is seen.
+    until_room(|| {
+        ep.write_many_with_imm(
+            OUTPUT_REGION,
+            &writes[..ranges.len()],
+            slot_off,
+            head,
+            RESULT_REGION,
+            if head == 0 { 0 } else { result_off },
+            response_imm(id, Status::Ok),
+        )
+    })?;
     Ok(Some(Status::Ok))
 }
 
@@ -1076,11 +1080,42 @@ fn send<E: Endpoint>(
     imm: u32,
     len: usize,
 ) -> Result<(), TransportError> {
-    if staged {
-        // A status without output carries no bytes; offset 0 is always a valid target.
-        let result_off = if len == 0 { 0 } else { result_off };
-        ep.write_with_imm(OUTPUT_REGION, slot_off, len, RESULT_REGION, result_off, imm)
-    } else {
-        ep.signal(imm, len)
+    until_room(|| {
+        if staged {
+            // A status without output carries no bytes; offset 0 is always a valid target.
+            let result_off = if len == 0 { 0 } else { result_off };
+            ep.write_with_imm(OUTPUT_REGION, slot_off, len, RESULT_REGION, result_off, imm)
+        } else {
+            ep.signal(imm, len)
+        }
+    })
+}
+
+/// How long a worker keeps trying to answer a client whose completion queue has no room.
+const ANSWER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `send` (an answer) again while it finds no room at the peer
+/// ([`TransportError::QueueFull`]: nothing of it went out), for up to [`ANSWER_PATIENCE`]: a
+/// client that collects its answers late (over RDMA, more answers than its receive queue
+/// holds) is waited for, not dropped. A fabric that waits for room itself (RDMA, up to its
+/// send patience, ended at once by a hang-up) makes each try long; one that does not is tried
+/// again every millisecond.
+fn until_room<T>(mut send: impl FnMut() -> Result<T, TransportError>) -> Result<T, TransportError> {
+    let mut since = None;
+    loop {
+        match send() {
+            Err(TransportError::QueueFull) => {
+                let since = *since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= ANSWER_PATIENCE {
+                    return Err(TransportError::QueueFull);
+                }
+                tracing::debug!("no room for an answer at the client yet");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            done => return done,
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -56,8 +56,9 @@ pub enum TransportError {
         /// Region length.
         region_len: usize,
     },
-    /// The peer's completion queue has no room (like an RNR condition), or (TCP) its connection
-    /// had no room for a write within the caller's patience, nothing of it sent: retry later.
+    /// The peer's completion queue has no room (like an RNR condition; RDMA: within the
+    /// caller's patience, or the endpoint's send patience), or (TCP) its connection had no
+    /// room for a write within the caller's patience, nothing of it sent: retry later.
     #[error("peer completion queue full")]
     QueueFull,
     /// The peer stopped taking a write midway, for longer than the caller's patience: nothing
@@ -348,10 +349,12 @@ pub trait Endpoint: Send + Sync {
     /// [`Endpoint::gathers`] take no pieces.
     ///
     /// `patience` bounds a wait for room, on a fabric whose sends wait for it (TCP, when the
-    /// peer stops reading or another sender holds the connection): if none of the write went
-    /// out by then, [`TransportError::QueueFull`], the connection intact; if part of it did,
-    /// TCP waits at least 10 s without progress before [`TransportError::Stalled`] and closing
-    /// the connection. Other fabrics never wait for room, and ignore it.
+    /// peer stops reading or another sender holds the connection; RDMA, while the peer's
+    /// receive queue is full, up to `VerbsConfig::send_patience_ms` without one): if none of
+    /// the write went out by then, [`TransportError::QueueFull`], the connection intact; if
+    /// part of it did, TCP waits at least 10 s without progress before
+    /// [`TransportError::Stalled`] and closing the connection. Shared memory never waits for
+    /// room, and ignores it.
     #[allow(clippy::too_many_arguments)]
     fn write_gather(
         &self,

@@ -679,7 +679,7 @@ impl Fabric for Verbs {
     }
     fn queue_limit() -> Limit {
         // The peer's shared receive queue (512) fills, then our send queue (128), then the
-        // writer gives up.
+        // writer gives up after its send patience (`VerbsConfig::send_patience_ms`).
         Limit::AtLeast(512)
     }
     fn pair(a: &[(u32, usize)], b: &[(u32, usize)]) -> Pair<Self::E, Self::Q> {
