@@ -2,7 +2,9 @@
 
 use rfaas::Status;
 use rfaas::abi::{Manifest, RawEntry, Trampoline};
-use rfaas::wire::{ABI_VERSION, BUFFER_ALIGN, MANIFEST_MAGIC, MANIFEST_SYMBOL};
+use rfaas::wire::{
+    ABI_VERSION, BUFFER_ALIGN, MANIFEST_MAGIC, MANIFEST_SYMBOL, PANIC_STRATEGY_SYMBOL,
+};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -108,6 +110,7 @@ impl Function {
 pub struct FunctionLibrary {
     path: PathBuf,
     functions: Vec<Function>,
+    unwinds: Option<bool>,
 }
 
 /// Why the executor did not call a function.
@@ -206,7 +209,36 @@ impl FunctionLibrary {
             })?;
         let manifest = manifest_fn();
         let functions = read_manifest(&path, manifest)?;
-        Ok(FunctionLibrary { path, functions })
+        let strategy = format!("{PANIC_STRATEGY_SYMBOL}\0");
+        // SAFETY: `rfaas::abi` declares the symbol as a `u8` static, which lives as long as
+        // the library (never unloaded); a byte has no invalid values.
+        let unwinds = unsafe { lib.get::<*const u8>(strategy.as_bytes()) }
+            .ok()
+            .map(|byte| {
+                // SAFETY: as above: the symbol's address is a live, aligned `u8`.
+                unsafe { **byte != 0 }
+            });
+        if unwinds == Some(false) {
+            tracing::warn!(
+                library = %path.display(),
+                "built with panic = \"abort\": a panicking function ends the executor process \
+                 (and its lease) instead of answering `Panic`; build with panic = \"unwind\" \
+                 to keep the executor serving"
+            );
+        }
+        Ok(FunctionLibrary {
+            path,
+            functions,
+            unwinds,
+        })
+    }
+
+    /// Whether a panicking function of this library is caught and answered `Panic`
+    /// (`Some(true)`, built with `panic = "unwind"`), or ends the executor process
+    /// (`Some(false)`, `panic = "abort"`); `None` for a library that does not say (not built
+    /// with rfaas, such as a hand-written C library).
+    pub fn unwinds(&self) -> Option<bool> {
+        self.unwinds
     }
 
     /// The file this library was loaded from.

@@ -567,6 +567,16 @@ fn inspect(path: &Path) -> Result<()> {
     println!("library:   {}", lib.path().display());
     println!("sha256:    {sha}");
     println!("abi:       {}", rfaas::wire::ABI_VERSION);
+    println!(
+        "panics:    {}",
+        match lib.unwinds() {
+            Some(true) => "caught (panic = \"unwind\"): a panicking function answers `Panic`",
+            Some(false) => {
+                "abort (panic = \"abort\"): a panicking function ends the executor process"
+            }
+            None => "not stated by the library (not built with rfaas)",
+        }
+    );
     println!("functions: {}", lib.functions().len());
     let width = lib
         .functions()

@@ -120,6 +120,12 @@ fn build() -> Built {
     }
 }
 
+/// The exported panic strategy of every function library
+/// ([`PANIC_STRATEGY_SYMBOL`](crate::wire::PANIC_STRATEGY_SYMBOL)): the whole build's, since
+/// `panic` is a profile setting of every crate in it.
+#[unsafe(no_mangle)]
+pub static rfaas_panic_unwinds: u8 = cfg!(panic = "unwind") as u8;
+
 /// The exported manifest symbol of every function library.
 ///
 /// Returns a pointer to a manifest that lives as long as the library stays loaded (forever:

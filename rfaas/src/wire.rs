@@ -18,6 +18,12 @@ pub const MANIFEST_MAGIC: u64 = u64::from_le_bytes(*b"rfaasMF\0");
 /// Name of the one symbol a function library exports.
 pub const MANIFEST_SYMBOL: &str = "rfaas_manifest";
 
+/// The symbol of a function library's panic strategy: a `u8`, 1 if the library was built
+/// with `panic = "unwind"` (a panicking function is caught and answers `Panic`), 0 if with
+/// `panic = "abort"` (a panicking function ends the executor process). Libraries without it
+/// (hand-written C, say) do not unwind into the executor either way.
+pub const PANIC_STRATEGY_SYMBOL: &str = "rfaas_panic_unwinds";
+
 /// Alignment of input and output buffers, and of every slice inside them.
 pub const BUFFER_ALIGN: usize = 8;
 

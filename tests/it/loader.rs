@@ -242,3 +242,31 @@ fn a_library_with_thousands_of_functions_is_served() {
     let lease = lease.expect("a lease despite a welcome of hundreds of KiB");
     assert_eq!(lease.workers(), 1);
 }
+
+/// A library says whether its panics are caught: the example package (`panic = "unwind"`)
+/// does; a library built with `panic = "abort"` (here a C fixture stating it) is loaded with a
+/// warning and reported so (`inspect` prints it); one that does not say is `None`.
+#[test]
+fn the_panic_strategy_is_read_from_the_library() {
+    let (_, example) = Package::open(tests::example_package()).expect("example package");
+    assert_eq!(example.unwinds(), Some(true));
+    let plain = fixture("strategy-none", ONE, "MAGIC, RFAAS_ABI, 1, E");
+    let plain = FunctionLibrary::open(&plain).expect("loads");
+    assert_eq!(plain.unwinds(), None);
+    let src = format!(
+        "{PRELUDE}\nstatic const struct entry E[] = {{ {ONE} }};\nstatic const struct manifest M = {{ MAGIC, RFAAS_ABI, 1, E }};\nconst struct manifest* rfaas_manifest(void) {{ return &M; }}\nconst unsigned char rfaas_panic_unwinds = 0;\n"
+    );
+    let aborts = c_library("strategy-abort", &src);
+    let lib = FunctionLibrary::open(&aborts).expect("loads, with a warning");
+    assert_eq!(lib.unwinds(), Some(false));
+    let out = std::process::Command::new(tests::executor_binary())
+        .arg("inspect")
+        .arg(&aborts)
+        .output()
+        .expect("inspect");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("a panicking function ends the executor process"),
+        "{text}"
+    );
+}
