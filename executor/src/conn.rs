@@ -91,6 +91,10 @@ impl AcceptErrors {
         }
         if out_of_resources(e) {
             std::thread::sleep(ACCEPT_BACKOFF);
+        } else {
+            // Whatever else failed (a connection aborted before it was taken, or something
+            // lasting), accepting again at once must not become a spin.
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }

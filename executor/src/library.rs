@@ -233,6 +233,16 @@ impl FunctionLibrary {
         })
     }
 
+    /// A library of no functions, for unit tests of the serving loop.
+    #[cfg(test)]
+    pub(crate) fn empty() -> Self {
+        FunctionLibrary {
+            path: PathBuf::new(),
+            functions: Vec::new(),
+            unwinds: None,
+        }
+    }
+
     /// Whether a panicking function of this library is caught and answered `Panic`
     /// (`Some(true)`, built with `panic = "unwind"`), or ends the executor process
     /// (`Some(false)`, `panic = "abort"`); `None` for a library that does not say (not built

@@ -624,8 +624,9 @@ struct Held<'m> {
     /// Files of the lease's executor (its socket, its stats file and that file's aside copy),
     /// removed with the lease however it ends.
     files: Vec<PathBuf>,
-    /// The CPUs its workers run on, given back with the lease.
-    pinning: Pinning,
+    /// The CPUs its workers run on, given back with the lease (before its capacity, so that a
+    /// lease that finds the capacity also finds the CPUs free).
+    pinning: Option<Pinning>,
 }
 
 impl Drop for Held<'_> {
@@ -637,6 +638,7 @@ impl Drop for Held<'_> {
         for f in &self.files {
             let _ = std::fs::remove_file(f);
         }
+        drop(self.pinning.take());
         let mut cap = self.mgr.capacity.lock().unwrap_or_else(|e| e.into_inner());
         cap.free_cores += self.cores;
         cap.free_memory_mib += self.memory_mib;
@@ -841,7 +843,7 @@ impl Manager {
                 memory_mib: req.memory_mib,
                 child: None,
                 files: Vec::new(),
-                pinning: self.cpus.take(req.cores as usize),
+                pinning: Some(self.cpus.take(req.cores as usize)),
             }
         };
         {
@@ -889,7 +891,11 @@ impl Manager {
         cmd.args(["--slot-size", &slot_size.to_string()]);
         // The CPUs other leases use least (each lease's workers would otherwise all start at
         // the node's first CPU).
-        let cpus: Vec<String> = held.pinning.cpus().iter().map(usize::to_string).collect();
+        let cpus: Vec<String> = held
+            .pinning
+            .as_ref()
+            .map(|p| p.cpus().iter().map(usize::to_string).collect())
+            .unwrap_or_default();
         if !cpus.is_empty() {
             cmd.arg(format!("--cpus={}", cpus.join(",")));
         }

@@ -294,7 +294,13 @@ pub fn serve_session(
         });
     }
     stream.set_read_timeout(None).map_err(TransportError::Io)?;
-    run_workers(lib, &workers, cfg)
+    // Shutting the session's socket down ends the session for the client (its rings watch the
+    // socket) and for our workers alike.
+    let ours = stream.try_clone().map_err(TransportError::Io)?;
+    let end = move || {
+        let _ = ours.shutdown(std::net::Shutdown::Both);
+    };
+    run_workers(lib, &workers, cfg, &end)
 }
 
 /// Serves one client on `control` (TCP) until it disconnects. Data connections, one per
@@ -394,18 +400,26 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
     // The control connection's end is the session's end: a reader that sees it close shuts the
     // data connections down, which ends the workers.
     let ours = control.try_clone().map_err(TransportError::Io)?;
-    let watcher = std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        while matches!(std::io::Read::read(&mut control, &mut buf), Ok(n) if n > 0) {}
-        for s in watch {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    });
-    let stats = run_workers(lib, &workers, cfg);
+    let watcher = std::thread::Builder::new()
+        .name("rfaas-session".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            while matches!(std::io::Read::read(&mut control, &mut buf), Ok(n) if n > 0) {}
+            for s in watch {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        })
+        .map_err(|e| SessionError::Workers(format!("no thread to watch the session: {e}")))?;
+    // Shutting the control connection down ends the session: the watcher then shuts the data
+    // connections, which the client and our workers both see.
+    let end = || {
+        let _ = ours.shutdown(std::net::Shutdown::Both);
+    };
+    let stats = run_workers(lib, &workers, cfg, &end);
     drop(workers);
     if stats.is_err() {
         // The session ends here, not when the client hangs up.
-        let _ = ours.shutdown(std::net::Shutdown::Both);
+        end();
     }
     let _ = watcher.join();
     stats
@@ -495,10 +509,14 @@ struct Worker<E, Q> {
     output: Option<Arc<Region>>,
 }
 
+/// Runs the session's workers until they end. `end` ends the whole session (visibly to the
+/// client): a worker that cannot go on serving calls it, so that its client's calls fail
+/// (`ExecutorGone`) instead of waiting for a worker that is gone.
 fn run_workers<E: Endpoint, Q: Queue>(
     lib: &Arc<FunctionLibrary>,
     workers: &[Worker<E, Q>],
     cfg: &WorkerConfig,
+    end: &(dyn Fn() + Sync),
 ) -> Result<WorkerStats, SessionError> {
     // Every worker's memory and thread first, so that a session that cannot have all of them
     // (a lease short of memory, a thread limit) ends at once, visibly to its client (the
@@ -529,7 +547,7 @@ fn run_workers<E: Endpoint, Q: Queue>(
                         return WorkerStats::default();
                     }
                     let published = &PROGRESS.workers[i % MAX_WORKERS];
-                    run_worker(
+                    let (stats, failed) = run_worker(
                         lib,
                         &w.ep,
                         &*w.cq,
@@ -537,7 +555,12 @@ fn run_workers<E: Endpoint, Q: Queue>(
                         cfg,
                         cpu,
                         published,
-                    )
+                    );
+                    if failed {
+                        tracing::warn!(worker = i, "a worker cannot go on: ending the session");
+                        end();
+                    }
+                    stats
                 });
             match spawned {
                 Ok(h) => handles.push(h),
@@ -579,18 +602,27 @@ fn run_workers<E: Endpoint, Q: Queue>(
 /// zeroed lazily by the kernel) once per worker of a session, so it only ever holds this
 /// client's bytes. Empty elsewhere.
 fn scratch_for(cfg: &WorkerConfig, windowed: bool) -> Result<Vec<u64>, SessionError> {
-    let mut scratch = Vec::new();
-    if windowed {
-        let words = (cfg.slot_size as usize).div_ceil(8);
-        scratch.try_reserve_exact(words).map_err(|_| {
-            SessionError::Workers(format!(
-                "no memory for a worker's {} bytes of scratch (the lease's memory limit?)",
-                cfg.slot_size
-            ))
-        })?;
-        scratch.resize(words, 0);
+    let words = (cfg.slot_size as usize).div_ceil(8);
+    if !windowed || words == 0 {
+        return Ok(Vec::new());
     }
-    Ok(scratch)
+    let short = || {
+        SessionError::Workers(format!(
+            "no memory for a worker's {} bytes of scratch (the lease's memory limit?)",
+            cfg.slot_size
+        ))
+    };
+    let layout = std::alloc::Layout::array::<u64>(words).map_err(|_| short())?;
+    // Zeroed by the allocator (fresh pages: by the kernel, lazily), not written here: a slot
+    // of 16 MiB costs nothing until results are run in it.
+    // SAFETY: `layout` has a non-zero size (`words > 0`).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<u64>();
+    if ptr.is_null() {
+        return Err(short());
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of `words` u64s (so a
+    // capacity of `words`), and all `words` of them are initialized (zero is a valid u64).
+    Ok(unsafe { Vec::from_raw_parts(ptr, words, words) })
 }
 
 /// Holds the session's workers until all of them exist: then lets them serve, or (one could
@@ -673,7 +705,7 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
     cfg: &WorkerConfig,
     cpu: Option<usize>,
     published: &WorkerProgress,
-) -> WorkerStats {
+) -> (WorkerStats, bool) {
     if let Some(cpu) = cpu
         && let Err(e) = rfaas::sys::pin_to_cpu(cpu)
     {
@@ -689,6 +721,8 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
     // When the last invocation ended: read lazily, at the first clock check after it (a clock
     // read costs ~35 ns here; the hot timeout is that much later, a few µs).
     let mut last_work: Option<Instant> = Some(Instant::now());
+    // Whether the worker stops for a failure of its own (not the client's leaving).
+    let mut failed = false;
     'serve: loop {
         let completion = if hot {
             let started = now;
@@ -704,7 +738,10 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
                     stats.warm_sleeps += 1;
                     None
                 }
-                Polled::End => break 'serve,
+                Polled::End(gone) => {
+                    failed = !gone;
+                    break 'serve;
+                }
             }
         } else {
             let got = cq.wait(LIVENESS_TICK);
@@ -714,6 +751,7 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
                 Err(TransportError::PeerGone { .. }) => break 'serve,
                 Err(e) => {
                     tracing::warn!(error = %e, "completion queue error");
+                    failed = true;
                     break 'serve;
                 }
             }
@@ -731,9 +769,12 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
             }
             Ok(None) => stats.dropped += 1,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot answer the client");
                 // The function may have run: its time counts.
                 exec_ticks += ticks().wrapping_sub(now);
+                if !matches!(e, TransportError::PeerGone { .. }) {
+                    tracing::warn!(error = %e, "cannot answer the client");
+                    failed = true;
+                }
                 break 'serve;
             }
         }
@@ -745,7 +786,7 @@ fn run_worker<E: Endpoint, Q: Queue + ?Sized>(
     }
     stats.hot_poll = clock.duration(hot_ticks);
     stats.exec = clock.duration(exec_ticks);
-    stats
+    (stats, failed)
 }
 
 /// How a hot poll ended.
@@ -753,8 +794,8 @@ enum Polled {
     Got(Completion),
     /// The hot timeout passed without work: go warm.
     Cooled,
-    /// The client left, or the queue failed: the session is over.
-    End,
+    /// The client left (`true`), or the queue failed (`false`): the session is over.
+    End(bool),
 }
 
 /// Busy-polls `cq` until a completion comes, the hot timeout passes since `last_work` (read
@@ -770,10 +811,11 @@ fn hot_poll<Q: Queue + ?Sized>(
     let mut last_yield: Option<Instant> = *last_work;
     let mut polls = 0u32;
     let ended = |e: TransportError| {
-        if !matches!(e, TransportError::PeerGone { .. }) {
+        let gone = matches!(e, TransportError::PeerGone { .. });
+        if !gone {
             tracing::warn!(error = %e, "completion queue error");
         }
-        Polled::End
+        Polled::End(gone)
     };
     loop {
         match cq.poll() {

@@ -223,21 +223,55 @@ fn param_type(ty: &Type, errors: &mut Errors) -> Option<(Kind, Ty)> {
 /// qualified paths included), a leading `self::` becomes `super::` and a leading `super::`
 /// gets one more `super::`. Paths inside macro invocations are left as they are.
 fn rebase(ty: &Type) -> Type {
+    /// Rebases the head of `path`; whether a segment was added in front.
+    fn rebase_head(path: &mut syn::Path) -> bool {
+        if path.leading_colon.is_none()
+            && let Some(first) = path.segments.first_mut()
+        {
+            let span = first.ident.span();
+            if first.ident == "self" {
+                first.ident = Ident::new("super", span);
+            } else if first.ident == "super" {
+                path.segments
+                    .insert(0, PathSegment::from(Ident::new("super", span)));
+                return true;
+            }
+        }
+        false
+    }
     struct Rebase;
+    impl Rebase {
+        /// A qualified path `<T as Trait>::Item` (or `<T>::Item`): `T` is rebased as a type,
+        /// the trait's path (the first `position` segments) at its head, keeping `position`
+        /// on the trait's last segment; `<T>::Item` has no module path to rebase.
+        fn qualified(&mut self, qself: &mut Option<syn::QSelf>, path: &mut syn::Path) {
+            match qself {
+                Some(q) => {
+                    self.visit_type_mut(&mut q.ty);
+                    if q.position > 0 && rebase_head(path) {
+                        q.position += 1;
+                    }
+                    for segment in &mut path.segments {
+                        self.visit_path_arguments_mut(&mut segment.arguments);
+                    }
+                }
+                None => self.visit_path_mut(path),
+            }
+        }
+    }
     impl VisitMut for Rebase {
         fn visit_path_mut(&mut self, path: &mut syn::Path) {
-            if path.leading_colon.is_none()
-                && let Some(first) = path.segments.first_mut()
-            {
-                let span = first.ident.span();
-                if first.ident == "self" {
-                    first.ident = Ident::new("super", span);
-                } else if first.ident == "super" {
-                    path.segments
-                        .insert(0, PathSegment::from(Ident::new("super", span)));
-                }
-            }
+            rebase_head(path);
             syn::visit_mut::visit_path_mut(self, path);
+        }
+        fn visit_type_path_mut(&mut self, tp: &mut syn::TypePath) {
+            self.qualified(&mut tp.qself, &mut tp.path);
+        }
+        fn visit_expr_path_mut(&mut self, ep: &mut syn::ExprPath) {
+            for attr in &mut ep.attrs {
+                self.visit_attribute_mut(attr);
+            }
+            self.qualified(&mut ep.qself, &mut ep.path);
         }
     }
     let mut ty = ty.clone();

@@ -151,7 +151,7 @@ fn type_text_is_canonical() {
 fn paths_relative_to_the_module_are_rebased() {
     let out = crate::function::expand(
         TokenStream::new(),
-        "pub fn f(p: super::P, q: self::Q, a: [u8; super::N + self::M], xs: &[super::super::P]) -> Result<super::R<self::Q>, super::E> { todo!() }"
+        "pub fn f(p: super::P, q: self::Q, a: [u8; super::N + self::M], xs: &[super::super::P], t: <super::T as super::Tr>::X, u: [u8; <super::T as self::Tr>::N], v: <super::T>::Y) -> Result<super::R<self::Q>, super::E> { todo!() }"
             .parse()
             .unwrap(),
     )
@@ -163,12 +163,15 @@ fn paths_relative_to_the_module_are_rebased() {
         "require_payload :: < super :: super :: super :: P >",
         "require_payload :: < super :: super :: R < super :: Q > >",
         "require_display :: < super :: super :: E >",
+        "require_payload :: < < super :: super :: T as super :: super :: Tr > :: X >",
+        "[u8 ; < super :: super :: T as super :: Tr > :: N]",
+        "require_payload :: < < super :: super :: T > :: Y >",
     ] {
         assert!(out.contains(rebased), "`{rebased}` missing: {out}");
     }
     assert!(
         out.contains(
-            "\"fn f(p: super::P, q: self::Q, a: [u8; super::N + self::M], xs: &[super::super::P]) -> Result<super::R<self::Q>, super::E>\""
+            "\"fn f(p: super::P, q: self::Q, a: [u8; super::N + self::M], xs: &[super::super::P], t: <super::T as super::Tr>::X, u: [u8; <super::T as self::Tr>::N], v: <super::T>::Y) -> Result<super::R<self::Q>, super::E>\""
         ),
         "signature not as written: {out}"
     );

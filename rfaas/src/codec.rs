@@ -94,11 +94,13 @@ impl OutputLayout {
     /// Starts a layout that places the output slices `slices` (address and byte length of
     /// each, in parameter order) in place when `placement` allows it for all of them.
     pub fn placed(ret_size: usize, placement: &Placement, slices: &[(usize, usize)]) -> Self {
-        // The return value and an error message stay in the invocation's own room.
+        // Written where they are (a window), the return value and an error message stay in
+        // the invocation's own room. (Placed by writes, both are produced in the executor's
+        // staging and sent to the result area, a slot at most.)
         let mut in_place = placement.base != 0
             && !slices.is_empty()
-            && ret_size <= placement.room
-            && MAX_MESSAGE <= placement.room;
+            && (placement.by_writes
+                || (ret_size <= placement.room && MAX_MESSAGE <= placement.room));
         let mut end = placement.base.saturating_add(ret_size);
         if placement.by_writes
             && slices.iter().filter(|&&(_, bytes)| bytes > 0).count() > PlacedOutputs::MAX
@@ -198,10 +200,11 @@ pub struct Placement {
     /// see [`crate::wire::FLAG_PLACED`]). `false`: it writes them where they are (shared
     /// memory).
     pub by_writes: bool,
-    /// Bytes at `base` that are this invocation's own (its result area). In place, the
-    /// executor writes the return value there, and an error message (at most
-    /// [`MAX_MESSAGE`] bytes); whatever lies beyond, up to the output buffers, is other
-    /// invocations' or other buffers'. So outputs go in place only if both fit.
+    /// Bytes at `base` that are this invocation's own (its result area). Written in place
+    /// (not `by_writes`), the executor's output starts there with the return value, or an
+    /// error message (at most [`MAX_MESSAGE`] bytes), and whatever lies beyond, up to the
+    /// output buffers, is other invocations' or other buffers'. So outputs go in place only
+    /// if both fit.
     pub room: usize,
 }
 

@@ -109,6 +109,13 @@ fn output_slices_go_in_place_only_when_all_of_them_can() {
         ..p
     };
     assert!(!OutputLayout::placed(8, &small, &[(0x20000, 64)]).in_place());
+    // Placed by writes, the return value and a message are staged by the executor and sent
+    // to the result area: the room does not limit them.
+    let by_writes = Placement {
+        by_writes: true,
+        ..small
+    };
+    assert!(OutputLayout::placed(8, &by_writes, &[(0x20000, 64)]).in_place());
     // In place, offsets are the buffers' distances from the output area.
     let mut l = OutputLayout::placed(8, &p, &[(0x20000, 64), (0x20040, 16)]);
     let a = l.slice::<u64>("a", 0x20000, 8).unwrap();

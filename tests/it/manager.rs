@@ -211,8 +211,11 @@ fn an_always_hot_lease_accounts_its_idle_polling() {
     });
     let entry = entry.expect("entry");
     assert_eq!(entry.invocations, 1, "{entry:?}");
+    // Half of it, so that no preemption of the worker between its answer and its next poll
+    // can fail the test; the span in which the client left was missing entirely (hundreds of
+    // microseconds accounted).
     assert!(
-        entry.hot_poll_us >= idle.as_micros() as u64,
+        entry.hot_poll_us >= idle.as_micros() as u64 / 2,
         "hot polling accounted {} µs of at least {} µs idle: {entry:?}",
         entry.hot_poll_us,
         idle.as_micros()

@@ -90,8 +90,8 @@ fn main() {
     }
 
     let welcome = Welcome {
-        protocol: 1,
-        abi_version: 1,
+        protocol: SESSION_PROTOCOL,
+        abi_version: ABI_VERSION,
         functions: vec![FunctionInfo {
             index: 0,
             name: "axpy".into(),

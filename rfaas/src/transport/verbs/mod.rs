@@ -232,10 +232,11 @@ struct DeviceState {
 
 /// The time the endpoints of one queue may spend, together, letting their writes complete
 /// when they are dropped (see `VerbsEndpoint`'s `Drop`). The first drain sets a deadline
-/// [`DRAIN`] away; drains that start before it wait until it at most, and once a drain failed
-/// (its peer did not confirm in time, or its queue pair failed: the peer host is likely gone)
-/// the drains after it do not wait at all, until a quiet [`DRAIN`] after the deadline. A drain
-/// that succeeds with none other under way gives the next one a fresh deadline. So a lease
+/// [`DRAIN`] away; drains that start before it wait until it at most (so once a drain timed
+/// out, its peer host likely gone, the drains after it do not wait at all; one whose queue pair
+/// failed leaves the deadline standing, and the next ones wait until it at most), until a quiet
+/// [`DRAIN`] after the deadline. A drain that succeeds with none other under way gives the
+/// next one a fresh deadline. So a lease
 /// whose executor host vanished closes its workers' endpoints in one [`DRAIN`], not one each.
 #[derive(Debug, Default)]
 struct DrainBudget(Mutex<DrainState>);

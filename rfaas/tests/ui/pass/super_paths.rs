@@ -20,6 +20,17 @@ impl fmt::Display for E {
 
 pub const N: usize = 3;
 
+/// A trait naming a payload and a length, for qualified paths (`<T as super::Tr>::X`).
+pub trait Tr {
+    type X;
+    const LEN: usize;
+}
+
+impl Tr for P {
+    type X = P;
+    const LEN: usize = 2;
+}
+
 mod inner {
     #[derive(Clone, Copy, rfaas::Payload)]
     #[repr(C)]
@@ -37,6 +48,13 @@ mod inner {
     ) -> Result<u32, super::E> {
         let _ = (ps, q, arr, out);
         Ok(p.x)
+    }
+
+    /// Qualified paths: the trait's path is rebased, and the item after it kept.
+    #[rfaas::function]
+    pub fn h(p: <super::P as super::Tr>::X, xs: [u8; <super::P as super::Tr>::LEN]) -> u32 {
+        let _ = xs;
+        p.x
     }
 
     pub mod deeper {
@@ -61,4 +79,9 @@ fn main() {
     let mut out = [[inner::Q(0, 0); 2]];
     let _ = inner::f::call(p, &[p], inner::Q(1, 2), [0; 3], &mut out);
     let _ = inner::deeper::g::call(p, [0; 5]);
+    assert_eq!(
+        inner::h::SIGNATURE,
+        "fn h(p: <super::P as super::Tr>::X, xs: [u8; <super::P as super::Tr>::LEN]) -> u32"
+    );
+    let _ = inner::h::call(p, [0; 2]);
 }
