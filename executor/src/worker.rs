@@ -547,15 +547,23 @@ fn run_workers<E: Endpoint, Q: Queue>(
                         return WorkerStats::default();
                     }
                     let published = &PROGRESS.workers[i % MAX_WORKERS];
-                    let (stats, failed) = run_worker(
-                        lib,
-                        &w.ep,
-                        &*w.cq,
-                        (&w.input, w.output.as_deref(), scratch),
-                        cfg,
-                        cpu,
-                        published,
-                    );
+                    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_worker(
+                            lib,
+                            &w.ep,
+                            &*w.cq,
+                            (&w.input, w.output.as_deref(), scratch),
+                            cfg,
+                            cpu,
+                            published,
+                        )
+                    }));
+                    // A bug of ours that panics the worker ends the session too, then goes on
+                    // as the panic it is.
+                    let (stats, failed) = served.unwrap_or_else(|panic| {
+                        end();
+                        std::panic::resume_unwind(panic)
+                    });
                     if failed {
                         tracing::warn!(worker = i, "a worker cannot go on: ending the session");
                         end();

@@ -129,3 +129,46 @@ fn a_worker_that_cannot_answer_ends_the_session() {
     assert_eq!(ends.load(Ordering::SeqCst), 1, "the session was not ended");
     assert_eq!(stats.invocations, 0);
 }
+
+/// A completion queue whose poll panics (a bug of ours, say).
+struct Panicking;
+
+impl Queue for Panicking {
+    fn poll(&self) -> Result<Option<Completion>, TransportError> {
+        panic!("a bug in the queue");
+    }
+    fn epoch(&self) -> u64 {
+        0
+    }
+    fn wait_since(&self, _: u64, _: Duration) -> Result<Option<Completion>, TransportError> {
+        panic!("a bug in the queue");
+    }
+    fn interrupt(&self) {}
+}
+
+/// A worker that panics ends its session (its client's calls fail at once) as one that cannot
+/// answer does; the session still returns (the panic is logged).
+#[test]
+fn a_worker_that_panics_ends_the_session() {
+    let cfg = WorkerConfig {
+        workers: 1,
+        cpus: CpuPool::new(Vec::new()),
+        slots: 1,
+        slot_size: 128,
+        hot_timeout: HotTimeout::Never,
+        token: None,
+    };
+    let ends = std::sync::atomic::AtomicU32::new(0);
+    let end = || {
+        ends.fetch_add(1, Ordering::SeqCst);
+    };
+    let lib = Arc::new(FunctionLibrary::empty());
+    let workers = [Worker {
+        ep: CannotSend,
+        cq: Arc::new(Panicking),
+        input: Arc::new(Region::new(INPUT_REGION, 128).expect("region")),
+        output: None,
+    }];
+    run_workers(&lib, &workers, &cfg, &end).expect("session");
+    assert_eq!(ends.load(Ordering::SeqCst), 1, "the session was not ended");
+}
