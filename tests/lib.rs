@@ -565,6 +565,21 @@ pub fn thread_cpus(pid: u32, name: &str) -> Vec<String> {
     found
 }
 
+/// The address a freshly spawned `rfaas-executor` process (`child`, its stdout piped) reports
+/// on its first line, `ready ADDRESS`; fails the test naming `what` if it reports anything
+/// else.
+pub fn ready_address(child: &mut std::process::Child, what: &str) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("the ready line");
+    line.trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("{what} did not start: {line:?}"))
+        .to_owned()
+}
+
 /// The executor process a manager (`manager_pid`) runs for lease `lease_id`, if any.
 pub fn lease_executor(manager_pid: u32, lease_id: u64) -> Option<u32> {
     let arg = format!("--lease={lease_id}");

@@ -573,7 +573,6 @@ fn a_silent_stranger_does_not_keep_the_lease_holder_out() {
 /// failed `accept`, once its sessions had ended.
 #[test]
 fn an_executor_out_of_descriptors_serves_again_once_sessions_end() {
-    use std::io::BufRead;
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
@@ -584,15 +583,7 @@ fn an_executor_out_of_descriptors_serves_again_once_sessions_end() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("executor under a descriptor limit");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let address = line
-        .trim()
-        .strip_prefix("ready ")
-        .unwrap_or_else(|| panic!("the executor did not start: {line:?}"))
-        .to_owned();
+    let address = tests::ready_address(&mut child, "the executor");
     // Connections that say nothing: each holds a descriptor or two of the executor's until its
     // hello times out; 80 of them exhaust 64 (the kernel queues the ones not accepted).
     let silent: Vec<_> = (0..80)

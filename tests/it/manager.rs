@@ -262,15 +262,7 @@ fn a_session_short_of_worker_threads_ends_and_says_why() {
             }
         }
     });
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("output");
-    let address = line
-        .trim()
-        .strip_prefix("ready ")
-        .unwrap_or_else(|| panic!("the executor did not start: {line:?}"))
-        .to_owned();
+    let address = tests::ready_address(&mut child, "the executor");
     let lease = rfaas::Lease::connect_tcp(&address, &rfaas::LeaseOptions::default())
         .expect("the handshake needs no worker thread");
     // As many calls in flight as workers: they are spread over all of them.

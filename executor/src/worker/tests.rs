@@ -27,6 +27,18 @@ fn answers_are_tried_again_while_the_client_has_no_room() {
     assert_eq!(tries, 3);
 }
 
+/// A session of one always-warm worker with one slot of 128 bytes, unpinned.
+fn one_warm_worker() -> WorkerConfig {
+    WorkerConfig {
+        workers: 1,
+        cpus: CpuPool::new(Vec::new()),
+        slots: 1,
+        slot_size: 128,
+        hot_timeout: HotTimeout::Never,
+        token: None,
+    }
+}
+
 /// A completion queue that delivers one request to slot 0, then nothing, until the session is
 /// ended; then it reports the client gone (and after 10 s anyway, so that a worker that never
 /// ends the session fails the test instead of hanging it).
@@ -101,14 +113,7 @@ impl Endpoint for CannotSend {
 #[test]
 fn a_worker_that_cannot_answer_ends_the_session() {
     let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let cfg = WorkerConfig {
-        workers: 1,
-        cpus: CpuPool::new(Vec::new()),
-        slots: 1,
-        slot_size: 128,
-        hot_timeout: HotTimeout::Never,
-        token: None,
-    };
+    let cfg = one_warm_worker();
     let workers = [Worker {
         ep: CannotSend,
         cq: Arc::new(OneRequest {
@@ -150,14 +155,7 @@ impl Queue for Panicking {
 /// answer does; the session still returns (the panic is logged).
 #[test]
 fn a_worker_that_panics_ends_the_session() {
-    let cfg = WorkerConfig {
-        workers: 1,
-        cpus: CpuPool::new(Vec::new()),
-        slots: 1,
-        slot_size: 128,
-        hot_timeout: HotTimeout::Never,
-        token: None,
-    };
+    let cfg = one_warm_worker();
     let ends = std::sync::atomic::AtomicU32::new(0);
     let end = || {
         ends.fetch_add(1, Ordering::SeqCst);
