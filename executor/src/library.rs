@@ -53,7 +53,10 @@ pub enum LoadError {
         reason: String,
     },
     /// The library was built for another ABI version.
-    #[error("{path}: built for rfaas ABI version {found}, this executor speaks version {expected}")]
+    #[error(
+        "{path}: built for rfaas ABI version {found}, this executor speaks version {expected}: \
+         rebuild the library against this executor's rfaas (`cargo xtask package`)"
+    )]
     AbiVersion {
         /// The file.
         path: PathBuf,
