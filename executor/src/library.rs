@@ -190,10 +190,31 @@ impl FunctionLibrary {
         } else {
             path.clone()
         };
+        Self::load(path, &load_path)
+    }
+
+    /// [`FunctionLibrary::open`] of the file open as `file` (found at `path`, the name errors
+    /// and [`FunctionLibrary::path`] give): the very bytes read through `file` (to check their
+    /// hash, say) are the ones loaded, whatever happens to `path` meanwhile. Loaded through
+    /// `/proc/self/fd`; the descriptor stays open for the rest of the process (the loader knows
+    /// the library by that name, which must never name another file), as the library stays
+    /// loaded. Without `/proc`, `path` is loaded.
+    pub fn open_file(file: std::fs::File, path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        use std::os::fd::IntoRawFd;
+        let path = path.as_ref().to_path_buf();
+        if !Path::new("/proc/self/fd").is_dir() {
+            return Self::open(path);
+        }
+        let fd = file.into_raw_fd();
+        Self::load(path, Path::new(&format!("/proc/self/fd/{fd}")))
+    }
+
+    /// Loads `load_path`, naming it `path`.
+    fn load(path: PathBuf, load_path: &Path) -> Result<Self, LoadError> {
         let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
         // SAFETY: loading a library runs its initializers; the caller chose to load this file
         // (documented on `open`). Nothing is assumed about the library until it is validated.
-        let lib = unsafe { libloading::os::unix::Library::open(Some(&load_path), flags) }.map_err(
+        let lib = unsafe { libloading::os::unix::Library::open(Some(load_path), flags) }.map_err(
             |e| LoadError::NotALibrary {
                 path: path.clone(),
                 reason: loader_reason(&e),

@@ -218,7 +218,12 @@ impl Package {
     pub fn open(dir: &Path) -> Result<(Package, FunctionLibrary), PackageError> {
         let package = Package::read(dir)?;
         let lib_path = dir.join(&package.library);
-        let found = sha256_file(&lib_path)?;
+        // Hashed and loaded through one open file: a library replaced at its path in between
+        // (a concurrent `cargo xtask package`) is not loaded unverified.
+        let mut file = std::fs::File::open(&lib_path).map_err(io(&lib_path))?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher).map_err(io(&lib_path))?;
+        let found = hex(&hasher.finalize());
         if found != package.sha256 {
             return Err(PackageError::HashMismatch {
                 path: lib_path,
@@ -226,7 +231,7 @@ impl Package {
                 found,
             });
         }
-        let lib = FunctionLibrary::open(&lib_path)?;
+        let lib = FunctionLibrary::open_file(file, &lib_path)?;
         let actual: Vec<(u32, &str, String)> = lib
             .functions()
             .iter()

@@ -270,3 +270,35 @@ fn the_panic_strategy_is_read_from_the_library() {
         "{text}"
     );
 }
+
+/// A library loaded through an open file is the file that was opened, not whatever its path
+/// names by the time it is loaded (`Package::open` hashes and loads through one descriptor).
+#[test]
+fn a_library_opened_as_a_file_is_the_file_that_was_opened() {
+    let example = Package::read(tests::example_package()).expect("example manifest");
+    let dir = scratch_dir("open-file");
+    let path = dir.join("libswapped.so");
+    std::fs::copy(tests::example_package().join(&example.library), &path).expect("copy");
+    let file = std::fs::File::open(&path).expect("open");
+    // Another library takes the path after the file was opened (and, say, hashed).
+    let other = fixture("swapped-in", ONE, "MAGIC, RFAAS_ABI, 1, E");
+    let moved = dir.join("other.so");
+    std::fs::copy(&other, &moved).expect("copy");
+    std::fs::rename(&moved, &path).expect("rename over");
+    let lib = FunctionLibrary::open_file(file, &path).expect("loads");
+    assert_eq!(lib.path(), path.as_path());
+    assert_eq!(
+        lib.functions().len(),
+        example.functions.len(),
+        "loaded what the path names now, not the file opened: {:?}",
+        lib.functions()
+    );
+    // And by path, the one there now.
+    assert_eq!(
+        FunctionLibrary::open(&path)
+            .expect("loads")
+            .functions()
+            .len(),
+        1
+    );
+}
