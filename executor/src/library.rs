@@ -220,8 +220,10 @@ impl FunctionLibrary {
                 reason: loader_reason(&e),
             },
         )?;
-        // Never unload: trampolines and manifest strings must stay valid for the process.
-        let lib: &'static libloading::os::unix::Library = Box::leak(Box::new(lib));
+        // Never unloaded (never dropped): trampolines and manifest strings must stay valid for
+        // the process. Not leaked on the heap either (a leak checker would report it): the
+        // handle is not needed past the manifest and the symbols read below.
+        let lib = std::mem::ManuallyDrop::new(lib);
         let symbol = format!("{MANIFEST_SYMBOL}\0");
         // A library exporting this name with another type is not an rfaas library and is
         // outside what we can defend against.
