@@ -202,21 +202,7 @@ impl Write for Deadlined<'_> {
 /// before acknowledging our last bytes), which would otherwise retransmit for ~15 minutes.
 pub fn hold_keepalive(stream: &TcpStream) -> io::Result<()> {
     keepalive(stream, Duration::from_secs(10), Duration::from_secs(5), 3)?;
-    let ms: libc::c_uint = 25_000;
-    // SAFETY: a valid socket; the option value is a live `c_uint` of the size passed.
-    let r = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_USER_TIMEOUT,
-            (&ms as *const libc::c_uint).cast(),
-            size_of::<libc::c_uint>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_int(stream, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 25_000)
 }
 
 /// Has the kernel probe a connection that has gone quiet: after `idle` without traffic, every
@@ -240,19 +226,30 @@ pub fn keepalive(
         ),
     ];
     for (level, name, value) in options {
-        // SAFETY: a valid socket; the option value is a live `c_int` of the size passed.
-        let r = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_int(stream, level, name, value)?;
+    }
+    Ok(())
+}
+
+/// Sets socket option `name` at `level` to the `int` `value`.
+fn set_int(
+    stream: &TcpStream,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: a valid socket; the option value is a live `c_int` of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

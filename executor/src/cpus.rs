@@ -81,5 +81,11 @@ impl Drop for Pinning {
     }
 }
 
+/// `cpus` as a comma-separated list (`0,2,3`), as `--cpus` takes them.
+pub fn cpu_list(cpus: &[usize]) -> String {
+    let names: Vec<String> = cpus.iter().map(usize::to_string).collect();
+    names.join(",")
+}
+
 #[cfg(test)]
 mod tests;

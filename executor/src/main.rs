@@ -315,7 +315,7 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
     if let Some(bad) = cpus.iter().find(|c| !allowed.contains(c)) {
         anyhow::bail!(
             "--cpus: CPU {bad} is not one this process may run on (allowed: {})",
-            cpu_list(&allowed)
+            executor::cpus::cpu_list(&allowed)
         );
     }
     let cpus = if cpus.is_empty() { allowed } else { cpus };
@@ -323,7 +323,7 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
     if cores as usize > cpus.cpus().len() {
         tracing::warn!(
             cores,
-            cpus = %cpu_list(cpus.cpus()),
+            cpus = %executor::cpus::cpu_list(cpus.cpus()),
             "more workers per session than CPUs: workers share CPUs, and busy-polling ones slow each other down"
         );
     }
@@ -375,12 +375,6 @@ fn session_token() -> Result<Option<String>> {
         "{TOKEN_ENV} must be 32 to 256 visible ASCII characters (e.g. `openssl rand -hex 32`)"
     );
     Ok(Some(token))
-}
-
-/// `cpus` as a comma-separated list.
-fn cpu_list(cpus: &[usize]) -> String {
-    let names: Vec<String> = cpus.iter().map(usize::to_string).collect();
-    names.join(",")
 }
 
 /// Serves each connection of `incoming` with `serve`, on a thread of its own; with `once`,

@@ -891,13 +891,9 @@ impl Manager {
         cmd.args(["--slot-size", &slot_size.to_string()]);
         // The CPUs other leases use least (each lease's workers would otherwise all start at
         // the node's first CPU).
-        let cpus: Vec<String> = held
-            .pinning
-            .as_ref()
-            .map(|p| p.cpus().iter().map(usize::to_string).collect())
-            .unwrap_or_default();
+        let cpus = held.pinning.as_ref().map(Pinning::cpus).unwrap_or_default();
         if !cpus.is_empty() {
-            cmd.arg(format!("--cpus={}", cpus.join(",")));
+            cmd.arg(format!("--cpus={}", crate::cpus::cpu_list(&cpus)));
         }
         cmd.arg(format!("--hot-timeout-us={}", req.hot_timeout_us));
         let socket = self.cfg.socket_dir.join(format!(

@@ -151,7 +151,7 @@ fn type_text_is_canonical() {
 fn paths_relative_to_the_module_are_rebased() {
     let out = crate::function::expand(
         TokenStream::new(),
-        "pub fn f(p: super::P, q: self::Q, a: [u8; super::N + self::M], xs: &[super::super::P], t: <super::T as super::Tr>::X, u: [u8; <super::T as self::Tr>::N], v: <super::T>::Y) -> Result<super::R<self::Q>, super::E> { todo!() }"
+        "pub fn f(p: super::P, q: self::Q, a: [u8; super::N + self::M], xs: &[super::super::P], t: <super::T as super::Tr>::X, u: [u8; <super::T as self::Tr>::N], v: <super::T>::Y) -> Result<super::R<self::Q>, super::E> { Err(super::E) }"
             .parse()
             .unwrap(),
     )
