@@ -365,6 +365,11 @@ impl VerbsQueue {
         }
         config.recv_depth = recv_depth;
         config.send_depth = send_depth;
+        // The first sleeper's eventfd, now: short of descriptors, the queue is not made,
+        // rather than a wait failing later.
+        let wake = Wake::new().map_err(|e| {
+            TransportError::Rdma(format!("an eventfd for the queue's warm waits: {e}"))
+        })?;
         let pd = ProtectionDomain::new(ctx)?;
         let cq = Arc::new(Cq::new(&pd, cqe, recv_depth)?);
         Ok(Arc::new(VerbsQueue {
@@ -377,7 +382,7 @@ impl VerbsQueue {
             attach: Mutex::new(()),
             device: Mutex::new(DeviceState::default()),
             unreported: AtomicBool::new(false),
-            wake: Wake::default(),
+            wake,
             drain: DrainBudget::default(),
         }))
     }
@@ -654,8 +659,9 @@ impl VerbsQueue {
                 None => LIVENESS_TICK,
             };
             // Registered with an eventfd of its own before the last look at the count: an
-            // interrupt from here on wakes this thread, whoever else sleeps.
-            let sleeper = self.wake.sleeper()?;
+            // interrupt from here on wakes this thread, whoever else sleeps. (A thread that
+            // gets none, out of descriptors, sleeps on the channel alone, briefly.)
+            let sleeper = self.wake.sleeper();
             if self.wake.epoch() != epoch {
                 drop(sleeper);
                 return self.take();
@@ -677,8 +683,13 @@ impl VerbsQueue {
                     revents: 0,
                 },
             ];
-            let ms = left.min(LIVENESS_TICK).as_millis().max(1) as i32;
-            // SAFETY: `fds` is an array of two valid pollfd structs for the call's duration.
+            let ms = left
+                .min(LIVENESS_TICK)
+                .min(sleeper.longest_sleep())
+                .as_millis()
+                .max(1) as i32;
+            // SAFETY: `fds` is an array of two valid pollfd structs for the call's duration
+            // (a negative fd, a sleeper without an eventfd, is one poll skips).
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
             if rc < 0 {
                 let e = std::io::Error::last_os_error();

@@ -2,9 +2,10 @@
 //! budget of dropped endpoints, queue sizing and the checks of a peer's hello. (What needs a
 //! device runs in the Soft-RoCE VM: `rfaas/tests/it/verbs.rs`, `tests/it/verbs.rs`.)
 
-use super::wake::Wake;
+use super::wake::{UNSIGNALLED_TICK, Wake};
 use super::*;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::process::Command;
 
 /// Whether eventfd `fd` is readable now (a wake-up is pending).
 fn readable(fd: RawFd) -> bool {
@@ -30,9 +31,9 @@ fn consume(fd: RawFd) {
 /// tick, past the interrupt `Queue::wait_since` promised to return for.
 #[test]
 fn every_sleeper_gets_every_interrupt() {
-    let wake = Wake::default();
+    let wake = Wake::new().expect("wake");
     let epoch = wake.epoch();
-    let (a, b) = (wake.sleeper().expect("a"), wake.sleeper().expect("b"));
+    let (a, b) = (wake.sleeper(), wake.sleeper());
     assert_ne!(a.fd(), b.fd(), "each sleeper has an eventfd of its own");
     assert!(
         !readable(a.fd()) && !readable(b.fd()),
@@ -48,7 +49,7 @@ fn every_sleeper_gets_every_interrupt() {
     );
     drop((a, b));
     // A stale wake-up does not carry over to the next sleeper that reuses an eventfd.
-    let c = wake.sleeper().expect("c");
+    let c = wake.sleeper();
     assert!(
         !readable(c.fd()),
         "a new sleeper starts with nothing pending"
@@ -59,10 +60,10 @@ fn every_sleeper_gets_every_interrupt() {
 /// (the epoch it waits on is gone); one after registering signals its eventfd.
 #[test]
 fn an_interrupt_around_registering_is_not_lost() {
-    let wake = Wake::default();
+    let wake = Wake::new().expect("wake");
     let epoch = wake.epoch();
     wake.interrupt();
-    let s = wake.sleeper().expect("sleeper");
+    let s = wake.sleeper();
     assert_ne!(
         wake.epoch(),
         epoch,
@@ -78,9 +79,9 @@ fn an_interrupt_around_registering_is_not_lost() {
 /// taken by one sleeper, or completions a sender took, make the others look again).
 #[test]
 fn a_nudge_wakes_the_others_only() {
-    let wake = Wake::default();
+    let wake = Wake::new().expect("wake");
     let epoch = wake.epoch();
-    let (a, b) = (wake.sleeper().expect("a"), wake.sleeper().expect("b"));
+    let (a, b) = (wake.sleeper(), wake.sleeper());
     wake.nudge(Some(a.fd()));
     assert_eq!(wake.epoch(), epoch, "a nudge is no interrupt");
     assert!(!readable(a.fd()), "the nudging sleeper is left alone");
@@ -89,6 +90,156 @@ fn a_nudge_wakes_the_others_only() {
     // With nobody else asleep there is nobody to signal.
     wake.nudge(Some(a.fd()));
     assert!(!readable(a.fd()));
+}
+
+/// Set in the child process a test runs itself again in ([`in_child`]).
+const CHILD: &str = "RFAAS_VERBS_TEST_CHILD";
+
+/// Runs test `name` (after `tests::`) again, alone, in a child process, where it may take every
+/// descriptor without starving the other tests: true in the child, which goes on with the
+/// test; in the parent, checks that the child ran it and passed.
+fn in_child(name: &str) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = Command::new(exe)
+        .args([&format!("{module}::{name}"), "--exact", "--nocapture"])
+        .args(["--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .expect("running the test in a child");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} in a child: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    false
+}
+
+/// Lowers the process's descriptor limit to 64 (if higher) and takes every descriptor left:
+/// nothing can open one until the returned ones are dropped.
+fn exhaust_descriptors() -> Vec<OwnedFd> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit to `lim`, valid for the call.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    lim.rlim_cur = lim.rlim_cur.min(64);
+    // SAFETY: setrlimit reads one rlimit from `lim`, valid for the call.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let mut held = Vec::new();
+    loop {
+        match std::io::stderr().as_fd().try_clone_to_owned() {
+            Ok(fd) => held.push(fd),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return held,
+            Err(e) => panic!("taking descriptors: {e}"),
+        }
+    }
+}
+
+/// Out of descriptors, a thread that must sleep still sleeps, and wakes (finding 60): the
+/// first sleeper has the eventfd made with the queue; another, which cannot make one, sleeps
+/// without (briefly, looking at the count) instead of failing its wait (an executor worker
+/// whose wait failed ended its session).
+#[test]
+fn sleepers_out_of_descriptors_still_sleep_and_wake() {
+    if !in_child("sleepers_out_of_descriptors_still_sleep_and_wake") {
+        return;
+    }
+    let wake = Wake::new().expect("wake");
+    let held = exhaust_descriptors();
+    let epoch = wake.epoch();
+    let a = wake.sleeper();
+    assert!(
+        a.fd() >= 0,
+        "the first sleeper has the eventfd made up front"
+    );
+    assert_eq!(a.longest_sleep(), Duration::MAX);
+    let b = wake.sleeper();
+    assert_eq!(b.fd(), -1, "no descriptor is left for a second one");
+    assert_eq!(
+        b.longest_sleep(),
+        UNSIGNALLED_TICK,
+        "a sleeper nobody can signal looks again soon"
+    );
+    // The channel's event taken by the one without an eventfd still has the others look.
+    wake.nudge(Some(b.fd()));
+    assert!(readable(a.fd()));
+    consume(a.fd());
+    wake.interrupt();
+    assert!(readable(a.fd()), "a is woken");
+    assert_ne!(wake.epoch(), epoch, "b sees the interrupt when it looks");
+    drop((a, b));
+    // The eventfd made up front serves the next sleeper; with descriptors free again, a second
+    // one is made.
+    let c = wake.sleeper();
+    assert!(c.fd() >= 0 && !readable(c.fd()));
+    drop(held);
+    let d = wake.sleeper();
+    assert!(d.fd() >= 0 && d.fd() != c.fd());
+}
+
+/// Whether a device is here; if not, says why the calling test skips (and fails it where
+/// `RFAAS_REQUIRE_RDMA` is set).
+fn rdma_or_skip(test: &str) -> bool {
+    match available() {
+        Ok(_) => true,
+        Err(why) if std::env::var_os("RFAAS_REQUIRE_RDMA").is_some() => {
+            panic!("{test}: RFAAS_REQUIRE_RDMA is set, but: {why}")
+        }
+        Err(why) => {
+            eprintln!("{test}: skipped: {why}");
+            false
+        }
+    }
+}
+
+/// The same through a queue's warm waits, on a device: out of descriptors, three threads
+/// asleep at once (one with the queue's eventfd, two without) all return for an interrupt,
+/// instead of their waits failing at once.
+#[test]
+fn warm_waits_out_of_descriptors_are_interrupted() {
+    let name = "warm_waits_out_of_descriptors_are_interrupted";
+    if !rdma_or_skip(name) || !in_child(name) {
+        return;
+    }
+    let config = VerbsConfig::from_env().expect("RFAAS_VERBS_* settings");
+    let ctx = config.open().expect("device");
+    let cq = VerbsQueue::new(&ctx, &config, 1).expect("queue");
+    let held = exhaust_descriptors();
+    let epoch = cq.epoch();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let cq = cq.clone();
+            std::thread::spawn(move || {
+                let got = cq.wait_since(epoch, Duration::from_secs(20));
+                (got, Instant::now())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let interrupted = Instant::now();
+    cq.interrupt();
+    for w in waiters {
+        let (got, at) = w.join().expect("waiter");
+        assert!(
+            matches!(got, Ok(None)),
+            "a wait out of descriptors: {got:?}"
+        );
+        let took = at.saturating_duration_since(interrupted);
+        assert!(
+            took < Duration::from_secs(1),
+            "woken {took:?} after the interrupt"
+        );
+    }
+    drop(held);
 }
 
 #[track_caller]

@@ -1,14 +1,25 @@
 //! Waking the threads that sleep in a verbs queue's `wait`: an interrupt count, and one
 //! eventfd per sleeping thread, so that no sleeper can take another's wake-up (a shared eventfd
 //! is read back to zero by the first thread it wakes).
+//!
+//! The first sleeper's eventfd is made with the queue ([`Wake::new`]): a queue one thread waits
+//! on (an executor worker's) never makes one at a wait. Threads that sleep at the same time
+//! as others (a client's callers) make theirs when they first need one, and keep them for the
+//! next sleepers; one that cannot (out of descriptors) still sleeps, on the completion channel
+//! alone, and looks at the interrupt count every [`UNSIGNALLED_TICK`].
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Longest sleep of a sleeper without an eventfd: interrupts and nudges cannot signal it, it
+/// sees them when it looks again.
+pub(super) const UNSIGNALLED_TICK: Duration = Duration::from_millis(1);
 
 /// The interrupt count and the eventfds of the threads asleep.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Wake {
     /// Moved by every interrupt: a waiter that sees it move returns.
     generation: AtomicU64,
@@ -16,8 +27,21 @@ pub(super) struct Wake {
     asleep: AtomicUsize,
     /// The eventfds of the registered sleepers.
     sleepers: Mutex<Vec<RawFd>>,
-    /// Eventfds of sleepers that left, for the next ones.
+    /// Eventfds of sleepers that left, for the next ones (and the one made up front).
     idle: Mutex<Vec<OwnedFd>>,
+    /// A sleeper went without an eventfd (said once).
+    unsignalled: AtomicBool,
+}
+
+/// A new non-blocking eventfd at zero.
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers; it returns a new descriptor or -1 (checked).
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh open descriptor that nothing else owns or will close.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -40,6 +64,18 @@ fn clear(fd: RawFd) {
 }
 
 impl Wake {
+    /// The count at zero and one eventfd made now, for the first sleeper: short of
+    /// descriptors, this (the queue's creation) fails, not a later wait.
+    pub(super) fn new() -> io::Result<Wake> {
+        Ok(Wake {
+            generation: AtomicU64::new(0),
+            asleep: AtomicUsize::new(0),
+            sleepers: Mutex::new(Vec::new()),
+            idle: Mutex::new(vec![eventfd()?]),
+            unsignalled: AtomicBool::new(false),
+        })
+    }
+
     /// The interrupt count.
     pub(super) fn epoch(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
@@ -69,31 +105,40 @@ impl Wake {
     /// Registers the calling thread as a sleeper with an eventfd of its own (cleared). The
     /// caller then checks the count once more before it sleeps on [`Sleeper::fd`]: an interrupt
     /// after that check signals the eventfd.
-    pub(super) fn sleeper(&self) -> io::Result<Sleeper<'_>> {
-        let fd = match lock(&self.idle).pop() {
-            Some(fd) => fd,
-            None => {
-                // SAFETY: eventfd returns a new descriptor (or -1, checked) that we own.
-                let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
+    ///
+    /// Without a spare eventfd, and unable to make one (out of descriptors), the sleeper has
+    /// none: it is not registered, and sleeps at most [`Sleeper::longest_sleep`] at a time.
+    pub(super) fn sleeper(&self) -> Sleeper<'_> {
+        let spare = lock(&self.idle).pop();
+        let fd = match spare.map_or_else(eventfd, Ok) {
+            Ok(fd) => fd,
+            Err(e) => {
+                if !self.unsignalled.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %e,
+                        "no eventfd for a thread waiting on an RDMA queue: it looks for \
+                         interrupts every {UNSIGNALLED_TICK:?} until descriptors are free"
+                    );
                 }
-                // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-                unsafe { OwnedFd::from_raw_fd(fd) }
+                return Sleeper {
+                    wake: self,
+                    fd: None,
+                };
             }
         };
         // A wake-up meant for an earlier sleeper with this eventfd is stale now.
         clear(fd.as_raw_fd());
         lock(&self.sleepers).push(fd.as_raw_fd());
         self.asleep.fetch_add(1, Ordering::SeqCst);
-        Ok(Sleeper {
+        Sleeper {
             wake: self,
             fd: Some(fd),
-        })
+        }
     }
 }
 
-/// A registered sleeper; dropping it unregisters it (its eventfd is kept for the next one).
+/// A sleeper, registered if it has an eventfd; dropping it unregisters it (its eventfd is kept
+/// for the next one).
 #[derive(Debug)]
 pub(super) struct Sleeper<'w> {
     wake: &'w Wake,
@@ -101,9 +146,20 @@ pub(super) struct Sleeper<'w> {
 }
 
 impl Sleeper<'_> {
-    /// The eventfd to poll: readable once an interrupt or a nudge came after registering.
+    /// The eventfd to poll: readable once an interrupt or a nudge came after registering; -1
+    /// (which `poll(2)` skips) for a sleeper without one.
     pub(super) fn fd(&self) -> RawFd {
         self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    /// How long the sleeper may sleep before it looks again: as long as the caller likes if
+    /// interrupts signal it, [`UNSIGNALLED_TICK`] if not.
+    pub(super) fn longest_sleep(&self) -> Duration {
+        if self.fd.is_some() {
+            Duration::MAX
+        } else {
+            UNSIGNALLED_TICK
+        }
     }
 }
 
