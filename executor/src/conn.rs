@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Most connections that may be reading their request at once, per service: one more is
-/// closed at once, without a byte read. Each costs a thread and a descriptor until its
+/// Most connections that may be reading their request at once, per service (the manager, the
+/// registry, a `run` executor's sessions in their handshake): one more is closed at once,
+/// without a byte read. Each costs a thread and a descriptor until its
 /// request is in (or its deadline passes).
 pub const MAX_PENDING: usize = 64;
 
@@ -28,6 +29,44 @@ impl Drop for Pending {
     }
 }
 
+/// Admits connections of one service while at most `max` of them are still reading their
+/// request; a connection beyond that is to be closed at once, without a byte read.
+#[derive(Debug)]
+pub struct PendingLimit {
+    count: Arc<AtomicUsize>,
+    max: usize,
+    /// Warnings at most once a second, with how many were refused since the last one.
+    refused: Throttled,
+}
+
+impl PendingLimit {
+    /// At most `max` connections pending at once.
+    pub fn new(max: usize) -> Self {
+        PendingLimit {
+            count: Arc::new(AtomicUsize::new(0)),
+            max,
+            refused: Throttled::default(),
+        }
+    }
+
+    /// A token for one more pending connection (held until its request is in), or `None`, with
+    /// a warning now and then, if `max` are pending already.
+    pub fn admit(&mut self) -> Option<Pending> {
+        if self.count.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            if let Some(refused) = self.refused.count() {
+                tracing::warn!(
+                    refused,
+                    max_pending = self.max,
+                    "closed a connection: too many are still sending their request"
+                );
+            }
+            return None;
+        }
+        Some(Pending(self.count.clone()))
+    }
+}
+
 /// Accepts connections on `listener` for as long as it lives, handing each to `serve` on a
 /// thread of its own (named `name`) with its [`Pending`] token, which `serve` drops once the
 /// connection's request is in. Beyond `max_pending` connections still reading, a new one is
@@ -39,9 +78,7 @@ pub fn accept_loop(
     serve: impl Fn(TcpStream, Pending) + Send + Sync + 'static,
 ) {
     let serve = Arc::new(serve);
-    let pending = Arc::new(AtomicUsize::new(0));
-    // Warnings at most once a second, with how many happened since the last one.
-    let mut refused = Throttled::default();
+    let mut limit = PendingLimit::new(max_pending);
     let mut failed = AcceptErrors::default();
     for conn in listener.incoming() {
         let stream = match conn {
@@ -51,19 +88,10 @@ pub fn accept_loop(
                 continue;
             }
         };
-        if pending.fetch_add(1, Ordering::AcqRel) >= max_pending {
-            pending.fetch_sub(1, Ordering::AcqRel);
-            if let Some(refused) = refused.count() {
-                tracing::warn!(
-                    refused,
-                    max_pending,
-                    "closed a connection: too many are still sending their request"
-                );
-            }
+        let Some(token) = limit.admit() else {
             drop(stream);
             continue;
-        }
-        let token = Pending(pending.clone());
+        };
         let serve = serve.clone();
         // Dropped with the closure (the connection closed, the count returned) if no
         // thread can be started.
@@ -80,7 +108,7 @@ pub fn accept_loop(
 /// What follows a failed `accept`: a warning (at most once a second, with how many failed
 /// since the last), and a pause if the process is out of descriptors or memory (the next
 /// `accept` would fail at once: without it the loop spins).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct AcceptErrors(Throttled);
 
 impl AcceptErrors {
@@ -100,7 +128,7 @@ impl AcceptErrors {
 }
 
 /// Counts events and says when to report them: at most once a second.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Throttled {
     since: u64,
     last: Option<Instant>,

@@ -19,7 +19,7 @@ pub const MANIFEST_FILE: &str = "manifest.toml";
 #[non_exhaustive]
 pub enum PackageError {
     /// Reading or writing a file failed.
-    #[error("{path}: i/o error")]
+    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,

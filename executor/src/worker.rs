@@ -12,7 +12,7 @@ use crate::FunctionLibrary;
 use crate::conn::Deadlined;
 use crate::cpus::CpuPool;
 use rfaas::Status;
-use rfaas::transport::shm::{CompletionQueue, ShmEndpoint, Side, recv_message, send_message};
+use rfaas::transport::shm::{CompletionQueue, ShmEndpoint, Side, recv_message_by, send_message_by};
 use rfaas::transport::tcp::{TcpEndpoint, TcpQueue};
 use rfaas::transport::{
     Completion, Endpoint, LIVENESS_TICK, Queue, Region, TransportError, recv_json, send_json,
@@ -256,35 +256,41 @@ fn slots_region(
 }
 
 /// Serves one client on `stream` (shared memory) until it disconnects; returns the workers'
-/// totals.
+/// totals. `established` is called once the handshake is over (not if it fails).
 pub fn serve_session(
     lib: &Arc<FunctionLibrary>,
     stream: UnixStream,
     cfg: &WorkerConfig,
+    established: impl FnOnce(),
 ) -> Result<WorkerStats, SessionError> {
-    // A client that connects and stays silent loses its turn after the hello timeout.
-    stream
-        .set_read_timeout(Some(HELLO_TIMEOUT))
-        .map_err(TransportError::Io)?;
-    send_message(&stream, &welcome(lib, cfg, None), &[])?;
-    let (hello, fds): (Hello, _) = recv_message(&stream)?;
+    // One deadline for welcome and hello however the peer paces its bytes: a client that
+    // connects and stays silent, drips its bytes or reads none, loses its turn after the hello
+    // timeout.
+    let hello_by = Some(Instant::now() + HELLO_TIMEOUT);
+    send_message_by(&stream, &welcome(lib, cfg, None), &[], hello_by)?;
+    let (hello, fds): (Hello, _) = recv_message_by(&stream, hello_by)?;
     if !fds.is_empty() {
         return Err(SessionError::Handshake(
             "unexpected descriptors with hello".into(),
         ));
     }
+    // And one for the verdict and all the workers' endpoints.
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let checked = check_hello(&hello, cfg);
     let verdict = verdict(&checked);
-    send_message(&stream, &verdict, &[])?;
+    send_message_by(&stream, &verdict, &[], Some(deadline))?;
     let result_len = checked?;
-    stream
-        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(TransportError::Io)?;
     let mut workers = Vec::new();
     for _ in 0..cfg.workers {
         let input = slots_region(INPUT_REGION, cfg, true)?;
         let cq = CompletionQueue::new()?;
-        let ep = ShmEndpoint::connect(&stream, Side::Passive, vec![input.clone()], &cq)?;
+        let ep = ShmEndpoint::connect_by(
+            &stream,
+            Side::Passive,
+            vec![input.clone()],
+            &cq,
+            Some(deadline),
+        )?;
         check_result_region(&ep, result_len)?;
         workers.push(Worker {
             ep,
@@ -293,7 +299,11 @@ pub fn serve_session(
             output: None,
         });
     }
-    stream.set_read_timeout(None).map_err(TransportError::Io)?;
+    stream
+        .set_read_timeout(None)
+        .and_then(|()| stream.set_write_timeout(None))
+        .map_err(TransportError::Io)?;
+    established();
     // Shutting the session's socket down ends the session for the client (its rings watch the
     // socket) and for our workers alike.
     let ours = stream.try_clone().map_err(TransportError::Io)?;
@@ -304,13 +314,15 @@ pub fn serve_session(
 }
 
 /// Serves one client on `control` (TCP) until it disconnects. Data connections, one per
-/// worker, arrive on a listener of their own whose address the welcome names.
+/// worker, arrive on a listener of their own whose address the welcome names. `established`
+/// is called once the handshake is over (not if it fails).
 pub fn serve_tcp_session(
     lib: &Arc<FunctionLibrary>,
     control: TcpStream,
     cfg: &WorkerConfig,
+    established: impl FnOnce(),
 ) -> Result<WorkerStats, SessionError> {
-    serve_stream_session(lib, control, cfg, |stream, regions| {
+    serve_stream_session(lib, control, cfg, established, |stream, regions| {
         let cq = TcpQueue::new();
         let ep = TcpEndpoint::connect(stream, regions, &cq)?;
         let watch = ep.stream()?;
@@ -328,9 +340,10 @@ pub fn serve_verbs_session(
     cfg: &WorkerConfig,
     ctx: &Arc<rfaas::transport::verbs::ibv::Context>,
     verbs: &rfaas::transport::verbs::VerbsConfig,
+    established: impl FnOnce(),
 ) -> Result<WorkerStats, SessionError> {
     use rfaas::transport::verbs::{VerbsEndpoint, VerbsQueue};
-    serve_stream_session(lib, control, cfg, |stream, regions| {
+    serve_stream_session(lib, control, cfg, established, |stream, regions| {
         let cq = VerbsQueue::new(ctx, verbs, 1)?;
         let ep = VerbsEndpoint::connect(&stream, regions, &cq)?;
         Ok((ep, cq, stream))
@@ -344,6 +357,7 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
     lib: &Arc<FunctionLibrary>,
     mut control: TcpStream,
     cfg: &WorkerConfig,
+    established: impl FnOnce(),
     mut connect: impl FnMut(
         TcpStream,
         Vec<Arc<Region>>,
@@ -392,6 +406,7 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
     }
     drop(data);
     control.set_read_timeout(None).map_err(TransportError::Io)?;
+    established();
     // A client whose host vanishes closes nothing: the kernel's probes end the control
     // connection, and so the session, within about 25 s.
     if let Err(e) = crate::conn::hold_keepalive(&control) {
@@ -430,8 +445,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client may take to answer the welcome with its hello: a client answers at once;
 /// a stranger that connects and stays silent, or drips its bytes, keeps a `--once` executor
-/// from its lease holder (whose own handshake timeout is longer) for at most this over TCP.
-/// (Over a Unix socket, which only the executor's user can reach, it bounds each read.)
+/// from its lease holder (whose own handshake timeout is longer) for at most this.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a new data connection may take to present its [`Attach`]: the client sends it at

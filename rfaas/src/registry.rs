@@ -22,8 +22,8 @@ pub enum RegistryError {
         source: std::io::Error,
     },
     /// The exchange failed (timeout, closed connection, malformed answer).
-    #[error("registry exchange failed")]
-    Transport(#[from] TransportError),
+    #[error("registry exchange failed: {0}")]
+    Transport(TransportError),
     /// The registry refused the request.
     #[error("registry refused: {0}")]
     Refused(String),
@@ -37,6 +37,12 @@ pub enum RegistryError {
     /// timeout ([`RegistryClient::with_timeout`]).
     #[error("the registry did not answer within {0:?}")]
     TimedOut(Duration),
+}
+
+impl From<TransportError> for RegistryError {
+    fn from(e: TransportError) -> Self {
+        RegistryError::Transport(e)
+    }
 }
 
 /// A handle on a registry at a TCP address; each request is one short connection.

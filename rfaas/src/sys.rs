@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::AtomicU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
@@ -296,6 +296,18 @@ pub const MAX_FDS: usize = 16;
 
 /// Sends `data` with `fds` attached (SCM_RIGHTS) in one `sendmsg`; loops for the remainder.
 pub fn send_with_fds(stream: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    send_with_fds_by(stream, data, fds, None)
+}
+
+/// As [`send_with_fds`], but all of it by `deadline` if one is given, however slowly the peer
+/// reads (each write waits at most what is left; the stream's write timeout is changed to
+/// that): past it, fails with `TimedOut`.
+pub fn send_with_fds_by(
+    stream: &UnixStream,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
+) -> io::Result<()> {
     if fds.len() > MAX_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -342,14 +354,20 @@ pub fn send_with_fds(stream: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -
                 );
             }
         }
+        if let Some(deadline) = deadline {
+            stream.set_write_timeout(Some(time_left(deadline)?))?;
+        }
         // SAFETY: `msg` points to live iovec and control buffers for the duration of the call.
         let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if deadline.is_some() => {
+                    return Err(past_deadline());
+                }
+                _ => return Err(e),
             }
-            return Err(e);
         }
         sent += n as usize;
         if data.is_empty() {
@@ -359,12 +377,42 @@ pub fn send_with_fds(stream: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -
     Ok(())
 }
 
+/// What is left until `deadline`, or the error of having passed it.
+fn time_left(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(past_deadline());
+    }
+    Ok(left)
+}
+
+fn past_deadline() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the exchange with the peer passed its deadline",
+    )
+}
+
 /// Receives exactly `buf.len()` bytes, collecting any descriptors that arrive with them.
 /// Fails with `UnexpectedEof` if the peer closes first.
 pub fn recv_with_fds(stream: &UnixStream, buf: &mut [u8]) -> io::Result<Vec<OwnedFd>> {
+    recv_with_fds_by(stream, buf, None)
+}
+
+/// As [`recv_with_fds`], but all of it by `deadline` if one is given, however the peer paces
+/// its bytes (each read waits at most what is left; the stream's read timeout is changed to
+/// that): past it, fails with `TimedOut`.
+pub fn recv_with_fds_by(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+) -> io::Result<Vec<OwnedFd>> {
     let mut fds = Vec::new();
     let mut got = 0;
     while got < buf.len() {
+        if let Some(deadline) = deadline {
+            stream.set_read_timeout(Some(time_left(deadline)?))?;
+        }
         let chunk = &mut buf[got..];
         let mut iov = libc::iovec {
             iov_base: chunk.as_mut_ptr().cast(),
@@ -383,10 +431,13 @@ pub fn recv_with_fds(stream: &UnixStream, buf: &mut [u8]) -> io::Result<Vec<Owne
         let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if deadline.is_some() => {
+                    return Err(past_deadline());
+                }
+                _ => return Err(e),
             }
-            return Err(e);
         }
         if n == 0 {
             return Err(io::Error::new(

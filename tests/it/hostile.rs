@@ -614,48 +614,115 @@ fn an_executor_out_of_descriptors_serves_again_once_sessions_end() {
     let _ = child.wait();
 }
 
-/// Over TCP, a stranger that drips its hello a byte at a time is cut off at the hello's
-/// deadline, as a silent one is: the `--once` executor's lease holder is served next. (Each
-/// byte used to restart a per-read timeout, so the stranger held the executor as long as it
-/// kept dripping.)
+/// A stranger that drips its hello a byte at a time is cut off at the hello's deadline, as a
+/// silent one is: the `--once` executor's lease holder is served next, over TCP and over a
+/// Unix socket. (Each byte used to restart a per-read timeout, so the stranger held the
+/// executor as long as it kept dripping; docs/reliability.md, 50 and 58.)
 #[test]
 fn a_dripping_stranger_does_not_keep_the_lease_holder_out() {
     use std::io::{Read, Write};
-    let exec = guarded("dripping", true, &["--once"]);
-    let mut stranger = std::net::TcpStream::connect(&exec.address).expect("stranger connects");
-    // The welcome: a little-endian length, then that many bytes.
-    let mut len = [0u8; 4];
-    stranger.read_exact(&mut len).expect("welcome length");
-    let mut welcome = vec![0u8; u32::from_le_bytes(len) as usize];
-    stranger.read_exact(&mut welcome).expect("welcome");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let dripper = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let _ = stranger.write_all(&100u32.to_le_bytes());
-            // Up to 30 s of a byte every 200 ms, unless the executor hangs up first.
-            for _ in 0..150 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed)
-                    || stranger.write_all(b" ").is_err()
-                {
-                    return;
+    trait Stream: Read + Write + Send {}
+    impl<S: Read + Write + Send> Stream for S {}
+    for tcp in [true, false] {
+        let exec = guarded(
+            if tcp { "dripping-tcp" } else { "dripping-shm" },
+            tcp,
+            &["--once"],
+        );
+        let mut stranger: Box<dyn Stream> = if tcp {
+            Box::new(std::net::TcpStream::connect(&exec.address).expect("stranger connects"))
+        } else {
+            Box::new(UnixStream::connect(&exec.address).expect("stranger"))
+        };
+        // The welcome: a little-endian length, then that many bytes.
+        let mut len = [0u8; 4];
+        stranger.read_exact(&mut len).expect("welcome length");
+        let mut welcome = vec![0u8; u32::from_le_bytes(len) as usize];
+        stranger.read_exact(&mut welcome).expect("welcome");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dripper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let _ = stranger.write_all(&100u32.to_le_bytes());
+                // Up to 30 s of a byte every 200 ms, unless the executor hangs up first.
+                for _ in 0..150 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || stranger.write_all(b" ").is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
                 }
-                std::thread::sleep(Duration::from_millis(200));
+            })
+        };
+        let mut options = with_token(Some(TOKEN));
+        options.handshake_timeout = Duration::from_secs(15);
+        let lease = if tcp {
+            Lease::connect_tcp(&exec.address, &options)
+        } else {
+            Lease::connect_with(&exec.address, &options)
+        };
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let lease = lease.expect("the holder is served after the stranger's deadline");
+        assert_eq!(
+            lease
+                .invoke(fx::fault::call(0, 3))
+                .timeout(Duration::from_secs(20))
+                .wait()
+                .expect("served"),
+            3,
+            "tcp: {tcp}"
+        );
+        dripper.join().expect("dripper");
+    }
+}
+
+/// An executor serving many clients (`run` without `--once`) holds at most `MAX_PENDING`
+/// connections in their handshake: one more is closed at once, without a welcome, instead of
+/// costing a thread each (a flood could take every thread the process may have). Once the
+/// strangers are gone, clients are served again.
+#[test]
+fn a_flood_of_silent_strangers_takes_a_bounded_number_of_threads() {
+    use std::io::Read;
+    let exec = guarded("flood", false, &[]);
+    let mut strangers = Vec::new();
+    for i in 0..executor::conn::MAX_PENDING {
+        let mut s = UnixStream::connect(&exec.address).expect("stranger");
+        // Each is in its handshake once it has its welcome.
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len)
+            .unwrap_or_else(|e| panic!("stranger {i} got no welcome: {e}"));
+        strangers.push(s);
+    }
+    let mut extra = UnixStream::connect(&exec.address).expect("connects");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    match extra.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("a connection beyond the bound was served: {other:?}"),
+    }
+    drop(strangers);
+    // Their sessions see them gone in their own time: try again until then.
+    let mut tries = 0;
+    let lease = loop {
+        match Lease::connect_with(&exec.address, &with_token(Some(TOKEN))) {
+            Ok(lease) => break lease,
+            Err(_) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
             }
-        })
+            Err(e) => panic!("not served once the strangers were gone: {e}"),
+        }
     };
-    let mut options = with_token(Some(TOKEN));
-    options.handshake_timeout = Duration::from_secs(15);
-    let lease = Lease::connect_tcp(&exec.address, &options);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let lease = lease.expect("the holder is served after the stranger's deadline");
     assert_eq!(
         lease
-            .invoke(fx::fault::call(0, 3))
+            .invoke(fx::fault::call(0, 5))
             .timeout(Duration::from_secs(20))
             .wait()
             .expect("served"),
-        3
+        5
     );
-    dripper.join().expect("dripper");
 }

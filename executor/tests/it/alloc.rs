@@ -112,7 +112,7 @@ fn the_hot_path_does_not_allocate() {
         let lib = lib.clone();
         std::thread::spawn(move || {
             let (stream, _) = listener.accept().expect("accept");
-            serve_session(&lib, stream, &cfg).expect("session")
+            serve_session(&lib, stream, &cfg, || ()).expect("session")
         })
     };
     let lease = rfaas::Lease::connect(&socket).expect("lease");

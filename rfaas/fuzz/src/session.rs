@@ -76,7 +76,7 @@ impl Session {
         cfg.validate().expect("worker config");
         std::thread::spawn(move || {
             let (control, _) = listener.accept().expect("accept");
-            let r = serve_tcp_session(&lib, control, &cfg);
+            let r = serve_tcp_session(&lib, control, &cfg, || ());
             panic!("the executor session ended: {r:?}");
         });
         let mut control = TcpStream::connect(addr).expect("connect");

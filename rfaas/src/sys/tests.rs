@@ -1,5 +1,5 @@
-//! The memory-file seals that keep a peer from shrinking shared memory under us, and the
-//! bounded Unix-socket connect.
+//! The memory-file seals that keep a peer from shrinking shared memory under us, the bounded
+//! Unix-socket connect, and messages bounded by one deadline.
 
 use super::*;
 use std::os::fd::AsFd;
@@ -93,4 +93,57 @@ fn a_bounded_unix_connect_says_what_went_wrong() {
     assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     drop(listener);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A message with a deadline ends at the deadline however the peer paces its bytes: a reader
+/// facing a peer that drips one byte at a time, and a writer facing a peer that reads nothing,
+/// both fail with `TimedOut` (a timeout per read or write would wait as long as the peer keeps
+/// dripping, and forever on a peer that reads nothing without one).
+#[test]
+fn a_deadline_bounds_a_whole_message_however_the_peer_paces_it() {
+    use std::io::Write;
+    let (a, b) = UnixStream::pair().expect("socket pair");
+    let dripper = std::thread::spawn(move || {
+        let mut a = a;
+        // A byte every 50 ms for up to 5 s, until the reader hangs up.
+        for _ in 0..100 {
+            if a.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let e = recv_with_fds_by(&b, &mut buf, Some(started + Duration::from_millis(300)))
+        .expect_err("a dripped message completed");
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    // A timeout per read would have let the 64th byte (at ~3.2 s) complete the message.
+    drop(b);
+    dripper.join().expect("dripper");
+
+    let (a, _b) = UnixStream::pair().expect("socket pair");
+    let big = vec![0u8; 16 << 20];
+    let e = send_with_fds_by(
+        &a,
+        &big,
+        &[],
+        Some(Instant::now() + Duration::from_millis(200)),
+    )
+    .expect_err("16 MiB went into a socket nobody reads");
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    // Without a deadline the same message goes through to a reader.
+    let (a, b) = UnixStream::pair().expect("socket pair");
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; 1 << 20];
+        recv_with_fds(&b, &mut got).map(|_| got.len())
+    });
+    send_with_fds_by(
+        &a,
+        &big[..1 << 20],
+        &[],
+        Some(Instant::now() + Duration::from_secs(60)),
+    )
+    .expect("a read message");
+    assert_eq!(reader.join().expect("reader").expect("read"), 1 << 20);
 }

@@ -90,15 +90,22 @@ pub enum TransportError {
     /// The peer broke the protocol (corrupt queue indices, bad handshake).
     #[error("protocol violation: {0}")]
     Protocol(String),
-    /// A system call failed.
-    #[error("transport i/o error")]
-    Io(#[from] std::io::Error),
+    /// A system call failed. (Its message is part of this one, so it is no `source` as well:
+    /// a report of the whole chain would say it twice.)
+    #[error("transport i/o error: {0}")]
+    Io(std::io::Error),
     /// The fabric is not available on this host (e.g. no RDMA device), with the reason.
     #[error("fabric unavailable: {0}")]
     Unavailable(String),
     /// An RDMA verbs operation failed.
     #[error("RDMA: {0}")]
     Rdma(String),
+}
+
+impl From<std::io::Error> for TransportError {
+    fn from(e: std::io::Error) -> Self {
+        TransportError::Io(e)
+    }
 }
 
 /// Default slice of a blocking wait after which liveness of peers is re-checked.

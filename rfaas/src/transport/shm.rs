@@ -540,12 +540,23 @@ pub fn send_message<T: Serialize>(
     msg: &T,
     fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> Result<(), TransportError> {
+    send_message_by(stream, msg, fds, None)
+}
+
+/// As [`send_message`], but all of it by `deadline` if one is given, however slowly the peer
+/// reads (the stream's write timeout is changed on the way).
+pub fn send_message_by<T: Serialize>(
+    stream: &UnixStream,
+    msg: &T,
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    deadline: Option<Instant>,
+) -> Result<(), TransportError> {
     let body = serde_json::to_vec(msg)
         .map_err(|e| TransportError::Protocol(format!("encoding message: {e}")))?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
     frame.extend_from_slice(&body);
-    sys::send_with_fds(stream, &frame, fds)?;
+    sys::send_with_fds_by(stream, &frame, fds, deadline)?;
     Ok(())
 }
 
@@ -553,8 +564,17 @@ pub fn send_message<T: Serialize>(
 pub fn recv_message<T: for<'de> Deserialize<'de>>(
     stream: &UnixStream,
 ) -> Result<(T, Vec<OwnedFd>), TransportError> {
+    recv_message_by(stream, None)
+}
+
+/// As [`recv_message`], but the whole message by `deadline` if one is given, however the peer
+/// paces its bytes (the stream's read timeout is changed on the way).
+pub fn recv_message_by<T: for<'de> Deserialize<'de>>(
+    stream: &UnixStream,
+    deadline: Option<Instant>,
+) -> Result<(T, Vec<OwnedFd>), TransportError> {
     let mut len = [0u8; 4];
-    let mut fds = sys::recv_with_fds(stream, &mut len)?;
+    let mut fds = sys::recv_with_fds_by(stream, &mut len, deadline)?;
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_MESSAGE {
         return Err(TransportError::Protocol(format!(
@@ -562,7 +582,7 @@ pub fn recv_message<T: for<'de> Deserialize<'de>>(
         )));
     }
     let mut body = vec![0u8; len];
-    fds.extend(sys::recv_with_fds(stream, &mut body)?);
+    fds.extend(sys::recv_with_fds_by(stream, &mut body, deadline)?);
     let msg = serde_json::from_slice(&body)
         .map_err(|e| TransportError::Protocol(format!("malformed message: {e}")))?;
     Ok((msg, fds))
@@ -576,6 +596,18 @@ impl ShmEndpoint {
         side: Side,
         local: Vec<Arc<Region>>,
         cq: &Arc<CompletionQueue>,
+    ) -> Result<ShmEndpoint, TransportError> {
+        ShmEndpoint::connect_by(stream, side, local, cq, None)
+    }
+
+    /// As [`ShmEndpoint::connect`], but the exchange of offers must be over by `deadline` if
+    /// one is given, however the peer paces its bytes.
+    pub fn connect_by(
+        stream: &UnixStream,
+        side: Side,
+        local: Vec<Arc<Region>>,
+        cq: &Arc<CompletionQueue>,
+        deadline: Option<Instant>,
     ) -> Result<ShmEndpoint, TransportError> {
         if local.len() > MAX_REGIONS {
             return Err(TransportError::Protocol(format!(
@@ -594,17 +626,17 @@ impl ShmEndpoint {
                 fds.push(c.as_fd());
             }
             fds.extend(offered.iter().map(|r| r.fd().as_fd()));
-            send_message(stream, &offer, &fds)
+            send_message_by(stream, &offer, &fds, deadline)
         };
         let (peer, mut fds, control_fd) = match side {
             Side::Active => {
                 let control = sys::memfd("rfaas-control", CONTROL_BYTES)?;
                 send_offer(Some(&control))?;
-                let (peer, fds): (Offer, _) = recv_message(stream)?;
+                let (peer, fds): (Offer, _) = recv_message_by(stream, deadline)?;
                 (peer, fds, control)
             }
             Side::Passive => {
-                let (peer, mut fds): (Offer, Vec<OwnedFd>) = recv_message(stream)?;
+                let (peer, mut fds): (Offer, Vec<OwnedFd>) = recv_message_by(stream, deadline)?;
                 if !peer.control || fds.len() < 2 {
                     return Err(TransportError::Protocol(
                         "active side sent no control block".into(),
