@@ -26,3 +26,19 @@ pub fn aside_path(path: &Path) -> PathBuf {
     tmp.push(".tmp");
     PathBuf::from(tmp)
 }
+
+/// Keeps other processes of this user from inspecting this one: marks it not dumpable, so
+/// that its `/proc/<pid>/environ` (a session token), `fd/` (the memory files of its sessions),
+/// `mem` and `ptrace` are the owner's (root's) alone, not every process of the user, such as
+/// the functions of another lease on the node. It also turns off core dumps. Called by the
+/// manager, the registry (they hold the cluster's secret) and a lease's executor.
+pub fn deny_inspection() -> std::io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes an integer argument and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -175,6 +175,8 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Inspect { path } => inspect(&path),
         Command::Manager { config, listen } => {
+            // It holds the cluster's secret; the functions of its leases run as its user.
+            executor::deny_inspection().context("making the manager uninspectable")?;
             let mut cfg = match config {
                 Some(path) => {
                     executor::manager::ManagerConfig::load(&path).map_err(anyhow::Error::msg)?
@@ -224,6 +226,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Registry { config, listen } => {
+            executor::deny_inspection().context("making the registry uninspectable")?;
             let mut cfg = match config {
                 Some(path) => {
                     executor::registry::RegistryConfig::load(&path).map_err(anyhow::Error::msg)?
@@ -244,6 +247,9 @@ fn main() -> Result<()> {
             stats_file,
             report_fd,
         } => {
+            // Other leases' functions run as this user: they must not read this lease's token
+            // or memory files through /proc (before anything of the lease is set up).
+            executor::deny_inspection().context("making the executor uninspectable")?;
             if let Some(fd) = report_fd {
                 report_to(fd)?;
             }
@@ -381,12 +387,20 @@ fn session_token() -> Result<Option<String>> {
 /// one at a time until a session succeeds, then prints its accounting and returns. A session
 /// that failed during its handshake (a stranger without the token, a client that went away)
 /// is not the lease holder's: keep waiting for it (the manager ends the process with the lease).
+/// Without `once`, at most [`executor::conn::MAX_PENDING`] sessions may be in their handshake
+/// at once (each holds a thread until its deadline): a connection beyond that is closed at once.
+/// `serve` drops the [`executor::conn::Pending`] it is given once its handshake is over.
 fn serve_sessions<C: Send>(
     incoming: impl Iterator<Item = std::io::Result<C>>,
     once: bool,
-    serve: impl Fn(C) -> Result<executor::worker::WorkerStats, executor::worker::SessionError> + Sync,
+    serve: impl Fn(
+        C,
+        executor::conn::Pending,
+    ) -> Result<executor::worker::WorkerStats, executor::worker::SessionError>
+    + Sync,
 ) -> Result<()> {
     let mut failed = executor::conn::AcceptErrors::default();
+    let mut limit = executor::conn::PendingLimit::new(executor::conn::MAX_PENDING);
     std::thread::scope(|s| -> Result<()> {
         for conn in incoming {
             // A failed accept (out of descriptors, say) ends no session and not the executor:
@@ -398,8 +412,13 @@ fn serve_sessions<C: Send>(
                     continue;
                 }
             };
+            // With `once`, sessions are served one at a time: only one is ever pending.
+            let Some(pending) = limit.admit() else {
+                drop(conn);
+                continue;
+            };
             if once {
-                let result = serve(conn);
+                let result = serve(conn, pending);
                 if result.is_ok() {
                     print_stats(log_session(result));
                     break;
@@ -412,7 +431,7 @@ fn serve_sessions<C: Send>(
             // client hears the executor went away.
             if let Err(e) = std::thread::Builder::new()
                 .name("rfaas-session".into())
-                .spawn_scoped(s, move || log_session(serve(conn)))
+                .spawn_scoped(s, move || log_session(serve(conn, pending)))
             {
                 tracing::warn!(error = %e, "no thread for a session");
             }
@@ -518,12 +537,20 @@ fn run_tcp(
     let local = listener.local_addr()?;
     tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, address = %local, ?fabric, "executor ready (tcp)");
     report(&format!("ready {local}"));
-    serve_sessions(listener.incoming(), once, |stream| {
+    serve_sessions(listener.incoming(), once, |stream, pending| {
+        let established = move || drop(pending);
         #[cfg(feature = "verbs")]
         if let Some((ctx, config)) = &verbs {
-            return executor::worker::serve_verbs_session(&lib, stream, &cfg, ctx, config);
+            return executor::worker::serve_verbs_session(
+                &lib,
+                stream,
+                &cfg,
+                ctx,
+                config,
+                established,
+            );
         }
-        serve_tcp_session(&lib, stream, &cfg)
+        serve_tcp_session(&lib, stream, &cfg, established)
     })
 }
 
@@ -536,8 +563,8 @@ fn run(lib: Arc<FunctionLibrary>, socket: &Path, cfg: WorkerConfig, once: bool) 
         UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
     tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, socket = %socket.display(), "executor ready");
     report(&format!("ready {}", socket.display()));
-    serve_sessions(listener.incoming(), once, |stream| {
-        serve_session(&lib, stream, &cfg)
+    serve_sessions(listener.incoming(), once, |stream, pending| {
+        serve_session(&lib, stream, &cfg, move || drop(pending))
     })?;
     let _ = std::fs::remove_file(socket);
     Ok(())

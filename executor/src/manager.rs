@@ -40,6 +40,11 @@ pub struct ManagerConfig {
     pub memory_mib: u64,
     /// Registry address to register with and heartbeat to; none: standalone.
     pub registry: Option<String>,
+    /// The host name or IP address (no port: the listener's is used) that clients elsewhere
+    /// reach this manager at, as registered with the registry. Default: the listen address's,
+    /// which must then be a specific one (a manager listening on `0.0.0.0` or `::` with a
+    /// registry and no `advertise` is refused at start: clients would connect to themselves).
+    pub advertise: Option<String>,
     /// Heartbeat period, ms. Default 1000.
     pub heartbeat_ms: u64,
     /// Where packages are cached by SHA-256. Default `rfaas-cache`.
@@ -98,6 +103,7 @@ impl Default for ManagerConfig {
             cores: rfaas::sys::allowed_cpus().len() as u32,
             memory_mib: 4096,
             registry: None,
+            advertise: None,
             heartbeat_ms: 1000,
             cache_dir: "rfaas-cache".into(),
             ledger: "rfaas-ledger.jsonl".into(),
@@ -324,6 +330,40 @@ struct Manager {
     trimming: Mutex<()>,
 }
 
+/// The address registered for clients elsewhere: `advertise` with the listener's port, or the
+/// listener's address, refused if it is a wildcard and a registry is configured.
+fn advertised_address(cfg: &ManagerConfig, bound: std::net::SocketAddr) -> Result<String, String> {
+    match &cfg.advertise {
+        Some(host) => {
+            let bad = |why: &str| {
+                Err(format!(
+                    "advertise = {host:?}: {why} (the listener's port, {}, is used)",
+                    bound.port()
+                ))
+            };
+            match host.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.is_unspecified() => {
+                    bad("clients cannot connect to a wildcard address")
+                }
+                Ok(ip) => Ok(std::net::SocketAddr::new(ip, bound.port()).to_string()),
+                Err(_)
+                    if host.is_empty()
+                        || host.len() > 253
+                        || host.contains(|c: char| c == ':' || c == '/' || c.is_whitespace()) =>
+                {
+                    bad("a host name or an IP address, without a port")
+                }
+                Err(_) => Ok(format!("{host}:{}", bound.port())),
+            }
+        }
+        None if cfg.registry.is_some() && bound.ip().is_unspecified() => Err(format!(
+            "listen = {:?} is a wildcard address: set `advertise` to the host name or address clients reach this node at, for the registry",
+            cfg.listen
+        )),
+        None => Ok(bound.to_string()),
+    }
+}
+
 /// Runs the manager until its listener fails; calls `ready` with the bound address.
 pub fn serve(
     mut cfg: ManagerConfig,
@@ -364,6 +404,7 @@ pub fn serve(
     let listener =
         TcpListener::bind(&cfg.listen).map_err(|e| format!("listening on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let advertised = advertised_address(&cfg, addr)?;
     let mgr = Arc::new(Manager {
         capacity: Mutex::new(Capacity {
             free_cores: cfg.cores,
@@ -399,7 +440,7 @@ pub fn serve(
             Arc::downgrade(&mgr),
             NodeInfo {
                 id: mgr.cfg.node_id.clone(),
-                address: addr.to_string(),
+                address: advertised,
                 cores: mgr.cfg.cores,
                 memory_mib: mgr.cfg.memory_mib,
                 rdma: mgr.rdma.is_ok(),
@@ -419,6 +460,11 @@ pub fn serve(
     Ok(())
 }
 
+/// Why a lease is refused when the ids ran out: only a damaged ids file or ledger (an id
+/// near 2^64) gets there.
+const EXHAUSTED: &str =
+    "lease ids are exhausted: the ledger or its ids file records an id near 2^64 (damaged?)";
+
 /// Lease ids are reserved on disk in blocks of this many (one fsync per block).
 const LEASE_ID_BLOCK: u64 = 1024;
 
@@ -436,7 +482,7 @@ fn first_lease_id(ledger: &Path) -> u64 {
     let after_ledger = read_ledger_lines(ledger)
         .ok()
         .and_then(|e| e.iter().flatten().map(|x| x.lease_id).max())
-        .map_or(1, |m| m + 1);
+        .map_or(1, |m| m.saturating_add(1));
     let reserved = std::fs::read_to_string(lease_ids_file(ledger))
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
@@ -632,6 +678,11 @@ struct Held<'m> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // The executor leads a process group of its own: whatever its functions started
+            // (and did not move out of the group) goes with it, not just the executor.
+            kill_group(&c);
+            // In case a function moved the executor itself to another group (std knows
+            // whether it was reaped already and then sends nothing).
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -643,6 +694,19 @@ impl Drop for Held<'_> {
         cap.free_cores += self.cores;
         cap.free_memory_mib += self.memory_mib;
     }
+}
+
+/// Kills the process group that the executor `child` leads (it and what it started). Its id
+/// is the executor's pid, which is not reused while the group has a member; once every member
+/// is gone, the group is too, and `killpg` finds none. (Should the executor have been reaped
+/// and its pid taken by a new group leader in the milliseconds between, that group would be
+/// killed: the kernel hands out pids in order, so that takes wrapping the whole pid space.)
+fn kill_group(child: &Child) {
+    let Ok(pgid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: sends a signal; no memory is involved. ESRCH (no member left) is fine.
+    unsafe { libc::killpg(pgid, libc::SIGKILL) };
 }
 
 /// The least memory a lease of `cores` cores over `fabric` with slots of `slot_size` bytes may
@@ -762,10 +826,9 @@ impl Manager {
             }
             file.sync_all()
                 .map_err(|e| format!("caching the package: {e}"))?;
-            // Not yet leased: first in line for eviction until a lease marks it (a request
-            // refused for capacity does not).
-            file.set_modified(UNIX_EPOCH)
-                .map_err(|e| format!("caching the package: {e}"))?;
+            // Installed with the time of its upload, as recently leased: the lease it came
+            // with holds its capacity already, so it is about to be used (a trim by another
+            // upload before this lease marks it would otherwise take it first).
             drop(file);
             let _trimming = self.trimming.lock().unwrap_or_else(|e| e.into_inner());
             if !library.exists() {
@@ -811,22 +874,29 @@ impl Manager {
                 req.memory_mib, req.cores
             ));
         }
-        let library = self.cfg.cache_dir.join(format!("{sha}.so"));
-        if let Some(len) = req.package_len {
-            // Checked before any byte is sent: the client waits for our go-ahead.
-            if len > self.cfg.max_package_bytes {
-                return Err(format!(
-                    "package of {len} bytes exceeds this node's limit of {}",
-                    self.cfg.max_package_bytes
-                ));
-            }
-            ctl.reply(&LeaseReply::NeedPackage)?;
-            self.receive_package(&ctl.stream, len, &sha, &library)?;
-        } else if !library.exists() {
-            return ctl.reply(&LeaseReply::NeedPackage);
+        // Shared memory only works on this host: `auto` picks it for local clients.
+        let local = ctl.stream.peer_addr().map(|p| p.ip()).ok()
+            == ctl.stream.local_addr().map(|l| l.ip()).ok()
+            || ctl.stream.peer_addr().is_ok_and(|p| p.ip().is_loopback());
+        let fabric = match req.fabric {
+            Fabric::Auto if local => Fabric::Shm,
+            Fabric::Auto => Fabric::Tcp,
+            Fabric::Shm if !local => return Err(
+                "shared memory is only offered to clients on this node's host; ask for tcp or auto"
+                    .into(),
+            ),
+            Fabric::Verbs => Fabric::Verbs,
+            f => f,
+        };
+        // Checked before any byte is sent: the client waits for our go-ahead.
+        if let Some(len) = req.package_len.filter(|&l| l > self.cfg.max_package_bytes) {
+            return Err(format!(
+                "package of {len} bytes exceeds this node's limit of {}",
+                self.cfg.max_package_bytes
+            ));
         }
-        // The request (and its package) is in: this connection no longer counts as pending.
-        drop(pending);
+        // Capacity first: a request the node cannot take is refused before any package is
+        // shipped, and a package shipped for a lease is that lease's (see `receive_package`).
         let mut held = {
             let mut cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
             if req.cores > cap.free_cores || req.memory_mib > cap.free_memory_mib {
@@ -846,6 +916,16 @@ impl Manager {
                 pinning: Some(self.cpus.take(req.cores as usize)),
             }
         };
+        let library = self.cfg.cache_dir.join(format!("{sha}.so"));
+        if let Some(len) = req.package_len {
+            ctl.reply(&LeaseReply::NeedPackage)?;
+            self.receive_package(&ctl.stream, len, &sha, &library)?;
+        } else if !library.exists() {
+            drop(held);
+            return ctl.reply(&LeaseReply::NeedPackage);
+        }
+        // The request (and its package) is in: this connection no longer counts as pending.
+        drop(pending);
         {
             // Leased now, so the last the cache's eviction takes; checked and marked under the
             // trimming lock, so a trim either sees the mark or has already removed the file.
@@ -855,11 +935,17 @@ impl Manager {
                 return ctl.reply(&LeaseReply::NeedPackage);
             }
         }
-        let lease_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Never wraps: past the last id, leases are refused (a damaged ids file or ledger).
+        let lease_id = self
+            .next_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1))
+            .map_err(|_| EXHAUSTED.to_owned())?;
         {
             let mut reserved = self.reserved_ids.lock().unwrap_or_else(|e| e.into_inner());
             if lease_id >= *reserved {
-                let end = lease_id + LEASE_ID_BLOCK;
+                let end = lease_id
+                    .checked_add(LEASE_ID_BLOCK)
+                    .ok_or_else(|| EXHAUSTED.to_owned())?;
                 reserve_lease_ids(&self.cfg.ledger, end)
                     .map_err(|e| format!("recording lease ids: {e}"))?;
                 *reserved = end;
@@ -922,20 +1008,6 @@ impl Manager {
             .as_fd()
             .try_clone_to_owned()
             .map_or_else(|_| Stdio::null(), Stdio::from);
-        // Shared memory only works on this host: `auto` picks it for local clients.
-        let local = ctl.stream.peer_addr().map(|p| p.ip()).ok()
-            == ctl.stream.local_addr().map(|l| l.ip()).ok()
-            || ctl.stream.peer_addr().is_ok_and(|p| p.ip().is_loopback());
-        let fabric = match req.fabric {
-            Fabric::Auto if local => Fabric::Shm,
-            Fabric::Auto => Fabric::Tcp,
-            Fabric::Shm if !local => return Err(
-                "shared memory is only offered to clients on this node's host; ask for tcp or auto"
-                    .into(),
-            ),
-            Fabric::Verbs => Fabric::Verbs,
-            f => f,
-        };
         if matches!(fabric, Fabric::Shm | Fabric::Auto)
             && socket.as_os_str().len() > MAX_SOCKET_PATH
         {
@@ -976,9 +1048,11 @@ impl Manager {
                 Ok(())
             });
         }
+        // A process group of its own, which the lease's end kills whole (`kill_group`).
         let spawned = cmd
             .stdout(stdout)
             .stdin(Stdio::null())
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("starting an executor: {e}"));
         // Our copy of the write end: once the executor has exited, the pipe ends.
@@ -1108,12 +1182,18 @@ fn watch_lease(
     stream
         .set_read_timeout(Some(tick))
         .map_err(|e| e.to_string())?;
+    /// Reads at most this often: a client streaming bytes (a heartbeat is one byte every
+    /// 500 ms) costs a manager thread a syscall per 10 ms, not a busy core.
+    const READ_GAP: Duration = Duration::from_millis(10);
     let mut heard = Instant::now();
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 4096];
     loop {
         match stream.read(&mut buf) {
             Ok(0) => return Ok(None),
-            Ok(_) => heard = Instant::now(),
+            Ok(_) => {
+                let last = std::mem::replace(&mut heard, Instant::now());
+                std::thread::sleep(READ_GAP.saturating_sub(last.elapsed()));
+            }
             Err(e)
                 if matches!(
                     e.kind(),

@@ -266,6 +266,16 @@ fn validate(info: &NodeInfo) -> Result<(), String> {
     if info.address.is_empty() || info.address.len() > 256 {
         return Err("node address must be 1 to 256 characters".into());
     }
+    // Clients connect to it from elsewhere: a wildcard or a zero port would send them to
+    // themselves, or nowhere.
+    if let Ok(a) = info.address.parse::<SocketAddr>()
+        && (a.ip().is_unspecified() || a.port() == 0)
+    {
+        return Err(format!(
+            "node address {} cannot be connected to (a wildcard address or port 0): set the manager's `advertise`",
+            info.address
+        ));
+    }
     if info.cores == 0 {
         return Err("a node must offer at least one core".into());
     }

@@ -162,7 +162,9 @@ pub fn parse_decimal(text: &[u8]) -> Result<u64, String> {
 /// Failure injection for tests and demos of fault handling: `mode` 0 returns `value`,
 /// 1 panics with a message naming `value`, 2 sleeps `value` milliseconds (at most 60 s) and
 /// returns it (a slow function), 3 allocates and touches `value` MiB (at most 64 GiB) and
-/// returns the bytes it touched (a memory-hungry function).
+/// returns the bytes it touched (a memory-hungry function), 4 starts `sleep value` (seconds)
+/// and returns its process id without waiting for it (a function that leaves a process
+/// behind; 0 if it could not start one).
 #[rfaas::function]
 pub fn fault(mode: u32, value: u64) -> u64 {
     match mode {
@@ -175,6 +177,12 @@ pub fn fault(mode: u32, value: u64) -> u64 {
             let bytes = vec![1u8; (value.min(64 << 10) as usize) << 20];
             bytes.iter().map(|&b| u64::from(b)).sum()
         }
+        4 => std::process::Command::new("sleep")
+            .arg(value.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_or(0, |c| u64::from(c.id())),
         _ => panic!("fault injected: value {value}"),
     }
 }

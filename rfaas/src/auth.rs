@@ -28,7 +28,11 @@ pub const TAG_LEN: usize = 32;
 pub const MIN_SECRET_LEN: usize = 16;
 /// The longest secret file accepted, bytes.
 pub const MAX_SECRET_LEN: usize = 4096;
-/// The largest message a server with a secret reads before the client is authenticated.
+/// The largest message a server reads before the client is authenticated: with a secret, the
+/// hello; without one, the whole plain request (a lease or registry request takes well under
+/// 1 KiB). Beyond it nothing more is read or parsed, so a stranger's first message costs a
+/// server a bounded amount of memory (a 16 MiB JSON array parsed into a value tree took
+/// ~280 MB).
 pub const MAX_PRE_AUTH_MESSAGE: usize = 64 << 10;
 /// The environment variable naming a client's secret file.
 pub const SECRET_ENV: &str = "RFAAS_SECRET_FILE";
@@ -529,12 +533,7 @@ pub fn accept(
     secret: Option<&Secret>,
     service: AuthService,
 ) -> Result<Accepted, AuthError> {
-    let max = if secret.is_some() {
-        MAX_PRE_AUTH_MESSAGE
-    } else {
-        MAX_CONTROL_MESSAGE
-    };
-    let first = read_frame(stream, max)?;
+    let first = read_frame(stream, MAX_PRE_AUTH_MESSAGE)?;
     let (secret, hello) = match (secret, parse_hello(&first)) {
         (None, None) => return Ok(Accepted::Open(first)),
         (None, Some(_)) => return Err(AuthError::NotConfigured(service)),

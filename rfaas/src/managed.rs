@@ -13,7 +13,7 @@ use crate::wire::{AuthService, Fabric, LeaseReply, LeaseRequest};
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What to lease.
 #[derive(Clone, Debug)]
@@ -35,7 +35,8 @@ pub struct LeaseSpec {
     pub options: LeaseOptions,
     /// Bound on each exchange with a manager, from connecting to its answer (the package's
     /// upload included, when it asks for it): a manager that has not answered by then is
-    /// given up on. Default 60 s.
+    /// given up on. [`lease_anywhere`] bounds its whole search over the nodes by it too (each
+    /// node gets what is left). Default 60 s.
     pub negotiation_timeout: Duration,
     /// The cluster's shared secret, to authenticate to managers and the registry that have
     /// one. Default `None`: the secret file named by `$RFAAS_SECRET_FILE` if that is set,
@@ -231,6 +232,16 @@ fn negotiate(
 /// Asks the manager at `manager` (`host:port`) for a lease running the package in `package`
 /// (a directory written by `cargo xtask package`), sending the library if the node lacks it.
 pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<ManagedLease, Error> {
+    lease_from_by(manager, package, spec, None)
+}
+
+/// [`lease_from`], with every exchange with the manager over by `deadline` if one is given.
+fn lease_from_by(
+    manager: &str,
+    package: &Path,
+    spec: &LeaseSpec,
+    deadline: Option<Instant>,
+) -> Result<ManagedLease, Error> {
     if spec.fabric == Fabric::Verbs && !cfg!(feature = "verbs") {
         return Err(Error::Refused(
             "RDMA leases need rfaas built with the `verbs` feature".into(),
@@ -268,7 +279,14 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
     };
     for attempt in 0..2 {
         // One deadline for the whole exchange: a manager that drips its answer is cut off.
-        let dog = Watchdog::start(spec.negotiation_timeout)?;
+        let mut timeout = spec.negotiation_timeout;
+        if let Some(deadline) = deadline {
+            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+            if timeout.is_zero() {
+                return Err(Error::Refused(OUT_OF_TIME.into()));
+            }
+        }
+        let dog = Watchdog::start(timeout)?;
         let exchange = negotiate(manager, &request, secret.as_ref(), &library, &dog);
         let (control, reply) = dog.finish(exchange, "the manager did not answer")?;
         match reply {
@@ -300,7 +318,18 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
                     slots: spec.slots,
                     slot_size: spec.slot_size,
                 });
-                let lease = match fabric {
+                // Heartbeats start with the grant: the manager counts the client's silence
+                // from then, and the session's handshake may take longer than it allows
+                // (three missed beats). Should the handshake fail, dropping `managed` stops
+                // them and hangs up.
+                let heartbeat = start_heartbeat(&control)?;
+                let mut managed = ManagedLease {
+                    lease: None,
+                    control,
+                    lease_id,
+                    heartbeat: Some(heartbeat),
+                };
+                managed.lease = Some(match fabric {
                     Fabric::Tcp => Lease::connect_tcp(&endpoint, &options)?,
                     #[cfg(feature = "verbs")]
                     Fabric::Verbs => Lease::connect_verbs(
@@ -316,14 +345,8 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
                         ));
                     }
                     Fabric::Shm | Fabric::Auto => Lease::connect_with(&endpoint, &options)?,
-                };
-                let heartbeat = start_heartbeat(&control)?;
-                return Ok(ManagedLease {
-                    lease: Some(lease),
-                    control,
-                    lease_id,
-                    heartbeat: Some(heartbeat),
                 });
+                return Ok(managed);
             }
             LeaseReply::NeedPackage if attempt == 0 => {
                 let len = std::fs::metadata(&library)
@@ -344,9 +367,13 @@ pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<Man
     ))
 }
 
+/// What a node not tried for lack of time is reported with.
+const OUT_OF_TIME: &str = "not tried: the negotiation timeout had passed";
+
 /// Leases from whichever registered node can take `spec`: asks the registry at `registry` for
-/// the live nodes (most free cores first) and tries them in turn. The error lists every node's
-/// refusal when none can.
+/// the live nodes (most free cores first) and tries them in turn, all within
+/// `spec.negotiation_timeout` (a node that does not answer takes what is left, not a timeout
+/// of its own per node). The error lists every node's refusal when none can.
 pub fn lease_anywhere(
     registry: &str,
     package: &Path,
@@ -359,6 +386,7 @@ pub fn lease_anywhere(
     if let Some(s) = &spec.secret {
         client = client.with_secret(s.clone());
     }
+    let deadline = Instant::now() + spec.negotiation_timeout;
     let nodes = client
         .list()
         .map_err(|e| Error::Refused(format!("registry {registry}: {e}")))?;
@@ -368,7 +396,11 @@ pub fn lease_anywhere(
         .filter(|n| n.free_cores >= spec.cores && n.free_memory_mib >= spec.memory_mib)
         .filter(|n| spec.fabric != Fabric::Verbs || n.info.rdma)
     {
-        match lease_from(&node.info.address, package, spec) {
+        if Instant::now() >= deadline {
+            refusals.push(format!("{}: {OUT_OF_TIME}", node.info.id));
+            continue;
+        }
+        match lease_from_by(&node.info.address, package, spec, Some(deadline)) {
             Ok(lease) => return Ok(lease),
             Err(e) => refusals.push(format!("{}: {e}", node.info.id)),
         }

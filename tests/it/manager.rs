@@ -222,6 +222,40 @@ fn an_always_hot_lease_accounts_its_idle_polling() {
     );
 }
 
+/// Whether process `pid` is gone: no such process, or a zombie nobody reaped yet (a
+/// container's first process may not reap the orphans it inherits).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// A process a function started goes with its lease, not only the executor: the executor
+/// leads a process group of its own, which the lease's end kills whole. (A function's `sleep`
+/// used to outlive the lease, holding CPU time and memory the node had given back.)
+#[test]
+fn processes_a_function_started_end_with_the_lease() {
+    let dir = scratch_dir("manager-process-group");
+    let mgr = Service::start("manager", &manager_config(&dir, ""));
+    let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
+    let pid = lease
+        .invoke(fx::fault::call(4, 1000))
+        .timeout(T)
+        .wait()
+        .expect("a process started");
+    assert_ne!(pid, 0, "the function could not start `sleep`");
+    let pid = u32::try_from(pid).expect("a pid");
+    assert!(!process_gone(pid), "`sleep 1000` ended by itself");
+    drop(lease);
+    eventually("the function's process ended with the lease", || {
+        process_gone(pid)
+    });
+}
+
 /// An executor process whose memory limit leaves no room for all of its workers' threads ends
 /// the session at once and says why: every call fails with `ExecutorGone`, none waits
 /// unanswered on a worker that never started, and the process lives on. (It used to panic
@@ -520,6 +554,53 @@ fn a_killed_client_returns_its_cores_and_registry_sees_capacity() {
     let both = lease_from(&mgr.address, example_package(), &spec(2, Fabric::Shm))
         .expect("both cores free again");
     assert_eq!(both.workers(), 2);
+}
+
+/// `lease_anywhere` bounds its whole search by the negotiation timeout: registered nodes that
+/// never answer (a manager that hung, a host that vanished since its last heartbeat) take what
+/// is left, and the nodes after them are reported as not tried. Each node used to get a full
+/// timeout of its own, so a handful of them kept a client waiting minutes.
+#[test]
+fn a_search_over_silent_nodes_ends_within_one_negotiation_timeout() {
+    let reg_dir = scratch_dir("silent-nodes-registry");
+    let reg_cfg = reg_dir.join("registry.toml");
+    std::fs::write(
+        &reg_cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = 600000\nstate_file = \"{}\"\n",
+            reg_dir.join("nodes.json").display()
+        ),
+    )
+    .expect("config");
+    let reg = Service::start("registry", &reg_cfg);
+    // Connections to it complete (the backlog takes them) and hear nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = silent.local_addr().expect("address").to_string();
+    let registry = RegistryClient::new(reg.address.clone());
+    for id in ["silent-a", "silent-b", "silent-c"] {
+        registry
+            .register(&rfaas::wire::NodeInfo {
+                id: id.into(),
+                address: address.clone(),
+                cores: 4,
+                memory_mib: 4096,
+                rdma: false,
+            })
+            .expect("register");
+    }
+    let mut s = spec(1, Fabric::Tcp);
+    s.negotiation_timeout = Duration::from_secs(1);
+    match rfaas::managed::lease_anywhere(&reg.address, example_package(), &s) {
+        Err(Error::Refused(why)) => {
+            assert!(why.contains("silent-a: "), "{why}");
+            assert!(
+                why.contains("silent-b: not tried") && why.contains("silent-c: not tried"),
+                "each node got a timeout of its own: {why}"
+            );
+        }
+        other => panic!("expected every node to fail, got {other:?}"),
+    }
+    drop(silent);
 }
 
 #[test]

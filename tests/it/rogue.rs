@@ -789,6 +789,83 @@ fn a_managed_lease_refuses_a_grant_other_than_its_request() {
     }
 }
 
+/// A managed lease's heartbeats start with the grant, not after the session's handshake: the
+/// manager counts the client's silence from the grant (three missed beats, 1.5 s), and a
+/// handshake may take longer (a loaded node, RDMA registration of large regions). Before, the
+/// manager reclaimed such a lease while its client was still connecting. Should the handshake
+/// fail, the heartbeats stop and the control connection closes.
+#[test]
+fn a_managed_lease_beats_while_its_session_handshake_is_slow() {
+    use rfaas::managed::{LeaseSpec, lease_from};
+    use rfaas::transport::{recv_json, send_json};
+    use rfaas::wire::{Fabric, LeaseReply};
+    let package = made_up_package("rogue-slow-handshake");
+    let path = tests::scratch_dir("rogue-slow-handshake-executor").join("slow.sock");
+    let executor_listener = UnixListener::bind(&path).expect("bind");
+    let (beat_tx, beat_rx) = mpsc::channel();
+    // An executor that answers nothing until the manager has heard a heartbeat (or 5 s), then
+    // hangs up: whether it heard of one while the client waited for its welcome.
+    executor_listener
+        .set_nonblocking(true)
+        .expect("nonblocking");
+    let executor = std::thread::spawn(move || {
+        // Bounded, so that a client that never connects fails the test instead of hanging it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            match executor_listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("the client never connected to the executor: {e}"),
+            }
+        };
+        let beat = beat_rx.recv_timeout(Duration::from_secs(5)).is_ok();
+        drop(stream);
+        beat
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind manager");
+    let manager = listener.local_addr().expect("address").to_string();
+    let grant = LeaseReply::Granted {
+        lease_id: 3,
+        endpoint: path.display().to_string(),
+        fabric: Fabric::Shm,
+        token: None,
+    };
+    // A manager that grants, reports the first heartbeat byte, and reads to the end.
+    let manager_thread = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let _request: rfaas::wire::LeaseRequest = recv_json(&mut s).expect("request");
+        send_json(&mut s, &grant).expect("grant");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut b = [0u8; 1];
+        if matches!(std::io::Read::read(&mut s, &mut b), Ok(1)) {
+            let _ = beat_tx.send(());
+        }
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut s, &mut rest).is_ok()
+    });
+    let mut spec = LeaseSpec::default();
+    spec.fabric = Fabric::Shm;
+    let result = lease_from(&manager, &package, &spec);
+    assert!(
+        executor.join().expect("executor"),
+        "no heartbeat reached the manager while the session's handshake went on"
+    );
+    assert!(
+        matches!(
+            result,
+            Err(rfaas::Error::Handshake(_) | rfaas::Error::Transport(_))
+        ),
+        "a session that hung up gave {result:?}"
+    );
+    assert!(
+        manager_thread.join().expect("manager"),
+        "the control connection did not close after the failed handshake"
+    );
+}
+
 /// A listener whose backlog is full (an executor that stopped accepting): connecting waits
 /// for room, and the handshake's deadline bounds that wait too. Before, `Lease::connect`
 /// waited for as long as nobody accepted.

@@ -303,3 +303,55 @@ fn uploads_of_dead_managers_are_removed() {
     assert!(package.exists(), "a package was removed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The address registered for clients elsewhere: a wildcard listen address is refused with a
+/// registry unless `advertise` names the host; `advertise` takes a host name or an IP address
+/// without a port, and the listener's port is added.
+#[test]
+fn the_registered_address_is_one_clients_can_reach() {
+    let bound: std::net::SocketAddr = "0.0.0.0:7801".parse().expect("address");
+    let mut cfg = ManagerConfig {
+        listen: "0.0.0.0:7801".into(),
+        registry: Some("10.0.0.1:7900".into()),
+        ..ManagerConfig::default()
+    };
+    let e = advertised_address(&cfg, bound).expect_err("a wildcard registered");
+    assert!(e.contains("set `advertise`"), "{e}");
+    for (advertise, want) in [
+        ("node17.cluster", "node17.cluster:7801"),
+        ("10.1.2.3", "10.1.2.3:7801"),
+        ("fe80::1", "[fe80::1]:7801"),
+    ] {
+        cfg.advertise = Some(advertise.into());
+        assert_eq!(advertised_address(&cfg, bound).as_deref(), Ok(want));
+    }
+    for bad in [
+        "0.0.0.0",
+        "::",
+        "node17:7800",
+        "10.1.2.3:7800",
+        "",
+        "a b",
+        "a/b",
+    ] {
+        cfg.advertise = Some(bad.into());
+        assert!(
+            advertised_address(&cfg, bound).is_err(),
+            "advertise = {bad:?} accepted"
+        );
+    }
+    // Without a registry nothing is registered: a wildcard listen address is fine.
+    cfg.advertise = None;
+    cfg.registry = None;
+    assert_eq!(
+        advertised_address(&cfg, bound).as_deref(),
+        Ok("0.0.0.0:7801")
+    );
+    // A specific one is registered as it is.
+    let bound: std::net::SocketAddr = "10.0.0.2:7801".parse().expect("address");
+    cfg.registry = Some("10.0.0.1:7900".into());
+    assert_eq!(
+        advertised_address(&cfg, bound).as_deref(),
+        Ok("10.0.0.2:7801")
+    );
+}

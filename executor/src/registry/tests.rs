@@ -49,3 +49,24 @@ fn the_store_never_writes_an_older_table_over_a_newer_one() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A node registers an address clients elsewhere can connect to: not a wildcard, not port 0
+/// (a manager listening on `0.0.0.0` used to register `0.0.0.0:PORT`, and remote clients
+/// connected to themselves). Host names pass as they are.
+#[test]
+fn a_node_address_must_be_reachable() {
+    let node = |address: &str| NodeInfo {
+        id: "n".into(),
+        address: address.into(),
+        cores: 1,
+        memory_mib: 1024,
+        rdma: false,
+    };
+    for bad in ["0.0.0.0:7800", "[::]:7800", "10.0.0.1:0"] {
+        let e = validate(&node(bad)).expect_err(bad);
+        assert!(e.contains("advertise"), "{e}");
+    }
+    for good in ["10.0.0.1:7800", "[fe80::1]:7800", "node17.cluster:7800"] {
+        validate(&node(good)).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+}

@@ -8,7 +8,7 @@
 //!   when the server reads them, so with the nonces it chose, challenges, refusals, i/o errors),
 //!   optionally one byte per read. A model predicts the outcome exactly: the plain request
 //!   (open, no secret), `Required`, `NotConfigured`, `Malformed`, `BadMac`, a length refused
-//!   (above 64 KiB before authentication with a secret, above `MAX_CONTROL_MESSAGE` without)
+//!   (above 64 KiB before authentication, with a secret or without)
 //!   with nothing read past the length, or the stream's end; and how many bytes the server
 //!   read. With a secret the server writes its challenge only after a valid hello, and its
 //!   proof is the documented tag. It authenticates only a request whose tag is the right
@@ -510,12 +510,7 @@ fn server_model(p: &Peer, s: &Script) -> (Outcome, usize, Option<Binding>) {
         };
         (o, r.at, None)
     };
-    let max = if p.secret {
-        MAX_PRE_AUTH_MESSAGE
-    } else {
-        MAX_CONTROL_MESSAGE
-    };
-    let first = match r.next(max) {
+    let first = match r.next(MAX_PRE_AUTH_MESSAGE) {
         Ok(f) => f,
         Err(e) => {
             assert!(s.written.is_empty(), "wrote {:?} before a hello", s.written);

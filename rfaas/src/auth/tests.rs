@@ -369,3 +369,55 @@ fn a_request_with_a_bad_mac_is_refused() {
         assert!(err.contains("bad authentication message"), "{hello}: {err}");
     }
 }
+
+/// Without a secret, a plain request is read only up to [`MAX_PRE_AUTH_MESSAGE`], as a hello
+/// is with one: a stranger's 16 MiB first message used to be read whole and parsed into a JSON
+/// value tree (~280 MB of server memory for one connection). A request at the bound passes.
+#[test]
+fn an_open_server_reads_a_bounded_plain_request() {
+    for (len, passes) in [
+        (MAX_PRE_AUTH_MESSAGE, true),
+        (MAX_PRE_AUTH_MESSAGE + 1, false),
+        (16 << 20, false),
+    ] {
+        let (server, ()) = exchange(
+            None,
+            AuthService::Lease,
+            |r, stream| {
+                let request = match r {
+                    Ok(Accepted::Open(request)) => Ok(request),
+                    Ok(Accepted::Authenticated(..)) => Err("authenticated?".to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                // How much of the body was left unread: none, or all of it.
+                stream
+                    .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                    .expect("timeout");
+                let mut rest = [0u8; 16];
+                let unread = Read::read(stream, &mut rest).unwrap_or(0);
+                (request, unread)
+            },
+            move |stream| {
+                // A JSON array of zeros, `len` bytes in all.
+                let mut body = vec![b'['];
+                while body.len() + 2 < len {
+                    body.extend_from_slice(b"0,");
+                }
+                body.truncate(len - 2);
+                body.extend_from_slice(b"0]");
+                assert_eq!(body.len(), len);
+                Write::write_all(stream, &(len as u32).to_le_bytes()).expect("length");
+                // The server may hang up before reading the body.
+                let _ = Write::write_all(stream, &body);
+            },
+        );
+        let (request, unread) = server;
+        if passes {
+            assert_eq!(request.expect("a request at the bound").len(), len);
+        } else {
+            let e = request.expect_err("an oversized request");
+            assert!(e.contains("65536"), "{e}");
+            assert!(unread > 0, "the body was read");
+        }
+    }
+}
