@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,30 +95,82 @@ struct Snapshot {
 }
 
 /// Writes snapshots to the state file, outside the table's lock (requests go on while one
-/// is synced), one at a time, never an older one over a newer one.
+/// is synced), one at a time, never an older one over a newer one. Changes that queue behind a
+/// write are committed together: each offers its snapshot, and the next writer writes the
+/// newest offered, which includes every older change, so the others find theirs on disk
+/// (one fsync for many heartbeats, not one each).
 struct Store {
     path: PathBuf,
     /// The version on disk.
     written: Mutex<u64>,
+    /// The newest snapshot offered and not yet written.
+    offered: Mutex<Option<Snapshot>>,
+    /// State files written (for the logs and the tests).
+    writes: AtomicU64,
 }
 
 impl Store {
+    fn new(path: PathBuf) -> Store {
+        Store {
+            path,
+            written: Mutex::new(0),
+            offered: Mutex::new(None),
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    /// Keeps `snap` as the next to write, unless a newer one is there.
+    fn offer(&self, snap: Snapshot) {
+        let mut offered = self.offered.lock().unwrap_or_else(|e| e.into_inner());
+        if offered.as_ref().is_none_or(|o| o.version < snap.version) {
+            *offered = Some(snap);
+        }
+    }
+
     /// Makes `snap` (or a newer table) durable: written aside, fsynced, renamed over the state
     /// file, the rename fsynced.
     fn write(&self, snap: Snapshot) -> std::io::Result<()> {
+        let mine = snap.version;
+        self.offer(snap);
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        if *written >= snap.version {
+        if *written >= mine {
             return Ok(());
         }
+        // The newest offered: ours or newer (one taken by a writer before us was written,
+        // or put back when its write failed, before that writer let go of `written`).
+        let Some(newest) = self
+            .offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Err(std::io::Error::other(
+                "the node table's snapshot went missing",
+            ));
+        };
+        match self.write_file(&newest.body) {
+            Ok(()) => {
+                *written = newest.version;
+                self.writes.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                // For the next writer (its own change is newer, or it fails as we did).
+                self.offer(newest);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_file(&self, body: &[u8]) -> std::io::Result<()> {
         let tmp = crate::aside_path(&self.path);
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&snap.body)?;
+        f.write_all(body)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir)?.sync_all()?;
         }
-        *written = snap.version;
         Ok(())
     }
 
@@ -329,10 +382,7 @@ pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), 
     let secret = Arc::new(secret);
     let tick = Duration::from_millis(cfg.heartbeat_timeout_ms / 4).max(Duration::from_millis(5));
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
-    let store = Arc::new(Store {
-        path: cfg.state_file.clone(),
-        written: Mutex::new(0),
-    });
+    let store = Arc::new(Store::new(cfg.state_file.clone()));
     let state = Arc::new(Mutex::new(State {
         nodes,
         cfg,

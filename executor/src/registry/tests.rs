@@ -17,10 +17,7 @@ fn the_store_never_writes_an_older_table_over_a_newer_one() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     for name in ["nodes.json", "nodes.tmp"] {
-        let store = Store {
-            path: dir.join(name),
-            written: Mutex::new(0),
-        };
+        let store = Store::new(dir.join(name));
         store.write(snap(2, "[2]")).expect("write 2");
         assert_eq!(std::fs::read(&store.path).expect("read"), b"[2]");
         store
@@ -35,10 +32,7 @@ fn the_store_never_writes_an_older_table_over_a_newer_one() {
         );
     }
     // A failed write says so in the answer.
-    let store = Store {
-        path: dir.join("missing-dir").join("nodes.json"),
-        written: Mutex::new(0),
-    };
+    let store = Store::new(dir.join("missing-dir").join("nodes.json"));
     match store.answer(RegistryResponse::Ok, Some(snap(1, "[]"))) {
         RegistryResponse::Error(why) => assert!(why.contains("cannot persist"), "{why}"),
         other => panic!("a failed write answered {other:?}"),
@@ -47,6 +41,63 @@ fn the_store_never_writes_an_older_table_over_a_newer_one() {
         store.answer(RegistryResponse::Ok, None),
         RegistryResponse::Ok
     ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Changes queued behind a write are committed together: three writers that offer their
+/// snapshots while another write is in progress get one write of the newest between them,
+/// and each returns with its change on disk. (Each used to write its own snapshot in turn,
+/// an fsync'd file per heartbeat, so heartbeats beyond the disk's fsync rate queued up.)
+#[test]
+fn queued_changes_are_written_together() {
+    let dir = std::env::temp_dir().join(format!("rfaas-registry-group-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let store = Arc::new(Store::new(dir.join("nodes.json")));
+    // A write in progress: its writer holds `written`.
+    let in_progress = store.written.lock().expect("lock");
+    let writers: Vec<_> = (1..=3)
+        .map(|v| {
+            let store = store.clone();
+            std::thread::spawn(move || store.write(snap(v, &format!("[{v}]"))))
+        })
+        .collect();
+    // Until all three have offered theirs (bounded: a writer that never offers fails it).
+    let mut waited = 0;
+    while store
+        .offered
+        .lock()
+        .expect("offered")
+        .as_ref()
+        .is_none_or(|o| o.version < 3)
+    {
+        waited += 1;
+        assert!(waited < 20_000, "the writers never offered their snapshots");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The three may still be on their way to `written`: each returns the same either way.
+    drop(in_progress);
+    for w in writers {
+        w.join().expect("writer").expect("written");
+    }
+    assert_eq!(std::fs::read(&store.path).expect("read"), b"[3]");
+    assert_eq!(
+        store.writes.load(Ordering::Relaxed),
+        1,
+        "one write for three changes"
+    );
+    // A failed write keeps the snapshot for the next writer, which reports the failure too.
+    let broken = Store::new(dir.join("missing").join("nodes.json"));
+    broken.write(snap(1, "[1]")).expect_err("no directory");
+    assert_eq!(
+        broken
+            .offered
+            .lock()
+            .expect("offered")
+            .as_ref()
+            .map(|o| o.version),
+        Some(1)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
