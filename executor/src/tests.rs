@@ -25,8 +25,7 @@ fn an_uninspectable_process_is_not_dumpable() {
     // SAFETY: reads this process's dumpable flag.
     let ours = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
     assert_eq!(
-        ours,
-        1,
+        ours, 1,
         "a test process is dumpable: the check above proves something"
     );
 }
