@@ -344,7 +344,17 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
     cfg.validate()
         .map_err(anyhow::Error::msg)
         .context("invalid worker configuration")?;
-    let lib = Arc::new(open_library(&library)?);
+    let lib = match open_library(&library) {
+        Ok(lib) => Arc::new(lib),
+        Err(e) => {
+            // For a manager (on its report pipe): why its lease could not start, and that the
+            // package itself is at fault (it evicts it). One line, as every report.
+            if REPORT.get().is_some() {
+                report(&format!("unloadable {}", one_line(&format!("{e:#}"))));
+            }
+            return Err(e);
+        }
+    };
     executor::worker::check_welcome(&lib, &cfg)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("cannot serve {}", library.display()))?;
@@ -361,7 +371,8 @@ fn open_library(path: &Path) -> Result<FunctionLibrary> {
             .with_context(|| format!("cannot open package {}", path.display()))?;
         Ok(lib)
     } else {
-        FunctionLibrary::open(path).with_context(|| format!("cannot load {}", path.display()))
+        // The error names the file.
+        Ok(FunctionLibrary::open(path)?)
     }
 }
 
@@ -482,8 +493,17 @@ fn report_to(fd: i32) -> Result<()> {
     Ok(())
 }
 
-/// Writes one report line (`ready ...`, `stats ...`). The reader may be gone (a manager that
-/// already gave up on us): not an error.
+/// `text` on one line: line breaks become "; ".
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Writes one report line (`ready ...`, `unloadable ...`, `stats ...`). The reader may be gone
+/// (a manager that already gave up on us): not an error.
 fn report(line: &str) {
     let line = format!("{line}\n");
     let _ = match REPORT.get() {

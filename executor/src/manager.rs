@@ -1073,6 +1073,17 @@ impl Manager {
             .map(String::from_utf8_lossy)
             .unwrap_or_default()
             .into_owned();
+        if let Some(why) = line.trim().strip_prefix("unloadable ") {
+            // The package itself cannot be loaded here (not a library of this ABI, a
+            // constructor that fails, a missing dependency): it goes from the cache, so that
+            // the next request sends it again instead of starting executors that fail.
+            {
+                let _trimming = self.trimming.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = std::fs::remove_file(&library);
+            }
+            tracing::warn!(lease_id, package = %sha, %why, "package cannot be loaded; evicted from the cache");
+            return Err(format!("the package cannot be loaded on this node: {why}"));
+        }
         let endpoint = line
             .trim()
             .strip_prefix("ready ")

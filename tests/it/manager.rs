@@ -516,6 +516,52 @@ fn packages_are_checked_and_bad_requests_refused() {
     }
 }
 
+/// A package whose bytes are what the client sent but that cannot be loaded (here a plain C
+/// library without rfaas functions) is refused with the loader's reason, and does not stay
+/// in the cache: the next request ships it again instead of starting an executor that fails.
+/// (The refusal used to read `executor did not start: ""`, and the package stayed cached.)
+#[test]
+fn a_package_that_cannot_be_loaded_is_refused_with_the_reason_and_evicted() {
+    let dir = scratch_dir("manager-unloadable");
+    let mgr = Service::start("manager", &manager_config(&dir, ""));
+    let lib = tests::c_library(
+        "unloadable",
+        "int not_an_rfaas_function(void) { return 1; }\n",
+    );
+    let package = scratch_dir("manager-unloadable-package");
+    std::fs::copy(&lib, package.join("libunloadable.so")).expect("copy");
+    let sha = executor::package::sha256_file(&lib).expect("hash");
+    std::fs::write(
+        package.join("libunloadable.so.sha256"),
+        format!("{sha}  libunloadable.so\n"),
+    )
+    .expect("sidecar");
+    let cached = dir.join("cache").join(format!("{sha}.so"));
+    for attempt in 0..2 {
+        match lease_from(&mgr.address, &package, &spec(1, Fabric::Shm)) {
+            Err(Error::Refused(why)) => assert!(
+                why.contains("cannot be loaded on this node")
+                    && why.contains("not an rfaas function library"),
+                "attempt {attempt}: {why}"
+            ),
+            other => panic!("attempt {attempt}: expected a refusal, got {other:?}"),
+        }
+        assert!(
+            !cached.exists(),
+            "attempt {attempt}: the package stayed cached"
+        );
+    }
+    // The node still leases.
+    let ok = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
+    assert_eq!(
+        ok.invoke(fx::fault::call(0, 7))
+            .timeout(T)
+            .wait()
+            .expect("call"),
+        7
+    );
+}
+
 #[test]
 fn a_killed_client_returns_its_cores_and_registry_sees_capacity() {
     let dir = scratch_dir("manager-kill");
