@@ -1,5 +1,6 @@
-//! What the manager and the registry do with the control connections they accept: a bounded
-//! number of them may still be reading their request, each request is read within one deadline
+//! What the manager and the registry do with the control connections they accept (and a `run`
+//! executor with its sessions' connections): a bounded number of them may still be reading
+//! their request (or be in their handshake), each request is read within one deadline
 //! whatever its pace, and a failing `accept` (out of descriptors, say) backs off instead of
 //! spinning.
 
