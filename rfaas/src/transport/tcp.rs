@@ -29,6 +29,7 @@
 //! endpoint's backlog, delivered first) so two peers sending to each other never deadlock.
 //! There is no zero-copy window: [`Endpoint::window`] returns `None`.
 
+use super::shm::MAX_REGIONS;
 use super::{Completion, Endpoint, LIVENESS_TICK, Queue, Region, TransportError, check_range};
 use crate::wire::Offer;
 use std::collections::VecDeque;
@@ -796,7 +797,15 @@ impl TcpEndpoint {
         }
         let peer: Offer = super::recv_json(&mut s)?;
         stream.set_read_timeout(bound)?;
-        let mut remote = Vec::new();
+        // Before anything else: the duplicate check below is quadratic, and a 16 MiB offer
+        // names a million regions.
+        if peer.regions.len() > MAX_REGIONS {
+            return Err(TransportError::Protocol(format!(
+                "peer offered {} regions (at most {MAX_REGIONS})",
+                peer.regions.len()
+            )));
+        }
+        let mut remote = Vec::with_capacity(peer.regions.len());
         for (key, len) in peer.regions {
             let len = usize::try_from(len)
                 .map_err(|_| TransportError::Protocol("region too large".into()))?;
@@ -1094,3 +1103,6 @@ impl Drop for TcpEndpoint {
         let _ = self.conn.sock.shutdown(Shutdown::Both);
     }
 }
+
+#[cfg(test)]
+mod tests;
