@@ -407,6 +407,19 @@ pub fn recv_with_fds_by(
     buf: &mut [u8],
     deadline: Option<Instant>,
 ) -> io::Result<Vec<OwnedFd>> {
+    recv_with_fds_up_to(stream, buf, deadline, MAX_FDS)
+}
+
+/// As [`recv_with_fds_by`], but with at most `max_fds` descriptors (and never more than
+/// [`MAX_FDS`]) attached to the `buf.len()` bytes: the rest of a message whose first part
+/// already brought some.
+pub fn recv_with_fds_up_to(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+    max_fds: usize,
+) -> io::Result<Vec<OwnedFd>> {
+    let max_fds = max_fds.min(MAX_FDS);
     let mut fds = Vec::new();
     let mut got = 0;
     while got < buf.len() {
@@ -463,7 +476,7 @@ pub fn recv_with_fds_by(
         }
         // A message carries at most MAX_FDS in all, however many pieces it arrives in (a peer
         // could otherwise attach descriptors to every byte and fill our descriptor table).
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > MAX_FDS {
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > max_fds {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "too many descriptors attached to a message",

@@ -585,7 +585,9 @@ pub fn recv_message_by<T: for<'de> Deserialize<'de>>(
         )));
     }
     let mut body = vec![0u8; len];
-    fds.extend(sys::recv_with_fds_by(stream, &mut body, deadline)?);
+    // The descriptors of the length and of the body count together.
+    let left = sys::MAX_FDS.saturating_sub(fds.len());
+    fds.extend(sys::recv_with_fds_up_to(stream, &mut body, deadline, left)?);
     let msg = serde_json::from_slice(&body)
         .map_err(|e| TransportError::Protocol(format!("malformed message: {e}")))?;
     Ok((msg, fds))

@@ -186,3 +186,34 @@ fn a_completion_published_before_the_hang_up_comes_before_the_end() {
     drop(to_producer);
     producer.join().expect("producer");
 }
+
+/// The descriptors attached to a message's length and those attached to its body count
+/// together: 16 on each (each within what one read takes) make 32, refused.
+#[test]
+fn a_message_carries_at_most_max_fds_descriptors_over_length_and_body() {
+    let file = sys::memfd("rfaas-test-fds", 64).expect("memfd");
+    let many = vec![file.as_fd(); sys::MAX_FDS];
+    let body = serde_json::to_vec(&Offer {
+        regions: Vec::new(),
+        control: false,
+    })
+    .expect("json");
+    let send = |a: &UnixStream, on_length: &[std::os::fd::BorrowedFd<'_>]| {
+        sys::send_with_fds(a, &(body.len() as u32).to_le_bytes(), on_length).expect("length");
+        sys::send_with_fds(a, &body, &many).expect("body");
+    };
+    let (a, b) = UnixStream::pair().expect("socket pair");
+    send(&a, &many);
+    match recv_message::<Offer>(&b) {
+        Err(TransportError::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+            assert!(e.to_string().contains("too many descriptors"), "{e}");
+        }
+        other => panic!("32 descriptors in one message: {other:?}"),
+    }
+    // The most allowed, all on the body, are taken.
+    let (a, b) = UnixStream::pair().expect("socket pair");
+    send(&a, &[]);
+    let (_, fds) = recv_message::<Offer>(&b).expect("16 descriptors");
+    assert_eq!(fds.len(), sys::MAX_FDS);
+}
