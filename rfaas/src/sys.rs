@@ -50,6 +50,19 @@ pub fn cannot_shrink(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(seals & libc::F_SEAL_SHRINK != 0)
 }
 
+/// Whether the file behind `fd` is shared memory (`shmem`, as `memfd_create` without
+/// `MFD_HUGETLB` and `tmpfs` make them): memory whose size seals hold. A sealed hugetlbfs
+/// memfd is not: punching a hole in it (`fallocate`, which the seals allow) gives its huge
+/// pages back, and a mapping's next access to them dies of `SIGBUS`.
+pub fn is_shared_memory(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `fd` is a valid descriptor and `st` is writable storage for one `statfs`.
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: `fstatfs` succeeded, so it initialized `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(st.f_type == libc::TMPFS_MAGIC)
+}
+
 /// The size of the file behind `fd`.
 pub fn file_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
@@ -75,8 +88,9 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps `len` bytes of `fd` shared and read-write: a memory file sealed against shrinking
-    /// (as [`memfd`] makes them) of at least `len` bytes; anything else is refused.
+    /// Maps `len` bytes of `fd` shared and read-write: a shared-memory file (not hugetlbfs)
+    /// sealed against shrinking (as [`memfd`] makes them) of at least `len` bytes; anything
+    /// else is refused.
     pub fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
         if len == 0 {
             return Ok(Mapping {
@@ -96,6 +110,13 @@ impl Mapping {
                 "memory file not sealed against shrinking (F_SEAL_SHRINK)",
             ));
         }
+        // A sealed memory file elsewhere (hugetlbfs) can still lose its pages.
+        if !is_shared_memory(fd)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a shared-memory file (a sealed memfd on tmpfs; hugetlbfs is refused)",
+            ));
+        }
         if file_len(fd)? < len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -103,8 +124,8 @@ impl Mapping {
             ));
         }
         // SAFETY: a fresh mapping chosen by the kernel (null hint); `fd` is valid; the file is
-        // at least `len` bytes long (checked) and sealed against shrinking (checked first), so
-        // no access within `len` faults with SIGBUS, whoever else holds the descriptor.
+        // shared memory at least `len` bytes long and sealed against shrinking (all checked),
+        // so no access within `len` faults with SIGBUS, whoever else holds the descriptor.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),

@@ -147,3 +147,41 @@ fn a_deadline_bounds_a_whole_message_however_the_peer_paces_it() {
     .expect("a read message");
     assert_eq!(reader.join().expect("reader").expect("read"), 1 << 20);
 }
+
+/// A sealed memory file that is not shared memory is refused before it is mapped: a hugetlbfs
+/// memfd takes every seal, but a hole punched in it gives its pages back under the mapping.
+/// Where the host cannot make one (no hugetlbfs), the test says so and checks our own files.
+#[test]
+fn a_sealed_hugetlb_memory_file_is_not_mapped() {
+    let ours = memfd("rfaas-shmem", 4096).expect("memfd");
+    assert!(
+        is_shared_memory(ours.as_fd()).expect("statfs"),
+        "memfd not on shmem"
+    );
+    let name = CString::new("rfaas-hugetlb").expect("name");
+    // SAFETY: a valid NUL-terminated name.
+    let raw = unsafe {
+        libc::memfd_create(
+            name.as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB,
+        )
+    };
+    if raw < 0 {
+        eprintln!(
+            "skipping the hugetlbfs case: memfd_create(MFD_HUGETLB): {}",
+            io::Error::last_os_error()
+        );
+        return;
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let len = 2 << 20;
+    truncate(fd.as_fd(), len).expect("size (one 2 MiB huge page)");
+    // SAFETY: a valid memfd created with sealing allowed; F_ADD_SEALS takes an int.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) }).expect("seals");
+    assert!(cannot_shrink(fd.as_fd()).expect("seals"));
+    assert!(!is_shared_memory(fd.as_fd()).expect("statfs"));
+    let e = Mapping::new(fd.as_fd(), len as usize).expect_err("mapped a hugetlbfs file");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("not a shared-memory file"), "{e}");
+}
