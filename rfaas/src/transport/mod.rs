@@ -356,10 +356,10 @@ pub trait Endpoint: Send + Sync {
     /// [`Endpoint::gathers`] take no pieces.
     ///
     /// `patience` bounds a wait for room, on a fabric whose sends wait for it (TCP, when the
-    /// peer stops reading or another sender holds the connection; RDMA, while the peer's
-    /// receive queue is full, up to `VerbsConfig::send_patience_ms` without one): if none of
-    /// the write went out by then, [`TransportError::QueueFull`], the connection intact; if
-    /// part of it did, TCP waits at least 10 s without progress before
+    /// peer stops reading or another sender holds the connection, both waits together; RDMA,
+    /// while the peer's receive queue is full, up to `VerbsConfig::send_patience_ms` without
+    /// one): if none of the write went out by then, [`TransportError::QueueFull`], the
+    /// connection intact; if part of it did, TCP waits at least 10 s without progress before
     /// [`TransportError::Stalled`] and closing the connection. Shared memory never waits for
     /// room, and ignores it.
     #[allow(clippy::too_many_arguments)]

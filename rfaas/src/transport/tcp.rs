@@ -1029,21 +1029,26 @@ impl TcpEndpoint {
         bufs: &mut [IoSlice<'_>],
         patience: Option<Duration>,
     ) -> Result<(), TransportError> {
-        // Another sender may be waiting for room itself: with patience, so long and no longer.
-        let _sending = match patience {
-            None => lock(&self.send),
-            Some(patience) => {
-                let since = Instant::now();
-                loop {
-                    if let Some(guard) = try_lock(&self.send) {
-                        break guard;
+        // Another sender may be waiting for room itself: with patience, so long and no longer,
+        // and the send gets what is left of it (the clock is read only when there is a wait).
+        let (_sending, patience) = match patience {
+            None => (lock(&self.send), None),
+            Some(patience) => match try_lock(&self.send) {
+                Some(guard) => (guard, Some(patience)),
+                None => {
+                    let since = Instant::now();
+                    loop {
+                        std::thread::sleep(SEND_RECHECK.min(patience));
+                        let waited = since.elapsed();
+                        if let Some(guard) = try_lock(&self.send) {
+                            break (guard, Some(patience.saturating_sub(waited)));
+                        }
+                        if waited >= patience {
+                            return Err(TransportError::QueueFull);
+                        }
                     }
-                    if since.elapsed() >= patience {
-                        return Err(TransportError::QueueFull);
-                    }
-                    std::thread::sleep(SEND_RECHECK.min(patience));
                 }
-            }
+            },
         };
         let sent = self.conn.send(bufs, patience);
         let stalled = match sent {

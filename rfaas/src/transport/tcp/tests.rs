@@ -66,3 +66,67 @@ fn an_offer_of_too_many_regions_is_refused_before_it_is_examined() {
         }
     }
 }
+
+/// Fills the socket of `ep`, whose peer reads nothing, with bytes the peer will never parse,
+/// until it takes not one more byte, even after a pause (the kernel grows a send buffer once
+/// the peer acknowledges what it holds: room appears again within some 100 ms).
+fn fill(ep: &TcpEndpoint) {
+    let junk = vec![0u8; 64 << 10];
+    for _ in 0..100 {
+        let mut took = 0;
+        for size in [64 << 10, 4096, 256, 16, 1] {
+            while let Ok(n) = send_nowait(ep.conn.fd(), &[IoSlice::new(&junk[..size])]) {
+                took += n;
+            }
+        }
+        if took == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the socket kept taking bytes its peer never read");
+}
+
+/// A send's patience covers its wait for the send lock and its wait for room together: one
+/// that waited for the lock gives the socket only what is left. Here the socket is full, the
+/// lock is held for most of the patience, and the peer starts reading well after what is left
+/// of it has passed but before the whole patience has passed again: a send that gave the
+/// socket the whole patience afresh (as it used to) saw the room and went out.
+#[test]
+fn a_send_that_waited_for_the_lock_gives_the_socket_only_what_is_left() {
+    const PATIENCE: Duration = Duration::from_millis(1000);
+    const HOLD: Duration = Duration::from_millis(700);
+    const READ_AFTER: Duration = Duration::from_millis(600);
+    let (r, mut peer, _cq) = connect_to_offer(vec![(1, 4096)]);
+    let ep = r.expect("endpoint");
+    fill(&ep);
+    let done = AtomicBool::new(false);
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let (start, start_rx) = std::sync::mpsc::channel();
+    let r = std::thread::scope(|s| {
+        let (ep, done) = (&ep, &done);
+        s.spawn(move || {
+            let guard = lock(&ep.send);
+            held_tx.send(()).expect("held");
+            start_rx.recv().expect("start");
+            std::thread::sleep(HOLD);
+            drop(guard);
+            std::thread::sleep(READ_AFTER);
+            peer.set_read_timeout(Some(Duration::from_millis(10)))
+                .expect("timeout");
+            let mut buf = vec![0u8; 1 << 20];
+            while !done.load(Ordering::Acquire) {
+                let _ = io::Read::read(&mut peer, &mut buf);
+            }
+        });
+        held.recv().expect("the lock is held");
+        start.send(()).expect("start");
+        let r = ep.write_gather(3, 0, 8, &[], 1, 0, 5, Some(PATIENCE));
+        done.store(true, Ordering::Release);
+        r
+    });
+    assert!(
+        matches!(r, Err(TransportError::QueueFull)),
+        "a send given the whole patience after waiting for the lock: {r:?}"
+    );
+}
