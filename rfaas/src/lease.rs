@@ -323,6 +323,8 @@ impl Lease {
         dog: &Watchdog,
     ) -> Result<Lease, Error> {
         let mut control = connect_within(addr, dog)?;
+        // Held for the lease's life: an executor host that vanishes ends them (sys docs).
+        crate::sys::hold_keepalive(&control).map_err(TransportError::Io)?;
         control.set_nodelay(true).map_err(TransportError::Io)?;
         control
             .set_read_timeout(Some(options.handshake_timeout))
@@ -362,6 +364,7 @@ impl Lease {
         let mut eps: Vec<Box<dyn Endpoint>> = Vec::with_capacity(welcome.workers as usize);
         for _ in 0..welcome.workers {
             let mut stream = connect_within(&data.to_string(), dog)?;
+            crate::sys::hold_keepalive(&stream).map_err(TransportError::Io)?;
             send_json(&mut stream, &attach)?;
             // The handshake is bounded; afterwards the connection may stay quiet forever.
             let same = stream.try_clone().map_err(TransportError::Io)?;

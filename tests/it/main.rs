@@ -15,5 +15,6 @@ mod rogue;
 mod shm;
 mod soak;
 mod tcp;
+mod vanished;
 #[cfg(feature = "verbs")]
 mod verbs;

@@ -185,3 +185,34 @@ fn a_sealed_hugetlb_memory_file_is_not_mapped() {
     assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     assert!(e.to_string().contains("not a shared-memory file"), "{e}");
 }
+
+/// The value of an `int` socket option.
+fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+    let mut value: libc::c_int = -1;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket; `value` and `len` are live and describe one `c_int`.
+    cvt(unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &mut len) })
+        .expect("getsockopt");
+    value
+}
+
+/// A held connection is probed when quiet and ends when its sent data stays unacknowledged:
+/// the same settings as the executor's and the manager's (`executor::conn::hold_keepalive`).
+#[test]
+fn a_held_connection_has_keepalive_and_a_user_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let s = std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+    let fd = s.as_raw_fd();
+    assert_eq!(
+        get_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+        0,
+        "the default"
+    );
+    hold_keepalive(&s).expect("keepalive");
+    let tcp = libc::IPPROTO_TCP;
+    assert_ne!(get_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 0);
+    assert_eq!(get_int(fd, tcp, libc::TCP_KEEPIDLE), 10);
+    assert_eq!(get_int(fd, tcp, libc::TCP_KEEPINTVL), 5);
+    assert_eq!(get_int(fd, tcp, libc::TCP_KEEPCNT), 3);
+    assert_eq!(get_int(fd, tcp, libc::TCP_USER_TIMEOUT), 25_000);
+}
