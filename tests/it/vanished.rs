@@ -105,6 +105,35 @@ fn a_tcp_leases_connections_are_held_with_keepalive() {
     drop(lease);
 }
 
+/// A managed lease's control connection to its manager is held the same way: a manager whose
+/// host vanished ends the lease within about 25 s instead of its heartbeats queueing unsent.
+#[test]
+fn a_managed_leases_control_connection_is_held_with_keepalive() {
+    let dir = tests::scratch_dir("vanished-managed");
+    let manager = tests::Daemon::start("manager", &tests::manager_config(&dir, 1, 1024, ""));
+    let mut spec = rfaas::managed::LeaseSpec::default();
+    spec.fabric = rfaas::wire::Fabric::Shm;
+    let lease =
+        rfaas::managed::lease_from(&manager.address, example_package(), &spec).expect("lease");
+    let port: u16 = manager
+        .address
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("the manager's port");
+    let ours = socket_fds("self");
+    let held: Vec<i32> = tcp_table()
+        .iter()
+        .filter(|(inode, _, remote)| ours.contains_key(inode) && *remote == port)
+        .map(|(inode, _, _)| ours[inode])
+        .collect();
+    assert_eq!(held.len(), 1, "one control connection: {held:?}");
+    let tcp = libc::IPPROTO_TCP;
+    assert_ne!(get_int(held[0], libc::SOL_SOCKET, libc::SO_KEEPALIVE), 0);
+    assert_eq!(get_int(held[0], tcp, libc::TCP_KEEPIDLE), 10);
+    assert_eq!(get_int(held[0], tcp, libc::TCP_USER_TIMEOUT), 25_000);
+    drop(lease);
+}
+
 /// A network namespace joined to this one by a veth pair: another host for the test (as in
 /// `manager.rs`, with names and addresses of its own, so the two never meet).
 struct Netns {
