@@ -618,3 +618,84 @@ pub fn ledger_text(path: &Path) -> String {
     assert!(out.status.success(), "ledger command: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A network namespace joined to this one by a veth pair: a second "host" for a test.
+pub struct Netns {
+    /// The namespace's name (`ip netns exec NAME ...`).
+    pub name: String,
+    /// This side's end of the veth pair (deleting it cuts the namespace off).
+    pub veth: String,
+    /// The namespace's address (this side has the other address of the /30).
+    pub there: String,
+}
+
+impl Netns {
+    /// Creates the `k`th namespace of this test process (`k` < 8: each test that needs one
+    /// takes its own `k`), or says why not (no `ip`, not root, no namespaces): the caller
+    /// skips.
+    pub fn create(k: u32) -> Result<Netns, String> {
+        assert!(k < 8, "namespace {k}: at most 8 per test process");
+        let id = std::process::id();
+        let tag = format!("{}{k}", id % 100_000);
+        let (name, veth, peer) = (
+            format!("rfaas-t{tag}"),
+            format!("rfa{tag}"),
+            format!("rfb{tag}"),
+        );
+        let subnet = (id % 31) * 8 + k;
+        let ns = Netns {
+            name,
+            veth,
+            there: format!("10.213.{subnet}.2"),
+        };
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("cannot run `ip`: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        ip(&["netns", "add", &ns.name])?;
+        let (n, v) = (ns.name.as_str(), ns.veth.as_str());
+        let here = format!("10.213.{subnet}.1/30");
+        let there = format!("{}/30", ns.there);
+        ip(&["link", "add", v, "type", "veth", "peer", "name", &peer])?;
+        ip(&["link", "set", &peer, "netns", n])?;
+        ip(&["addr", "add", &here, "dev", v])?;
+        ip(&["link", "set", v, "up"])?;
+        ip(&[
+            "netns", "exec", n, "ip", "addr", "add", &there, "dev", &peer,
+        ])?;
+        ip(&["netns", "exec", n, "ip", "link", "set", &peer, "up"])?;
+        ip(&["netns", "exec", n, "ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Netns {
+    /// This host's address on the pair (reachable from inside the namespace).
+    pub fn here(&self) -> String {
+        let (net, _) = self.there.rsplit_once('.').expect("an IPv4 address");
+        format!("{net}.1")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, and so the pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+    }
+}

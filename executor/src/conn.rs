@@ -6,7 +6,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -224,63 +223,13 @@ impl Write for Deadlined<'_> {
     }
 }
 
-/// [`keepalive`] for a connection held for a lease's or a session's whole life, which carries
+/// Keepalive for a connection held for a lease's or a session's whole life, which carries
 /// little data: a peer whose host vanished (no FIN, no RST) ends it with an error within about
-/// 25 s (10 s idle, then 3 probes 5 s apart). Probes only start on a connection with nothing
-/// unacknowledged, so a user timeout of the same 25 s bounds the other case (the host vanished
-/// before acknowledging our last bytes), which would otherwise retransmit for ~15 minutes.
+/// 25 s (10 s idle, then 3 probes 5 s apart, and a user timeout of the same 25 s for data left
+/// unacknowledged). The clients' side does the same: one implementation,
+/// [`rfaas::sys::hold_keepalive`].
 pub fn hold_keepalive(stream: &TcpStream) -> io::Result<()> {
-    keepalive(stream, Duration::from_secs(10), Duration::from_secs(5), 3)?;
-    set_int(stream, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 25_000)
-}
-
-/// Has the kernel probe a connection that has gone quiet: after `idle` without traffic, every
-/// `interval`, `count` times; a peer whose host vanished (no FIN, no RST) then ends the
-/// connection with an error within `idle + interval * count`.
-pub fn keepalive(
-    stream: &TcpStream,
-    idle: Duration,
-    interval: Duration,
-    count: u32,
-) -> io::Result<()> {
-    let secs = |d: Duration| d.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
-    let options = [
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(idle)),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(interval)),
-        (
-            libc::IPPROTO_TCP,
-            libc::TCP_KEEPCNT,
-            count.clamp(1, i32::MAX as u32) as libc::c_int,
-        ),
-    ];
-    for (level, name, value) in options {
-        set_int(stream, level, name, value)?;
-    }
-    Ok(())
-}
-
-/// Sets socket option `name` at `level` to the `int` `value`.
-fn set_int(
-    stream: &TcpStream,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: a valid socket; the option value is a live `c_int` of the size passed.
-    let r = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    rfaas::sys::hold_keepalive(stream)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tests::{example_package, executor_binary, scratch_dir};
+use tests::{Netns, example_package, executor_binary, scratch_dir};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -781,119 +781,42 @@ fn a_silent_client_loses_its_lease() {
     );
 }
 
-/// A network namespace joined to this one by a veth pair: a second "host" for the test.
-struct Netns {
-    name: String,
-    veth: String,
-    /// The namespace's address (this side has the other address of the /30).
-    there: String,
-}
-
-impl Netns {
-    /// Creates the `k`th namespace of this test process (k < 4), or says why not (no `ip`,
-    /// not root, no namespaces): the caller skips.
-    fn create(k: u32) -> Result<Netns, String> {
-        let id = std::process::id();
-        let tag = format!("{}{k}", id % 100_000);
-        let (name, veth, peer) = (
-            format!("rfaas-t{tag}"),
-            format!("rfa{tag}"),
-            format!("rfb{tag}"),
-        );
-        let subnet = (id % 62) * 4 + k;
-        let ns = Netns {
-            name,
-            veth,
-            there: format!("10.213.{subnet}.2"),
-        };
-        let ip = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .map_err(|e| format!("cannot run `ip`: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ip {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
-        ip(&["netns", "add", &ns.name])?;
-        let (n, v) = (ns.name.as_str(), ns.veth.as_str());
-        let here = format!("10.213.{subnet}.1/30");
-        let there = format!("{}/30", ns.there);
-        ip(&["link", "add", v, "type", "veth", "peer", "name", &peer])?;
-        ip(&["link", "set", &peer, "netns", n])?;
-        ip(&["addr", "add", &here, "dev", v])?;
-        ip(&["link", "set", v, "up"])?;
-        ip(&[
-            "netns", "exec", n, "ip", "addr", "add", &there, "dev", &peer,
-        ])?;
-        ip(&["netns", "exec", n, "ip", "link", "set", &peer, "up"])?;
-        ip(&["netns", "exec", n, "ip", "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-}
-
-impl Netns {
-    /// This host's address on the pair (reachable from inside the namespace).
-    fn here(&self) -> String {
-        let (net, _) = self.there.rsplit_once('.').expect("an IPv4 address");
-        format!("{net}.1")
-    }
-
-    /// A manager running inside the namespace (another host as far as the network goes),
-    /// listening on the namespace's address, with `extra` configuration.
-    fn manager(&self, name: &str, extra: &str) -> (Service, PathBuf) {
-        let dir = scratch_dir(name);
-        let cfg = manager_config(&dir, extra);
-        let text = std::fs::read_to_string(&cfg)
-            .expect("config")
-            .replace(
-                "listen = \"127.0.0.1:0\"",
-                &format!("listen = \"{}:0\"", self.there),
-            )
-            .replace("node_id = \"test-node\"", &format!("node_id = \"{name}\""));
-        std::fs::write(&cfg, text).expect("config");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .arg(executor_binary())
-            .arg("manager")
-            .arg("--config")
-            .arg(&cfg)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("manager in the namespace");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("output");
-        let mgr = Service {
-            child,
-            address: line
-                .trim()
-                .strip_prefix("ready ")
-                .unwrap_or_else(|| panic!("manager did not start: {line:?}"))
-                .to_owned(),
-        };
-        assert!(mgr.address.starts_with(&self.there), "{}", mgr.address);
-        (mgr, dir)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes its end of the pair, and so the pair.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .output();
-    }
+/// A manager running inside the namespace (another host as far as the network goes),
+/// listening on the namespace's address, with `extra` configuration.
+fn manager_in(ns: &Netns, name: &str, extra: &str) -> (Service, PathBuf) {
+    let dir = scratch_dir(name);
+    let cfg = manager_config(&dir, extra);
+    let text = std::fs::read_to_string(&cfg)
+        .expect("config")
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}:0\"", ns.there),
+        )
+        .replace("node_id = \"test-node\"", &format!("node_id = \"{name}\""));
+    std::fs::write(&cfg, text).expect("config");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(executor_binary())
+        .arg("manager")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("manager in the namespace");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("output");
+    let mgr = Service {
+        child,
+        address: line
+            .trim()
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("manager did not start: {line:?}"))
+            .to_owned(),
+    };
+    assert!(mgr.address.starts_with(&ns.there), "{}", mgr.address);
+    (mgr, dir)
 }
 
 /// A `run` executor's session whose client host vanishes (no FIN, no RST: its network link is
@@ -962,7 +885,7 @@ fn a_client_on_another_host_gets_tcp() {
             return;
         }
     };
-    let (mgr, dir) = ns.manager("manager-netns", "");
+    let (mgr, dir) = manager_in(&ns, "manager-netns", "");
     // Shared memory cannot cross hosts: refused; `auto` gives TCP.
     match lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)) {
         Err(Error::Refused(why)) => assert!(
@@ -1017,8 +940,8 @@ fn a_cluster_of_two_hosts_behind_a_registry() {
     let reg = Service::start("registry", &reg_cfg);
     let port = reg.address.rsplit(':').next().expect("port").to_owned();
     let joined = |ns: &Netns| format!("registry = \"{}:{port}\"\nheartbeat_ms = 50\n", ns.here());
-    let (node_a, _) = a.manager("host-a", &joined(&a));
-    let (mut node_b, _) = b.manager("host-b", &joined(&b));
+    let (node_a, _) = manager_in(&a, "host-a", &joined(&a));
+    let (mut node_b, _) = manager_in(&b, "host-b", &joined(&b));
     let here = format!("127.0.0.1:{port}");
     let registry = RegistryClient::new(here.clone());
     eventually("both hosts registered", || {

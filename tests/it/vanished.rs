@@ -7,7 +7,7 @@ use rfaas::{Error, Lease, LeaseOptions};
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tests::{Executor, example_package, executor_binary, ready_address};
+use tests::{Executor, Netns, example_package, executor_binary, ready_address};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -134,72 +134,6 @@ fn a_managed_leases_control_connection_is_held_with_keepalive() {
     drop(lease);
 }
 
-/// A network namespace joined to this one by a veth pair: another host for the test (as in
-/// `manager.rs`, with names and addresses of its own, so the two never meet).
-struct Netns {
-    name: String,
-    veth: String,
-    /// The namespace's address (this side has the other address of the /30).
-    there: String,
-}
-
-impl Netns {
-    /// Creates a namespace for this test process, or says why not (no `ip`, not root, no
-    /// namespaces): the caller skips.
-    fn create() -> Result<Netns, String> {
-        let id = std::process::id();
-        let tag = format!("{}", id % 100_000);
-        let peer = format!("rfw{tag}");
-        let subnet = (id % 62) * 4;
-        let ns = Netns {
-            name: format!("rfaas-v{tag}"),
-            veth: format!("rfv{tag}"),
-            there: format!("10.214.{subnet}.2"),
-        };
-        let ip = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .map_err(|e| format!("cannot run `ip`: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ip {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
-        ip(&["netns", "add", &ns.name])?;
-        let (n, v) = (ns.name.as_str(), ns.veth.as_str());
-        let here = format!("10.214.{subnet}.1/30");
-        let there = format!("{}/30", ns.there);
-        ip(&["link", "add", v, "type", "veth", "peer", "name", &peer])?;
-        ip(&["link", "set", &peer, "netns", n])?;
-        ip(&["addr", "add", &here, "dev", v])?;
-        ip(&["link", "set", v, "up"])?;
-        ip(&[
-            "netns", "exec", n, "ip", "addr", "add", &there, "dev", &peer,
-        ])?;
-        ip(&["netns", "exec", n, "ip", "link", "set", &peer, "up"])?;
-        ip(&["netns", "exec", n, "ip", "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes its end of the pair, and so the pair.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .output();
-    }
-}
-
 /// A process killed and reaped when dropped.
 struct Killed(std::process::Child);
 
@@ -216,7 +150,7 @@ impl Drop for Killed {
 /// as the process lived.
 #[test]
 fn a_call_to_an_executor_whose_host_vanished_fails() {
-    let ns = match Netns::create() {
+    let ns = match Netns::create(4) {
         Ok(ns) => ns,
         Err(why) => {
             eprintln!(

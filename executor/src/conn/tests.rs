@@ -1,6 +1,7 @@
 //! The accept loop's bound on pending connections, the whole-exchange deadline, keepalive.
 
 use super::*;
+use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 
 const BOUND: Duration = Duration::from_secs(20);
@@ -108,12 +109,12 @@ fn connections_beyond_the_pending_bound_are_closed_at_once() {
     release_tx.send(()).expect("release");
 }
 
-/// Keepalive is switched on with the periods asked for.
+/// A held connection has keepalive on, with the periods documented, and the user timeout.
 #[test]
-fn keepalive_sets_its_periods() {
+fn a_held_connection_has_keepalive_and_a_user_timeout() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let s = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    keepalive(&s, Duration::from_secs(10), Duration::from_secs(5), 3).expect("keepalive");
+    hold_keepalive(&s).expect("keepalive");
     let get = |level, name| {
         let mut v: libc::c_int = -1;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
@@ -134,4 +135,5 @@ fn keepalive_sets_its_periods() {
     assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 10);
     assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 5);
     assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 3);
+    assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 25_000);
 }
