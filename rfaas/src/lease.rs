@@ -323,8 +323,11 @@ impl Lease {
         dog: &Watchdog,
     ) -> Result<Lease, Error> {
         let mut control = connect_within(addr, dog)?;
-        // Held for the lease's life: an executor host that vanishes ends them (sys docs).
-        crate::sys::hold_keepalive(&control).map_err(TransportError::Io)?;
+        // Held for the lease's life: an executor host that vanishes ends it, and with it the
+        // data connections (the watcher below; sys docs).
+        if let Err(e) = crate::sys::hold_keepalive(&control) {
+            tracing::warn!(error = %e, "no keepalive on the lease's control connection");
+        }
         control.set_nodelay(true).map_err(TransportError::Io)?;
         control
             .set_read_timeout(Some(options.handshake_timeout))
@@ -362,9 +365,14 @@ impl Lease {
             token: options.token.clone(),
         };
         let mut eps: Vec<Box<dyn Endpoint>> = Vec::with_capacity(welcome.workers as usize);
+        let mut watched = Vec::with_capacity(welcome.workers as usize);
         for _ in 0..welcome.workers {
             let mut stream = connect_within(&data.to_string(), dog)?;
-            crate::sys::hold_keepalive(&stream).map_err(TransportError::Io)?;
+            // Probes only: a user timeout would end a healthy session whose worker leaves its
+            // receive window shut while it runs a long function (sys docs).
+            if let Err(e) = crate::sys::keepalive(&stream) {
+                tracing::warn!(error = %e, "no keepalive on a lease's data connection");
+            }
             send_json(&mut stream, &attach)?;
             // The handshake is bounded; afterwards the connection may stay quiet forever.
             let same = stream.try_clone().map_err(TransportError::Io)?;
@@ -374,8 +382,10 @@ impl Lease {
             same.set_read_timeout(None).map_err(TransportError::Io)?;
             geometry.check_input(ep.remote_len(INPUT_REGION))?;
             eps.push(ep);
+            watched.push(same);
         }
         control.set_read_timeout(None).map_err(TransportError::Io)?;
+        watch_control(&control, watched)?;
         Ok(Lease::new(
             welcome,
             functions,
@@ -1507,6 +1517,34 @@ impl LeaseOptions {
 
 /// The handshake error's words when the deadline passes.
 const EXECUTOR_LATE: &str = "the executor did not complete the handshake";
+
+/// Watches a TCP session's control connection, on which the executor sends nothing after the
+/// handshake: when it ends (the lease's drop shuts it down; the executor's end; its host
+/// vanished, which the connection's keepalive and user timeout detect within about 25 s) the
+/// data connections are shut down too, so that every call fails with `ExecutorGone` rather
+/// than wait on a data connection retransmitting to a vanished host for ~15 minutes. The
+/// thread ends with the connection.
+fn watch_control(control: &TcpStream, data: Vec<TcpStream>) -> Result<(), Error> {
+    let mut watch = control.try_clone().map_err(TransportError::Io)?;
+    std::thread::Builder::new()
+        .name("rfaas-lease-watch".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            loop {
+                match std::io::Read::read(&mut watch, &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            for s in data {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        })
+        .map(drop)
+        .map_err(|e| Error::Transport(TransportError::Io(e)))
+}
 
 /// Connects to `addr` within what is left of `dog`'s deadline, watched by it.
 pub(crate) fn connect_within(addr: &str, dog: &Watchdog) -> Result<TcpStream, Error> {

@@ -299,7 +299,9 @@ fn lease_from_by(
                 control.set_read_timeout(None).map_err(TransportError::Io)?;
                 // Held for the lease's life: a manager whose host vanished ends it (the
                 // heartbeats' writes fail) within about 25 s, as the manager watches us.
-                crate::sys::hold_keepalive(&control).map_err(TransportError::Io)?;
+                if let Err(e) = crate::sys::hold_keepalive(&control) {
+                    tracing::warn!(error = %e, "no keepalive on the manager's control connection");
+                }
                 let fits = match spec.fabric {
                     Fabric::Auto => matches!(fabric, Fabric::Shm | Fabric::Tcp),
                     asked => fabric == asked,

@@ -253,13 +253,31 @@ pub const KEEPALIVE_PROBES: libc::c_int = 3;
 /// (`TCP_USER_TIMEOUT`): the keepalive's 25 s.
 pub const USER_TIMEOUT_MS: libc::c_int = 25_000;
 
-/// Has the kernel watch a TCP connection held for a session's whole life (a lease's control
-/// and data connections), as executors and managers watch theirs: a peer whose host vanished
-/// (no FIN, no RST) ends it with an error within about 25 s. Quiet, it is probed after 10 s,
-/// then 3 times 5 s apart; with data unacknowledged (probes only start on a connection with
-/// none), the user timeout of the same 25 s ends it, where the kernel would otherwise
-/// retransmit for ~15 minutes. Set once, at connection: nothing on the call path.
+/// Has the kernel watch a TCP connection held for a session's whole life that carries little
+/// data (a session's or a lease's control connection), as executors and managers watch
+/// theirs: a peer whose host vanished (no FIN, no RST) ends it with an error within about
+/// 25 s. Quiet, it is probed after 10 s, then 3 times 5 s apart ([`keepalive`]); with data
+/// unacknowledged (probes only start on a connection with none), the user timeout of the same
+/// 25 s ends it, where the kernel would otherwise retransmit for ~15 minutes. Not for a
+/// connection that carries calls: there the user timeout would also end a healthy session
+/// whose peer leaves its receive window shut for 25 s (a worker running a long function
+/// while more requests queue), as Linux counts that as unacknowledged data. Set once, at
+/// connection: nothing on the call path.
 pub fn hold_keepalive(stream: &std::net::TcpStream) -> io::Result<()> {
+    keepalive(stream)?;
+    set_int(
+        stream,
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        USER_TIMEOUT_MS,
+    )
+}
+
+/// Keepalive probes on a TCP connection (after 10 s quiet, 3 probes 5 s apart): a peer whose
+/// host vanished ends a quiet connection within about 25 s. Probes do not start while data is
+/// unacknowledged (a request sent to a vanished host): the session's control connection
+/// ([`hold_keepalive`]) covers that case, and its end ends the session's data connections.
+pub fn keepalive(stream: &std::net::TcpStream) -> io::Result<()> {
     let options = [
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
         (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_SECS),
@@ -269,20 +287,30 @@ pub fn hold_keepalive(stream: &std::net::TcpStream) -> io::Result<()> {
             KEEPALIVE_INTERVAL_SECS,
         ),
         (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES),
-        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, USER_TIMEOUT_MS),
     ];
     for (level, name, value) in options {
-        // SAFETY: a valid socket; the option value is a live `c_int` of the size passed.
-        cvt(unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        })?;
+        set_int(stream, level, name, value)?;
     }
+    Ok(())
+}
+
+/// Sets the `int` socket option `name` at `level` to `value`.
+fn set_int(
+    stream: &std::net::TcpStream,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: a valid socket; the option value is a live `c_int` of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
     Ok(())
 }
 

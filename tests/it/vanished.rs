@@ -64,9 +64,10 @@ fn get_int(fd: i32, level: libc::c_int, name: libc::c_int) -> libc::c_int {
     value
 }
 
-/// Every connection of a TCP lease (the control connection and one per worker) is held with
-/// keepalive and a user timeout, as the executor holds its side. Found through `/proc`: our
-/// sockets whose remote port is a local port of one of the executor's sockets.
+/// A TCP lease's control connection is held with keepalive and a user timeout, as the
+/// executor holds its side; its data connections (one per worker) with keepalive alone (a user
+/// timeout would end a session whose worker is busy, the next test). Found through `/proc`:
+/// our sockets whose remote port is a local port of one of the executor's sockets.
 #[test]
 fn a_tcp_leases_connections_are_held_with_keepalive() {
     let exec = Executor::start_tcp(
@@ -76,6 +77,11 @@ fn a_tcp_leases_connections_are_held_with_keepalive() {
     );
     let lease = Lease::connect_tcp(&exec.address, &LeaseOptions::default()).expect("lease");
     fx::noop::invoke(&lease).timeout(T).wait().expect("noop");
+    let control_port: u16 = exec
+        .address
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("the executor's port");
     let theirs = socket_fds(&exec.pid().to_string());
     let ours = socket_fds("self");
     let table = tcp_table();
@@ -84,14 +90,14 @@ fn a_tcp_leases_connections_are_held_with_keepalive() {
         .filter(|(inode, _, _)| theirs.contains_key(inode))
         .map(|&(_, local, _)| local)
         .collect();
-    let held: Vec<i32> = table
+    let held: Vec<(i32, u16)> = table
         .iter()
         .filter(|(inode, _, remote)| ours.contains_key(inode) && exec_ports.contains(remote))
-        .map(|(inode, _, _)| ours[inode])
+        .map(|(inode, _, remote)| (ours[inode], *remote))
         .collect();
     assert_eq!(held.len(), 3, "control and two data connections: {held:?}");
     let tcp = libc::IPPROTO_TCP;
-    for fd in held {
+    for (fd, remote) in held {
         assert_ne!(
             get_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
             0,
@@ -100,9 +106,71 @@ fn a_tcp_leases_connections_are_held_with_keepalive() {
         assert_eq!(get_int(fd, tcp, libc::TCP_KEEPIDLE), 10, "fd {fd}");
         assert_eq!(get_int(fd, tcp, libc::TCP_KEEPINTVL), 5, "fd {fd}");
         assert_eq!(get_int(fd, tcp, libc::TCP_KEEPCNT), 3, "fd {fd}");
-        assert_eq!(get_int(fd, tcp, libc::TCP_USER_TIMEOUT), 25_000, "fd {fd}");
+        let user_timeout = if remote == control_port { 25_000 } else { 0 };
+        assert_eq!(
+            get_int(fd, tcp, libc::TCP_USER_TIMEOUT),
+            user_timeout,
+            "fd {fd} (to port {remote})"
+        );
     }
     drop(lease);
+}
+
+/// A TCP session whose worker runs a function for longer than the keepalive's 25 s while
+/// more requests queue behind it lives on, and every call completes. The executor reads a
+/// data connection only between calls, so its receive window stays shut meanwhile, which
+/// Linux counts against a user timeout: with one on the client's data connections (from
+/// finding 75 until the diff review that followed it), the session ended after 25 s with
+/// every call failing `ExecutorGone`.
+#[test]
+fn a_tcp_session_busy_for_longer_than_the_keepalive_lives_on() {
+    let exec = Executor::start_tcp(
+        "vanished-busy",
+        "127.0.0.1:0",
+        &[
+            "--cores",
+            "1",
+            "--slots",
+            "8",
+            "--slot-size",
+            "2097152",
+            "--hot-timeout-us",
+            "0",
+        ],
+    );
+    let lease = Lease::connect_tcp(&exec.address, &LeaseOptions::default()).expect("lease");
+    // 30 s: past the 25 s a user timeout allows. Sent first (an invocation's first poll sends
+    // it), so that the worker runs it while the echoes queue behind it on the connection.
+    let mut slow = fx::fault::invoke(&lease, 2, 30_000);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        Future::poll(std::pin::Pin::new(&mut slow), &mut cx).is_pending(),
+        "a 30 s call finished at once"
+    );
+    // 7 MiB: more than the executor's kernel takes while its worker reads nothing, so its
+    // receive window shuts and the senders wait for room.
+    let inputs: Vec<Vec<u8>> = (0..7u8).map(|k| vec![k; 1 << 20]).collect();
+    let mut outs: Vec<Vec<u8>> = (0..7).map(|_| vec![0u8; 1 << 20]).collect();
+    std::thread::scope(|s| {
+        let lease = &lease;
+        let echoes: Vec<_> = inputs
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(input, out)| s.spawn(move || fx::echo::invoke(lease, input, out).wait()))
+            .collect();
+        assert_eq!(slow.wait().expect("the slow call"), 30_000);
+        for echo in echoes {
+            assert_eq!(
+                echo.join()
+                    .expect("echo thread")
+                    .expect("a call queued behind it"),
+                1 << 20
+            );
+        }
+    });
+    for (input, out) in inputs.iter().zip(&outs) {
+        assert!(input == out, "an echo came back wrong");
+    }
 }
 
 /// A managed lease's control connection to its manager is held the same way: a manager whose
