@@ -347,10 +347,17 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
     let lib = match open_library(&library) {
         Ok(lib) => Arc::new(lib),
         Err(e) => {
-            // For a manager (on its report pipe): why its lease could not start, and that the
-            // package itself is at fault (it evicts it). One line, as every report.
+            // For a manager (on its report pipe): why its lease could not start, and whether
+            // the package itself is at fault (`unloadable`: it evicts it) or the load failed
+            // for this process's reasons (`failed`: too little memory for the library, out of
+            // descriptors, a file gone). One line, as every report.
             if REPORT.get().is_some() {
-                report(&format!("unloadable {}", one_line(&format!("{e:#}"))));
+                let kind = if package_at_fault(&e) {
+                    "unloadable"
+                } else {
+                    "failed"
+                };
+                report(&format!("{kind} {}", one_line(&format!("{e:#}"))));
             }
             return Err(e);
         }
@@ -493,6 +500,26 @@ fn report_to(fd: i32) -> Result<()> {
     Ok(())
 }
 
+/// Whether a library failed to load for what its bytes are (not an rfaas library, another
+/// ABI, a broken manifest), which no retry on this node mends, rather than for this process's
+/// circumstances (the dynamic loader's own failures, such as too little memory for the
+/// library's segments under the lease's limit, or a missing dependency, and i/o errors).
+fn package_at_fault(e: &anyhow::Error) -> bool {
+    use executor::{LoadError, PackageError};
+    let load_at_fault =
+        |l: &LoadError| !matches!(l, LoadError::Io { .. } | LoadError::NotALibrary { .. });
+    e.chain().any(|c| {
+        if let Some(l) = c.downcast_ref::<LoadError>() {
+            return load_at_fault(l);
+        }
+        match c.downcast_ref::<PackageError>() {
+            Some(PackageError::Load(l)) => load_at_fault(l),
+            Some(PackageError::Io { .. }) | None => false,
+            Some(_) => true,
+        }
+    })
+}
+
 /// `text` on one line: line breaks become "; ".
 fn one_line(text: &str) -> String {
     text.lines()
@@ -502,7 +529,7 @@ fn one_line(text: &str) -> String {
         .join("; ")
 }
 
-/// Writes one report line (`ready ...`, `unloadable ...`, `stats ...`). The reader may be gone
+/// Writes one report line (`ready ...`, `unloadable ...`, `failed ...`, `stats ...`). The reader may be gone
 /// (a manager that already gave up on us): not an error.
 fn report(line: &str) {
     let line = format!("{line}\n");

@@ -1084,6 +1084,11 @@ impl Manager {
             tracing::warn!(lease_id, package = %sha, %why, "package cannot be loaded; evicted from the cache");
             return Err(format!("the package cannot be loaded on this node: {why}"));
         }
+        if let Some(why) = line.trim().strip_prefix("failed ") {
+            // This executor's circumstances (too little memory for the library under the
+            // lease's limit, say): the package stays.
+            return Err(format!("the executor could not load the package: {why}"));
+        }
         let endpoint = line
             .trim()
             .strip_prefix("ready ")

@@ -551,6 +551,31 @@ fn a_package_that_cannot_be_loaded_is_refused_with_the_reason_and_evicted() {
             "attempt {attempt}: the package stayed cached"
         );
     }
+    // A file the dynamic loader refuses (here not even a library; the same path as a library
+    // whose segments do not fit the lease's memory, or whose dependency is missing on this
+    // node): refused with the loader's reason, and kept, since the loader's failures may be
+    // this executor's circumstances rather than the package's bytes.
+    let package = scratch_dir("manager-not-elf-package");
+    let bytes = b"not a shared library at all\n";
+    std::fs::write(package.join("libnot-elf.so"), bytes).expect("file");
+    let sha = executor::package::sha256_hex(bytes);
+    std::fs::write(
+        package.join("libnot-elf.so.sha256"),
+        format!("{sha}  libnot-elf.so\n"),
+    )
+    .expect("sidecar");
+    match lease_from(&mgr.address, &package, &spec(1, Fabric::Shm)) {
+        Err(Error::Refused(why)) => assert!(
+            why.contains("the executor could not load the package")
+                && why.contains("not a loadable shared library"),
+            "{why}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(
+        dir.join("cache").join(format!("{sha}.so")).exists(),
+        "a package the dynamic loader refused was evicted"
+    );
     // The node still leases.
     let ok = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
     assert_eq!(
