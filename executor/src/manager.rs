@@ -696,6 +696,17 @@ impl Drop for Held<'_> {
     }
 }
 
+/// A package received into a temporary file of the cache, removed with this value unless
+/// installed (renamed into place).
+struct Upload(PathBuf);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // Gone already once installed.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Kills the process group that the executor `child` leads (it and what it started). Its id
 /// is the executor's pid, which is not reused while the group has a member; once every member
 /// is gone, the group is too, and `killpg` finds none. (Should the executor have been reaped
@@ -778,77 +789,71 @@ impl Manager {
         Duration::from_millis(self.cfg.request_timeout_ms)
     }
 
-    /// Receives a package of `len` bytes that must hash to `sha` into the cache as `library`,
-    /// streamed to disk (never whole in memory) within the request timeout plus a second per
-    /// MiB.
-    fn receive_package(
-        &self,
-        stream: &TcpStream,
-        len: u64,
-        sha: &str,
-        library: &Path,
-    ) -> Result<(), String> {
+    /// Receives a package of `len` bytes that must hash to `sha` into a temporary file of the
+    /// cache, streamed to disk (never whole in memory) within the request timeout plus a
+    /// second per MiB; [`Manager::install`] puts it in place (once the lease holds its
+    /// capacity). The file goes when the [`Upload`] does, unless installed.
+    fn receive_package(&self, stream: &TcpStream, len: u64, sha: &str) -> Result<Upload, String> {
         use sha2::Digest;
         // A name of its own per upload: concurrent first leases of one package each write
         // their copy, and each rename installs a complete file.
         static UPLOADS: AtomicU64 = AtomicU64::new(0);
-        let tmp = self.cfg.cache_dir.join(format!(
+        let upload = Upload(self.cfg.cache_dir.join(format!(
             "{sha}.{}.{}.tmp",
             std::process::id(),
             UPLOADS.fetch_add(1, Ordering::Relaxed)
-        ));
+        )));
         let timeout = self.request_timeout() + Duration::from_secs(len.div_ceil(1 << 20));
         let mut within = Deadlined::new(stream, timeout);
-        let received = (|| {
-            let mut file =
-                std::fs::File::create(&tmp).map_err(|e| format!("caching the package: {e}"))?;
-            let mut hasher = sha2::Sha256::new();
-            let mut chunk = vec![0u8; 64 * 1024];
-            let mut left = len;
-            while left > 0 {
-                let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let n = within
-                    .read(&mut chunk[..want])
-                    .map_err(|e| format!("reading the package: {e}"))?;
-                if n == 0 {
-                    return Err(format!(
-                        "reading the package: the connection ended {left} bytes short"
-                    ));
-                }
-                hasher.update(&chunk[..n]);
-                file.write_all(&chunk[..n])
-                    .map_err(|e| format!("caching the package: {e}"))?;
-                left -= n as u64;
+        let mut file =
+            std::fs::File::create(&upload.0).map_err(|e| format!("caching the package: {e}"))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = within
+                .read(&mut chunk[..want])
+                .map_err(|e| format!("reading the package: {e}"))?;
+            if n == 0 {
+                return Err(format!(
+                    "reading the package: the connection ended {left} bytes short"
+                ));
             }
-            let found = crate::package::hex(&hasher.finalize());
-            if found != sha {
-                return Err(format!("package bytes hash to {found}, not {sha}"));
-            }
-            file.sync_all()
+            hasher.update(&chunk[..n]);
+            file.write_all(&chunk[..n])
                 .map_err(|e| format!("caching the package: {e}"))?;
-            // Installed with the time of its upload, as recently leased: the lease it came
-            // with holds its capacity already, so it is about to be used (a trim by another
-            // upload before this lease marks it would otherwise take it first).
-            drop(file);
-            let _trimming = self.trimming.lock().unwrap_or_else(|e| e.into_inner());
-            if !library.exists() {
-                std::fs::rename(&tmp, library).map_err(|e| format!("caching the package: {e}"))?;
-                std::fs::File::open(&self.cfg.cache_dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| format!("caching the package: {e}"))?;
-                for gone in trim_cache(
-                    &self.cfg.cache_dir,
-                    self.cfg.max_cache_bytes,
-                    library,
-                    CACHE_RECENT,
-                ) {
-                    tracing::info!(package = %gone.display(), "evicted from the package cache");
-                }
-            }
-            Ok(())
-        })();
-        let _ = std::fs::remove_file(&tmp);
-        received
+            left -= n as u64;
+        }
+        let found = crate::package::hex(&hasher.finalize());
+        if found != sha {
+            return Err(format!("package bytes hash to {found}, not {sha}"));
+        }
+        file.sync_all()
+            .map_err(|e| format!("caching the package: {e}"))?;
+        Ok(upload)
+    }
+
+    /// Installs `upload` as `library` (unless a concurrent upload did first) and trims the
+    /// cache; the caller holds the trimming lock and marks `library` as leased in the same
+    /// step, so that no trim takes it before its lease starts.
+    fn install(&self, upload: Upload, library: &Path) -> Result<(), String> {
+        if library.exists() {
+            return Ok(());
+        }
+        std::fs::rename(&upload.0, library).map_err(|e| format!("caching the package: {e}"))?;
+        std::fs::File::open(&self.cfg.cache_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("caching the package: {e}"))?;
+        for gone in trim_cache(
+            &self.cfg.cache_dir,
+            self.cfg.max_cache_bytes,
+            library,
+            CACHE_RECENT,
+        ) {
+            tracing::info!(package = %gone.display(), "evicted from the package cache");
+        }
+        Ok(())
     }
 
     fn lease(&self, ctl: &mut Control, peer: &str, pending: Pending) -> Result<(), String> {
@@ -895,9 +900,10 @@ impl Manager {
                 self.cfg.max_package_bytes
             ));
         }
-        // Capacity first: a request the node cannot take is refused before any package is
-        // shipped, and a package shipped for a lease is that lease's (see `receive_package`).
-        let mut held = {
+        // Refused before any package is shipped if the node cannot take it now; the capacity
+        // is reserved only once the package is in (an upload may take minutes, and holds
+        // nothing meanwhile), so a lease may still be refused for capacity after its upload.
+        let reserve = || {
             let mut cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
             if req.cores > cap.free_cores || req.memory_mib > cap.free_memory_mib {
                 return Err(format!(
@@ -907,29 +913,45 @@ impl Manager {
             }
             cap.free_cores -= req.cores;
             cap.free_memory_mib -= req.memory_mib;
-            Held {
+            Ok(Held {
                 mgr: self,
                 cores: req.cores,
                 memory_mib: req.memory_mib,
                 child: None,
                 files: Vec::new(),
                 pinning: Some(self.cpus.take(req.cores as usize)),
-            }
+            })
         };
-        let library = self.cfg.cache_dir.join(format!("{sha}.so"));
-        if let Some(len) = req.package_len {
-            ctl.reply(&LeaseReply::NeedPackage)?;
-            self.receive_package(&ctl.stream, len, &sha, &library)?;
-        } else if !library.exists() {
-            drop(held);
-            return ctl.reply(&LeaseReply::NeedPackage);
+        {
+            let cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
+            if req.cores > cap.free_cores || req.memory_mib > cap.free_memory_mib {
+                return Err(format!(
+                    "not enough capacity: asked {} cores / {} MiB, {} / {} free",
+                    req.cores, req.memory_mib, cap.free_cores, cap.free_memory_mib
+                ));
+            }
         }
+        let library = self.cfg.cache_dir.join(format!("{sha}.so"));
+        let upload = if let Some(len) = req.package_len {
+            ctl.reply(&LeaseReply::NeedPackage)?;
+            Some(self.receive_package(&ctl.stream, len, &sha)?)
+        } else if !library.exists() {
+            return ctl.reply(&LeaseReply::NeedPackage);
+        } else {
+            None
+        };
         // The request (and its package) is in: this connection no longer counts as pending.
         drop(pending);
+        // A refusal here drops the upload (its file with it): nothing of it is cached.
+        let mut held = reserve()?;
         {
-            // Leased now, so the last the cache's eviction takes; checked and marked under the
-            // trimming lock, so a trim either sees the mark or has already removed the file.
+            // Leased now, so the last the cache's eviction takes: installed (an upload),
+            // checked and marked under the trimming lock, so a trim either sees the mark or
+            // has already removed the file.
             let _trimming = self.trimming.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(upload) = upload {
+                self.install(upload, &library)?;
+            }
             if !touch(&library) {
                 drop(held);
                 return ctl.reply(&LeaseReply::NeedPackage);

@@ -587,6 +587,63 @@ fn a_package_that_cannot_be_loaded_is_refused_with_the_reason_and_evicted() {
     );
 }
 
+/// An upload in progress holds no capacity: a client that announces a package and then sends
+/// it slowly (or not at all) does not keep other leases off the node's cores meanwhile. The
+/// cores were reserved before the upload, so one slow upload of the whole node's cores kept
+/// the node full for as long as its upload's deadline (up to minutes).
+#[test]
+fn an_upload_in_progress_holds_no_capacity() {
+    use rfaas::transport::{recv_json, send_json};
+    use rfaas::wire::{LeaseReply, LeaseRequest};
+    let dir = scratch_dir("manager-slow-upload");
+    let mgr = Service::start("manager", &manager_config(&dir, ""));
+    let mut uploader = std::net::TcpStream::connect(&mgr.address).expect("connect");
+    send_json(
+        &mut uploader,
+        &LeaseRequest {
+            cores: 2,
+            memory_mib: 256,
+            hot_timeout_us: 0,
+            fabric: Fabric::Shm,
+            package_sha256: "cd".repeat(32),
+            package_len: Some(1 << 20),
+            slots: None,
+            slot_size: Some(65536),
+            heartbeat_ms: None,
+        },
+    )
+    .expect("request");
+    let reply: LeaseReply = recv_json(&mut uploader).expect("reply");
+    assert_eq!(
+        reply,
+        LeaseReply::NeedPackage,
+        "the go-ahead for the upload"
+    );
+    // The upload is under way (not a byte of it sent): both cores are still to be had.
+    let lease = lease_from(&mgr.address, example_package(), &spec(2, Fabric::Shm))
+        .expect("the node's cores while another client uploads");
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(0, 9))
+            .timeout(T)
+            .wait()
+            .expect("call"),
+        9
+    );
+    // The uploader, done, finds the node full and is refused; its upload is not cached.
+    uploader
+        .write_all(&[0u8; 1 << 20])
+        .expect("the package's bytes");
+    match recv_json::<LeaseReply>(&mut uploader).expect("verdict") {
+        LeaseReply::Refused(why) => assert!(
+            why.contains("hash to") || why.contains("not enough capacity"),
+            "{why}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    drop(lease);
+}
+
 #[test]
 fn a_killed_client_returns_its_cores_and_registry_sees_capacity() {
     let dir = scratch_dir("manager-kill");
