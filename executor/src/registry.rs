@@ -105,8 +105,9 @@ struct Store {
     written: Mutex<u64>,
     /// The newest snapshot offered and not yet written.
     offered: Mutex<Option<Snapshot>>,
-    /// State files written (for the logs and the tests).
+    /// State files written, and snapshots offered (for the tests).
     writes: AtomicU64,
+    offers: AtomicU64,
 }
 
 impl Store {
@@ -116,6 +117,7 @@ impl Store {
             written: Mutex::new(0),
             offered: Mutex::new(None),
             writes: AtomicU64::new(0),
+            offers: AtomicU64::new(0),
         }
     }
 
@@ -125,6 +127,7 @@ impl Store {
         if offered.as_ref().is_none_or(|o| o.version < snap.version) {
             *offered = Some(snap);
         }
+        self.offers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Makes `snap` (or a newer table) durable: written aside, fsynced, renamed over the state
@@ -134,6 +137,12 @@ impl Store {
         self.offer(snap);
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         if *written >= mine {
+            // Ours is on disk, in a newer table; an offer left behind (ours, if it came after
+            // that write) is not kept for nothing.
+            let mut offered = self.offered.lock().unwrap_or_else(|e| e.into_inner());
+            if offered.as_ref().is_some_and(|o| o.version <= *written) {
+                *offered = None;
+            }
             return Ok(());
         }
         // The newest offered: ours or newer (one taken by a writer before us was written,

@@ -36,7 +36,8 @@ pub struct LeaseSpec {
     /// Bound on each exchange with a manager, from connecting to its answer (the package's
     /// upload included, when it asks for it): a manager that has not answered by then is
     /// given up on. [`lease_anywhere`] bounds its whole search over the nodes by it too (each
-    /// node gets what is left). Default 60 s.
+    /// node gets what is left; the session's handshake after a grant is bounded by
+    /// [`LeaseOptions::handshake_timeout`]). Default 60 s.
     pub negotiation_timeout: Duration,
     /// The cluster's shared secret, to authenticate to managers and the registry that have
     /// one. Default `None`: the secret file named by `$RFAAS_SECRET_FILE` if that is set,
@@ -376,9 +377,11 @@ fn lease_from_by(
 const OUT_OF_TIME: &str = "not tried: the negotiation timeout had passed";
 
 /// Leases from whichever registered node can take `spec`: asks the registry at `registry` for
-/// the live nodes (most free cores first) and tries them in turn, all within
-/// `spec.negotiation_timeout` (a node that does not answer takes what is left, not a timeout
-/// of its own per node). The error lists every node's refusal when none can.
+/// the live nodes (most free cores first) and tries them in turn, their negotiations all
+/// within `spec.negotiation_timeout` from the registry's request (a node that does not answer
+/// takes what is left, not a timeout of its own per node); the session's handshake with the
+/// executor of a node that grants has `spec.options.handshake_timeout` of its own. The error
+/// lists every node's refusal when none can.
 pub fn lease_anywhere(
     registry: &str,
     package: &Path,

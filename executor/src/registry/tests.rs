@@ -64,18 +64,22 @@ fn queued_changes_are_written_together() {
         .collect();
     // Until all three have offered theirs (bounded: a writer that never offers fails it).
     let mut waited = 0;
-    while store
-        .offered
-        .lock()
-        .expect("offered")
-        .as_ref()
-        .is_none_or(|o| o.version < 3)
-    {
+    while store.offers.load(Ordering::Relaxed) < 3 {
         waited += 1;
         assert!(waited < 20_000, "the writers never offered their snapshots");
         std::thread::sleep(Duration::from_millis(1));
     }
-    // The three may still be on their way to `written`: each returns the same either way.
+    assert_eq!(
+        store
+            .offered
+            .lock()
+            .expect("offered")
+            .as_ref()
+            .map(|o| o.version),
+        Some(3),
+        "the newest offer is kept"
+    );
+    // All three wait for `written`: one writes the newest, the others find theirs on disk.
     drop(in_progress);
     for w in writers {
         w.join().expect("writer").expect("written");

@@ -389,9 +389,10 @@ fn an_open_server_reads_a_bounded_plain_request() {
                     Ok(Accepted::Authenticated(..)) => Err("authenticated?".to_string()),
                     Err(e) => Err(e.to_string()),
                 };
-                // How much of the body was left unread: none, or all of it.
+                // How much of the body was left unread: none (the client hangs up once it has
+                // written), or some of it.
                 stream
-                    .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                    .set_read_timeout(Some(std::time::Duration::from_secs(20)))
                     .expect("timeout");
                 let mut rest = [0u8; 16];
                 let unread = Read::read(stream, &mut rest).unwrap_or(0);

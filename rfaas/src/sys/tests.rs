@@ -163,7 +163,7 @@ fn a_sealed_hugetlb_memory_file_is_not_mapped() {
     let raw = unsafe {
         libc::memfd_create(
             name.as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB,
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB | libc::MFD_HUGE_2MB,
         )
     };
     if raw < 0 {
@@ -176,7 +176,10 @@ fn a_sealed_hugetlb_memory_file_is_not_mapped() {
     // SAFETY: a fresh descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let len = 2 << 20;
-    truncate(fd.as_fd(), len).expect("size (one 2 MiB huge page)");
+    if let Err(e) = truncate(fd.as_fd(), len) {
+        eprintln!("skipping the hugetlbfs case: sizing a 2 MiB huge-page file: {e}");
+        return;
+    }
     // SAFETY: a valid memfd created with sealing allowed; F_ADD_SEALS takes an int.
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) }).expect("seals");
     assert!(cannot_shrink(fd.as_fd()).expect("seals"));
