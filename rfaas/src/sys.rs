@@ -243,6 +243,29 @@ pub fn peer_hung_up(fd: BorrowedFd<'_>) -> bool {
     r > 0 && (p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL)) != 0
 }
 
+/// A new non-blocking eventfd at zero (a waiter's wake-up line).
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: `eventfd` takes no pointers; it returns a new descriptor or -1 (checked).
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+    // SAFETY: `fd` is a fresh open descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to eventfd `fd`'s counter, waking whoever polls it (non-blocking: a saturated
+/// counter is already readable). The caller keeps `fd` open for the call.
+pub fn eventfd_signal(fd: RawFd) {
+    let one = 1u64;
+    // SAFETY: writes the 8 bytes of a live `u64`; a full counter (EAGAIN) is already signalled.
+    unsafe { libc::write(fd, (&raw const one).cast(), 8) };
+}
+
+/// Resets eventfd `fd`'s counter to zero (non-blocking: an empty counter is EAGAIN).
+pub fn eventfd_clear(fd: RawFd) {
+    let mut v = 0u64;
+    // SAFETY: reads at most 8 bytes into a live `u64`.
+    unsafe { libc::read(fd, (&raw mut v).cast(), 8) };
+}
+
 /// Seconds a held TCP connection may be quiet before the kernel probes its peer.
 pub const KEEPALIVE_IDLE_SECS: libc::c_int = 10;
 /// Seconds between those probes.

@@ -35,7 +35,7 @@ use crate::wire::Offer;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 use std::time::{Duration, Instant};
@@ -163,28 +163,6 @@ fn ppoll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> 
         Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
         _ => Ok(()),
     }
-}
-
-/// A non-blocking eventfd (a waiter's wake-up line).
-fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: `eventfd` has no memory preconditions.
-    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) } as isize)?;
-    // SAFETY: `eventfd` returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Adds one to an eventfd's counter (waking whoever polls it).
-fn eventfd_signal(fd: RawFd) {
-    let one = 1u64;
-    // SAFETY: writes the 8 bytes of a live `u64`; a full counter (EAGAIN) is already signalled.
-    unsafe { libc::write(fd, (&raw const one).cast(), 8) };
-}
-
-/// Resets an eventfd's counter to zero.
-fn eventfd_clear(fd: RawFd) {
-    let mut v = 0u64;
-    // SAFETY: reads at most 8 bytes into a live `u64`; an empty counter is EAGAIN (non-blocking).
-    unsafe { libc::read(fd, (&raw mut v).cast(), 8) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -492,7 +470,7 @@ impl Wake {
             return;
         }
         for &fd in lock(&self.sleepers).iter() {
-            eventfd_signal(fd);
+            crate::sys::eventfd_signal(fd);
         }
     }
 }
@@ -645,7 +623,7 @@ impl TcpQueue {
         let sleeper = match idle {
             Some(s) => s,
             None => Sleeper {
-                efd: eventfd()?,
+                efd: crate::sys::eventfd()?,
                 fds: Vec::new(),
                 conns: Vec::new(),
             },
@@ -701,7 +679,7 @@ impl TcpQueue {
             ppoll(&mut sleeper.fds, left)?;
             let (efd, socks) = sleeper.fds.split_last().expect("the eventfd is polled");
             if efd.revents != 0 {
-                eventfd_clear(efd.fd);
+                crate::sys::eventfd_clear(efd.fd);
             }
             for (p, conn) in socks.iter().zip(&sleeper.conns) {
                 if p.revents == 0 || conn.retired.load(Ordering::Acquire) {

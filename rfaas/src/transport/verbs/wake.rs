@@ -9,7 +9,7 @@
 //! alone, and looks at the interrupt count every [`UNSIGNALLED_TICK`].
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -33,34 +33,8 @@ pub(super) struct Wake {
     unsignalled: AtomicBool,
 }
 
-/// A new non-blocking eventfd at zero.
-fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd takes no pointers; it returns a new descriptor or -1 (checked).
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh open descriptor that nothing else owns or will close.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Adds one to eventfd `fd` (non-blocking: a saturated counter is already readable).
-fn signal(fd: RawFd) {
-    let one = 1u64.to_ne_bytes();
-    // SAFETY: writes 8 bytes from `one` to an eventfd a registered sleeper keeps open while it
-    // is listed (it unlists it under the lock we hold before closing or reusing it).
-    unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
-}
-
-/// Resets eventfd `fd` to zero (non-blocking).
-fn clear(fd: RawFd) {
-    let mut b = [0u8; 8];
-    // SAFETY: reads at most 8 bytes into `b` from our own non-blocking eventfd.
-    unsafe { libc::read(fd, b.as_mut_ptr().cast(), 8) };
 }
 
 impl Wake {
@@ -71,7 +45,7 @@ impl Wake {
             generation: AtomicU64::new(0),
             asleep: AtomicUsize::new(0),
             sleepers: Mutex::new(Vec::new()),
-            idle: Mutex::new(vec![eventfd()?]),
+            idle: Mutex::new(vec![crate::sys::eventfd()?]),
             unsignalled: AtomicBool::new(false),
         })
     }
@@ -97,7 +71,9 @@ impl Wake {
         }
         for &fd in lock(&self.sleepers).iter() {
             if Some(fd) != except {
-                signal(fd);
+                // Open: a registered sleeper keeps its eventfd open while it is listed, and
+                // unlists it under the lock held here before closing or reusing it.
+                crate::sys::eventfd_signal(fd);
             }
         }
     }
@@ -110,7 +86,7 @@ impl Wake {
     /// none: it is not registered, and sleeps at most [`Sleeper::longest_sleep`] at a time.
     pub(super) fn sleeper(&self) -> Sleeper<'_> {
         let spare = lock(&self.idle).pop();
-        let fd = match spare.map_or_else(eventfd, Ok) {
+        let fd = match spare.map_or_else(crate::sys::eventfd, Ok) {
             Ok(fd) => fd,
             Err(e) => {
                 if !self.unsignalled.swap(true, Ordering::Relaxed) {
@@ -127,7 +103,7 @@ impl Wake {
             }
         };
         // A wake-up meant for an earlier sleeper with this eventfd is stale now.
-        clear(fd.as_raw_fd());
+        crate::sys::eventfd_clear(fd.as_raw_fd());
         lock(&self.sleepers).push(fd.as_raw_fd());
         self.asleep.fetch_add(1, Ordering::SeqCst);
         Sleeper {
