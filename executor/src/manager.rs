@@ -903,13 +903,18 @@ impl Manager {
         // Refused before any package is shipped if the node cannot take it now; the capacity
         // is reserved only once the package is in (an upload may take minutes, and holds
         // nothing meanwhile), so a lease may still be refused for capacity after its upload.
-        let reserve = || {
-            let mut cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
-            if req.cores > cap.free_cores || req.memory_mib > cap.free_memory_mib {
-                return Err(format!(
+        let lacking = |cap: &Capacity| {
+            (req.cores > cap.free_cores || req.memory_mib > cap.free_memory_mib).then(|| {
+                format!(
                     "not enough capacity: asked {} cores / {} MiB, {} / {} free",
                     req.cores, req.memory_mib, cap.free_cores, cap.free_memory_mib
-                ));
+                )
+            })
+        };
+        let reserve = || {
+            let mut cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(why) = lacking(&cap) {
+                return Err(why);
             }
             cap.free_cores -= req.cores;
             cap.free_memory_mib -= req.memory_mib;
@@ -922,14 +927,8 @@ impl Manager {
                 pinning: Some(self.cpus.take(req.cores as usize)),
             })
         };
-        {
-            let cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
-            if req.cores > cap.free_cores || req.memory_mib > cap.free_memory_mib {
-                return Err(format!(
-                    "not enough capacity: asked {} cores / {} MiB, {} / {} free",
-                    req.cores, req.memory_mib, cap.free_cores, cap.free_memory_mib
-                ));
-            }
+        if let Some(why) = lacking(&self.capacity.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Err(why);
         }
         let library = self.cfg.cache_dir.join(format!("{sha}.so"));
         let upload = if let Some(len) = req.package_len {
