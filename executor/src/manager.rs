@@ -1240,6 +1240,13 @@ fn watch_lease(
             Err(_) => return Ok(None),
         }
         if let Ok(Some(status)) = child.try_wait() {
+            // A lease's executor exits cleanly only once its session ended normally, which the
+            // client does when it drops the lease (it closes this connection a moment later):
+            // the client's end, not the executor's. Anything else (a signal, an error) is the
+            // executor's.
+            if status.success() {
+                return Ok(None);
+            }
             return Ok(Some(status.to_string()));
         }
         if silence.is_some_and(|s| heard.elapsed() >= s) {
