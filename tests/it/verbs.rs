@@ -10,19 +10,6 @@ use tests::{Executor, Rng};
 
 const T: Duration = Duration::from_secs(60);
 
-fn rdma_or_skip(test: &str) -> bool {
-    match verbs::available() {
-        Ok(_) => true,
-        Err(why) if std::env::var_os("RFAAS_REQUIRE_RDMA").is_some() => {
-            panic!("{test}: RFAAS_REQUIRE_RDMA is set, but: {why}")
-        }
-        Err(why) => {
-            eprintln!("{test}: skipped: {why}");
-            false
-        }
-    }
-}
-
 fn lease(exec: &Executor) -> Lease {
     let config = VerbsConfig::from_env().expect("RFAAS_VERBS_* settings");
     Lease::connect_verbs(&exec.address, &LeaseOptions::default(), &config).expect("verbs lease")
@@ -30,7 +17,7 @@ fn lease(exec: &Executor) -> Lease {
 
 #[test]
 fn every_function_over_rdma() {
-    if !rdma_or_skip("every_function_over_rdma") {
+    if !verbs::available_or_skip("every_function_over_rdma") {
         return;
     }
     let exec = Executor::start_tcp(
@@ -154,7 +141,7 @@ fn every_function_over_rdma() {
 /// of the same checks).
 #[test]
 fn buffer_outputs_over_rdma_arrive_in_place() {
-    if !rdma_or_skip("buffer_outputs_over_rdma_arrive_in_place") {
+    if !verbs::available_or_skip("buffer_outputs_over_rdma_arrive_in_place") {
         return;
     }
     let mut exec = Executor::start_tcp(
@@ -177,7 +164,7 @@ fn buffer_outputs_over_rdma_arrive_in_place() {
 
 #[test]
 fn warm_invocations_over_rdma() {
-    if !rdma_or_skip("warm_invocations_over_rdma") {
+    if !verbs::available_or_skip("warm_invocations_over_rdma") {
         return;
     }
     // Always warm: the worker sleeps on its completion channel between invocations.
@@ -201,7 +188,7 @@ fn warm_invocations_over_rdma() {
 
 #[test]
 fn a_killed_executor_fails_pending_invocations() {
-    if !rdma_or_skip("a_killed_executor_fails_pending_invocations") {
+    if !verbs::available_or_skip("a_killed_executor_fails_pending_invocations") {
         return;
     }
     let mut exec = Executor::start_tcp("verbs-kill", "127.0.0.1:0", &["--fabric", "verbs"]);
@@ -229,7 +216,7 @@ fn a_killed_executor_fails_pending_invocations() {
 
 #[test]
 fn a_client_that_leaves_frees_the_executor_for_the_next() {
-    if !rdma_or_skip("a_client_that_leaves_frees_the_executor_for_the_next") {
+    if !verbs::available_or_skip("a_client_that_leaves_frees_the_executor_for_the_next") {
         return;
     }
     let exec = Executor::start_tcp("verbs-next", "127.0.0.1:0", &["--fabric", "verbs"]);
@@ -252,7 +239,7 @@ fn a_manager_grants_rdma_leases() {
     use rfaas::managed::{LeaseSpec, lease_from};
     use rfaas::wire::Fabric;
     use std::io::BufRead;
-    if !rdma_or_skip("a_manager_grants_rdma_leases") {
+    if !verbs::available_or_skip("a_manager_grants_rdma_leases") {
         return;
     }
     let dir = tests::scratch_dir("verbs-manager");
@@ -326,7 +313,7 @@ fn a_manager_grants_rdma_leases() {
 // (raw verbs objects that post what rfaas never does).
 
 mod fabric {
-    use super::rdma_or_skip;
+    use rfaas::transport::verbs;
     use rfaas::transport::verbs::ibv::{
         Cq, MemoryRegion, ProtectionDomain, QpAddress, QueuePair, RdmaWrite, Wc,
     };
@@ -539,7 +526,7 @@ mod fabric {
     /// (rkeys are guessable, addresses too): its write fails, the slots stay as they were.
     #[test]
     fn a_session_cannot_write_another_sessions_memory() {
-        if !rdma_or_skip("a_session_cannot_write_another_sessions_memory") {
+        if !verbs::available_or_skip("a_session_cannot_write_another_sessions_memory") {
             return;
         }
         let ctx = config().open().expect("device");
@@ -585,7 +572,7 @@ mod fabric {
     /// up after 2 ms, stop serving, and leave the client waiting forever).
     #[test]
     fn answers_wait_for_a_client_that_collects_late() {
-        if !rdma_or_skip("answers_wait_for_a_client_that_collects_late") {
+        if !verbs::available_or_skip("answers_wait_for_a_client_that_collects_late") {
             return;
         }
         const CALLS: u32 = 160;
@@ -671,7 +658,7 @@ mod fabric {
     /// others, who slept on to their next liveness tick).
     #[test]
     fn every_sleeper_wakes_for_every_interrupt() {
-        if !rdma_or_skip("every_sleeper_wakes_for_every_interrupt") {
+        if !verbs::available_or_skip("every_sleeper_wakes_for_every_interrupt") {
             return;
         }
         const SLEEPERS: usize = 4;
@@ -729,7 +716,7 @@ mod fabric {
     /// the protocol (its queue pair stopped); the queue's other endpoints go on.
     #[test]
     fn sends_that_use_up_receives_break_only_their_endpoint() {
-        if !rdma_or_skip("sends_that_use_up_receives_break_only_their_endpoint") {
+        if !verbs::available_or_skip("sends_that_use_up_receives_break_only_their_endpoint") {
             return;
         }
         let ctx = config().open().expect("device");
@@ -797,7 +784,7 @@ mod fabric {
     /// the endpoint goes on.
     #[test]
     fn a_write_beyond_the_largest_message_is_refused() {
-        if !rdma_or_skip("a_write_beyond_the_largest_message_is_refused") {
+        if !verbs::available_or_skip("a_write_beyond_the_largest_message_is_refused") {
             return;
         }
         let ctx = config().open().expect("device");

@@ -728,7 +728,7 @@ mod verbs {
         ($($test:ident),* $(,)?) => {$(
             #[test]
             fn $test() {
-                if crate::verbs::rdma_or_skip(concat!("transport::verbs::", stringify!($test))) {
+                if rfaas::transport::verbs::available_or_skip(concat!("transport::verbs::", stringify!($test))) {
                     super::$test::<super::Verbs>();
                 }
             }

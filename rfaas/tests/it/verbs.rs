@@ -15,23 +15,6 @@ pub struct Half {
     pub control: Option<TcpStream>,
 }
 
-/// Whether RDMA is here; if not, prints why the calling test skips.
-pub fn rdma_or_skip(test: &str) -> bool {
-    match verbs::available() {
-        Ok(devices) => {
-            eprintln!("{test}: RDMA devices {devices:?}");
-            true
-        }
-        Err(why) if std::env::var_os("RFAAS_REQUIRE_RDMA").is_some() => {
-            panic!("{test}: RFAAS_REQUIRE_RDMA is set, but: {why}")
-        }
-        Err(why) => {
-            eprintln!("{test}: skipped: {why}");
-            false
-        }
-    }
-}
-
 fn config() -> VerbsConfig {
     VerbsConfig::from_env().expect("RFAAS_VERBS_* settings")
 }
@@ -86,7 +69,7 @@ fn read(region: &Region, off: usize, len: usize) -> Vec<u8> {
 
 #[test]
 fn inline_and_large_writes_deliver_bytes_and_immediates() {
-    if !rdma_or_skip("inline_and_large_writes_deliver_bytes_and_immediates") {
+    if !verbs::available_or_skip("inline_and_large_writes_deliver_bytes_and_immediates") {
         return;
     }
     let (a, b) = pair(&[(1, 1 << 20)], &[(7, 1 << 20)]);
@@ -119,7 +102,7 @@ fn inline_and_large_writes_deliver_bytes_and_immediates() {
 
 #[test]
 fn many_outstanding_writes_arrive_in_order() {
-    if !rdma_or_skip("many_outstanding_writes_arrive_in_order") {
+    if !verbs::available_or_skip("many_outstanding_writes_arrive_in_order") {
         return;
     }
     let (a, b) = pair(&[(1, 64 * 1024)], &[(2, 64 * 1024)]);
@@ -159,7 +142,7 @@ fn many_outstanding_writes_arrive_in_order() {
 
 #[test]
 fn invalid_descriptors_are_rejected_before_posting() {
-    if !rdma_or_skip("invalid_descriptors_are_rejected_before_posting") {
+    if !verbs::available_or_skip("invalid_descriptors_are_rejected_before_posting") {
         return;
     }
     let (a, b) = pair(&[(1, 4096)], &[(2, 4096)]);
@@ -191,7 +174,7 @@ fn invalid_descriptors_are_rejected_before_posting() {
 
 #[test]
 fn a_sleeping_waiter_is_woken_by_a_write_and_by_interrupt() {
-    if !rdma_or_skip("a_sleeping_waiter_is_woken_by_a_write_and_by_interrupt") {
+    if !verbs::available_or_skip("a_sleeping_waiter_is_woken_by_a_write_and_by_interrupt") {
         return;
     }
     let (a, b) = pair(&[(1, 4096)], &[(2, 4096)]);
@@ -213,7 +196,7 @@ fn a_sleeping_waiter_is_woken_by_a_write_and_by_interrupt() {
 
 #[test]
 fn a_peer_that_hangs_up_is_reported_once_after_its_writes() {
-    if !rdma_or_skip("a_peer_that_hangs_up_is_reported_once_after_its_writes") {
+    if !verbs::available_or_skip("a_peer_that_hangs_up_is_reported_once_after_its_writes") {
         return;
     }
     let (mut a, b) = pair(&[(1, 4096)], &[(2, 4096)]);
@@ -239,7 +222,7 @@ fn a_peer_that_hangs_up_is_reported_once_after_its_writes() {
 /// lease acts on the report by handing out again the memory that peer could write.
 #[test]
 fn a_peer_reported_gone_can_no_longer_write() {
-    if !rdma_or_skip("a_peer_reported_gone_can_no_longer_write") {
+    if !verbs::available_or_skip("a_peer_reported_gone_can_no_longer_write") {
         return;
     }
     let (a, mut b) = pair(&[(1, 4096)], &[(2, 4096)]);
@@ -277,7 +260,7 @@ fn a_peer_reported_gone_can_no_longer_write() {
 
 #[test]
 fn a_bad_hello_is_refused() {
-    if !rdma_or_skip("a_bad_hello_is_refused") {
+    if !verbs::available_or_skip("a_bad_hello_is_refused") {
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");

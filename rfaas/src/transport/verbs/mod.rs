@@ -146,6 +146,25 @@ pub fn available() -> Result<Vec<String>, String> {
     ibv::device_names().map_err(|e| e.to_string())
 }
 
+/// For tests that need a device: whether one is here; if not, prints why the test `test`
+/// skips, or fails it where `RFAAS_REQUIRE_RDMA` is set (the Soft-RoCE VM run, where a
+/// missing device is a broken setup, not a reason to skip).
+pub fn available_or_skip(test: &str) -> bool {
+    match available() {
+        Ok(devices) => {
+            eprintln!("{test}: RDMA devices {devices:?}");
+            true
+        }
+        Err(why) if std::env::var_os("RFAAS_REQUIRE_RDMA").is_some() => {
+            panic!("{test}: RFAAS_REQUIRE_RDMA is set, but: {why}")
+        }
+        Err(why) => {
+            eprintln!("{test}: skipped: {why}");
+            false
+        }
+    }
+}
+
 /// What one side tells the other when connecting.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

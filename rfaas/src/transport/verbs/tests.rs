@@ -186,28 +186,13 @@ fn sleepers_out_of_descriptors_still_sleep_and_wake() {
     assert!(d.fd() >= 0 && d.fd() != c.fd());
 }
 
-/// Whether a device is here; if not, says why the calling test skips (and fails it where
-/// `RFAAS_REQUIRE_RDMA` is set).
-fn rdma_or_skip(test: &str) -> bool {
-    match available() {
-        Ok(_) => true,
-        Err(why) if std::env::var_os("RFAAS_REQUIRE_RDMA").is_some() => {
-            panic!("{test}: RFAAS_REQUIRE_RDMA is set, but: {why}")
-        }
-        Err(why) => {
-            eprintln!("{test}: skipped: {why}");
-            false
-        }
-    }
-}
-
 /// The same through a queue's warm waits, on a device: out of descriptors, three threads
 /// asleep at once (one with the queue's eventfd, two without) all return for an interrupt,
 /// instead of their waits failing at once.
 #[test]
 fn warm_waits_out_of_descriptors_are_interrupted() {
     let name = "warm_waits_out_of_descriptors_are_interrupted";
-    if !rdma_or_skip(name) || !in_child(name) {
+    if !available_or_skip(name) || !in_child(name) {
         return;
     }
     let config = VerbsConfig::from_env().expect("RFAAS_VERBS_* settings");
