@@ -648,15 +648,7 @@ fn an_upload_in_progress_holds_no_capacity() {
 fn a_killed_client_returns_its_cores_and_registry_sees_capacity() {
     let dir = scratch_dir("manager-kill");
     let reg_dir = scratch_dir("manager-kill-registry");
-    let reg_cfg = reg_dir.join("registry.toml");
-    std::fs::write(
-        &reg_cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = 2000\nstate_file = \"{}\"\n",
-            reg_dir.join("nodes.json").display()
-        ),
-    )
-    .expect("config");
+    let reg_cfg = tests::registry_config(&reg_dir, "127.0.0.1:0", 2000);
     let reg = Service::start("registry", &reg_cfg);
     let mgr = Service::start(
         "manager",
@@ -691,16 +683,10 @@ fn a_killed_client_returns_its_cores_and_registry_sees_capacity() {
 #[test]
 fn a_search_over_silent_nodes_ends_within_one_negotiation_timeout() {
     let reg_dir = scratch_dir("silent-nodes-registry");
-    let reg_cfg = reg_dir.join("registry.toml");
-    std::fs::write(
-        &reg_cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = 600000\nstate_file = \"{}\"\n",
-            reg_dir.join("nodes.json").display()
-        ),
-    )
-    .expect("config");
-    let reg = Service::start("registry", &reg_cfg);
+    let reg = Service::start(
+        "registry",
+        &tests::registry_config(&reg_dir, "127.0.0.1:0", 600_000),
+    );
     // Connections to it complete (the backlog takes them) and hear nothing.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = silent.local_addr().expect("address").to_string();
@@ -734,16 +720,10 @@ fn a_search_over_silent_nodes_ends_within_one_negotiation_timeout() {
 #[test]
 fn two_nodes_behind_a_registry_and_a_killed_manager() {
     let reg_dir = scratch_dir("cluster-registry");
-    let reg_cfg = reg_dir.join("registry.toml");
-    std::fs::write(
-        &reg_cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\nheartbeat_timeout_ms = 500\nstate_file = \"{}\"\n",
-            reg_dir.join("nodes.json").display()
-        ),
-    )
-    .expect("config");
-    let reg = Service::start("registry", &reg_cfg);
+    let reg = Service::start(
+        "registry",
+        &tests::registry_config(&reg_dir, "127.0.0.1:0", 500),
+    );
     let start = |name: &str| {
         let dir = scratch_dir(&format!("cluster-{name}"));
         let cfg = manager_config(
@@ -1010,15 +990,7 @@ fn a_cluster_of_two_hosts_behind_a_registry() {
     };
     // The registry on this host, reachable from both namespaces over their veth pairs.
     let reg_dir = scratch_dir("hosts-registry");
-    let reg_cfg = reg_dir.join("registry.toml");
-    std::fs::write(
-        &reg_cfg,
-        format!(
-            "listen = \"0.0.0.0:0\"\nheartbeat_timeout_ms = 500\nstate_file = \"{}\"\n",
-            reg_dir.join("nodes.json").display()
-        ),
-    )
-    .expect("config");
+    let reg_cfg = tests::registry_config(&reg_dir, "0.0.0.0:0", 500);
     let reg = Service::start("registry", &reg_cfg);
     let port = reg.address.rsplit(':').next().expect("port").to_owned();
     let joined = |ns: &Netns| format!("registry = \"{}:{port}\"\nheartbeat_ms = 50\n", ns.here());
