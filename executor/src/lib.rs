@@ -12,6 +12,7 @@ pub mod library;
 pub mod manager;
 pub mod package;
 pub mod registry;
+pub mod users;
 pub mod worker;
 
 pub use library::{Function, FunctionLibrary, InvokeError, LoadError, Outcome};

@@ -106,11 +106,12 @@ enum Command {
         /// its client sees the executor gone. Default: no limit.
         #[arg(long)]
         memory_mib: Option<u64>,
-        /// Keep this file up to date (every 100 ms, while counts change) with the session's
-        /// counts so far, `{"invocations": N, "ok": M}`: what a manager records when this
-        /// process dies before printing its final accounting.
+        /// Keep this inherited descriptor (a memory file of at least 256 bytes, the
+        /// manager's) up to date, every 100 ms while counts change, with the session's counts
+        /// so far: `{"invocations": N, "ok": M}` at its start, padded with spaces. What a
+        /// manager records when this process dies before printing its final accounting.
         #[arg(long)]
-        stats_file: Option<PathBuf>,
+        stats_fd: Option<i32>,
         /// Write the `ready` and `stats` lines to this inherited descriptor (a pipe from the
         /// manager) instead of stdout, which is left to the functions' own output. It is
         /// closed on exec: processes the functions start do not inherit it.
@@ -134,10 +135,20 @@ struct Serve {
     /// Package directory or shared library to serve.
     #[arg(long)]
     library: PathBuf,
+    /// Load the library from this inherited descriptor (open on the file `--library` names,
+    /// such as the manager's cached package, which this process may not be able to open by
+    /// its path).
+    #[arg(long)]
+    library_fd: Option<i32>,
     /// Unix socket path to listen on, for clients on this host (shared memory; replaced if
     /// it exists).
     #[arg(long, required_unless_present = "listen", conflicts_with = "listen")]
     socket: Option<PathBuf>,
+    /// With `--socket`: accept on this inherited descriptor, a Unix socket already bound to
+    /// `--socket` and listening (the manager's), instead of binding the path (which this
+    /// process may not be allowed to create). The path is then left to whoever bound it.
+    #[arg(long, requires = "socket")]
+    socket_fd: Option<i32>,
     /// TCP address to listen on (`host:port`; port 0 picks one), for clients anywhere.
     #[arg(long)]
     listen: Option<String>,
@@ -244,20 +255,21 @@ fn main() -> Result<()> {
             serve,
             lease,
             memory_mib,
-            stats_file,
+            stats_fd,
             report_fd,
         } => {
-            // Other leases' functions run as this user: they must not read this lease's token
-            // or memory files through /proc (before anything of the lease is set up).
+            // Other leases' functions may run as this user: they must not read this lease's
+            // token or memory files through /proc (before anything of the lease is set up).
             executor::deny_inspection().context("making the executor uninspectable")?;
             if let Some(fd) = report_fd {
-                report_to(fd)?;
+                let _ = REPORT.set(inherited(fd, "--report-fd")?.into());
             }
             if let Some(mib) = memory_mib {
                 limit_memory(mib)?;
             }
-            if let Some(path) = stats_file {
-                std::thread::spawn(move || report_progress(&path));
+            if let Some(fd) = stats_fd {
+                let file = std::fs::File::from(inherited(fd, "--stats-fd")?);
+                std::thread::spawn(move || report_progress(&file));
             }
             let span = tracing::info_span!("lease", id = lease);
             let _entered = span.enter();
@@ -266,19 +278,21 @@ fn main() -> Result<()> {
     }
 }
 
-/// Writes the workers' counts to `path` (aside in `path` + `.tmp`, then renamed: a reader sees
-/// a whole record; the manager removes both when the lease ends) whenever they changed, every
+/// Writes the workers' counts into `file` (at its start, in one write of `STATS_LEN` bytes:
+/// a reader after this process ended sees a whole record) whenever they changed, every
 /// 100 ms, for the life of the process.
-fn report_progress(path: &Path) {
-    let tmp = executor::aside_path(path);
+fn report_progress(file: &std::fs::File) {
+    use std::os::unix::fs::FileExt;
     let mut last = None;
     loop {
         let now = executor::worker::PROGRESS.totals();
         if last != Some(now) {
-            let record = serde_json::json!({ "invocations": now.0, "ok": now.1 }).to_string();
-            let written = std::fs::write(&tmp, record).and_then(|()| std::fs::rename(&tmp, path));
-            if let Err(e) = written {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the stats file");
+            let mut record = serde_json::json!({ "invocations": now.0, "ok": now.1 })
+                .to_string()
+                .into_bytes();
+            record.resize(executor::manager::STATS_LEN, b' ');
+            if let Err(e) = file.write_all_at(&record, 0) {
+                tracing::warn!(error = %e, "cannot write the stats record");
             }
             last = Some(now);
         }
@@ -307,7 +321,9 @@ fn limit_memory(mib: u64) -> Result<()> {
 fn serve_library(serve: Serve, once: bool) -> Result<()> {
     let Serve {
         library,
+        library_fd,
         socket,
+        socket_fd,
         listen,
         fabric,
         cores,
@@ -344,7 +360,19 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
     cfg.validate()
         .map_err(anyhow::Error::msg)
         .context("invalid worker configuration")?;
-    let lib = match open_library(&library) {
+    // Taken (and closed on exec) before anything can fail: no process a function starts
+    // inherits them.
+    let library_file = library_fd
+        .map(|fd| inherited(fd, "--library-fd"))
+        .transpose()?;
+    let listener = socket_fd
+        .map(|fd| inherited(fd, "--socket-fd").map(UnixListener::from))
+        .transpose()?;
+    let opened = match library_file {
+        Some(file) => FunctionLibrary::open_file(file.into(), &library).map_err(Into::into),
+        None => open_library(&library),
+    };
+    let lib = match opened {
         Ok(lib) => Arc::new(lib),
         Err(e) => {
             // For a manager (on its report pipe): why its lease could not start, and whether
@@ -366,7 +394,7 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("cannot serve {}", library.display()))?;
     match (socket, listen) {
-        (Some(socket), _) => run(lib, &socket, cfg, once),
+        (Some(socket), _) => run(lib, &socket, listener, cfg, once),
         (None, Some(addr)) => run_tcp(lib, &addr, cfg, once, fabric),
         (None, None) => anyhow::bail!("give --socket or --listen"),
     }
@@ -481,23 +509,31 @@ fn log_session(
 /// Where `ready` and `stats` lines go: `--report-fd`'s descriptor, or stdout.
 static REPORT: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
 
-/// Sends reports to the inherited descriptor `fd`, closed on exec from now on.
-fn report_to(fd: i32) -> Result<()> {
+/// Takes the inherited descriptor `fd` (named by option `what`), closed on exec from now on:
+/// it must be open and 3 or above (0 to 2 are stdio, never handed over this way).
+fn inherited(fd: i32, what: &str) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
+    /// The descriptors taken so far: one given to two options is refused, not owned twice.
+    static TAKEN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    if taken.contains(&fd) {
+        anyhow::bail!("{what} {fd}: that descriptor was given for another option already");
+    }
     // SAFETY: F_GETFD only reads the descriptor's flags, valid or not.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     if fd < 3 || flags < 0 {
-        anyhow::bail!("--report-fd {fd} is not an open descriptor of ours (3 or above)");
+        anyhow::bail!("{what} {fd} is not an open descriptor of ours (3 or above)");
     }
     // SAFETY: as above; F_SETFD only sets the descriptor's flags.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("--report-fd");
+        return Err(std::io::Error::last_os_error()).context(what.to_owned());
     }
-    // SAFETY: the descriptor is open (checked above) and was handed to this process for its
-    // reports alone: nothing else here knows its number, so the `File` is its only owner.
-    let file = unsafe { std::fs::File::from_raw_fd(fd) };
-    let _ = REPORT.set(file);
-    Ok(())
+    taken.push(fd);
+    // SAFETY: the descriptor is open (checked above) and was handed to this process for this
+    // option alone (no other option took it: `TAKEN`); nothing else here knows its number
+    // (every descriptor this process opens itself is a new one), so the `OwnedFd` is its
+    // only owner.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Whether a library failed to load for what its bytes are (not an rfaas library, another
@@ -601,19 +637,36 @@ fn run_tcp(
     })
 }
 
-fn run(lib: Arc<FunctionLibrary>, socket: &Path, cfg: WorkerConfig, once: bool) -> Result<()> {
-    if socket.exists() {
-        std::fs::remove_file(socket)
-            .with_context(|| format!("removing stale socket {}", socket.display()))?;
-    }
-    let listener =
-        UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
+/// Serves sessions on the Unix socket `socket`: `listener` when given (bound there by whoever
+/// handed it over, who also removes it), else bound here (replacing a stale socket) and
+/// removed at the end.
+fn run(
+    lib: Arc<FunctionLibrary>,
+    socket: &Path,
+    listener: Option<UnixListener>,
+    cfg: WorkerConfig,
+    once: bool,
+) -> Result<()> {
+    let ours = listener.is_none();
+    let listener = match listener {
+        Some(l) => l,
+        None => {
+            if socket.exists() {
+                std::fs::remove_file(socket)
+                    .with_context(|| format!("removing stale socket {}", socket.display()))?;
+            }
+            UnixListener::bind(socket)
+                .with_context(|| format!("listening on {}", socket.display()))?
+        }
+    };
     tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, socket = %socket.display(), "executor ready");
     report(&format!("ready {}", socket.display()));
     serve_sessions(listener.incoming(), once, |stream, pending| {
         serve_session(&lib, stream, &cfg, move || drop(pending))
     })?;
-    let _ = std::fs::remove_file(socket);
+    if ours {
+        let _ = std::fs::remove_file(socket);
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 
 use crate::conn::{Deadlined, Pending};
 use crate::cpus::{CpuPool, Pinning};
+use crate::users::{LeaseUser, UidRange, UserPool};
 use crate::worker::{HotTimeout, WorkerConfig};
 use rfaas::auth::{Accepted, AuthError, Channel, Secret};
 use rfaas::registry::RegistryClient;
@@ -86,6 +87,15 @@ pub struct ManagerConfig {
     /// How long a client has to send its request (authentication included), from connecting,
     /// ms; a package upload gets this plus a second per MiB. Default 10000.
     pub request_timeout_ms: u64,
+    /// User ids to run lease executors as, `"FIRST-LAST"` (such as `"61000-61063"`): each
+    /// running lease gets one no other running lease has (and the group of the same number),
+    /// so that its functions cannot signal other leases' processes, read or write their files
+    /// or the manager's (the package cache, the ledger); what they leave running is killed by
+    /// its user id at the lease's end. Needs a manager running as root; the ids must be
+    /// reserved for rfaas (the lease's end kills every process of its user; an id that has
+    /// processes is never handed out). At most as many leases at once as ids. Default: none,
+    /// executors run as the manager's user.
+    pub executor_uids: Option<String>,
 }
 
 /// Slots per worker of a lease that does not say (capped by the limits).
@@ -118,6 +128,7 @@ impl Default for ManagerConfig {
             max_outstanding_per_lease: 1024,
             executor_start_timeout_ms: 30_000,
             request_timeout_ms: 10_000,
+            executor_uids: None,
         }
     }
 }
@@ -162,7 +173,13 @@ impl ManagerConfig {
                 "max_slot_size must be at least {MIN_SLOT_SIZE} bytes"
             ));
         }
+        self.executor_users()?;
         Ok(())
+    }
+
+    /// The `executor_uids` range, checked; none without one.
+    pub fn executor_users(&self) -> Result<Option<UidRange>, String> {
+        self.executor_uids.as_deref().map(str::parse).transpose()
     }
 
     /// Checks a request's shape against this node's per-lease limits (and the executor's
@@ -319,6 +336,9 @@ struct Manager {
     /// Whether leases may use RDMA, or why not.
     rdma: Result<(), String>,
     exe: PathBuf,
+    /// With `executor_uids`: the executor binary, open, run through `/proc/self/fd` so that
+    /// its users need no permission on the directories it lies in (a build tree in `/root`).
+    exe_file: Option<std::fs::File>,
     capacity: Mutex<Capacity>,
     /// The node's CPUs, shared out among the leases' workers.
     cpus: Arc<CpuPool>,
@@ -328,6 +348,8 @@ struct Manager {
     ledger: Mutex<()>,
     /// Held while the package cache is trimmed (one trim at a time).
     trimming: Mutex<()>,
+    /// The users executors run as (`executor_uids`); none: the manager's.
+    users: Option<UserPool>,
 }
 
 /// The address registered for clients elsewhere: `advertise` with the listener's port, or the
@@ -376,8 +398,37 @@ pub fn serve(
         .map(Secret::from_file)
         .transpose()
         .map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&cfg.cache_dir)
-        .map_err(|e| format!("{}: {e}", cfg.cache_dir.display()))?;
+    let users = cfg.executor_users()?;
+    if let Some(range) = users {
+        // SAFETY: geteuid and getuid have no preconditions and cannot fail.
+        let (euid, uid) = unsafe { (libc::geteuid(), libc::getuid()) };
+        crate::users::check_manager(range, euid, uid)?;
+        use crate::users::{CAP_SETGID, CAP_SETUID, CAP_SYS_RESOURCE, has_capability};
+        if !has_capability(CAP_SETUID) || !has_capability(CAP_SETGID) {
+            return Err(format!(
+                "executor_uids = \"{range}\" needs CAP_SETUID and CAP_SETGID, which this manager does not have"
+            ));
+        }
+        if let (false, Some(ceiling)) = (
+            has_capability(CAP_SYS_RESOURCE),
+            crate::users::memlock_ceiling(),
+        ) {
+            tracing::warn!(
+                memlock_kib = ceiling >> 10,
+                "without CAP_SYS_RESOURCE, executors under executor_uids get at most this manager's locked-memory limit: RDMA leases whose regions exceed it fail to start (raise the manager's `ulimit -l`, or give it CAP_SYS_RESOURCE)"
+            );
+        }
+    }
+    // Anyone who could write here could plant the next lease's library.
+    private_dir(&cfg.cache_dir)
+        .map_err(|e| format!("cache_dir {}: {e}", cfg.cache_dir.display()))?;
+    if users.is_some() {
+        // Executors under other users load their package through a descriptor we pass them;
+        // by its path, one lease's functions could read every other tenant's package.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.cache_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cache_dir {}: {e}", cfg.cache_dir.display()))?;
+    }
     private_dir(&cfg.socket_dir)
         .map_err(|e| format!("socket_dir {}: {e}", cfg.socket_dir.display()))?;
     // Granted socket paths must mean the same to clients started elsewhere.
@@ -415,7 +466,12 @@ pub fn serve(
         reserved_ids: Mutex::new(0),
         ledger: Mutex::new(()),
         trimming: Mutex::new(()),
+        users: users.map(UserPool::new).transpose()?,
         rdma: rdma_support(),
+        exe_file: users
+            .map(|_| std::fs::File::open(&exe))
+            .transpose()
+            .map_err(|e| format!("opening the executor binary {}: {e}", exe.display()))?,
         exe,
         cfg,
         secret,
@@ -667,8 +723,10 @@ struct Held<'m> {
     cores: u32,
     memory_mib: u64,
     child: Option<Child>,
-    /// Files of the lease's executor (its socket, its stats file and that file's aside copy),
-    /// removed with the lease however it ends.
+    /// The user its executor runs as (`executor_uids`), given back once every process of that
+    /// user is killed.
+    user: Option<LeaseUser<'m>>,
+    /// Files of the lease's executor (its socket), removed with the lease however it ends.
     files: Vec<PathBuf>,
     /// The CPUs its workers run on, given back with the lease (before its capacity, so that a
     /// lease that finds the capacity also finds the CPUs free).
@@ -679,13 +737,20 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // The executor leads a process group of its own: whatever its functions started
-            // (and did not move out of the group) goes with it, not just the executor.
-            kill_group(&c);
+            // (and did not move out of the group) goes with it, not just the executor. (Under
+            // a user of its own, the sweep below kills all of it, wherever it moved, without
+            // a group id that could be another's by now.)
+            if self.user.is_none() {
+                kill_group(&c);
+            }
             // In case a function moved the executor itself to another group (std knows
             // whether it was reaped already and then sends nothing).
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Whatever of the lease's user is left, wherever it moved (a session of its own): its
+        // processes are killed before its capacity is given back.
+        drop(self.user.take());
         for f in &self.files {
             let _ = std::fs::remove_file(f);
         }
@@ -912,6 +977,9 @@ impl Manager {
             })
         };
         let reserve = || {
+            // A user first (it may have to look through /proc): given back if the capacity
+            // is not there.
+            let user = self.users.as_ref().map(UserPool::take).transpose()?;
             let mut cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(why) = lacking(&cap) {
                 return Err(why);
@@ -923,12 +991,19 @@ impl Manager {
                 cores: req.cores,
                 memory_mib: req.memory_mib,
                 child: None,
+                user,
                 files: Vec::new(),
                 pinning: Some(self.cpus.take(req.cores as usize)),
             })
         };
         if let Some(why) = lacking(&self.capacity.lock().unwrap_or_else(|e| e.into_inner())) {
             return Err(why);
+        }
+        if let Some(pool) = &self.users
+            && pool.free() == 0
+        {
+            // Says which ids are in use and why.
+            pool.take()?;
         }
         let library = self.cfg.cache_dir.join(format!("{sha}.so"));
         let upload = if let Some(len) = req.package_len {
@@ -943,7 +1018,7 @@ impl Manager {
         drop(pending);
         // A refusal here drops the upload (its file with it): nothing of it is cached.
         let mut held = reserve()?;
-        {
+        let library_file = {
             // Leased now, so the last the cache's eviction takes: installed (an upload),
             // checked and marked under the trimming lock, so a trim either sees the mark or
             // has already removed the file.
@@ -955,7 +1030,10 @@ impl Manager {
                 drop(held);
                 return ctl.reply(&LeaseReply::NeedPackage);
             }
-        }
+            // Open while it is sure to be there: the executor loads this very file, through a
+            // descriptor (under a user of its own it could not open the cache by its path).
+            std::fs::File::open(&library).map_err(|e| format!("opening the cached package: {e}"))?
+        };
         // Never wraps: past the last id, leases are refused (a damaged ids file or ledger).
         let lease_id = self
             .next_id
@@ -982,13 +1060,35 @@ impl Manager {
         // travels in the environment, not in the arguments (`ps` shows those to every user).
         let token =
             rfaas::auth::session_token().map_err(|e| format!("making a session token: {e}"))?;
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = match &self.exe_file {
+            Some(f) => {
+                let mut cmd = Command::new(format!("/proc/self/fd/{}", f.as_raw_fd()));
+                cmd.arg0(&self.exe);
+                cmd
+            }
+            None => Command::new(&self.exe),
+        };
         cmd.env("RFAAS_SESSION_TOKEN", &token);
+        if held.user.is_some() {
+            // Reopened through /proc/self/fd by its new user, who needs read permission on
+            // the file (the cache directory, 0700, keeps others from finding it).
+            use std::os::unix::fs::PermissionsExt;
+            let mode = library_file
+                .metadata()
+                .map_or(0, |m| m.permissions().mode());
+            if mode & 0o004 == 0 {
+                library_file
+                    .set_permissions(std::fs::Permissions::from_mode(0o644))
+                    .map_err(|e| format!("making the cached package readable: {e}"))?;
+            }
+        }
+        let library_fd = library_file.as_raw_fd();
         cmd.arg("worker")
             .arg(format!("--lease={lease_id}"))
             .arg(format!("--memory-mib={}", req.memory_mib))
             .arg("--library")
-            .arg(&library);
+            .arg(&library)
+            .arg(format!("--library-fd={library_fd}"));
         cmd.args([
             "--cores",
             &req.cores.to_string(),
@@ -1008,16 +1108,12 @@ impl Manager {
             std::process::id()
         ));
         // The executor's counts as they go, for a lease whose executor dies without its final
-        // accounting (a crash, a kill after the grace period).
-        let stats_file = socket.with_extension("stats");
-        cmd.arg("--stats-file").arg(&stats_file);
-        // The executor writes its counts aside first (`--stats-file`): an executor that ended
-        // between that write and the rename leaves the aside file.
-        held.files = vec![
-            socket.clone(),
-            stats_file.clone(),
-            crate::aside_path(&stats_file),
-        ];
+        // accounting (a crash, a kill after the grace period): a memory file, not a file of
+        // ours it would need permission to write.
+        let stats_record = rfaas::sys::memfd(&format!("rfaas-lease-{lease_id}-stats"), STATS_LEN)
+            .map_err(|e| format!("a stats record: {e}"))?;
+        let stats_fd = stats_record.as_raw_fd();
+        cmd.arg(format!("--stats-fd={stats_fd}"));
         // The executor reports `ready` and its closing `stats` on a pipe of their own; its
         // stdout, where functions print, goes to our stderr, never into a pipe we would have
         // to drain.
@@ -1037,8 +1133,21 @@ impl Manager {
                 socket.display()
             ));
         }
+        // Bound here, handed over listening: the executor (perhaps under another user) needs no
+        // permission in `socket_dir`, and the socket is ours to remove with the lease.
+        let mut listener = None;
         match fabric {
-            Fabric::Shm | Fabric::Auto => cmd.arg("--socket").arg(&socket),
+            Fabric::Shm | Fabric::Auto => {
+                let _ = std::fs::remove_file(&socket);
+                let l = std::os::unix::net::UnixListener::bind(&socket)
+                    .map_err(|e| format!("listening on {}: {e}", socket.display()))?;
+                held.files = vec![socket.clone()];
+                cmd.arg("--socket")
+                    .arg(&socket)
+                    .arg(format!("--socket-fd={}", l.as_raw_fd()));
+                listener = Some(l);
+                &mut cmd
+            }
             Fabric::Tcp => {
                 let ip = ctl.stream.local_addr().map_err(|e| e.to_string())?.ip();
                 cmd.arg("--listen").arg(format!("{ip}:0"))
@@ -1050,21 +1159,71 @@ impl Manager {
                     .args(["--fabric", "verbs"])
             }
         };
-        // SAFETY: the closure runs in the forked child before exec and only calls `prctl` and
-        // `fcntl`, which are async-signal-safe; it allocates nothing and touches no
-        // locks. `report_w_fd` stays open in the parent until after the spawn.
+        let user = held.user.as_ref().map(LeaseUser::uid);
+        if user.is_some() {
+            // The manager's working directory may be closed to the executor's user, and its
+            // environment may hold what a tenant must not read (credentials): the executor
+            // gets only what it and its functions need.
+            cmd.current_dir("/").env_clear().env("HOME", "/");
+            let keep = |name: &str| {
+                [
+                    "PATH",
+                    "LANG",
+                    "LC_ALL",
+                    "TZ",
+                    "RUST_BACKTRACE",
+                    "RFAAS_LOG",
+                ]
+                .contains(&name)
+                    || name == "RFAAS_REQUIRE_RDMA"
+                    || name.starts_with("RFAAS_VERBS_")
+            };
+            for (name, value) in std::env::vars_os() {
+                if name.to_str().is_some_and(keep) {
+                    cmd.env(name, value);
+                }
+            }
+            cmd.env("RFAAS_SESSION_TOKEN", &token);
+        }
+        let manager_pid = std::process::id();
+        // Locked memory an executor under another user may pin (RDMA registrations, which
+        // root needs no limit for): the lease's memory and its data plane's regions.
+        let memlock = (req.memory_mib << 20)
+            .saturating_add(2 * u64::from(req.cores) * u64::from(slots) * u64::from(slot_size))
+            .saturating_add(64 << 20);
+        let inherited = [report_w_fd, library_fd, stats_fd]
+            .into_iter()
+            .chain(listener.as_ref().map(AsRawFd::as_raw_fd));
+        let inherited: Vec<i32> = inherited.collect();
+        // SAFETY: the closure runs in the forked child before exec and only makes system calls
+        // (`setrlimit`, `setgroups`, `setresgid`, `setresuid`, `getresuid` as raw calls,
+        // `prctl`, `getppid`, `fcntl`),
+        // which are async-signal-safe; it allocates nothing (`inherited` was built before the
+        // fork) and touches no locks. The descriptors in `inherited` stay open in the parent
+        // until after the spawn.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(uid) = user {
+                    crate::users::become_user(uid, memlock)?;
+                }
                 // The executor dies with the thread that holds its lease (and so with the
                 // manager): clients then see the session end instead of an orphan serving on.
+                // (After the change of user, which clears it.)
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // The report pipe's write end stays open across exec, at the number we told
-                // the executor (every other descriptor of ours is closed on exec). It is 3 or
-                // above: std keeps 0 to 2 open, so `pipe2` cannot have returned them.
-                if libc::fcntl(report_w_fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                // A manager that died before that would never send it.
+                if u32::try_from(libc::getppid()).ok() != Some(manager_pid) {
+                    return Err(std::io::Error::other("the manager ended"));
+                }
+                // The report pipe's write end, the library, the stats record and the listening
+                // socket stay open across exec, at the numbers we told the executor (every
+                // other descriptor of ours is closed on exec). They are 3 or above: std keeps
+                // 0 to 2 open, so no call of ours could have returned them.
+                for &fd in &inherited {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -1076,8 +1235,9 @@ impl Manager {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("starting an executor: {e}"));
-        // Our copy of the write end: once the executor has exited, the pipe ends.
-        drop(report_w);
+        // Our copy of the write end: once the executor has exited, the pipe ends. The executor
+        // has its own copies of the others.
+        drop((report_w, library_file, listener));
         held.child = Some(spawned?);
         let mut reported = Vec::new();
         let start_timeout = Duration::from_millis(self.cfg.executor_start_timeout_ms);
@@ -1157,10 +1317,7 @@ impl Manager {
         );
         if stats.is_null() {
             // No closing line: the last counts the executor published (times are not kept).
-            stats = read_small_file(&stats_file, 4096)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or(serde_json::Value::Null);
+            stats = read_stats_record(&stats_record);
         }
         let entry = LedgerEntry {
             lease_id,
@@ -1189,6 +1346,24 @@ impl Manager {
         let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
         append_line(&self.cfg.ledger, &line)
+    }
+}
+
+/// Bytes of the stats record an executor keeps up to date (`rfaas-executor worker
+/// --stats-fd`): its JSON at the start, padded with spaces.
+pub const STATS_LEN: usize = 256;
+
+/// The counts in the stats record `fd` (JSON null if there are none: an executor that died
+/// before its first record, or a record that is not whole).
+fn read_stats_record(fd: &OwnedFd) -> serde_json::Value {
+    use std::os::unix::fs::FileExt;
+    let Ok(file) = fd.try_clone().map(std::fs::File::from) else {
+        return serde_json::Value::Null;
+    };
+    let mut record = [0u8; STATS_LEN];
+    match file.read_at(&mut record, 0) {
+        Ok(n) => serde_json::from_slice(record[..n].trim_ascii_end()).unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
     }
 }
 
@@ -1356,22 +1531,6 @@ fn read_report(
         }
     }
     Ok(())
-}
-
-/// Reads a file we expect to be small and ours, without following a link, without blocking
-/// on a FIFO someone planted, and at most `cap` bytes.
-fn read_small_file(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    f.take(cap).read_to_end(&mut bytes)?;
-    Ok(bytes)
 }
 
 #[cfg(test)]

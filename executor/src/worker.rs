@@ -685,7 +685,7 @@ pub struct WorkerProgress {
 }
 
 /// The counts of this process's workers as they go, published for a reporter thread (the
-/// `worker` subcommand's `--stats-file`): the final accounting is printed when the session
+/// `worker` subcommand's `--stats-fd`): the final accounting is printed when the session
 /// ends, and these let a manager count the invocations of an executor that crashed. Worker `i`
 /// of every session writes slot `i`: meaningful for processes serving one session at a time.
 pub struct Progress {

@@ -164,9 +164,11 @@ pub fn parse_decimal(text: &[u8]) -> Result<u64, String> {
 /// returns it (a slow function), 3 allocates and touches `value` MiB (at most 64 GiB) and
 /// returns the bytes it touched (a memory-hungry function), 4 starts `sleep value` (seconds)
 /// and returns its process id without waiting for it (a function that leaves a process
-/// behind; 0 if it could not start one).
+/// behind; 0 if it could not start one), 5 does the same in a process group of its own (a
+/// process that escapes its executor's group); any other mode panics.
 #[rfaas::function]
 pub fn fault(mode: u32, value: u64) -> u64 {
+    use std::os::unix::process::CommandExt;
     match mode {
         0 => value,
         2 => {
@@ -177,12 +179,17 @@ pub fn fault(mode: u32, value: u64) -> u64 {
             let bytes = vec![1u8; (value.min(64 << 10) as usize) << 20];
             bytes.iter().map(|&b| u64::from(b)).sum()
         }
-        4 => std::process::Command::new("sleep")
-            .arg(value.to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .map_or(0, |c| u64::from(c.id())),
+        4 | 5 => {
+            let mut sleep = std::process::Command::new("sleep");
+            sleep
+                .arg(value.to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null());
+            if mode == 5 {
+                sleep.process_group(0);
+            }
+            sleep.spawn().map_or(0, |c| u64::from(c.id()))
+        }
         _ => panic!("fault injected: value {value}"),
     }
 }

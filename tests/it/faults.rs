@@ -188,6 +188,17 @@ impl Node {
     }
 }
 
+/// The stats record that executor `pid` of lease `id` keeps (its memory file), if this process
+/// may read it.
+fn published_counts(pid: u32, id: u64) -> Option<String> {
+    let name = format!("rfaas-lease-{id}-stats");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .find(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().contains(&name)))
+        .and_then(|fd| std::fs::read_to_string(fd.path()).ok())
+}
+
 /// Checks what a client sees of its executor's death: `ExecutorGone`, on every fabric.
 #[track_caller]
 fn check_gone<T: std::fmt::Debug>(fabric: Fabric, what: &str, r: Result<T, Error>) {
@@ -361,14 +372,24 @@ fn check_executor_death(fabric: Fabric, death: Death) {
         MEMORY_MIB - LEASE_MIB,
     );
     // The executor publishes its counts as they go (what the manager records if it dies
-    // without its final accounting): wait until they include the 10 answered.
-    let published = node
-        .dir
-        .join("sockets")
-        .join(format!("rfaas-{}-lease-{id}.stats", node.manager.pid()));
-    eventually("the executor published its counts", || {
-        std::fs::read_to_string(&published).is_ok_and(|t| t.contains("\"invocations\":10"))
-    });
+    // without its final accounting), every 100 ms into a memory file the manager gave it:
+    // wait until they include the 10 answered, read through /proc where we may (root may read
+    // the descriptors of the executor, which is not dumpable), or else long enough.
+    match published_counts(exec.0, id) {
+        Some(_) => eventually("the executor published its counts", || {
+            published_counts(exec.0, id).is_some_and(|t| t.contains("\"invocations\":10"))
+        }),
+        None => {
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            assert!(
+                !root,
+                "no stats record among executor {}'s descriptors",
+                exec.0
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
     let outcome = match death {
         Death::Abort => lease.invoke(CCall::<CRASH_ABORT>(1)).timeout(BOUND).wait(),
         Death::Segfault => lease.invoke(CCall::<CRASH_SEGV>(2)).timeout(BOUND).wait(),

@@ -256,6 +256,205 @@ fn processes_a_function_started_end_with_the_lease() {
     });
 }
 
+/// The real user id process `pid` runs as.
+fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .expect("a Uid line")
+}
+
+/// Whether a shell running as `uid` may open `path` for appending.
+fn may_append(uid: u32, path: &Path) -> bool {
+    use std::os::unix::process::CommandExt;
+    Command::new("sh")
+        .arg("-c")
+        .arg("exec 3>>\"$1\"")
+        .arg("sh")
+        .arg(path)
+        .uid(uid)
+        .gid(uid)
+        .current_dir("/")
+        .stderr(Stdio::null())
+        .status()
+        .expect("sh")
+        .success()
+}
+
+/// With `executor_uids`, each running lease's executor runs as a user no other running lease
+/// has: its functions cannot write the manager's files (the package cache, the ledger), and
+/// whatever they leave running is killed at the lease's end by its user id, even a process
+/// that left the executor's process group (which the group kill alone misses). The ids are
+/// handed out again after their lease, and a lease beyond them is refused with the reason.
+#[test]
+fn executors_run_as_users_of_their_own_and_leave_nothing_running() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: executors under users of their own need a manager running as root");
+        return;
+    }
+    /// Whatever a failed run leaves of the range's users (the manager killed with it does not
+    /// end their leases) goes, rather than holding this test's output open.
+    struct Sweep;
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            for uid in 64_310..=64_311 {
+                executor::users::sweep(uid);
+            }
+        }
+    }
+    let _sweep = Sweep;
+    let dir = scratch_dir("manager-users");
+    // The executor binary in a directory its users may not search (as a build tree in /root
+    // would be): the manager runs it through a descriptor.
+    let private = dir.join("private");
+    std::fs::create_dir_all(&private).expect("private dir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let exe = private.join("rfaas-executor");
+    std::fs::copy(executor_binary(), &exe).expect("copy the executor");
+    // Three cores: the third lease finds cores but no user.
+    let config = tests::manager_config(
+        &dir,
+        3,
+        1024,
+        &format!(
+            "executor_uids = \"64310-64311\"\nexecutor = \"{}\"\n",
+            exe.display()
+        ),
+    );
+    let mgr = Service::start("manager", &config);
+    // Starts a process in the executor's group (mode 4) and one in a group of its own (5).
+    let started = |lease: &rfaas::Lease| {
+        [4, 5].map(|mode| {
+            let pid = lease
+                .invoke(fx::fault::call(mode, 1000))
+                .timeout(T)
+                .wait()
+                .expect("a process started");
+            assert_ne!(pid, 0, "the function could not start `sleep` (mode {mode})");
+            u32::try_from(pid).expect("a pid")
+        })
+    };
+    let a = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease a");
+    let b = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Tcp)).expect("lease b");
+    let (of_a, of_b) = (started(&a), started(&b));
+    let (uid_a, uid_b) = (uid_of(of_a[0]), uid_of(of_b[0]));
+    assert_ne!(uid_a, uid_b, "two running leases share a user");
+    for (uid, pids) in [(uid_a, of_a), (uid_b, of_b)] {
+        assert!(
+            (64_310..=64_311).contains(&uid),
+            "a lease runs as user {uid}"
+        );
+        assert_eq!(uid_of(pids[1]), uid, "a lease's processes run as its user");
+    }
+    // The functions' user may not touch the manager's files.
+    let lib = example_package().join("libfunctions_example.so");
+    let sha = executor::package::sha256_file(&lib).expect("hash");
+    let cached = dir.join("cache").join(format!("{sha}.so"));
+    assert!(
+        cached.is_file(),
+        "no cached package at {}",
+        cached.display()
+    );
+    assert!(may_append(0, &cached), "the check itself cannot open files");
+    assert!(
+        !may_append(uid_a, &cached),
+        "a lease's user may write the package cache"
+    );
+    assert!(
+        !may_append(uid_a, &dir.join("ledger.jsonl")),
+        "a lease's user may write the ledger"
+    );
+    // A third lease finds no free user.
+    let err = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm))
+        .expect_err("a lease beyond executor_uids");
+    let text = err.to_string();
+    assert!(
+        text.contains("no free executor user") && text.contains("64310-64311"),
+        "{text}"
+    );
+    drop(a);
+    eventually(
+        "lease a's processes ended with it, in its group or not",
+        || of_a.iter().all(|&p| process_gone(p)),
+    );
+    assert!(
+        of_b.iter().all(|&p| !process_gone(p)),
+        "lease a's end killed lease b's processes"
+    );
+    // Its user serves the next lease.
+    let c = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease c");
+    let of_c = started(&c);
+    assert_eq!(
+        uid_of(of_c[0]),
+        uid_a,
+        "the free user was not handed out again"
+    );
+    assert_eq!(
+        b.invoke(fx::fault::call(0, 7))
+            .timeout(T)
+            .wait()
+            .expect("lease b serves on"),
+        7
+    );
+    drop((b, c));
+    eventually("every lease's processes ended", || {
+        of_b.iter().chain(&of_c).all(|&p| process_gone(p))
+    });
+}
+
+/// A process whose first thread ended while another runs on shows as a zombie in /proc: the
+/// sweep of a lease's user still finds and kills it. (It used to be taken for dead, so that its
+/// user id went to the next lease with the process still running as it.)
+#[test]
+fn a_lingering_thread_does_not_escape_the_sweep_of_its_user() {
+    use executor::users::{processes_of, sweep};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: starting processes as other users needs root");
+        return;
+    }
+    const UID: u32 = 64_330;
+    // Run through our descriptor: its user may not search the directories of the build tree.
+    let binary = std::fs::File::open(env!("CARGO_BIN_EXE_rfaas-test-linger")).expect("binary");
+    let mut child = Command::new(format!("/proc/self/fd/{}", binary.as_raw_fd()))
+        .uid(UID)
+        .gid(UID)
+        .process_group(0)
+        .current_dir("/")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("rfaas-test-linger");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("output");
+    assert_eq!(line.trim(), "lingering");
+    let pid = child.id();
+    eventually("its first thread ended (a zombie in /proc)", || {
+        process_gone(pid)
+    });
+    assert!(
+        processes_of(|u| u == UID)
+            .expect("/proc")
+            .iter()
+            .any(|p| p.pid == pid),
+        "a process with a running thread was taken for dead"
+    );
+    assert!(sweep(UID), "the sweep left user {UID}'s process running");
+    let status = child.wait().expect("wait");
+    assert!(
+        !status.success(),
+        "the lingering thread ended by itself: {status}"
+    );
+}
+
 /// An executor process whose memory limit leaves no room for all of its workers' threads ends
 /// the session at once and says why: every call fails with `ExecutorGone`, none waits
 /// unanswered on a worker that never started, and the process lives on. (It used to panic

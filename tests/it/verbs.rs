@@ -236,18 +236,43 @@ fn a_client_that_leaves_frees_the_executor_for_the_next() {
 
 #[test]
 fn a_manager_grants_rdma_leases() {
+    if verbs::available_or_skip("a_manager_grants_rdma_leases") {
+        manager_grants_an_rdma_lease("verbs-manager", "", 65536);
+    }
+}
+
+/// An executor under a user of its own (`executor_uids`) registers its regions: not root, it
+/// needs the locked-memory limit the manager gives it (16 MiB of slots here, twice the
+/// kernel's default limit).
+#[test]
+fn a_manager_grants_rdma_leases_under_users_of_their_own() {
+    if !verbs::available_or_skip("a_manager_grants_rdma_leases_under_users_of_their_own") {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: executors under users of their own need a manager running as root");
+        return;
+    }
+    manager_grants_an_rdma_lease(
+        "verbs-manager-users",
+        "executor_uids = \"64390-64391\"\n",
+        1 << 20,
+    );
+}
+
+/// Starts a manager (with `extra` configuration), leases RDMA with slots of `slot_size` bytes,
+/// echoes once, and finds the lease in the ledger.
+fn manager_grants_an_rdma_lease(name: &str, extra: &str, slot_size: u32) {
     use rfaas::managed::{LeaseSpec, lease_from};
     use rfaas::wire::Fabric;
     use std::io::BufRead;
-    if !verbs::available_or_skip("a_manager_grants_rdma_leases") {
-        return;
-    }
-    let dir = tests::scratch_dir("verbs-manager");
+    let dir = tests::scratch_dir(name);
     let config = dir.join("manager.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\nnode_id = \"rdma-node\"\ncores = 2\nmemory_mib = 1024\ncache_dir = \"{}\"\nledger = \"{}\"\nsocket_dir = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\nnode_id = \"rdma-node\"\ncores = 2\nmemory_mib = 1024\ncache_dir = \"{}\"\nledger = \"{}\"\nsocket_dir = \"{}\"\n{extra}",
             dir.join("cache").display(),
             dir.join("ledger.jsonl").display(),
             dir.display()
@@ -281,7 +306,7 @@ fn a_manager_grants_rdma_leases() {
     let mut spec = LeaseSpec::default();
     spec.fabric = Fabric::Verbs;
     spec.hot_timeout_us = 1000;
-    spec.slot_size = Some(65536);
+    spec.slot_size = Some(slot_size);
     let lease = lease_from(&address, tests::example_package(), &spec).expect("RDMA lease");
     let input = b"over rdma, through the manager";
     let mut out = vec![0u8; input.len()];

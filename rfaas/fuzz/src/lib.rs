@@ -427,16 +427,16 @@ pub fn call_direct(name: &str, input: &[u8], args: &Args, out: &mut [u8]) -> Out
 }
 
 /// Makes an input safe to run: `fault` modes 2 (sleep `value` ms) and 3 (allocate `value`
-/// MiB) get `value` 0, so a fuzzer cannot make an input sleep a minute or take 64 GiB; mode 4
-/// (start a process, return its pid: a different answer every call, and a process per run)
-/// becomes mode 0.
+/// MiB) get `value` 0, so a fuzzer cannot make an input sleep a minute or take 64 GiB; modes 4
+/// and 5 (start a process, return its pid: a different answer every call, and a process per
+/// run) become mode 0.
 pub fn defuse(name: &str, input: &mut [u8]) {
     if name == "fault" && input.len() >= 12 {
         let mode = u32::from_ne_bytes(input[0..4].try_into().unwrap());
         if mode == 2 || mode == 3 {
             input[4..12].fill(0);
         }
-        if mode == 4 {
+        if mode == 4 || mode == 5 {
             input[0..4].fill(0);
         }
     }

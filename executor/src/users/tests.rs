@@ -1,0 +1,180 @@
+use super::*;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+#[test]
+fn ranges_parse_and_bad_ones_are_refused_with_the_reason() {
+    assert_eq!(
+        "61000-61063".parse::<UidRange>(),
+        Ok(UidRange {
+            first: 61000,
+            last: 61063
+        })
+    );
+    assert_eq!("61000-61063".parse::<UidRange>().unwrap().len(), 64);
+    assert_eq!(
+        " 70000 ".parse::<UidRange>(),
+        Ok(UidRange {
+            first: 70000,
+            last: 70000
+        })
+    );
+    for (text, says) in [
+        ("", "FIRST-LAST"),
+        ("61000-", "FIRST-LAST"),
+        ("a-b", "FIRST-LAST"),
+        ("-5", "FIRST-LAST"),
+        ("61063-61000", "above the last"),
+        ("0-10", "root"),
+        ("0", "root"),
+        ("65000-66000", "nobody"),
+        ("100000-4294967295", "not a user id"),
+        ("100000-200000", "more than 65536"),
+    ] {
+        let err = text.parse::<UidRange>().expect_err(text);
+        assert!(err.contains(says), "{text:?}: {err}");
+        assert!(err.contains("executor_uids"), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn only_a_root_manager_outside_the_range_may_use_it() {
+    let range: UidRange = "61000-61063".parse().unwrap();
+    assert_eq!(check_manager(range, 0, 0), Ok(()));
+    let err = check_manager(range, 1000, 1000).unwrap_err();
+    assert!(err.contains("root") && err.contains("1000"), "{err}");
+    let err = check_manager(range, 0, 61005).unwrap_err();
+    assert!(err.contains("own user (61005)"), "{err}");
+}
+
+#[test]
+fn this_process_is_found_under_its_user() {
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let found = processes_of(|u| u == me).expect("/proc");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.pid == std::process::id() && p.uid == me),
+        "{found:?}"
+    );
+    assert!(
+        !processes_of(|u| u == me.wrapping_add(12_345))
+            .expect("/proc")
+            .iter()
+            .any(|p| p.pid == std::process::id())
+    );
+}
+
+/// Whether these tests may start processes as other users (root); says why not.
+fn root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    eprintln!("skipped: starting processes as other users needs root");
+    false
+}
+
+/// `sleep 1000` as user `uid`, in a process group of its own (none of ours to kill it by).
+fn sleeper(uid: u32) -> Child {
+    Command::new("sleep")
+        .arg("1000")
+        .uid(uid)
+        .gid(uid)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("sleep as another user")
+}
+
+/// Sweeps the users `0` to `1` when dropped: a failed test leaves nothing of them running.
+struct Swept(u32, u32);
+
+impl Drop for Swept {
+    fn drop(&mut self) {
+        for uid in self.0..=self.1 {
+            sweep(uid);
+        }
+    }
+}
+
+fn ended(child: &mut Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if child.try_wait().expect("wait").is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// A sweep kills every process of its user, wherever it runs, and nothing of another user.
+#[test]
+fn a_sweep_kills_exactly_its_users_processes() {
+    if !root_or_skip() {
+        return;
+    }
+    let (a, b) = (64_201, 64_202);
+    let _swept = Swept(a, b);
+    let mut of_a = [sleeper(a), sleeper(a)];
+    let mut of_b = sleeper(b);
+    assert_eq!(processes_of(|u| u == a).expect("/proc").len(), 2);
+    assert!(sweep(a), "user {a}'s processes survived the sweep");
+    for c in &mut of_a {
+        assert!(ended(c), "a process of user {a} survived");
+    }
+    assert!(
+        of_b.try_wait().expect("wait").is_none(),
+        "the sweep of user {a} killed user {b}'s process"
+    );
+    assert!(sweep(b));
+    assert!(ended(&mut of_b));
+    // Nobody left: a sweep finds nothing to do.
+    assert!(sweep(a));
+}
+
+/// A pool hands out each id to one lease at a time, sets aside ids with processes (a real
+/// user's, a lease's leftovers) until they have none, and a lease's end kills its processes.
+#[test]
+fn a_pool_gives_each_lease_a_user_and_kills_its_processes_at_the_end() {
+    if !root_or_skip() {
+        return;
+    }
+    let range: UidRange = "64210-64211".parse().unwrap();
+    let _swept = Swept(64_210, 64_211);
+    // User 64211 runs something before the pool exists: set aside.
+    let mut stranger = sleeper(64_211);
+    let pool = UserPool::new(range).expect("a pool");
+    assert_eq!(pool.free(), 2);
+    let first = pool.take().expect("a clean id");
+    assert_eq!(first.uid(), 64_210);
+    let err = pool.take().err().expect("the other id is busy");
+    assert!(
+        err.contains("no free executor user")
+            && err.contains("64211")
+            && err.contains("64210-64211"),
+        "{err}"
+    );
+    // What the lease leaves behind goes with it.
+    let mut left = sleeper(first.uid());
+    drop(first);
+    assert!(
+        ended(&mut left),
+        "a lease's process outlived its user's return"
+    );
+    assert!(
+        stranger.try_wait().expect("wait").is_none(),
+        "a set-aside id's process was killed"
+    );
+    let again = pool.take().expect("the returned id");
+    assert_eq!(again.uid(), 64_210);
+    // Once the set-aside id has no processes, it is handed out.
+    stranger.kill().expect("kill");
+    stranger.wait().expect("wait");
+    let other = pool.take().expect("the set-aside id, now free");
+    assert_eq!(other.uid(), 64_211);
+    drop((again, other));
+    assert_eq!(pool.free(), 2);
+}
