@@ -10,7 +10,7 @@
 
 use crate::conn::{Deadlined, Pending};
 use crate::cpus::{CpuPool, Pinning};
-use crate::users::{LeaseUser, UidRange, UserPool};
+use crate::users::{LeaseUser, Scratch, UidRange, UserPool};
 use crate::worker::{HotTimeout, WorkerConfig};
 use rfaas::auth::{Accepted, AuthError, Channel, Secret};
 use rfaas::registry::RegistryClient;
@@ -339,6 +339,9 @@ struct Manager {
     /// With `executor_uids`: the executor binary, open, run through `/proc/self/fd` so that
     /// its users need no permission on the directories it lies in (a build tree in `/root`).
     exe_file: Option<std::fs::File>,
+    /// With `executor_uids`: whether executors get scratch directories of their own
+    /// ([`Scratch`]; it takes the privilege to mount).
+    scratch: bool,
     capacity: Mutex<Capacity>,
     /// The node's CPUs, shared out among the leases' workers.
     cpus: Arc<CpuPool>,
@@ -468,6 +471,15 @@ pub fn serve(
         trimming: Mutex::new(()),
         users: users.map(UserPool::new).transpose()?,
         rdma: rdma_support(),
+        scratch: users.is_some()
+            && Scratch::available()
+                .inspect_err(|why| {
+                    tracing::warn!(
+                        %why,
+                        "executors under executor_uids share the node's /tmp, /var/tmp and /dev/shm (no mount namespaces of their own here): what one lease leaves there, the next lease of its user id can read"
+                    )
+                })
+                .is_ok(),
         exe_file: users
             .map(|_| std::fs::File::open(&exe))
             .transpose()
@@ -1186,6 +1198,8 @@ impl Manager {
             cmd.env("RFAAS_SESSION_TOKEN", &token);
         }
         let manager_pid = std::process::id();
+        // Made before the fork: the child may not allocate.
+        let scratch = (user.is_some() && self.scratch).then(|| Scratch::new(req.memory_mib));
         // Locked memory an executor under another user may pin (RDMA registrations, which
         // root needs no limit for): the lease's memory and its data plane's regions.
         let memlock = (req.memory_mib << 20)
@@ -1196,13 +1210,16 @@ impl Manager {
             .chain(listener.as_ref().map(AsRawFd::as_raw_fd));
         let inherited: Vec<i32> = inherited.collect();
         // SAFETY: the closure runs in the forked child before exec and only makes system calls
-        // (`setrlimit`, `setgroups`, `setresgid`, `setresuid`, `getresuid` as raw calls,
-        // `prctl`, `getppid`, `fcntl`),
+        // (`unshare`, `mount`, `setrlimit`, `setgroups`, `setresgid`, `setresuid`, `getresuid`
+        // as raw calls, `prctl`, `getppid`, `fcntl`),
         // which are async-signal-safe; it allocates nothing (`inherited` was built before the
         // fork) and touches no locks. The descriptors in `inherited` stay open in the parent
         // until after the spawn.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(scratch) = &scratch {
+                    scratch.enter()?;
+                }
                 if let Some(uid) = user {
                     crate::users::become_user(uid, memlock)?;
                 }

@@ -442,6 +442,121 @@ pub fn has_capability(cap: u32) -> bool {
         .is_some_and(|caps| caps & (1 << cap) != 0)
 }
 
+/// Private scratch directories for an executor: its own empty `tmpfs` on `/tmp`, `/var/tmp`
+/// and `/dev/shm` (those of them that exist), in a mount namespace of its own. What its
+/// functions leave there goes with the lease's last process, instead of waiting in the node's
+/// shared directories for the next lease that gets the same user id. Each is at most the
+/// lease's memory in size.
+pub struct Scratch {
+    /// (directory, mount options), as C strings made before the fork.
+    mounts: Vec<(std::ffi::CString, std::ffi::CString)>,
+}
+
+/// The shared directories a [`Scratch`] replaces.
+const SCRATCH_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+
+impl Scratch {
+    /// Scratch of at most `size_mib` MiB per directory.
+    pub fn new(size_mib: u64) -> Scratch {
+        let options = format!("mode=1777,size={}m", size_mib.max(1));
+        let mounts = SCRATCH_DIRS
+            .iter()
+            .filter(|d| std::path::Path::new(d).is_dir())
+            .filter_map(|d| {
+                Some((
+                    std::ffi::CString::new(*d).ok()?,
+                    std::ffi::CString::new(options.as_str()).ok()?,
+                ))
+            })
+            .collect();
+        Scratch { mounts }
+    }
+
+    /// Enters a mount namespace of its own (seeing the node's mounts, none of its own going
+    /// back) and mounts the scratch. Needs `CAP_SYS_ADMIN`: before the change of user.
+    ///
+    /// For a forked child before `exec`: only system calls on memory made before the fork.
+    pub fn enter(&self) -> std::io::Result<()> {
+        let fail = || Err(std::io::Error::last_os_error());
+        // SAFETY: unshare takes a flag; it changes only this (single-threaded) child.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return fail();
+        }
+        // SAFETY: NUL-terminated strings that live as long as `self`, and null pointers for
+        // the arguments a propagation change does not take.
+        let slave = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            )
+        };
+        if slave != 0 {
+            return fail();
+        }
+        for (dir, options) in &self.mounts {
+            // SAFETY: as above; `options` is the data string tmpfs parses.
+            let mounted = unsafe {
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    dir.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    options.as_ptr().cast(),
+                )
+            };
+            if mounted != 0 {
+                return fail();
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this process can give executors scratch of their own (it has the privilege to
+    /// make mount namespaces and mount `tmpfs`): tried in a forked child; why not if not.
+    pub fn available() -> Result<(), String> {
+        let scratch = Scratch::new(1);
+        // SAFETY: the child runs only system calls (`unshare`, `mount`, `_exit`) on memory
+        // made before the fork, so the state of our other threads at the fork does not matter.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        if pid == 0 {
+            let code = match scratch.enter() {
+                Ok(()) => 0,
+                Err(e) => e.raw_os_error().unwrap_or(255).clamp(1, 255),
+            };
+            // SAFETY: ends the child at once, without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let status = wait_child(pid).map_err(|e| e.to_string())?;
+        match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+            (true, 0) => Ok(()),
+            (true, errno) => Err(std::io::Error::from_raw_os_error(errno).to_string()),
+            _ => Err(format!("the probe ended with status {status:#x}")),
+        }
+    }
+}
+
+/// Waits for our child `pid`; its wait status.
+fn wait_child(pid: libc::pid_t) -> std::io::Result<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child; `status` is writable.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(status);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// One `kill(-1, SIGKILL)` as user `uid`, from a forked child.
 fn kill_all_of(uid: u32) -> std::io::Result<()> {
     // SAFETY: fork has no memory preconditions. The child runs only raw system calls
@@ -467,18 +582,7 @@ fn kill_all_of(uid: u32) -> std::io::Result<()> {
             libc::_exit(if ok { 0 } else { 1 });
         }
     }
-    let mut status = 0;
-    loop {
-        // SAFETY: waits for our own child; `status` is writable.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    let status = wait_child(pid)?;
     if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
         Ok(())
     } else {

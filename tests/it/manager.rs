@@ -351,6 +351,29 @@ fn executors_run_as_users_of_their_own_and_leave_nothing_running() {
         );
         assert_eq!(uid_of(pids[1]), uid, "a lease's processes run as its user");
     }
+    // Each lease has a /tmp of its own (where the manager may mount one): what a function
+    // leaves there is not the node's, nor another lease's, nor the next one's of its user.
+    let scratch = executor::users::Scratch::available();
+    let left = format!("left-by-lease-a-{}", std::process::id());
+    let tmp_of = |pid: u32| PathBuf::from(format!("/proc/{pid}/root/tmp"));
+    match &scratch {
+        Ok(()) => {
+            std::fs::write(tmp_of(of_a[0]).join(&left), b"a's data").expect("write a's /tmp");
+            assert!(
+                tmp_of(of_a[1]).join(&left).exists(),
+                "lease a's processes share its /tmp"
+            );
+            assert!(
+                !Path::new("/tmp").join(&left).exists(),
+                "lease a's /tmp is the node's"
+            );
+            assert!(
+                !tmp_of(of_b[0]).join(&left).exists(),
+                "lease b sees lease a's /tmp"
+            );
+        }
+        Err(why) => eprintln!("not checked: executors' own /tmp ({why})"),
+    }
     // The functions' user may not touch the manager's files.
     let lib = example_package().join("libfunctions_example.so");
     let sha = executor::package::sha256_file(&lib).expect("hash");
@@ -389,6 +412,12 @@ fn executors_run_as_users_of_their_own_and_leave_nothing_running() {
     // Its user serves the next lease.
     let c = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease c");
     let of_c = started(&c);
+    if scratch.is_ok() {
+        assert!(
+            !tmp_of(of_c[0]).join(&left).exists(),
+            "the next lease of lease a's user finds what a left in /tmp"
+        );
+    }
     assert_eq!(
         uid_of(of_c[0]),
         uid_a,

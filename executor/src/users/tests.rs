@@ -178,3 +178,43 @@ fn a_pool_gives_each_lease_a_user_and_kills_its_processes_at_the_end() {
     drop((again, other));
     assert_eq!(pool.free(), 2);
 }
+
+/// `/tmp`'s device as `stat` reports it; `None` if it cannot be read.
+fn tmp_device() -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: a NUL-terminated path and writable storage for one `stat` (read only on success).
+    (unsafe { libc::stat(c"/tmp".as_ptr(), st.as_mut_ptr()) } == 0)
+        // SAFETY: stat succeeded, so it filled `st`.
+        .then(|| unsafe { st.assume_init() }.st_dev)
+}
+
+/// Scratch, entered in a child, puts a file system of its own on `/tmp` there and leaves ours
+/// as it was.
+#[test]
+fn scratch_gives_a_tmp_of_its_own_and_leaves_ours() {
+    if let Err(why) = Scratch::available() {
+        eprintln!("skipped: no scratch of its own here ({why})");
+        return;
+    }
+    let ours = tmp_device().expect("stat /tmp");
+    let scratch = Scratch::new(8);
+    // SAFETY: the child runs only system calls (`unshare`, `mount`, `stat`, `_exit`) on memory
+    // made before the fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = match (scratch.enter(), tmp_device()) {
+            (Ok(()), Some(dev)) if dev != ours => 0,
+            (Ok(()), _) => 1,
+            (Err(_), _) => 2,
+        };
+        // SAFETY: ends the child at once, without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let status = wait_child(pid).expect("wait");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's /tmp was ours (1) or its scratch failed (2): status {status:#x}"
+    );
+    assert_eq!(tmp_device(), Some(ours), "our /tmp changed");
+}
