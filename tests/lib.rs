@@ -62,6 +62,23 @@ pub fn example_package() -> &'static Path {
     })
 }
 
+/// Whether a test may run processes as the users `first` to `last` and kill every process of
+/// theirs: only as root, and only where no account or process uses those ids (a test must not
+/// kill a real user's processes); says why not.
+pub fn spare_users_or_skip(first: u32, last: u32) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: processes under other users need root");
+        return false;
+    }
+    let others = executor::users::others_in(executor::users::UidRange { first, last });
+    if !others.is_empty() {
+        eprintln!("skipped: users {first}-{last} are in use here: {others:?}");
+        return false;
+    }
+    true
+}
+
 /// A fresh directory under `target/test-scratch/` (or `$RFAAS_TEST_SCRATCH`), unique to
 /// `name` (cleared first).
 pub fn scratch_dir(name: &str) -> PathBuf {

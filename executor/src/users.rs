@@ -250,6 +250,33 @@ impl UserPool {
     }
 }
 
+/// Who else uses the ids of `range` on this host: accounts in `/etc/passwd` and running
+/// processes, described. Empty when the range looks unused (for tests, which must not sweep a
+/// real user's processes).
+pub fn others_in(range: UidRange) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
+        for line in passwd.lines() {
+            let mut fields = line.split(':');
+            let (Some(name), Some(uid)) = (fields.next(), fields.nth(1)) else {
+                continue;
+            };
+            if uid.parse().is_ok_and(|uid| range.contains(uid)) {
+                found.push(format!("account {name} (user {uid})"));
+            }
+        }
+    }
+    match processes_of(|uid| range.contains(uid)) {
+        Ok(procs) => found.extend(
+            procs
+                .iter()
+                .map(|p| format!("pid {} of user {}", p.pid, p.uid)),
+        ),
+        Err(e) => found.push(format!("/proc cannot be listed: {e}")),
+    }
+    found
+}
+
 /// A process and the user id it runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Process {

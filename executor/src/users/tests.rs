@@ -66,14 +66,20 @@ fn this_process_is_found_under_its_user() {
     );
 }
 
-/// Whether these tests may start processes as other users (root); says why not.
-fn root_or_skip() -> bool {
+/// Whether these tests may start processes as the users `first` to `last` and kill them (as
+/// root, on ids nobody else uses here); says why not.
+fn root_or_skip(first: u32, last: u32) -> bool {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: starting processes as other users needs root");
+        return false;
     }
-    eprintln!("skipped: starting processes as other users needs root");
-    false
+    let others = others_in(UidRange { first, last });
+    if !others.is_empty() {
+        eprintln!("skipped: users {first}-{last} are in use here: {others:?}");
+        return false;
+    }
+    true
 }
 
 /// `sleep 1000` as user `uid`, in a process group of its own (none of ours to kill it by).
@@ -113,10 +119,10 @@ fn ended(child: &mut Child) -> bool {
 /// A sweep kills every process of its user, wherever it runs, and nothing of another user.
 #[test]
 fn a_sweep_kills_exactly_its_users_processes() {
-    if !root_or_skip() {
+    let (a, b) = (64_201, 64_202);
+    if !root_or_skip(a, b) {
         return;
     }
-    let (a, b) = (64_201, 64_202);
     let _swept = Swept(a, b);
     let mut of_a = [sleeper(a), sleeper(a)];
     let mut of_b = sleeper(b);
@@ -139,7 +145,7 @@ fn a_sweep_kills_exactly_its_users_processes() {
 /// user's, a lease's leftovers) until they have none, and a lease's end kills its processes.
 #[test]
 fn a_pool_gives_each_lease_a_user_and_kills_its_processes_at_the_end() {
-    if !root_or_skip() {
+    if !root_or_skip(64_210, 64_211) {
         return;
     }
     let range: UidRange = "64210-64211".parse().unwrap();
