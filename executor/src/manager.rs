@@ -307,10 +307,13 @@ pub fn read_ledger_lines(path: &Path) -> Result<Vec<Result<LedgerEntry, String>>
 /// left without its newline (torn) is ended first, so the new entry gets a line of its own.
 fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Only the manager's: it names every lease's package and times.
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .read(true)
         .append(true)
+        .mode(0o600)
         .open(path)?;
     let len = f.metadata()?.len();
     let mut last = [b'\n'];
@@ -426,6 +429,13 @@ pub fn serve(
     private_dir(&cfg.cache_dir)
         .map_err(|e| format!("cache_dir {}: {e}", cfg.cache_dir.display()))?;
     if users.is_some() {
+        // The ledger names every lease's package and times: only ours (made so when created;
+        // an older one may be readable by all).
+        if cfg.ledger.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&cfg.ledger, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("ledger {}: {e}", cfg.ledger.display()))?;
+        }
         // Executors under other users load their package through a descriptor we pass them;
         // by its path, one lease's functions could read every other tenant's package.
         use std::os::unix::fs::PermissionsExt;
@@ -1132,11 +1142,24 @@ impl Manager {
         let (report, report_w) = report_pipe().map_err(|e| format!("a report pipe: {e}"))?;
         let report_w_fd = report_w.as_raw_fd();
         cmd.arg(format!("--report-fd={report_w_fd}"));
-        // (A manager started with its stderr closed discards the executors' output.)
-        let stdout = std::io::stderr()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_or_else(|_| Stdio::null(), Stdio::from);
+        // (A manager started with its stderr closed discards the executors' output.) An
+        // executor under a user of its own writes into a pipe we relay, not into our stderr
+        // itself, which it could truncate (a log file) or reopen.
+        let stderr = || {
+            std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_or_else(|_| Stdio::null(), Stdio::from)
+        };
+        let (stdout, stderr) = match held.user {
+            Some(_) => {
+                let (r, w) = report_pipe().map_err(|e| format!("an output pipe: {e}"))?;
+                relay_output(r, lease_id).map_err(|e| format!("an output relay: {e}"))?;
+                let w2 = w.try_clone().map_err(|e| format!("an output pipe: {e}"))?;
+                (Stdio::from(w), Stdio::from(w2))
+            }
+            None => (stderr(), stderr()),
+        };
         if matches!(fabric, Fabric::Shm | Fabric::Auto)
             && socket.as_os_str().len() > MAX_SOCKET_PATH
         {
@@ -1198,6 +1221,7 @@ impl Manager {
             cmd.env("RFAAS_SESSION_TOKEN", &token);
         }
         let manager_pid = std::process::id();
+        let tasks = crate::users::max_tasks(req.cores);
         // Made before the fork: the child may not allocate.
         let scratch = (user.is_some() && self.scratch).then(|| Scratch::new(req.memory_mib));
         // Locked memory an executor under another user may pin (RDMA registrations, which
@@ -1221,7 +1245,7 @@ impl Manager {
                     scratch.enter()?;
                 }
                 if let Some(uid) = user {
-                    crate::users::become_user(uid, memlock)?;
+                    crate::users::become_user(uid, memlock, tasks)?;
                 }
                 // The executor dies with the thread that holds its lease (and so with the
                 // manager): clients then see the session end instead of an orphan serving on.
@@ -1231,7 +1255,8 @@ impl Manager {
                 }
                 // A manager that died before that would never send it.
                 if u32::try_from(libc::getppid()).ok() != Some(manager_pid) {
-                    return Err(std::io::Error::other("the manager ended"));
+                    // (No allocation here: an errno.)
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 // The report pipe's write end, the library, the stats record and the listening
                 // socket stay open across exec, at the numbers we told the executor (every
@@ -1248,6 +1273,7 @@ impl Manager {
         // A process group of its own, which the lease's end kills whole (`kill_group`).
         let spawned = cmd
             .stdout(stdout)
+            .stderr(stderr)
             .stdin(Stdio::null())
             .process_group(0)
             .spawn()
@@ -1494,6 +1520,30 @@ fn report_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: pipe2 succeeded: both are new descriptors that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Copies what lease `lease_id`'s executor (and whatever it started) writes into the pipe `r`
+/// to our stderr, on a thread of its own, until every writer is gone.
+fn relay_output(r: OwnedFd, lease_id: u64) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("rfaas-output-{lease_id}"))
+        .spawn(move || {
+            let mut from = std::fs::File::from(r);
+            let mut chunk = [0u8; 8192];
+            // Our stderr is locked per write, never while waiting for output: the manager's
+            // own logging goes there too.
+            loop {
+                match from.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let _ = std::io::stderr().write_all(&chunk[..n]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .map(drop)
 }
 
 /// Appends what the executor reports on `fd` to `buf` until `enough(buf)`, the end of the

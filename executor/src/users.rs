@@ -196,7 +196,21 @@ impl UserPool {
     pub fn take(&self) -> Result<LeaseUser<'_>, String> {
         let mut state = self.lock();
         if let Some(uid) = state.clean.pop_first() {
-            return Ok(LeaseUser { pool: self, uid });
+            drop(state);
+            // Something may run as it again since its sweep (a set-user-id file it left on a
+            // file system that allows them, run by someone else): swept again if so.
+            match processes_of(|u| u == uid) {
+                Ok(left) if left.is_empty() => return Ok(LeaseUser { pool: self, uid }),
+                _ if sweep(uid) => return Ok(LeaseUser { pool: self, uid }),
+                _ => {
+                    tracing::warn!(
+                        uid,
+                        "a free user of executor_uids runs processes that will not die: set aside"
+                    );
+                    self.lock().dirty.insert(uid);
+                    return self.take();
+                }
+            }
         }
         // Swept without the lock held (it may take 2 s); a failed sweep puts it back.
         let dirty: Vec<u32> = std::mem::take(&mut state.dirty).into_iter().collect();
@@ -403,20 +417,25 @@ fn take_on(uid: u32) -> bool {
     }
 }
 
-/// The most processes and threads (together) a lease's user may have (`RLIMIT_NPROC`): a
-/// function that forks without end stops there, not at the node's limit.
-pub const MAX_TASKS: u64 = 4096;
+/// The most processes and threads (together) a lease of `cores` cores may have
+/// (`RLIMIT_NPROC` of its user): 4096, or 64 per core on large leases. A function that forks
+/// without end stops there, not at the node's limit.
+pub fn max_tasks(cores: u32) -> u64 {
+    4096u64.max(64 * u64::from(cores))
+}
 
-/// Takes on user `uid` (and group `uid`, without supplementary groups) for good, after
-/// setting the limits that need root to raise: `memlock` bytes of locked memory (RDMA
-/// registrations; root needs none, another user does) and [`MAX_TASKS`]. Without
+/// Takes on user `uid` (and group `uid`, without supplementary groups) for good, with no new
+/// privileges (`PR_SET_NO_NEW_PRIVS`) for it or what it starts, after setting the limits that
+/// need root to raise: `memlock` bytes of locked memory (RDMA
+/// registrations; root needs none, another user does) and `tasks` processes and threads
+/// ([`max_tasks`]). Without
 /// `CAP_SYS_RESOURCE` (a container may withhold it) the locked-memory limit cannot go above
 /// the manager's own hard limit, and stays there ([`memlock_ceiling`] says it at start).
 ///
 /// For a forked child before `exec` (a `pre_exec` closure): only raw system calls, which are
 /// async-signal-safe, allocate nothing and take no lock. Changing the user clears the
 /// parent-death signal: set it after this.
-pub fn become_user(uid: u32, memlock: u64) -> std::io::Result<()> {
+pub fn become_user(uid: u32, memlock: u64, tasks: u64) -> std::io::Result<()> {
     let limit = |resource, value: u64| {
         let l = libc::rlimit {
             rlim_cur: value as libc::rlim_t,
@@ -432,8 +451,15 @@ pub fn become_user(uid: u32, memlock: u64) -> std::io::Result<()> {
         let ceiling = memlock_ceiling().unwrap_or(u64::MAX);
         limit(libc::RLIMIT_MEMLOCK, memlock.min(ceiling))?;
     }
-    limit(libc::RLIMIT_NPROC, MAX_TASKS)?;
+    limit(libc::RLIMIT_NPROC, tasks)?;
     if !take_on(uid) {
+        return Err(std::io::Error::last_os_error());
+    }
+    // No way back to more privilege for it or anything it starts: set-user-id programs and
+    // file capabilities do not apply (a process of the lease that became root again would be
+    // beyond its user's sweep).
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
@@ -469,23 +495,30 @@ pub fn has_capability(cap: u32) -> bool {
         .is_some_and(|caps| caps & (1 << cap) != 0)
 }
 
-/// Private scratch directories for an executor: its own empty `tmpfs` on `/tmp`, `/var/tmp`
-/// and `/dev/shm` (those of them that exist), in a mount namespace of its own. What its
-/// functions leave there goes with the lease's last process, instead of waiting in the node's
-/// shared directories for the next lease that gets the same user id. Each is at most the
-/// lease's memory in size.
+/// Private scratch for an executor: its own empty `tmpfs` on `/tmp`, `/var/tmp` and
+/// `/dev/shm` (those of them that exist), in a mount namespace of its own, and a System V IPC
+/// namespace of its own. What its functions leave there goes with the lease's last process,
+/// instead of waiting on the node for the next lease that gets the same user id. The three
+/// directories hold at most the lease's memory together (outside its memory limit).
 pub struct Scratch {
     /// (directory, mount options), as C strings made before the fork.
     mounts: Vec<(std::ffi::CString, std::ffi::CString)>,
 }
 
+/// Files (and directories) per scratch directory: memory of the kernel's that no size limit
+/// counts.
+const SCRATCH_INODES: u32 = 16_384;
+
 /// The shared directories a [`Scratch`] replaces.
 const SCRATCH_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
 
 impl Scratch {
-    /// Scratch of at most `size_mib` MiB per directory.
+    /// Scratch of at most `size_mib` MiB in all (a third per directory).
     pub fn new(size_mib: u64) -> Scratch {
-        let options = format!("mode=1777,size={}m", size_mib.max(1));
+        let options = format!(
+            "mode=1777,size={}m,nr_inodes={SCRATCH_INODES}",
+            (size_mib / 3).max(1)
+        );
         let mounts = SCRATCH_DIRS
             .iter()
             .filter(|d| std::path::Path::new(d).is_dir())
@@ -505,8 +538,11 @@ impl Scratch {
     /// For a forked child before `exec`: only system calls on memory made before the fork.
     pub fn enter(&self) -> std::io::Result<()> {
         let fail = || Err(std::io::Error::last_os_error());
-        // SAFETY: unshare takes a flag; it changes only this (single-threaded) child.
-        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        // SAFETY: unshare takes flags; it changes only this (single-threaded) child. A System V
+        // IPC namespace of its own too: shared memory segments, message queues and semaphores
+        // the lease makes go with its last process, not stay on the node (outside any limit)
+        // for the next lease of its user to attach.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC) } != 0 {
             return fail();
         }
         // SAFETY: NUL-terminated strings that live as long as `self`, and null pointers for

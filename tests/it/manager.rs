@@ -348,6 +348,13 @@ fn executors_run_as_users_of_their_own_and_leave_nothing_running() {
             "a lease runs as user {uid}"
         );
         assert_eq!(uid_of(pids[1]), uid, "a lease's processes run as its user");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pids[0])).expect("status");
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])),
+            "a lease's process may gain privileges (set-user-id programs): {status}"
+        );
     }
     // Each lease has a /tmp of its own (where the manager may mount one): what a function
     // leaves there is not the node's, nor another lease's, nor the next one's of its user.
@@ -369,9 +376,27 @@ fn executors_run_as_users_of_their_own_and_leave_nothing_running() {
                 !tmp_of(of_b[0]).join(&left).exists(),
                 "lease b sees lease a's /tmp"
             );
+            // And System V IPC objects of its own.
+            let ipc = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/ipc")).expect("ns");
+            let (a_ipc, b_ipc) = (ipc(&of_a[0].to_string()), ipc(&of_b[0].to_string()));
+            assert_ne!(
+                a_ipc,
+                ipc("self"),
+                "lease a shares the node's IPC namespace"
+            );
+            assert_ne!(a_ipc, b_ipc, "two leases share an IPC namespace");
         }
         Err(why) => eprintln!("not checked: executors' own /tmp ({why})"),
     }
+    // What the functions write goes through a pipe the manager relays, not into the
+    // manager's own stderr (a log file they could truncate).
+    let stderr_of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/fd/2")).expect("fd 2");
+    let relayed = stderr_of(of_a[0]);
+    assert!(
+        relayed.to_string_lossy().starts_with("pipe:") && relayed != stderr_of(mgr.child.id()),
+        "a function's stderr is {relayed:?}, the manager's is {:?}",
+        stderr_of(mgr.child.id())
+    );
     // The functions' user may not touch the manager's files.
     let lib = example_package().join("libfunctions_example.so");
     let sha = executor::package::sha256_file(&lib).expect("hash");
@@ -442,6 +467,12 @@ fn executors_run_as_users_of_their_own_and_leave_nothing_running() {
     eventually("every lease's processes ended", || {
         of_b.iter().chain(&of_c).all(|&p| process_gone(p))
     });
+    // The ledger (every lease's package and times) is the manager's alone.
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(dir.join("ledger.jsonl"))
+        .expect("ledger")
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the ledger is open to others: {mode:o}");
 }
 
 /// A process whose first thread ended while another runs on shows as a zombie in /proc: the

@@ -176,6 +176,16 @@ fn a_pool_gives_each_lease_a_user_and_kills_its_processes_at_the_end() {
     );
     let again = pool.take().expect("the returned id");
     assert_eq!(again.uid(), 64_210);
+    // Something that runs as a free id again (a set-user-id file a lease left, run by someone
+    // else) is swept when the id is handed out.
+    drop(again);
+    let mut revenant = sleeper(64_210);
+    let again = pool.take().expect("the returned id, swept");
+    assert_eq!(again.uid(), 64_210);
+    assert!(
+        ended(&mut revenant),
+        "a free id was handed out with a process running as it"
+    );
     // Once the set-aside id has no processes, it is handed out.
     stranger.kill().expect("kill");
     stranger.wait().expect("wait");
