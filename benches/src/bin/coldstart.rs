@@ -15,7 +15,12 @@
 //! ```text
 //! cargo build --release -p benches -p executor && cargo xtask package
 //! target/release/coldstart [--quick] [--json] [--iterations 200] [--sizes 8,65536,1048576]
+//!     [--executor-uids 64400-64415]
 //! ```
+//!
+//! With `--executor-uids` (as root) the manager runs each executor under a user of its own
+//! (docs/control-plane.md): the change of user, the scratch mounts and the sweep at the end
+//! are then part of every cold start but the sweep (teardown is not timed).
 
 use anyhow::{Context, Result, bail, ensure};
 use benches::{Summary, human_size, locate_executor, locate_package};
@@ -54,6 +59,10 @@ struct Args {
     /// Print JSON lines (one per case) instead of text.
     #[arg(long)]
     json: bool,
+    /// Run the manager with `executor_uids` = this range (`FIRST-LAST`; needs root): executors
+    /// under users of their own, with scratch of their own where the manager may mount.
+    #[arg(long)]
+    executor_uids: Option<String>,
 }
 
 /// Cold starts per case by default.
@@ -80,16 +89,18 @@ struct Manager {
 }
 
 impl Manager {
-    fn start(executor: &Path) -> Result<Manager> {
+    fn start(executor: &Path, uids: Option<&str>) -> Result<Manager> {
         let dir = std::env::temp_dir().join(format!("rfaas-coldstart-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("manager.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ncores = 1\ncache_dir = \"{0}/cache\"\nledger = \"{0}/ledger.jsonl\"\nsocket_dir = \"{0}\"\nexecutor = \"{1}\"\n",
+                "listen = \"127.0.0.1:0\"\ncores = 1\ncache_dir = \"{0}/cache\"\nledger = \"{0}/ledger.jsonl\"\nsocket_dir = \"{0}\"\nexecutor = \"{1}\"\n{2}",
                 dir.display(),
-                executor.display()
+                executor.display(),
+                uids.map(|r| format!("executor_uids = \"{r}\"\n"))
+                    .unwrap_or_default()
             ),
         )?;
         let mut command = Command::new(executor);
@@ -258,7 +269,7 @@ fn main() -> Result<()> {
     sizes.dedup();
     ensure!(!sizes.is_empty(), "--sizes is empty");
 
-    let manager = Manager::start(&executor)?;
+    let manager = Manager::start(&executor, args.executor_uids.as_deref())?;
     let mut cases = vec![Case::new(None, iterations)?];
     for &size in &sizes {
         cases.push(Case::new(Some(size), iterations)?);
