@@ -909,6 +909,76 @@ fn an_upload_in_progress_holds_no_capacity() {
     drop(lease);
 }
 
+/// Clients shipping different packages at once into a cache with room for one: every lease
+/// starts and serves, in two rounds. A package is installed, marked leased and opened for its
+/// executor in one step under the trimming lock, and one installed moments ago is never
+/// trimmed, so no upload's trim takes another's package before its executor has it (finding
+/// 65; since the executor gets its library as a descriptor, a trim after that step is
+/// harmless too: the test passes with the ten-minute grace at zero).
+#[test]
+fn concurrent_uploads_into_a_full_cache_all_serve() {
+    const CLIENTS: usize = 3;
+    let lib = example_package().join("libfunctions_example.so");
+    let bytes = std::fs::read(&lib).expect("the example library");
+    // Room for one package only.
+    let limit = bytes.len() + 64;
+    let dir = scratch_dir("manager-full-cache");
+    // Cores for two rounds: a round's leases give theirs back a moment after they end.
+    let config = tests::manager_config(
+        &dir,
+        2 * CLIENTS as u32,
+        2048,
+        &format!("max_package_bytes = {limit}\nmax_cache_bytes = {limit}\n"),
+    );
+    let mgr = Service::start("manager", &config);
+    // Different packages of the same functions: the library with trailing bytes of its own
+    // (after everything the loader reads).
+    let packages: Vec<PathBuf> = (0..CLIENTS)
+        .map(|i| {
+            let package = scratch_dir(&format!("manager-full-cache-package-{i}"));
+            let mut copy = bytes.clone();
+            copy.extend_from_slice(format!("rfaas test package {i}").as_bytes());
+            std::fs::write(package.join("libfunctions_example.so"), &copy).expect("copy");
+            let sha = executor::package::sha256_hex(&copy);
+            std::fs::write(
+                package.join("libfunctions_example.so.sha256"),
+                format!("{sha}  libfunctions_example.so\n"),
+            )
+            .expect("hash file");
+            package
+        })
+        .collect();
+    for round in 0..2 {
+        let barrier = std::sync::Barrier::new(CLIENTS);
+        std::thread::scope(|s| {
+            let clients: Vec<_> = packages
+                .iter()
+                .enumerate()
+                .map(|(i, package)| {
+                    let (barrier, address) = (&barrier, &mgr.address);
+                    s.spawn(move || {
+                        barrier.wait();
+                        let lease = lease_from(address, package, &spec(1, Fabric::Shm))
+                            .unwrap_or_else(|e| panic!("round {round}, package {i}: {e}"));
+                        let v = (round * CLIENTS + i) as u64;
+                        assert_eq!(
+                            lease
+                                .invoke(fx::fault::call(0, v))
+                                .timeout(T)
+                                .wait()
+                                .expect("call"),
+                            v
+                        );
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.join().expect("client");
+            }
+        });
+    }
+}
+
 #[test]
 fn a_killed_client_returns_its_cores_and_registry_sees_capacity() {
     let dir = scratch_dir("manager-kill");
