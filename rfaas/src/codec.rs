@@ -426,11 +426,24 @@ pub struct Input<'i> {
 }
 
 impl<'i> Input<'i> {
-    /// Reads the fixed argument layout at offset 0; `InputTooShort` if it does not fit.
+    /// Reads the fixed argument layout at offset 0, copied out in one volatile read;
+    /// `InputTooShort` if it does not fit.
+    ///
+    /// A copy, not a reference into `bytes`: over shared memory the input is the client's
+    /// memory, which it may write while the function runs. Every slice descriptor is checked
+    /// and then used from this one copy, so the compiler cannot read a descriptor again after
+    /// its check (which it could through a shared reference it may assume unchanging), and a
+    /// client that rewrites them meanwhile changes nothing.
     pub fn args<A: FromBytes + KnownLayout + Immutable + zerocopy::Unaligned>(
         bytes: &'i [u8],
-    ) -> Result<(&'i A, Self), Failure> {
-        let (args, _) = A::ref_from_prefix(bytes).map_err(|_| Status::InputTooShort)?;
+    ) -> Result<(A, Self), Failure> {
+        if bytes.len() < size_of::<A>() {
+            return Err(Status::InputTooShort.into());
+        }
+        // SAFETY: `bytes` holds at least `size_of::<A>()` readable bytes (checked above), `A`
+        // is `Unaligned` (alignment 1: any address is aligned for it) and `FromBytes` (every
+        // byte pattern is a valid `A`).
+        let args = unsafe { core::ptr::read_volatile(bytes.as_ptr().cast::<A>()) };
         Ok((
             args,
             Input {

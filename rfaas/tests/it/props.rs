@@ -308,7 +308,7 @@ proptest! {
         prop_assert_eq!(encoded.input_len, end);
 
         let (fixed, input) = Input::args::<Args64>(buf.bytes()).map_err(|_| TestCaseError::fail("args"))?;
-        prop_assert_eq!(fixed, &args);
+        prop_assert_eq!(fixed, args);
         for (i, s) in slices.iter().enumerate() {
             let d = SliceDesc::read_from_bytes(&args[8 * i..8 * i + 8]).unwrap();
             let got = s.decode(&input, d).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
