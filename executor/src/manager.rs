@@ -479,7 +479,9 @@ pub fn serve(
         reserved_ids: Mutex::new(0),
         ledger: Mutex::new(()),
         trimming: Mutex::new(()),
-        users: users.map(UserPool::new).transpose()?,
+        users: users
+            .map(|range| UserPool::new(range, Some(users_record_file(&cfg.ledger))))
+            .transpose()?,
         rdma: rdma_support(),
         scratch: users.is_some()
             && Scratch::available()
@@ -547,6 +549,13 @@ const EXHAUSTED: &str =
 const LEASE_ID_BLOCK: u64 = 1024;
 
 /// The file recording the end of the block of lease ids reserved so far, beside the ledger.
+/// Where a manager with `executor_uids` records the ids that are its to sweep (`<ledger>.users`).
+fn users_record_file(ledger: &Path) -> PathBuf {
+    let mut name = ledger.as_os_str().to_owned();
+    name.push(".users");
+    PathBuf::from(name)
+}
+
 fn lease_ids_file(ledger: &Path) -> PathBuf {
     let mut name = ledger.as_os_str().to_owned();
     name.push(".ids");

@@ -110,6 +110,10 @@ pub fn check_manager(range: UidRange, euid: u32, uid: u32) -> Result<(), String>
 pub struct UserPool {
     range: UidRange,
     state: Mutex<PoolState>,
+    /// Where the ids that are ours to sweep (taken by leases, or left dirty by them) are kept
+    /// across a restart: a manager killed with leases running leaves their processes behind,
+    /// and the next one sweeps what this file names.
+    record: Option<std::path::PathBuf>,
 }
 
 struct PoolState {
@@ -119,9 +123,11 @@ struct PoolState {
     /// before being handed out.
     dirty: BTreeSet<u32>,
     /// Ids that had processes when the pool was made (a real user's inside the range, or what
-    /// a killed manager's leases left): never swept (they may not be ours), handed out only
-    /// once they have none.
+    /// a killed manager's leases left that no record names): never swept (they may not be
+    /// ours), handed out only once they have none.
     foreign: BTreeSet<u32>,
+    /// Ids leases hold now.
+    taken: BTreeSet<u32>,
 }
 
 /// A lease's user id, given back to its pool (after its processes are killed) when dropped.
@@ -140,6 +146,7 @@ impl Drop for LeaseUser<'_> {
     fn drop(&mut self) {
         let clean = sweep(self.uid);
         let mut state = self.pool.lock();
+        state.taken.remove(&self.uid);
         if clean {
             state.clean.insert(self.uid);
         } else {
@@ -149,20 +156,42 @@ impl Drop for LeaseUser<'_> {
             );
             state.dirty.insert(self.uid);
         }
+        self.pool.save(&state);
     }
 }
 
 impl UserPool {
-    /// A pool of the ids of `range`; those with running processes (at start: a real user's
-    /// inside the range, or an earlier manager's leftovers) are set aside with a warning and
-    /// used only once they have none. Fails if `/proc` cannot be read (no id could be known
-    /// to be free).
-    pub fn new(range: UidRange) -> Result<Self, String> {
-        let busy = processes_of(|uid| range.contains(uid))
+    /// A pool of the ids of `range`, keeping the ids that are its to sweep in `record` (if
+    /// given). The ids an earlier pool's record names are swept now (a killed manager's
+    /// leases left them). Others with running processes (a real user's inside the range) are
+    /// set aside with a warning and used only once they have none. Fails if `/proc` cannot be
+    /// read (no id could be known to be free).
+    pub fn new(range: UidRange, record: Option<std::path::PathBuf>) -> Result<Self, String> {
+        let ours: BTreeSet<u32> = record
+            .as_deref()
+            .and_then(|r| std::fs::read_to_string(r).ok())
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|id| id.parse().ok())
+            .filter(|&id| range.contains(id))
+            .collect();
+        let mut dirty = BTreeSet::new();
+        for &uid in &ours {
+            if sweep(uid) {
+                tracing::info!(uid, "swept what an earlier manager's lease left running");
+            } else {
+                tracing::warn!(
+                    uid,
+                    "an earlier manager's lease left processes that will not die; the id is swept again before its next lease"
+                );
+                dirty.insert(uid);
+            }
+        }
+        let busy = processes_of(|uid| range.contains(uid) && !ours.contains(&uid))
             .map_err(|e| format!("executor_uids: cannot list processes in /proc: {e}"))?;
         let mut clean = BTreeSet::new();
         let mut foreign = BTreeSet::new();
-        for uid in range.first..=range.last {
+        for uid in (range.first..=range.last).filter(|u| !dirty.contains(u)) {
             match busy.iter().find(|p| p.uid == uid) {
                 Some(p) => {
                     tracing::warn!(
@@ -177,14 +206,55 @@ impl UserPool {
                 }
             }
         }
-        Ok(UserPool {
+        let pool = UserPool {
             range,
             state: Mutex::new(PoolState {
                 clean,
-                dirty: BTreeSet::new(),
+                dirty,
                 foreign,
+                taken: BTreeSet::new(),
             }),
-        })
+            record,
+        };
+        pool.save(&pool.lock());
+        Ok(pool)
+    }
+
+    /// Hands `uid` to a lease, recorded as ours first.
+    fn grant(&self, uid: u32) -> LeaseUser<'_> {
+        let mut state = self.lock();
+        state.taken.insert(uid);
+        self.save(&state);
+        LeaseUser { pool: self, uid }
+    }
+
+    /// Writes the record: the ids taken or left dirty, one per line (written aside and
+    /// renamed; not synced: it matters after a killed manager, whose writes the kernel keeps,
+    /// not after a crash of the node, which no process outlives).
+    fn save(&self, state: &PoolState) {
+        let Some(record) = &self.record else {
+            return;
+        };
+        let ids: String = state
+            .taken
+            .union(&state.dirty)
+            .map(|id| format!("{id}\n"))
+            .collect();
+        let tmp = crate::aside_path(record);
+        let written = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, ids.as_bytes()))
+                .and_then(|()| std::fs::rename(&tmp, record))
+        };
+        if let Err(e) = written {
+            tracing::warn!(record = %record.display(), error = %e, "cannot record the executor users in use; a restart after a kill will not sweep them");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
@@ -200,14 +270,17 @@ impl UserPool {
             // Something may run as it again since its sweep (a set-user-id file it left on a
             // file system that allows them, run by someone else): swept again if so.
             match processes_of(|u| u == uid) {
-                Ok(left) if left.is_empty() => return Ok(LeaseUser { pool: self, uid }),
-                _ if sweep(uid) => return Ok(LeaseUser { pool: self, uid }),
+                Ok(left) if left.is_empty() => return Ok(self.grant(uid)),
+                _ if sweep(uid) => return Ok(self.grant(uid)),
                 _ => {
                     tracing::warn!(
                         uid,
                         "a free user of executor_uids runs processes that will not die: set aside"
                     );
-                    self.lock().dirty.insert(uid);
+                    let mut state = self.lock();
+                    state.dirty.insert(uid);
+                    self.save(&state);
+                    drop(state);
                     return self.take();
                 }
             }
@@ -227,7 +300,8 @@ impl UserPool {
         let mut state = self.lock();
         state.dirty.extend(still);
         if let Some(uid) = taken {
-            return Ok(LeaseUser { pool: self, uid });
+            drop(state);
+            return Ok(self.grant(uid));
         }
         let busy = if state.foreign.is_empty() {
             Vec::new()
@@ -243,7 +317,8 @@ impl UserPool {
             .find(|uid| !busy.iter().any(|p| p.uid == *uid));
         if let Some(uid) = free {
             state.foreign.remove(&uid);
-            return Ok(LeaseUser { pool: self, uid });
+            drop(state);
+            return Ok(self.grant(uid));
         }
         let left = busy
             .first()

@@ -475,6 +475,56 @@ fn executors_run_as_users_of_their_own_and_leave_nothing_running() {
     assert_eq!(mode & 0o077, 0, "the ledger is open to others: {mode:o}");
 }
 
+/// A manager killed with a lease running ends no lease: the process that lease's function
+/// moved out of its executor's group lives on as the lease's user. The restarted manager
+/// sweeps the ids its record (`<ledger>.users`) names, so that process goes and the id serves
+/// again. (Without the record the id would be set aside for good, as a stranger's.)
+#[test]
+fn a_restarted_manager_sweeps_what_a_killed_ones_leases_left() {
+    const UID: u32 = 64_350;
+    if !tests::spare_users_or_skip(UID, UID) {
+        return;
+    }
+    struct Sweep;
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            executor::users::sweep(UID);
+        }
+    }
+    let _sweep = Sweep;
+    let dir = scratch_dir("manager-users-restart");
+    let config = manager_config(&dir, &format!("executor_uids = \"{UID}\"\n"));
+    let mgr = Service::start("manager", &config);
+    let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
+    let pid = lease
+        .invoke(fx::fault::call(5, 1000))
+        .timeout(T)
+        .wait()
+        .expect("a process started");
+    let pid = u32::try_from(pid).expect("a pid");
+    assert_ne!(pid, 0, "the function could not start `sleep`");
+    assert_eq!(uid_of(pid), UID);
+    drop(mgr); // SIGKILL: its lease ends with no sweep
+    drop(lease);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !process_gone(pid),
+        "the escaped process died with the manager"
+    );
+    let mgr = Service::start("manager", &config);
+    eventually("the restarted manager swept the lease's leftover", || {
+        process_gone(pid)
+    });
+    let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm))
+        .expect("a lease on the swept id");
+    let again = lease
+        .invoke(fx::fault::call(4, 1000))
+        .timeout(T)
+        .wait()
+        .expect("a process started");
+    assert_eq!(uid_of(u32::try_from(again).expect("a pid")), UID);
+}
+
 /// A process whose first thread ended while another runs on shows as a zombie in /proc: the
 /// sweep of a lease's user still finds and kills it. (It used to be taken for dead, so that its
 /// user id went to the next lease with the process still running as it.)

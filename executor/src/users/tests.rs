@@ -152,7 +152,7 @@ fn a_pool_gives_each_lease_a_user_and_kills_its_processes_at_the_end() {
     let _swept = Swept(64_210, 64_211);
     // User 64211 runs something before the pool exists: set aside.
     let mut stranger = sleeper(64_211);
-    let pool = UserPool::new(range).expect("a pool");
+    let pool = UserPool::new(range, None).expect("a pool");
     assert_eq!(pool.free(), 2);
     let first = pool.take().expect("a clean id");
     assert_eq!(first.uid(), 64_210);
