@@ -71,6 +71,11 @@ pub fn spare_users_or_skip(first: u32, last: u32) -> bool {
         eprintln!("skipped: processes under other users need root");
         return false;
     }
+    // Their processes' /proc entries (root, ns, fd) are what the tests look at.
+    if !executor::users::has_capability(executor::users::CAP_SYS_PTRACE) {
+        eprintln!("skipped: looking into other users' processes needs CAP_SYS_PTRACE");
+        return false;
+    }
     let others = executor::users::others_in(executor::users::UidRange { first, last });
     if !others.is_empty() {
         eprintln!("skipped: users {first}-{last} are in use here: {others:?}");

@@ -429,6 +429,15 @@ pub fn serve(
     private_dir(&cfg.cache_dir)
         .map_err(|e| format!("cache_dir {}: {e}", cfg.cache_dir.display()))?;
     if users.is_some() {
+        // Root writes the ledger and the record of executor users beside it: in a directory
+        // others may write to, a planted link could send those writes anywhere.
+        let ledger_dir = cfg
+            .ledger
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        private_dir(ledger_dir)
+            .map_err(|e| format!("the ledger's directory {}: {e}", ledger_dir.display()))?;
         // The ledger names every lease's package and times: only ours (made so when created;
         // an older one may be readable by all).
         if cfg.ledger.exists() {
@@ -548,7 +557,6 @@ const EXHAUSTED: &str =
 /// Lease ids are reserved on disk in blocks of this many (one fsync per block).
 const LEASE_ID_BLOCK: u64 = 1024;
 
-/// The file recording the end of the block of lease ids reserved so far, beside the ledger.
 /// Where a manager with `executor_uids` records the ids that are its to sweep (`<ledger>.users`).
 fn users_record_file(ledger: &Path) -> PathBuf {
     let mut name = ledger.as_os_str().to_owned();
@@ -556,6 +564,7 @@ fn users_record_file(ledger: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The file recording the end of the block of lease ids reserved so far, beside the ledger.
 fn lease_ids_file(ledger: &Path) -> PathBuf {
     let mut name = ledger.as_os_str().to_owned();
     name.push(".ids");

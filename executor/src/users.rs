@@ -114,6 +114,9 @@ pub struct UserPool {
     /// across a restart: a manager killed with leases running leaves their processes behind,
     /// and the next one sweeps what this file names.
     record: Option<std::path::PathBuf>,
+    /// The record's lock, held for the pool's life: a second manager on the same record (the
+    /// same ledger) would sweep this one's running leases.
+    _lock: Option<std::fs::File>,
 }
 
 struct PoolState {
@@ -128,6 +131,8 @@ struct PoolState {
     foreign: BTreeSet<u32>,
     /// Ids leases hold now.
     taken: BTreeSet<u32>,
+    /// Ids being swept (without the lock held) before they are handed out: still ours.
+    sweeping: BTreeSet<u32>,
 }
 
 /// A lease's user id, given back to its pool (after its processes are killed) when dropped.
@@ -167,12 +172,18 @@ impl UserPool {
     /// set aside with a warning and used only once they have none. Fails if `/proc` cannot be
     /// read (no id could be known to be free).
     pub fn new(range: UidRange, record: Option<std::path::PathBuf>) -> Result<Self, String> {
-        let ours: BTreeSet<u32> = record
+        let lock = record.as_deref().map(lock_record).transpose()?;
+        // Only a record of this boot: after a restart of the node no lease's process is left,
+        // and the ids may have other users by now.
+        let text = record
             .as_deref()
             .and_then(|r| std::fs::read_to_string(r).ok())
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|id| id.parse().ok())
+            .unwrap_or_default();
+        let mut lines = text.lines();
+        let this_boot = lines.next() == Some(boot_line().as_str());
+        let ours: BTreeSet<u32> = lines
+            .filter(|_| this_boot)
+            .filter_map(|id| id.trim().parse().ok())
             .filter(|&id| range.contains(id))
             .collect();
         let mut dirty = BTreeSet::new();
@@ -213,8 +224,10 @@ impl UserPool {
                 dirty,
                 foreign,
                 taken: BTreeSet::new(),
+                sweeping: BTreeSet::new(),
             }),
             record,
+            _lock: lock,
         };
         pool.save(&pool.lock());
         Ok(pool)
@@ -223,6 +236,7 @@ impl UserPool {
     /// Hands `uid` to a lease, recorded as ours first.
     fn grant(&self, uid: u32) -> LeaseUser<'_> {
         let mut state = self.lock();
+        state.sweeping.remove(&uid);
         state.taken.insert(uid);
         self.save(&state);
         LeaseUser { pool: self, uid }
@@ -235,18 +249,27 @@ impl UserPool {
         let Some(record) = &self.record else {
             return;
         };
-        let ids: String = state
-            .taken
-            .union(&state.dirty)
-            .map(|id| format!("{id}\n"))
+        let ids: String = std::iter::once(boot_line())
+            .chain(
+                state
+                    .taken
+                    .iter()
+                    .chain(&state.dirty)
+                    .chain(&state.sweeping)
+                    .map(u32::to_string),
+            )
+            .map(|line| line + "\n")
             .collect();
         let tmp = crate::aside_path(record);
         let written = {
             use std::os::unix::fs::OpenOptionsExt;
+            // A fresh file, never one someone put there (a link would have root write
+            // through it); the rename replaces the record itself, not what it might link to.
+            let _ = std::fs::remove_file(&tmp);
             std::fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(&tmp)
                 .and_then(|mut f| std::io::Write::write_all(&mut f, ids.as_bytes()))
@@ -266,6 +289,7 @@ impl UserPool {
     pub fn take(&self) -> Result<LeaseUser<'_>, String> {
         let mut state = self.lock();
         if let Some(uid) = state.clean.pop_first() {
+            state.sweeping.insert(uid);
             drop(state);
             // Something may run as it again since its sweep (a set-user-id file it left on a
             // file system that allows them, run by someone else): swept again if so.
@@ -278,6 +302,7 @@ impl UserPool {
                         "a free user of executor_uids runs processes that will not die: set aside"
                     );
                     let mut state = self.lock();
+                    state.sweeping.remove(&uid);
                     state.dirty.insert(uid);
                     self.save(&state);
                     drop(state);
@@ -285,8 +310,10 @@ impl UserPool {
                 }
             }
         }
-        // Swept without the lock held (it may take 2 s); a failed sweep puts it back.
+        // Swept without the lock held (it may take 2 s), still ours meanwhile; a failed sweep
+        // puts it back.
         let dirty: Vec<u32> = std::mem::take(&mut state.dirty).into_iter().collect();
+        state.sweeping.extend(&dirty);
         drop(state);
         let mut taken = None;
         let mut still = Vec::new();
@@ -298,6 +325,9 @@ impl UserPool {
             }
         }
         let mut state = self.lock();
+        for uid in &still {
+            state.sweeping.remove(uid);
+        }
         state.dirty.extend(still);
         if let Some(uid) = taken {
             drop(state);
@@ -335,7 +365,7 @@ impl UserPool {
     /// How many ids are not taken by leases (clean or set aside).
     pub fn free(&self) -> usize {
         let state = self.lock();
-        state.clean.len() + state.dirty.len() + state.foreign.len()
+        state.clean.len() + state.dirty.len() + state.foreign.len() + state.sweeping.len()
     }
 }
 
@@ -364,6 +394,38 @@ pub fn others_in(range: UidRange) -> Vec<String> {
         Err(e) => found.push(format!("/proc cannot be listed: {e}")),
     }
     found
+}
+
+/// The first line of a record: this boot of the node (`/proc/sys/kernel/random/boot_id`).
+fn boot_line() -> String {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    format!("boot {}", id.trim())
+}
+
+/// Takes the lock of the record `path` (a file beside it, `.lock`), for as long as the file
+/// returned is open; refused if another process holds it.
+fn lock_record(path: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "{} is locked: another manager uses this ledger with executor_uids (it would sweep this one's leases)",
+            lock_path.display()
+        ));
+    }
+    Ok(file)
 }
 
 /// A process and the user id it runs as.
@@ -557,6 +619,7 @@ pub fn memlock_ceiling() -> Option<u64> {
 pub const CAP_SETGID: u32 = 6;
 pub const CAP_SETUID: u32 = 7;
 pub const CAP_SYS_RESOURCE: u32 = 24;
+pub const CAP_SYS_PTRACE: u32 = 19;
 
 /// Whether this process has capability `cap` in its effective set.
 pub fn has_capability(cap: u32) -> bool {

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 /// this process accesses them during the call, and that `output_len` is valid for a write.
 /// Alignment and every byte of the input are checked by the trampoline. The input may be a
 /// peer's shared memory that the peer writes during the call: the trampoline copies the fixed
-/// argument block out in one volatile read and checks and uses only that copy (slice
+/// argument block out with a volatile read and checks and uses only that copy (slice
 /// descriptors included), so such writes can change the bytes of input slices the function
 /// reads (documented in docs/functions.md), never where the trampoline reads or writes.
 pub type Trampoline = unsafe extern "C" fn(

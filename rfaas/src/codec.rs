@@ -426,7 +426,7 @@ pub struct Input<'i> {
 }
 
 impl<'i> Input<'i> {
-    /// Reads the fixed argument layout at offset 0, copied out in one volatile read;
+    /// Reads the fixed argument layout at offset 0, copied out with a volatile read;
     /// `InputTooShort` if it does not fit.
     ///
     /// A copy, not a reference into `bytes`: over shared memory the input is the client's

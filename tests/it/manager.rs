@@ -537,6 +537,13 @@ fn a_lingering_thread_does_not_escape_the_sweep_of_its_user() {
     if !tests::spare_users_or_skip(UID, UID) {
         return;
     }
+    struct Sweep;
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            sweep(UID);
+        }
+    }
+    let _sweep = Sweep;
     // Run through our descriptor: its user may not search the directories of the build tree.
     let binary = std::fs::File::open(env!("CARGO_BIN_EXE_rfaas-test-linger")).expect("binary");
     let mut child = Command::new(format!("/proc/self/fd/{}", binary.as_raw_fd()))

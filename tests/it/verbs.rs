@@ -252,6 +252,15 @@ fn a_manager_grants_rdma_leases_under_users_of_their_own() {
     if !tests::spare_users_or_skip(64_390, 64_391) {
         return;
     }
+    // The executor's locked memory comes from the manager's limit unless it may raise it.
+    use executor::users::{CAP_SYS_RESOURCE, has_capability, memlock_ceiling};
+    if !has_capability(CAP_SYS_RESOURCE) && memlock_ceiling().is_some_and(|c| c < 64 << 20) {
+        eprintln!(
+            "skipped: locked memory limited to {:?} bytes without CAP_SYS_RESOURCE",
+            memlock_ceiling()
+        );
+        return;
+    }
     manager_grants_an_rdma_lease(
         "verbs-manager-users",
         "executor_uids = \"64390-64391\"\n",

@@ -234,3 +234,52 @@ fn scratch_gives_a_tmp_of_its_own_and_leaves_ours() {
     );
     assert_eq!(tmp_device(), Some(ours), "our /tmp changed");
 }
+
+/// A second pool on one record (a second manager on the same ledger) is refused: it would
+/// sweep the first one's running leases.
+#[test]
+fn a_record_is_one_pools_at_a_time() {
+    let dir = std::env::temp_dir().join(format!("rfaas-users-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let record = dir.join("ledger.jsonl.users");
+    let range: UidRange = "64230-64231".parse().unwrap();
+    let first = UserPool::new(range, Some(record.clone())).expect("the first pool");
+    let err = UserPool::new(range, Some(record.clone()))
+        .err()
+        .expect("a second pool on the record");
+    assert!(err.contains("locked"), "{err}");
+    drop(first);
+    UserPool::new(range, Some(record)).expect("the record's lock is free again");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A record's ids are swept at start only if it is of this boot of the node: after a restart
+/// of the node nothing of a lease is left, and the ids may be others' by then.
+#[test]
+fn only_a_record_of_this_boot_is_swept() {
+    if !root_or_skip(64_240, 64_240) {
+        return;
+    }
+    let _swept = Swept(64_240, 64_240);
+    let dir = std::env::temp_dir().join(format!("rfaas-users-boot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let record = dir.join("ledger.jsonl.users");
+    let range: UidRange = "64240".parse().unwrap();
+    let mut left = sleeper(64_240);
+    std::fs::write(&record, "boot 00000000-another-boot\n64240\n").expect("record");
+    let pool = UserPool::new(range, Some(record.clone())).expect("a pool");
+    assert!(
+        left.try_wait().expect("wait").is_none(),
+        "a record of another boot was swept"
+    );
+    assert!(
+        pool.take().is_err(),
+        "an id with a stranger's process was handed out"
+    );
+    drop(pool);
+    std::fs::write(&record, format!("{}\n64240\n", boot_line())).expect("record");
+    let pool = UserPool::new(range, Some(record)).expect("a pool");
+    assert!(ended(&mut left), "this boot's record was not swept");
+    assert_eq!(pool.take().expect("the swept id").uid(), 64_240);
+    let _ = std::fs::remove_dir_all(&dir);
+}
