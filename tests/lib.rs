@@ -62,26 +62,39 @@ pub fn example_package() -> &'static Path {
     })
 }
 
-/// Whether a test may run processes as the users `first` to `last` and kill every process of
-/// theirs: only as root, and only where no account or process uses those ids (a test must not
-/// kill a real user's processes); says why not.
-pub fn spare_users_or_skip(first: u32, last: u32) -> bool {
+/// The users `first` to `last` for a test that runs processes as them and kills every process
+/// of theirs: only as root (with CAP_SYS_PTRACE, to look into their processes), and only where
+/// no account or process uses those ids (a test must not kill a real user's processes); `None`,
+/// having said why, otherwise. The guard kills whatever of theirs is left when it is dropped
+/// (a failed test's leftovers would otherwise hold its output open, and later runs would skip).
+pub fn spare_users(first: u32, last: u32) -> Option<SpareUsers> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: processes under other users need root");
-        return false;
+        return None;
     }
     // Their processes' /proc entries (root, ns, fd) are what the tests look at.
     if !executor::users::has_capability(executor::users::CAP_SYS_PTRACE) {
         eprintln!("skipped: looking into other users' processes needs CAP_SYS_PTRACE");
-        return false;
+        return None;
     }
     let others = executor::users::others_in(executor::users::UidRange { first, last });
     if !others.is_empty() {
         eprintln!("skipped: users {first}-{last} are in use here: {others:?}");
-        return false;
+        return None;
     }
-    true
+    Some(SpareUsers(first, last))
+}
+
+/// Users a test may run processes as ([`spare_users`]); their processes are killed on drop.
+pub struct SpareUsers(u32, u32);
+
+impl Drop for SpareUsers {
+    fn drop(&mut self) {
+        for uid in self.0..=self.1 {
+            executor::users::sweep(uid);
+        }
+    }
 }
 
 /// A fresh directory under `target/test-scratch/` (or `$RFAAS_TEST_SCRATCH`), unique to

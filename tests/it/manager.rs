@@ -291,20 +291,10 @@ fn may_append(uid: u32, path: &Path) -> bool {
 /// handed out again after their lease, and a lease beyond them is refused with the reason.
 #[test]
 fn executors_run_as_users_of_their_own_and_leave_nothing_running() {
-    if !tests::spare_users_or_skip(64_310, 64_311) {
+    // What a failed run leaves of these users (the manager killed with it ends no lease) goes.
+    let Some(_users) = tests::spare_users(64_310, 64_311) else {
         return;
-    }
-    /// Whatever a failed run leaves of the range's users (the manager killed with it does not
-    /// end their leases) goes, rather than holding this test's output open.
-    struct Sweep;
-    impl Drop for Sweep {
-        fn drop(&mut self) {
-            for uid in 64_310..=64_311 {
-                executor::users::sweep(uid);
-            }
-        }
-    }
-    let _sweep = Sweep;
+    };
     let dir = scratch_dir("manager-users");
     // The executor binary in a directory its users may not search (as a build tree in /root
     // would be): the manager runs it through a descriptor.
@@ -482,16 +472,9 @@ fn executors_run_as_users_of_their_own_and_leave_nothing_running() {
 #[test]
 fn a_restarted_manager_sweeps_what_a_killed_ones_leases_left() {
     const UID: u32 = 64_350;
-    if !tests::spare_users_or_skip(UID, UID) {
+    let Some(_users) = tests::spare_users(UID, UID) else {
         return;
-    }
-    struct Sweep;
-    impl Drop for Sweep {
-        fn drop(&mut self) {
-            executor::users::sweep(UID);
-        }
-    }
-    let _sweep = Sweep;
+    };
     let dir = scratch_dir("manager-users-restart");
     let config = manager_config(&dir, &format!("executor_uids = \"{UID}\"\n"));
     let mgr = Service::start("manager", &config);
@@ -534,16 +517,9 @@ fn a_lingering_thread_does_not_escape_the_sweep_of_its_user() {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     const UID: u32 = 64_330;
-    if !tests::spare_users_or_skip(UID, UID) {
+    let Some(_users) = tests::spare_users(UID, UID) else {
         return;
-    }
-    struct Sweep;
-    impl Drop for Sweep {
-        fn drop(&mut self) {
-            sweep(UID);
-        }
-    }
-    let _sweep = Sweep;
+    };
     // Run through our descriptor: its user may not search the directories of the build tree.
     let binary = std::fs::File::open(env!("CARGO_BIN_EXE_rfaas-test-linger")).expect("binary");
     let mut child = Command::new(format!("/proc/self/fd/{}", binary.as_raw_fd()))
