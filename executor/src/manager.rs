@@ -1155,8 +1155,8 @@ impl Manager {
         let stats_fd = stats_record.as_raw_fd();
         cmd.arg(format!("--stats-fd={stats_fd}"));
         // The executor reports `ready` and its closing `stats` on a pipe of their own; its
-        // stdout, where functions print, goes to our stderr, never into a pipe we would have
-        // to drain.
+        // stdout, where functions print, goes to our stderr (under a user of its own, through
+        // a pipe a thread of ours relays there), never into a pipe the lease must drain.
         let (report, report_w) = report_pipe().map_err(|e| format!("a report pipe: {e}"))?;
         let report_w_fd = report_w.as_raw_fd();
         cmd.arg(format!("--report-fd={report_w_fd}"));
