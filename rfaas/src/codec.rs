@@ -440,10 +440,16 @@ impl<'i> Input<'i> {
         if bytes.len() < size_of::<A>() {
             return Err(Status::InputTooShort.into());
         }
-        // SAFETY: `bytes` holds at least `size_of::<A>()` readable bytes (checked above), `A`
-        // is `Unaligned` (alignment 1: any address is aligned for it) and `FromBytes` (every
-        // byte pattern is a valid `A`).
-        let args = unsafe { core::ptr::read_volatile(bytes.as_ptr().cast::<A>()) };
+        // An empty layout (a function without value parameters) has nothing to read: no
+        // zero-sized load (AddressSanitizer trips over one from an empty input's pointer).
+        let args = if size_of::<A>() == 0 {
+            A::new_zeroed()
+        } else {
+            // SAFETY: `bytes` holds at least `size_of::<A>()` readable bytes (checked above),
+            // `A` is `Unaligned` (alignment 1: any address is aligned for it) and `FromBytes`
+            // (every byte pattern is a valid `A`).
+            unsafe { core::ptr::read_volatile(bytes.as_ptr().cast::<A>()) }
+        };
         Ok((
             args,
             Input {
