@@ -6,6 +6,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod cgroups;
 pub mod conn;
 pub mod cpus;
 pub mod library;

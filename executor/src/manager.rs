@@ -8,6 +8,7 @@
 //! secret before its request is read ([`rfaas::auth`]); per-lease limits bound what one lease
 //! may ask for (cores, slots, slot size, invocations in flight).
 
+use crate::cgroups::{Cgroups, LeaseCgroup};
 use crate::conn::{Deadlined, Pending};
 use crate::cpus::{CpuPool, Pinning};
 use crate::users::{LeaseUser, Scratch, UidRange, UserPool};
@@ -96,6 +97,15 @@ pub struct ManagerConfig {
     /// processes is never handed out). At most as many leases at once as ids. Default: none,
     /// executors run as the manager's user.
     pub executor_uids: Option<String>,
+    /// Whether each lease runs in a cgroup of its own (`crate::cgroups`), under the cgroup
+    /// the manager runs in: held to the lease's memory (shared memory and memory files
+    /// included), its cores (the `cpuset` is its pinned CPUs) and a number of tasks, and killed
+    /// whole at the lease's end, wherever its processes moved. Needs cgroup v2 with the
+    /// `memory`, `pids` and `cpuset` controllers delegated to the manager's cgroup, or cgroup
+    /// v1 with those and `freezer`, and the permission to make cgroups there (root, or a
+    /// delegated subtree); a manager that cannot is refused at start, saying why. Default
+    /// false.
+    pub cgroups: bool,
 }
 
 /// Slots per worker of a lease that does not say (capped by the limits).
@@ -129,6 +139,7 @@ impl Default for ManagerConfig {
             executor_start_timeout_ms: 30_000,
             request_timeout_ms: 10_000,
             executor_uids: None,
+            cgroups: false,
         }
     }
 }
@@ -356,6 +367,8 @@ struct Manager {
     trimming: Mutex<()>,
     /// The users executors run as (`executor_uids`); none: the manager's.
     users: Option<UserPool>,
+    /// Where leases' cgroups go (`cgroups`); none: no cgroups.
+    cgroups: Option<Cgroups>,
 }
 
 /// The address registered for clients elsewhere: `advertise` with the listener's port, or the
@@ -492,6 +505,11 @@ pub fn serve(
             .map(|range| UserPool::new(range, Some(users_record_file(&cfg.ledger))))
             .transpose()?,
         rdma: rdma_support(),
+        cgroups: cfg
+            .cgroups
+            .then(Cgroups::open)
+            .transpose()
+            .map_err(|e| format!("cgroups = true: {e}"))?,
         scratch: users.is_some()
             && Scratch::available()
                 .inspect_err(|why| {
@@ -515,6 +533,9 @@ pub fn serve(
             address = %addr,
             "no secret_file configured: the control plane is unauthenticated; anyone who can reach this address can lease cores and run code on this node"
         ),
+    }
+    if let Some(c) = &mgr.cgroups {
+        tracing::info!(cgroups = %c.describe(), "each lease in a cgroup of its own");
     }
     match &mgr.rdma {
         Ok(()) => tracing::info!("RDMA leases offered"),
@@ -771,10 +792,17 @@ struct Held<'m> {
     /// The CPUs its workers run on, given back with the lease (before its capacity, so that a
     /// lease that finds the capacity also finds the CPUs free).
     pinning: Option<Pinning>,
+    /// Its cgroup (`cgroups`): every process in it is killed, and it removed, before the
+    /// lease's CPUs and capacity are given back.
+    cgroup: Option<LeaseCgroup>,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
+        // Everything the lease started, wherever it moved in the process tree.
+        if let Some(g) = &self.cgroup {
+            g.kill();
+        }
         if let Some(mut c) = self.child.take() {
             // The executor leads a process group of its own: whatever its functions started
             // (and did not move out of the group) goes with it, not just the executor. (Under
@@ -791,6 +819,7 @@ impl Drop for Held<'_> {
         // Whatever of the lease's user is left, wherever it moved (a session of its own): its
         // processes are killed before its capacity is given back.
         drop(self.user.take());
+        drop(self.cgroup.take());
         for f in &self.files {
             let _ = std::fs::remove_file(f);
         }
@@ -1034,6 +1063,7 @@ impl Manager {
                 user,
                 files: Vec::new(),
                 pinning: Some(self.cpus.take(req.cores as usize)),
+                cgroup: None,
             })
         };
         if let Some(why) = lacking(&self.capacity.lock().unwrap_or_else(|e| e.into_inner())) {
@@ -1247,18 +1277,37 @@ impl Manager {
         let memlock = (req.memory_mib << 20)
             .saturating_add(2 * u64::from(req.cores) * u64::from(slots) * u64::from(slot_size))
             .saturating_add(64 << 20);
+        // Made and limited before the executor starts, which joins it first thing.
+        let join_cgroup = match &self.cgroups {
+            Some(cgroups) => {
+                let limits = crate::cgroups::Limits {
+                    memory_bytes: memlock,
+                    tasks,
+                    cpus: held.pinning.as_ref().map(Pinning::cpus).unwrap_or_default(),
+                };
+                let cgroup = cgroups
+                    .create(lease_id, &limits)
+                    .map_err(|e| format!("the lease's cgroup: {e}"))?;
+                let fds = cgroup.join_fds();
+                held.cgroup = Some(cgroup);
+                fds
+            }
+            None => Vec::new(),
+        };
         let inherited = [report_w_fd, library_fd, stats_fd]
             .into_iter()
             .chain(listener.as_ref().map(AsRawFd::as_raw_fd));
         let inherited: Vec<i32> = inherited.collect();
         // SAFETY: the closure runs in the forked child before exec and only makes system calls
-        // (`unshare`, `mount`, `setrlimit`, `setgroups`, `setresgid`, `setresuid`, `getresuid`
+        // (`write` to the cgroup's descriptors, `unshare`, `mount`, `setrlimit`, `setgroups`, `setresgid`, `setresuid`, `getresuid`
         // as raw calls, `prctl`, `getppid`, `fcntl`),
         // which are async-signal-safe; it allocates nothing (`inherited` was built before the
         // fork) and touches no locks. The descriptors in `inherited` stay open in the parent
         // until after the spawn.
         unsafe {
             cmd.pre_exec(move || {
+                // First, while we may still write the cgroup's files.
+                crate::cgroups::join(&join_cgroup)?;
                 if let Some(scratch) = &scratch {
                     scratch.enter()?;
                 }
@@ -1366,6 +1415,14 @@ impl Manager {
             held.child.as_mut().expect("spawned"),
             silence,
         )?;
+        // An executor the kernel killed at its cgroup's memory limit: the ledger says so.
+        let exit = exit.map(|status| match &held.cgroup {
+            Some(g) if g.oom_kills() > 0 => format!(
+                "{status}: out of memory (the lease's cgroup holds it to {} MiB: the lease's memory and its data plane's regions)",
+                g.memory_limit().unwrap_or(0) >> 20
+            ),
+            _ => status,
+        });
         if let Some(status) = &exit {
             tracing::warn!(lease_id, %status, "executor ended before its lease");
         }

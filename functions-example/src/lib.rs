@@ -165,7 +165,11 @@ pub fn parse_decimal(text: &[u8]) -> Result<u64, String> {
 /// returns the bytes it touched (a memory-hungry function), 4 starts `sleep value` (seconds)
 /// and returns its process id without waiting for it (a function that leaves a process
 /// behind; 0 if it could not start one), 5 does the same in a process group of its own (a
-/// process that escapes its executor's group); any other mode panics.
+/// process that escapes its executor's group), 6 writes `value` MiB (at most 64 GiB) into a
+/// memory file and returns the bytes it wrote (memory the executor's `RLIMIT_DATA` does not
+/// count, which a lease's cgroup does), 7 asks, from a new thread, to run on every online CPU
+/// and returns how many CPUs it may then run on (a function that tries to leave its lease's
+/// cores); any other mode panics.
 #[rfaas::function]
 pub fn fault(mode: u32, value: u64) -> u64 {
     use std::os::unix::process::CommandExt;
@@ -190,6 +194,30 @@ pub fn fault(mode: u32, value: u64) -> u64 {
             }
             sleep.spawn().map_or(0, |c| u64::from(c.id()))
         }
+        6 => {
+            use std::io::Write;
+            let mib = value.min(64 << 10);
+            // Sized at once (no pages until written), since its size is sealed.
+            let Ok(fd) = rfaas::sys::memfd("rfaas-fault", (mib << 20) as usize) else {
+                return 0;
+            };
+            let mut file = std::fs::File::from(fd);
+            let chunk = vec![1u8; 1 << 20];
+            let mut wrote = 0;
+            for _ in 0..mib {
+                if file.write_all(&chunk).is_err() {
+                    break;
+                }
+                wrote += chunk.len() as u64;
+            }
+            wrote
+        }
+        7 => std::thread::spawn(|| {
+            rfaas::sys::unpin();
+            rfaas::sys::allowed_cpus().len() as u64
+        })
+        .join()
+        .unwrap_or(0),
         _ => panic!("fault injected: value {value}"),
     }
 }

@@ -256,6 +256,120 @@ fn processes_a_function_started_end_with_the_lease() {
     });
 }
 
+/// Whether leases can have cgroups here (root, and the controllers); says why not.
+fn cgroups_here() -> bool {
+    match executor::cgroups::available() {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipped: no cgroups for leases here: {why}");
+            false
+        }
+    }
+}
+
+/// The cgroup paths process `pid` is in (`/proc/<pid>/cgroup`).
+fn cgroups_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default()
+}
+
+/// With `cgroups = true` a lease's cgroup holds it to its cores (a function cannot widen its
+/// affinity) and to its memory, counting memory files (which the executor's own limit does
+/// not), and the lease's end kills what left its process group. Each of these fails without
+/// the cgroup.
+#[test]
+fn a_lease_in_a_cgroup_keeps_to_its_cores_and_memory_and_ends_whole() {
+    if !cgroups_here() {
+        return;
+    }
+    let dir = scratch_dir("manager-cgroups");
+    let mgr = Service::start("manager", &manager_config(&dir, "cgroups = true\n"));
+    let mut s = spec(1, Fabric::Shm);
+    s.memory_mib = 64;
+    let lease = lease_from(&mgr.address, example_package(), &s).expect("lease");
+    let call = |mode, value| lease.invoke(fx::fault::call(mode, value)).timeout(T).wait();
+    let pid = u32::try_from(call(5, 1000).expect("a process started")).expect("a pid");
+    assert_ne!(pid, 0, "the function could not start `sleep`");
+    let of = cgroups_of(pid);
+    assert!(
+        of.contains(&format!("/lease-{}\n", lease.id())),
+        "a process the function started is not in the lease's cgroup: {of}"
+    );
+    if rfaas::sys::allowed_cpus().len() > 1 {
+        assert_eq!(
+            call(7, 0).expect("affinity"),
+            1,
+            "a function moved onto cores its lease does not have"
+        );
+    } else {
+        eprintln!("one CPU here: the cpuset is not checked");
+    }
+    assert_eq!(call(6, 16).expect("16 MiB in a memory file"), 16 << 20);
+    let id = lease.id();
+    drop(lease);
+    eventually("the escaped process ended with the lease", || {
+        process_gone(pid)
+    });
+    // Memory files beyond the lease's memory: the kernel ends the executor, and the ledger
+    // says why.
+    let lease = lease_from(&mgr.address, example_package(), &s).expect("second lease");
+    match lease.invoke(fx::fault::call(6, 1024)).timeout(T).wait() {
+        Err(Error::ExecutorGone) => {}
+        other => panic!("expected the executor gone, got {other:?}"),
+    }
+    let second = lease.id();
+    let ledger = dir.join("ledger.jsonl");
+    eventually("the second lease's ledger entry", || {
+        executor::manager::read_ledger(&ledger)
+            .is_ok_and(|e| e.iter().any(|e| e.lease_id == second))
+    });
+    let entries = executor::manager::read_ledger(&ledger).expect("ledger");
+    let entry = entries
+        .iter()
+        .find(|e| e.lease_id == second)
+        .expect("entry");
+    let exit = entry.executor_exit.as_deref().unwrap_or_default();
+    assert!(exit.contains("out of memory"), "{entry:?}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.lease_id == id && e.executor_exit.is_none()),
+        "{entries:?}"
+    );
+}
+
+/// A manager killed outright ends no lease; a manager started after it ends what the dead
+/// one's leases' cgroups still hold (their processes outlive it, even its executors' deaths).
+#[test]
+fn a_restarted_manager_ends_what_a_killed_ones_lease_cgroups_hold() {
+    if !cgroups_here() {
+        return;
+    }
+    let dir = scratch_dir("manager-cgroups-restart");
+    let config = manager_config(&dir, "cgroups = true\n");
+    let mgr = Service::start("manager", &config);
+    let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
+    let pid = lease
+        .invoke(fx::fault::call(5, 1000))
+        .timeout(T)
+        .wait()
+        .expect("a process started");
+    let pid = u32::try_from(pid).expect("a pid");
+    assert_ne!(pid, 0, "the function could not start `sleep`");
+    drop(mgr); // SIGKILL: its lease ends without its cgroup's kill
+    drop(lease);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !process_gone(pid),
+        "the escaped process died with the manager"
+    );
+    assert!(cgroups_of(pid).contains("/lease-"), "{}", cgroups_of(pid));
+    let _mgr = Service::start("manager", &config);
+    eventually(
+        "the restarted manager ended the dead lease's process",
+        || process_gone(pid),
+    );
+}
+
 /// The real user id process `pid` runs as.
 fn uid_of(pid: u32) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");

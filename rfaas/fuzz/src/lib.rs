@@ -426,17 +426,18 @@ pub fn call_direct(name: &str, input: &[u8], args: &Args, out: &mut [u8]) -> Out
     }
 }
 
-/// Makes an input safe to run: `fault` modes 2 (sleep `value` ms) and 3 (allocate `value`
-/// MiB) get `value` 0, so a fuzzer cannot make an input sleep a minute or take 64 GiB; modes 4
-/// and 5 (start a process, return its pid: a different answer every call, and a process per
-/// run) become mode 0.
+/// Makes an input safe to run: `fault` modes 2 (sleep `value` ms), 3 (allocate `value` MiB)
+/// and 6 (fill a memory file of `value` MiB) get `value` 0, so a fuzzer cannot make an input
+/// sleep a minute or take 64 GiB; modes 4 and 5 (start a process, return its pid: a different
+/// answer every call, and a process per run) and 7 (a thread asking for every CPU: the
+/// answer depends on where the fuzzer runs) become mode 0.
 pub fn defuse(name: &str, input: &mut [u8]) {
     if name == "fault" && input.len() >= 12 {
         let mode = u32::from_ne_bytes(input[0..4].try_into().unwrap());
-        if mode == 2 || mode == 3 {
+        if matches!(mode, 2 | 3 | 6) {
             input[4..12].fill(0);
         }
-        if mode == 4 || mode == 5 {
+        if matches!(mode, 4 | 5 | 7) {
             input[0..4].fill(0);
         }
     }

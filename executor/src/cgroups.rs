@@ -1,0 +1,688 @@
+//! A cgroup per lease (the manager's `cgroups = true`): each lease's executor, and everything
+//! it starts, runs in a control group of its own, which
+//!
+//! - holds the lease to its memory, counting what the executor's own limit (`RLIMIT_DATA`)
+//!   does not: shared memory, memory files, `tmpfs` pages, the kernel's memory for it
+//!   (`memory.max`, or `memory.limit_in_bytes` under cgroup v1);
+//! - holds it to its cores: the `cpuset` is the lease's pinned CPUs, so a function cannot move
+//!   its threads onto other leases' cores with `sched_setaffinity`;
+//! - bounds its tasks (`pids.max`), a fork bomb included;
+//! - ends whole with the lease: every process in it is killed (`cgroup.kill`, or under the
+//!   freezer, so that no pid is reused between being listed and killed), wherever in the
+//!   process tree it moved (a session of its own, a daemon's double fork).
+//!
+//! The cgroups sit in a directory of this manager's, `rfaas-<pid>`, under the cgroup the
+//! manager runs in (for cgroup v2, the delegated one a service manager gives it). A manager
+//! that starts finds the directories of managers that died (their pid is gone) and ends their
+//! leases' processes, which outlive a manager killed outright.
+//!
+//! Nothing here is on the invocation path: a lease's cgroup is made before its executor starts
+//! and removed after it ends.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A hierarchy a lease's cgroup sits in: cgroup v2's one, or one v1 controller's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// cgroup v2 with the `memory`, `pids` and `cpuset` controllers.
+    Unified,
+    Memory,
+    Pids,
+    Cpuset,
+    /// cgroup v1's freezer, used to kill a lease's processes without racing pid reuse.
+    Freezer,
+}
+
+/// The v1 controllers a lease needs, with the name `/proc/self/cgroup` and mount options use.
+const V1: [(Role, &str); 4] = [
+    (Role::Memory, "memory"),
+    (Role::Pids, "pids"),
+    (Role::Cpuset, "cpuset"),
+    (Role::Freezer, "freezer"),
+];
+
+/// The v2 controllers a lease needs.
+const V2: [&str; 3] = ["memory", "pids", "cpuset"];
+
+/// The prefix of a manager's directory, `rfaas-<pid>`.
+const PREFIX: &str = "rfaas-";
+
+/// How long a lease's end waits for its processes to go before it says so and goes on.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// A cgroup file system as `/proc/self/mountinfo` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// The cgroup path mounted (`/` unless a part of the hierarchy is bound here).
+    pub root: String,
+    /// Where it is mounted.
+    pub point: PathBuf,
+    /// cgroup2 (else v1).
+    pub v2: bool,
+    /// The super-block options (for v1, the controllers, such as `rw,memory`).
+    pub options: Vec<String>,
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+            if let Ok(v) = u8::try_from(v) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cgroup mounts in the text of `/proc/self/mountinfo`.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fields: Vec<&str> = before.split(' ').collect();
+            let mut rest = after.split(' ');
+            let fstype = rest.next()?;
+            let _source = rest.next()?;
+            let options = rest.next().unwrap_or("");
+            if fields.len() < 5 || !matches!(fstype, "cgroup" | "cgroup2") {
+                return None;
+            }
+            Some(Mount {
+                root: unescape(fields[3]),
+                point: PathBuf::from(unescape(fields[4])),
+                v2: fstype == "cgroup2",
+                options: options.split(',').map(str::to_owned).collect(),
+            })
+        })
+        .collect()
+}
+
+/// The lines of `/proc/self/cgroup`: (the controllers, empty for v2; the path).
+pub fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let _id = parts.next()?;
+            let controllers = parts.next()?;
+            let path = parts.next()?;
+            let controllers = controllers
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect();
+            Some((controllers, path.to_owned()))
+        })
+        .collect()
+}
+
+/// The directory of cgroup `path` in `mount`, if the mount shows it.
+fn dir_in(mount: &Mount, path: &str) -> Option<PathBuf> {
+    let rel = if mount.root == "/" {
+        path
+    } else {
+        let rest = path.strip_prefix(mount.root.as_str())?;
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return None;
+        }
+        rest
+    };
+    let rel = rel.trim_start_matches('/');
+    if rel.split('/').any(|c| c == "..") {
+        return None;
+    }
+    Some(if rel.is_empty() {
+        mount.point.clone()
+    } else {
+        mount.point.join(rel)
+    })
+}
+
+/// Where this process's cgroups are, for leases' cgroups to go under: cgroup v2's if its
+/// cgroup there has the `memory`, `pids` and `cpuset` controllers (`controllers` reads a
+/// directory's `cgroup.controllers`), else cgroup v1's memory, pids, cpuset and freezer
+/// hierarchies. The error says what is missing.
+pub fn locate(
+    proc_cgroup: &str,
+    mountinfo: &str,
+    controllers: impl Fn(&Path) -> Option<String>,
+) -> Result<Vec<(Role, PathBuf)>, String> {
+    let lines = parse_proc_cgroup(proc_cgroup);
+    let mounts = parse_mountinfo(mountinfo);
+    let mut v2_why = "no cgroup2 file system is mounted".to_owned();
+    if let Some((_, path)) = lines.iter().find(|(c, _)| c.is_empty()) {
+        for m in mounts.iter().filter(|m| m.v2) {
+            let Some(dir) = dir_in(m, path) else { continue };
+            let have = controllers(&dir).unwrap_or_default();
+            let missing: Vec<&str> = V2
+                .into_iter()
+                .filter(|c| !have.split_whitespace().any(|h| h == *c))
+                .collect();
+            if missing.is_empty() {
+                return Ok(vec![(Role::Unified, dir)]);
+            }
+            v2_why = format!(
+                "cgroup v2 at {} lacks the {} controller(s) (they are not delegated to this cgroup, or bound to cgroup v1)",
+                dir.display(),
+                missing.join(", ")
+            );
+        }
+    }
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for (role, name) in V1 {
+        let dir = lines
+            .iter()
+            .filter(|(c, _)| c.iter().any(|c| c == name))
+            .find_map(|(_, path)| {
+                mounts
+                    .iter()
+                    .filter(|m| !m.v2 && m.options.iter().any(|o| o == name))
+                    .find_map(|m| dir_in(m, path))
+            });
+        match dir {
+            Some(d) => found.push((role, d)),
+            None => missing.push(name),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    Err(format!(
+        "no cgroup hierarchy to put leases in: {v2_why}; cgroup v1 lacks the {} controller(s)",
+        missing.join(", ")
+    ))
+}
+
+/// Where this process's cgroups are ([`locate`] on its `/proc` files).
+fn here() -> Result<Vec<(Role, PathBuf)>, String> {
+    let read = |p: &str| std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"));
+    locate(
+        &read("/proc/self/cgroup")?,
+        &read("/proc/self/mountinfo")?,
+        |dir| std::fs::read_to_string(dir.join("cgroup.controllers")).ok(),
+    )
+}
+
+/// Whether a manager started by this process, as this user, could put leases in cgroups: a
+/// hierarchy with the controllers, and root (a delegated subtree is not looked for). Says why
+/// not. For tests, which must not make a second [`Cgroups`] in one process.
+pub fn available() -> Result<(), String> {
+    here()?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not root".into());
+    }
+    Ok(())
+}
+
+/// Writes `value` to the control file `dir/name`.
+fn put(dir: &Path, name: &str, value: &str) -> Result<(), String> {
+    let path = dir.join(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(|e| format!("writing {value:?} to {}: {e}", path.display()))
+}
+
+/// Reads the control file `dir/name`.
+fn get(dir: &Path, name: &str) -> Result<String, String> {
+    let path = dir.join(name);
+    std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// The value of `key` in a flat-keyed file such as `memory.events` (`key value` lines).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// The processes in a cgroup (`cgroup.procs`); none if it cannot be read (it is gone).
+fn procs(dir: &Path) -> Vec<libc::pid_t> {
+    get(dir, "cgroup.procs")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// The resource limits of one lease's cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory, bytes: the executor's, its data plane's regions, what its functions put in
+    /// files of memory.
+    pub memory_bytes: u64,
+    /// Processes and threads.
+    pub tasks: u64,
+    /// The CPUs (none: the manager's).
+    pub cpus: Vec<usize>,
+}
+
+/// Where this manager puts its leases' cgroups.
+#[derive(Debug)]
+pub struct Cgroups {
+    /// `rfaas-<pid>` in each hierarchy.
+    parents: Vec<(Role, PathBuf)>,
+}
+
+impl Cgroups {
+    /// Finds this process's cgroups, makes this manager's directory under them, and ends what
+    /// managers that died left in theirs. The error says what is missing. One per process.
+    pub fn open() -> Result<Cgroups, String> {
+        let found = here()?;
+        let me = std::process::id();
+        let name = format!("{PREFIX}{me}");
+        let mut parents = Vec::new();
+        for (role, dir) in &found {
+            sweep_stale(*role, dir, &found);
+            let parent = dir.join(&name);
+            if *role == Role::Unified {
+                delegate(dir, me)?;
+            }
+            mkdir(&parent)?;
+            parents.push((*role, parent.clone()));
+            match role {
+                Role::Unified => put(&parent, "cgroup.subtree_control", "+memory +pids +cpuset")?,
+                Role::Cpuset => {
+                    // A v1 cpuset starts empty, and takes no task until it has CPUs and nodes.
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        put(&parent, f, get(dir, f)?.trim())?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Cgroups { parents })
+    }
+
+    /// Where the leases' cgroups go, for the manager's log.
+    pub fn describe(&self) -> String {
+        match self.parents.as_slice() {
+            [(Role::Unified, dir)] => format!("cgroup v2, {}", dir.display()),
+            all => format!(
+                "cgroup v1, {}",
+                all.iter()
+                    .map(|(_, d)| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// Makes lease `id`'s cgroup with `limits`, ready for its executor to join.
+    pub fn create(&self, id: u64, limits: &Limits) -> Result<LeaseCgroup, String> {
+        let name = format!("lease-{id}");
+        let mut lease = LeaseCgroup {
+            dirs: Vec::new(),
+            procs: Vec::new(),
+        };
+        let cpus = limits
+            .cpus
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let bytes = limits.memory_bytes.to_string();
+        for (role, parent) in &self.parents {
+            let dir = parent.join(&name);
+            mkdir(&dir)?;
+            lease.dirs.push((*role, dir.clone()));
+            match role {
+                Role::Unified => {
+                    put(&dir, "memory.max", &bytes)?;
+                    // Not into swap either, and one task over the limit ends the lease whole.
+                    for (f, v) in [("memory.swap.max", "0"), ("memory.oom.group", "1")] {
+                        if dir.join(f).exists() {
+                            put(&dir, f, v)?;
+                        }
+                    }
+                    put(&dir, "pids.max", &limits.tasks.to_string())?;
+                    if !cpus.is_empty() {
+                        put(&dir, "cpuset.cpus", &cpus)?;
+                    }
+                }
+                Role::Memory => {
+                    put(&dir, "memory.limit_in_bytes", &bytes)?;
+                    if dir.join("memory.memsw.limit_in_bytes").exists() {
+                        put(&dir, "memory.memsw.limit_in_bytes", &bytes)?;
+                    }
+                }
+                Role::Pids => put(&dir, "pids.max", &limits.tasks.to_string())?,
+                Role::Cpuset => {
+                    put(&dir, "cpuset.mems", get(parent, "cpuset.mems")?.trim())?;
+                    let all = get(parent, "cpuset.cpus")?;
+                    put(
+                        &dir,
+                        "cpuset.cpus",
+                        if cpus.is_empty() { all.trim() } else { &cpus },
+                    )?;
+                }
+                Role::Freezer => {}
+            }
+            let procs = dir.join("cgroup.procs");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&procs)
+                .map_err(|e| format!("opening {}: {e}", procs.display()))?;
+            lease.procs.push(OwnedFd::from(f));
+        }
+        Ok(lease)
+    }
+}
+
+impl Drop for Cgroups {
+    /// Removes this manager's directories (those of a manager that is killed go at the next
+    /// one's start); a directory that still holds a lease's stays.
+    fn drop(&mut self) {
+        for (_, dir) in &self.parents {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Makes sure that cgroups under `dir` (cgroup v2) may have the controllers leases need:
+/// enables them in `dir`'s `cgroup.subtree_control`. A cgroup with processes of its own
+/// cannot (other than the root), so a manager alone in a delegated cgroup moves itself into
+/// a leaf of it first, `rfaas-<pid>.manager`, as a service manager's documentation asks.
+fn delegate(dir: &Path, me: u32) -> Result<(), String> {
+    let enabled = get(dir, "cgroup.subtree_control")?;
+    if V2
+        .iter()
+        .all(|c| enabled.split_whitespace().any(|e| e == *c))
+    {
+        return Ok(());
+    }
+    let enable = || {
+        let path = dir.join("cgroup.subtree_control");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"+memory +pids +cpuset"))
+    };
+    match enable() {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            let leaf = dir.join(format!("{PREFIX}{me}.manager"));
+            mkdir(&leaf)?;
+            // Every thread of this process moves (v2 moves processes whole).
+            put(&leaf, "cgroup.procs", "0")?;
+            enable().map_err(|e| {
+                format!(
+                    "enabling the memory, pids and cpuset controllers in {}: {e}",
+                    dir.display()
+                )
+            })
+        }
+        Err(e) => Err(format!(
+            "enabling the memory, pids and cpuset controllers in {}: {e}",
+            dir.display()
+        )),
+    }
+}
+
+/// Makes a cgroup directory (one there already is an error: it is somebody's).
+fn mkdir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir(dir).map_err(|e| format!("creating the cgroup {}: {e}", dir.display()))
+}
+
+/// Ends what managers that died left under `dir` in the hierarchy `role`: for each
+/// `rfaas-<pid>` whose pid is gone, kills every process in its leases' cgroups (in every
+/// hierarchy of `all`, through the freezer under v1) and removes them.
+fn sweep_stale(role: Role, dir: &Path, all: &[(Role, PathBuf)]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let (pid, leaf) = match pid.strip_suffix(".manager") {
+            Some(p) => (p, true),
+            None => (pid, false),
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        // Ours is a dead manager's too, whose pid we were given: nothing of ours is made yet.
+        if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        if leaf {
+            // An empty leaf a manager moved itself into; it goes when empty.
+            let _ = std::fs::remove_dir(&path);
+            continue;
+        }
+        // Only the first hierarchy's turn sweeps (the others' directories go with it); a
+        // hierarchy that has one the first does not is swept on its own.
+        if all.first().map(|(r, _)| *r) != Some(role)
+            && all.first().is_some_and(|(_, d)| d.join(name).exists())
+        {
+            continue;
+        }
+        let Ok(leases) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for lease in leases.flatten() {
+            if !lease.path().is_dir() {
+                continue;
+            }
+            let lease_name = lease.file_name();
+            let stale = LeaseCgroup {
+                dirs: all
+                    .iter()
+                    .map(|(r, d)| (*r, d.join(name).join(&lease_name)))
+                    .filter(|(_, d)| d.is_dir())
+                    .collect(),
+                procs: Vec::new(),
+            };
+            tracing::warn!(
+                cgroup = %lease.path().display(),
+                "ending the processes a killed manager's lease left"
+            );
+            drop(stale);
+        }
+        for (_, d) in all {
+            let _ = std::fs::remove_dir(d.join(name));
+        }
+    }
+}
+
+/// One lease's cgroup: its executor joins it before exec; dropped, it kills every process in
+/// it and is removed.
+#[derive(Debug)]
+pub struct LeaseCgroup {
+    dirs: Vec<(Role, PathBuf)>,
+    /// Each hierarchy's `cgroup.procs`, open for writing, for the executor to join by.
+    procs: Vec<OwnedFd>,
+}
+
+impl LeaseCgroup {
+    /// The descriptors an executor joins the cgroup by ([`join`]), in the forked child.
+    pub fn join_fds(&self) -> Vec<RawFd> {
+        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// The cgroup's directory in hierarchy `role` (for tests and logs).
+    pub fn dir(&self, role: Role) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, d)| d.as_path())
+    }
+
+    /// How many of its processes the kernel killed for memory (the OOM killer, at the
+    /// cgroup's limit).
+    pub fn oom_kills(&self) -> u64 {
+        let (dir, file) = match (self.dir(Role::Unified), self.dir(Role::Memory)) {
+            (Some(d), _) => (d, "memory.events"),
+            (None, Some(d)) => (d, "memory.oom_control"),
+            _ => return 0,
+        };
+        get(dir, file)
+            .ok()
+            .and_then(|t| keyed(&t, "oom_kill"))
+            .unwrap_or(0)
+    }
+
+    /// The memory limit, bytes (for the ledger's word on an OOM kill).
+    pub fn memory_limit(&self) -> Option<u64> {
+        let (dir, file) = match (self.dir(Role::Unified), self.dir(Role::Memory)) {
+            (Some(d), _) => (d, "memory.max"),
+            (None, Some(d)) => (d, "memory.limit_in_bytes"),
+            _ => return None,
+        };
+        get(dir, file).ok()?.trim().parse().ok()
+    }
+
+    /// Kills every process in the cgroup and waits (at most 5 s) until none is left. Returns
+    /// whether none is.
+    pub fn kill(&self) -> bool {
+        let deadline = Instant::now() + KILL_WAIT;
+        if let Some(dir) = self.dir(Role::Unified) {
+            // Since Linux 5.14: one write, the kernel kills them all.
+            if dir.join("cgroup.kill").exists() && put(dir, "cgroup.kill", "1").is_ok() {
+                return wait_empty(dir, deadline);
+            }
+            return freeze_and_kill(dir, "cgroup.freeze", ("1", "0"), deadline);
+        }
+        match self.dir(Role::Freezer) {
+            Some(dir) => freeze_and_kill(dir, "freezer.state", ("FROZEN", "THAWED"), deadline),
+            None => true,
+        }
+    }
+}
+
+impl Drop for LeaseCgroup {
+    fn drop(&mut self) {
+        if self.dirs.is_empty() {
+            return;
+        }
+        if !self.kill() {
+            tracing::warn!(
+                cgroup = %self.dirs[0].1.display(),
+                "processes of an ended lease are still there after 5 s"
+            );
+        }
+        self.procs.clear();
+        // A cgroup goes once its last process has; the kernel may take a moment after the
+        // last exit to let it.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for (_, dir) in self.dirs.iter().rev() {
+            loop {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if Instant::now() >= deadline => {
+                        tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove an ended lease's cgroup");
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+    }
+}
+
+/// Waits until cgroup `dir` has no process, polling with growing sleeps until `deadline`.
+fn wait_empty(dir: &Path, deadline: Instant) -> bool {
+    let mut nap = Duration::from_micros(200);
+    loop {
+        if procs(dir).is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Kills every process in cgroup `dir` while it is frozen (`file` set to `states.0`), so that
+/// none exits, and has its pid reused, between being listed and being killed; then thaws it
+/// (`states.1`), for the signals to land, and repeats until none is left or `deadline`.
+fn freeze_and_kill(dir: &Path, file: &str, states: (&str, &str), deadline: Instant) -> bool {
+    loop {
+        if procs(dir).is_empty() {
+            return true;
+        }
+        if put(dir, file, states.0).is_err() {
+            // Gone already, or no freezer: kill what is listed.
+            for pid in procs(dir) {
+                // SAFETY: sends a signal; no memory is involved.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            return wait_empty(dir, deadline);
+        }
+        // Freezing takes until every task has stopped (a task in the kernel, a moment).
+        let frozen_by = (Instant::now() + Duration::from_millis(500)).min(deadline);
+        while !is_frozen(dir, file, states.0) && Instant::now() < frozen_by {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for pid in procs(dir) {
+            // SAFETY: sends a signal; no memory is involved. A frozen process cannot exit, so
+            // `pid` is still the one listed.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = put(dir, file, states.1);
+        if wait_empty(
+            dir,
+            (Instant::now() + Duration::from_millis(100)).min(deadline),
+        ) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
+/// Whether the freeze asked for (`file` set to `state`) has taken hold.
+fn is_frozen(dir: &Path, file: &str, state: &str) -> bool {
+    if file == "cgroup.freeze" {
+        return get(dir, "cgroup.events")
+            .ok()
+            .and_then(|t| keyed(&t, "frozen"))
+            == Some(1);
+    }
+    get(dir, file).is_ok_and(|s| s.trim() == state)
+}
+
+/// Moves the calling process into the cgroups whose `cgroup.procs` are open at `fds`: for the
+/// forked child before exec (only `write`, which is async-signal-safe; no allocation). Before
+/// the change of user: the lease's user may not write there.
+pub fn join(fds: &[RawFd]) -> std::io::Result<()> {
+    for &fd in fds {
+        // SAFETY: writes two bytes from a static buffer to a descriptor the caller keeps open.
+        let n = unsafe { libc::write(fd, b"0\n".as_ptr().cast(), 2) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
