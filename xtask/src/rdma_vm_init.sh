@@ -69,6 +69,8 @@ fi
 mount -t proc proc /host/proc || die "mount /host/proc"
 mount -t sysfs sysfs /host/sys || die "mount /host/sys"
 mount -t devtmpfs devtmpfs /host/dev || die "mount /host/dev"
+# cgroup v2, for the tests of leases in cgroups of their own (they skip without it).
+mount -t cgroup2 cgroup2 /host/sys/fs/cgroup || echo "rdma-vm: no cgroup2 mount; the cgroup tests will skip" >&2
 mkdir -p /host/dev/shm /host/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm || die "mount /host/dev/shm"
 mount -t devpts devpts /host/dev/pts || die "mount /host/dev/pts"

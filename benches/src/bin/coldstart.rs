@@ -63,6 +63,10 @@ struct Args {
     /// under users of their own, with scratch of their own where the manager may mount.
     #[arg(long)]
     executor_uids: Option<String>,
+    /// Run the manager with `cgroups = true` (needs root, or a delegated cgroup v2 subtree):
+    /// each lease in a cgroup of its own.
+    #[arg(long)]
+    cgroups: bool,
 }
 
 /// Cold starts per case by default.
@@ -89,18 +93,19 @@ struct Manager {
 }
 
 impl Manager {
-    fn start(executor: &Path, uids: Option<&str>) -> Result<Manager> {
+    fn start(executor: &Path, uids: Option<&str>, cgroups: bool) -> Result<Manager> {
         let dir = std::env::temp_dir().join(format!("rfaas-coldstart-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("manager.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ncores = 1\ncache_dir = \"{0}/cache\"\nledger = \"{0}/ledger.jsonl\"\nsocket_dir = \"{0}\"\nexecutor = \"{1}\"\n{2}",
+                "listen = \"127.0.0.1:0\"\ncores = 1\ncache_dir = \"{0}/cache\"\nledger = \"{0}/ledger.jsonl\"\nsocket_dir = \"{0}\"\nexecutor = \"{1}\"\ncgroups = {3}\n{2}",
                 dir.display(),
                 executor.display(),
                 uids.map(|r| format!("executor_uids = \"{r}\"\n"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                cgroups
             ),
         )?;
         let mut command = Command::new(executor);
@@ -269,7 +274,7 @@ fn main() -> Result<()> {
     sizes.dedup();
     ensure!(!sizes.is_empty(), "--sizes is empty");
 
-    let manager = Manager::start(&executor, args.executor_uids.as_deref())?;
+    let manager = Manager::start(&executor, args.executor_uids.as_deref(), args.cgroups)?;
     let mut cases = vec![Case::new(None, iterations)?];
     for &size in &sizes {
         cases.push(Case::new(Some(size), iterations)?);
