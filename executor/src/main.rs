@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use executor::FunctionLibrary;
 use executor::package::{Package, fingerprint_hex, sha256_file};
 use executor::worker::{HotTimeout, WorkerConfig, serve_session, serve_tcp_session};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -182,6 +182,9 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour for a terminal only: not into log files, nor into the pipe a manager relays
+        // an executor's output through (which escapes control characters).
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Inspect { path } => inspect(&path),

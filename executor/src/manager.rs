@@ -1190,23 +1190,17 @@ impl Manager {
         let (report, report_w) = report_pipe().map_err(|e| format!("a report pipe: {e}"))?;
         let report_w_fd = report_w.as_raw_fd();
         cmd.arg(format!("--report-fd={report_w_fd}"));
-        // (A manager started with its stderr closed discards the executors' output.) An
-        // executor under a user of its own writes into a pipe we relay, not into our stderr
-        // itself, which it could truncate (a log file) or reopen.
-        let stderr = || {
-            std::io::stderr()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_or_else(|_| Stdio::null(), Stdio::from)
-        };
-        let (stdout, stderr) = match held.user {
-            Some(_) => {
-                let (r, w) = report_pipe().map_err(|e| format!("an output pipe: {e}"))?;
-                relay_output(r, lease_id).map_err(|e| format!("an output relay: {e}"))?;
-                let w2 = w.try_clone().map_err(|e| format!("an output pipe: {e}"))?;
-                (Stdio::from(w), Stdio::from(w2))
-            }
-            None => (stderr(), stderr()),
+        // The executor writes into a pipe we relay to our stderr line by line, each line
+        // tagged with the lease (`lease 7 | ...`, control characters escaped), not into our
+        // stderr itself: a tenant's output cannot pass for the manager's log lines or drive
+        // the operator's terminal, and an executor under a user of its own cannot truncate
+        // our log file or reopen it. (A manager started with its stderr closed discards the
+        // executors' output.)
+        let (stdout, stderr) = {
+            let (r, w) = report_pipe().map_err(|e| format!("an output pipe: {e}"))?;
+            relay_output(r, lease_id).map_err(|e| format!("an output relay: {e}"))?;
+            let w2 = w.try_clone().map_err(|e| format!("an output pipe: {e}"))?;
+            (Stdio::from(w), Stdio::from(w2))
         };
         if matches!(fabric, Fabric::Shm | Fabric::Auto)
             && socket.as_os_str().len() > MAX_SOCKET_PATH
@@ -1605,20 +1599,91 @@ fn relay_output(r: OwnedFd, lease_id: u64) -> std::io::Result<()> {
         .spawn(move || {
             let mut from = std::fs::File::from(r);
             let mut chunk = [0u8; 8192];
+            let mut lines = OutputLines::new(lease_id);
             // Our stderr is locked per write, never while waiting for output: the manager's
             // own logging goes there too.
+            let emit = |framed: &[u8]| {
+                let _ = std::io::stderr().write_all(framed);
+            };
             loop {
                 match from.read(&mut chunk) {
                     Ok(0) => break,
-                    Ok(n) => {
-                        let _ = std::io::stderr().write_all(&chunk[..n]);
-                    }
+                    Ok(n) => lines.push(&chunk[..n], emit),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
             }
+            lines.finish(emit);
         })
         .map(drop)
+}
+
+/// The longest piece of one output line relayed at once: a longer line goes in pieces, each
+/// after the first tagged as a continuation.
+pub const OUTPUT_LINE_MAX: usize = 4096;
+
+/// An executor's output cut into lines for the manager's stderr: each line tagged with its
+/// lease, `lease 7 | text` (a continuation of a line longer than [`OUTPUT_LINE_MAX`]:
+/// `lease 7 + text`), its control characters other than tabs escaped (`\u{1b}`).
+pub struct OutputLines {
+    tag: String,
+    pending: Vec<u8>,
+    /// The pending bytes continue a line already cut.
+    continued: bool,
+}
+
+impl OutputLines {
+    pub fn new(lease_id: u64) -> Self {
+        OutputLines {
+            tag: format!("lease {lease_id}"),
+            pending: Vec::new(),
+            continued: false,
+        }
+    }
+
+    /// Takes `bytes`, giving `emit` each whole line (or piece) framed.
+    pub fn push(&mut self, bytes: &[u8], mut emit: impl FnMut(&[u8])) {
+        self.pending.extend_from_slice(bytes);
+        let mut start = 0;
+        loop {
+            let rest = &self.pending[start..];
+            let (end, next) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) if i <= OUTPUT_LINE_MAX => (start + i, start + i + 1),
+                _ if rest.len() >= OUTPUT_LINE_MAX => {
+                    (start + OUTPUT_LINE_MAX, start + OUTPUT_LINE_MAX)
+                }
+                _ => break,
+            };
+            let cut = next == end;
+            emit(&self.frame(&self.pending[start..end]));
+            self.continued = cut;
+            start = next;
+        }
+        self.pending.drain(..start);
+    }
+
+    /// Gives `emit` what is left of a last line without its newline.
+    pub fn finish(&mut self, mut emit: impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            emit(&self.frame(&self.pending));
+            self.pending.clear();
+        }
+    }
+
+    fn frame(&self, line: &[u8]) -> Vec<u8> {
+        let mut out = String::with_capacity(self.tag.len() + 4 + line.len());
+        out.push_str(&self.tag);
+        out.push_str(if self.continued { " + " } else { " | " });
+        for c in String::from_utf8_lossy(line).chars() {
+            if c.is_control() && c != '\t' {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        out.push('\n');
+        out.into_bytes()
+    }
 }
 
 /// Appends what the executor reports on `fd` to `buf` until `enough(buf)`, the end of the

@@ -256,6 +256,55 @@ fn processes_a_function_started_end_with_the_lease() {
     });
 }
 
+/// An executor's output (its own log, and what its functions print) reaches the manager's
+/// stderr in lines tagged with the lease, so that it cannot pass for the manager's own lines;
+/// and a log that is not a terminal gets no colour codes.
+#[test]
+fn executor_output_reaches_the_managers_log_tagged_with_its_lease() {
+    let dir = scratch_dir("manager-output");
+    let config = manager_config(&dir, "");
+    let log = dir.join("manager.log");
+    let mut child = Command::new(executor_binary())
+        .args(["manager", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("output");
+    let address = line
+        .trim()
+        .strip_prefix("ready ")
+        .expect("ready")
+        .to_owned();
+    let mgr = Service { child, address };
+    let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
+    lease
+        .invoke(fx::noop::call())
+        .timeout(T)
+        .wait()
+        .expect("noop");
+    let tag = format!("lease {} | ", lease.id());
+    eventually("the executor's log line in the manager's", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.starts_with(&tag) && l.contains("executor ready"))
+        })
+    });
+    drop(lease);
+    drop(mgr);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains('\x1b'), "colour codes in a log file: {text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("manager ready") && !l.starts_with("lease ")),
+        "{text}"
+    );
+}
+
 /// Whether leases can have cgroups here (root, and the controllers); says why not.
 fn cgroups_here() -> bool {
     match executor::cgroups::available() {

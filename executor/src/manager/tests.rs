@@ -355,3 +355,59 @@ fn the_registered_address_is_one_clients_can_reach() {
         Ok("10.0.0.2:7801")
     );
 }
+
+/// Everything `OutputLines` emits for `chunks`, then its finish.
+fn relayed(chunks: &[&[u8]]) -> Vec<String> {
+    let mut lines = OutputLines::new(7);
+    let mut out = Vec::new();
+    for c in chunks {
+        lines.push(c, |l| out.push(String::from_utf8(l.to_vec()).unwrap()));
+    }
+    lines.finish(|l| out.push(String::from_utf8(l.to_vec()).unwrap()));
+    out
+}
+
+#[test]
+fn executor_output_is_relayed_in_tagged_lines_with_control_characters_escaped() {
+    // Lines split across reads, a last line without its newline.
+    assert_eq!(
+        relayed(&[b"hel", b"lo\nwor", b"ld\n\nend"]),
+        [
+            "lease 7 | hello\n",
+            "lease 7 | world\n",
+            "lease 7 | \n",
+            "lease 7 | end\n"
+        ]
+    );
+    // A line that imitates the manager's log, with a carriage return and terminal escapes:
+    // it stays one tagged line, its control characters visible.
+    assert_eq!(
+        relayed(&[b"x\r2026-11-25T00:00:00Z  INFO manager: lease granted\x1b[2K\tok\n"]),
+        ["lease 7 | x\\r2026-11-25T00:00:00Z  INFO manager: lease granted\\u{1b}[2K\tok\n"]
+    );
+    // A line longer than the limit goes in pieces, the later ones tagged as continuations.
+    let long = vec![b'a'; OUTPUT_LINE_MAX * 2 + 10];
+    let mut input = long.clone();
+    input.extend_from_slice(b"\nnext\n");
+    let out = relayed(&[&input[..100], &input[100..]]);
+    assert_eq!(
+        out.len(),
+        4,
+        "{:?}",
+        out.iter().map(String::len).collect::<Vec<_>>()
+    );
+    assert!(out[0].starts_with("lease 7 | aaa"));
+    assert!(out[1].starts_with("lease 7 + aaa"));
+    assert_eq!(out[2], format!("lease 7 + {}\n", "a".repeat(10)));
+    assert_eq!(out[3], "lease 7 | next\n");
+    let total: usize = out[..3]
+        .iter()
+        .map(|l| l.len() - "lease 7 | \n".len())
+        .sum();
+    assert_eq!(total, long.len());
+    // Not UTF-8: replaced, not passed on.
+    assert_eq!(
+        relayed(&[b"\xff\xfe ok"]),
+        ["lease 7 | \u{fffd}\u{fffd} ok\n"]
+    );
+}
