@@ -221,13 +221,28 @@ fn here() -> Result<Vec<(Role, PathBuf)>, String> {
 }
 
 /// Whether a manager started by this process, as this user, could put leases in cgroups: a
-/// hierarchy with the controllers, and root (a delegated subtree is not looked for). Says why
-/// not. For tests, which must not make a second [`Cgroups`] in one process.
+/// hierarchy with the controllers, and root (a delegated subtree is not looked for); under
+/// cgroup v2, a cgroup that passes the controllers on already, or the root one (a manager
+/// started by us lands in our cgroup, with us: it could not enable them). Says why not. For
+/// tests, which must not make a second [`Cgroups`] in one process.
 pub fn available() -> Result<(), String> {
-    here()?;
+    let found = here()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("not root".into());
+    }
+    if let [(Role::Unified, dir)] = found.as_slice() {
+        let enabled = get(dir, "cgroup.subtree_control").unwrap_or_default();
+        let passes = V2
+            .iter()
+            .all(|c| enabled.split_whitespace().any(|e| e == *c));
+        // Only the root cgroup has no type.
+        if !passes && dir.join("cgroup.type").exists() {
+            return Err(format!(
+                "cgroup v2 at {} does not pass its controllers on, and a manager started here would share it with this process",
+                dir.display()
+            ));
+        }
     }
     Ok(())
 }
@@ -256,12 +271,15 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// The processes in a cgroup (`cgroup.procs`); none if it cannot be read (it is gone).
+/// The processes in a cgroup (`cgroup.procs`); none if it cannot be read (it is gone). Never
+/// 0 (cgroup v2 lists a task that has lost its pid, or one of another pid namespace, as 0;
+/// `kill(0)` would signal our own process group).
 fn procs(dir: &Path) -> Vec<libc::pid_t> {
     get(dir, "cgroup.procs")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().parse().ok())
+        .filter(|&p| p > 0)
         .collect()
 }
 
@@ -290,16 +308,24 @@ impl Cgroups {
     pub fn open() -> Result<Cgroups, String> {
         let found = here()?;
         let me = std::process::id();
-        let name = format!("{PREFIX}{me}");
-        let mut parents = Vec::new();
+        let name = own_name(me)?;
+        // Every hierarchy's leftovers first: a dead manager's directory may be in some
+        // hierarchies only (another memory cgroup), or have our name (its pid is ours now).
+        sweep_stale(&found);
+        // Dropped on an error below, which removes what was made.
+        let mut made = Cgroups {
+            parents: Vec::new(),
+        };
         for (role, dir) in &found {
-            sweep_stale(*role, dir, &found);
             let parent = dir.join(&name);
             if *role == Role::Unified {
                 delegate(dir, me)?;
             }
-            mkdir(&parent)?;
-            parents.push((*role, parent.clone()));
+            // Controllers mounted together share a directory.
+            if !made.parents.iter().any(|(_, d)| *d == parent) {
+                mkdir(&parent)?;
+            }
+            made.parents.push((*role, parent.clone()));
             match role {
                 Role::Unified => put(&parent, "cgroup.subtree_control", "+memory +pids +cpuset")?,
                 Role::Cpuset => {
@@ -311,7 +337,7 @@ impl Cgroups {
                 _ => {}
             }
         }
-        Ok(Cgroups { parents })
+        Ok(made)
     }
 
     /// Where the leases' cgroups go, for the manager's log.
@@ -334,6 +360,7 @@ impl Cgroups {
         let mut lease = LeaseCgroup {
             dirs: Vec::new(),
             procs: Vec::new(),
+            ended: std::cell::Cell::new(false),
         };
         let cpus = limits
             .cpus
@@ -344,7 +371,10 @@ impl Cgroups {
         let bytes = limits.memory_bytes.to_string();
         for (role, parent) in &self.parents {
             let dir = parent.join(&name);
-            mkdir(&dir)?;
+            let shared = lease.dirs.iter().any(|(_, d)| *d == dir);
+            if !shared {
+                mkdir(&dir)?;
+            }
             lease.dirs.push((*role, dir.clone()));
             match role {
                 Role::Unified => {
@@ -377,6 +407,9 @@ impl Cgroups {
                     )?;
                 }
                 Role::Freezer => {}
+            }
+            if shared {
+                continue;
             }
             let procs = dir.join("cgroup.procs");
             let f = std::fs::OpenOptions::new()
@@ -421,7 +454,21 @@ fn delegate(dir: &Path, me: u32) -> Result<(), String> {
     match enable() {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-            let leaf = dir.join(format!("{PREFIX}{me}.manager"));
+            // Only a cgroup of the manager's alone: moving out of one shared with other
+            // processes would not make it ours (and they would stay in the way).
+            let others: Vec<_> = procs(dir)
+                .into_iter()
+                .filter(|&p| u32::try_from(p).ok() != Some(me))
+                .collect();
+            if !others.is_empty() {
+                return Err(format!(
+                    "the cgroup {} cannot pass on its controllers: it holds other processes than this manager ({} of them, such as {}); run the manager in a cgroup of its own (a systemd service with Delegate=yes)",
+                    dir.display(),
+                    others.len(),
+                    others[0]
+                ));
+            }
+            let leaf = dir.join(format!("{}.manager", own_name(me)?));
             mkdir(&leaf)?;
             // Every thread of this process moves (v2 moves processes whole).
             put(&leaf, "cgroup.procs", "0")?;
@@ -444,67 +491,83 @@ fn mkdir(dir: &Path) -> Result<(), String> {
     std::fs::create_dir(dir).map_err(|e| format!("creating the cgroup {}: {e}", dir.display()))
 }
 
-/// Ends what managers that died left under `dir` in the hierarchy `role`: for each
-/// `rfaas-<pid>` whose pid is gone, kills every process in its leases' cgroups (in every
-/// hierarchy of `all`, through the freezer under v1) and removes them.
-fn sweep_stale(role: Role, dir: &Path, all: &[(Role, PathBuf)]) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(pid) = name.strip_prefix(PREFIX) else {
+/// The name of manager `pid`'s directory: `rfaas-<pid>.<start time>` (its start time in clock
+/// ticks since boot, `/proc/<pid>/stat`), so that a later process given the same pid does not
+/// pass for it.
+fn own_name(pid: u32) -> Result<String, String> {
+    let start = start_time(pid).ok_or_else(|| format!("reading /proc/{pid}/stat"))?;
+    Ok(format!("{PREFIX}{pid}.{start}"))
+}
+
+/// Process `pid`'s start time, clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command, which may hold anything but ends at the last `)`.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether the manager a directory of `name` (`rfaas-<pid>.<start>`, perhaps `.manager`
+/// after it) belongs to is gone, and with it whether the name is one of ours at all.
+fn dead_manager(name: &str) -> Option<bool> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let rest = rest.strip_suffix(".manager").unwrap_or(rest);
+    let (pid, start) = rest.split_once('.')?;
+    let (pid, start): (u32, u64) = (pid.parse().ok()?, start.parse().ok()?);
+    Some(start_time(pid) != Some(start))
+}
+
+/// Ends what managers that died left in their directories under the hierarchies `all`: kills
+/// every process in their leases' cgroups and removes them. A manager is dead when no
+/// process of its pid and start time runs (in our pid namespace: managers in different pid
+/// namespaces must not share a cgroup).
+fn sweep_stale(all: &[(Role, PathBuf)]) {
+    let mut names = std::collections::BTreeSet::new();
+    for (_, dir) in all {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
-        let (pid, leaf) = match pid.strip_suffix(".manager") {
-            Some(p) => (p, true),
-            None => (pid, false),
-        };
-        let Ok(pid) = pid.parse::<u32>() else {
-            continue;
-        };
-        // Ours is a dead manager's too, whose pid we were given: nothing of ours is made yet.
-        if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let path = entry.path();
-        if leaf {
-            // An empty leaf a manager moved itself into; it goes when empty.
-            let _ = std::fs::remove_dir(&path);
-            continue;
-        }
-        // Only the first hierarchy's turn sweeps (the others' directories go with it); a
-        // hierarchy that has one the first does not is swept on its own.
-        if all.first().map(|(r, _)| *r) != Some(role)
-            && all.first().is_some_and(|(_, d)| d.join(name).exists())
-        {
-            continue;
-        }
-        let Ok(leases) = std::fs::read_dir(&path) else {
-            continue;
-        };
-        for lease in leases.flatten() {
-            if !lease.path().is_dir() {
-                continue;
+        for entry in entries.flatten() {
+            if let Some(name) = entry.file_name().to_str()
+                && dead_manager(name) == Some(true)
+            {
+                names.insert(name.to_owned());
             }
-            let lease_name = lease.file_name();
-            let stale = LeaseCgroup {
-                dirs: all
-                    .iter()
-                    .map(|(r, d)| (*r, d.join(name).join(&lease_name)))
-                    .filter(|(_, d)| d.is_dir())
-                    .collect(),
+        }
+    }
+    for name in names {
+        // An empty leaf a manager moved itself into goes with the rest (when empty).
+        let mut leases = std::collections::BTreeSet::new();
+        for (_, dir) in all {
+            if let Ok(entries) = std::fs::read_dir(dir.join(&name)) {
+                leases.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.path().is_dir())
+                        .map(|e| e.file_name()),
+                );
+            }
+        }
+        for lease in leases {
+            let mut stale = LeaseCgroup {
+                dirs: Vec::new(),
                 procs: Vec::new(),
+                ended: std::cell::Cell::new(false),
             };
+            for (role, dir) in all {
+                let d = dir.join(&name).join(&lease);
+                if d.is_dir() {
+                    stale.dirs.push((*role, d));
+                }
+            }
             tracing::warn!(
-                cgroup = %lease.path().display(),
+                cgroup = %stale.dirs.first().map(|(_, d)| d.display().to_string()).unwrap_or_default(),
                 "ending the processes a killed manager's lease left"
             );
             drop(stale);
         }
-        for (_, d) in all {
-            let _ = std::fs::remove_dir(d.join(name));
+        for (_, dir) in all {
+            let _ = std::fs::remove_dir(dir.join(&name));
         }
     }
 }
@@ -516,6 +579,8 @@ pub struct LeaseCgroup {
     dirs: Vec<(Role, PathBuf)>,
     /// Each hierarchy's `cgroup.procs`, open for writing, for the executor to join by.
     procs: Vec<OwnedFd>,
+    /// A kill found it empty.
+    ended: std::cell::Cell<bool>,
 }
 
 impl LeaseCgroup {
@@ -559,18 +624,28 @@ impl LeaseCgroup {
     /// Kills every process in the cgroup and waits (at most 5 s) until none is left. Returns
     /// whether none is.
     pub fn kill(&self) -> bool {
+        if self.ended.get() {
+            return true;
+        }
         let deadline = Instant::now() + KILL_WAIT;
-        if let Some(dir) = self.dir(Role::Unified) {
+        let ended = if let Some(dir) = self.dir(Role::Unified) {
             // Since Linux 5.14: one write, the kernel kills them all.
             if dir.join("cgroup.kill").exists() && put(dir, "cgroup.kill", "1").is_ok() {
-                return wait_empty(dir, deadline);
+                wait_empty(dir, deadline)
+            } else {
+                freeze_and_kill(dir, "cgroup.freeze", ("1", "0"), deadline)
             }
-            return freeze_and_kill(dir, "cgroup.freeze", ("1", "0"), deadline);
-        }
-        match self.dir(Role::Freezer) {
-            Some(dir) => freeze_and_kill(dir, "freezer.state", ("FROZEN", "THAWED"), deadline),
-            None => true,
-        }
+        } else {
+            match (self.dir(Role::Freezer), self.dirs.first()) {
+                (Some(dir), _) => {
+                    freeze_and_kill(dir, "freezer.state", ("FROZEN", "THAWED"), deadline)
+                }
+                (None, Some((_, dir))) => freeze_and_kill(dir, "", ("", ""), deadline),
+                (None, None) => true,
+            }
+        };
+        self.ended.set(ended);
+        ended
     }
 }
 
@@ -620,33 +695,29 @@ fn wait_empty(dir: &Path, deadline: Instant) -> bool {
     }
 }
 
-/// Kills every process in cgroup `dir` while it is frozen (`file` set to `states.0`), so that
-/// none exits, and has its pid reused, between being listed and being killed; then thaws it
-/// (`states.1`), for the signals to land, and repeats until none is left or `deadline`.
+/// Kills every process in cgroup `dir` and waits until none is left, or `deadline`: freezes it
+/// first where it can (`file` set to `states.0`; none for `""`), so that none forks or exits
+/// while the list is taken, and thaws it after (`states.1`) for the signals to land; repeats
+/// until it is empty. Each process is signalled through a pidfd opened before the cgroup's
+/// list is read again, and only if its pid is still listed: a pid that was reused in between
+/// is never signalled ([`kill_listed`]).
 fn freeze_and_kill(dir: &Path, file: &str, states: (&str, &str), deadline: Instant) -> bool {
     loop {
         if procs(dir).is_empty() {
             return true;
         }
-        if put(dir, file, states.0).is_err() {
-            // Gone already, or no freezer: kill what is listed.
-            for pid in procs(dir) {
-                // SAFETY: sends a signal; no memory is involved.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+        let frozen = !file.is_empty() && put(dir, file, states.0).is_ok();
+        if frozen {
+            // Freezing takes until every task has stopped (a task in the kernel, a moment).
+            let frozen_by = (Instant::now() + Duration::from_millis(500)).min(deadline);
+            while !is_frozen(dir, file, states.0) && Instant::now() < frozen_by {
+                std::thread::sleep(Duration::from_millis(1));
             }
-            return wait_empty(dir, deadline);
         }
-        // Freezing takes until every task has stopped (a task in the kernel, a moment).
-        let frozen_by = (Instant::now() + Duration::from_millis(500)).min(deadline);
-        while !is_frozen(dir, file, states.0) && Instant::now() < frozen_by {
-            std::thread::sleep(Duration::from_millis(1));
+        kill_listed(dir);
+        if frozen {
+            let _ = put(dir, file, states.1);
         }
-        for pid in procs(dir) {
-            // SAFETY: sends a signal; no memory is involved. A frozen process cannot exit, so
-            // `pid` is still the one listed.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let _ = put(dir, file, states.1);
         if wait_empty(
             dir,
             (Instant::now() + Duration::from_millis(100)).min(deadline),
@@ -655,6 +726,49 @@ fn freeze_and_kill(dir: &Path, file: &str, states: (&str, &str), deadline: Insta
         }
         if Instant::now() >= deadline {
             return false;
+        }
+    }
+}
+
+/// Sends `SIGKILL` to the processes cgroup `dir` lists, each through a pidfd opened first and
+/// only if its pid is listed still after that: then the pidfd's process is the one listed (or
+/// has exited, and the signal goes nowhere). A kernel without pidfds (before 5.3) gets plain
+/// `kill`s, racing pid reuse.
+fn kill_listed(dir: &Path) {
+    let listed = procs(dir);
+    let mut opened = Vec::with_capacity(listed.len());
+    for &pid in &listed {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no
+        // memory of ours is involved.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+                for &pid in &listed {
+                    // SAFETY: sends a signal; `pid` is positive ([`procs`]), so it names one
+                    // process, never a group.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                return;
+            }
+            continue; // gone already
+        }
+        // SAFETY: pidfd_open returned a fresh descriptor that nothing else owns.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) };
+        opened.push((pid, fd));
+    }
+    let still: std::collections::BTreeSet<libc::pid_t> = procs(dir).into_iter().collect();
+    for (pid, fd) in opened {
+        if still.contains(&pid) {
+            // SAFETY: signals the process `fd` refers to; the null siginfo is allowed.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
         }
     }
 }

@@ -1295,9 +1295,10 @@ impl Manager {
         // SAFETY: the closure runs in the forked child before exec and only makes system calls
         // (`write` to the cgroup's descriptors, `unshare`, `mount`, `setrlimit`, `setgroups`, `setresgid`, `setresuid`, `getresuid`
         // as raw calls, `prctl`, `getppid`, `fcntl`),
-        // which are async-signal-safe; it allocates nothing (`inherited` was built before the
-        // fork) and touches no locks. The descriptors in `inherited` stay open in the parent
-        // until after the spawn.
+        // which are async-signal-safe; it allocates nothing (`inherited` and `join_cgroup` were
+        // built before the fork) and touches no locks. The descriptors in `inherited` stay open
+        // in the parent until after the spawn, and so do those of `join_cgroup` (the
+        // cgroup's `cgroup.procs`, which `held.cgroup` owns).
         unsafe {
             cmd.pre_exec(move || {
                 // First, while we may still write the cgroup's files.

@@ -133,6 +133,10 @@ struct PoolState {
     taken: BTreeSet<u32>,
     /// Ids being swept (without the lock held) before they are handed out: still ours.
     sweeping: BTreeSet<u32>,
+    /// Ids an earlier pool's record names that this range no longer holds and whose processes
+    /// would not die: kept in the record, so that the next start sweeps them again; never
+    /// handed out.
+    outside: BTreeSet<u32>,
 }
 
 /// A lease's user id, given back to its pool (after its processes are killed) when dropped.
@@ -181,11 +185,39 @@ impl UserPool {
             .unwrap_or_default();
         let mut lines = text.lines();
         let this_boot = lines.next() == Some(boot_line().as_str());
-        let ours: BTreeSet<u32> = lines
+        let recorded: BTreeSet<u32> = lines
             .filter(|_| this_boot)
             .filter_map(|id| id.trim().parse().ok())
-            .filter(|&id| range.contains(id))
             .collect();
+        let (ours, earlier): (BTreeSet<u32>, BTreeSet<u32>) =
+            recorded.into_iter().partition(|&id| range.contains(id));
+        // Ids of a wider range an earlier manager had leases under (the range shrank since):
+        // still ours to sweep, once. Only ids a range could hold (not root, not `nobody`, not
+        // the manager's own: a damaged record must not have us kill those).
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let manager = unsafe { libc::getuid() };
+        let mut outside = BTreeSet::new();
+        for uid in earlier {
+            if uid.to_string().parse::<UidRange>().is_err() || uid == manager {
+                tracing::warn!(
+                    uid,
+                    "the record of executor users names an id no range may hold; ignored"
+                );
+                continue;
+            }
+            if sweep(uid) {
+                tracing::info!(
+                    uid,
+                    "swept what an earlier manager's lease left running under an id executor_uids no longer holds"
+                );
+            } else {
+                tracing::warn!(
+                    uid,
+                    "an earlier manager's lease left processes that will not die under an id executor_uids no longer holds; swept again at the next start"
+                );
+                outside.insert(uid);
+            }
+        }
         let mut dirty = BTreeSet::new();
         for &uid in &ours {
             if sweep(uid) {
@@ -225,6 +257,7 @@ impl UserPool {
                 foreign,
                 taken: BTreeSet::new(),
                 sweeping: BTreeSet::new(),
+                outside,
             }),
             record,
             _lock: lock,
@@ -256,6 +289,7 @@ impl UserPool {
                     .iter()
                     .chain(&state.dirty)
                     .chain(&state.sweeping)
+                    .chain(&state.outside)
                     .map(u32::to_string),
             )
             .map(|line| line + "\n")

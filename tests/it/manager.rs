@@ -305,6 +305,10 @@ fn executor_output_reaches_the_managers_log_tagged_with_its_lease() {
     );
 }
 
+/// Held by the tests of managers with cgroups: one's start ends what a killed one left, which
+/// the other may be looking at.
+static CGROUP_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Whether leases can have cgroups here (root, and the controllers); says why not.
 fn cgroups_here() -> bool {
     match executor::cgroups::available() {
@@ -330,6 +334,7 @@ fn a_lease_in_a_cgroup_keeps_to_its_cores_and_memory_and_ends_whole() {
     if !cgroups_here() {
         return;
     }
+    let _serial = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch_dir("manager-cgroups");
     let mgr = Service::start("manager", &manager_config(&dir, "cgroups = true\n"));
     let mut s = spec(1, Fabric::Shm);
@@ -393,6 +398,7 @@ fn a_restarted_manager_ends_what_a_killed_ones_lease_cgroups_hold() {
     if !cgroups_here() {
         return;
     }
+    let _serial = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch_dir("manager-cgroups-restart");
     let config = manager_config(&dir, "cgroups = true\n");
     let mgr = Service::start("manager", &config);

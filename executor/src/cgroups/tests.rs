@@ -157,7 +157,8 @@ fn a_lease_cgroup_holds_its_limits_and_its_end_kills_what_left_the_process_group
     );
     let of = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("its cgroups");
     assert!(
-        of.contains(&format!("/rfaas-{}/lease-{id}", std::process::id())),
+        of.contains(&format!("/rfaas-{}.", std::process::id()))
+            && of.contains(&format!("/lease-{id}\n")),
         "the background process is not in the lease's cgroup: {of}"
     );
     assert!(!gone(pid), "the background process ended early");
@@ -167,4 +168,24 @@ fn a_lease_cgroup_holds_its_limits_and_its_end_kills_what_left_the_process_group
     for d in dirs {
         assert!(!d.exists(), "{} was not removed", d.display());
     }
+}
+
+#[test]
+fn a_managers_directory_names_its_pid_and_start_time() {
+    let me = std::process::id();
+    let name = own_name(me).expect("our name");
+    assert!(name.starts_with(&format!("rfaas-{me}.")), "{name}");
+    assert_eq!(dead_manager(&name), Some(false));
+    assert_eq!(dead_manager(&format!("{name}.manager")), Some(false));
+    // Our pid with another start time: a dead manager whose pid we were given.
+    let start = start_time(me).expect("start time");
+    assert_eq!(
+        dead_manager(&format!("rfaas-{me}.{}", start + 1)),
+        Some(true)
+    );
+    assert_eq!(dead_manager("rfaas-999999999.5"), Some(true));
+    // Not a manager's.
+    assert_eq!(dead_manager("rfaas-12"), None);
+    assert_eq!(dead_manager("lease-3"), None);
+    assert_eq!(dead_manager("rfaas-x.1"), None);
 }

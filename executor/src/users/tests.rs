@@ -283,3 +283,26 @@ fn only_a_record_of_this_boot_is_swept() {
     assert_eq!(pool.take().expect("the swept id").uid(), 64_240);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A record's ids that the configured range no longer holds (it shrank between two runs of
+/// the manager) are swept at start all the same: they were an earlier manager's leases'.
+#[test]
+fn recorded_ids_the_range_no_longer_holds_are_swept() {
+    if !root_or_skip(64_245, 64_246) {
+        return;
+    }
+    let _swept = Swept(64_245, 64_246);
+    let dir = std::env::temp_dir().join(format!("rfaas-users-shrunk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let record = dir.join("ledger.jsonl.users");
+    let mut left = sleeper(64_246);
+    std::fs::write(&record, format!("{}\n64246\n", boot_line())).expect("record");
+    let pool = UserPool::new("64245".parse().unwrap(), Some(record.clone())).expect("a pool");
+    assert!(
+        ended(&mut left),
+        "an id the range no longer holds was not swept"
+    );
+    assert_eq!(pool.take().expect("the range's id").uid(), 64_245);
+    drop(pool);
+    let _ = std::fs::remove_dir_all(&dir);
+}
