@@ -34,6 +34,8 @@ pub enum Role {
     Cpuset,
     /// cgroup v1's freezer, used to kill a lease's processes without racing pid reuse.
     Freezer,
+    /// cgroup v1's CPU accounting (optional: the ledger's `cpu_us`).
+    Cpuacct,
 }
 
 /// The v1 controllers a lease needs, with the name `/proc/self/cgroup` and mount options use.
@@ -186,7 +188,7 @@ pub fn locate(
     }
     let mut found = Vec::new();
     let mut missing = Vec::new();
-    for (role, name) in V1 {
+    for (role, name) in V1.into_iter().chain([(Role::Cpuacct, "cpuacct")]) {
         let dir = lines
             .iter()
             .filter(|(c, _)| c.iter().any(|c| c == name))
@@ -198,6 +200,7 @@ pub fn locate(
             });
         match dir {
             Some(d) => found.push((role, d)),
+            None if role == Role::Cpuacct => {}
             None => missing.push(name),
         }
     }
@@ -293,6 +296,15 @@ pub struct Limits {
     pub tasks: u64,
     /// The CPUs (none: the manager's).
     pub cpus: Vec<usize>,
+}
+
+/// What a lease's processes used, as its cgroup counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time, user and system, µs.
+    pub cpu_us: Option<u64>,
+    /// The most memory in use at once, bytes.
+    pub memory_peak_bytes: Option<u64>,
 }
 
 /// Where this manager puts its leases' cgroups.
@@ -406,7 +418,7 @@ impl Cgroups {
                         if cpus.is_empty() { all.trim() } else { &cpus },
                     )?;
                 }
-                Role::Freezer => {}
+                Role::Freezer | Role::Cpuacct => {}
             }
             if shared {
                 continue;
@@ -609,6 +621,30 @@ impl LeaseCgroup {
             .ok()
             .and_then(|t| keyed(&t, "oom_kill"))
             .unwrap_or(0)
+    }
+
+    /// What the lease's processes used so far, as the cgroup counts it (`None` where this
+    /// kernel does not: `memory.peak` came with Linux 5.19; no CPU time under cgroup v1
+    /// without the `cpuacct` hierarchy).
+    pub fn usage(&self) -> Usage {
+        let number = |dir: &Path, file| get(dir, file).ok()?.trim().parse::<u64>().ok();
+        match self.dir(Role::Unified) {
+            Some(d) => Usage {
+                cpu_us: get(d, "cpu.stat")
+                    .ok()
+                    .and_then(|t| keyed(&t, "usage_usec")),
+                memory_peak_bytes: number(d, "memory.peak"),
+            },
+            None => Usage {
+                cpu_us: self
+                    .dir(Role::Cpuacct)
+                    .and_then(|d| number(d, "cpuacct.usage"))
+                    .map(|ns| ns / 1000),
+                memory_peak_bytes: self
+                    .dir(Role::Memory)
+                    .and_then(|d| number(d, "memory.max_usage_in_bytes")),
+            },
+        }
     }
 
     /// The memory limit, bytes (for the ledger's word on an OOM kill).

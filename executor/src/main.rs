@@ -223,6 +223,16 @@ fn main() -> Result<()> {
                 if let Some(exit) = &e.executor_exit {
                     println!("              executor ended before the lease: {exit}");
                 }
+                if e.cpu_us.is_some() || e.memory_peak_bytes.is_some() {
+                    let show = |v: Option<u64>, unit: &str| {
+                        v.map_or("-".to_owned(), |v| format!("{v} {unit}"))
+                    };
+                    println!(
+                        "              cgroup: {} CPU, {} memory peak",
+                        show(e.cpu_us, "µs"),
+                        show(e.memory_peak_bytes.map(|b| b >> 10), "KiB")
+                    );
+                }
                 (inv, exec, hot) = (inv + e.invocations, exec + e.exec_us, hot + e.hot_poll_us);
             }
             println!(

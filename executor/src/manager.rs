@@ -292,6 +292,16 @@ pub struct LedgerEntry {
     /// function that allocated beyond the lease's memory); absent for leases the client ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor_exit: Option<String>,
+    /// CPU time (user and system) of all the lease's processes, µs, as its cgroup counts it
+    /// (`cgroups = true`): what its functions started too, and time spent waiting in the
+    /// kernel. Absent without a cgroup (or where the kernel does not count it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_us: Option<u64>,
+    /// The most memory the lease's processes had in use at once, bytes, as its cgroup counts
+    /// it (memory files and the data plane's regions included). Absent without a cgroup, or
+    /// before Linux 5.19 under cgroup v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_peak_bytes: Option<u64>,
 }
 
 /// Reads every entry of a ledger file.
@@ -1432,6 +1442,16 @@ impl Manager {
             // No closing line: the last counts the executor published (times are not kept).
             stats = read_stats_record(&stats_record);
         }
+        // The lease is over: what is left of it goes now, so that its cgroup's counts are
+        // final.
+        let usage = held
+            .cgroup
+            .as_ref()
+            .map(|g| {
+                g.kill();
+                g.usage()
+            })
+            .unwrap_or_default();
         let entry = LedgerEntry {
             lease_id,
             node_id: self.cfg.node_id.clone(),
@@ -1445,6 +1465,8 @@ impl Manager {
             exec_us: stats["exec_us"].as_u64().unwrap_or(0),
             invocations: stats["invocations"].as_u64().unwrap_or(0),
             executor_exit: exit,
+            cpu_us: usage.cpu_us,
+            memory_peak_bytes: usage.memory_peak_bytes,
         };
         // Recorded before the capacity is given back (when `held` goes).
         let appended = self.append(&entry).map_err(|e| format!("ledger: {e}"));

@@ -242,6 +242,8 @@ fn entry(lease_id: u64) -> LedgerEntry {
         exec_us: 4,
         invocations: 5,
         executor_exit: None,
+        cpu_us: None,
+        memory_peak_bytes: None,
     }
 }
 
