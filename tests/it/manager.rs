@@ -22,11 +22,17 @@ struct Service {
 
 impl Service {
     fn start(kind: &str, config: &Path) -> Service {
+        Self::start_logging_to(kind, config, Stdio::inherit())
+    }
+
+    /// Starts it with its stderr (its log) at `log`.
+    fn start_logging_to(kind: &str, config: &Path, log: Stdio) -> Service {
         let mut child = Command::new(executor_binary())
             .arg(kind)
             .arg("--config")
             .arg(config)
             .stdout(Stdio::piped())
+            .stderr(log)
             .spawn()
             .expect("spawn");
         let mut line = String::new();
@@ -264,23 +270,11 @@ fn executor_output_reaches_the_managers_log_tagged_with_its_lease() {
     let dir = scratch_dir("manager-output");
     let config = manager_config(&dir, "");
     let log = dir.join("manager.log");
-    let mut child = Command::new(executor_binary())
-        .args(["manager", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("output");
-    let address = line
-        .trim()
-        .strip_prefix("ready ")
-        .expect("ready")
-        .to_owned();
-    let mgr = Service { child, address };
+    let mgr = Service::start_logging_to(
+        "manager",
+        &config,
+        std::fs::File::create(&log).expect("log file").into(),
+    );
     let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
     lease
         .invoke(fx::noop::call())
