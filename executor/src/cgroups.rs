@@ -250,6 +250,18 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
+/// The directories of this process's cgroups that a manager started by it would use, one per
+/// hierarchy (for tests that set up a delegated cgroup for such a manager).
+pub fn hierarchies() -> Result<Vec<PathBuf>, String> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (_, d) in here()? {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    Ok(dirs)
+}
+
 /// Writes `value` to the control file `dir/name`.
 fn put(dir: &Path, name: &str, value: &str) -> Result<(), String> {
     let path = dir.join(name);

@@ -424,6 +424,186 @@ fn a_restarted_manager_ends_what_a_killed_ones_lease_cgroups_hold() {
     );
 }
 
+/// A cgroup of this process's, in every hierarchy, handed to user `uid` as a service
+/// manager delegates one (the directory and the files that move processes and pass
+/// controllers on); removed with everything under it on drop, after that user's processes.
+struct Delegated {
+    uid: u32,
+    dirs: Vec<PathBuf>,
+}
+
+impl Delegated {
+    fn new(uid: u32) -> Option<Delegated> {
+        let parents = executor::cgroups::hierarchies().ok()?;
+        let mut made = Delegated {
+            uid,
+            dirs: Vec::new(),
+        };
+        for parent in parents {
+            let dir = parent.join(format!("test-delegated-{}", std::process::id()));
+            std::fs::create_dir(&dir).expect("a cgroup to delegate");
+            made.dirs.push(dir.clone());
+            let v2 = parent.join("cgroup.controllers").exists();
+            if v2 {
+                // Passed on to it (by the root cgroup, which may, or by a test before us).
+                std::fs::write(
+                    parent.join("cgroup.subtree_control"),
+                    "+memory +pids +cpuset",
+                )
+                .expect("controllers for the delegated cgroup");
+            }
+            // A v1 cpuset takes no task until it has CPUs and nodes.
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                if !v2 && dir.join(f).exists() {
+                    let v = std::fs::read_to_string(parent.join(f)).expect("parent cpuset");
+                    std::fs::write(dir.join(f), v.trim()).expect("cpuset");
+                }
+            }
+            for f in [
+                "",
+                "cgroup.procs",
+                "cgroup.subtree_control",
+                "cgroup.threads",
+                "tasks",
+            ] {
+                let path = dir.join(f);
+                if path.exists() {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(uid)).expect("chown");
+                }
+            }
+        }
+        Some(made)
+    }
+}
+
+impl Drop for Delegated {
+    fn drop(&mut self) {
+        executor::users::sweep(self.uid);
+        fn remove(dir: &Path) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.path().is_dir() {
+                        remove(&e.path());
+                    }
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        for d in &self.dirs {
+            remove(d);
+        }
+    }
+}
+
+/// A manager that is not root, in a cgroup delegated to its user (as systemd's
+/// `Delegate=yes` gives a service), puts its leases in cgroups of their own there: under
+/// cgroup v2 it first moves itself into a leaf of it, so that the cgroup may pass its
+/// controllers on.
+#[test]
+fn a_manager_that_is_not_root_puts_leases_in_cgroups_of_its_delegated_one() {
+    const UID: u32 = 64_420;
+    if !cgroups_here() {
+        return;
+    }
+    let Some(_users) = tests::spare_users(UID, UID) else {
+        return;
+    };
+    let _serial = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let delegated = Delegated::new(UID).expect("this process's cgroups");
+    let dir = scratch_dir("manager-cgroups-delegated");
+    let config = manager_config(&dir, "cgroups = true\n");
+    // Its directories are its user's (they must be private to it).
+    for entry in walk(&dir) {
+        std::os::unix::fs::chown(&entry, Some(UID), Some(UID)).expect("chown");
+    }
+    let joins: Vec<std::fs::File> = delegated
+        .dirs
+        .iter()
+        .map(|d| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.join("cgroup.procs"))
+                .expect("the delegated cgroup's procs")
+        })
+        .collect();
+    let fds: Vec<i32> = joins.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    let mut cmd = Command::new(executor_binary());
+    cmd.args(["manager", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped());
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only writes to descriptors `joins` keeps open until after the spawn
+    // and changes user with raw system calls (async-signal-safe, no allocation).
+    unsafe {
+        cmd.pre_exec(move || {
+            executor::cgroups::join(&fds)?;
+            executor::users::become_user(UID, 256 << 20, 4096)
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    drop(joins);
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("output");
+    let address = line
+        .trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("the manager did not start: {line:?}"))
+        .to_owned();
+    let mgr = Service { child, address };
+    assert_eq!(uid_of(mgr.child.id()), UID);
+    let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
+    let pid = lease
+        .invoke(fx::fault::call(5, 1000))
+        .timeout(T)
+        .wait()
+        .expect("a process started");
+    let pid = u32::try_from(pid).expect("a pid");
+    assert_ne!(pid, 0, "the function could not start `sleep`");
+    assert_eq!(uid_of(pid), UID);
+    let of = cgroups_of(pid);
+    assert!(
+        of.contains(&format!("/test-delegated-{}/rfaas-", std::process::id()))
+            && of.contains(&format!("/lease-{}\n", lease.id())),
+        "not in a lease cgroup under the delegated one: {of}"
+    );
+    if rfaas::sys::allowed_cpus().len() > 1 {
+        assert_eq!(
+            lease
+                .invoke(fx::fault::call(7, 0))
+                .timeout(T)
+                .wait()
+                .expect("affinity"),
+            1,
+            "a function moved onto cores its lease does not have"
+        );
+    }
+    drop(lease);
+    eventually("the escaped process ended with the lease", || {
+        process_gone(pid)
+    });
+    drop(mgr);
+}
+
+/// Every file and directory under `dir`, and `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut all = vec![dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                all.extend(walk(&e.path()));
+            } else {
+                all.push(e.path());
+            }
+        }
+    }
+    all
+}
+
 /// The real user id process `pid` runs as.
 fn uid_of(pid: u32) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
