@@ -196,6 +196,9 @@ pub fn locate(
                 mounts
                     .iter()
                     .filter(|m| !m.v2 && m.options.iter().any(|o| o == name))
+                    // `cpuacct` mounted with `cpu` would give each lease a scheduling group
+                    // of its own (its CPU shares against the rest of the node): not used.
+                    .filter(|m| role != Role::Cpuacct || !m.options.iter().any(|o| o == "cpu"))
                     .find_map(|m| dir_in(m, path))
             });
         match dir {
@@ -347,7 +350,14 @@ impl Cgroups {
             }
             // Controllers mounted together share a directory.
             if !made.parents.iter().any(|(_, d)| *d == parent) {
-                mkdir(&parent)?;
+                match mkdir(&parent) {
+                    // Only accounting: a manager may do without it (not delegated to it).
+                    Err(why) if *role == Role::Cpuacct => {
+                        tracing::warn!(%why, "no CPU time of leases in the ledger");
+                        continue;
+                    }
+                    made_or_not => made_or_not?,
+                }
             }
             made.parents.push((*role, parent.clone()));
             match role {
@@ -384,7 +394,7 @@ impl Cgroups {
         let mut lease = LeaseCgroup {
             dirs: Vec::new(),
             procs: Vec::new(),
-            ended: std::cell::Cell::new(false),
+            ended: std::cell::Cell::new(None),
         };
         let cpus = limits
             .cpus
@@ -396,8 +406,12 @@ impl Cgroups {
         for (role, parent) in &self.parents {
             let dir = parent.join(&name);
             let shared = lease.dirs.iter().any(|(_, d)| *d == dir);
-            if !shared {
-                mkdir(&dir)?;
+            if !shared && let Err(why) = mkdir(&dir) {
+                if *role == Role::Cpuacct {
+                    tracing::warn!(%why, "no CPU time of this lease in the ledger");
+                    continue;
+                }
+                return Err(why);
             }
             lease.dirs.push((*role, dir.clone()));
             match role {
@@ -576,7 +590,7 @@ fn sweep_stale(all: &[(Role, PathBuf)]) {
             let mut stale = LeaseCgroup {
                 dirs: Vec::new(),
                 procs: Vec::new(),
-                ended: std::cell::Cell::new(false),
+                ended: std::cell::Cell::new(None),
             };
             for (role, dir) in all {
                 let d = dir.join(&name).join(&lease);
@@ -603,8 +617,8 @@ pub struct LeaseCgroup {
     dirs: Vec<(Role, PathBuf)>,
     /// Each hierarchy's `cgroup.procs`, open for writing, for the executor to join by.
     procs: Vec<OwnedFd>,
-    /// A kill found it empty.
-    ended: std::cell::Cell<bool>,
+    /// The first kill's outcome (whether it left none): later ones do not wait again.
+    ended: std::cell::Cell<Option<bool>>,
 }
 
 impl LeaseCgroup {
@@ -672,8 +686,10 @@ impl LeaseCgroup {
     /// Kills every process in the cgroup and waits (at most 5 s) until none is left. Returns
     /// whether none is.
     pub fn kill(&self) -> bool {
-        if self.ended.get() {
-            return true;
+        if let Some(ended) = self.ended.get() {
+            // Stuck processes (a task in the kernel) hold the lease's end up once, not at
+            // every step of it.
+            return ended || self.dirs.iter().all(|(_, d)| procs(d).is_empty());
         }
         let deadline = Instant::now() + KILL_WAIT;
         let ended = if let Some(dir) = self.dir(Role::Unified) {
@@ -692,7 +708,7 @@ impl LeaseCgroup {
                 (None, None) => true,
             }
         };
-        self.ended.set(ended);
+        self.ended.set(Some(ended));
         ended
     }
 }

@@ -293,8 +293,8 @@ pub struct LedgerEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor_exit: Option<String>,
     /// CPU time (user and system) of all the lease's processes, µs, as its cgroup counts it
-    /// (`cgroups = true`): what its functions started too, and time spent waiting in the
-    /// kernel. Absent without a cgroup (or where the kernel does not count it).
+    /// (`cgroups = true`): what its functions started too. Absent without a cgroup (or where
+    /// the kernel does not count it: cgroup v1 without a `cpuacct` hierarchy of its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_us: Option<u64>,
     /// The most memory the lease's processes had in use at once, bytes, as its cgroup counts
@@ -805,6 +805,8 @@ struct Held<'m> {
     /// Its cgroup (`cgroups`): every process in it is killed, and it removed, before the
     /// lease's CPUs and capacity are given back.
     cgroup: Option<LeaseCgroup>,
+    /// Tells its output relay that the lease is over.
+    relay: Option<RelayEnd>,
 }
 
 impl Drop for Held<'_> {
@@ -1074,6 +1076,7 @@ impl Manager {
                 files: Vec::new(),
                 pinning: Some(self.cpus.take(req.cores as usize)),
                 cgroup: None,
+                relay: None,
             })
         };
         if let Some(why) = lacking(&self.capacity.lock().unwrap_or_else(|e| e.into_inner())) {
@@ -1208,7 +1211,8 @@ impl Manager {
         // executors' output.)
         let (stdout, stderr) = {
             let (r, w) = report_pipe().map_err(|e| format!("an output pipe: {e}"))?;
-            relay_output(r, lease_id).map_err(|e| format!("an output relay: {e}"))?;
+            held.relay =
+                Some(relay_output(r, lease_id).map_err(|e| format!("an output relay: {e}"))?);
             let w2 = w.try_clone().map_err(|e| format!("an output pipe: {e}"))?;
             (Stdio::from(w), Stdio::from(w2))
         };
@@ -1616,11 +1620,12 @@ fn report_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// Copies what lease `lease_id`'s executor (and whatever it started) writes into the pipe `r`
 /// to our stderr, on a thread of its own, until every writer is gone.
-fn relay_output(r: OwnedFd, lease_id: u64) -> std::io::Result<()> {
+fn relay_output(r: OwnedFd, lease_id: u64) -> std::io::Result<RelayEnd> {
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let over = ended.clone();
     std::thread::Builder::new()
         .name(format!("rfaas-output-{lease_id}"))
         .spawn(move || {
-            let mut from = std::fs::File::from(r);
             let mut chunk = [0u8; 8192];
             let mut lines = OutputLines::new(lease_id);
             // Our stderr is locked per write, never while waiting for output: the manager's
@@ -1628,17 +1633,50 @@ fn relay_output(r: OwnedFd, lease_id: u64) -> std::io::Result<()> {
             let emit = |framed: &[u8]| {
                 let _ = std::io::stderr().write_all(framed);
             };
+            // Once the lease is over, what is left is relayed for a second more at most: a
+            // process of the lease that outlived it (one that left its process group, with
+            // neither a cgroup nor a user of its own to end it) and holds the pipe keeps no
+            // thread of ours.
+            let mut over_since: Option<Instant> = None;
             loop {
-                match from.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => lines.push(&chunk[..n], emit),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
+                if over.load(Ordering::Acquire) {
+                    let since = *over_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(1) {
+                        break;
+                    }
+                }
+                let mut pfd = libc::pollfd {
+                    fd: r.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the duration of the call.
+                if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+                    continue;
+                }
+                // SAFETY: reads into `chunk`, which is valid for its length; `r` is open.
+                let n =
+                    unsafe { libc::read(r.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+                match n {
+                    0 => break,
+                    n if n > 0 => lines.push(&chunk[..n as usize], emit),
+                    _ if std::io::Error::last_os_error().kind()
+                        == std::io::ErrorKind::Interrupted => {}
+                    _ => break,
                 }
             }
             lines.finish(emit);
         })
-        .map(drop)
+        .map(|_| RelayEnd(ended))
+}
+
+/// Tells a lease's output relay, when dropped, that the lease is over.
+struct RelayEnd(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for RelayEnd {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// The longest piece of one output line relayed at once: a longer line goes in pieces, each
@@ -1672,8 +1710,18 @@ impl OutputLines {
             let rest = &self.pending[start..];
             let (end, next) = match rest.iter().position(|&b| b == b'\n') {
                 Some(i) if i <= OUTPUT_LINE_MAX => (start + i, start + i + 1),
-                _ if rest.len() >= OUTPUT_LINE_MAX => {
-                    (start + OUTPUT_LINE_MAX, start + OUTPUT_LINE_MAX)
+                // Longer than a piece, for sure: cut before a character that would straddle
+                // the cut (a UTF-8 continuation byte starts no character; at most 3 follow a
+                // lead byte).
+                _ if rest.len() > OUTPUT_LINE_MAX => {
+                    let mut cut = OUTPUT_LINE_MAX;
+                    while cut > OUTPUT_LINE_MAX - 3 && rest[cut] & 0xC0 == 0x80 {
+                        cut -= 1;
+                    }
+                    if rest[cut] & 0xC0 == 0x80 {
+                        cut = OUTPUT_LINE_MAX; // not UTF-8 anyway
+                    }
+                    (start + cut, start + cut)
                 }
                 _ => break,
             };

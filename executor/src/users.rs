@@ -87,6 +87,26 @@ impl UidRange {
     }
 }
 
+/// Whether user id `uid` has an account (the name service knows it: `/etc/passwd`, or a
+/// directory service).
+pub fn has_account(uid: u32) -> bool {
+    let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
+    let mut buf = vec![0u8; 16 << 10];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: `pwd` and `buf` are valid for writing for the sizes given; `found` is set to
+    // `pwd` or null, and neither is used after `buf` goes.
+    let r = unsafe {
+        libc::getpwuid_r(
+            uid,
+            pwd.as_mut_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    r == 0 && !found.is_null()
+}
+
 /// Whether a manager whose effective user is `euid` (and real user `uid`) may start its
 /// executors as the users of `range`: it must be root (setting another user's ids takes
 /// `CAP_SETUID`, and raising the executors' locked-memory limit `CAP_SYS_RESOURCE`), and the
@@ -193,7 +213,9 @@ impl UserPool {
             recorded.into_iter().partition(|&id| range.contains(id));
         // Ids of a wider range an earlier manager had leases under (the range shrank since):
         // still ours to sweep, once. Only ids a range could hold (not root, not `nobody`, not
-        // the manager's own: a damaged record must not have us kill those).
+        // the manager's own: a damaged record must not have us kill those), and only ids
+        // without an account (a range may shrink because it took in real users by mistake:
+        // their sessions are not ours to end).
         // SAFETY: getuid has no preconditions and cannot fail.
         let manager = unsafe { libc::getuid() };
         let mut outside = BTreeSet::new();
@@ -202,6 +224,13 @@ impl UserPool {
                 tracing::warn!(
                     uid,
                     "the record of executor users names an id no range may hold; ignored"
+                );
+                continue;
+            }
+            if has_account(uid) {
+                tracing::warn!(
+                    uid,
+                    "an earlier manager's lease ran under an id executor_uids no longer holds, which has an account: not swept (its user's processes are not ours to end)"
                 );
                 continue;
             }

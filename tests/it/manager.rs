@@ -435,6 +435,17 @@ struct Delegated {
 impl Delegated {
     fn new(uid: u32) -> Option<Delegated> {
         let parents = executor::cgroups::hierarchies().ok()?;
+        // What a test process that was killed left (its pid gone).
+        for parent in &parents {
+            for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("test-delegated-")
+                    && !Path::new(&format!("/proc/{pid}")).exists()
+                {
+                    Delegated::remove(&e.path());
+                }
+            }
+        }
         let mut made = Delegated {
             uid,
             dirs: Vec::new(),
@@ -476,24 +487,28 @@ impl Delegated {
     }
 }
 
+impl Delegated {
+    /// Removes cgroup `dir` and every cgroup under it (each once its processes are gone).
+    fn remove(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.path().is_dir() {
+                    Delegated::remove(&e.path());
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 impl Drop for Delegated {
     fn drop(&mut self) {
         executor::users::sweep(self.uid);
-        fn remove(dir: &Path) {
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for e in entries.flatten() {
-                    if e.path().is_dir() {
-                        remove(&e.path());
-                    }
-                }
-            }
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
         for d in &self.dirs {
-            remove(d);
+            Delegated::remove(d);
         }
     }
 }
@@ -540,7 +555,12 @@ fn a_manager_that_is_not_root_puts_leases_in_cgroups_of_its_delegated_one() {
     unsafe {
         cmd.pre_exec(move || {
             executor::cgroups::join(&fds)?;
-            executor::users::become_user(UID, 256 << 20, 4096)
+            executor::users::become_user(UID, 256 << 20, 4096)?;
+            // It dies with the test (after the change of user, which clears this).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
         });
     }
     let mut child = cmd.spawn().expect("spawn");

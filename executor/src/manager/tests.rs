@@ -412,4 +412,18 @@ fn executor_output_is_relayed_in_tagged_lines_with_control_characters_escaped() 
         relayed(&[b"\xff\xfe ok"]),
         ["lease 7 | \u{fffd}\u{fffd} ok\n"]
     );
+    // A line of exactly the limit is one line, however its newline arrives.
+    let exact = vec![b'b'; OUTPUT_LINE_MAX];
+    let whole = format!("lease 7 | {}\n", "b".repeat(OUTPUT_LINE_MAX));
+    assert_eq!(relayed(&[&exact, b"\n"]), std::slice::from_ref(&whole));
+    assert_eq!(relayed(&[&[exact.as_slice(), b"\n"].concat()]), [whole]);
+    // A character across the cut is not broken: the cut comes before it, at any split.
+    let mut wide = vec![b'a'; OUTPUT_LINE_MAX - 1];
+    wide.extend_from_slice("\u{e9}\u{1f600}z\n".as_bytes());
+    for split in [1, OUTPUT_LINE_MAX - 1, OUTPUT_LINE_MAX, OUTPUT_LINE_MAX + 2] {
+        let out = relayed(&[&wide[..split], &wide[split..]]);
+        assert_eq!(out.len(), 2, "{split}");
+        assert!(!out.concat().contains('\u{fffd}'), "{split}: {:?}", &out[1]);
+        assert_eq!(out[1], "lease 7 + \u{e9}\u{1f600}z\n", "{split}");
+    }
 }

@@ -48,6 +48,13 @@ fn only_a_root_manager_outside_the_range_may_use_it() {
 }
 
 #[test]
+fn accounts_are_known_by_id() {
+    assert!(has_account(0), "root has no account here");
+    // One of the ids the tests run processes as: no account here.
+    assert!(!has_account(64_246));
+}
+
+#[test]
 fn this_process_is_found_under_its_user() {
     // SAFETY: getuid has no preconditions.
     let me = unsafe { libc::getuid() };
