@@ -11,7 +11,7 @@
 //!   freezer, so that no pid is reused between being listed and killed), wherever in the
 //!   process tree it moved (a session of its own, a daemon's double fork).
 //!
-//! The cgroups sit in a directory of this manager's, `rfaas-<pid>`, under the cgroup the
+//! The cgroups sit in a directory of this manager's, `rfaas-<pid>.<start time>`, under the cgroup the
 //! manager runs in (for cgroup v2, the delegated one a service manager gives it). A manager
 //! that starts finds the directories of managers that died (their pid is gone) and ends their
 //! leases' processes, which outlive a manager killed outright.
@@ -49,7 +49,7 @@ const V1: [(Role, &str); 4] = [
 /// The v2 controllers a lease needs.
 const V2: [&str; 3] = ["memory", "pids", "cpuset"];
 
-/// The prefix of a manager's directory, `rfaas-<pid>`.
+/// The prefix of a manager's directory, `rfaas-<pid>.<start time>`.
 const PREFIX: &str = "rfaas-";
 
 /// How long a lease's end waits for its processes to go before it says so and goes on.
@@ -325,7 +325,7 @@ pub struct Usage {
 /// Where this manager puts its leases' cgroups.
 #[derive(Debug)]
 pub struct Cgroups {
-    /// `rfaas-<pid>` in each hierarchy.
+    /// `rfaas-<pid>.<start time>` in each hierarchy.
     parents: Vec<(Role, PathBuf)>,
 }
 
