@@ -11,10 +11,11 @@
 //!   freezer, so that no pid is reused between being listed and killed), wherever in the
 //!   process tree it moved (a session of its own, a daemon's double fork).
 //!
-//! The cgroups sit in a directory of this manager's, `rfaas-<pid>.<start time>`, under the cgroup the
-//! manager runs in (for cgroup v2, the delegated one a service manager gives it). A manager
-//! that starts finds the directories of managers that died (their pid is gone) and ends their
-//! leases' processes, which outlive a manager killed outright.
+//! The cgroups sit in a directory of this manager's, `rfaas-<pid>.<start time>`, under the
+//! cgroup the manager runs in (for cgroup v2, the delegated one a service manager gives it). A
+//! manager that starts finds the directories of managers that died (no process of their pid
+//! and start time runs) and ends their leases' processes, which outlive a manager killed
+//! outright.
 //!
 //! Nothing here is on the invocation path: a lease's cgroup is made before its executor starts
 //! and removed after it ends.
