@@ -1307,8 +1307,8 @@ impl Manager {
             .chain(listener.as_ref().map(AsRawFd::as_raw_fd));
         let inherited: Vec<i32> = inherited.collect();
         // SAFETY: the closure runs in the forked child before exec and only makes system calls
-        // (`write` to the cgroup's descriptors, `unshare`, `mount`, `setrlimit`, `setgroups`, `setresgid`, `setresuid`, `getresuid`
-        // as raw calls, `prctl`, `getppid`, `fcntl`),
+        // (`write` to the cgroup's descriptors, `unshare`, `mount`, `setrlimit`, `setgroups`,
+        // `setresgid`, `setresuid`, `getresuid` as raw calls, `prctl`, `getppid`, `fcntl`),
         // which are async-signal-safe; it allocates nothing (`inherited` and `join_cgroup` were
         // built before the fork) and touches no locks. The descriptors in `inherited` stay open
         // in the parent until after the spawn, and so do those of `join_cgroup` (the
@@ -1619,7 +1619,8 @@ fn report_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Copies what lease `lease_id`'s executor (and whatever it started) writes into the pipe `r`
-/// to our stderr, on a thread of its own, until every writer is gone.
+/// to our stderr in tagged lines ([`OutputLines`]), on a thread of its own, until every writer
+/// is gone or a second after the returned [`RelayEnd`] is dropped (the lease's end).
 fn relay_output(r: OwnedFd, lease_id: u64) -> std::io::Result<RelayEnd> {
     let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let over = ended.clone();
