@@ -228,6 +228,19 @@ fn an_always_hot_lease_accounts_its_idle_polling() {
     );
 }
 
+/// Has `fault` start `sleep 1000` in lease `lease` (`mode` 4: in the executor's process
+/// group; 5: in a group of its own) and returns its pid.
+#[track_caller]
+fn started(lease: &rfaas::Lease, mode: u32) -> u32 {
+    let pid = lease
+        .invoke(fx::fault::call(mode, 1000))
+        .timeout(T)
+        .wait()
+        .expect("a process started");
+    assert_ne!(pid, 0, "the function could not start `sleep` (mode {mode})");
+    u32::try_from(pid).expect("a pid")
+}
+
 /// Whether process `pid` is gone: no such process, or a zombie nobody reaped yet (a
 /// container's first process may not reap the orphans it inherits).
 fn process_gone(pid: u32) -> bool {
@@ -248,13 +261,7 @@ fn processes_a_function_started_end_with_the_lease() {
     let dir = scratch_dir("manager-process-group");
     let mgr = Service::start("manager", &manager_config(&dir, ""));
     let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
-    let pid = lease
-        .invoke(fx::fault::call(4, 1000))
-        .timeout(T)
-        .wait()
-        .expect("a process started");
-    assert_ne!(pid, 0, "the function could not start `sleep`");
-    let pid = u32::try_from(pid).expect("a pid");
+    let pid = started(&lease, 4);
     assert!(!process_gone(pid), "`sleep 1000` ended by itself");
     drop(lease);
     eventually("the function's process ended with the lease", || {
@@ -335,8 +342,7 @@ fn a_lease_in_a_cgroup_keeps_to_its_cores_and_memory_and_ends_whole() {
     s.memory_mib = 64;
     let lease = lease_from(&mgr.address, example_package(), &s).expect("lease");
     let call = |mode, value| lease.invoke(fx::fault::call(mode, value)).timeout(T).wait();
-    let pid = u32::try_from(call(5, 1000).expect("a process started")).expect("a pid");
-    assert_ne!(pid, 0, "the function could not start `sleep`");
+    let pid = started(&lease, 5);
     let of = cgroups_of(pid);
     assert!(
         of.contains(&format!("/lease-{}\n", lease.id())),
@@ -402,13 +408,7 @@ fn a_restarted_manager_ends_what_a_killed_ones_lease_cgroups_hold() {
     let config = manager_config(&dir, "cgroups = true\n");
     let mgr = Service::start("manager", &config);
     let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
-    let pid = lease
-        .invoke(fx::fault::call(5, 1000))
-        .timeout(T)
-        .wait()
-        .expect("a process started");
-    let pid = u32::try_from(pid).expect("a pid");
-    assert_ne!(pid, 0, "the function could not start `sleep`");
+    let pid = started(&lease, 5);
     drop(mgr); // SIGKILL: its lease ends without its cgroup's kill
     drop(lease);
     std::thread::sleep(Duration::from_millis(200));
@@ -577,13 +577,7 @@ fn a_manager_that_is_not_root_puts_leases_in_cgroups_of_its_delegated_one() {
     let mgr = Service { child, address };
     assert_eq!(uid_of(mgr.child.id()), UID);
     let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
-    let pid = lease
-        .invoke(fx::fault::call(5, 1000))
-        .timeout(T)
-        .wait()
-        .expect("a process started");
-    let pid = u32::try_from(pid).expect("a pid");
-    assert_ne!(pid, 0, "the function could not start `sleep`");
+    let pid = started(&lease, 5);
     assert_eq!(uid_of(pid), UID);
     let of = cgroups_of(pid);
     assert!(
@@ -684,17 +678,7 @@ fn executors_run_as_users_of_their_own_and_leave_nothing_running() {
     );
     let mgr = Service::start("manager", &config);
     // Starts a process in the executor's group (mode 4) and one in a group of its own (5).
-    let started = |lease: &rfaas::Lease| {
-        [4, 5].map(|mode| {
-            let pid = lease
-                .invoke(fx::fault::call(mode, 1000))
-                .timeout(T)
-                .wait()
-                .expect("a process started");
-            assert_ne!(pid, 0, "the function could not start `sleep` (mode {mode})");
-            u32::try_from(pid).expect("a pid")
-        })
-    };
+    let started = |lease: &rfaas::Lease| [4, 5].map(|mode| started(lease, mode));
     let a = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease a");
     let b = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Tcp)).expect("lease b");
     let (of_a, of_b) = (started(&a), started(&b));
@@ -847,13 +831,7 @@ fn a_restarted_manager_sweeps_what_a_killed_ones_leases_left() {
     let config = manager_config(&dir, &format!("executor_uids = \"{UID}\"\n"));
     let mgr = Service::start("manager", &config);
     let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
-    let pid = lease
-        .invoke(fx::fault::call(5, 1000))
-        .timeout(T)
-        .wait()
-        .expect("a process started");
-    let pid = u32::try_from(pid).expect("a pid");
-    assert_ne!(pid, 0, "the function could not start `sleep`");
+    let pid = started(&lease, 5);
     assert_eq!(uid_of(pid), UID);
     drop(mgr); // SIGKILL: its lease ends with no sweep
     drop(lease);
@@ -868,12 +846,7 @@ fn a_restarted_manager_sweeps_what_a_killed_ones_leases_left() {
     });
     let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm))
         .expect("a lease on the swept id");
-    let again = lease
-        .invoke(fx::fault::call(4, 1000))
-        .timeout(T)
-        .wait()
-        .expect("a process started");
-    assert_eq!(uid_of(u32::try_from(again).expect("a pid")), UID);
+    assert_eq!(uid_of(started(&lease, 4)), UID);
 }
 
 /// A process whose first thread ended while another runs on shows as a zombie in /proc: the
