@@ -50,6 +50,9 @@ const V1: [(Role, &str); 4] = [
 /// The v2 controllers a lease needs.
 const V2: [&str; 3] = ["memory", "pids", "cpuset"];
 
+/// What enables them for the cgroups under one (`cgroup.subtree_control`).
+const ENABLE: &str = "+memory +pids +cpuset";
+
 /// The prefix of a manager's directory, `rfaas-<pid>.<start time>`.
 const PREFIX: &str = "rfaas-";
 
@@ -239,12 +242,8 @@ pub fn available() -> Result<(), String> {
         return Err("not root".into());
     }
     if let [(Role::Unified, dir)] = found.as_slice() {
-        let enabled = get(dir, "cgroup.subtree_control").unwrap_or_default();
-        let passes = V2
-            .iter()
-            .all(|c| enabled.split_whitespace().any(|e| e == *c));
         // Only the root cgroup has no type.
-        if !passes && dir.join("cgroup.type").exists() {
+        if !passes_on(dir) && dir.join("cgroup.type").exists() {
             return Err(format!(
                 "cgroup v2 at {} does not pass its controllers on, and a manager started here would share it with this process",
                 dir.display()
@@ -268,12 +267,23 @@ pub fn hierarchies() -> Result<Vec<PathBuf>, String> {
 
 /// Writes `value` to the control file `dir/name`.
 fn put(dir: &Path, name: &str, value: &str) -> Result<(), String> {
-    let path = dir.join(name);
+    write(dir, name, value)
+        .map_err(|e| format!("writing {value:?} to {}: {e}", dir.join(name).display()))
+}
+
+/// [`put`], with the error as the kernel gave it.
+fn write(dir: &Path, name: &str, value: &str) -> std::io::Result<()> {
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&path)
+        .open(dir.join(name))
         .and_then(|mut f| f.write_all(value.as_bytes()))
-        .map_err(|e| format!("writing {value:?} to {}: {e}", path.display()))
+}
+
+/// Whether cgroup v2 `dir` passes on the controllers leases need (to cgroups under it).
+fn passes_on(dir: &Path) -> bool {
+    let enabled = get(dir, "cgroup.subtree_control").unwrap_or_default();
+    V2.iter()
+        .all(|c| enabled.split_whitespace().any(|e| e == *c))
 }
 
 /// Reads the control file `dir/name`.
@@ -362,7 +372,7 @@ impl Cgroups {
             }
             made.parents.push((*role, parent.clone()));
             match role {
-                Role::Unified => put(&parent, "cgroup.subtree_control", "+memory +pids +cpuset")?,
+                Role::Unified => put(&parent, "cgroup.subtree_control", ENABLE)?,
                 Role::Cpuset => {
                     // A v1 cpuset starts empty, and takes no task until it has CPUs and nodes.
                     for f in ["cpuset.cpus", "cpuset.mems"] {
@@ -476,19 +486,15 @@ impl Drop for Cgroups {
 /// cannot (other than the root), so a manager alone in a delegated cgroup moves itself into
 /// a leaf of it first, `rfaas-<pid>.manager`, as a service manager's documentation asks.
 fn delegate(dir: &Path, me: u32) -> Result<(), String> {
-    let enabled = get(dir, "cgroup.subtree_control")?;
-    if V2
-        .iter()
-        .all(|c| enabled.split_whitespace().any(|e| e == *c))
-    {
+    if passes_on(dir) {
         return Ok(());
     }
-    let enable = || {
-        let path = dir.join("cgroup.subtree_control");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(b"+memory +pids +cpuset"))
+    let enable = || write(dir, "cgroup.subtree_control", ENABLE);
+    let failed = |e: std::io::Error| {
+        format!(
+            "enabling the memory, pids and cpuset controllers in {}: {e}",
+            dir.display()
+        )
     };
     match enable() {
         Ok(()) => Ok(()),
@@ -511,17 +517,9 @@ fn delegate(dir: &Path, me: u32) -> Result<(), String> {
             mkdir(&leaf)?;
             // Every thread of this process moves (v2 moves processes whole).
             put(&leaf, "cgroup.procs", "0")?;
-            enable().map_err(|e| {
-                format!(
-                    "enabling the memory, pids and cpuset controllers in {}: {e}",
-                    dir.display()
-                )
-            })
+            enable().map_err(failed)
         }
-        Err(e) => Err(format!(
-            "enabling the memory, pids and cpuset controllers in {}: {e}",
-            dir.display()
-        )),
+        Err(e) => Err(failed(e)),
     }
 }
 
