@@ -4,8 +4,9 @@
 //!   (`fault` sleeping MS ms), prints `invoked`, and waits for it (the test kills it meanwhile);
 //! - `rfaas-test-client SOCKET leaks`: creates and drops leases, abandoned and dropped
 //!   invocations, then prints `fds BEFORE AFTER` (open descriptors of this process);
-//! - `rfaas-test-client MANAGER managed PACKAGE`: leases one core from a manager, invokes once,
-//!   prints `leased 5`, and holds the lease (the test kills it);
+//! - `rfaas-test-client MANAGER managed PACKAGE`: leases one core from a manager (waiting up to
+//!   10 s for one to be free), invokes once, prints `leased 5`, and holds the lease (the test
+//!   kills it);
 //! - `rfaas-test-client MANAGER managed-slow PACKAGE FABRIC MS`: leases one core over FABRIC
 //!   (`shm` or `tcp`) from a manager, invokes once, prints `leased ID` (the manager's lease id),
 //!   starts a slow invocation (`fault` sleeping MS ms), prints `invoked`, and waits for it (the
@@ -105,12 +106,25 @@ fn main() {
             let package = args
                 .get(3)
                 .unwrap_or_else(|| fail("managed needs a package directory"));
-            let lease = rfaas::managed::lease_from(
-                socket,
-                std::path::Path::new(package),
-                &rfaas::managed::LeaseSpec::default(),
-            )
-            .unwrap_or_else(|e| fail(&format!("lease: {e}")));
+            // A lease that just ended gives its core back moments after its ledger entry is
+            // written: a refusal for capacity is tried again for a while.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let lease = loop {
+                match rfaas::managed::lease_from(
+                    socket,
+                    std::path::Path::new(package),
+                    &rfaas::managed::LeaseSpec::default(),
+                ) {
+                    Ok(lease) => break lease,
+                    Err(Error::Refused(why))
+                        if why.contains("not enough capacity")
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => fail(&format!("lease: {e}")),
+                }
+            };
             let v = lease
                 .invoke(fx::fault::call(0, 5))
                 .timeout(Duration::from_secs(20))

@@ -342,7 +342,8 @@ fn only_clients_with_the_secret_lease_or_ship_code() {
     let b = lease_from(&mgr.address, pkg, &spec(Fabric::Tcp, Some(key))).expect("tcp lease");
     check_invokes(&b);
     drop((a, b));
-    // Both leases reclaimed (their ledger entries are written after the cores return).
+    // Both leases reclaimed: their ledger entries are written, then their cores return (the
+    // client below waits for a free core).
     eventually("both leases reclaimed", || {
         executor::manager::read_ledger(&dir.join("ledger.jsonl")).is_ok_and(|e| e.len() == 2)
     });
