@@ -471,13 +471,19 @@ impl Cgroups {
     }
 }
 
-impl Drop for Cgroups {
+impl Cgroups {
     /// Removes this manager's directories (those of a manager that is killed go at the next
     /// one's start); a directory that still holds a lease's stays.
-    fn drop(&mut self) {
+    pub fn remove(&self) {
         for (_, dir) in &self.parents {
             let _ = std::fs::remove_dir(dir);
         }
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 

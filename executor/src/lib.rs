@@ -13,6 +13,7 @@ pub mod library;
 pub mod manager;
 pub mod package;
 pub mod registry;
+pub mod stop;
 pub mod users;
 pub mod worker;
 

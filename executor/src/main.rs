@@ -223,6 +223,9 @@ fn main() -> Result<()> {
                 if let Some(exit) = &e.executor_exit {
                     println!("              executor ended before the lease: {exit}");
                 }
+                if let Some(why) = &e.ended_by_manager {
+                    println!("              ended by the manager: {why}");
+                }
                 if e.cpu_us.is_some() || e.memory_peak_bytes.is_some() {
                     let show = |v: Option<u64>, unit: &str| {
                         v.map_or("-".to_owned(), |v| format!("{v} {unit}"))

@@ -106,6 +106,12 @@ pub struct ManagerConfig {
     /// delegated subtree); a manager that cannot is refused at start, saying why. Default
     /// false.
     pub cgroups: bool,
+    /// How long a manager that is asked to stop (SIGTERM or SIGINT) lets its running leases
+    /// go on, ms. It takes no new leases from the signal on and leaves the registry; leases
+    /// whose clients end them meanwhile are recorded as usual; those still running after this
+    /// long (or at a second signal) are ended by the manager: their executors are killed, and
+    /// their ledger entries say so (`ended_by_manager`). 0: end them at once. Default 30000.
+    pub shutdown_grace_ms: u64,
 }
 
 /// Slots per worker of a lease that does not say (capped by the limits).
@@ -140,6 +146,7 @@ impl Default for ManagerConfig {
             request_timeout_ms: 10_000,
             executor_uids: None,
             cgroups: false,
+            shutdown_grace_ms: 30_000,
         }
     }
 }
@@ -302,6 +309,11 @@ pub struct LedgerEntry {
     /// before Linux 5.19 under cgroup v2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_peak_bytes: Option<u64>,
+    /// Why the manager ended the lease while its client still held it: [`ENDED_AT_SHUTDOWN`]
+    /// (it was asked to stop, and the lease outlasted `shutdown_grace_ms`) or
+    /// [`ENDED_SILENT`]. Absent for leases their client (or their executor) ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by_manager: Option<String>,
 }
 
 /// Reads every entry of a ledger file.
@@ -379,6 +391,43 @@ struct Manager {
     users: Option<UserPool>,
     /// Where leases' cgroups go (`cgroups`); none: no cgroups.
     cgroups: Option<Cgroups>,
+    /// [`SERVING`], [`DRAINING`] or [`ENDING`].
+    phase: std::sync::atomic::AtomicU8,
+    /// The control connections open now (a copy of each), shut down when the manager ends its
+    /// leases.
+    conns: Mutex<Conns>,
+}
+
+/// The manager takes new leases.
+const SERVING: u8 = 0;
+/// The manager was asked to stop: no new leases; running ones go on for the grace period.
+const DRAINING: u8 = 1;
+/// The manager ends every lease: each control connection is shut down (and no new one
+/// served), which ends its lease.
+const ENDING: u8 = 2;
+
+/// Why a manager that stops ends a lease, in its ledger entry.
+pub const ENDED_AT_SHUTDOWN: &str = "the manager stopped";
+/// Why a lease whose client went silent is ended, in its ledger entry.
+pub const ENDED_SILENT: &str = "the client was silent past its heartbeats";
+
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    open: std::collections::BTreeMap<u64, TcpStream>,
+}
+
+/// A control connection the manager keeps track of while it is served.
+struct Tracked<'m> {
+    mgr: &'m Manager,
+    id: u64,
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        let mut conns = self.mgr.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.open.remove(&self.id);
+    }
 }
 
 /// The address registered for clients elsewhere: `advertise` with the listener's port, or the
@@ -420,6 +469,10 @@ pub fn serve(
     mut cfg: ManagerConfig,
     ready: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), String> {
+    // Before any thread is started, so that all of them leave SIGTERM and SIGINT to the one
+    // that stops the manager.
+    let signals = crate::stop::TermSignals::block()
+        .map_err(|e| format!("blocking SIGTERM and SIGINT: {e}"))?;
     cfg.check_limits()?;
     let secret = cfg
         .secret_file
@@ -536,6 +589,8 @@ pub fn serve(
         exe,
         cfg,
         secret,
+        phase: std::sync::atomic::AtomicU8::new(SERVING),
+        conns: Mutex::new(Conns::default()),
     });
     match &mgr.secret {
         Some(_) => tracing::info!("control plane authenticated with the shared secret"),
@@ -551,7 +606,7 @@ pub fn serve(
         Ok(()) => tracing::info!("RDMA leases offered"),
         Err(why) => tracing::info!(%why, "no RDMA leases"),
     }
-    if let Some(reg) = mgr.cfg.registry.clone() {
+    let heartbeats = if let Some(reg) = mgr.cfg.registry.clone() {
         let mut client = RegistryClient::new(reg);
         if let Some(s) = &mgr.secret {
             client = client.with_secret(s.clone());
@@ -566,7 +621,16 @@ pub fn serve(
                 rdma: mgr.rdma.is_ok(),
             },
         );
-        std::thread::spawn(move || heartbeat(&client, &node, &mgr));
+        Some(std::thread::spawn(move || heartbeat(&client, &node, &mgr)))
+    } else {
+        None
+    };
+    {
+        let mgr = mgr.clone();
+        std::thread::Builder::new()
+            .name("rfaas-stop".into())
+            .spawn(move || mgr.stop_on_signal(&signals, heartbeats))
+            .map_err(|e| format!("starting the thread that stops the manager: {e}"))?;
     }
     tracing::info!(address = %addr, cores = mgr.cfg.cores, "manager ready");
     ready(addr);
@@ -765,9 +829,19 @@ fn remove_orphans(dir: &Path, what: &str, pid_in: impl Fn(&str) -> Option<&str>)
     }
 }
 
+/// Registers the node and sends its heartbeats, until the manager is asked to stop: then it
+/// leaves the registry (so that clients are no longer sent here) and returns.
 fn heartbeat(reg: &RegistryClient, node: &NodeInfo, mgr: &std::sync::Weak<Manager>) {
     let mut registered = false;
     while let Some(m) = mgr.upgrade() {
+        if m.phase.load(Ordering::SeqCst) != SERVING {
+            drop(m);
+            match reg.deregister(&node.id) {
+                Ok(()) => tracing::info!("left the registry"),
+                Err(e) => tracing::warn!(error = %e, "cannot leave the registry"),
+            }
+            return;
+        }
         let (cores, mem) = {
             let c = m.capacity.lock().unwrap_or_else(|e| e.into_inner());
             (c.free_cores, c.free_memory_mib)
@@ -784,7 +858,17 @@ fn heartbeat(reg: &RegistryClient, node: &NodeInfo, mgr: &std::sync::Weak<Manage
             tracing::warn!(error = %e, "heartbeat failed; registering again");
             registered = false;
         }
-        std::thread::sleep(period);
+        // In steps, so that a manager asked to stop leaves the registry at once.
+        let next = Instant::now() + period;
+        while let Some(left) = next.checked_duration_since(Instant::now()) {
+            if mgr
+                .upgrade()
+                .is_none_or(|m| m.phase.load(Ordering::SeqCst) != SERVING)
+            {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
     }
 }
 
@@ -903,11 +987,139 @@ impl Manager {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "?".to_owned(), |p| p.to_string());
+        // Tracked, so that a manager that ends its leases can shut this connection down; none
+        // is served once it does.
+        let Some(_tracked) = self.track(&stream) else {
+            let mut ctl = Control { stream, auth: None };
+            let _ = ctl.reply(&LeaseReply::Refused(self.stopping()));
+            return;
+        };
         let mut ctl = Control { stream, auth: None };
         if let Err(e) = self.lease(&mut ctl, &peer, pending) {
             tracing::info!(%peer, error = %e, "lease ended with an error");
             let _ = ctl.reply(&LeaseReply::Refused(e));
         }
+    }
+
+    /// Keeps a copy of `stream` until the value returned is dropped; none if the manager is
+    /// ending its leases (or the copy cannot be made: too many descriptors).
+    fn track(&self, stream: &TcpStream) -> Option<Tracked<'_>> {
+        let copy = stream
+            .try_clone()
+            .map_err(|e| tracing::warn!(error = %e, "cannot keep track of a control connection"))
+            .ok()?;
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if self.phase.load(Ordering::SeqCst) == ENDING {
+            return None;
+        }
+        let id = conns.next;
+        conns.next += 1;
+        conns.open.insert(id, copy);
+        Some(Tracked { mgr: self, id })
+    }
+
+    /// Why a lease is refused once the manager was asked to stop.
+    fn stopping(&self) -> String {
+        format!(
+            "node {} is shutting down: it takes no new leases",
+            self.cfg.node_id
+        )
+    }
+
+    /// Whether the manager no longer takes leases.
+    fn draining(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) != SERVING
+    }
+
+    /// Whether no lease holds any capacity.
+    fn idle(&self) -> bool {
+        let cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
+        cap.free_cores == self.cfg.cores && cap.free_memory_mib == self.cfg.memory_mib
+    }
+
+    /// Cores held by leases now (running, or starting).
+    fn cores_held(&self) -> u32 {
+        let cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
+        self.cfg.cores - cap.free_cores
+    }
+
+    /// Waits for SIGTERM or SIGINT, then stops the manager: no new leases, the registry left,
+    /// running leases given `shutdown_grace_ms` to end (or until a second signal), then ended
+    /// (their executors killed and their ledger entries written), the manager's cgroups
+    /// removed, and the process ends with status 0.
+    fn stop_on_signal(
+        &self,
+        signals: &crate::stop::TermSignals,
+        heartbeats: Option<std::thread::JoinHandle<()>>,
+    ) {
+        let Some(sig) = signals.wait(None) else {
+            tracing::error!(
+                "waiting for SIGTERM and SIGINT failed: the manager stops only when killed"
+            );
+            return;
+        };
+        let grace = Duration::from_millis(self.cfg.shutdown_grace_ms);
+        self.phase.store(DRAINING, Ordering::SeqCst);
+        tracing::info!(
+            signal = crate::stop::name(sig),
+            cores_leased = self.cores_held(),
+            grace_ms = self.cfg.shutdown_grace_ms,
+            "stopping: no new leases; running leases end when their clients end them, or when the grace period is over (at a second signal: now)"
+        );
+        // From the signal on.
+        let deadline = Instant::now() + grace;
+        if let Some(h) = heartbeats {
+            let _ = h.join();
+        }
+        let mut now = false;
+        while !self.idle() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            if let Some(sig) = signals.wait(Some(left.min(Duration::from_millis(50)))) {
+                tracing::info!(
+                    signal = crate::stop::name(sig),
+                    "ending the running leases now"
+                );
+                now = true;
+                break;
+            }
+        }
+        let ended = self.cores_held();
+        {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            self.phase.store(ENDING, Ordering::SeqCst);
+            for stream in conns.open.values() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+            conns.open.clear();
+        }
+        if ended > 0 && !now {
+            tracing::info!(
+                cores = ended,
+                "the grace period is over: ending the running leases"
+            );
+        }
+        // Each lease's thread kills its executor (and cgroup), writes its ledger entry and
+        // gives its capacity back; a lease that is starting fails at its reply. Bounded by
+        // the executor's start-up limit and the kill's.
+        let bound = Instant::now()
+            + Duration::from_millis(self.cfg.executor_start_timeout_ms)
+            + Duration::from_secs(10);
+        while !self.idle() && Instant::now() < bound {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !self.idle() {
+            tracing::warn!(
+                cores = self.cores_held(),
+                "leases still held after their end: stopping anyway"
+            );
+        }
+        if let Some(c) = &self.cgroups {
+            c.remove();
+        }
+        tracing::info!(ended_cores = ended, "manager stopped");
+        std::process::exit(0);
     }
 
     /// Reads the connection's request: authenticates the client first if this node has a
@@ -1004,6 +1216,9 @@ impl Manager {
 
     fn lease(&self, ctl: &mut Control, peer: &str, pending: Pending) -> Result<(), String> {
         let req = self.request(ctl, peer)?;
+        if self.draining() {
+            return Err(self.stopping());
+        }
         // The request's deadline set these as it went; from here on, replies get their own.
         ctl.stream
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -1062,6 +1277,11 @@ impl Manager {
             // is not there.
             let user = self.users.as_ref().map(UserPool::take).transpose()?;
             let mut cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
+            // Checked under the lock the stopping manager looks at the capacity with: it
+            // either sees this lease, or this lease sees that it stops.
+            if self.draining() {
+                return Err(self.stopping());
+            }
             if let Some(why) = lacking(&cap) {
                 return Err(why);
             }
@@ -1308,8 +1528,9 @@ impl Manager {
         let inherited: Vec<i32> = inherited.collect();
         // SAFETY: the closure runs in the forked child before exec and only makes system calls
         // (`write` to the cgroup's descriptors, `unshare`, `mount`, `setrlimit`, `setgroups`,
-        // `setresgid`, `setresuid`, `getresuid` as raw calls, `prctl`, `getppid`, `fcntl`),
-        // which are async-signal-safe; it allocates nothing (`inherited` and `join_cgroup` were
+        // `setresgid`, `setresuid`, `getresuid` as raw calls, `prctl`, `getppid`, `fcntl`,
+        // `sigemptyset` on a set of its own stack, `pthread_sigmask`), which are
+        // async-signal-safe; it allocates nothing (`inherited` and `join_cgroup` were
         // built before the fork) and touches no locks. The descriptors in `inherited` stay open
         // in the parent until after the spawn, and so do those of `join_cgroup` (the
         // cgroup's `cgroup.procs`, which `held.cgroup` owns).
@@ -1342,6 +1563,15 @@ impl Manager {
                     if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
+                }
+                // The manager's threads block SIGTERM and SIGINT (one of them takes them,
+                // `crate::stop`), and a forked child keeps its thread's mask across exec: the
+                // executor, and what its functions start, must stop at them as usual.
+                let mut none = std::mem::zeroed::<libc::sigset_t>();
+                libc::sigemptyset(&mut none);
+                let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+                if rc != 0 {
+                    return Err(std::io::Error::from_raw_os_error(rc));
                 }
                 Ok(())
             });
@@ -1419,11 +1649,21 @@ impl Manager {
         let silence = req
             .heartbeat_ms
             .map(|ms| Duration::from_millis(ms.clamp(1, 3_600_000) * 3));
-        let exit = watch_lease(
+        let end = watch_lease(
             &mut ctl.stream,
             held.child.as_mut().expect("spawned"),
             silence,
         )?;
+        let (exit, ended_by_manager) = match end {
+            // Its connection shut down by a manager that stops (or closed by the client at
+            // that very moment).
+            LeaseEnd::Client if self.phase.load(Ordering::SeqCst) == ENDING => {
+                (None, Some(ENDED_AT_SHUTDOWN.to_owned()))
+            }
+            LeaseEnd::Client => (None, None),
+            LeaseEnd::Silent => (None, Some(ENDED_SILENT.to_owned())),
+            LeaseEnd::Executor(status) => (Some(status), None),
+        };
         // An executor the kernel killed at its cgroup's memory limit: the ledger says so.
         let exit = exit.map(|status| match &held.cgroup {
             Some(g) if g.oom_kills() > 0 => format!(
@@ -1471,6 +1711,7 @@ impl Manager {
             executor_exit: exit,
             cpu_us: usage.cpu_us,
             memory_peak_bytes: usage.memory_peak_bytes,
+            ended_by_manager,
         };
         // Recorded before the capacity is given back (when `held` goes).
         let appended = self.append(&entry).map_err(|e| format!("ledger: {e}"));
@@ -1522,11 +1763,21 @@ fn rdma_support() -> Result<(), String> {
 
 /// Waits for the end of a lease: the client hangs up (or its connection fails), stays silent
 /// for `silence`, or the executor exits by itself (returned: how it ended).
+/// How [`watch_lease`] saw a lease end.
+enum LeaseEnd {
+    /// Its control connection closed.
+    Client,
+    /// Its client sent no heartbeat for three periods.
+    Silent,
+    /// Its executor ended on its own: how.
+    Executor(String),
+}
+
 fn watch_lease(
     stream: &mut TcpStream,
     child: &mut Child,
     silence: Option<Duration>,
-) -> Result<Option<String>, String> {
+) -> Result<LeaseEnd, String> {
     /// How often the executor's liveness is checked while the client is quiet.
     const CHECK: Duration = Duration::from_millis(200);
     let tick = silence.map_or(CHECK, |s| s.min(CHECK));
@@ -1540,7 +1791,7 @@ fn watch_lease(
     let mut buf = [0u8; 4096];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => return Ok(None),
+            Ok(0) => return Ok(LeaseEnd::Client),
             Ok(_) => {
                 let last = std::mem::replace(&mut heard, Instant::now());
                 std::thread::sleep(READ_GAP.saturating_sub(last.elapsed()));
@@ -1551,7 +1802,7 @@ fn watch_lease(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(LeaseEnd::Client),
         }
         if let Ok(Some(status)) = child.try_wait() {
             // A lease's executor exits cleanly only once its session ended normally, which the
@@ -1559,13 +1810,13 @@ fn watch_lease(
             // the client's end, not the executor's. Anything else (a signal, an error) is the
             // executor's.
             if status.success() {
-                return Ok(None);
+                return Ok(LeaseEnd::Client);
             }
-            return Ok(Some(status.to_string()));
+            return Ok(LeaseEnd::Executor(status.to_string()));
         }
         if silence.is_some_and(|s| heard.elapsed() >= s) {
             tracing::info!("client silent past its heartbeats");
-            return Ok(None);
+            return Ok(LeaseEnd::Silent);
         }
     }
 }

@@ -1554,6 +1554,189 @@ fn a_silent_client_loses_its_lease() {
             .any(|e| e.fabric == Fabric::Shm && e.invocations == 1),
         "{entries:?}"
     );
+    // The stopped client's lease, and only it, is recorded as ended by the manager.
+    let ended: Vec<_> = entries
+        .iter()
+        .filter_map(|e| e.ended_by_manager.as_deref())
+        .collect();
+    assert_eq!(ended, [executor::manager::ENDED_SILENT], "{entries:?}");
+}
+
+/// Waits (at most [`T`]) for the manager `mgr` to exit on its own, and returns how it did.
+#[track_caller]
+fn exited(mgr: &mut Service) -> std::process::ExitStatus {
+    let deadline = Instant::now() + T;
+    loop {
+        if let Some(status) = mgr.child.try_wait().expect("waiting for the manager") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the manager did not stop within {T:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The ledger's entry for lease `id`, once written.
+#[track_caller]
+fn ledger_entry(dir: &Path, id: u64) -> executor::manager::LedgerEntry {
+    let mut found = None;
+    eventually(&format!("lease {id}'s ledger entry"), || {
+        found = executor::manager::read_ledger(&dir.join("ledger.jsonl"))
+            .ok()
+            .and_then(|e| e.into_iter().find(|e| e.lease_id == id));
+        found.is_some()
+    });
+    found.expect("found")
+}
+
+/// The signals process `pid` blocks (`SigBlk` in its status), as hex digits.
+fn blocked_signals(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .expect("SigBlk")
+        .trim()
+        .to_owned()
+}
+
+/// SIGTERM (or SIGINT) stops a manager the way an operator expects: it leaves the registry at
+/// once (not when its heartbeats run out), refuses new leases saying why, lets running leases
+/// go on and end as usual, and at a second signal ends the rest: their executors killed,
+/// their calls failing, their ledger entries saying so, nothing left in the socket directory;
+/// then it exits with status 0. (A SIGTERM used to kill it on the spot: leases in progress
+/// were not recorded, and the registry went on listing the node until its heartbeats ran out.)
+#[test]
+fn a_manager_asked_to_stop_drains_its_leases_then_ends_them() {
+    let reg_dir = scratch_dir("manager-stop-registry");
+    // A node would expire only after a minute: it must leave because it says so.
+    let reg = Service::start(
+        "registry",
+        &tests::registry_config(&reg_dir, "127.0.0.1:0", 60_000),
+    );
+    let dir = scratch_dir("manager-stop");
+    let mut mgr = Service::start(
+        "manager",
+        &manager_config(
+            &dir,
+            &format!(
+                "registry = \"{}\"\nheartbeat_ms = 50\nshutdown_grace_ms = 600000\n",
+                reg.address
+            ),
+        ),
+    );
+    let registry = RegistryClient::new(reg.address.clone());
+    let listed = || {
+        registry
+            .list()
+            .is_ok_and(|n| n.iter().any(|n| n.info.id == "test-node"))
+    };
+    eventually("the node registered", listed);
+    let pkg = example_package();
+    let a = lease_from(&mgr.address, pkg, &spec(1, Fabric::Tcp)).expect("lease a");
+    let b = lease_from(&mgr.address, pkg, &spec(1, Fabric::Shm)).expect("lease b");
+    let exec_b = tests::lease_executor(mgr.child.id(), b.id()).expect("b's executor");
+    tests::signal(mgr.child.id(), libc::SIGTERM);
+    eventually("the node left the registry", || !listed());
+    // No new lease, with the reason (before any capacity is looked at).
+    match lease_from(&mgr.address, pkg, &spec(1, Fabric::Shm)) {
+        Err(Error::Refused(why)) => assert!(why.contains("shutting down"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Running leases go on, and end as usual.
+    for lease in [&a, &b] {
+        assert_eq!(
+            lease
+                .invoke(fx::fault::call(0, 3))
+                .timeout(T)
+                .wait()
+                .expect("a call while the manager stops"),
+            3
+        );
+    }
+    let (id_a, id_b) = (a.id(), b.id());
+    drop(a);
+    let entry = ledger_entry(&dir, id_a);
+    assert_eq!(
+        (
+            entry.ended_by_manager.as_deref(),
+            entry.executor_exit.as_deref(),
+            entry.invocations
+        ),
+        (None, None, 1),
+        "{entry:?}"
+    );
+    assert!(
+        mgr.child.try_wait().expect("wait").is_none(),
+        "the manager stopped while lease b was running"
+    );
+    // A second signal ends the rest now.
+    tests::signal(mgr.child.id(), libc::SIGINT);
+    let status = exited(&mut mgr);
+    assert!(status.success(), "the manager exited with {status}");
+    let entry = ledger_entry(&dir, id_b);
+    assert_eq!(
+        entry.ended_by_manager.as_deref(),
+        Some(executor::manager::ENDED_AT_SHUTDOWN),
+        "{entry:?}"
+    );
+    assert_eq!(entry.invocations, 1, "{entry:?}");
+    assert!(
+        process_gone(exec_b),
+        "lease b's executor outlived the manager"
+    );
+    match b.invoke(fx::fault::call(0, 4)).timeout(T).wait() {
+        Err(Error::ExecutorGone) => {}
+        other => panic!("expected the executor gone, got {other:?}"),
+    }
+    assert_eq!(tests::dir_names(&dir.join("sockets")), Vec::<String>::new());
+    let text = tests::ledger_text(&dir.join("ledger.jsonl"));
+    assert!(
+        text.contains(&format!(
+            "ended by the manager: {}",
+            executor::manager::ENDED_AT_SHUTDOWN
+        )),
+        "{text}"
+    );
+}
+
+/// Leases that outlast the grace period are ended by the manager itself, which then exits.
+/// Neither the executor nor what its functions start inherits the signals the manager blocks
+/// (it takes SIGTERM and SIGINT in a thread of its own): they stop as usual.
+#[test]
+fn a_manager_ends_the_leases_that_outlast_its_grace() {
+    let dir = scratch_dir("manager-grace");
+    let mut mgr = Service::start(
+        "manager",
+        &manager_config(&dir, "shutdown_grace_ms = 300\n"),
+    );
+    let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
+    let exec = tests::lease_executor(mgr.child.id(), lease.id()).expect("the executor");
+    let sleeper = started(&lease, 4);
+    for pid in [exec, sleeper] {
+        assert_eq!(
+            blocked_signals(pid),
+            "0000000000000000",
+            "process {pid} ({:?}) blocks signals",
+            tests::cmdline(pid)
+        );
+    }
+    tests::signal(mgr.child.id(), libc::SIGTERM);
+    let status = exited(&mut mgr);
+    assert!(status.success(), "the manager exited with {status}");
+    let entry = ledger_entry(&dir, lease.id());
+    assert_eq!(
+        entry.ended_by_manager.as_deref(),
+        Some(executor::manager::ENDED_AT_SHUTDOWN),
+        "{entry:?}"
+    );
+    assert!(process_gone(exec), "the executor outlived the manager");
+    assert!(
+        process_gone(sleeper),
+        "a function's process outlived the manager"
+    );
 }
 
 /// A manager running inside the namespace (another host as far as the network goes),

@@ -244,6 +244,7 @@ fn entry(lease_id: u64) -> LedgerEntry {
         executor_exit: None,
         cpu_us: None,
         memory_peak_bytes: None,
+        ended_by_manager: None,
     }
 }
 

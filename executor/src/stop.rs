@@ -1,0 +1,102 @@
+//! Stopping on SIGTERM or SIGINT. A daemon blocks both in every thread before it starts any
+//! ([`TermSignals::block`]) and one thread of its own takes them ([`TermSignals::wait`]): no
+//! signal handler runs, and no system call of another thread is interrupted.
+//!
+//! Processes it starts do not inherit the mask: std's `Command` clears it (and puts SIGPIPE
+//! back to its default) in the child before `exec`, so an executor and what its functions start
+//! can be stopped as usual.
+
+use std::io;
+use std::time::Duration;
+
+/// SIGTERM and SIGINT, blocked in the thread that made this value and in every thread started
+/// from it afterwards.
+pub struct TermSignals(libc::sigset_t);
+
+impl TermSignals {
+    /// Blocks SIGTERM and SIGINT in the calling thread, which the threads it starts from now on
+    /// inherit: call it before any other thread is started, or those keep the default action
+    /// (the process ends at once).
+    pub fn block() -> io::Result<TermSignals> {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: `set` is initialised by sigemptyset before anything reads it; sigaddset and
+        // pthread_sigmask only read and write the set we pass (and the thread's own mask).
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
+            libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
+            let set = set.assume_init();
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(TermSignals(set))
+        }
+    }
+
+    /// Waits for SIGTERM or SIGINT, at most `timeout` (none: without end), and takes it: the
+    /// signal's number, or none if the time ran out first.
+    pub fn wait(&self, timeout: Option<Duration>) -> Option<libc::c_int> {
+        loop {
+            let ts = timeout.map(|t| libc::timespec {
+                tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+                tv_nsec: t.subsec_nanos() as libc::c_long,
+            });
+            // SAFETY: the set is initialised (`block`); the timespec, when given, lives across
+            // the call; no siginfo is asked for (a null pointer is allowed).
+            let sig = unsafe {
+                libc::sigtimedwait(
+                    &self.0,
+                    std::ptr::null_mut(),
+                    ts.as_ref().map_or(std::ptr::null(), |t| t as *const _),
+                )
+            };
+            if sig > 0 {
+                return Some(sig);
+            }
+            match io::Error::last_os_error().raw_os_error() {
+                // Another signal's handler ran (none of ours): wait again, for the whole time
+                // (a caller that waits in a loop checks its own deadline).
+                Some(libc::EINTR) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// The signal's name, for the log.
+pub fn name(sig: libc::c_int) -> &'static str {
+    match sig {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        _ => "a signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blocked_signal_is_taken_by_wait_and_a_timeout_returns_none() {
+        // In a thread of its own: the mask is per thread, and a SIGINT sent to this thread only
+        // (`pthread_kill`) reaches no other test.
+        std::thread::spawn(|| {
+            let signals = TermSignals::block().expect("block");
+            assert_eq!(signals.wait(Some(Duration::from_millis(20))), None);
+            // SAFETY: signals this very thread, whose mask holds SIGINT blocked: it stays
+            // pending until taken below.
+            let rc = unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGINT) };
+            assert_eq!(rc, 0);
+            assert_eq!(
+                signals.wait(Some(Duration::from_secs(5))),
+                Some(libc::SIGINT)
+            );
+            assert_eq!(name(libc::SIGINT), "SIGINT");
+            // Taken: nothing pending any more.
+            assert_eq!(signals.wait(Some(Duration::ZERO)), None);
+        })
+        .join()
+        .expect("the test thread");
+    }
+}
