@@ -396,6 +396,8 @@ struct Manager {
     /// The control connections open now (a copy of each), shut down when the manager ends its
     /// leases.
     conns: Mutex<Conns>,
+    /// Output relays running ([`relay_output`]), waited for before the manager exits.
+    relays: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The manager takes new leases.
@@ -464,7 +466,9 @@ fn advertised_address(cfg: &ManagerConfig, bound: std::net::SocketAddr) -> Resul
     }
 }
 
-/// Runs the manager until its listener fails; calls `ready` with the bound address.
+/// Runs the manager; calls `ready` with the bound address. Blocks SIGTERM and SIGINT in the
+/// calling thread first (call it before starting any other thread): at either, the manager
+/// stops ([`ManagerConfig::shutdown_grace_ms`]) and ends the process (status 0).
 pub fn serve(
     mut cfg: ManagerConfig,
     ready: impl FnOnce(std::net::SocketAddr),
@@ -591,6 +595,7 @@ pub fn serve(
         secret,
         phase: std::sync::atomic::AtomicU8::new(SERVING),
         conns: Mutex::new(Conns::default()),
+        relays: Arc::default(),
     });
     match &mgr.secret {
         Some(_) => tracing::info!("control plane authenticated with the shared secret"),
@@ -989,10 +994,13 @@ impl Manager {
             .map_or_else(|_| "?".to_owned(), |p| p.to_string());
         // Tracked, so that a manager that ends its leases can shut this connection down; none
         // is served once it does.
-        let Some(_tracked) = self.track(&stream) else {
-            let mut ctl = Control { stream, auth: None };
-            let _ = ctl.reply(&LeaseReply::Refused(self.stopping()));
-            return;
+        let _tracked = match self.track(&stream) {
+            Ok(t) => t,
+            Err(why) => {
+                let mut ctl = Control { stream, auth: None };
+                let _ = ctl.reply(&LeaseReply::Refused(why));
+                return;
+            }
         };
         let mut ctl = Control { stream, auth: None };
         if let Err(e) = self.lease(&mut ctl, &peer, pending) {
@@ -1001,21 +1009,22 @@ impl Manager {
         }
     }
 
-    /// Keeps a copy of `stream` until the value returned is dropped; none if the manager is
-    /// ending its leases (or the copy cannot be made: too many descriptors).
-    fn track(&self, stream: &TcpStream) -> Option<Tracked<'_>> {
-        let copy = stream
-            .try_clone()
-            .map_err(|e| tracing::warn!(error = %e, "cannot keep track of a control connection"))
-            .ok()?;
+    /// Keeps a copy of `stream` until the value returned is dropped. Refused (a connection
+    /// the manager could not end is not served) if the manager is ending its leases, or if
+    /// the copy cannot be made (out of descriptors).
+    fn track(&self, stream: &TcpStream) -> Result<Tracked<'_>, String> {
+        let copy = stream.try_clone().map_err(|e| {
+            tracing::warn!(error = %e, "cannot keep track of a control connection");
+            format!("the manager cannot take the connection now: {e}")
+        })?;
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         if self.phase.load(Ordering::SeqCst) == ENDING {
-            return None;
+            return Err(self.stopping());
         }
         let id = conns.next;
         conns.next += 1;
         conns.open.insert(id, copy);
-        Some(Tracked { mgr: self, id })
+        Ok(Tracked { mgr: self, id })
     }
 
     /// Why a lease is refused once the manager was asked to stop.
@@ -1058,7 +1067,9 @@ impl Manager {
             );
             return;
         };
-        let grace = Duration::from_millis(self.cfg.shutdown_grace_ms);
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown_grace_ms);
+        // The heartbeat thread sees this and leaves the registry (in its own time: a registry
+        // that does not answer holds up neither the grace period nor a second signal).
         self.phase.store(DRAINING, Ordering::SeqCst);
         tracing::info!(
             signal = crate::stop::name(sig),
@@ -1066,11 +1077,6 @@ impl Manager {
             grace_ms = self.cfg.shutdown_grace_ms,
             "stopping: no new leases; running leases end when their clients end them, or when the grace period is over (at a second signal: now)"
         );
-        // From the signal on.
-        let deadline = Instant::now() + grace;
-        if let Some(h) = heartbeats {
-            let _ = h.join();
-        }
         let mut now = false;
         while !self.idle() {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -1087,12 +1093,11 @@ impl Manager {
         }
         let ended = self.cores_held();
         {
-            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             self.phase.store(ENDING, Ordering::SeqCst);
             for stream in conns.open.values() {
                 let _ = stream.shutdown(std::net::Shutdown::Both);
             }
-            conns.open.clear();
         }
         if ended > 0 && !now {
             tracing::info!(
@@ -1100,14 +1105,35 @@ impl Manager {
                 "the grace period is over: ending the running leases"
             );
         }
-        // Each lease's thread kills its executor (and cgroup), writes its ledger entry and
-        // gives its capacity back; a lease that is starting fails at its reply. Bounded by
-        // the executor's start-up limit and the kill's.
+        // Each connection's thread ends what it was doing: a lease's kills its executor (and
+        // cgroup), writes its ledger entry and gives its capacity back; a lease that was
+        // starting stops before it spawns an executor, or fails at its reply; an upload
+        // removes its file. Then the output relays pass on what the executors left (at most
+        // a second after their lease), and the heartbeat thread leaves the registry. All of
+        // it bounded: by the executor's start-up limit (an executor being started when the
+        // stop began is waited for), the kill's 5 s, the registry client's timeouts; and a
+        // further signal stops the waiting.
         let bound = Instant::now()
             + Duration::from_millis(self.cfg.executor_start_timeout_ms)
             + Duration::from_secs(10);
-        while !self.idle() && Instant::now() < bound {
-            std::thread::sleep(Duration::from_millis(10));
+        let done = || {
+            self.conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .open
+                .is_empty()
+                && self.relays.load(Ordering::SeqCst) == 0
+                && heartbeats.as_ref().is_none_or(|h| h.is_finished())
+        };
+        while !done() && Instant::now() < bound {
+            if let Some(sig) = signals.wait(Some(Duration::from_millis(10))) {
+                tracing::error!(
+                    signal = crate::stop::name(sig),
+                    cores = self.cores_held(),
+                    "stopping at once: leases still being ended get no ledger entry"
+                );
+                std::process::exit(1);
+            }
         }
         if !self.idle() {
             tracing::warn!(
@@ -1363,6 +1389,10 @@ impl Manager {
         // travels in the environment, not in the arguments (`ps` shows those to every user).
         let token =
             rfaas::auth::session_token().map_err(|e| format!("making a session token: {e}"))?;
+        // A manager ending its leases starts no more executors.
+        if self.phase.load(Ordering::SeqCst) == ENDING {
+            return Err(self.stopping());
+        }
         let mut cmd = match &self.exe_file {
             Some(f) => {
                 let mut cmd = Command::new(format!("/proc/self/fd/{}", f.as_raw_fd()));
@@ -1431,8 +1461,10 @@ impl Manager {
         // executors' output.)
         let (stdout, stderr) = {
             let (r, w) = report_pipe().map_err(|e| format!("an output pipe: {e}"))?;
-            held.relay =
-                Some(relay_output(r, lease_id).map_err(|e| format!("an output relay: {e}"))?);
+            held.relay = Some(
+                relay_output(r, lease_id, &self.relays)
+                    .map_err(|e| format!("an output relay: {e}"))?,
+            );
             let w2 = w.try_clone().map_err(|e| format!("an output pipe: {e}"))?;
             (Stdio::from(w), Stdio::from(w2))
         };
@@ -1529,8 +1561,7 @@ impl Manager {
         // SAFETY: the closure runs in the forked child before exec and only makes system calls
         // (`write` to the cgroup's descriptors, `unshare`, `mount`, `setrlimit`, `setgroups`,
         // `setresgid`, `setresuid`, `getresuid` as raw calls, `prctl`, `getppid`, `fcntl`,
-        // `sigemptyset` on a set of its own stack, `pthread_sigmask`), which are
-        // async-signal-safe; it allocates nothing (`inherited` and `join_cgroup` were
+        // `pthread_sigmask`), which are async-signal-safe; it allocates nothing (`inherited` and `join_cgroup` were
         // built before the fork) and touches no locks. The descriptors in `inherited` stay open
         // in the parent until after the spawn, and so do those of `join_cgroup` (the
         // cgroup's `cgroup.procs`, which `held.cgroup` owns).
@@ -1567,13 +1598,7 @@ impl Manager {
                 // The manager's threads block SIGTERM and SIGINT (one of them takes them,
                 // `crate::stop`), and a forked child keeps its thread's mask across exec: the
                 // executor, and what its functions start, must stop at them as usual.
-                let mut none = std::mem::zeroed::<libc::sigset_t>();
-                libc::sigemptyset(&mut none);
-                let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-                if rc != 0 {
-                    return Err(std::io::Error::from_raw_os_error(rc));
-                }
-                Ok(())
+                crate::stop::unblock_all()
             });
         }
         // A process group of its own, which the lease's end kills whole (`kill_group`).
@@ -1872,12 +1897,26 @@ fn report_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// Copies what lease `lease_id`'s executor (and whatever it started) writes into the pipe `r`
 /// to our stderr in tagged lines ([`OutputLines`]), on a thread of its own, until every writer
 /// is gone or a second after the returned [`RelayEnd`] is dropped (the lease's end).
-fn relay_output(r: OwnedFd, lease_id: u64) -> std::io::Result<RelayEnd> {
+fn relay_output(
+    r: OwnedFd,
+    lease_id: u64,
+    running: &Arc<std::sync::atomic::AtomicUsize>,
+) -> std::io::Result<RelayEnd> {
     let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let over = ended.clone();
+    /// Counts a relay as running for as long as it lives.
+    struct Running(Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    running.fetch_add(1, Ordering::SeqCst);
+    let running = Running(running.clone());
     std::thread::Builder::new()
         .name(format!("rfaas-output-{lease_id}"))
         .spawn(move || {
+            let _running = running;
             let mut chunk = [0u8; 8192];
             let mut lines = OutputLines::new(lease_id);
             // Our stderr is locked per write, never while waiting for output: the manager's

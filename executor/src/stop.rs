@@ -2,9 +2,9 @@
 //! ([`TermSignals::block`]) and one thread of its own takes them ([`TermSignals::wait`]): no
 //! signal handler runs, and no system call of another thread is interrupted.
 //!
-//! Processes it starts do not inherit the mask: std's `Command` clears it (and puts SIGPIPE
-//! back to its default) in the child before `exec`, so an executor and what its functions start
-//! can be stopped as usual.
+//! A forked child keeps the mask of the thread that forked it across `exec`, and std's
+//! `Command` leaves it so: every process such a daemon starts must call [`unblock_all`] in its
+//! `pre_exec`, or it (and whatever it starts) ignores SIGTERM and SIGINT.
 
 use std::io;
 use std::time::Duration;
@@ -64,6 +64,24 @@ impl TermSignals {
     }
 }
 
+/// Unblocks every signal in the calling thread: for a `pre_exec` closure (it is
+/// async-signal-safe and allocates nothing), so that the process started does not inherit the
+/// daemon's blocked signals.
+pub fn unblock_all() -> io::Result<()> {
+    // SAFETY: `none` is a set on our stack, initialised by sigemptyset before
+    // pthread_sigmask reads it; both are async-signal-safe and touch only the set and the
+    // thread's own mask.
+    let rc = unsafe {
+        let mut none = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut())
+    };
+    match rc {
+        0 => Ok(()),
+        rc => Err(io::Error::from_raw_os_error(rc)),
+    }
+}
+
 /// The signal's name, for the log.
 pub fn name(sig: libc::c_int) -> &'static str {
     match sig {
@@ -95,6 +113,19 @@ mod tests {
             assert_eq!(name(libc::SIGINT), "SIGINT");
             // Taken: nothing pending any more.
             assert_eq!(signals.wait(Some(Duration::ZERO)), None);
+            // And unblocked: a process started from here would get SIGINT again.
+            unblock_all().expect("unblock");
+            let mut mask = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            // SAFETY: asks for this thread's mask only; `mask` is written by the call (its
+            // return value checked) before it is read.
+            let blocked = unsafe {
+                assert_eq!(
+                    libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), mask.as_mut_ptr()),
+                    0
+                );
+                libc::sigismember(mask.as_ptr(), libc::SIGINT)
+            };
+            assert_eq!(blocked, 0, "SIGINT still blocked");
         })
         .join()
         .expect("the test thread");
