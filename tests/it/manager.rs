@@ -405,7 +405,7 @@ fn a_restarted_manager_ends_what_a_killed_ones_lease_cgroups_hold() {
     }
     let _serial = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch_dir("manager-cgroups-restart");
-    let config = manager_config(&dir, "cgroups = true\n");
+    let config = manager_config(&dir, "cgroups = true\nshutdown_grace_ms = 0\n");
     let mgr = Service::start("manager", &config);
     let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
     let pid = started(&lease, 5);
@@ -417,11 +417,36 @@ fn a_restarted_manager_ends_what_a_killed_ones_lease_cgroups_hold() {
         "the escaped process died with the manager"
     );
     assert!(cgroups_of(pid).contains("/lease-"), "{}", cgroups_of(pid));
-    let _mgr = Service::start("manager", &config);
+    let mut mgr = Service::start("manager", &config);
     eventually(
         "the restarted manager ended the dead lease's process",
         || process_gone(pid),
     );
+    // Stopped in order (SIGTERM, no grace): it ends its lease and removes its cgroups.
+    let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
+    let escaped = started(&lease, 5);
+    let id = lease.id();
+    let manager_pid = mgr.child.id();
+    tests::signal(manager_pid, libc::SIGTERM);
+    let status = exited(&mut mgr);
+    assert!(status.success(), "the manager exited with {status}");
+    assert_eq!(
+        ledger_entry(&dir, id).ended_by_manager.as_deref(),
+        Some(executor::manager::ENDED_AT_SHUTDOWN)
+    );
+    assert!(
+        process_gone(escaped),
+        "a process of the lease outlived the manager's stop"
+    );
+    let prefix = format!("rfaas-{manager_pid}.");
+    for parent in executor::cgroups::hierarchies().expect("hierarchies") {
+        let left: Vec<String> = tests::dir_names(&parent)
+            .into_iter()
+            // (A v2 manager that moved itself into a leaf cannot remove the leaf it is in.)
+            .filter(|n| n.starts_with(&prefix) && !n.ends_with(".manager"))
+            .collect();
+        assert!(left.is_empty(), "left in {}: {left:?}", parent.display());
+    }
 }
 
 /// A cgroup of this process's, in every hierarchy, handed to user `uid` as a service
