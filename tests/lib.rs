@@ -320,6 +320,22 @@ impl Executor {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Waits (at most [`BOUND`]) for the process to exit on its own, and returns how it did.
+    #[track_caller]
+    pub fn exited(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the executor") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the executor did not exit within {BOUND:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Executor {

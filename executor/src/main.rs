@@ -671,8 +671,12 @@ fn run(
                 std::fs::remove_file(socket)
                     .with_context(|| format!("removing stale socket {}", socket.display()))?;
             }
-            UnixListener::bind(socket)
-                .with_context(|| format!("listening on {}", socket.display()))?
+            let listener = UnixListener::bind(socket)
+                .with_context(|| format!("listening on {}", socket.display()))?;
+            // Stopped by a signal (Ctrl-C, `kill`), it leaves no socket behind.
+            executor::stop::unlink_on_signal(socket)
+                .with_context(|| format!("arranging to remove {} at a signal", socket.display()))?;
+            listener
         }
     };
     tracing::info!(library = %lib.path().display(), functions = lib.functions().len(), workers = cfg.workers, socket = %socket.display(), "executor ready");

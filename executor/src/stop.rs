@@ -82,6 +82,51 @@ pub fn unblock_all() -> io::Result<()> {
     }
 }
 
+/// The file [`unlink_on_signal`] removes.
+static UNLINK: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+
+extern "C" fn unlink_and_die(sig: libc::c_int) {
+    if let Some(path) = UNLINK.get() {
+        // SAFETY: a NUL-terminated path that lives as long as the process; unlink, signal and
+        // raise are async-signal-safe.
+        unsafe { libc::unlink(path.as_ptr()) };
+    }
+    // SAFETY: as above. With the default action back, the signal raised again (delivered
+    // when this handler returns) ends the process as it would have without the handler.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Removes `path` (a socket this process bound) when SIGTERM, SIGINT or SIGHUP ends the
+/// process, which then ends by that signal as it would have anyway. A handler, not a blocked
+/// mask: processes started by this one (a function's children) keep the default actions
+/// (handlers do not survive `exec`, a mask would). One path per process: a second call
+/// fails.
+pub fn unlink_on_signal(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    UNLINK
+        .set(path)
+        .map_err(|_| io::Error::other("a file to remove at a signal is already set"))?;
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: `action` is zeroed (no flags, an empty mask) and then given our handler,
+        // which only makes async-signal-safe calls; no old action is asked for.
+        let rc = unsafe {
+            let mut action = std::mem::zeroed::<libc::sigaction>();
+            action.sa_sigaction = unlink_and_die as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// The signal's name, for the log.
 pub fn name(sig: libc::c_int) -> &'static str {
     match sig {

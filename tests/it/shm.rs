@@ -695,3 +695,51 @@ fn a_forgotten_in_place_call_keeps_its_memory_from_other_buffers() {
         "memory the call cannot write was held back"
     );
 }
+
+/// An executor stopped by SIGTERM or SIGINT (`kill`, Ctrl-C) removes its socket and ends by
+/// that signal, as it would have without the handler; its client's calls then fail with
+/// `ExecutorGone`. What its functions start keeps the default actions (a handler does not
+/// survive `exec`). (A stopped executor used to leave its socket file behind.)
+#[test]
+fn an_executor_stopped_by_a_signal_removes_its_socket() {
+    use std::os::unix::process::ExitStatusExt;
+    for (name, sig) in [("stop-term", libc::SIGTERM), ("stop-int", libc::SIGINT)] {
+        let mut exec = Executor::start(name, &["--cores", "1", "--hot-timeout-us", "1000"]);
+        let lease = Lease::connect(&exec.socket).expect("lease");
+        let child = lease
+            .invoke(fx::fault::call(4, 1000))
+            .timeout(T)
+            .wait()
+            .expect("a process started");
+        assert_ne!(child, 0, "the function could not start `sleep`");
+        let status = std::fs::read_to_string(format!("/proc/{child}/status")).expect("status");
+        // Neither blocked, ignored nor caught: SIGINT (bit 1) and SIGTERM (bit 14).
+        let term_int = (1u64 << (libc::SIGINT - 1)) | (1 << (libc::SIGTERM - 1));
+        for field in ["SigBlk:", "SigIgn:", "SigCgt:"] {
+            let mask = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .expect("a signal mask");
+            assert_eq!(
+                mask & term_int,
+                0,
+                "the function's process: {field} {mask:x}"
+            );
+        }
+        tests::signal(child as u32, libc::SIGKILL);
+        assert!(exec.socket.exists());
+        tests::signal(exec.pid(), sig);
+        let status = exec.exited();
+        assert_eq!(status.signal(), Some(sig), "{name}: {status}");
+        assert!(
+            !exec.socket.exists(),
+            "{name}: {} left behind",
+            exec.socket.display()
+        );
+        match lease.invoke(fx::fault::call(0, 1)).timeout(T).wait() {
+            Err(Error::ExecutorGone) => {}
+            other => panic!("{name}: expected the executor gone, got {other:?}"),
+        }
+    }
+}
