@@ -16,7 +16,7 @@ use crate::worker::{HotTimeout, WorkerConfig};
 use rfaas::auth::{Accepted, AuthError, Channel, Secret};
 use rfaas::registry::RegistryClient;
 use rfaas::transport::send_json;
-use rfaas::wire::{AuthService, Fabric, LeaseReply, LeaseRequest, NodeInfo};
+use rfaas::wire::{AuthService, Fabric, LeaseNotice, LeaseReply, LeaseRequest, NodeInfo};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -398,6 +398,8 @@ struct Manager {
     conns: Mutex<Conns>,
     /// Output relays running ([`relay_output`]), waited for before the manager exits.
     relays: Arc<std::sync::atomic::AtomicUsize>,
+    /// When a manager asked to stop ends the leases still running (set as the stop begins).
+    ending_at: std::sync::OnceLock<Instant>,
 }
 
 /// The manager takes new leases.
@@ -596,6 +598,7 @@ pub fn serve(
         phase: std::sync::atomic::AtomicU8::new(SERVING),
         conns: Mutex::new(Conns::default()),
         relays: Arc::default(),
+        ending_at: std::sync::OnceLock::new(),
     });
     match &mgr.secret {
         Some(_) => tracing::info!("control plane authenticated with the shared secret"),
@@ -978,11 +981,20 @@ struct Control {
 
 impl Control {
     fn reply(&mut self, reply: &LeaseReply) -> Result<(), String> {
+        self.send(reply)
+    }
+
+    /// Tells the holder of a granted lease something ([`LeaseNotice`]).
+    fn notify(&mut self, notice: &LeaseNotice) -> Result<(), String> {
+        self.send(notice)
+    }
+
+    fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), String> {
         match &mut self.auth {
             Some(ch) => ch
-                .send_json(&mut self.stream, reply)
+                .send_json(&mut self.stream, msg)
                 .map_err(|e| e.to_string()),
-            None => send_json(&mut self.stream, reply).map_err(|e| e.to_string()),
+            None => send_json(&mut self.stream, msg).map_err(|e| e.to_string()),
         }
     }
 }
@@ -1068,6 +1080,8 @@ impl Manager {
             return;
         };
         let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown_grace_ms);
+        // Running leases tell their clients when they will be ended (`LeaseNotice::Stopping`).
+        let _ = self.ending_at.set(deadline);
         // The heartbeat thread sees this and leaves the registry (in its own time: a registry
         // that does not answer holds up neither the grace period nor a second signal).
         self.phase.store(DRAINING, Ordering::SeqCst);
@@ -1674,10 +1688,17 @@ impl Manager {
         let silence = req
             .heartbeat_ms
             .map(|ms| Duration::from_millis(ms.clamp(1, 3_600_000) * 3));
+        let stopping = || {
+            self.ending_at.get().map(|at| LeaseNotice::Stopping {
+                node_id: self.cfg.node_id.clone(),
+                within_ms: at.saturating_duration_since(Instant::now()).as_millis() as u64,
+            })
+        };
         let end = watch_lease(
-            &mut ctl.stream,
+            ctl,
             held.child.as_mut().expect("spawned"),
             silence,
+            stopping,
         )?;
         let (exit, ended_by_manager) = match end {
             // Its connection shut down by a manager that stops (or closed by the client at
@@ -1798,15 +1819,20 @@ enum LeaseEnd {
     Executor(String),
 }
 
+/// Watches a granted lease until it ends: its control connection `ctl` (the client's
+/// heartbeats, or its end), its executor `child`, and the client's `silence` allowance. Tells
+/// the client once when `notice` has something to say (a manager asked to stop).
 fn watch_lease(
-    stream: &mut TcpStream,
+    ctl: &mut Control,
     child: &mut Child,
     silence: Option<Duration>,
+    notice: impl Fn() -> Option<LeaseNotice>,
 ) -> Result<LeaseEnd, String> {
+    let mut told = false;
     /// How often the executor's liveness is checked while the client is quiet.
     const CHECK: Duration = Duration::from_millis(200);
     let tick = silence.map_or(CHECK, |s| s.min(CHECK));
-    stream
+    ctl.stream
         .set_read_timeout(Some(tick))
         .map_err(|e| e.to_string())?;
     /// Reads at most this often: a client streaming bytes (a heartbeat is one byte every
@@ -1815,7 +1841,7 @@ fn watch_lease(
     let mut heard = Instant::now();
     let mut buf = [0u8; 4096];
     loop {
-        match stream.read(&mut buf) {
+        match ctl.stream.read(&mut buf) {
             Ok(0) => return Ok(LeaseEnd::Client),
             Ok(_) => {
                 let last = std::mem::replace(&mut heard, Instant::now());
@@ -1838,6 +1864,14 @@ fn watch_lease(
                 return Ok(LeaseEnd::Client);
             }
             return Ok(LeaseEnd::Executor(status.to_string()));
+        }
+        if !told && let Some(n) = notice() {
+            told = true;
+            // A client that does not read it loses nothing; one that is gone ends the lease
+            // by the read above.
+            if let Err(e) = ctl.notify(&n) {
+                tracing::debug!(error = %e, "could not tell the client");
+            }
         }
         if silence.is_some_and(|s| heard.elapsed() >= s) {
             tracing::info!("client silent past its heartbeats");

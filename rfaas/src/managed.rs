@@ -9,10 +9,11 @@ use crate::auth::{AuthError, Channel, Secret};
 use crate::lease::{Error, Lease, LeaseOptions, Shape, connect_within};
 use crate::transport::{TransportError, recv_json, send_json};
 use crate::watchdog::Watchdog;
-use crate::wire::{AuthService, Fabric, LeaseReply, LeaseRequest};
+use crate::wire::{AuthService, Fabric, LeaseNotice, LeaseReply, LeaseRequest};
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What to lease.
@@ -69,26 +70,66 @@ pub struct ManagedLease {
     control: TcpStream,
     lease_id: u64,
     heartbeat: Option<std::thread::JoinHandle<()>>,
+    /// The latest notice from the manager, kept by the heartbeat thread.
+    notice: Arc<Mutex<Option<LeaseNotice>>>,
 }
 
 /// How often a managed lease tells its manager the client is alive.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
+/// How long a notice that has begun to arrive may take to arrive whole (the manager writes it
+/// at once: only a manager that stops mid-message takes this long).
+const NOTICE_READ: Duration = Duration::from_secs(5);
+
 /// Sends a byte on the control connection every [`HEARTBEAT`] until that fails or the
-/// connection is shut down (the lease's drop), which ends the wait at once.
-fn start_heartbeat(control: &TcpStream) -> Result<std::thread::JoinHandle<()>, Error> {
+/// connection is shut down (the lease's drop), which ends the wait at once. Between beats it
+/// listens for the manager's notices ([`LeaseNotice`], opened with `auth` on an authenticated
+/// connection) and keeps the latest in `notice`; after a message it cannot read (a manager
+/// that is not ours, or a damaged connection) it stops listening, and only beats.
+fn start_heartbeat(
+    control: &TcpStream,
+    mut auth: Option<Channel>,
+    notice: Arc<Mutex<Option<LeaseNotice>>>,
+) -> Result<std::thread::JoinHandle<()>, Error> {
+    use std::io::Read;
     let mut beat = control.try_clone().map_err(TransportError::Io)?;
     beat.set_read_timeout(Some(HEARTBEAT))
         .map_err(TransportError::Io)?;
     std::thread::Builder::new()
         .name("rfaas-lease-heartbeat".into())
         .spawn(move || {
+            let mut listening = true;
             while beat.write_all(&[0]).is_ok() {
                 let mut b = [0u8; 1];
-                // The manager never writes after the grant: this read only waits (or sees the
-                // end of the connection).
-                if matches!(std::io::Read::read(&mut beat, &mut b), Ok(0)) {
-                    break;
+                // Waits for the next beat, unless the manager writes (or ends the connection).
+                match beat.peek(&mut b) {
+                    Ok(0) => break,
+                    Ok(_) if listening => {
+                        let _ = beat.set_read_timeout(Some(NOTICE_READ));
+                        let got = match &mut auth {
+                            Some(ch) => ch.recv_json(&mut beat).map_err(|e| e.to_string()),
+                            None => recv_json(&mut beat).map_err(|e| e.to_string()),
+                        };
+                        let _ = beat.set_read_timeout(Some(HEARTBEAT));
+                        match got {
+                            Ok(n) => {
+                                tracing::info!(notice = ?n, "the manager's notice");
+                                *notice.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "an unreadable message from the manager: no longer listening for notices");
+                                listening = false;
+                            }
+                        }
+                    }
+                    Ok(_) => {
+                        let mut skip = [0u8; 256];
+                        if matches!(beat.read(&mut skip), Ok(0)) {
+                            break;
+                        }
+                    }
+                    // The beat's time (or an error, which the next write sees).
+                    Err(_) => {}
                 }
             }
         })
@@ -99,6 +140,18 @@ impl ManagedLease {
     /// The manager's id for this lease (as in its ledger).
     pub fn id(&self) -> u64 {
         self.lease_id
+    }
+
+    /// The latest notice from the lease's manager, if it sent one: such as
+    /// [`LeaseNotice::Stopping`], the manager was asked to stop and ends this lease within the
+    /// time it says (calls then fail with [`Error::ExecutorGone`]) unless it is dropped first.
+    /// A client that sees it can finish its work, or lease elsewhere. Heard within about half a
+    /// second of the manager sending it.
+    pub fn notice(&self) -> Option<LeaseNotice> {
+        self.notice
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -211,7 +264,7 @@ fn negotiate(
     secret: Option<&Secret>,
     library: &Path,
     dog: &Watchdog,
-) -> Result<(TcpStream, LeaseReply), Error> {
+) -> Result<(TcpStream, LeaseReply, Option<Channel>), Error> {
     let mut control = connect_within(manager, dog)?;
     control
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -227,7 +280,9 @@ fn negotiate(
         ctl.stream.write_all(&bytes).map_err(TransportError::Io)?;
         reply = ctl.recv()?;
     }
-    Ok((control, reply))
+    // Kept for the manager's notices after a grant.
+    let auth = ctl.auth.take();
+    Ok((control, reply, auth))
 }
 
 /// Asks the manager at `manager` (`host:port`) for a lease running the package in `package`
@@ -289,7 +344,7 @@ fn lease_from_by(
         }
         let dog = Watchdog::start(timeout)?;
         let exchange = negotiate(manager, &request, secret.as_ref(), &library, &dog);
-        let (control, reply) = dog.finish(exchange, "the manager did not answer")?;
+        let (control, reply, auth) = dog.finish(exchange, "the manager did not answer")?;
         match reply {
             LeaseReply::Granted {
                 lease_id,
@@ -328,12 +383,14 @@ fn lease_from_by(
                 // from then, and the session's handshake may take longer than it allows
                 // (three missed beats). Should the handshake fail, dropping `managed` stops
                 // them and hangs up.
-                let heartbeat = start_heartbeat(&control)?;
+                let notice = Arc::default();
+                let heartbeat = start_heartbeat(&control, auth, Arc::clone(&notice))?;
                 let mut managed = ManagedLease {
                     lease: None,
                     control,
                     lease_id,
                     heartbeat: Some(heartbeat),
+                    notice,
                 };
                 managed.lease = Some(match fabric {
                     Fabric::Tcp => Lease::connect_tcp(&endpoint, &options)?,

@@ -577,6 +577,22 @@ pub enum LeaseReply {
     Refused(String),
 }
 
+/// What a manager tells the holder of a granted lease on its control connection after the
+/// grant (the client's heartbeats go the other way): length-prefixed JSON like every control
+/// message, sealed on an authenticated connection. Clients that do not read it lose nothing.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum LeaseNotice {
+    /// The manager was asked to stop: it takes no new leases, and ends this one in
+    /// `within_ms` unless the client ends it first (sent once, when the stop begins).
+    Stopping {
+        /// The node's id.
+        node_id: String,
+        /// Milliseconds until the manager ends the lease.
+        within_ms: u64,
+    },
+}
+
 /// Version of the control-plane authentication protocol ([`AuthHello::rfaas_auth`]).
 pub const AUTH_PROTOCOL: u32 = 1;
 

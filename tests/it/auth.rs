@@ -645,3 +645,53 @@ fn slow_or_crowding_clients_cannot_hold_the_control_plane() {
     .expect("lease");
     check_invokes(&lease);
 }
+
+/// A manager asked to stop tells an authenticated lease in a sealed notice (a forged or
+/// unsealed one would not be believed), and stops as soon as its last lease ends, without
+/// waiting out its grace period.
+#[test]
+fn a_stopping_manager_tells_authenticated_leases_and_stops_once_they_end() {
+    let dir = scratch_dir("auth-stop");
+    let file = secret_file(&dir, "secret", SECRET, 0o600);
+    let mut mgr = Service::start(
+        "manager",
+        &manager_config(
+            &dir,
+            &format!(
+                "secret_file = \"{}\"\nshutdown_grace_ms = 600000\n",
+                file.display()
+            ),
+        ),
+    );
+    let lease = lease_from(
+        &mgr.address,
+        example_package(),
+        &spec(Fabric::Tcp, Some(secret(SECRET))),
+    )
+    .expect("lease");
+    check_invokes(&lease);
+    tests::signal(mgr.child.id(), libc::SIGTERM);
+    eventually("the sealed notice", || lease.notice().is_some());
+    match lease.notice() {
+        Some(rfaas::wire::LeaseNotice::Stopping { within_ms, .. }) => {
+            assert!(within_ms > 500_000, "{within_ms} ms left of a 600 s grace")
+        }
+        other => panic!("expected a notice of the stop, got {other:?}"),
+    }
+    // The lease still serves; once its client ends it, the manager stops.
+    check_invokes(&lease);
+    drop(lease);
+    let deadline = Instant::now() + T;
+    let status = loop {
+        if let Some(status) = mgr.child.try_wait().expect("waiting for the manager") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the manager did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "the manager exited with {status}");
+    mgr.logged(&["manager stopped"]);
+    let entries = executor::manager::read_ledger(&dir.join("ledger.jsonl")).expect("ledger");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].ended_by_manager, None, "{entries:?}");
+}

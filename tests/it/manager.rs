@@ -1665,8 +1665,23 @@ fn a_manager_asked_to_stop_drains_its_leases_then_ends_them() {
     let a = lease_from(&mgr.address, pkg, &spec(1, Fabric::Tcp)).expect("lease a");
     let b = lease_from(&mgr.address, pkg, &spec(1, Fabric::Shm)).expect("lease b");
     let exec_b = tests::lease_executor(mgr.child.id(), b.id()).expect("b's executor");
+    assert_eq!((a.notice(), b.notice()), (None, None));
     tests::signal(mgr.child.id(), libc::SIGTERM);
     eventually("the node left the registry", || !listed());
+    // Each running lease is told, with the time it has left (of the 600 s grace).
+    for lease in [&a, &b] {
+        eventually("the lease told of the stop", || lease.notice().is_some());
+        match lease.notice() {
+            Some(rfaas::wire::LeaseNotice::Stopping { node_id, within_ms }) => {
+                assert_eq!(node_id, "test-node");
+                assert!(
+                    (500_000..=600_000).contains(&within_ms),
+                    "{within_ms} ms left"
+                );
+            }
+            other => panic!("expected a notice of the stop, got {other:?}"),
+        }
+    }
     // No new lease, with the reason (before any capacity is looked at).
     match lease_from(&mgr.address, pkg, &spec(1, Fabric::Shm)) {
         Err(Error::Refused(why)) => assert!(why.contains("shutting down"), "{why}"),
