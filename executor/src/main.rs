@@ -685,6 +685,7 @@ fn run(
         serve_session(&lib, stream, &cfg, move || drop(pending))
     })?;
     if ours {
+        executor::stop::disarm_unlink();
         let _ = std::fs::remove_file(socket);
     }
     Ok(())

@@ -82,49 +82,98 @@ pub fn unblock_all() -> io::Result<()> {
     }
 }
 
-/// The file [`unlink_on_signal`] removes.
-static UNLINK: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+/// The socket [`unlink_on_signal`] removes: its absolute path, the file it was (device and
+/// inode: a file another process put there since is not ours), and the process it belongs to
+/// (a child forked without `exec` inherits the handler, not the socket).
+struct Unlink {
+    path: std::ffi::CString,
+    dev: u64,
+    ino: u64,
+    pid: libc::pid_t,
+}
+
+static UNLINK: std::sync::OnceLock<Unlink> = std::sync::OnceLock::new();
+/// Cleared once the process removed the socket itself ([`disarm_unlink`]).
+static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 extern "C" fn unlink_and_die(sig: libc::c_int) {
-    if let Some(path) = UNLINK.get() {
-        // SAFETY: a NUL-terminated path that lives as long as the process; unlink, signal and
-        // raise are async-signal-safe.
-        unsafe { libc::unlink(path.as_ptr()) };
+    if ARMED.load(std::sync::atomic::Ordering::SeqCst)
+        && let Some(u) = UNLINK.get()
+    {
+        // SAFETY: getpid, stat and unlink are async-signal-safe; the path is NUL-terminated
+        // and lives as long as the process; `st` is a plain struct on our stack that stat
+        // fills before it is read.
+        unsafe {
+            let mut st = std::mem::zeroed::<libc::stat>();
+            if libc::getpid() == u.pid
+                && libc::stat(u.path.as_ptr(), &mut st) == 0
+                && st.st_dev == u.dev
+                && st.st_ino == u.ino
+            {
+                libc::unlink(u.path.as_ptr());
+            }
+        }
     }
-    // SAFETY: as above. With the default action back, the signal raised again (delivered
-    // when this handler returns) ends the process as it would have without the handler.
+    // SAFETY: signal and raise are async-signal-safe. With the default action back, the
+    // signal raised again (pending until this handler returns: it is blocked while the
+    // handler runs) ends the process as it would have without the handler.
     unsafe {
         libc::signal(sig, libc::SIG_DFL);
         libc::raise(sig);
     }
 }
 
-/// Removes `path` (a socket this process bound) when SIGTERM, SIGINT or SIGHUP ends the
-/// process, which then ends by that signal as it would have anyway. A handler, not a blocked
+/// Removes the socket at `path` (bound by this process just before) when SIGTERM, SIGINT or
+/// SIGHUP ends the process, which then ends by that signal as it would have anyway. Only that
+/// very file (by device and inode), and only from this process. A signal the process was
+/// started with ignored (`nohup`, a background job) stays ignored. A handler, not a blocked
 /// mask: processes started by this one (a function's children) keep the default actions
-/// (handlers do not survive `exec`, a mask would). One path per process: a second call
+/// (handlers do not survive `exec`, a mask would). One socket per process: a second call
 /// fails.
 pub fn unlink_on_signal(path: &std::path::Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+    use std::os::unix::fs::MetadataExt;
+    let path = std::path::absolute(path)?;
+    let meta = std::fs::symlink_metadata(&path)?;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
     UNLINK
-        .set(path)
-        .map_err(|_| io::Error::other("a file to remove at a signal is already set"))?;
+        .set(Unlink {
+            path: c_path,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            pid: std::process::id() as libc::pid_t,
+        })
+        .map_err(|_| io::Error::other("a socket to remove at a signal is already set"))?;
+    ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: `action` is zeroed (no flags, an empty mask) and then given our handler,
-        // which only makes async-signal-safe calls; no old action is asked for.
+        // SAFETY: `old` is written by the first sigaction before it is read; `action` is
+        // zeroed (no flags, an empty mask) and then given our handler, which only makes
+        // async-signal-safe calls.
         let rc = unsafe {
-            let mut action = std::mem::zeroed::<libc::sigaction>();
-            action.sa_sigaction = unlink_and_die as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut())
+            let mut old = std::mem::zeroed::<libc::sigaction>();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                -1
+            } else if old.sa_sigaction == libc::SIG_IGN {
+                0
+            } else {
+                let mut action = std::mem::zeroed::<libc::sigaction>();
+                action.sa_sigaction = unlink_and_die as extern "C" fn(libc::c_int) as usize;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(sig, &action, std::ptr::null_mut())
+            }
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
     }
     Ok(())
+}
+
+/// Tells the handler of [`unlink_on_signal`] that the socket is no longer ours to remove
+/// (the process removed it, and another may bind the path now).
+pub fn disarm_unlink() {
+    ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// The signal's name, for the log.

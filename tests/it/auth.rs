@@ -646,9 +646,10 @@ fn slow_or_crowding_clients_cannot_hold_the_control_plane() {
     check_invokes(&lease);
 }
 
-/// A manager asked to stop tells an authenticated lease in a sealed notice (a forged or
-/// unsealed one would not be believed), and stops as soon as its last lease ends, without
-/// waiting out its grace period.
+/// A manager asked to stop tells its authenticated leases in sealed notices (each in step
+/// with its connection's message count: a lease whose package was shipped, and one whose
+/// package was cached), their heartbeats go on after it, and it stops as soon as its last
+/// lease ends, without waiting out its grace period.
 #[test]
 fn a_stopping_manager_tells_authenticated_leases_and_stops_once_they_end() {
     let dir = scratch_dir("auth-stop");
@@ -663,24 +664,37 @@ fn a_stopping_manager_tells_authenticated_leases_and_stops_once_they_end() {
             ),
         ),
     );
-    let lease = lease_from(
+    let key = secret(SECRET);
+    let shipped = lease_from(
         &mgr.address,
         example_package(),
-        &spec(Fabric::Tcp, Some(secret(SECRET))),
+        &spec(Fabric::Tcp, Some(key.clone())),
     )
-    .expect("lease");
-    check_invokes(&lease);
+    .expect("a lease that ships the package");
+    let cached = lease_from(
+        &mgr.address,
+        example_package(),
+        &spec(Fabric::Shm, Some(key)),
+    )
+    .expect("a lease of the cached package");
+    assert_eq!(cached_packages(&dir), 1);
     tests::signal(mgr.child.id(), libc::SIGTERM);
-    eventually("the sealed notice", || lease.notice().is_some());
-    match lease.notice() {
-        Some(rfaas::wire::LeaseNotice::Stopping { within_ms, .. }) => {
-            assert!(within_ms > 500_000, "{within_ms} ms left of a 600 s grace")
+    for lease in [&shipped, &cached] {
+        check_invokes(lease);
+        eventually("the sealed notice", || lease.notice().is_some());
+        match lease.notice() {
+            Some(rfaas::wire::LeaseNotice::Stopping { within_ms, .. }) => {
+                assert!(within_ms > 500_000, "{within_ms} ms left of a 600 s grace")
+            }
+            other => panic!("expected a notice of the stop, got {other:?}"),
         }
-        other => panic!("expected a notice of the stop, got {other:?}"),
     }
-    // The lease still serves; once its client ends it, the manager stops.
-    check_invokes(&lease);
-    drop(lease);
+    // Longer than three heartbeat periods (1.5 s): had the heartbeats stopped with the notice,
+    // the manager would end the leases as silent (and the ledger would say so).
+    std::thread::sleep(Duration::from_secs(2));
+    check_invokes(&shipped);
+    check_invokes(&cached);
+    drop((shipped, cached));
     let deadline = Instant::now() + T;
     let status = loop {
         if let Some(status) = mgr.child.try_wait().expect("waiting for the manager") {
@@ -692,6 +706,9 @@ fn a_stopping_manager_tells_authenticated_leases_and_stops_once_they_end() {
     assert!(status.success(), "the manager exited with {status}");
     mgr.logged(&["manager stopped"]);
     let entries = executor::manager::read_ledger(&dir.join("ledger.jsonl")).expect("ledger");
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    assert_eq!(entries[0].ended_by_manager, None, "{entries:?}");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(
+        entries.iter().all(|e| e.ended_by_manager.is_none()),
+        "{entries:?}"
+    );
 }

@@ -743,3 +743,67 @@ fn an_executor_stopped_by_a_signal_removes_its_socket() {
         }
     }
 }
+
+/// A signal the executor was started with ignored (`nohup`, `trap '' HUP`) stays ignored: the
+/// socket's handler does not take it over (SIGHUP is in the process's `SigIgn`, not its
+/// `SigCgt`); SIGTERM, not ignored, still removes the socket.
+#[test]
+fn an_executor_keeps_the_signals_it_was_started_ignoring() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tests::scratch_dir("exec-nohup");
+    let socket = dir.join("executor.sock");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' HUP; exec \"$0\" \"$@\"")
+        .arg(tests::executor_binary())
+        .args([
+            "run",
+            "--cores",
+            "1",
+            "--hot-timeout-us",
+            "1000",
+            "--library",
+        ])
+        .arg(tests::example_package())
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning the executor");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("its ready line");
+    assert!(line.starts_with("ready "), "{line:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
+    let mask = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .expect("a signal mask")
+    };
+    let (hup, term) = (1u64 << (libc::SIGHUP - 1), 1u64 << (libc::SIGTERM - 1));
+    assert_eq!(mask("SigIgn:") & hup, hup, "SIGHUP no longer ignored");
+    assert_eq!(
+        mask("SigCgt:") & (hup | term),
+        term,
+        "caught: {:x}",
+        mask("SigCgt:")
+    );
+    tests::signal(child.id(), libc::SIGTERM);
+    let deadline = std::time::Instant::now() + T;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the executor did not end"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    assert!(!socket.exists(), "{} left behind", socket.display());
+}
