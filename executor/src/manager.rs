@@ -269,9 +269,10 @@ impl ManagerConfig {
     }
 }
 
-/// One finished lease, as appended to the ledger.
+/// One finished lease, as appended to the ledger. Readers ignore fields they do not know:
+/// a ledger a newer manager wrote (with fields added since, as `cpu_us` and
+/// `ended_by_manager` were) still reads, and is still counted, with older tools.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LedgerEntry {
     /// The lease.
     pub lease_id: u64,

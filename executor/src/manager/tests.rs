@@ -254,6 +254,31 @@ fn line(e: &LedgerEntry) -> Vec<u8> {
     l
 }
 
+/// An entry with a field this version does not know (a newer manager's) reads, with the fields
+/// it knows; one that lacks a field every entry has is damaged.
+#[test]
+fn entries_of_a_newer_manager_read_and_incomplete_ones_do_not() {
+    let dir = std::env::temp_dir().join(format!("rfaas-ledger-newer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("ledger.jsonl");
+    let mut newer = serde_json::to_value(entry(7)).expect("json");
+    newer["gpu_us"] = serde_json::json!(12);
+    let mut incomplete = serde_json::to_value(entry(8)).expect("json");
+    incomplete
+        .as_object_mut()
+        .expect("an object")
+        .remove("invocations");
+    let text = format!("{newer}\n{incomplete}\n");
+    std::fs::write(&path, text).expect("write");
+    let lines = read_ledger_lines(&path).expect("read");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0].as_ref().expect("the newer entry"), &entry(7));
+    let damaged = lines[1].as_ref().expect_err("the incomplete entry");
+    assert!(damaged.contains("invocations"), "{damaged}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A torn last line (a full disk, a crash mid-write) is ended before the next entry, which gets
 /// a line of its own; reading reports the damaged line and keeps the entries around it; the
 /// next lease id comes after every whole entry.
