@@ -324,17 +324,27 @@ impl Executor {
     /// Waits (at most [`BOUND`]) for the process to exit on its own, and returns how it did.
     #[track_caller]
     pub fn exited(&mut self) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + BOUND;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the executor") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the executor did not exit within {BOUND:?}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        exited(&mut self.child, "the executor")
+    }
+}
+
+/// Waits (at most [`BOUND`]) for `child` (`what`, for the failure) to exit on its own, and
+/// returns how it did.
+#[track_caller]
+pub fn exited(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + BOUND;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+        {
+            return status;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not exit within {BOUND:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

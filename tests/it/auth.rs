@@ -695,14 +695,7 @@ fn a_stopping_manager_tells_authenticated_leases_and_stops_once_they_end() {
     check_invokes(&shipped);
     check_invokes(&cached);
     drop((shipped, cached));
-    let deadline = Instant::now() + T;
-    let status = loop {
-        if let Some(status) = mgr.child.try_wait().expect("waiting for the manager") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the manager did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = tests::exited(&mut mgr.child, "the manager");
     assert!(status.success(), "the manager exited with {status}");
     mgr.logged(&["manager stopped"]);
     let entries = executor::manager::read_ledger(&dir.join("ledger.jsonl")).expect("ledger");

@@ -1587,20 +1587,10 @@ fn a_silent_client_loses_its_lease() {
     assert_eq!(ended, [executor::manager::ENDED_SILENT], "{entries:?}");
 }
 
-/// Waits (at most [`T`]) for the manager `mgr` to exit on its own, and returns how it did.
+/// Waits for the manager `mgr` to exit on its own, and returns how it did.
 #[track_caller]
 fn exited(mgr: &mut Service) -> std::process::ExitStatus {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(status) = mgr.child.try_wait().expect("waiting for the manager") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the manager did not stop within {T:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    tests::exited(&mut mgr.child, "the manager")
 }
 
 /// The ledger's entry for lease `id`, once written.

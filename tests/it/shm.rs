@@ -793,17 +793,7 @@ fn an_executor_keeps_the_signals_it_was_started_ignoring() {
         mask("SigCgt:")
     );
     tests::signal(child.id(), libc::SIGTERM);
-    let deadline = std::time::Instant::now() + T;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting") {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the executor did not end"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = tests::exited(&mut child, "the executor");
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
     assert!(!socket.exists(), "{} left behind", socket.display());
 }
