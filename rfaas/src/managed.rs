@@ -93,13 +93,27 @@ fn start_heartbeat(
 ) -> Result<std::thread::JoinHandle<()>, Error> {
     use std::io::Read;
     let mut beat = control.try_clone().map_err(TransportError::Io)?;
-    beat.set_read_timeout(Some(HEARTBEAT))
-        .map_err(TransportError::Io)?;
     std::thread::Builder::new()
         .name("rfaas-lease-heartbeat".into())
         .spawn(move || {
             let mut listening = true;
-            while beat.write_all(&[0]).is_ok() {
+            // Beats go out on time whatever the manager writes (a manager that streams bytes
+            // gets no burst of beats back).
+            let mut next = Instant::now();
+            loop {
+                let now = Instant::now();
+                if now >= next {
+                    if beat.write_all(&[0]).is_err() {
+                        break;
+                    }
+                    next = now + HEARTBEAT;
+                }
+                let wait = next
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                if beat.set_read_timeout(Some(wait)).is_err() {
+                    break;
+                }
                 let mut b = [0u8; 1];
                 // Waits for the next beat, unless the manager writes (or ends the connection).
                 match beat.peek(&mut b) {
@@ -110,7 +124,6 @@ fn start_heartbeat(
                             Some(ch) => ch.recv_json(&mut beat).map_err(|e| e.to_string()),
                             None => recv_json(&mut beat).map_err(|e| e.to_string()),
                         };
-                        let _ = beat.set_read_timeout(Some(HEARTBEAT));
                         match got {
                             Ok(n) => {
                                 tracing::info!(notice = ?n, "the manager's notice");
@@ -123,13 +136,21 @@ fn start_heartbeat(
                         }
                     }
                     Ok(_) => {
-                        let mut skip = [0u8; 256];
+                        let mut skip = [0u8; 4096];
                         if matches!(beat.read(&mut skip), Ok(0)) {
                             break;
                         }
                     }
-                    // The beat's time (or an error, which the next write sees).
-                    Err(_) => {}
+                    // The beat's time.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    // The connection failed: the lease is over.
+                    Err(_) => break,
                 }
             }
         })
