@@ -1722,12 +1722,20 @@ impl Manager {
         if let Some(status) = &exit {
             tracing::warn!(lease_id, %status, "executor ended before its lease");
         }
-        // The client's lease should be gone too; give the executor a moment to report.
+        // The client's session should be gone too; give the executor a moment to report. Not
+        // when the manager ended the lease: the client still holds its session, so the
+        // executor would not report (a stopping manager would wait a second for nothing);
+        // two periods of its stats record instead, so that the record has every invocation
+        // answered before the end.
+        let report_within = match ended_by_manager {
+            Some(_) => Duration::from_millis(200),
+            None => Duration::from_secs(1),
+        };
         let mut stats = read_stats(
             report.as_fd(),
             reported,
             held.child.as_mut().expect("spawned"),
-            Duration::from_secs(1),
+            report_within,
         );
         if stats.is_null() {
             // No closing line: the last counts the executor published (times are not kept).
@@ -1794,7 +1802,6 @@ fn read_stats_record(fd: &OwnedFd) -> serde_json::Value {
     }
 }
 
-/// Waits up to `timeout` for the executor's closing `stats` line; kills it if it does not come.
 /// Whether this node can serve leases over RDMA: built with the `verbs` feature and an RDMA
 /// device present (the executors it spawns are this binary).
 fn rdma_support() -> Result<(), String> {
@@ -1808,8 +1815,6 @@ fn rdma_support() -> Result<(), String> {
     }
 }
 
-/// Waits for the end of a lease: the client hangs up (or its connection fails), stays silent
-/// for `silence`, or the executor exits by itself (returned: how it ended).
 /// How [`watch_lease`] saw a lease end.
 enum LeaseEnd {
     /// Its control connection closed.
@@ -1820,9 +1825,10 @@ enum LeaseEnd {
     Executor(String),
 }
 
-/// Watches a granted lease until it ends: its control connection `ctl` (the client's
-/// heartbeats, or its end), its executor `child`, and the client's `silence` allowance. Tells
-/// the client once when `notice` has something to say (a manager asked to stop).
+/// Waits for the end of a granted lease: the client hangs up (or its connection `ctl` fails, or
+/// is shut down by a manager that stops), stays silent for `silence`, or the executor `child`
+/// exits by itself; returns which. Tells the client once when `notice` has something to say (a
+/// manager asked to stop).
 fn watch_lease(
     ctl: &mut Control,
     child: &mut Child,
@@ -1881,6 +1887,7 @@ fn watch_lease(
     }
 }
 
+/// Waits up to `timeout` for the executor's closing `stats` line; kills it if it does not come.
 fn read_stats(
     report: BorrowedFd<'_>,
     mut reported: Vec<u8>,
