@@ -1721,6 +1721,15 @@ impl Manager {
         });
         if let Some(status) = &exit {
             tracing::warn!(lease_id, %status, "executor ended before its lease");
+            // Executors are not sent SIGTERM by the manager (it kills with SIGKILL): one that
+            // dies of it while the manager stops was sent it with the manager, as systemd's
+            // default `KillMode=control-group` does to every process of the unit.
+            if self.draining() && status.contains("SIGTERM") {
+                tracing::warn!(
+                    lease_id,
+                    "the executor was sent SIGTERM along with the manager, so its lease was not drained: under systemd, give the manager's unit KillMode=mixed"
+                );
+            }
         }
         // The client's session should be gone too; give the executor a moment to report. Not
         // when the manager ended the lease: the client still holds its session, so the

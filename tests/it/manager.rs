@@ -1734,6 +1734,42 @@ fn a_manager_asked_to_stop_drains_its_leases_then_ends_them() {
     );
 }
 
+/// A manager stopped together with its executors (systemd's default `KillMode=control-group`
+/// sends SIGTERM to every process of the unit) cannot drain its leases: it says what to
+/// change, and stops once they are gone.
+#[test]
+fn a_manager_stopped_with_its_executors_says_to_use_kill_mode_mixed() {
+    let dir = scratch_dir("manager-killmode");
+    let log = dir.join("manager.log");
+    let mut mgr = Service::start_logging_to(
+        "manager",
+        &manager_config(&dir, "shutdown_grace_ms = 600000\n"),
+        std::fs::File::create(&log).expect("log file").into(),
+    );
+    let pkg = example_package();
+    let lease = lease_from(&mgr.address, pkg, &spec(1, Fabric::Shm)).expect("lease");
+    let exec = tests::lease_executor(mgr.child.id(), lease.id()).expect("the executor");
+    tests::signal(mgr.child.id(), libc::SIGTERM);
+    // Stopping (a request is refused for it) before its executor gets the signal too.
+    eventually("the manager refuses leases", || {
+        matches!(lease_from(&mgr.address, pkg, &spec(1, Fabric::Shm)),
+            Err(Error::Refused(why)) if why.contains("shutting down"))
+    });
+    tests::signal(exec, libc::SIGTERM);
+    let status = exited(&mut mgr);
+    assert!(status.success(), "the manager exited with {status}");
+    let entry = ledger_entry(&dir, lease.id());
+    assert!(
+        entry
+            .executor_exit
+            .as_deref()
+            .is_some_and(|e| e.contains("SIGTERM")),
+        "{entry:?}"
+    );
+    let text = std::fs::read_to_string(&log).expect("the log");
+    assert!(text.contains("KillMode=mixed"), "{text}");
+}
+
 /// Leases that outlast the grace period are ended by the manager itself, which then exits.
 /// Neither the executor nor what its functions start inherits the signals the manager blocks
 /// (it takes SIGTERM and SIGINT in a thread of its own): they stop as usual.
