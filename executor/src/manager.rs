@@ -337,8 +337,9 @@ pub fn read_ledger_lines(path: &Path) -> Result<Vec<Result<LedgerEntry, String>>
         .collect())
 }
 
-/// Appends `line` (ending in a newline) to the ledger at `path`, and syncs it. A last line
-/// left without its newline (torn) is ended first, so the new entry gets a line of its own.
+/// Appends `line` (ending in a newline) to the ledger at `path`, and syncs it (a failed sync is
+/// logged, not returned: the line is written). A last line left without its newline (torn) is
+/// ended first, so the new entry gets a line of its own.
 fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     use std::os::unix::fs::OpenOptionsExt;
@@ -358,7 +359,11 @@ fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
         f.write_all(b"\n")?;
     }
     f.write_all(line)?;
-    f.sync_all()
+    // Written: an error now would have the line written again (counted twice) if returned.
+    if let Err(e) = f.sync_all() {
+        tracing::error!(error = %e, ledger = %path.display(), "a ledger entry was written but not synced");
+    }
+    Ok(())
 }
 
 struct Capacity {
@@ -385,7 +390,9 @@ struct Manager {
     next_id: AtomicU64,
     /// End of the block of lease ids recorded on disk ([`reserve_lease_ids`]).
     reserved_ids: Mutex<u64>,
-    ledger: Mutex<()>,
+    /// Ledger lines not yet written (the ledger could not be appended to: a full disk, an
+    /// i/o error), oldest first; written before the next entry. Held while appending.
+    ledger: Mutex<std::collections::VecDeque<Vec<u8>>>,
     /// Held while the package cache is trimmed (one trim at a time).
     trimming: Mutex<()>,
     /// The users executors run as (`executor_uids`); none: the manager's.
@@ -569,7 +576,7 @@ pub fn serve(
         cpus: CpuPool::new(rfaas::sys::allowed_cpus()),
         next_id: AtomicU64::new(first_lease_id(&cfg.ledger)),
         reserved_ids: Mutex::new(0),
-        ledger: Mutex::new(()),
+        ledger: Mutex::new(std::collections::VecDeque::new()),
         trimming: Mutex::new(()),
         users: users
             .map(|range| UserPool::new(range, Some(users_record_file(&cfg.ledger))))
@@ -652,6 +659,9 @@ pub fn serve(
     );
     Ok(())
 }
+
+/// Most ledger entries kept while the ledger cannot be written (about 300 bytes each).
+const MAX_PENDING_ENTRIES: usize = 100_000;
 
 /// Why a lease is refused when the ids ran out: only a damaged ids file or ledger (an id
 /// near 2^64) gets there.
@@ -1159,6 +1169,7 @@ impl Manager {
         if let Some(c) = &self.cgroups {
             c.remove();
         }
+        self.flush_ledger();
         tracing::info!(ended_cores = ended, "manager stopped");
         std::process::exit(0);
     }
@@ -1777,19 +1788,76 @@ impl Manager {
             memory_peak_bytes: usage.memory_peak_bytes,
             ended_by_manager,
         };
-        // Recorded before the capacity is given back (when `held` goes).
-        let appended = self.append(&entry).map_err(|e| format!("ledger: {e}"));
+        // Recorded (or kept to be, if the ledger cannot be written now) before the capacity is
+        // given back (when `held` goes).
+        self.append(&entry);
         drop(held);
-        appended?;
         tracing::info!(lease_id, invocations = entry.invocations, "lease reclaimed");
         Ok(())
     }
 
-    fn append(&self, entry: &LedgerEntry) -> std::io::Result<()> {
-        let _guard = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        append_line(&self.cfg.ledger, &line)
+    /// Appends `entry` to the ledger, after the entries that could not be written before. One
+    /// the ledger does not take now (a full disk) is kept, and written before the next (at the
+    /// latest at the next lease's end, or when the manager stops); the lease ends anyway.
+    fn append(&self, entry: &LedgerEntry) {
+        let mut pending = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        match serde_json::to_vec(entry) {
+            Ok(mut line) => {
+                line.push(b'\n');
+                if pending.len() >= MAX_PENDING_ENTRIES {
+                    let lost = pending.pop_front().unwrap_or_default();
+                    tracing::error!(
+                        entry = %String::from_utf8_lossy(&lost).trim_end(),
+                        "too many ledger entries waiting: the oldest is given up (here, in the log)"
+                    );
+                }
+                pending.push_back(line);
+            }
+            Err(e) => tracing::error!(error = %e, ?entry, "cannot encode a ledger entry"),
+        }
+        self.write_pending(&mut pending);
+    }
+
+    /// Writes the waiting ledger lines, oldest first, until one fails (kept, with those after
+    /// it). A line is written whole or not at all as far as readers go: one cut short by a
+    /// full disk is ended by the next append and reported as damaged, and written again.
+    fn write_pending(&self, pending: &mut std::collections::VecDeque<Vec<u8>>) {
+        let before = pending.len();
+        while let Some(line) = pending.front() {
+            match append_line(&self.cfg.ledger, line) {
+                Ok(()) => {
+                    pending.pop_front();
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        ledger = %self.cfg.ledger.display(),
+                        waiting = pending.len(),
+                        "cannot append to the ledger: its entries are kept, to be written before the next"
+                    );
+                    return;
+                }
+            }
+        }
+        if before > 1 {
+            tracing::info!(
+                entries = before,
+                "ledger entries that had waited are written"
+            );
+        }
+    }
+
+    /// At the manager's stop: writes what waits, and puts in the log what still cannot be
+    /// written (one line per entry, as it would stand in the ledger).
+    fn flush_ledger(&self) {
+        let mut pending = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        self.write_pending(&mut pending);
+        for line in pending.iter() {
+            tracing::error!(
+                entry = %String::from_utf8_lossy(line).trim_end(),
+                "a ledger entry that could not be written (here, in the log)"
+            );
+        }
     }
 }
 

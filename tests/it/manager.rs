@@ -1734,6 +1734,93 @@ fn a_manager_asked_to_stop_drains_its_leases_then_ends_them() {
     );
 }
 
+/// Entries the ledger cannot take (here: its path is a directory for a while, as a full disk
+/// or an i/o error would refuse them) are kept, and written in order before the next entry
+/// once it can; those still waiting when the manager stops go into its log. Leases end
+/// meanwhile as usual. (A failed append used to lose the entry.)
+#[test]
+fn ledger_entries_that_cannot_be_written_wait_and_are_not_lost() {
+    let dir = scratch_dir("manager-ledger-full");
+    let log = dir.join("manager.log");
+    let mut mgr = Service::start_logging_to(
+        "manager",
+        &manager_config(&dir, "shutdown_grace_ms = 0\n"),
+        std::fs::File::create(&log).expect("log file").into(),
+    );
+    let pkg = example_package();
+    let ledger = dir.join("ledger.jsonl");
+    // A lease's whole life: leased, one call, ended; its id.
+    let one = |v: u64| {
+        // (The previous lease's core comes back just after its entry is handled.)
+        let mut lease = None;
+        eventually("a free core", || {
+            lease = lease_from(&mgr.address, pkg, &spec(1, Fabric::Shm)).ok();
+            lease.is_some()
+        });
+        let lease = lease.expect("lease");
+        assert_eq!(
+            lease
+                .invoke(fx::fault::call(0, v))
+                .timeout(T)
+                .wait()
+                .expect("call"),
+            v
+        );
+        lease.id()
+    };
+    let first = one(1);
+    ledger_entry(&dir, first);
+    let blocked = |on: bool| {
+        let saved = dir.join("ledger.saved");
+        if on {
+            std::fs::rename(&ledger, &saved).expect("ledger aside");
+            std::fs::create_dir(&ledger).expect("a directory in its place");
+        } else {
+            std::fs::remove_dir(&ledger).expect("the directory");
+            std::fs::rename(&saved, &ledger).expect("ledger back");
+        }
+    };
+    blocked(true);
+    let waiting: Vec<u64> = (2..4).map(one).collect();
+    // Both ended (their capacity is back) though their entries could not be written.
+    let mut both = None;
+    eventually("both cores free again", || {
+        both = lease_from(&mgr.address, pkg, &spec(2, Fabric::Shm)).ok();
+        both.is_some()
+    });
+    let both = both.expect("lease").id();
+    eventually("the 2-core lease ended", || {
+        lease_from(&mgr.address, pkg, &spec(2, Fabric::Shm)).is_ok()
+    });
+    blocked(false);
+    let last = one(4);
+    ledger_entry(&dir, last);
+    let ids: Vec<u64> = executor::manager::read_ledger(&ledger)
+        .expect("ledger")
+        .iter()
+        .map(|e| e.lease_id)
+        .collect();
+    // Written in the order the leases ended (the 2-core lease that found both cores
+    // free, and the one that checked that it had ended, after them), none twice.
+    assert_eq!(ids[..3], [first, waiting[0], waiting[1]], "{ids:?}");
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    assert!(ids.contains(&both) && ids.last() == Some(&last), "{ids:?}");
+    // Still waiting when the manager stops: in its log.
+    blocked(true);
+    let unwritten = one(5);
+    eventually("its core free again", || {
+        lease_from(&mgr.address, pkg, &spec(2, Fabric::Shm)).is_ok()
+    });
+    tests::signal(mgr.child.id(), libc::SIGTERM);
+    assert!(exited(&mut mgr).success());
+    let text = std::fs::read_to_string(&log).expect("the log");
+    assert!(
+        text.lines().any(|l| l.contains("could not be written")
+            && l.contains(&format!("lease_id\":{unwritten},"))),
+        "{text}"
+    );
+}
+
 /// A manager stopped together with its executors (systemd's default `KillMode=control-group`
 /// sends SIGTERM to every process of the unit) cannot drain its leases: it says what to
 /// change, and stops once they are gone.
