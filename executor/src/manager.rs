@@ -337,10 +337,14 @@ pub fn read_ledger_lines(path: &Path) -> Result<Vec<Result<LedgerEntry, String>>
         .collect())
 }
 
-/// Appends `line` (ending in a newline) to the ledger at `path`, and syncs it (a failed sync is
-/// logged, not returned: the line is written). A last line left without its newline (torn) is
-/// ended first, so the new entry gets a line of its own.
-fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
+/// Appends `lines` (whole lines, each ending in a newline) to the ledger at `path`, and syncs
+/// them. A last line left without its newline (torn) is ended first, so the new entries start
+/// a line of their own; but if that torn line is the first of `lines` short of its newline (a
+/// write cut short just before it, whose truncation failed too), that entry is not written
+/// again, so that none is counted twice. A write that fails is cut off again (truncated to where
+/// it began), so that readers see it whole or not at all. A failed sync after a whole write is
+/// logged with what was written, not returned: returned, the lines would be written again.
+fn append_line(path: &Path, lines: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     use std::os::unix::fs::OpenOptionsExt;
     // Only the manager's: it names every lease's package and times.
@@ -355,13 +359,53 @@ fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
     if len > 0 {
         f.read_exact_at(&mut last, len - 1)?;
     }
+    // On a failed write the file is put back as it was (the torn line's newline included).
+    let start = len;
+    let mut lines = lines;
     if last[0] != b'\n' {
+        // The torn last line: if it is the first of `lines` short of its newline, that entry
+        // is in already (a write cut short just before its newline that could not be cut
+        // off); end its line and write the rest.
+        let first = lines
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(lines, |end| &lines[..end]);
+        let n = first.len() as u64;
+        let mut tail = vec![0u8; first.len()];
+        let mut before = [b'\n'];
+        let same = len >= n
+            && f.read_exact_at(&mut tail, len - n).is_ok()
+            && tail == first
+            && (len == n || f.read_exact_at(&mut before, len - n - 1).is_ok())
+            && before[0] == b'\n';
         f.write_all(b"\n")?;
+        if same {
+            lines = lines.get(first.len() + 1..).unwrap_or_default();
+            if lines.is_empty() {
+                return sync_written(&f, path, first);
+            }
+        }
     }
-    f.write_all(line)?;
-    // Written: an error now would have the line written again (counted twice) if returned.
+    if let Err(e) = f.write_all(lines) {
+        // Cut off what part of it went in (truncating frees space: it works on a full disk),
+        // and the newline that ended a torn line, which the next append writes again.
+        if let Err(t) = f.set_len(start) {
+            tracing::error!(error = %t, ledger = %path.display(), "cannot cut off a ledger write that failed: the next append ends its line");
+        }
+        return Err(e);
+    }
+    sync_written(&f, path, lines)
+}
+
+/// Syncs the ledger `f` after `lines` were written to it; a failure is logged with them.
+fn sync_written(f: &std::fs::File, path: &Path, lines: &[u8]) -> std::io::Result<()> {
     if let Err(e) = f.sync_all() {
-        tracing::error!(error = %e, ledger = %path.display(), "a ledger entry was written but not synced");
+        tracing::error!(
+            error = %e,
+            ledger = %path.display(),
+            entries = %String::from_utf8_lossy(lines).trim_end(),
+            "ledger entries written but not synced: they may be lost"
+        );
     }
     Ok(())
 }
@@ -1720,7 +1764,20 @@ impl Manager {
             }
             LeaseEnd::Client => (None, None),
             LeaseEnd::Silent => (None, Some(ENDED_SILENT.to_owned())),
-            LeaseEnd::Executor(status) => (Some(status), None),
+            LeaseEnd::Executor(status) => {
+                // Executors are not sent SIGTERM by the manager (it kills with SIGKILL): one
+                // that dies of it while the manager stops was most likely sent it along with
+                // the manager, as systemd's default `KillMode=control-group` does to every
+                // process of the unit.
+                use std::os::unix::process::ExitStatusExt;
+                if self.draining() && status.signal() == Some(libc::SIGTERM) {
+                    tracing::warn!(
+                        lease_id,
+                        "the executor died of SIGTERM while the manager stops, so its lease was not drained: if the manager runs under systemd, give its unit KillMode=mixed"
+                    );
+                }
+                (Some(status.to_string()), None)
+            }
         };
         // An executor the kernel killed at its cgroup's memory limit: the ledger says so.
         let exit = exit.map(|status| match &held.cgroup {
@@ -1732,15 +1789,6 @@ impl Manager {
         });
         if let Some(status) = &exit {
             tracing::warn!(lease_id, %status, "executor ended before its lease");
-            // Executors are not sent SIGTERM by the manager (it kills with SIGKILL): one that
-            // dies of it while the manager stops was sent it with the manager, as systemd's
-            // default `KillMode=control-group` does to every process of the unit.
-            if self.draining() && status.contains("SIGTERM") {
-                tracing::warn!(
-                    lease_id,
-                    "the executor was sent SIGTERM along with the manager, so its lease was not drained: under systemd, give the manager's unit KillMode=mixed"
-                );
-            }
         }
         // The client's session should be gone too; give the executor a moment to report. Not
         // when the manager ended the lease: the client still holds its session, so the
@@ -1808,53 +1856,63 @@ impl Manager {
                     let lost = pending.pop_front().unwrap_or_default();
                     tracing::error!(
                         entry = %String::from_utf8_lossy(&lost).trim_end(),
-                        "too many ledger entries waiting: the oldest is given up (here, in the log)"
+                        "too many ledger entries waiting: the oldest is given up (it was logged when kept)"
                     );
                 }
                 pending.push_back(line);
             }
             Err(e) => tracing::error!(error = %e, ?entry, "cannot encode a ledger entry"),
         }
-        self.write_pending(&mut pending);
-    }
-
-    /// Writes the waiting ledger lines, oldest first, until one fails (kept, with those after
-    /// it). A line is written whole or not at all as far as readers go: one cut short by a
-    /// full disk is ended by the next append and reported as damaged, and written again.
-    fn write_pending(&self, pending: &mut std::collections::VecDeque<Vec<u8>>) {
-        let before = pending.len();
-        while let Some(line) = pending.front() {
-            match append_line(&self.cfg.ledger, line) {
-                Ok(()) => {
-                    pending.pop_front();
-                }
-                Err(e) => {
-                    tracing::error!(
-                        error = %e,
-                        ledger = %self.cfg.ledger.display(),
-                        waiting = pending.len(),
-                        "cannot append to the ledger: its entries are kept, to be written before the next"
-                    );
-                    return;
-                }
-            }
-        }
-        if before > 1 {
-            tracing::info!(
-                entries = before,
-                "ledger entries that had waited are written"
+        if !self.write_pending(&mut pending)
+            && let Some(kept) = pending.back()
+        {
+            // In the log as well, in case the manager dies before it can write it.
+            tracing::error!(
+                entry = %String::from_utf8_lossy(kept).trim_end(),
+                waiting = pending.len(),
+                "a ledger entry kept, to be written before the next"
             );
         }
     }
 
+    /// Writes the waiting ledger lines, oldest first, in one append (one sync); whether they
+    /// went in. If not, they are kept (the ledger holds none of them).
+    fn write_pending(&self, pending: &mut std::collections::VecDeque<Vec<u8>>) -> bool {
+        if pending.is_empty() {
+            return true;
+        }
+        let lines: Vec<u8> = pending.iter().flatten().copied().collect();
+        match append_line(&self.cfg.ledger, &lines) {
+            Ok(()) => {
+                if pending.len() > 1 {
+                    tracing::info!(
+                        entries = pending.len(),
+                        "ledger entries that had waited are written"
+                    );
+                }
+                pending.clear();
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    ledger = %self.cfg.ledger.display(),
+                    waiting = pending.len(),
+                    "cannot append to the ledger: its entries are kept, to be written before the next"
+                );
+                false
+            }
+        }
+    }
+
     /// At the manager's stop: writes what waits, and puts in the log what still cannot be
-    /// written (one line per entry, as it would stand in the ledger).
+    /// written (one line per entry, as it would stand in the ledger), taking it from the queue.
     fn flush_ledger(&self) {
         let mut pending = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
         self.write_pending(&mut pending);
-        for line in pending.iter() {
+        for line in pending.drain(..) {
             tracing::error!(
-                entry = %String::from_utf8_lossy(line).trim_end(),
+                entry = %String::from_utf8_lossy(&line).trim_end(),
                 "a ledger entry that could not be written (here, in the log)"
             );
         }
@@ -1899,7 +1957,7 @@ enum LeaseEnd {
     /// Its client sent no heartbeat for three periods.
     Silent,
     /// Its executor ended on its own: how.
-    Executor(String),
+    Executor(std::process::ExitStatus),
 }
 
 /// Waits for the end of a granted lease: the client hangs up (or its connection `ctl` fails, or
@@ -1947,7 +2005,7 @@ fn watch_lease(
             if status.success() {
                 return Ok(LeaseEnd::Client);
             }
-            return Ok(LeaseEnd::Executor(status.to_string()));
+            return Ok(LeaseEnd::Executor(status));
         }
         if !told && let Some(n) = notice() {
             told = true;

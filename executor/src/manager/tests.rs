@@ -254,6 +254,39 @@ fn line(e: &LedgerEntry) -> Vec<u8> {
     l
 }
 
+/// A write cut short just before its newline that could not be cut off leaves a whole entry
+/// without its newline: written again (with those that waited after it), it is counted once.
+/// A torn line that is not such an entry is ended, reported as damaged, and not counted.
+#[test]
+fn an_entry_cut_short_before_its_newline_is_not_written_twice() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("rfaas-ledger-cut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("ledger.jsonl");
+    let raw = |bytes: &[u8]| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(bytes))
+            .expect("raw append");
+    };
+    append_line(&path, &line(&entry(1))).expect("first");
+    let second = line(&entry(2));
+    raw(&second[..second.len() - 1]);
+    let waited: Vec<u8> = [second.clone(), line(&entry(3))].concat();
+    append_line(&path, &waited).expect("again, with the next");
+    raw(b"{\"lease_id\": 9");
+    append_line(&path, &line(&entry(4))).expect("after a torn line");
+    let lines = read_ledger_lines(&path).expect("read");
+    let ids: Vec<Option<u64>> = lines
+        .iter()
+        .map(|l| l.as_ref().ok().map(|e| e.lease_id))
+        .collect();
+    assert_eq!(ids, [Some(1), Some(2), Some(3), None, Some(4)], "{lines:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An entry with a field this version does not know (a newer manager's) reads, with the fields
 /// it knows; one that lacks a field every entry has is damaged.
 #[test]
