@@ -1134,7 +1134,11 @@ impl Manager {
             );
             return;
         };
-        let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown_grace_ms);
+        // (A grace too long to add up is a year.)
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(Duration::from_millis(self.cfg.shutdown_grace_ms))
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         // Running leases tell their clients when they will be ended (`LeaseNotice::Stopping`).
         let _ = self.ending_at.set(deadline);
         // The heartbeat thread sees this and leaves the registry (in its own time: a registry
@@ -1199,7 +1203,7 @@ impl Manager {
                 tracing::error!(
                     signal = crate::stop::name(sig),
                     cores = self.cores_held(),
-                    "stopping at once: leases still being ended get no ledger entry"
+                    "stopping at once: leases still being ended get no ledger entry (and entries waiting for the ledger are only in this log)"
                 );
                 std::process::exit(1);
             }
@@ -1631,8 +1635,8 @@ impl Manager {
         // SAFETY: the closure runs in the forked child before exec and only makes system calls
         // (`write` to the cgroup's descriptors, `unshare`, `mount`, `setrlimit`, `setgroups`,
         // `setresgid`, `setresuid`, `getresuid` as raw calls, `prctl`, `getppid`, `fcntl`,
-        // `pthread_sigmask`), which are async-signal-safe; it allocates nothing (`inherited` and `join_cgroup` were
-        // built before the fork) and touches no locks. The descriptors in `inherited` stay open
+        // `pthread_sigmask`), which are async-signal-safe; it allocates nothing (`inherited`
+        // and `join_cgroup` were built before the fork) and touches no locks. The descriptors in `inherited` stay open
         // in the parent until after the spawn, and so do those of `join_cgroup` (the
         // cgroup's `cgroup.procs`, which `held.cgroup` owns).
         unsafe {
