@@ -704,6 +704,18 @@ pub fn serve(
     Ok(())
 }
 
+/// Waits at most `d` for SIGTERM or SIGINT (the whole `d` if waiting fails, never a spin).
+fn wait_a_while(signals: &crate::stop::TermSignals, d: Duration) -> Option<libc::c_int> {
+    signals.wait(Some(d)).unwrap_or_else(|_| {
+        std::thread::sleep(d);
+        None
+    })
+}
+
+/// How often ledger entries kept for want of a writable ledger are tried again, when no
+/// lease's end does it first.
+const LEDGER_RETRY: Duration = Duration::from_secs(2);
+
 /// Most ledger entries kept while the ledger cannot be written (about 300 bytes each).
 const MAX_PENDING_ENTRIES: usize = 100_000;
 
@@ -1128,11 +1140,20 @@ impl Manager {
         signals: &crate::stop::TermSignals,
         heartbeats: Option<std::thread::JoinHandle<()>>,
     ) {
-        let Some(sig) = signals.wait(None) else {
-            tracing::error!(
-                "waiting for SIGTERM and SIGINT failed: the manager stops only when killed"
-            );
-            return;
+        // Meanwhile, ledger entries kept for want of a writable ledger are tried again every
+        // few seconds, so that an idle node does not hold them in memory only.
+        let sig = loop {
+            match signals.wait(Some(LEDGER_RETRY)) {
+                Ok(Some(sig)) => break sig,
+                Ok(None) => {
+                    let mut pending = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+                    self.write_pending(&mut pending);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "waiting for SIGTERM and SIGINT failed: the manager stops only when killed");
+                    return;
+                }
+            }
         };
         // (A grace too long to add up is a year.)
         let now = Instant::now();
@@ -1155,7 +1176,7 @@ impl Manager {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
             };
-            if let Some(sig) = signals.wait(Some(left.min(Duration::from_millis(50)))) {
+            if let Some(sig) = wait_a_while(signals, left.min(Duration::from_millis(50))) {
                 tracing::info!(
                     signal = crate::stop::name(sig),
                     "ending the running leases now"
@@ -1199,7 +1220,7 @@ impl Manager {
                 && heartbeats.as_ref().is_none_or(|h| h.is_finished())
         };
         while !done() && Instant::now() < bound {
-            if let Some(sig) = signals.wait(Some(Duration::from_millis(10))) {
+            if let Some(sig) = wait_a_while(signals, Duration::from_millis(10)) {
                 tracing::error!(
                     signal = crate::stop::name(sig),
                     cores = self.cores_held(),

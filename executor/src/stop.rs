@@ -36,7 +36,7 @@ impl TermSignals {
 
     /// Waits for SIGTERM or SIGINT, at most `timeout` (none: without end), and takes it: the
     /// signal's number, or none if the time ran out first.
-    pub fn wait(&self, timeout: Option<Duration>) -> Option<libc::c_int> {
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<Option<libc::c_int>> {
         loop {
             let ts = timeout.map(|t| libc::timespec {
                 tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
@@ -52,13 +52,15 @@ impl TermSignals {
                 )
             };
             if sig > 0 {
-                return Some(sig);
+                return Ok(Some(sig));
             }
-            match io::Error::last_os_error().raw_os_error() {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
                 // Another signal's handler ran (none of ours): wait again, for the whole time
                 // (a caller that waits in a loop checks its own deadline).
                 Some(libc::EINTR) => continue,
-                _ => return None,
+                Some(libc::EAGAIN) => return Ok(None),
+                _ => return Err(e),
             }
         }
     }
@@ -195,18 +197,21 @@ mod tests {
         // (`pthread_kill`) reaches no other test.
         std::thread::spawn(|| {
             let signals = TermSignals::block().expect("block");
-            assert_eq!(signals.wait(Some(Duration::from_millis(20))), None);
+            assert_eq!(
+                signals.wait(Some(Duration::from_millis(20))).expect("wait"),
+                None
+            );
             // SAFETY: signals this very thread, whose mask holds SIGINT blocked: it stays
             // pending until taken below.
             let rc = unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGINT) };
             assert_eq!(rc, 0);
             assert_eq!(
-                signals.wait(Some(Duration::from_secs(5))),
+                signals.wait(Some(Duration::from_secs(5))).expect("wait"),
                 Some(libc::SIGINT)
             );
             assert_eq!(name(libc::SIGINT), "SIGINT");
             // Taken: nothing pending any more.
-            assert_eq!(signals.wait(Some(Duration::ZERO)), None);
+            assert_eq!(signals.wait(Some(Duration::ZERO)).expect("wait"), None);
             // And unblocked: a process started from here would get SIGINT again.
             unblock_all().expect("unblock");
             let mut mask = std::mem::MaybeUninit::<libc::sigset_t>::uninit();

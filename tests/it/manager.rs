@@ -1807,9 +1807,19 @@ fn ledger_entries_that_cannot_be_written_wait_and_are_not_lost() {
             "{text}"
         );
     }
+    // A manager with no lease ending writes them too (it tries every 2 s): here while the
+    // only lease, granted once lease `idle` had ended, is still running.
+    blocked(true);
+    let idle = one(5);
+    let held = lease();
+    blocked(false);
+    ledger_entry(&dir, idle);
+    let held_id = held.id();
+    drop(held);
+    ledger_entry(&dir, held_id);
     // Still waiting when the manager stops: in its log again.
     blocked(true);
-    let unwritten = one(5);
+    let unwritten = one(6);
     let held = lease();
     tests::signal(mgr.child.id(), libc::SIGTERM);
     assert!(exited(&mut mgr).success());
