@@ -35,7 +35,7 @@ impl TermSignals {
     }
 
     /// Waits for SIGTERM or SIGINT, at most `timeout` (none: without end), and takes it: the
-    /// signal's number, or none if the time ran out first.
+    /// signal's number, none if the time ran out first, or why waiting failed.
     pub fn wait(&self, timeout: Option<Duration>) -> io::Result<Option<libc::c_int>> {
         loop {
             let ts = timeout.map(|t| libc::timespec {
