@@ -385,6 +385,14 @@ impl Cgroups {
         Ok(made)
     }
 
+    /// Removes this manager's directories (those of a manager that is killed go at the next
+    /// one's start); a directory that still holds a lease's stays.
+    pub fn remove(&self) {
+        for (_, dir) in &self.parents {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
     /// Where the leases' cgroups go, for the manager's log.
     pub fn describe(&self) -> String {
         match self.parents.as_slice() {
@@ -468,16 +476,6 @@ impl Cgroups {
             lease.procs.push(OwnedFd::from(f));
         }
         Ok(lease)
-    }
-}
-
-impl Cgroups {
-    /// Removes this manager's directories (those of a manager that is killed go at the next
-    /// one's start); a directory that still holds a lease's stays.
-    pub fn remove(&self) {
-        for (_, dir) in &self.parents {
-            let _ = std::fs::remove_dir(dir);
-        }
     }
 }
 

@@ -545,10 +545,10 @@ fn inherited(fd: i32, what: &str) -> Result<std::os::fd::OwnedFd> {
         return Err(std::io::Error::last_os_error()).context(what.to_owned());
     }
     taken.push(fd);
-    // SAFETY: the descriptor is open (checked above) and was handed to this process for this
-    // option alone (no other option took it: `TAKEN`); nothing else here knows its number
-    // (every descriptor this process opens itself is a new one), so the `OwnedFd` is its
-    // only owner.
+    // The descriptor is open (checked above) and was handed to this process for this option
+    // alone (no other option took it: `TAKEN`); nothing else here knows its number (every
+    // descriptor this process opens itself is a new one).
+    // SAFETY: `fd` is open and no one else's (above): the `OwnedFd` is its only owner.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 

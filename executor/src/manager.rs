@@ -1653,13 +1653,13 @@ impl Manager {
             .into_iter()
             .chain(listener.as_ref().map(AsRawFd::as_raw_fd));
         let inherited: Vec<i32> = inherited.collect();
-        // SAFETY: the closure runs in the forked child before exec and only makes system calls
-        // (`write` to the cgroup's descriptors, `unshare`, `mount`, `setrlimit`, `setgroups`,
+        // The closure runs in the forked child before exec and only makes system calls (`write`
+        // to the cgroup's descriptors, `unshare`, `mount`, `setrlimit`, `setgroups`,
         // `setresgid`, `setresuid`, `getresuid` as raw calls, `prctl`, `getppid`, `fcntl`,
-        // `pthread_sigmask`), which are async-signal-safe; it allocates nothing (`inherited`
-        // and `join_cgroup` were built before the fork) and touches no locks. The descriptors in `inherited` stay open
-        // in the parent until after the spawn, and so do those of `join_cgroup` (the
-        // cgroup's `cgroup.procs`, which `held.cgroup` owns).
+        // `pthread_sigmask`); `inherited` and `join_cgroup` were built before the fork. The
+        // descriptors in `inherited` stay open in the parent until after the spawn, and so do
+        // those of `join_cgroup` (the cgroup's `cgroup.procs`, which `held.cgroup` owns).
+        // SAFETY: async-signal-safe calls only, no allocation, no locks, on open descriptors.
         unsafe {
             cmd.pre_exec(move || {
                 // First, while we may still write the cgroup's files.

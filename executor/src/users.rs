@@ -739,10 +739,10 @@ impl Scratch {
     /// For a forked child before `exec`: only system calls on memory made before the fork.
     pub fn enter(&self) -> std::io::Result<()> {
         let fail = || Err(std::io::Error::last_os_error());
-        // SAFETY: unshare takes flags; it changes only this (single-threaded) child. A System V
-        // IPC namespace of its own too: shared memory segments, message queues and semaphores
-        // the lease makes go with its last process, not stay on the node (outside any limit)
-        // for the next lease of its user to attach.
+        // A System V IPC namespace of its own too: shared memory segments, message queues and
+        // semaphores the lease makes go with its last process, not stay on the node (outside
+        // any limit) for the next lease of its user to attach.
+        // SAFETY: unshare takes flags; it changes only this (single-threaded) child.
         if unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC) } != 0 {
             return fail();
         }
@@ -831,12 +831,12 @@ fn kill_all_of(uid: u32) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     if pid == 0 {
-        // SAFETY: as above; raw system calls on integers. The manager's descriptors are closed
-        // first: the processes of the user we take on must not get at them through us. Then
-        // the group (the user id is needed to change it), then the user, checked: only then
-        // may `kill(-1)` reach exactly that user's processes (a signal needs the sender's real
-        // or effective user id to be the target's real or saved one), never root's, and never
-        // this child (it spares the caller).
+        // The manager's descriptors are closed first: the processes of the user we take on
+        // must not get at them through us. Then the group (the user id is needed to change
+        // it), then the user, checked: only then may `kill(-1)` reach exactly that user's
+        // processes (a signal needs the sender's real or effective user id to be the target's
+        // real or saved one), never root's, and never this child (it spares the caller).
+        // SAFETY: as above (after fork): raw system calls on integers only.
         unsafe {
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
             let ok = take_on(uid);
