@@ -25,6 +25,12 @@ impl Service {
         Self::start_logging_to(kind, config, Stdio::inherit())
     }
 
+    /// Starts it with its stderr (its log) in the file `log`, made anew.
+    fn start_logged(kind: &str, config: &Path, log: &Path) -> Service {
+        let file = std::fs::File::create(log).expect("log file");
+        Self::start_logging_to(kind, config, file.into())
+    }
+
     /// Starts it with its stderr (its log) at `log`.
     fn start_logging_to(kind: &str, config: &Path, log: Stdio) -> Service {
         let mut child = Command::new(executor_binary())
@@ -277,11 +283,7 @@ fn executor_output_reaches_the_managers_log_tagged_with_its_lease() {
     let dir = scratch_dir("manager-output");
     let config = manager_config(&dir, "");
     let log = dir.join("manager.log");
-    let mgr = Service::start_logging_to(
-        "manager",
-        &config,
-        std::fs::File::create(&log).expect("log file").into(),
-    );
+    let mgr = Service::start_logged("manager", &config, &log);
     let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease");
     lease
         .invoke(fx::noop::call())
@@ -1744,10 +1746,10 @@ fn ledger_entries_that_cannot_be_written_wait_and_are_not_lost() {
     let dir = scratch_dir("manager-ledger-full");
     let log = dir.join("manager.log");
     // One core: a lease is granted only once the one before has ended, its entry handled.
-    let mut mgr = Service::start_logging_to(
+    let mut mgr = Service::start_logged(
         "manager",
         &tests::manager_config(&dir, 1, 1024, "shutdown_grace_ms = 0\n"),
-        std::fs::File::create(&log).expect("log file").into(),
+        &log,
     );
     let pkg = example_package();
     let ledger = dir.join("ledger.jsonl");
@@ -1839,10 +1841,10 @@ fn ledger_entries_that_cannot_be_written_wait_and_are_not_lost() {
 fn a_manager_stopped_with_its_executors_says_to_use_kill_mode_mixed() {
     let dir = scratch_dir("manager-killmode");
     let log = dir.join("manager.log");
-    let mut mgr = Service::start_logging_to(
+    let mut mgr = Service::start_logged(
         "manager",
         &manager_config(&dir, "shutdown_grace_ms = 600000\n"),
-        std::fs::File::create(&log).expect("log file").into(),
+        &log,
     );
     let pkg = example_package();
     let lease = lease_from(&mgr.address, pkg, &spec(1, Fabric::Shm)).expect("lease");
