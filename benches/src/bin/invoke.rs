@@ -1068,6 +1068,8 @@ struct CompareRow<'a> {
     baseline_p99_ns: f64,
     /// rfaas median / `baseline_median_ns`.
     ratio: f64,
+    /// rfaas median - `baseline_median_ns`: what rfaas adds to the raw round trip.
+    overhead_ns: f64,
     target_ratio: f64,
     met: bool,
     /// The larger of the two baseline medians over the smaller.
@@ -1160,11 +1162,11 @@ impl Output {
         self.line(format_args!(
             "invoke: client cpu {}, executor worker cpu {}, warm/futex idle gap {} µs; round \
              trips in µs; base = mean of the baseline run before and after the case, drift = \
-             their ratio; ratio = rfaas median / base median",
+             their ratio; ratio = rfaas median / base median, +ns = rfaas median - base median",
             args.client_cpu, args.server_cpu, args.futex_gap_us
         ))?;
         self.line(format_args!(
-            "{:<5} {:<8} {:>7} {:>6} {:>9} {:>9} | {:<5} {:>9} {:>9} {:>5} | {:>6} {:<9} {}",
+            "{:<5} {:<8} {:>7} {:>6} {:>9} {:>9} | {:<5} {:>9} {:>9} {:>5} | {:>6} {:>9} {:<9} {}",
             "mode",
             "call",
             "size",
@@ -1176,6 +1178,7 @@ impl Output {
             "p99",
             "drift",
             "ratio",
+            "+ns",
             "target",
             "result"
         ))
@@ -1238,6 +1241,7 @@ impl Output {
                 baseline_median_ns: base_median,
                 baseline_p99_ns: base_p99,
                 ratio,
+                overhead_ns: row.summary.median_ns - base_median,
                 target_ratio: target.max_ratio,
                 met,
                 drift,
@@ -1249,7 +1253,7 @@ impl Output {
             });
         }
         self.line(format_args!(
-            "{:<5} {:<8} {:>7} {:>6} {:>9.3} {:>9.3} | {:<5} {:>9.3} {:>9.3} {:>5.2} | {:>6.2} {:<9} {}{}{}{}",
+            "{:<5} {:<8} {:>7} {:>6} {:>9.3} {:>9.3} | {:<5} {:>9.3} {:>9.3} {:>5.2} | {:>6.2} {:>+9.0} {:<9} {}{}{}{}",
             row.mode.name(),
             row.call.name(),
             size_label(row.call, row.size),
@@ -1261,6 +1265,7 @@ impl Output {
             us(base_p99),
             drift,
             ratio,
+            row.summary.median_ns - base_median,
             target.label,
             if met { "met" } else { "MISSED" },
             if drifted { " ~" } else { "" },
