@@ -14,8 +14,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A watched socket (a clone of the handshake's handle: shutting it down ends both).
@@ -36,28 +35,105 @@ impl Watched {
 /// The longest handshake deadline: 30 days.
 pub(crate) const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
 
-#[derive(Default)]
-struct State {
+/// How long the watchdog thread stays with nothing to watch before it exits (a burst of
+/// handshakes, the workers of one lease or the leases of one job, shares one thread).
+const LINGER: Duration = Duration::from_secs(10);
+
+/// One watched exchange.
+struct Entry {
+    id: u64,
+    deadline: Instant,
     sockets: Vec<Watched>,
-    /// The handshake ended (the watchdog thread exits without firing).
-    done: bool,
     /// The deadline passed first: every socket was shut down.
     fired: bool,
+}
+
+/// Every exchange of the process being watched, and whether the thread that watches them runs.
+struct Board {
+    entries: Vec<Entry>,
+    next_id: u64,
+    running: bool,
+    /// The process the thread runs in: a child forked from it has the board but not the thread.
+    pid: u32,
+}
+
+static BOARD: Mutex<Board> = Mutex::new(Board {
+    entries: Vec::new(),
+    next_id: 0,
+    running: false,
+    pid: 0,
+});
+/// Notified when an exchange starts or ends (the thread's next deadline may have changed).
+static CHANGED: Condvar = Condvar::new();
+
+fn board() -> MutexGuard<'static, Board> {
+    // The board stays consistent across a panic (every change is one push, flag or removal).
+    BOARD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The watchdog thread: shuts down the sockets of every exchange whose deadline passed, sleeping
+/// until the next deadline; exits after [`LINGER`] with nothing to watch.
+fn watch_all() {
+    let mut b = board();
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for e in b.entries.iter_mut().filter(|e| !e.fired) {
+            if e.deadline <= now {
+                e.fired = true;
+                for w in &e.sockets {
+                    w.shut();
+                }
+            } else {
+                next = Some(next.map_or(e.deadline, |n| n.min(e.deadline)));
+            }
+        }
+        let wait = match next {
+            Some(deadline) => {
+                idle_since = None;
+                deadline - now
+            }
+            None => {
+                let idle = now.duration_since(*idle_since.get_or_insert(now));
+                if idle >= LINGER {
+                    if b.entries.is_empty() {
+                        b.running = false;
+                        return;
+                    }
+                    // Fired exchanges not yet finished: wait for them another while.
+                    idle_since = Some(now);
+                    LINGER
+                } else {
+                    LINGER - idle
+                }
+            }
+        };
+        b = CHANGED
+            .wait_timeout(b, wait)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
 }
 
 /// Bounds an exchange by `timeout`: start it before the first blocking step, open its TCP
 /// connections with [`connect_tcp`] (watch a Unix socket with [`watch_unix`]), and pass the
 /// result through [`finish`] (or ask [`expired`]).
 ///
+/// One thread of the process watches every exchange in progress (started by the first, it
+/// exits once none has been in progress for [`LINGER`]): an exchange costs no thread of its
+/// own.
+///
 /// [`connect_tcp`]: Watchdog::connect_tcp
 /// [`watch_unix`]: Watchdog::watch_unix
 /// [`finish`]: Watchdog::finish
 /// [`expired`]: Watchdog::expired
 pub(crate) struct Watchdog {
-    shared: Arc<(Mutex<State>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
+    id: u64,
     deadline: Instant,
     timeout: Duration,
+    /// Taken off the board (by `stop`).
+    stopped: bool,
 }
 
 impl Watchdog {
@@ -66,47 +142,48 @@ impl Watchdog {
     pub(crate) fn start(timeout: Duration) -> Result<Watchdog, TransportError> {
         let timeout = timeout.min(LONGEST);
         let deadline = Instant::now() + timeout;
-        let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
-        let watch = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("rfaas-handshake".into())
-            .spawn(move || {
-                let (lock, cv) = &*watch;
-                let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
-                loop {
-                    if s.done {
-                        return;
-                    }
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    s = cv
-                        .wait_timeout(s, deadline - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-                s.fired = true;
-                for w in &s.sockets {
-                    w.shut();
-                }
-            })
-            .map_err(TransportError::Io)?;
+        let mut b = board();
+        let id = b.next_id;
+        b.next_id += 1;
+        let pid = std::process::id();
+        if b.running && b.pid != pid {
+            // Forked: the thread (and the threads whose exchanges these were) stayed behind.
+            b.running = false;
+            b.entries.clear();
+        }
+        if !b.running {
+            // Started under the lock: the thread's first look at the board waits for it, and
+            // no other start spawns a second one.
+            std::thread::Builder::new()
+                .name("rfaas-watchdog".into())
+                .spawn(watch_all)
+                .map_err(TransportError::Io)?;
+            b.running = true;
+            b.pid = pid;
+        }
+        b.entries.push(Entry {
+            id,
+            deadline,
+            sockets: Vec::new(),
+            fired: false,
+        });
+        drop(b);
+        CHANGED.notify_all();
         Ok(Watchdog {
-            shared,
-            thread: Some(thread),
+            id,
             deadline,
             timeout,
+            stopped: false,
         })
     }
 
     fn watch(&self, w: Watched) {
-        let mut s = self.shared.0.lock().unwrap_or_else(|p| p.into_inner());
-        if s.fired {
-            // Too late to wait for the thread: it has already shut the others.
-            w.shut();
+        let mut b = board();
+        match b.entries.iter_mut().find(|e| e.id == self.id) {
+            Some(e) if !e.fired => e.sockets.push(w),
+            // Too late: the others have been shut down already (and the clone is dropped).
+            _ => w.shut(),
         }
-        s.sockets.push(w);
     }
 
     /// Connects to `addr` (`host:port`, each address it names in turn) within what is left
@@ -162,21 +239,19 @@ impl Watchdog {
         fired || (failed && Instant::now() >= self.deadline)
     }
 
-    /// Ends the thread; whether it fired.
+    /// Takes the exchange off the board (dropping its sockets' clones); whether it fired.
     fn stop(&mut self) -> bool {
-        {
-            let (lock, cv) = &*self.shared;
-            let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
-            s.done = true;
-            cv.notify_all();
+        if std::mem::replace(&mut self.stopped, true) {
+            return false;
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let mut s = self.shared.0.lock().unwrap_or_else(|p| p.into_inner());
-        // The clones are only for shutting down: drop them now.
-        s.sockets.clear();
-        s.fired
+        let mut b = board();
+        let fired = match b.entries.iter().position(|e| e.id == self.id) {
+            Some(i) => b.entries.swap_remove(i).fired,
+            None => false,
+        };
+        drop(b);
+        CHANGED.notify_all();
+        fired
     }
 }
 

@@ -106,3 +106,82 @@ fn the_watchdogs_connect_resolves_connects_and_watches() {
         assert_eq!(accepted.read(&mut byte).expect("peer read"), 0);
     }
 }
+
+/// Threads of this process named `name` (from /proc).
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+/// Many exchanges at once share one watchdog thread, and each is cut off at its own deadline:
+/// the one that expires shuts down its socket and no other's.
+#[test]
+fn exchanges_share_one_thread_and_each_keeps_its_own_deadline() {
+    use std::io::Read;
+    let dogs: Vec<Watchdog> = (0..16)
+        .map(|_| Watchdog::start(HANG).expect("watchdog"))
+        .collect();
+    let short = Watchdog::start(Duration::from_millis(100)).expect("watchdog");
+    // One, or for a moment two: a thread that lingered idle may be on its way out as the
+    // first of these started the next.
+    let threads = threads_named("rfaas-watchdog") + threads_named("rfaas-handshake");
+    assert!(
+        (1..=2).contains(&threads),
+        "{threads} watchdog threads for 17 exchanges"
+    );
+
+    let pairs: Vec<(UnixStream, UnixStream)> =
+        (0..2).map(|_| UnixStream::pair().expect("pair")).collect();
+    short.watch_unix(&pairs[0].0).expect("watch");
+    dogs[0].watch_unix(&pairs[1].0).expect("watch");
+    let mut byte = [0u8; 1];
+    let mut cut = &pairs[0].0;
+    cut.set_read_timeout(Some(HANG)).expect("timeout");
+    assert_eq!(cut.read(&mut byte).expect("read after the deadline"), 0);
+    assert!(short.expired(false), "the short watchdog did not fire");
+
+    // The long exchange's socket is still open: its peer's byte arrives.
+    use std::io::Write;
+    (&pairs[1].1).write_all(b"x").expect("write");
+    let mut open = &pairs[1].0;
+    open.set_read_timeout(Some(HANG)).expect("timeout");
+    assert_eq!(open.read(&mut byte).expect("read"), 1);
+    for dog in dogs {
+        assert!(!dog.expired(false), "a long exchange was cut off");
+    }
+}
+
+/// A socket watched after the deadline passed is shut down at once, and an exchange that
+/// ended in time is not reported as expired even if its deadline passes later.
+#[test]
+fn a_socket_watched_too_late_is_shut_and_a_finished_exchange_stays_finished() {
+    use std::io::Read;
+    let dog = Watchdog::start(Duration::from_millis(20)).expect("watchdog");
+    let (first, _peer) = UnixStream::pair().expect("pair");
+    dog.watch_unix(&first).expect("watch");
+    let mut byte = [0u8; 1];
+    let mut r = &first;
+    r.set_read_timeout(Some(HANG)).expect("timeout");
+    assert_eq!(r.read(&mut byte).expect("read after the deadline"), 0);
+    let (late, _late_peer) = UnixStream::pair().expect("pair");
+    dog.watch_unix(&late).expect("watch");
+    let mut r = &late;
+    r.set_read_timeout(Some(HANG)).expect("timeout");
+    assert_eq!(r.read(&mut byte).expect("read of the late socket"), 0);
+    assert!(dog.expired(false));
+
+    let done = Watchdog::start(Duration::from_millis(20)).expect("watchdog");
+    let (kept, _kept_peer) = UnixStream::pair().expect("pair");
+    done.watch_unix(&kept).expect("watch");
+    assert_eq!(done.finish(Ok::<u8, Error>(7), "late").expect("in time"), 7);
+    std::thread::sleep(Duration::from_millis(60));
+    let mut r = &kept;
+    r.set_nonblocking(true).expect("nonblocking");
+    let e = r
+        .read(&mut byte)
+        .expect_err("the finished exchange's socket is still open");
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+}
