@@ -1,7 +1,7 @@
 //! `rfaas-executor`: the executor binary: `run` (serve a function library), `worker` (the
 //! executor process of one lease), `manager`, `registry`, `ledger` and `inspect`.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use executor::FunctionLibrary;
 use executor::package::{Package, fingerprint_hex, sha256_file};
@@ -140,8 +140,8 @@ struct Serve {
     /// its path).
     #[arg(long)]
     library_fd: Option<i32>,
-    /// Unix socket path to listen on, for clients on this host (shared memory; replaced if
-    /// it exists).
+    /// Unix socket path to listen on, for clients on this host (shared memory). A stale
+    /// socket there (nobody listening) is replaced; anything else there is an error.
     #[arg(long, required_unless_present = "listen", conflicts_with = "listen")]
     socket: Option<PathBuf>,
     /// With `--socket`: accept on this inherited descriptor, a Unix socket already bound to
@@ -654,8 +654,8 @@ fn run_tcp(
 }
 
 /// Serves sessions on the Unix socket `socket`: `listener` when given (bound there by whoever
-/// handed it over, who also removes it), else bound here (replacing a stale socket) and
-/// removed at the end.
+/// handed it over, who also removes it), else bound here (replacing a stale socket, nothing
+/// else) and removed at the end.
 fn run(
     lib: Arc<FunctionLibrary>,
     socket: &Path,
@@ -664,18 +664,21 @@ fn run(
     once: bool,
 ) -> Result<()> {
     let ours = listener.is_none();
+    // The device and inode of the socket file we bound, removed at the end if still there.
+    let mut bound = None;
     let listener = match listener {
         Some(l) => l,
         None => {
-            if socket.exists() {
-                std::fs::remove_file(socket)
-                    .with_context(|| format!("removing stale socket {}", socket.display()))?;
-            }
+            remove_stale_socket(socket)?;
             let listener = UnixListener::bind(socket)
                 .with_context(|| format!("listening on {}", socket.display()))?;
             // Stopped by a signal (Ctrl-C, `kill`), it leaves no socket behind.
             executor::stop::unlink_on_signal(socket)
                 .with_context(|| format!("arranging to remove {} at a signal", socket.display()))?;
+            use std::os::unix::fs::MetadataExt;
+            bound = std::fs::symlink_metadata(socket)
+                .ok()
+                .map(|m| (m.dev(), m.ino()));
             listener
         }
     };
@@ -686,9 +689,48 @@ fn run(
     })?;
     if ours {
         executor::stop::disarm_unlink();
-        let _ = std::fs::remove_file(socket);
+        // Only the socket we bound: not a file put there since (a path is not an identity).
+        use std::os::unix::fs::MetadataExt;
+        if let (Some((dev, ino)), Ok(now)) = (bound, std::fs::symlink_metadata(socket))
+            && (now.dev(), now.ino()) == (dev, ino)
+        {
+            let _ = std::fs::remove_file(socket);
+        }
     }
     Ok(())
+}
+
+/// Makes way for our socket at `socket`: removes a socket file nobody listens on any more (an
+/// executor that was killed). Anything else there is an error: a file that is not a socket (a
+/// mistyped path must not cost a file), or a socket another process serves on.
+fn remove_stale_socket(socket: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let found = match std::fs::symlink_metadata(socket) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("looking at {}", socket.display())),
+    };
+    if !found.file_type().is_socket() {
+        bail!(
+            "{} exists and is not a socket: not replacing it (choose another --socket path)",
+            socket.display()
+        );
+    }
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(_) => bail!(
+            "another process is listening on {} (an executor serving there?): stop it, or \
+             choose another --socket path",
+            socket.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => std::fs::remove_file(socket)
+            .with_context(|| format!("removing the stale socket {}", socket.display())),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot tell whether {} is in use; remove it if it is stale",
+                socket.display()
+            )
+        }),
+    }
 }
 
 fn inspect(path: &Path) -> Result<()> {

@@ -797,3 +797,81 @@ fn an_executor_keeps_the_signals_it_was_started_ignoring() {
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
     assert!(!socket.exists(), "{} left behind", socket.display());
 }
+
+/// `run --socket` replaces only a stale socket (nobody listening): a file that is not a socket
+/// stays, and so does a live executor's socket (the second executor refuses to start, saying
+/// why); a killed executor's socket is replaced.
+#[test]
+fn an_executor_replaces_only_a_stale_socket() {
+    let dir = tests::scratch_dir("exec-socket-path");
+    let run = |socket: &std::path::Path| {
+        std::process::Command::new(tests::executor_binary())
+            .arg("run")
+            .arg("--library")
+            .arg(tests::example_package())
+            .arg("--socket")
+            .arg(socket)
+            .args(["--cores", "1", "--once"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running rfaas-executor")
+    };
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, b"keep me").expect("write");
+    let out = run(&file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a regular file: {err}");
+    assert!(err.contains("is not a socket"), "{err}");
+    assert_eq!(
+        std::fs::read(&file).expect("the file is still there"),
+        b"keep me"
+    );
+
+    let mut first = Executor::start("socket-live", &["--cores", "1", "--hot-timeout-us", "0"]);
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(&first.socket).expect("socket").ino();
+    let out = run(&first.socket);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "took over a live socket: {err}");
+    assert!(err.contains("another process is listening"), "{err}");
+    assert_eq!(
+        std::fs::metadata(&first.socket).expect("socket").ino(),
+        inode
+    );
+    let lease = Lease::connect(&first.socket).expect("the first executor still serves");
+    lease
+        .invoke(fx::noop::call())
+        .timeout(T)
+        .wait()
+        .expect("a call to the first executor");
+    drop(lease);
+
+    // Killed, it leaves its socket: the next executor replaces it.
+    first.kill();
+    assert!(first.socket.exists());
+    let mut second = std::process::Command::new(tests::executor_binary())
+        .arg("run")
+        .arg("--library")
+        .arg(tests::example_package())
+        .arg("--socket")
+        .arg(&first.socket)
+        .args(["--cores", "1", "--hot-timeout-us", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning rfaas-executor");
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(second.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the ready line");
+    assert!(line.starts_with("ready "), "{line}");
+    let lease = Lease::connect(&first.socket).expect("the second executor serves");
+    lease
+        .invoke(fx::noop::call())
+        .timeout(T)
+        .wait()
+        .expect("a call to the second executor");
+    drop(lease);
+    let _ = second.kill();
+    let _ = second.wait();
+}
