@@ -45,17 +45,24 @@ use zerocopy::IntoBytes;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The executor's socket could not be reached.
-    #[error("cannot connect to executor at {path}")]
+    /// The executor's (or its manager's) socket could not be reached. The OS error is part of the message (not a
+    /// [`source`](std::error::Error::source), so that printing the chain does not repeat it).
+    #[error("cannot connect to {peer} at {path}: {error}")]
     Connect {
-        /// Socket path.
+        /// Whom: `executor` or `manager`.
+        peer: &'static str,
+        /// Socket path (or TCP address).
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The node's manager refused the lease (capacity, package, limits); the reason.
     #[error("lease refused: {0}")]
     Refused(String),
+    /// The local package to lease with cannot be used (missing, unreadable, no SHA-256 file):
+    /// nothing was sent.
+    #[error("package {0}")]
+    Package(String),
     /// The executor's handshake was unacceptable.
     #[error("handshake with the executor failed: {0}")]
     Handshake(String),
@@ -83,7 +90,11 @@ pub enum Error {
         executor: u64,
     },
     /// The encoded input or the output does not fit a slot.
-    #[error("`{name}` needs {need} bytes of {what}, but slots hold {limit}")]
+    #[error(
+        "`{name}` needs {need} bytes of {what}, but slots hold {limit}: lease larger slots \
+         (`LeaseSpec::slot_size`, `rfaas-executor run --slot-size`){}",
+        if *.what == "output" { ", or pass the output as an `rfaas::Buffer` (`Lease::buffer`)" } else { "" }
+    )]
     TooLarge {
         /// The function.
         name: &'static str,
@@ -204,9 +215,10 @@ impl Lease {
         let path = path.as_ref();
         let dog = Watchdog::start(options.handshake_timeout)?;
         let lease = crate::sys::unix_connect_timeout(path, dog.left())
-            .map_err(|source| Error::Connect {
+            .map_err(|error| Error::Connect {
+                peer: "executor",
                 path: path.to_path_buf(),
-                source,
+                error,
             })
             .and_then(|stream| {
                 dog.watch_unix(&stream)?;
@@ -322,7 +334,7 @@ impl Lease {
         mut connect_ep: impl FnMut(TcpStream, Vec<Arc<Region>>) -> Result<Box<dyn Endpoint>, Error>,
         dog: &Watchdog,
     ) -> Result<Lease, Error> {
-        let mut control = connect_within(addr, dog)?;
+        let mut control = connect_within("executor", addr, dog)?;
         // Held for the lease's life: an executor host that vanishes ends it, and with it the
         // data connections (the watcher below; sys docs).
         if let Err(e) = crate::sys::hold_keepalive(&control) {
@@ -367,7 +379,7 @@ impl Lease {
         let mut eps: Vec<Box<dyn Endpoint>> = Vec::with_capacity(welcome.workers as usize);
         let mut watched = Vec::with_capacity(welcome.workers as usize);
         for _ in 0..welcome.workers {
-            let mut stream = connect_within(&data.to_string(), dog)?;
+            let mut stream = connect_within("executor", &data.to_string(), dog)?;
             // Probes only: a user timeout would end a healthy session whose worker leaves its
             // receive window shut while it runs a long function (sys docs).
             if let Err(e) = crate::sys::keepalive(&stream) {
@@ -1546,11 +1558,17 @@ fn watch_control(control: &TcpStream, data: Vec<TcpStream>) -> Result<(), Error>
         .map_err(|e| Error::Transport(TransportError::Io(e)))
 }
 
-/// Connects to `addr` within what is left of `dog`'s deadline, watched by it.
-pub(crate) fn connect_within(addr: &str, dog: &Watchdog) -> Result<TcpStream, Error> {
-    dog.connect_tcp(addr).map_err(|source| Error::Connect {
+/// Connects to `peer` (`executor` or `manager`) at `addr` within what is left of `dog`'s
+/// deadline, watched by it.
+pub(crate) fn connect_within(
+    peer: &'static str,
+    addr: &str,
+    dog: &Watchdog,
+) -> Result<TcpStream, Error> {
+    dog.connect_tcp(addr).map_err(|error| Error::Connect {
+        peer,
         path: PathBuf::from(addr),
-        source,
+        error,
     })
 }
 

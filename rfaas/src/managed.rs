@@ -254,7 +254,14 @@ impl<'s> Control<'s> {
 /// Finds a package directory's library and its SHA-256 (the `<library>.sha256` file that
 /// `cargo xtask package` writes).
 fn package_files(dir: &Path) -> Result<(PathBuf, String), Error> {
-    let bad = |why: String| Error::Handshake(format!("package {}: {why}", dir.display()));
+    let bad = |why: String| Error::Package(format!("{}: {why}", dir.display()));
+    if dir.is_file() {
+        return Err(bad(
+            "is a file: give the package's directory (its library and `<library>.sha256`, as \
+             `cargo xtask package` writes them; docs/functions.md)"
+                .into(),
+        ));
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| bad(e.to_string()))?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -272,7 +279,9 @@ fn package_files(dir: &Path) -> Result<(PathBuf, String), Error> {
         }
     }
     Err(bad(
-        "no <library>.sha256 file (was it written by `cargo xtask package`?)".into(),
+        "no <library>.sha256 file (was it written by `cargo xtask package`? docs/functions.md \
+         says how to make one by hand)"
+            .into(),
     ))
 }
 
@@ -286,7 +295,7 @@ fn negotiate(
     library: &Path,
     dog: &Watchdog,
 ) -> Result<(TcpStream, LeaseReply, Option<Channel>), Error> {
-    let mut control = connect_within(manager, dog)?;
+    let mut control = connect_within("manager", manager, dog)?;
     control
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(TransportError::Io)?;
@@ -297,7 +306,7 @@ fn negotiate(
         // The size was accepted: send the bytes, then hear the verdict. The bytes are not
         // sealed: the manager checks them against the SHA-256 of the (sealed) request.
         let bytes = std::fs::read(library)
-            .map_err(|e| Error::Handshake(format!("{}: {e}", library.display())))?;
+            .map_err(|e| Error::Package(format!("{}: {e}", library.display())))?;
         ctl.stream.write_all(&bytes).map_err(TransportError::Io)?;
         reply = ctl.recv()?;
     }

@@ -13,13 +13,14 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
-    /// The registry could not be reached.
-    #[error("cannot reach the registry at {address}")]
+    /// The registry could not be reached. The OS error is part of the message (not a
+    /// [`source`](std::error::Error::source), so that printing the chain does not repeat it).
+    #[error("cannot reach the registry at {address}: {error}")]
     Connect {
         /// Its address.
         address: String,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The exchange failed (timeout, closed connection, malformed answer).
     #[error("registry exchange failed: {0}")]
@@ -108,9 +109,9 @@ impl RegistryClient {
         req: &RegistryRequest,
         dog: &Watchdog,
     ) -> Result<RegistryResponse, RegistryError> {
-        let connect_err = |source| RegistryError::Connect {
+        let connect_err = |error| RegistryError::Connect {
             address: self.address.clone(),
-            source,
+            error,
         };
         let mut s = dog.connect_tcp(&self.address).map_err(connect_err)?;
         s.set_read_timeout(Some(self.timeout))

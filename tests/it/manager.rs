@@ -2172,3 +2172,67 @@ fn the_default_socket_directory_works_for_clients_elsewhere() {
     drop(manager);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What a client is told when it cannot even start: the OS error and whom it could not reach
+/// are in the message (a program printing it with `{}` sees them), and a package that cannot
+/// be used is said to be the package, not a failed handshake.
+#[test]
+fn errors_before_any_exchange_say_what_and_why() {
+    let dir = scratch_dir("client-errors");
+    let missing = dir.join("no-such-dir").join("executor.sock");
+    let e = rfaas::Lease::connect(&missing).expect_err("no executor there");
+    let text = e.to_string();
+    assert!(
+        matches!(
+            e,
+            Error::Connect {
+                peer: "executor",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(text.contains("No such file"), "{text}");
+
+    // A port nobody listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let e = lease_from(
+        &format!("127.0.0.1:{port}"),
+        example_package(),
+        &LeaseSpec::default(),
+    )
+    .expect_err("no manager there");
+    let text = e.to_string();
+    assert!(
+        matches!(
+            e,
+            Error::Connect {
+                peer: "manager",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(text.contains("refused"), "{text}");
+
+    // The library file instead of its package directory; a directory without the SHA-256.
+    let library = std::fs::read_dir(example_package())
+        .expect("package")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "so"))
+        .expect("the package's library");
+    let e = lease_from("127.0.0.1:1", &library, &LeaseSpec::default()).expect_err("a file");
+    assert!(
+        matches!(&e, Error::Package(why) if why.contains("is a file")),
+        "{e:?}"
+    );
+    let e = lease_from("127.0.0.1:1", &dir, &LeaseSpec::default()).expect_err("no hash");
+    assert!(
+        matches!(&e, Error::Package(why) if why.contains(".sha256")),
+        "{e:?}"
+    );
+}

@@ -371,7 +371,14 @@ fn oversize_and_unknown_calls_are_refused_by_the_client() {
         .timeout(T)
         .wait()
     {
-        Err(Error::TooLarge { what: "input", .. }) => {}
+        Err(e @ Error::TooLarge { what: "input", .. }) => {
+            // It says how to make room (and not the output's remedy).
+            let text = e.to_string();
+            assert!(
+                text.contains("--slot-size") && !text.contains("Buffer"),
+                "{text}"
+            );
+        }
         other => panic!("expected TooLarge, got {other:?}"),
     }
     let mut big_out = vec![0u8; 8192];
@@ -380,7 +387,13 @@ fn oversize_and_unknown_calls_are_refused_by_the_client() {
         .timeout(T)
         .wait()
     {
-        Err(Error::TooLarge { what: "output", .. }) => {}
+        Err(e @ Error::TooLarge { what: "output", .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("slot_size") && text.contains("Buffer"),
+                "{text}"
+            );
+        }
         other => panic!("expected TooLarge, got {other:?}"),
     }
     assert_eq!(
