@@ -30,6 +30,20 @@ enum Command {
         /// Package directory or shared library.
         path: PathBuf,
     },
+    /// Package a built function library (a cdylib of `#[rfaas::function]`s, from any crate):
+    /// writes `<out>/<name>/` with the library, its SHA-256 and the manifest, as `cargo xtask
+    /// package` does inside the rfaas workspace. Prints the package's directory.
+    Package {
+        /// The library (`target/release/libNAME.so`).
+        library: PathBuf,
+        /// The package's name (its directory's): by default the library's, without `lib` and
+        /// `.so`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to write the package's directory.
+        #[arg(long, default_value = "rfaas")]
+        out: PathBuf,
+    },
     /// Run the node's executor manager: accepts lease requests, spawns one executor process
     /// per lease, reclaims it when the client leaves, and keeps a ledger. Prints
     /// `ready <address>` once listening.
@@ -188,6 +202,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Inspect { path } => inspect(&path),
+        Command::Package { library, name, out } => package(&library, name.as_deref(), &out),
         Command::Manager { config, listen } => {
             // It holds the cluster's secret; the functions of its leases run as its user.
             executor::deny_inspection().context("making the manager uninspectable")?;
@@ -731,6 +746,32 @@ fn remove_stale_socket(socket: &Path) -> Result<()> {
             )
         }),
     }
+}
+
+fn package(library: &Path, name: Option<&str>, out: &Path) -> Result<()> {
+    let name = match name {
+        Some(n) => n.to_owned(),
+        None => library
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.strip_prefix("lib").unwrap_or(n))
+            .map(|n| n.strip_suffix(".so").unwrap_or(n).to_owned())
+            .filter(|n| !n.is_empty())
+            .with_context(|| format!("{}: give the package a --name", library.display()))?,
+    };
+    if name.contains('/') || name == "." || name == ".." {
+        bail!("package name {name:?}: a name, not a path");
+    }
+    let (package, dir) = Package::create(&name, library, out)
+        .with_context(|| format!("packaging {}", library.display()))?;
+    println!("{}", dir.display());
+    eprintln!(
+        "{} function(s) in {}; serve them with `rfaas-executor run --library {}`",
+        package.functions.len(),
+        package.library,
+        dir.display()
+    );
+    Ok(())
 }
 
 fn inspect(path: &Path) -> Result<()> {

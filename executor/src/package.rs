@@ -183,7 +183,7 @@ impl Package {
                 .collect(),
         };
         let text = format!(
-            "# rfaas function package, written by `cargo xtask package`.\n{}",
+            "# rfaas function package, written by `cargo xtask package` or `rfaas-executor package`.\n{}",
             toml::to_string(&package).map_err(|e| PackageError::BadManifest {
                 path: dir.join(MANIFEST_FILE),
                 reason: e.to_string()

@@ -231,3 +231,53 @@ fn xtask_package_rejects_bad_crates() {
         assert!(out.contains(words), "{out}");
     }
 }
+
+/// `rfaas-executor package` packages a library built anywhere (a crate outside the rfaas
+/// workspace): the package verifies and loads like one `cargo xtask package` wrote, is named
+/// after the library unless told otherwise, and a file that is no function library, or a name
+/// that is a path, is refused.
+#[test]
+fn the_executor_packages_a_library_built_anywhere() {
+    let built = Package::read(example_package()).expect("manifest");
+    let library = example_package().join(&built.library);
+    let out = scratch_dir("executor-package");
+    let o = run(std::process::Command::new(tests::executor_binary())
+        .arg("package")
+        .arg(&library)
+        .arg("--out")
+        .arg(&out));
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = out.join("functions_example");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        dir.display().to_string()
+    );
+    let (pkg, lib) = Package::open(&dir).expect("the package verifies and loads");
+    assert_eq!(pkg.crate_name, "functions_example");
+    assert_eq!(pkg.sha256, built.sha256);
+    assert_eq!(pkg.functions, built.functions);
+    assert_eq!(lib.functions().len(), built.functions.len());
+
+    let o = run(std::process::Command::new(tests::executor_binary())
+        .arg("package")
+        .arg(&library)
+        .args(["--name", "mine", "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", text(&o));
+    Package::open(&out.join("mine")).expect("the named package");
+
+    let not_a_library = out.join("notes.so");
+    std::fs::write(&not_a_library, b"not ELF").expect("write");
+    for args in [
+        vec![not_a_library.to_str().expect("utf-8")],
+        vec![library.to_str().expect("utf-8"), "--name", "../escape"],
+    ] {
+        let o = run(std::process::Command::new(tests::executor_binary())
+            .arg("package")
+            .args(&args)
+            .arg("--out")
+            .arg(&out));
+        assert!(!o.status.success(), "{args:?}: {}", text(&o));
+        assert!(!out.join("notes").exists() && !out.join("../escape").exists());
+    }
+}
