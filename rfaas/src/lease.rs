@@ -56,6 +56,15 @@ pub enum Error {
         /// The OS error.
         error: std::io::Error,
     },
+    /// The cluster registry could not be asked for nodes (unreachable, authentication, a
+    /// malformed answer). The registry's error is part of the message.
+    #[error("registry {address}: {error}")]
+    Registry {
+        /// Its address.
+        address: String,
+        /// What went wrong.
+        error: crate::registry::RegistryError,
+    },
     /// The node's manager refused the lease (capacity, package, limits); the reason.
     #[error("lease refused: {0}")]
     Refused(String),

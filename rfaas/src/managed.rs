@@ -9,7 +9,7 @@ use crate::auth::{AuthError, Channel, Secret};
 use crate::lease::{Error, Lease, LeaseOptions, Shape, connect_within};
 use crate::transport::{TransportError, recv_json, send_json};
 use crate::watchdog::Watchdog;
-use crate::wire::{AuthService, Fabric, LeaseNotice, LeaseReply, LeaseRequest};
+use crate::wire::{AuthService, Fabric, LeaseNotice, LeaseReply, LeaseRequest, NodeStatus};
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -482,9 +482,10 @@ pub fn lease_anywhere(
         client = client.with_secret(s.clone());
     }
     let deadline = Instant::now() + spec.negotiation_timeout;
-    let nodes = client
-        .list()
-        .map_err(|e| Error::Refused(format!("registry {registry}: {e}")))?;
+    let nodes = client.list().map_err(|error| Error::Registry {
+        address: registry.to_owned(),
+        error,
+    })?;
     let mut refusals = Vec::new();
     for node in nodes
         .iter()
@@ -501,17 +502,38 @@ pub fn lease_anywhere(
         }
     }
     if refusals.is_empty() {
-        refusals.push(format!(
-            "no node of {} has {} cores and {} MiB free{}",
-            nodes.len(),
-            spec.cores,
-            spec.memory_mib,
-            if spec.fabric == Fabric::Verbs {
-                " and RDMA"
-            } else {
-                ""
-            }
-        ));
+        let rdma = if spec.fabric == Fabric::Verbs {
+            " with RDMA"
+        } else {
+            ""
+        };
+        // Busy nodes (wait, or ask for less) or none that could ever grant it (ask for less).
+        let fits = |n: &NodeStatus| {
+            n.info.cores >= spec.cores
+                && n.info.memory_mib >= spec.memory_mib
+                && (spec.fabric != Fabric::Verbs || n.info.rdma)
+        };
+        refusals.push(if nodes.is_empty() {
+            format!("the registry at {registry} lists no live node")
+        } else if nodes.iter().any(fits) {
+            format!(
+                "no node{rdma} has {} cores and {} MiB free now (of {} live; the leases \
+                 running there must end first)",
+                spec.cores,
+                spec.memory_mib,
+                nodes.len()
+            )
+        } else {
+            format!(
+                "no node{rdma} has {} cores and {} MiB at all (of {} live; the largest: {} \
+                 cores, {} MiB)",
+                spec.cores,
+                spec.memory_mib,
+                nodes.len(),
+                nodes.iter().map(|n| n.info.cores).max().unwrap_or(0),
+                nodes.iter().map(|n| n.info.memory_mib).max().unwrap_or(0)
+            )
+        });
     }
     Err(Error::Refused(refusals.join("; ")))
 }

@@ -506,8 +506,11 @@ fn only_managers_with_the_secret_register() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     match lease_anywhere(&reg.address, example_package(), &spec(Fabric::Shm, None)) {
-        Err(Error::Refused(why)) => assert!(why.contains("requires authentication"), "{why}"),
-        other => panic!("expected a refusal, got {other:?}"),
+        Err(Error::Registry {
+            error: RegistryError::Refused(why),
+            ..
+        }) => assert!(why.contains("requires authentication"), "{why}"),
+        other => panic!("expected the registry's refusal, got {other:?}"),
     }
     // With the secret, the registry's only node serves.
     let lease = lease_anywhere(

@@ -1517,7 +1517,15 @@ fn two_nodes_behind_a_registry_and_a_killed_manager() {
             .unwrap_or(false)
     });
     match rfaas::managed::lease_anywhere(&reg.address, example_package(), &spec(1, Fabric::Shm)) {
-        Err(Error::Refused(why)) => assert!(why.contains("no node"), "{why}"),
+        Err(Error::Refused(why)) => assert!(why.contains("free now (of 2 live"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // More than any node has: not a matter of waiting, and the message says so.
+    match rfaas::managed::lease_anywhere(&reg.address, example_package(), &spec(3, Fabric::Shm)) {
+        Err(Error::Refused(why)) => assert!(
+            why.contains("at all") && why.contains("the largest: 2 cores"),
+            "{why}"
+        ),
         other => panic!("expected a refusal, got {other:?}"),
     }
     // Kill node b's manager: its executors go with it, so the lease on it fails instead of
@@ -1541,6 +1549,13 @@ fn two_nodes_behind_a_registry_and_a_killed_manager() {
         registry.list().map(|n| n.len() == 1).unwrap_or(false)
     });
     drop(node_a);
+    eventually("the registry drops the last node", || {
+        registry.list().map(|n| n.is_empty()).unwrap_or(false)
+    });
+    match rfaas::managed::lease_anywhere(&reg.address, example_package(), &spec(1, Fabric::Shm)) {
+        Err(Error::Refused(why)) => assert!(why.contains("lists no live node"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 #[test]
