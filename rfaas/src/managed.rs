@@ -307,6 +307,21 @@ fn negotiate(
         // sealed: the manager checks them against the SHA-256 of the (sealed) request.
         let bytes = std::fs::read(library)
             .map_err(|e| Error::Package(format!("{}: {e}", library.display())))?;
+        // Checked here, before the upload: a library rebuilt since it was packaged would be
+        // sent whole only to be refused.
+        use sha2::Digest;
+        let found: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if found != request.package_sha256 || Some(bytes.len() as u64) != request.package_len {
+            return Err(Error::Package(format!(
+                "{} changed since it was packaged (its SHA-256 is now {found}, the package's \
+                 .sha256 says {}): package it again",
+                library.display(),
+                request.package_sha256
+            )));
+        }
         ctl.stream.write_all(&bytes).map_err(TransportError::Io)?;
         reply = ctl.recv()?;
     }

@@ -1151,9 +1151,39 @@ fn packages_are_checked_and_bad_requests_refused() {
         format!("{}  libfunctions_example.so\n", "ab".repeat(32)),
     )
     .expect("sidecar");
+    // The client finds out before it uploads anything.
     match lease_from(&mgr.address, &fake, &spec(1, Fabric::Shm)) {
-        Err(Error::Refused(why)) => assert!(why.contains("hash to"), "{why}"),
-        other => panic!("expected a hash refusal, got {other:?}"),
+        Err(Error::Package(why)) => assert!(why.contains("package it again"), "{why}"),
+        other => panic!("expected a stale package, got {other:?}"),
+    }
+    // A client that uploads anyway is refused by the manager, which hashes what it gets.
+    {
+        use rfaas::transport::{recv_json, send_json};
+        use rfaas::wire::{LeaseReply, LeaseRequest};
+        let bytes = std::fs::read(fake.join("libfunctions_example.so")).expect("library");
+        let mut s = std::net::TcpStream::connect(&mgr.address).expect("connect");
+        send_json(
+            &mut s,
+            &LeaseRequest {
+                cores: 1,
+                memory_mib: 256,
+                hot_timeout_us: 0,
+                fabric: Fabric::Shm,
+                package_sha256: "ab".repeat(32),
+                package_len: Some(bytes.len() as u64),
+                slots: None,
+                slot_size: None,
+                heartbeat_ms: None,
+            },
+        )
+        .expect("request");
+        let reply: LeaseReply = recv_json(&mut s).expect("reply");
+        assert_eq!(reply, LeaseReply::NeedPackage);
+        s.write_all(&bytes).expect("upload");
+        match recv_json::<LeaseReply>(&mut s).expect("verdict") {
+            LeaseReply::Refused(why) => assert!(why.contains("hash to"), "{why}"),
+            other => panic!("expected a hash refusal, got {other:?}"),
+        }
     }
     // Malformed and hostile control messages.
     for body in [&b"garbage"[..], br#"{"cores":1}"#, br#"{"cores":1,"memory_mib":1,"hot_timeout_us":0,"fabric":"shm","package_sha256":"zz","package_len":null,"slots":null,"slot_size":null}"#] {
