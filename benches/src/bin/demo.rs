@@ -66,6 +66,9 @@ impl Executor {
             .arg("--socket")
             .arg(&socket)
             .env("RFAAS_LOG", "warn")
+            // The injected panic below prints its message on the executor's stderr; no
+            // backtrace with it, whatever the caller's environment asks for.
+            .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
@@ -191,6 +194,7 @@ fn functions(lease: &Lease) -> Result<()> {
         )?,
         other => check("parse_decimal(\"12x\")", false, format!("{other:?}"))?,
     }
+    println!("  (next, a function panics on purpose: the executor prints its panic message)");
     match fx::fault::invoke(lease, 1, 7).timeout(T).wait() {
         Err(Error::Call(CallError::Panic(msg))) => {
             check("fault (panics)", true, format!("caught: {msg}"))?
