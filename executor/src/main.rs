@@ -373,13 +373,6 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
     }
     let cpus = if cpus.is_empty() { allowed } else { cpus };
     let cpus = executor::cpus::CpuPool::new(cpus);
-    if cores as usize > cpus.cpus().len() {
-        tracing::warn!(
-            cores,
-            cpus = %executor::cpus::cpu_list(cpus.cpus()),
-            "more workers per session than CPUs: workers share CPUs, and busy-polling ones slow each other down"
-        );
-    }
     let cfg = WorkerConfig {
         workers: cores,
         cpus,
@@ -391,6 +384,14 @@ fn serve_library(serve: Serve, once: bool) -> Result<()> {
     cfg.validate()
         .map_err(anyhow::Error::msg)
         .context("invalid worker configuration")?;
+    // (After the checks: no warning about a number about to be refused.)
+    if cores as usize > cfg.cpus.cpus().len() {
+        tracing::warn!(
+            cores,
+            cpus = %executor::cpus::cpu_list(cfg.cpus.cpus()),
+            "more workers per session than CPUs: workers share CPUs, and busy-polling ones slow each other down"
+        );
+    }
     // Taken (and closed on exec) before anything can fail: no process a function starts
     // inherits them.
     let library_file = library_fd

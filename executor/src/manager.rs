@@ -662,6 +662,12 @@ pub fn serve(
     if let Some(c) = &mgr.cgroups {
         tracing::info!(cgroups = %c.describe(), "each lease in a cgroup of its own");
     }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if mgr.cfg.executor_uids.is_none() && unsafe { libc::geteuid() } == 0 {
+        tracing::warn!(
+            "running as root without executor_uids: every lease's functions run as root too; give executor_uids a range of unused ids (docs/control-plane.md) so that each lease runs as a user of its own"
+        );
+    }
     match &mgr.rdma {
         Ok(()) => tracing::info!("RDMA leases offered"),
         Err(why) => tracing::info!(%why, "no RDMA leases"),

@@ -103,7 +103,7 @@ impl WorkerConfig {
             return Err(format!(
                 "slot size {}: a multiple of 64, at least {}",
                 self.slot_size,
-                HEADER_LEN + 64
+                (HEADER_LEN + 64).next_multiple_of(64)
             ));
         }
         let total = u64::from(self.workers) * u64::from(self.slots) * u64::from(self.slot_size);

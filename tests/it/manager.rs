@@ -290,6 +290,16 @@ fn executor_output_reaches_the_managers_log_tagged_with_its_lease() {
         .timeout(T)
         .wait()
         .expect("noop");
+    // As root without executor_uids, the manager says that tenants' code runs as root.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        eventually("the warning about functions running as root", || {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|t| t.contains("running as root without executor_uids"))
+        });
+    } else {
+        eprintln!("not root: the manager's warning about running as root is not checked");
+    }
     let tag = format!("lease {} | ", lease.id());
     eventually("the executor's log line in the manager's", || {
         std::fs::read_to_string(&log).is_ok_and(|t| {
