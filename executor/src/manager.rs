@@ -1089,7 +1089,7 @@ impl Manager {
         };
         let mut ctl = Control { stream, auth: None };
         if let Err(e) = self.lease(&mut ctl, &peer, pending) {
-            tracing::info!(%peer, error = %e, "lease ended with an error");
+            tracing::info!(%peer, error = %e, "lease request refused, or its lease ended with an error");
             let _ = ctl.reply(&LeaseReply::Refused(e));
         }
     }
