@@ -145,6 +145,7 @@ enum NetFabric {
 
 /// What to serve, where, and with how many workers.
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("where").args(["socket", "listen"]).required(true)))]
 struct Serve {
     /// Package directory or shared library to serve.
     #[arg(long)]
@@ -156,7 +157,7 @@ struct Serve {
     library_fd: Option<i32>,
     /// Unix socket path to listen on, for clients on this host (shared memory). A stale
     /// socket there (nobody listening) is replaced; anything else there is an error.
-    #[arg(long, required_unless_present = "listen", conflicts_with = "listen")]
+    #[arg(long, conflicts_with = "listen")]
     socket: Option<PathBuf>,
     /// With `--socket`: accept on this inherited descriptor, a Unix socket already bound to
     /// `--socket` and listening (the manager's), instead of binding the path (which this
