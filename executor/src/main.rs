@@ -532,6 +532,10 @@ fn log_session(
             );
             Some(stats)
         }
+        Err(e @ executor::worker::SessionError::NoHello(_)) => {
+            tracing::info!(error = %e, "no session");
+            None
+        }
         Err(e) => {
             tracing::warn!(error = %e, "session failed");
             None

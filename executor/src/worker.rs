@@ -162,6 +162,23 @@ pub enum SessionError {
     /// The session's workers could not all be given their memory or thread.
     #[error("cannot start the session's workers: {0}")]
     Workers(String),
+    /// The peer closed the connection before its hello (a client that gave up, or a probe
+    /// such as `run` checking whether a socket is in use); the transport's words.
+    #[error("the connection closed before its hello: {0}")]
+    NoHello(TransportError),
+}
+
+/// A failure of the welcome or the hello: the peer's hang-up there is [`SessionError::NoHello`].
+fn before_hello(e: TransportError) -> SessionError {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    match &e {
+        TransportError::Io(io)
+            if matches!(io.kind(), BrokenPipe | ConnectionReset | UnexpectedEof) =>
+        {
+            SessionError::NoHello(e)
+        }
+        _ => SessionError::Transport(e),
+    }
 }
 
 /// Checks that `lib`'s function table fits a session's welcome (clients refuse control
@@ -267,8 +284,8 @@ pub fn serve_session(
     // connects and stays silent, drips its bytes or reads none, loses its turn after the hello
     // timeout.
     let hello_by = Some(Instant::now() + HELLO_TIMEOUT);
-    send_message_by(&stream, &welcome(lib, cfg, None), &[], hello_by)?;
-    let (hello, fds): (Hello, _) = recv_message_by(&stream, hello_by)?;
+    send_message_by(&stream, &welcome(lib, cfg, None), &[], hello_by).map_err(before_hello)?;
+    let (hello, fds): (Hello, _) = recv_message_by(&stream, hello_by).map_err(before_hello)?;
     if !fds.is_empty() {
         return Err(SessionError::Handshake(
             "unexpected descriptors with hello".into(),
@@ -370,8 +387,9 @@ fn serve_stream_session<E: Endpoint, Q: Queue>(
     // drips them loses its turn as one that stays silent does.
     let hello: Hello = {
         let mut within = Deadlined::new(&control, HELLO_TIMEOUT);
-        send_json(&mut within, &welcome(lib, cfg, Some(data_addr.to_string())))?;
-        recv_json(&mut within)?
+        send_json(&mut within, &welcome(lib, cfg, Some(data_addr.to_string())))
+            .map_err(before_hello)?;
+        recv_json(&mut within).map_err(before_hello)?
     };
     control
         .set_read_timeout(Some(HELLO_TIMEOUT))
