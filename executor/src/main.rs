@@ -737,14 +737,27 @@ fn remove_stale_socket(socket: &Path) -> Result<()> {
             socket.display()
         );
     }
-    match std::os::unix::net::UnixStream::connect(socket) {
+    // Bounded: a listener that does not accept (stopped, its backlog full) is in use too.
+    match rfaas::sys::unix_connect_timeout(socket, std::time::Duration::from_secs(1)) {
         Ok(_) => bail!(
             "another process is listening on {} (an executor serving there?): stop it, or \
              choose another --socket path",
             socket.display()
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => std::fs::remove_file(socket)
-            .with_context(|| format!("removing the stale socket {}", socket.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => bail!(
+            "a process listens on {} but does not accept (stopped?): stop it, or choose \
+             another --socket path",
+            socket.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            match std::fs::remove_file(socket) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e)
+                    .with_context(|| format!("removing the stale socket {}", socket.display())),
+                _ => Ok(()),
+            }
+        }
+        // Gone since we looked: nothing to replace.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| {
             format!(
                 "cannot tell whether {} is in use; remove it if it is stale",
@@ -765,8 +778,8 @@ fn package(library: &Path, name: Option<&str>, out: &Path) -> Result<()> {
             .filter(|n| !n.is_empty())
             .with_context(|| format!("{}: give the package a --name", library.display()))?,
     };
-    if name.contains('/') || name == "." || name == ".." {
-        bail!("package name {name:?}: a name, not a path");
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        bail!("package name {name:?}: a name (not empty, not a path, not starting with a dot)");
     }
     let (package, dir) = Package::create(&name, library, out)
         .with_context(|| format!("packaging {}", library.display()))?;

@@ -160,6 +160,24 @@ impl Package {
             .to_owned();
         let dir = out_root.join(crate_name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        // A package holds one library: another one packaged here before (a renamed crate, a
+        // different library under the same name) goes, with its hash, before ours comes.
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(old) = name.strip_suffix(".sha256")
+                && old != file_name
+            {
+                for stale in [name.as_str(), old] {
+                    let path = dir.join(stale);
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(io(&path)(e));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
         let sha256 = sha256_hex(&bytes);
         write_atomic(&dir.join(&file_name), &bytes)?;
         write_atomic(

@@ -102,13 +102,15 @@ extern "C" fn unlink_and_die(sig: libc::c_int) {
     if ARMED.load(std::sync::atomic::Ordering::SeqCst)
         && let Some(u) = UNLINK.get()
     {
-        // SAFETY: getpid, stat and unlink are async-signal-safe; the path is NUL-terminated
-        // and lives as long as the process; `st` is a plain struct on our stack that stat
+        // SAFETY: getpid, lstat and unlink are async-signal-safe; the path is NUL-terminated
+        // and lives as long as the process; `st` is a plain struct on our stack that lstat
         // fills before it is read.
         unsafe {
             let mut st = std::mem::zeroed::<libc::stat>();
+            // lstat, as the device and inode were taken: a symlink put at the path since is
+            // not the file we bound, whatever it points to.
             if libc::getpid() == u.pid
-                && libc::stat(u.path.as_ptr(), &mut st) == 0
+                && libc::lstat(u.path.as_ptr(), &mut st) == 0
                 && st.st_dev == u.dev
                 && st.st_ino == u.ino
             {

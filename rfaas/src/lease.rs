@@ -41,6 +41,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use zerocopy::IntoBytes;
 
+/// [`Error::Registry`]'s message: the registry's error, and its address unless that names it.
+fn registry_error(address: &str, error: &crate::registry::RegistryError) -> String {
+    match error {
+        crate::registry::RegistryError::Connect { .. } => error.to_string(),
+        _ => format!("{error} (registry at {address})"),
+    }
+}
+
 /// Why a lease or an invocation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -58,7 +66,7 @@ pub enum Error {
     },
     /// The cluster registry could not be asked for nodes (unreachable, authentication, a
     /// malformed answer). The registry's error is part of the message.
-    #[error("registry {address}: {error}")]
+    #[error("{}", registry_error(address, error))]
     Registry {
         /// Its address.
         address: String,
@@ -102,7 +110,7 @@ pub enum Error {
     #[error(
         "`{name}` needs {need} bytes of {what}, but slots hold {limit}: lease larger slots \
          (`LeaseSpec::slot_size`, `rfaas-executor run --slot-size`){}",
-        if *.what == "output" { ", or pass the output as an `rfaas::Buffer` (`Lease::buffer`)" } else { "" }
+        if *.what == "output" { ", or, over shared memory, pass the output as an `rfaas::Buffer` (`Lease::buffer`)" } else { "" }
     )]
     TooLarge {
         /// The function.

@@ -263,20 +263,31 @@ fn package_files(dir: &Path) -> Result<(PathBuf, String), Error> {
         ));
     }
     let entries = std::fs::read_dir(dir).map_err(|e| bad(e.to_string()))?;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(lib) = name.strip_suffix(".sha256") {
-            let text = std::fs::read_to_string(e.path()).map_err(|e| bad(e.to_string()))?;
-            let sha = text
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(format!("{name} holds no SHA-256")));
-            }
-            return Ok((dir.join(lib), sha));
+    let mut hashes: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sha256"))
+        .collect();
+    hashes.sort();
+    if hashes.len() > 1 {
+        return Err(bad(format!(
+            "{} hash files ({}): a package holds one library",
+            hashes.len(),
+            hashes.join(", ")
+        )));
+    }
+    if let Some(name) = hashes.pop() {
+        let lib = name.strip_suffix(".sha256").unwrap_or_default();
+        let text = std::fs::read_to_string(dir.join(&name)).map_err(|e| bad(e.to_string()))?;
+        let sha = text
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(format!("{name} holds no SHA-256")));
         }
+        return Ok((dir.join(lib), sha));
     }
     Err(bad(
         "no <library>.sha256 file (was it written by `cargo xtask package`? docs/functions.md \
@@ -458,7 +469,7 @@ fn lease_from_by(
             }
             LeaseReply::NeedPackage if attempt == 0 => {
                 let len = std::fs::metadata(&library)
-                    .map_err(|e| Error::Handshake(format!("{}: {e}", library.display())))?
+                    .map_err(|e| Error::Package(format!("{}: {e}", library.display())))?
                     .len();
                 request.package_len = Some(len);
             }
@@ -492,6 +503,9 @@ pub fn lease_anywhere(
     let mut spec = spec.clone();
     spec.secret = resolve_secret(&spec)?;
     let spec = &spec;
+    // A package that cannot be used is said at once (not once per node, and not behind
+    // "no node has room").
+    package_files(package)?;
     let mut client = crate::registry::RegistryClient::new(registry);
     if let Some(s) = &spec.secret {
         client = client.with_secret(s.clone());
@@ -513,6 +527,8 @@ pub fn lease_anywhere(
         }
         match lease_from_by(&node.info.address, package, spec, Some(deadline)) {
             Ok(lease) => return Ok(lease),
+            // The package's fault, not the node's: no other node would do better.
+            Err(e @ Error::Package(_)) => return Err(e),
             Err(e) => refusals.push(format!("{}: {e}", node.info.id)),
         }
     }
@@ -539,14 +555,26 @@ pub fn lease_anywhere(
                 nodes.len()
             )
         } else {
+            // The node that comes closest: most cores, then most memory, of those with RDMA
+            // if it is asked for.
+            let largest = nodes
+                .iter()
+                .filter(|n| spec.fabric != Fabric::Verbs || n.info.rdma)
+                .max_by_key(|n| (n.info.cores, n.info.memory_mib))
+                .map_or_else(
+                    || "none has RDMA".to_owned(),
+                    |n| {
+                        format!(
+                            "the largest, {}: {} cores, {} MiB",
+                            n.info.id, n.info.cores, n.info.memory_mib
+                        )
+                    },
+                );
             format!(
-                "no node{rdma} has {} cores and {} MiB at all (of {} live; the largest: {} \
-                 cores, {} MiB)",
+                "no node{rdma} has {} cores and {} MiB at all (of {} live; {largest})",
                 spec.cores,
                 spec.memory_mib,
                 nodes.len(),
-                nodes.iter().map(|n| n.info.cores).max().unwrap_or(0),
-                nodes.iter().map(|n| n.info.memory_mib).max().unwrap_or(0)
             )
         });
     }

@@ -53,7 +53,10 @@ struct Board {
     entries: Vec<Entry>,
     next_id: u64,
     running: bool,
-    /// The process the thread runs in: a child forked from it has the board but not the thread.
+    /// The process the thread runs in: a child forked from it has the board but not the
+    /// thread, and starts one of its own. (Only as far as a fork goes that copied the board
+    /// unlocked: like any lock, one held by another thread at the fork stays held in the
+    /// child. A client that forks should exec before it leases.)
     pid: u32,
 }
 

@@ -266,11 +266,31 @@ fn the_executor_packages_a_library_built_anywhere() {
     assert!(o.status.success(), "{}", text(&o));
     Package::open(&out.join("mine")).expect("the named package");
 
+    // Another library packaged under a name in use replaces the package's library and hash
+    // (a client takes the package's only `.sha256` to know what to send).
+    let other = out.join("libother.so");
+    std::fs::copy(&library, &other).expect("copy");
+    let o = run(std::process::Command::new(tests::executor_binary())
+        .arg("package")
+        .arg(&other)
+        .args(["--name", "mine", "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", text(&o));
+    let mut left: Vec<String> = std::fs::read_dir(out.join("mine"))
+        .expect("package")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["libother.so", "libother.so.sha256", MANIFEST_FILE]);
+    Package::open(&out.join("mine")).expect("the replaced package");
+
     let not_a_library = out.join("notes.so");
     std::fs::write(&not_a_library, b"not ELF").expect("write");
     for args in [
         vec![not_a_library.to_str().expect("utf-8")],
         vec![library.to_str().expect("utf-8"), "--name", "../escape"],
+        vec![library.to_str().expect("utf-8"), "--name", ""],
     ] {
         let o = run(std::process::Command::new(tests::executor_binary())
             .arg("package")
@@ -278,6 +298,10 @@ fn the_executor_packages_a_library_built_anywhere() {
             .arg("--out")
             .arg(&out));
         assert!(!o.status.success(), "{args:?}: {}", text(&o));
-        assert!(!out.join("notes").exists() && !out.join("../escape").exists());
+        assert!(
+            !out.join("notes").exists()
+                && !out.join("../escape").exists()
+                && !out.join(MANIFEST_FILE).exists()
+        );
     }
 }

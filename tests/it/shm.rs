@@ -817,8 +817,11 @@ fn an_executor_keeps_the_signals_it_was_started_ignoring() {
 #[test]
 fn an_executor_replaces_only_a_stale_socket() {
     let dir = tests::scratch_dir("exec-socket-path");
+    // An executor that should refuse to start; one that starts instead (the bug) is killed
+    // after a while, not waited for.
+    let err_file = dir.join("stderr");
     let run = |socket: &std::path::Path| {
-        std::process::Command::new(tests::executor_binary())
+        let mut child = std::process::Command::new(tests::executor_binary())
             .arg("run")
             .arg("--library")
             .arg(tests::example_package())
@@ -826,8 +829,27 @@ fn an_executor_replaces_only_a_stale_socket() {
             .arg(socket)
             .args(["--cores", "1", "--once"])
             .stdin(std::process::Stdio::null())
-            .output()
-            .expect("running rfaas-executor")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&err_file).expect("stderr file"))
+            .spawn()
+            .expect("running rfaas-executor");
+        let deadline = std::time::Instant::now() + tests::BOUND;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the executor started on {}", socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: std::fs::read(&err_file).expect("stderr"),
+        }
     };
     let file = dir.join("notes.txt");
     std::fs::write(&file, b"keep me").expect("write");

@@ -125,9 +125,15 @@ fn exchanges_share_one_thread_and_each_keeps_its_own_deadline() {
         .map(|_| Watchdog::start(HANG).expect("watchdog"))
         .collect();
     let short = Watchdog::start(Duration::from_millis(100)).expect("watchdog");
-    // One, or for a moment two: a thread that lingered idle may be on its way out as the
-    // first of these started the next.
-    let threads = threads_named("rfaas-watchdog") + threads_named("rfaas-handshake");
+    // A new thread takes its name a moment after it starts: wait for it. Then one, or for a
+    // moment two (a thread that lingered idle may be on its way out as the first of these
+    // started the next).
+    let named = Instant::now() + HANG;
+    let mut threads = threads_named("rfaas-watchdog");
+    while threads == 0 && Instant::now() < named {
+        std::thread::sleep(Duration::from_millis(1));
+        threads = threads_named("rfaas-watchdog");
+    }
     assert!(
         (1..=2).contains(&threads),
         "{threads} watchdog threads for 17 exchanges"
@@ -173,11 +179,12 @@ fn a_socket_watched_too_late_is_shut_and_a_finished_exchange_stays_finished() {
     assert_eq!(r.read(&mut byte).expect("read of the late socket"), 0);
     assert!(dog.expired(false));
 
-    let done = Watchdog::start(Duration::from_millis(20)).expect("watchdog");
+    // (A deadline a loaded machine cannot miss before `finish`, then a sleep past it.)
+    let done = Watchdog::start(Duration::from_millis(500)).expect("watchdog");
     let (kept, _kept_peer) = UnixStream::pair().expect("pair");
     done.watch_unix(&kept).expect("watch");
     assert_eq!(done.finish(Ok::<u8, Error>(7), "late").expect("in time"), 7);
-    std::thread::sleep(Duration::from_millis(60));
+    std::thread::sleep(Duration::from_millis(600));
     let mut r = &kept;
     r.set_nonblocking(true).expect("nonblocking");
     let e = r
