@@ -55,10 +55,16 @@ enum Command {
     /// Per-lease limits (`max_cores_per_lease`, `max_slots_per_worker`, `max_slot_size`,
     /// `max_outstanding_per_lease`, `max_package_bytes`) refuse oversized leases with the
     /// limit's name.
+    ///
+    /// SIGTERM or SIGINT stops it in order: no new leases, the registry left, running leases
+    /// told and given `shutdown_grace_ms`, then ended and recorded (a second signal ends them
+    /// at once, a third exits). Under systemd use `KillMode=mixed` (docs/control-plane.md).
     Manager {
-        /// TOML configuration: `listen`, `node_id`, `cores`, `memory_mib`, `registry`,
-        /// `heartbeat_ms`, `cache_dir`, `ledger`, `socket_dir`, `executor`, `secret_file`, the
-        /// limits above (see `docs/control-plane.md`); without it, the defaults.
+        /// TOML configuration: `listen`, `advertise`, `node_id`, `cores`, `memory_mib`,
+        /// `registry`, `heartbeat_ms`, `cache_dir`, `max_cache_bytes`, `ledger`,
+        /// `socket_dir`, `executor`, `executor_start_timeout_ms`, `request_timeout_ms`,
+        /// `secret_file`, `executor_uids`, `cgroups`, `shutdown_grace_ms`, the limits above
+        /// (see `docs/control-plane.md`); without it, the defaults.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Overrides the configuration's listen address.
@@ -77,8 +83,9 @@ enum Command {
     /// deregister, list) must come authenticated with that shared secret; without one the
     /// registry is open, and a warning says so at start.
     Registry {
-        /// TOML configuration (`listen`, `heartbeat_timeout_ms`, `state_file`, `max_nodes`,
-        /// `secret_file`; see `docs/control-plane.md`); without it, the defaults.
+        /// TOML configuration (`listen`, `heartbeat_timeout_ms`, `request_timeout_ms`,
+        /// `state_file`, `max_nodes`, `secret_file`; see `docs/control-plane.md`); without it,
+        /// the defaults.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Overrides the configuration's listen address.

@@ -156,7 +156,7 @@ impl ManagerConfig {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let cfg: ManagerConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if cfg.cores == 0
             || cfg.heartbeat_ms == 0
             || cfg.executor_start_timeout_ms == 0
@@ -192,6 +192,22 @@ impl ManagerConfig {
             ));
         }
         self.executor_users()?;
+        // Settings no lease could use: refused now rather than found out lease by lease.
+        let least = min_lease_memory_mib(1, Fabric::Tcp, MIN_SLOT_SIZE);
+        if self.memory_mib < least {
+            return Err(format!(
+                "memory_mib = {}: no lease fits (the smallest needs {least} MiB)",
+                self.memory_mib
+            ));
+        }
+        if let Some(registry) = &self.registry {
+            let port = registry
+                .rsplit_once(':')
+                .map(|(host, port)| (host.trim_start_matches('[').trim_end_matches(']'), port));
+            if !port.is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
+                return Err(format!("registry = {registry:?}: give host:port"));
+            }
+        }
         Ok(())
     }
 
@@ -417,6 +433,8 @@ struct Capacity {
 
 struct Manager {
     cfg: ManagerConfig,
+    /// The ledger's lock (`<ledger>.lock`), held for the manager's life.
+    _ledger_lock: std::fs::File,
     /// The shared secret clients authenticate with; none: an open control plane.
     secret: Option<Secret>,
     /// Whether leases may use RDMA, or why not.
@@ -543,6 +561,14 @@ pub fn serve(
         // SAFETY: geteuid and getuid have no preconditions and cannot fail.
         let (euid, uid) = unsafe { (libc::geteuid(), libc::getuid()) };
         crate::users::check_manager(range, euid, uid)?;
+        let accounts = crate::users::accounts_in(range);
+        if !accounts.is_empty() {
+            return Err(format!(
+                "executor_uids = \"{range}\" takes in accounts of this host ({}): give it ids no \
+                 account uses (a lease's end kills every process of its id)",
+                accounts.join(", ")
+            ));
+        }
         use crate::users::{CAP_SETGID, CAP_SETUID, CAP_SYS_RESOURCE, has_capability};
         if !has_capability(CAP_SETUID) || !has_capability(CAP_SETGID) {
             return Err(format!(
@@ -600,6 +626,16 @@ pub fn serve(
             cfg.socket_dir.display()
         ));
     }
+    // One manager per ledger: two would give the same lease ids (each reserves its own).
+    let ledger_lock = lock_ledger(&cfg.ledger)?;
+    let cpus = rfaas::sys::allowed_cpus();
+    if cfg.cores as usize > cpus.len() {
+        tracing::warn!(
+            cores = cfg.cores,
+            cpus = cpus.len(),
+            "cores is more than the CPUs this manager may use: leases' workers will share CPUs, and busy-polling ones slow each other down"
+        );
+    }
     remove_stale_sockets(&cfg.socket_dir);
     remove_stale_uploads(&cfg.cache_dir);
     let exe = match &cfg.executor {
@@ -617,7 +653,8 @@ pub fn serve(
             free_cores: cfg.cores,
             free_memory_mib: cfg.memory_mib,
         }),
-        cpus: CpuPool::new(rfaas::sys::allowed_cpus()),
+        cpus: CpuPool::new(cpus),
+        _ledger_lock: ledger_lock,
         next_id: AtomicU64::new(first_lease_id(&cfg.ledger)),
         reserved_ids: Mutex::new(0),
         ledger: Mutex::new(std::collections::VecDeque::new()),
@@ -1043,6 +1080,41 @@ pub fn min_lease_memory_mib(cores: u32, fabric: Fabric, slot_size: u32) -> u64 {
         Fabric::Tcp | Fabric::Verbs => 0,
     };
     16 + (4 + scratch) * u64::from(cores)
+}
+
+/// Takes the lock of the ledger at `ledger` (a file beside it, `<ledger>.lock`), for as long as
+/// the file returned is open; refused if another process holds it.
+fn lock_ledger(ledger: &Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = ledger.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("the ledger's lock {}: {e}", path.display()))?;
+    // A while, not at once: a killed manager's children may hold it a moment longer (a
+    // child forked to spawn an executor has it until its exec).
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        if Instant::now() >= until {
+            return Err(format!(
+                "{} is locked: another manager uses the ledger {} (give each manager a ledger of its own)",
+                path.display(),
+                ledger.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The manager's side of one control connection: plain, or sealed once the client has

@@ -57,10 +57,10 @@ impl RegistryConfig {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let cfg: RegistryConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-        if cfg.heartbeat_timeout_ms == 0 || cfg.request_timeout_ms == 0 {
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if cfg.heartbeat_timeout_ms == 0 || cfg.request_timeout_ms == 0 || cfg.max_nodes == 0 {
             return Err(format!(
-                "{}: heartbeat_timeout_ms and request_timeout_ms must be positive",
+                "{}: heartbeat_timeout_ms, request_timeout_ms and max_nodes must be positive",
                 path.display()
             ));
         }

@@ -432,10 +432,10 @@ impl UserPool {
     }
 }
 
-/// Who else uses the ids of `range` on this host: accounts in `/etc/passwd` and running
-/// processes, described. Empty when the range looks unused (for tests, which must not sweep a
-/// real user's processes).
-pub fn others_in(range: UidRange) -> Vec<String> {
+/// The accounts of `/etc/passwd` whose user ids lie in `range`, described (`account daemon
+/// (user 1)`). An id of `executor_uids` must be no account's: a lease's end kills every process
+/// of its id.
+pub fn accounts_in(range: UidRange) -> Vec<String> {
     let mut found = Vec::new();
     if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
         for line in passwd.lines() {
@@ -448,6 +448,14 @@ pub fn others_in(range: UidRange) -> Vec<String> {
             }
         }
     }
+    found
+}
+
+/// Who else uses the ids of `range` on this host: accounts in `/etc/passwd` and running
+/// processes, described. Empty when the range looks unused (for tests, which must not sweep a
+/// real user's processes).
+pub fn others_in(range: UidRange) -> Vec<String> {
+    let mut found = accounts_in(range);
     match processes_of(|uid| range.contains(uid)) {
         Ok(procs) => found.extend(
             procs

@@ -2314,3 +2314,81 @@ fn errors_before_any_exchange_say_what_and_why() {
         "{e:?}"
     );
 }
+
+/// Runs a manager on `config` that must refuse to start; its log (stderr).
+fn manager_refuses(config: &Path) -> String {
+    let log = config.with_extension("refused.log");
+    let mut child = Command::new(executor_binary())
+        .arg("manager")
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + tests::BOUND;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            assert!(!status.success(), "the manager exited 0");
+            return std::fs::read_to_string(&log).expect("log");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the manager started: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One manager per ledger: a second one on the same ledger (which would hand out the same
+/// lease ids) refuses to start, and says why; the first serves on.
+#[test]
+fn a_second_manager_on_the_same_ledger_refuses_to_start() {
+    let dir = scratch_dir("manager-two-on-a-ledger");
+    let config = manager_config(&dir, "");
+    let first = Service::start("manager", &config);
+    let log = manager_refuses(&config);
+    assert!(
+        log.contains("is locked: another manager uses the ledger"),
+        "{log}"
+    );
+    let lease = lease_from(&first.address, example_package(), &spec(1, Fabric::Shm))
+        .expect("the first manager serves on");
+    lease
+        .invoke(fx::noop::call())
+        .timeout(T)
+        .wait()
+        .expect("noop");
+}
+
+/// `executor_uids` that take in an account of this host (whose processes a lease's end would
+/// kill) are refused at start, naming the account.
+#[test]
+fn executor_uids_that_take_in_an_account_are_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: executor_uids need a manager running as root");
+        return;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    let Some((name, uid)) = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        let uid: u32 = f.get(2)?.parse().ok()?;
+        (uid != 0 && uid < 65_534).then(|| (f[0].to_owned(), uid))
+    }) else {
+        eprintln!("skipped: no account but root and nobody in /etc/passwd");
+        return;
+    };
+    let dir = scratch_dir("manager-uids-account");
+    let config = manager_config(&dir, &format!("executor_uids = \"{uid}-{uid}\"\n"));
+    let log = manager_refuses(&config);
+    assert!(
+        log.contains("takes in accounts of this host")
+            && log.contains(&format!("account {name} (user {uid})")),
+        "{log}"
+    );
+}

@@ -142,6 +142,27 @@ fn limits_that_no_lease_could_meet_are_configuration_errors() {
             },
             "max_slot_size must be at least 128",
         ),
+        (
+            ManagerConfig {
+                memory_mib: 0,
+                ..ManagerConfig::default()
+            },
+            "no lease fits (the smallest needs 20 MiB)",
+        ),
+        (
+            ManagerConfig {
+                registry: Some("127.0.0.1".into()),
+                ..ManagerConfig::default()
+            },
+            "give host:port",
+        ),
+        (
+            ManagerConfig {
+                registry: Some(":7000".into()),
+                ..ManagerConfig::default()
+            },
+            "give host:port",
+        ),
     ] {
         let err = cfg.check_limits().expect_err(words);
         assert!(err.contains(words), "{err}");
@@ -149,6 +170,14 @@ fn limits_that_no_lease_could_meet_are_configuration_errors() {
     ManagerConfig::default()
         .check_limits()
         .expect("the defaults are consistent");
+    for registry in ["registry.cluster:7000", "10.0.0.7:7000", "[::1]:7000"] {
+        ManagerConfig {
+            registry: Some(registry.into()),
+            ..ManagerConfig::default()
+        }
+        .check_limits()
+        .expect(registry);
+    }
 }
 
 /// The socket directory is created private, and one others may write to is refused.

@@ -52,6 +52,15 @@ fn accounts_are_known_by_id() {
     assert!(has_account(0), "root has no account here");
     // One of the ids the tests run processes as: no account here.
     assert!(!has_account(64_246));
+    let root = accounts_in(UidRange { first: 0, last: 0 });
+    assert!(root.iter().any(|a| a.contains("(user 0)")), "{root:?}");
+    assert!(
+        accounts_in(UidRange {
+            first: 64_246,
+            last: 64_247
+        })
+        .is_empty()
+    );
 }
 
 #[test]
