@@ -347,8 +347,17 @@ pub fn read_ledger_lines(path: &Path) -> Result<Vec<Result<LedgerEntry, String>>
         .enumerate()
         .filter(|(_, l)| !l.trim_ascii().is_empty())
         .map(|(i, l)| {
-            serde_json::from_slice(l)
-                .map_err(|e| format!("{}: line {}: {e}", path.display(), i + 1))
+            serde_json::from_slice(l).map_err(|e| {
+                // serde's own position is within the line (always its line 1): the column.
+                let text = e.to_string();
+                let what = text.rsplit_once(" at line ").map_or(&text[..], |(w, _)| w);
+                format!(
+                    "{}: line {}, column {}: {what}",
+                    path.display(),
+                    i + 1,
+                    e.column()
+                )
+            })
         })
         .collect())
 }
@@ -951,12 +960,16 @@ fn remove_orphans(dir: &Path, what: &str, pid_in: impl Fn(&str) -> Option<&str>)
 /// leaves the registry (so that clients are no longer sent here) and returns.
 fn heartbeat(reg: &RegistryClient, node: &NodeInfo, mgr: &std::sync::Weak<Manager>) {
     let mut registered = false;
+    // Whether the registry may list us: not if no registration ever went through.
+    let mut listed = false;
     while let Some(m) = mgr.upgrade() {
         if m.phase.load(Ordering::SeqCst) != SERVING {
             drop(m);
-            match reg.deregister(&node.id) {
-                Ok(()) => tracing::info!("left the registry"),
-                Err(e) => tracing::warn!(error = %e, "cannot leave the registry"),
+            if listed {
+                match reg.deregister(&node.id) {
+                    Ok(()) => tracing::info!("left the registry"),
+                    Err(e) => tracing::warn!(error = %e, "cannot leave the registry"),
+                }
             }
             return;
         }
@@ -965,12 +978,21 @@ fn heartbeat(reg: &RegistryClient, node: &NodeInfo, mgr: &std::sync::Weak<Manage
             (c.free_cores, c.free_memory_mib)
         };
         let period = Duration::from_millis(m.cfg.heartbeat_ms);
+        let open = m.secret.is_none();
         drop(m);
         if !registered {
             registered = reg
                 .register(node)
-                .map_err(|e| tracing::warn!(error = %e, "cannot register"))
+                .map_err(|e| match e {
+                    // The client-side words of the registry's refusal name a client's settings.
+                    rfaas::registry::RegistryError::Refused(_) if open => tracing::warn!(
+                        error = %e,
+                        "cannot register: if the registry requires the cluster's secret, give this manager secret_file in its configuration"
+                    ),
+                    e => tracing::warn!(error = %e, "cannot register"),
+                })
                 .is_ok();
+            listed |= registered;
         }
         if registered && let Err(e) = reg.heartbeat(&node.id, cores, mem) {
             tracing::warn!(error = %e, "heartbeat failed; registering again");

@@ -291,7 +291,10 @@ impl State {
                 }
             },
             RegistryRequest::Deregister { id } => match self.nodes.remove(&id) {
-                Some(_) => (RegistryResponse::Ok, true),
+                Some(_) => {
+                    tracing::info!(node = %id, "node left");
+                    (RegistryResponse::Ok, true)
+                }
                 None => (
                     RegistryResponse::Error(format!("unknown node `{id}`")),
                     false,
