@@ -1354,6 +1354,17 @@ impl Manager {
                 ctl.auth = Some(ch);
                 body
             }
+            Err(AuthError::Transport(rfaas::transport::TransportError::Io(io)))
+                if self.secret.is_some() && io.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                // A client holding another secret hangs up here, on finding our proof wrong
+                // (it says so on its side): the operator should hear of it too.
+                tracing::warn!(
+                    %peer,
+                    "refused a control connection: the client hung up during authentication (a client with another secret does)"
+                );
+                return Err("the connection closed during authentication".into());
+            }
             Err(e @ AuthError::Transport(_)) => return Err(format!("bad lease request: {e}")),
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "refused a control connection");

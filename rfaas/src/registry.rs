@@ -128,7 +128,15 @@ impl RegistryClient {
             }
             None => {
                 send_json(&mut s, req)?;
-                recv_json(&mut s)?
+                // Something else listening there (a web server, say) answers with bytes that
+                // are no length-prefixed message: say where we looked.
+                recv_json(&mut s).map_err(|e| match e {
+                    TransportError::Protocol(why) => TransportError::Protocol(format!(
+                        "{why}: is {} an rfaas registry?",
+                        self.address
+                    )),
+                    e => e,
+                })?
             }
         };
         match resp {

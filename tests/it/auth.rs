@@ -257,6 +257,11 @@ fn only_clients_with_the_secret_lease_or_ship_code() {
         lease_from(&mgr.address, pkg, &spec(Fabric::Shm, Some(secret(OTHER)))),
         "does not prove that it holds our secret",
     );
+    // ... and the manager's log shows it too, not only the client's error.
+    mgr.logged(&[
+        "refused a control connection",
+        "hung up during authentication",
+    ]);
     // A plain request, by hand, announcing a package: refused before any byte is taken.
     let mut s = connect(&mgr.address);
     rfaas::transport::send_json(&mut s, &package_request()).expect("request");

@@ -231,3 +231,26 @@ fn check_start_fails(config: &Path, words: &str) {
         "expected a start-up failure mentioning `{words}`: {err}"
     );
 }
+
+/// A registry address where something else answers (a web server) gives an error that says
+/// where the client looked and what it expected, not only the length it read.
+#[test]
+fn something_else_at_the_registrys_address_is_named() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    });
+    let err = RegistryClient::new(address.clone())
+        .list()
+        .expect_err("not a registry");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("is {address} an rfaas registry?")),
+        "{text}"
+    );
+    server.join().expect("server");
+}
