@@ -354,6 +354,30 @@ impl Drop for Executor {
     }
 }
 
+/// Runs `cmd` (an `rfaas-executor` subcommand), which must refuse to start, and returns its
+/// stderr. Bounded: one that wrongly starts is killed after its `ready` line, and the test
+/// fails.
+#[track_caller]
+pub fn refused_start(cmd: &mut Command) -> String {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !line.starts_with("ready") && !out.status.success(),
+        "expected {cmd:?} to refuse to start: {line}{err}"
+    );
+    err
+}
+
 /// How long the fault and soak tests wait for anything to happen before failing.
 pub const BOUND: std::time::Duration = std::time::Duration::from_secs(20);
 

@@ -30,6 +30,44 @@ pub fn aside_path(path: &Path) -> PathBuf {
     PathBuf::from(tmp)
 }
 
+/// Takes the `flock` of the file beside `path` (`path` with `.lock` appended; made 0600, never
+/// opened through a symlink), held for as long as the file returned is open. Waits up to
+/// `patience` for another holder to let go (a killed process's forked children hold it until
+/// their exec). `Err` with the lock file's path and, if it could be opened, `None` for the
+/// error: held by another process.
+pub fn lock_beside(
+    path: &Path,
+    patience: std::time::Duration,
+) -> Result<std::fs::File, (PathBuf, Option<std::io::Error>)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(0o600)
+        .open(&lock_path)
+    {
+        Ok(f) => f,
+        Err(e) => return Err((lock_path, Some(e))),
+    };
+    let until = std::time::Instant::now() + patience;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        if std::time::Instant::now() >= until {
+            return Err((lock_path, None));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Keeps other processes of this user from inspecting this one: marks it not dumpable, so
 /// that its `/proc/<pid>/environ` (a session token), `fd/` (the memory files of its sessions),
 /// `mem` and `ptrace` are the owner's (root's) alone, not every process of the user, such as

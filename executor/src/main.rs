@@ -692,8 +692,6 @@ fn run(
     once: bool,
 ) -> Result<()> {
     let ours = listener.is_none();
-    // The device and inode of the socket file we bound, removed at the end if still there.
-    let mut bound = None;
     let listener = match listener {
         Some(l) => l,
         None => {
@@ -703,10 +701,6 @@ fn run(
             // Stopped by a signal (Ctrl-C, `kill`), it leaves no socket behind.
             executor::stop::unlink_on_signal(socket)
                 .with_context(|| format!("arranging to remove {} at a signal", socket.display()))?;
-            use std::os::unix::fs::MetadataExt;
-            bound = std::fs::symlink_metadata(socket)
-                .ok()
-                .map(|m| (m.dev(), m.ino()));
             listener
         }
     };
@@ -716,14 +710,8 @@ fn run(
         serve_session(&lib, stream, &cfg, move || drop(pending))
     })?;
     if ours {
-        executor::stop::disarm_unlink();
         // Only the socket we bound: not a file put there since (a path is not an identity).
-        use std::os::unix::fs::MetadataExt;
-        if let (Some((dev, ino)), Ok(now)) = (bound, std::fs::symlink_metadata(socket))
-            && (now.dev(), now.ino()) == (dev, ino)
-        {
-            let _ = std::fs::remove_file(socket);
-        }
+        executor::stop::unlink_now();
     }
     Ok(())
 }

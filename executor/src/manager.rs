@@ -1104,39 +1104,17 @@ pub fn min_lease_memory_mib(cores: u32, fabric: Fabric, slot_size: u32) -> u64 {
     16 + (4 + scratch) * u64::from(cores)
 }
 
-/// Takes the lock of the ledger at `ledger` (a file beside it, `<ledger>.lock`), for as long as
-/// the file returned is open; refused if another process holds it.
+/// Takes the lock of the ledger at `ledger` (`<ledger>.lock`) for the manager's life; refused
+/// if another manager holds it (after a moment's grace for a killed one's children).
 fn lock_ledger(ledger: &Path) -> Result<std::fs::File, String> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut name = ledger.as_os_str().to_owned();
-    name.push(".lock");
-    let path = PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("the ledger's lock {}: {e}", path.display()))?;
-    // A while, not at once: a killed manager's children may hold it a moment longer (a
-    // child forked to spawn an executor has it until its exec).
-    let until = Instant::now() + Duration::from_secs(2);
-    loop {
-        // SAFETY: flock on a descriptor we own; no memory involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(file);
-        }
-        if Instant::now() >= until {
-            return Err(format!(
-                "{} is locked: another manager uses the ledger {} (give each manager a ledger of its own)",
-                path.display(),
-                ledger.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::lock_beside(ledger, Duration::from_secs(2)).map_err(|(lock, e)| match e {
+        Some(e) => format!("the ledger's lock {}: {e}", lock.display()),
+        None => format!(
+            "{} is locked: another manager uses the ledger {} (give each manager a ledger of its own)",
+            lock.display(),
+            ledger.display()
+        ),
+    })
 }
 
 /// The manager's side of one control connection: plain, or sealed once the client has

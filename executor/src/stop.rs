@@ -95,7 +95,7 @@ struct Unlink {
 }
 
 static UNLINK: std::sync::OnceLock<Unlink> = std::sync::OnceLock::new();
-/// Cleared once the process removed the socket itself ([`disarm_unlink`]).
+/// Cleared once the process removed the socket itself ([`unlink_now`]).
 static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 extern "C" fn unlink_and_die(sig: libc::c_int) {
@@ -174,10 +174,19 @@ pub fn unlink_on_signal(path: &std::path::Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Tells the handler of [`unlink_on_signal`] that the socket is no longer ours to remove
-/// (the process removed it, and another may bind the path now).
-pub fn disarm_unlink() {
+/// For the process's orderly end: disarms the handler of [`unlink_on_signal`] and removes the
+/// socket it was given, as the handler would (only if the file at the path is still the one
+/// bound: device and inode, not followed through a symlink).
+pub fn unlink_now() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
     ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+    if let Some(u) = UNLINK.get() {
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(u.path.to_bytes()));
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == u.dev && m.ino() == u.ino) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// The signal's name, for the log.

@@ -476,27 +476,13 @@ fn boot_line() -> String {
 /// Takes the lock of the record `path` (a file beside it, `.lock`), for as long as the file
 /// returned is open; refused if another process holds it.
 fn lock_record(path: &std::path::Path) -> Result<std::fs::File, String> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let lock_path = std::path::PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    // SAFETY: flock on a descriptor we own; no memory involved.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(format!(
+    crate::lock_beside(path, Duration::ZERO).map_err(|(lock, e)| match e {
+        Some(e) => format!("{}: {e}", lock.display()),
+        None => format!(
             "{} is locked: another manager uses this ledger with executor_uids (it would sweep this one's leases)",
-            lock_path.display()
-        ));
-    }
-    Ok(file)
+            lock.display()
+        ),
+    })
 }
 
 /// A process and the user id it runs as.

@@ -279,7 +279,8 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Vec<u8>, TransportErr
     Ok(body)
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// `bytes` as lowercase hex.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     bytes
         .iter()

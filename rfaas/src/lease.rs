@@ -53,8 +53,9 @@ fn registry_error(address: &str, error: &crate::registry::RegistryError) -> Stri
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The executor's (or its manager's) socket could not be reached. The OS error is part of the message (not a
-    /// [`source`](std::error::Error::source), so that printing the chain does not repeat it).
+    /// The executor's (or its manager's) socket could not be reached. The OS error is part of
+    /// the message (not a [`source`](std::error::Error::source), so that printing the chain
+    /// does not repeat it).
     #[error("cannot connect to {peer} at {path}: {error}")]
     Connect {
         /// Whom: `executor` or `manager`.

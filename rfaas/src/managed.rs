@@ -321,10 +321,7 @@ fn negotiate(
         // Checked here, before the upload: a library rebuilt since it was packaged would be
         // sent whole only to be refused.
         use sha2::Digest;
-        let found: String = sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let found = crate::auth::to_hex(&sha2::Sha256::digest(&bytes));
         if found != request.package_sha256 || Some(bytes.len() as u64) != request.package_len {
             return Err(Error::Package(format!(
                 "{} changed since it was packaged (its SHA-256 is now {found}, the package's \
@@ -344,13 +341,14 @@ fn negotiate(
 /// Asks the manager at `manager` (`host:port`) for a lease running the package in `package`
 /// (a directory written by `cargo xtask package`), sending the library if the node lacks it.
 pub fn lease_from(manager: &str, package: &Path, spec: &LeaseSpec) -> Result<ManagedLease, Error> {
-    lease_from_by(manager, package, spec, None)
+    lease_from_by(manager, &package_files(package)?, spec, None)
 }
 
-/// [`lease_from`], with every exchange with the manager over by `deadline` if one is given.
+/// [`lease_from`] of the package's library and SHA-256 ([`package_files`]), with every
+/// exchange with the manager over by `deadline` if one is given.
 fn lease_from_by(
     manager: &str,
-    package: &Path,
+    (library, sha): &(PathBuf, String),
     spec: &LeaseSpec,
     deadline: Option<Instant>,
 ) -> Result<ManagedLease, Error> {
@@ -376,14 +374,13 @@ fn lease_from_by(
             )));
         }
     }
-    let (library, sha) = package_files(package)?;
     let secret = resolve_secret(spec)?;
     let mut request = LeaseRequest {
         cores: spec.cores,
         memory_mib: spec.memory_mib,
         hot_timeout_us: spec.hot_timeout_us,
         fabric: spec.fabric,
-        package_sha256: sha,
+        package_sha256: sha.clone(),
         package_len: None,
         slots: spec.slots,
         slot_size: spec.slot_size,
@@ -399,7 +396,7 @@ fn lease_from_by(
             }
         }
         let dog = Watchdog::start(timeout)?;
-        let exchange = negotiate(manager, &request, secret.as_ref(), &library, &dog);
+        let exchange = negotiate(manager, &request, secret.as_ref(), library, &dog);
         let (control, reply, auth) = dog.finish(exchange, "the manager did not answer")?;
         match reply {
             LeaseReply::Granted {
@@ -468,7 +465,7 @@ fn lease_from_by(
                 return Ok(managed);
             }
             LeaseReply::NeedPackage if attempt == 0 => {
-                let len = std::fs::metadata(&library)
+                let len = std::fs::metadata(library)
                     .map_err(|e| Error::Package(format!("{}: {e}", library.display())))?
                     .len();
                 request.package_len = Some(len);
@@ -504,8 +501,8 @@ pub fn lease_anywhere(
     spec.secret = resolve_secret(&spec)?;
     let spec = &spec;
     // A package that cannot be used is said at once (not once per node, and not behind
-    // "no node has room").
-    package_files(package)?;
+    // "no node has room"); it is read once for all the nodes tried.
+    let files = package_files(package)?;
     let mut client = crate::registry::RegistryClient::new(registry);
     if let Some(s) = &spec.secret {
         client = client.with_secret(s.clone());
@@ -525,7 +522,7 @@ pub fn lease_anywhere(
             refusals.push(format!("{}: {OUT_OF_TIME}", node.info.id));
             continue;
         }
-        match lease_from_by(&node.info.address, package, spec, Some(deadline)) {
+        match lease_from_by(&node.info.address, &files, spec, Some(deadline)) {
             Ok(lease) => return Ok(lease),
             // The package's fault, not the node's: no other node would do better.
             Err(e @ Error::Package(_)) => return Err(e),

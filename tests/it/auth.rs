@@ -393,23 +393,15 @@ fn a_secret_and_no_secret_do_not_mix() {
 /// The program refuses to start with `config`, saying `words` on stderr.
 #[track_caller]
 fn check_start_fails(kind: &str, config: &Path, words: &str) {
-    let mut child = Command::new(executor_binary())
-        .arg(kind)
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
-    // Bounded: a program that wrongly starts is killed after its `ready` line.
-    let mut line = String::new();
-    let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("wait");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = tests::refused_start(
+        Command::new(executor_binary())
+            .arg(kind)
+            .arg("--config")
+            .arg(config),
+    );
     assert!(
-        !line.starts_with("ready") && err.contains(words),
-        "expected {kind} to refuse to start, saying `{words}`: {line}{err}"
+        err.contains(words),
+        "expected {kind} to refuse to start, saying `{words}`: {err}"
     );
 }
 

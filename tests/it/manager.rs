@@ -2317,31 +2317,12 @@ fn errors_before_any_exchange_say_what_and_why() {
 
 /// Runs a manager on `config` that must refuse to start; its log (stderr).
 fn manager_refuses(config: &Path) -> String {
-    let log = config.with_extension("refused.log");
-    let mut child = Command::new(executor_binary())
-        .arg("manager")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + tests::BOUND;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            assert!(!status.success(), "the manager exited 0");
-            return std::fs::read_to_string(&log).expect("log");
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the manager started: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    tests::refused_start(
+        Command::new(executor_binary())
+            .arg("manager")
+            .arg("--config")
+            .arg(config),
+    )
 }
 
 /// One manager per ledger: a second one on the same ledger (which would hand out the same

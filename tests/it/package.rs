@@ -241,11 +241,16 @@ fn the_executor_packages_a_library_built_anywhere() {
     let built = Package::read(example_package()).expect("manifest");
     let library = example_package().join(&built.library);
     let out = scratch_dir("executor-package");
-    let o = run(std::process::Command::new(tests::executor_binary())
-        .arg("package")
-        .arg(&library)
-        .arg("--out")
-        .arg(&out));
+    // `rfaas-executor package LIBRARY ARGS.. --out OUT`.
+    let package = |library: &std::path::Path, args: &[&str]| {
+        run(std::process::Command::new(tests::executor_binary())
+            .arg("package")
+            .arg(library)
+            .args(args)
+            .arg("--out")
+            .arg(&out))
+    };
+    let o = package(&library, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let dir = out.join("functions_example");
     assert_eq!(
@@ -258,11 +263,7 @@ fn the_executor_packages_a_library_built_anywhere() {
     assert_eq!(pkg.functions, built.functions);
     assert_eq!(lib.functions().len(), built.functions.len());
 
-    let o = run(std::process::Command::new(tests::executor_binary())
-        .arg("package")
-        .arg(&library)
-        .args(["--name", "mine", "--out"])
-        .arg(&out));
+    let o = package(&library, &["--name", "mine"]);
     assert!(o.status.success(), "{}", text(&o));
     Package::open(&out.join("mine")).expect("the named package");
 
@@ -270,11 +271,7 @@ fn the_executor_packages_a_library_built_anywhere() {
     // (a client takes the package's only `.sha256` to know what to send).
     let other = out.join("libother.so");
     std::fs::copy(&library, &other).expect("copy");
-    let o = run(std::process::Command::new(tests::executor_binary())
-        .arg("package")
-        .arg(&other)
-        .args(["--name", "mine", "--out"])
-        .arg(&out));
+    let o = package(&other, &["--name", "mine"]);
     assert!(o.status.success(), "{}", text(&o));
     let mut left: Vec<String> = std::fs::read_dir(out.join("mine"))
         .expect("package")
@@ -287,16 +284,12 @@ fn the_executor_packages_a_library_built_anywhere() {
 
     let not_a_library = out.join("notes.so");
     std::fs::write(&not_a_library, b"not ELF").expect("write");
-    for args in [
-        vec![not_a_library.to_str().expect("utf-8")],
-        vec![library.to_str().expect("utf-8"), "--name", "../escape"],
-        vec![library.to_str().expect("utf-8"), "--name", ""],
+    for (lib, args) in [
+        (&not_a_library, &[][..]),
+        (&library, &["--name", "../escape"][..]),
+        (&library, &["--name", ""][..]),
     ] {
-        let o = run(std::process::Command::new(tests::executor_binary())
-            .arg("package")
-            .args(&args)
-            .arg("--out")
-            .arg(&out));
+        let o = package(lib, args);
         assert!(!o.status.success(), "{args:?}: {}", text(&o));
         assert!(
             !out.join("notes").exists()

@@ -219,15 +219,14 @@ fn the_node_table_survives_a_restart() {
 /// The registry refuses to start with `config`, saying `words` on stderr.
 #[track_caller]
 fn check_start_fails(config: &Path, words: &str) {
-    let out = Command::new(executor_binary())
-        .arg("registry")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = tests::refused_start(
+        Command::new(executor_binary())
+            .arg("registry")
+            .arg("--config")
+            .arg(config),
+    );
     assert!(
-        !out.status.success() && err.contains(words),
+        err.contains(words),
         "expected a start-up failure mentioning `{words}`: {err}"
     );
 }

@@ -817,45 +817,21 @@ fn an_executor_keeps_the_signals_it_was_started_ignoring() {
 #[test]
 fn an_executor_replaces_only_a_stale_socket() {
     let dir = tests::scratch_dir("exec-socket-path");
-    // An executor that should refuse to start; one that starts instead (the bug) is killed
-    // after a while, not waited for.
-    let err_file = dir.join("stderr");
+    // An executor that must refuse to start (one that starts instead, the bug, is killed).
     let run = |socket: &std::path::Path| {
-        let mut child = std::process::Command::new(tests::executor_binary())
-            .arg("run")
-            .arg("--library")
-            .arg(tests::example_package())
-            .arg("--socket")
-            .arg(socket)
-            .args(["--cores", "1", "--once"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&err_file).expect("stderr file"))
-            .spawn()
-            .expect("running rfaas-executor");
-        let deadline = std::time::Instant::now() + tests::BOUND;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if std::time::Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the executor started on {}", socket.display());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        std::process::Output {
-            status,
-            stdout: Vec::new(),
-            stderr: std::fs::read(&err_file).expect("stderr"),
-        }
+        tests::refused_start(
+            std::process::Command::new(tests::executor_binary())
+                .arg("run")
+                .arg("--library")
+                .arg(tests::example_package())
+                .arg("--socket")
+                .arg(socket)
+                .args(["--cores", "1", "--once"]),
+        )
     };
     let file = dir.join("notes.txt");
     std::fs::write(&file, b"keep me").expect("write");
-    let out = run(&file);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started on a regular file: {err}");
+    let err = run(&file);
     assert!(err.contains("is not a socket"), "{err}");
     assert_eq!(
         std::fs::read(&file).expect("the file is still there"),
@@ -865,9 +841,7 @@ fn an_executor_replaces_only_a_stale_socket() {
     let mut first = Executor::start("socket-live", &["--cores", "1", "--hot-timeout-us", "0"]);
     use std::os::unix::fs::MetadataExt;
     let inode = std::fs::metadata(&first.socket).expect("socket").ino();
-    let out = run(&first.socket);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "took over a live socket: {err}");
+    let err = run(&first.socket);
     assert!(err.contains("another process is listening"), "{err}");
     assert_eq!(
         std::fs::metadata(&first.socket).expect("socket").ino(),
