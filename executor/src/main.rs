@@ -163,7 +163,8 @@ struct Serve {
     #[arg(long)]
     library_fd: Option<i32>,
     /// Unix socket path to listen on, for clients on this host (shared memory). A stale
-    /// socket there (nobody listening) is replaced; anything else there is an error.
+    /// socket there (nobody listening) is replaced; anything else there is an error. Holds
+    /// `SOCKET.lock` beside it while running (the file stays).
     #[arg(long, conflicts_with = "listen")]
     socket: Option<PathBuf>,
     /// With `--socket`: accept on this inherited descriptor, a Unix socket already bound to
@@ -230,19 +231,30 @@ fn main() -> Result<()> {
             let lines = executor::manager::read_ledger_lines(&path).map_err(anyhow::Error::msg)?;
             let (entries, damaged): (Vec<_>, Vec<_>) = lines.into_iter().partition(Result::is_ok);
             let entries: Vec<_> = entries.into_iter().flatten().collect();
-            let (mut inv, mut exec, mut hot) = (0u64, 0u64, 0u64);
+            let (mut inv, mut exec, mut hot, mut untimed) = (0u64, 0u64, 0u64, 0usize);
             for e in &entries {
+                // Unknown times are not zero.
+                let time = |us: u64| match e.times_unknown {
+                    true => "-".to_owned(),
+                    false => us.to_string(),
+                };
                 println!(
                     "lease {:>6}  node {}  {} cores  {:>8} ms allocated  {:>8} µs hot  {:>8} µs exec  {:>8} invocations  {:?}",
                     e.lease_id,
                     e.node_id,
                     e.cores,
                     e.allocated_ms,
-                    e.hot_poll_us,
-                    e.exec_us,
+                    time(e.hot_poll_us),
+                    time(e.exec_us),
                     e.invocations,
                     e.fabric
                 );
+                if e.times_unknown {
+                    untimed += 1;
+                    println!(
+                        "              times unknown: the executor ended without its report (invocations from its last record)"
+                    );
+                }
                 if let Some(exit) = &e.executor_exit {
                     println!("              executor ended before the lease: {exit}");
                 }
@@ -262,8 +274,13 @@ fn main() -> Result<()> {
                 (inv, exec, hot) = (inv + e.invocations, exec + e.exec_us, hot + e.hot_poll_us);
             }
             println!(
-                "{} leases, {inv} invocations, {exec} µs exec, {hot} µs hot polling",
-                entries.len()
+                "{} leases, {inv} invocations, {exec} µs exec, {hot} µs hot polling{}",
+                entries.len(),
+                match untimed {
+                    0 => String::new(),
+                    1 => " (1 lease without times)".to_owned(),
+                    n => format!(" ({n} leases without times)"),
+                }
             );
             for why in damaged.iter().filter_map(|d| d.as_ref().err()) {
                 eprintln!("damaged, not counted: {why}");
@@ -692,6 +709,12 @@ fn run(
     once: bool,
 ) -> Result<()> {
     let ours = listener.is_none();
+    // Held for the executor's life: of two executors started on one path at once, only one
+    // can find the old socket stale and replace it.
+    let _lock = match ours {
+        true => Some(lock_socket_path(socket)?),
+        false => None,
+    };
     let listener = match listener {
         Some(l) => l,
         None => {
@@ -714,6 +737,24 @@ fn run(
         executor::stop::unlink_now();
     }
     Ok(())
+}
+
+/// Takes the lock beside `socket` (`SOCKET.lock`, left in place), waiting up to a second for
+/// an executor that is starting there to bind (it then serves, and the socket is in use).
+fn lock_socket_path(socket: &Path) -> Result<std::fs::File> {
+    executor::lock_beside(socket, std::time::Duration::from_secs(1)).map_err(|(lock, e)| match e {
+        Some(e) => anyhow::Error::new(e).context(format!(
+            "cannot open {} (the lock beside the socket)",
+            lock.display()
+        )),
+        None => anyhow::anyhow!(
+            "another executor holds {} (it serves on {}, or is starting there): stop it, or \
+             choose another --socket path (`fuser -v {}` names the process)",
+            lock.display(),
+            socket.display(),
+            lock.display()
+        ),
+    })
 }
 
 /// Makes way for our socket at `socket`: removes a socket file nobody listens on any more (an

@@ -331,6 +331,12 @@ pub struct LedgerEntry {
     /// [`ENDED_SILENT`]. Absent for leases their client (or their executor) ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by_manager: Option<String>,
+    /// The executor ended without its closing report (it crashed, or was stopped after the
+    /// manager's grace), so `invocations` comes from the record it kept current and the times
+    /// are not known: `hot_poll_us` and `exec_us` are 0 and mean nothing. Absent (false)
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub times_unknown: bool,
 }
 
 /// Reads every entry of a ledger file.
@@ -1919,7 +1925,8 @@ impl Manager {
             held.child.as_mut().expect("spawned"),
             report_within,
         );
-        if stats.is_null() {
+        let times_unknown = stats.is_null();
+        if times_unknown {
             // No closing line: the last counts the executor published (times are not kept).
             stats = read_stats_record(&stats_record);
         }
@@ -1949,6 +1956,7 @@ impl Manager {
             cpu_us: usage.cpu_us,
             memory_peak_bytes: usage.memory_peak_bytes,
             ended_by_manager,
+            times_unknown,
         };
         // Recorded (or kept to be, if the ledger cannot be written now) before the capacity is
         // given back (when `held` goes).

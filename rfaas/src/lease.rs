@@ -77,6 +77,11 @@ pub enum Error {
     /// The node's manager refused the lease (capacity, package, limits); the reason.
     #[error("lease refused: {0}")]
     Refused(String),
+    /// This client's own secret cannot be used (the file `$RFAAS_SECRET_FILE` names is
+    /// missing, unreadable, of the wrong size or readable by others): nothing was sent. The
+    /// cause is part of the message.
+    #[error("this client's secret: {0}")]
+    Secret(crate::auth::AuthError),
     /// The local package to lease with cannot be used (missing, unreadable, no SHA-256 file):
     /// nothing was sent.
     #[error("package {0}")]

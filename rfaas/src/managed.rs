@@ -197,7 +197,7 @@ impl Drop for ManagedLease {
 fn resolve_secret(spec: &LeaseSpec) -> Result<Option<Secret>, Error> {
     match &spec.secret {
         Some(s) => Ok(Some(s.clone())),
-        None => Secret::from_env().map_err(auth_error),
+        None => Secret::from_env().map_err(Error::Secret),
     }
 }
 

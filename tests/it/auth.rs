@@ -431,7 +431,14 @@ fn bad_secret_files_are_refused_at_start() {
         .output()
         .expect("client");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("chmod 600"), "{err}");
+    // Its own file, not a refusal by anyone (nothing was sent).
+    assert!(
+        !out.status.success()
+            && err.contains("this client's secret: secret file")
+            && err.contains("chmod 600")
+            && !err.contains("refused"),
+        "{err}"
+    );
     // Limits no lease could meet.
     check_start_fails(
         "manager",

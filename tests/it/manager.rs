@@ -1752,9 +1752,10 @@ fn a_manager_asked_to_stop_drains_its_leases_then_ends_them() {
         (
             entry.ended_by_manager.as_deref(),
             entry.executor_exit.as_deref(),
-            entry.invocations
+            entry.invocations,
+            entry.times_unknown
         ),
-        (None, None, 1),
+        (None, None, 1, false),
         "{entry:?}"
     );
     assert!(
@@ -1771,7 +1772,13 @@ fn a_manager_asked_to_stop_drains_its_leases_then_ends_them() {
         Some(executor::manager::ENDED_AT_SHUTDOWN),
         "{entry:?}"
     );
-    assert_eq!(entry.invocations, 1, "{entry:?}");
+    // Its executor was stopped before its closing report: the count from its record, and
+    // times marked unknown (not 0 µs).
+    assert_eq!(
+        (entry.invocations, entry.times_unknown),
+        (1, true),
+        "{entry:?}"
+    );
     assert!(
         process_gone(exec_b),
         "lease b's executor outlived the manager"
@@ -1787,6 +1794,10 @@ fn a_manager_asked_to_stop_drains_its_leases_then_ends_them() {
             "ended by the manager: {}",
             executor::manager::ENDED_AT_SHUTDOWN
         )),
+        "{text}"
+    );
+    assert!(
+        text.contains("times unknown") && text.contains("(1 lease without times)"),
         "{text}"
     );
 }

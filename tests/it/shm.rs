@@ -838,11 +838,18 @@ fn an_executor_replaces_only_a_stale_socket() {
         b"keep me"
     );
 
+    // A socket something else (not an executor) listens on.
+    let foreign = dir.join("foreign.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&foreign).expect("bind");
+    let err = run(&foreign);
+    assert!(err.contains("another process is listening"), "{err}");
+    drop(listener);
+
     let mut first = Executor::start("socket-live", &["--cores", "1", "--hot-timeout-us", "0"]);
     use std::os::unix::fs::MetadataExt;
     let inode = std::fs::metadata(&first.socket).expect("socket").ino();
     let err = run(&first.socket);
-    assert!(err.contains("another process is listening"), "{err}");
+    assert!(err.contains("another executor holds"), "{err}");
     assert_eq!(
         std::fs::metadata(&first.socket).expect("socket").ino(),
         inode

@@ -274,6 +274,7 @@ fn entry(lease_id: u64) -> LedgerEntry {
         cpu_us: None,
         memory_peak_bytes: None,
         ended_by_manager: None,
+        times_unknown: false,
     }
 }
 
