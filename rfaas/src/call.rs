@@ -25,6 +25,12 @@ pub struct Encoded {
     /// the list of placed outputs (`wire::PlacedOutputs`, counted in `input_len`), as
     /// `Encoder::finish` writes it.
     pub in_place: bool,
+    /// With `in_place` and without [`by_writes`](Placement::by_writes): at most where the
+    /// first in-place output range starts, counted from `placement.base` like `output_len`
+    /// (0 otherwise, and always allowed). The lease keeps the memory between this and
+    /// `output_len` from other buffers while the executor may write there; the closer to the
+    /// first range, the less memory a call in flight holds up.
+    pub in_place_start: usize,
 }
 
 /// Longest function name or signature text a library may declare, in bytes: an executor
@@ -66,9 +72,10 @@ pub const MAX_TEXT: usize = 4096;
 ///   at the start of `buf` (the placed-outputs list included); [`layout`](Self::layout)
 ///   returns what `encode` would for the same placement, without writing. With
 ///   `in_place: true` and without `by_writes`, `output_len` reaches the end of the last
-///   in-place output range, counted from `placement.base`: the lease lets the executor write
-///   up to there and, for a call dropped or leaked in flight, keeps the memory up to there
-///   from other buffers until the answer comes.
+///   in-place output range, counted from `placement.base`, and `in_place_start` is at most
+///   the start of the first one: the lease lets the executor write up to `output_len` and,
+///   while the call is in flight (also dropped or leaked), keeps the memory from
+///   `in_place_start` up to there from other buffers until the answer comes.
 /// - **`decode` leaves in-place outputs alone.** `decode` gets the placement the input was
 ///   encoded with and `output`, the answer in the lease's result area, which for an encoding
 ///   in place over shared memory may extend over the call's own output slices: it reads from

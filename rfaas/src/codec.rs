@@ -73,6 +73,8 @@ pub struct OutputLayout {
     end: usize,
     base: usize,
     in_place: bool,
+    /// In place: where the first output slice starts, from `base`.
+    first: usize,
     /// The list of outputs placed by writes: `Some` exactly when they are in place by writes
     /// (`None` costs nothing to set up).
     placed: Option<PlacedOutputs>,
@@ -87,6 +89,7 @@ impl OutputLayout {
             end: ret_size,
             base: 0,
             in_place: false,
+            first: 0,
             placed: None,
         }
     }
@@ -126,6 +129,10 @@ impl OutputLayout {
             end: ret_size,
             base: placement.base,
             in_place,
+            first: match (in_place, slices.first()) {
+                (true, Some(&(addr, _))) => addr - placement.base,
+                _ => 0,
+            },
             placed: (in_place && placement.by_writes).then(PlacedOutputs::default),
         }
     }
@@ -134,6 +141,13 @@ impl OutputLayout {
     #[inline]
     pub fn in_place(&self) -> bool {
         self.in_place
+    }
+
+    /// In place: where the first output slice starts, from the output area's start
+    /// ([`Encoded::in_place_start`]); 0 otherwise.
+    #[inline]
+    pub fn in_place_start(&self) -> usize {
+        self.first
     }
 
     /// The list of output ranges the executor writes into the caller's buffers, when they are
@@ -306,6 +320,7 @@ impl<'b, 'd> Encoder<'b, 'd> {
             input_len: self.end,
             output_len: outputs.end(),
             in_place: outputs.in_place(),
+            in_place_start: outputs.in_place_start(),
         })
     }
 
@@ -340,6 +355,7 @@ impl<'b, 'd> Encoder<'b, 'd> {
             input_len,
             output_len: outputs.end(),
             in_place: outputs.in_place(),
+            in_place_start: outputs.in_place_start(),
         })
     }
 }

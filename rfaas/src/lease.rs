@@ -116,7 +116,7 @@ pub enum Error {
     #[error(
         "`{name}` needs {need} bytes of {what}, but slots hold {limit}: lease larger slots \
          (`LeaseSpec::slot_size`, `rfaas-executor run --slot-size`){}",
-        if *.what == "output" { ", or, over shared memory, pass the output as an `rfaas::Buffer` (`Lease::buffer`)" } else { "" }
+        if *.buffer_helps { ", or pass the output as an `rfaas::Buffer` (`Lease::buffer`): over shared memory the executor writes it in place, whatever its size" } else { "" }
     )]
     TooLarge {
         /// The function.
@@ -127,6 +127,9 @@ pub enum Error {
         need: usize,
         /// Bytes available.
         limit: usize,
+        /// An output not in an [`rfaas::Buffer`](crate::Buffer), on a lease over shared
+        /// memory: in a `Buffer` it would be written in place, bound by no slot.
+        buffer_helps: bool,
     },
     /// The lease's buffer arena has no room for the requested buffer.
     #[error(
@@ -158,6 +161,13 @@ pub enum Error {
     Transport(#[from] TransportError),
 }
 
+/// A future waiting for a free slot.
+struct SlotWaiter {
+    waker: Waker,
+    /// It has a deadline: woken at every progress tick to check it.
+    timed: bool,
+}
+
 /// Polls of the completion queue before a blocked invocation parks.
 const HOT_SPIN: Duration = Duration::from_micros(50);
 /// Polls between clock reads while spinning (blocking waits and futures alike); after
@@ -169,7 +179,12 @@ const POLLS_PER_CLOCK: u32 = 64;
 /// their own ([`Slots`]): a call's hot path takes no lock.
 struct State {
     wakers: Vec<Option<Waker>>,
-    slot_waiters: Vec<Waker>,
+    /// Futures waiting for a free slot, first come first served: one entry per future (its
+    /// ticket, kept while it waits), and one woken per freed slot, not all of them (thousands
+    /// of futures behind a handful of slots woke each other quadratically).
+    slot_waiters: std::collections::BTreeMap<u64, SlotWaiter>,
+    /// The last ticket handed out.
+    tickets: u64,
     parked: usize,
     closed: bool,
     /// Parked futures with a deadline, woken at every progress tick to check it.
@@ -304,8 +319,10 @@ impl Lease {
     }
 
     /// Connects to an executor listening on the TCP address `addr` (`host:port`): one control
-    /// connection and one data connection per worker. Outputs are always copied (there is no
-    /// window into this process's memory), so buffers give no in-place results over TCP.
+    /// connection and one data connection per worker. There is no window into this process's
+    /// memory: the executor runs a function into staging of its own, and sends outputs into
+    /// [`Buffer`]s with writes of their own (at most four per call, see docs/functions.md),
+    /// so every output, in a `Buffer` or not, is bound by the slot size.
     pub fn connect_tcp(addr: &str, options: &LeaseOptions) -> Result<Lease, Error> {
         let cq = TcpQueue::new();
         let queue = cq.clone();
@@ -455,7 +472,8 @@ impl Lease {
         let n = (w * slots) as usize;
         let state = State {
             wakers: vec![None; n],
-            slot_waiters: Vec::new(),
+            slot_waiters: std::collections::BTreeMap::new(),
+            tickets: 0,
             parked: 0,
             closed: false,
             timed: vec![false; n],
@@ -547,6 +565,7 @@ impl Lease {
             in_place: None,
             seen: u64::MAX,
             registered: false,
+            ticket: None,
         }
     }
 
@@ -687,6 +706,7 @@ impl Inner {
                 what: "input",
                 need: layout.input_len,
                 limit,
+                buffer_helps: false,
             });
         }
         // Outputs the executor writes where they are may reach past the slot (into the arena);
@@ -698,6 +718,7 @@ impl Inner {
                 what: "output",
                 need: layout.output_len,
                 limit: self.slot_size,
+                buffer_helps: !self.by_writes,
             });
         }
         let (worker, id, round) = match self.slot.claim() {
@@ -805,9 +826,9 @@ impl Inner {
             } else {
                 ep.signal(slot, len)?;
             }
-            // The arena memory the executor may write for this call (see `Arena::hold`): to
-            // the end of the last buffer, from the first one (placed by writes, whose list
-            // says where) or from the arena's start (written in place through the window).
+            // The arena memory the executor may write for this call (see `Arena::hold`): from
+            // the first buffer to the end of the last (placed by writes, their list says
+            // where; written in place through the window, the encoding does).
             let at = self.result_offset(id);
             let span = if !encoded.in_place {
                 None
@@ -822,7 +843,10 @@ impl Inner {
                         Some((at + first, at + end))
                     })
             } else {
-                Some((at.max(self.arena.start), at + encoded.output_len))
+                Some((
+                    (at + encoded.in_place_start).max(self.arena.start),
+                    at + encoded.output_len,
+                ))
             };
             Ok((cap as u32, span))
         })();
@@ -936,21 +960,42 @@ impl Inner {
         }
     }
 
-    /// Wakes the tasks waiting for a free slot, if `waiting`.
+    /// A slot was freed: wakes the first task waiting for one, if `waiting`.
     fn after_free(&self, waiting: bool) {
         if waiting {
-            self.wake_slot_waiters();
+            self.wake_slot_waiter();
         }
     }
 
+    /// Wakes the first future waiting for a slot (it takes the slot, or comes back to its
+    /// place in the queue), and the threads blocked in `wait()` for one.
+    fn wake_slot_waiter(&self) {
+        let first = {
+            let mut st = self.lock();
+            let first = st.slot_waiters.pop_first();
+            if st.slot_waiters.is_empty() {
+                self.slot.waiters_woken();
+            }
+            first
+        };
+        if let Some((_, w)) = first {
+            w.waker.wake();
+        }
+        // And threads blocked in `wait()` for a slot (see `block`).
+        if self.blocked.load(Ordering::SeqCst) > 0 {
+            self.cq.interrupt();
+        }
+    }
+
+    /// Wakes every task waiting for a slot (a worker died: their claims may fail now).
     fn wake_slot_waiters(&self) {
         let waiters = {
             let mut st = self.lock();
             self.slot.waiters_woken();
             std::mem::take(&mut st.slot_waiters)
         };
-        for waker in waiters {
-            waker.wake();
+        for (_, w) in waiters {
+            w.waker.wake();
         }
         // And threads blocked in `wait()` for a slot (see `block`).
         if self.blocked.load(Ordering::SeqCst) > 0 {
@@ -1051,7 +1096,7 @@ impl Inner {
                 continue;
             }
             last_look = Instant::now();
-            {
+            let queued = {
                 let st = self.lock();
                 timed.extend(
                     st.wakers
@@ -1059,11 +1104,22 @@ impl Inner {
                         .zip(&st.timed)
                         .filter_map(|(w, timed)| w.as_ref().filter(|_| *timed).cloned()),
                 );
-            }
+                // Those waiting for a slot with a deadline too (they stay queued).
+                timed.extend(
+                    st.slot_waiters
+                        .values()
+                        .filter(|w| w.timed)
+                        .map(|w| w.waker.clone()),
+                );
+                !st.slot_waiters.is_empty()
+            };
             for w in timed.drain(..) {
                 w.wake();
             }
-            self.wake_slot_waiters();
+            // And, in case a wake went astray, the first one waiting for a slot.
+            if queued {
+                self.wake_slot_waiter();
+            }
         }
     }
 }
@@ -1094,6 +1150,8 @@ pub struct Invocation<'l, C: RemoteCall> {
     seen: u64,
     /// Our waker is stored in the lease's state (to be removed when we are done).
     registered: bool,
+    /// Our place in the queue for a free slot, while we wait for one.
+    ticket: Option<u64>,
 }
 
 impl<C: RemoteCall> std::fmt::Debug for Invocation<'_, C> {
@@ -1106,8 +1164,11 @@ impl<C: RemoteCall> std::fmt::Debug for Invocation<'_, C> {
 }
 
 impl<'l, C: RemoteCall> Invocation<'l, C> {
-    /// Fails the invocation with [`Error::Timeout`] if no result arrives within `timeout` of
-    /// its first poll. Over TCP it also bounds the wait for room to start sending the request
+    /// Fails the invocation with [`Error::Timeout`] if no result arrives within `timeout`,
+    /// counted from when it first has to wait: when no slot is free, else after its first
+    /// few dozen polls (a microsecond or so: a clock read at every poll would cost more than a
+    /// hot call). A timeout too long for the clock (`Duration::MAX`) is no timeout. Over TCP
+    /// it also bounds the wait for room to start sending the request
     /// when the executor stops reading (see docs/functions.md); a request stuck midway for
     /// 10 s closes the worker's connection.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -1123,7 +1184,8 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         if self.deadline.is_none()
             && let Some(t) = self.timeout
         {
-            self.deadline = Some(Instant::now() + t);
+            // A timeout beyond the clock's range (`Duration::MAX`) is none.
+            self.deadline = Instant::now().checked_add(t);
         }
     }
 
@@ -1145,7 +1207,10 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         if self.id.is_some() {
             return Ok(true);
         }
-        let call = self.call.as_ref().expect("call present until completion");
+        let call = self
+            .call
+            .as_ref()
+            .expect("`Invocation` polled after it completed");
         // A worker whose connection has no room for the request (it stopped reading) gets what
         // is left of the timeout (all of it if the clock has not started), then the invocation
         // times out (`submit` says so).
@@ -1166,6 +1231,9 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                 self.placement = placement;
                 self.cap = cap;
                 self.in_place = in_place;
+                if self.ticket.is_some() {
+                    self.leave_slot_queue(true);
+                }
                 Ok(true)
             }
             Submit::NoSlot => Ok(false),
@@ -1209,7 +1277,10 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         // live result region.
         let output =
             unsafe { std::slice::from_raw_parts(inner.result.as_ptr().add(off), len as usize) };
-        let call = self.call.take().expect("call present until completion");
+        let call = self
+            .call
+            .take()
+            .expect("`Invocation` polled after it completed");
         Ok(call.decode(status, output, &self.placement)?)
     }
 
@@ -1369,6 +1440,47 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         }
     }
 
+    /// Takes our place in the queue for a free slot (at the first poll without one), or
+    /// keeps it, with `waker` the one to wake.
+    fn queue_for_slot(&mut self, waker: &Waker) {
+        let timed = self.deadline.is_some();
+        let mut st = self.inner().lock();
+        let ticket = *self.ticket.get_or_insert_with(|| {
+            st.tickets += 1;
+            st.tickets
+        });
+        match st.slot_waiters.entry(ticket) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let w = e.get_mut();
+                if !w.waker.will_wake(waker) {
+                    w.waker = waker.clone();
+                }
+                w.timed = timed;
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(SlotWaiter {
+                    waker: waker.clone(),
+                    timed,
+                });
+            }
+        }
+    }
+
+    /// Leaves the queue for a free slot, if in it: with a slot (`took`), or without one (timed
+    /// out, failed, dropped), when a slot freed for us goes to the next in line.
+    #[cold]
+    #[inline(never)]
+    fn leave_slot_queue(&mut self, took: bool) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let inner = self.inner();
+        let woken = inner.lock().slot_waiters.remove(&ticket).is_none();
+        if woken && !took {
+            inner.wake_slot_waiter();
+        }
+    }
+
     fn set_parked(&mut self, parked: bool) {
         if self.parked == parked {
             return;
@@ -1401,21 +1513,25 @@ impl<C: RemoteCall + Unpin> Future for Invocation<'_, C> {
                 Ok(false) => {
                     this.start_clock();
                     if this.expired() {
+                        this.leave_slot_queue(false);
                         this.set_parked(false);
                         return Poll::Ready(Err(Error::Timeout(this.timeout.unwrap_or_default())));
                     }
                     // Woken when a slot frees (or by the progress thread's tick).
-                    inner.lock().slot_waiters.push(cx.waker().clone());
+                    this.queue_for_slot(cx.waker());
                     if inner.slot.wait_for_free() {
                         cx.waker().wake_by_ref();
                     }
                     this.set_parked(true);
                     if let Err(e) = inner.progress() {
+                        this.leave_slot_queue(false);
+                        this.set_parked(false);
                         return Poll::Ready(Err(e));
                     }
                     return Poll::Pending;
                 }
                 Err(e) => {
+                    this.leave_slot_queue(false);
                     this.set_parked(false);
                     return Poll::Ready(Err(e));
                 }
@@ -1467,6 +1583,9 @@ impl<C: RemoteCall + Unpin> Future for Invocation<'_, C> {
 
 impl<C: RemoteCall> Drop for Invocation<'_, C> {
     fn drop(&mut self) {
+        if self.ticket.is_some() {
+            self.leave_slot_queue(false);
+        }
         self.abandon();
         if self.parked {
             let mut st = self.inner().lock();
@@ -1612,6 +1731,9 @@ struct Arena {
     /// is marked (the `Invocation` was leaked with `mem::forget`, which ends the borrow
     /// without a drop) is not handed out again, as under a hold.
     inflight: Box<[AtomicU64]>,
+    /// Whether `ArenaState::deferred` may hold extents: a call's unmarking then looks at
+    /// them (a lock only then, not on every in-place call's end).
+    deferring: AtomicBool,
 }
 
 impl ArenaState {
@@ -1651,6 +1773,7 @@ impl Arena {
                 ..ArenaState::default()
             }),
             inflight: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            deferring: AtomicBool::new(false),
         }
     }
 
@@ -1663,10 +1786,16 @@ impl Arena {
         }
     }
 
-    /// Slot `id`'s call is over (or held).
+    /// Slot `id`'s call is over (or held): what was released under its mark alone is free
+    /// again.
     fn unmark(&self, id: u32) {
         if let Some(w) = self.inflight.get(id as usize) {
-            w.store(0, Ordering::Release);
+            // SeqCst with the flag's load, against `release`'s flag store and look at the
+            // marks: either it sees this mark gone, or this sees its flag.
+            w.swap(0, Ordering::SeqCst);
+            if self.deferring.load(Ordering::SeqCst) {
+                self.free_deferred(&mut self.lock());
+            }
         }
     }
 
@@ -1674,7 +1803,7 @@ impl Arena {
     fn marked(&self, off: usize, bytes: usize) -> bool {
         let (a, b) = (off / BUFFER_ALIGN, (off + bytes).div_ceil(BUFFER_ALIGN));
         self.inflight.iter().any(|w| {
-            let packed = w.load(Ordering::Acquire);
+            let packed = w.load(Ordering::SeqCst);
             let (start, end) = (
                 (packed >> 32) as usize,
                 (packed & u64::from(u32::MAX)) as usize,
@@ -1704,10 +1833,35 @@ impl Arena {
     fn release(&self, off: usize, bytes: usize) {
         let bytes = bytes.max(1).next_multiple_of(BUFFER_ALIGN);
         let mut st = self.lock();
-        if st.held(off, bytes) || self.marked(off, bytes) {
+        if st.held(off, bytes) {
+            st.deferred.push((off, bytes));
+            self.deferring.store(true, Ordering::SeqCst);
+            return;
+        }
+        // The flag first (see `unmark`): a call unmarked after this look frees the extent.
+        self.deferring.store(true, Ordering::SeqCst);
+        if self.marked(off, bytes) {
             st.deferred.push((off, bytes));
         } else {
             Self::free_extent(&mut st.free, off, bytes);
+            if st.deferred.is_empty() {
+                self.deferring.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Under the lock: frees the deferred extents no hold and no mark covers any more.
+    fn free_deferred(&self, st: &mut ArenaState) {
+        let deferred = std::mem::take(&mut st.deferred);
+        for (off, bytes) in deferred {
+            if st.held(off, bytes) || self.marked(off, bytes) {
+                st.deferred.push((off, bytes));
+            } else {
+                Self::free_extent(&mut st.free, off, bytes);
+            }
+        }
+        if st.deferred.is_empty() {
+            self.deferring.store(false, Ordering::Relaxed);
         }
     }
 
@@ -1727,14 +1881,7 @@ impl Arena {
         if st.holds.len() == before {
             return;
         }
-        let deferred = std::mem::take(&mut st.deferred);
-        for (off, bytes) in deferred {
-            if st.held(off, bytes) || self.marked(off, bytes) {
-                st.deferred.push((off, bytes));
-            } else {
-                Self::free_extent(&mut st.free, off, bytes);
-            }
-        }
+        self.free_deferred(&mut st);
     }
 
     /// Puts `[off, off + bytes)` back on the free list.

@@ -507,7 +507,8 @@ pub fn lease_anywhere(
     if let Some(s) = &spec.secret {
         client = client.with_secret(s.clone());
     }
-    let deadline = Instant::now() + spec.negotiation_timeout;
+    // (Cut like the watchdog's: a `Duration::MAX` is a long time, not a panic.)
+    let deadline = Instant::now() + spec.negotiation_timeout.min(crate::watchdog::LONGEST);
     let nodes = client.list().map_err(|error| Error::Registry {
         address: registry.to_owned(),
         error,

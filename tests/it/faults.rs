@@ -302,6 +302,7 @@ unsafe impl<const F: usize> RemoteCall for CCall<F> {
             input_len: 8,
             output_len: 8,
             in_place: false,
+            in_place_start: 0,
         })
     }
 

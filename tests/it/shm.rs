@@ -387,7 +387,13 @@ fn oversize_and_unknown_calls_are_refused_by_the_client() {
         .timeout(T)
         .wait()
     {
-        Err(e @ Error::TooLarge { what: "output", .. }) => {
+        Err(
+            e @ Error::TooLarge {
+                what: "output",
+                buffer_helps: true,
+                ..
+            },
+        ) => {
             let text = e.to_string();
             assert!(
                 text.contains("slot_size") && text.contains("Buffer"),
@@ -890,4 +896,207 @@ fn an_executor_replaces_only_a_stale_socket() {
     drop(lease);
     let _ = second.kill();
     let _ = second.wait();
+}
+
+/// A waker that queues its future's index for a small executor of the test's own, and counts.
+struct Ready {
+    index: usize,
+    queue: std::sync::Arc<(std::sync::Mutex<Vec<usize>>, std::sync::Condvar)>,
+}
+
+impl std::task::Wake for Ready {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.queue.0.lock().expect("queue").push(self.index);
+        self.queue.1.notify_one();
+    }
+}
+
+/// Futures waiting for a free slot are woken one per freed slot, first come first served, not
+/// all of them at every freed slot: a thousand futures behind two slots used to wake each
+/// other quadratically. Every one of them still gets its slot and its answer, driven by an
+/// executor that polls only the futures woken.
+#[test]
+fn futures_waiting_for_a_slot_are_woken_one_per_freed_slot() {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    let mut exec = Executor::start(
+        "slot-queue",
+        &["--cores", "1", "--slots", "2", "--hot-timeout-us", "0"],
+    );
+    let lease = Lease::connect(&exec.socket).expect("lease");
+    let mut idle = Context::from_waker(Waker::noop());
+    // Both slots taken by slow calls (sent at their first poll).
+    let mut busy: Vec<_> = (0..2)
+        .map(|_| Box::pin(lease.invoke(fx::fault::call(2, 100)).timeout(T)))
+        .collect();
+    for b in &mut busy {
+        assert!(b.as_mut().poll(&mut idle).is_pending());
+    }
+    // A thousand more wait for a slot.
+    const M: usize = 1000;
+    let queue = Arc::new((std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new()));
+    let wakers: Vec<Waker> = (0..M)
+        .map(|index| {
+            Waker::from(Arc::new(Ready {
+                index,
+                queue: queue.clone(),
+            }))
+        })
+        .collect();
+    // (Without deadlines: a future with one is woken at every tick to check it.)
+    let mut queued: Vec<_> = (0..M)
+        .map(|i| Some(Box::pin(lease.invoke(fx::fault::call(0, i as u64)))))
+        .collect();
+    for (q, w) in queued.iter_mut().zip(&wakers) {
+        let q = q.as_mut().expect("pending");
+        assert!(q.as_mut().poll(&mut Context::from_waker(w)).is_pending());
+    }
+    // The slow calls end (taken here), freeing both slots.
+    for b in &mut busy {
+        loop {
+            match b.as_mut().poll(&mut idle) {
+                Poll::Ready(r) => {
+                    assert_eq!(r.expect("a slow call"), 100);
+                    break;
+                }
+                Poll::Pending => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+    drop(busy);
+    // Two slots freed: two futures woken, and at most one more per tick of the lease's
+    // progress thread (every 20 ms, in case a wake-up went astray). All thousand at each freed
+    // slot before.
+    let woken = queue.0.lock().expect("queue").len();
+    assert!(
+        (2..M / 2).contains(&woken),
+        "{woken} wake-ups of {M} futures waiting for 2 freed slots"
+    );
+    // Every one completes, with its own answer, polled only when woken.
+    let mut left = M;
+    while left > 0 {
+        let ready: Vec<usize> = {
+            let mut q = queue.0.lock().expect("queue");
+            if q.is_empty() {
+                let (g, waited) = queue.1.wait_timeout(q, T).expect("queue");
+                q = g;
+                assert!(
+                    !waited.timed_out() || !q.is_empty(),
+                    "{left} futures never woken again"
+                );
+            }
+            std::mem::take(&mut *q)
+        };
+        for i in ready {
+            let Some(q) = queued[i].as_mut() else {
+                continue;
+            };
+            if let Poll::Ready(r) = q.as_mut().poll(&mut Context::from_waker(&wakers[i])) {
+                assert_eq!(r.expect("a queued call"), i as u64);
+                queued[i] = None;
+                left -= 1;
+            }
+        }
+    }
+    assert!(exec.is_running());
+}
+
+/// What a call writing in place may still write is kept from new buffers while it is in
+/// flight, and nothing more, nor longer: a buffer dropped meanwhile outside the call's outputs
+/// is free at once (the lease used to keep everything from the arena's start up to the call's
+/// last buffer), and one between its outputs is free once the call is done (it used to stay
+/// kept for good, until no buffer fit).
+#[test]
+fn buffers_dropped_while_a_call_writes_in_place_come_back() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    // Stopped while a call is out, the executor answers it only when it goes on.
+    let exec = Executor::start("buffer-return", &["--cores", "1", "--hot-timeout-us", "0"]);
+    let (stop, go) = (
+        || tests::signal(exec.pid(), libc::SIGSTOP),
+        || tests::signal(exec.pid(), libc::SIGCONT),
+    );
+    let mut options = rfaas::LeaseOptions::default();
+    options.buffer_bytes = 4 << 20;
+    let lease = Lease::connect_with(&exec.socket, &options).expect("lease");
+    let mut idle = Context::from_waker(Waker::noop());
+
+    // Before the call's output.
+    let big = lease.buffer::<u8>(3 << 20).expect("buffer");
+    let mut out = lease.buffer::<u8>(8).expect("buffer");
+    let mut call = Box::pin(lease.invoke(fx::echo::call(&[7], &mut out)).timeout(T));
+    stop();
+    if let Poll::Ready(r) = call.as_mut().poll(&mut idle) {
+        go();
+        panic!("sent, not answered: {r:?}");
+    }
+    drop(big);
+    let again = lease.buffer::<u8>(3 << 20);
+    go();
+    let again = again.expect("the memory of a buffer before the call's output, free at once");
+    let done = loop {
+        match call.as_mut().poll(&mut idle) {
+            Poll::Ready(r) => break r,
+            Poll::Pending => std::thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    assert_eq!(done.expect("echo"), 1);
+    drop(call);
+    assert_eq!(out[0], 7);
+    drop((again, out));
+
+    // Between the call's outputs.
+    let xs: Vec<f64> = (0..1000).map(|i| i as f64 / 100.0).collect();
+    let mut sin = lease.buffer::<f64>(1000).expect("buffer");
+    let middle = lease.buffer::<u8>(3 << 20).expect("buffer");
+    let mut cos = lease.buffer::<f64>(1000).expect("buffer");
+    let mut call = Box::pin(
+        lease
+            .invoke(fx::sincos::call(&xs, &mut sin, &mut cos))
+            .timeout(T),
+    );
+    stop();
+    if let Poll::Ready(r) = call.as_mut().poll(&mut idle) {
+        go();
+        panic!("sent, not answered: {r:?}");
+    }
+    drop(middle);
+    // The executor may write there as far as the lease knows: kept while the call is out.
+    let kept = lease.buffer::<u8>(3 << 20);
+    go();
+    match kept {
+        Err(Error::BufferSpace { .. }) => {}
+        other => panic!("memory inside a call in flight handed out: {other:?}"),
+    }
+    let done = loop {
+        match call.as_mut().poll(&mut idle) {
+            Poll::Ready(r) => break r,
+            Poll::Pending => std::thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    done.expect("sincos");
+    drop(call);
+    assert_eq!(sin[10], xs[10].sin());
+    lease
+        .buffer::<u8>(3 << 20)
+        .expect("the memory between the call's outputs, free once it is done");
+}
+
+/// A timeout beyond the clock's range (`Duration::MAX`, "no limit") is no timeout, blocking
+/// or awaited: it used to panic adding it to the clock once a call had to wait.
+#[test]
+fn a_timeout_too_long_for_the_clock_is_none() {
+    let exec = Executor::start("timeout-max", &["--cores", "1", "--hot-timeout-us", "0"]);
+    let lease = Lease::connect(&exec.socket).expect("lease");
+    let slow = || lease.invoke(fx::fault::call(2, 30)).timeout(Duration::MAX);
+    assert_eq!(slow().wait().expect("a slow call, waited on"), 30);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    assert_eq!(rt.block_on(slow()).expect("a slow call, awaited"), 30);
 }

@@ -472,6 +472,24 @@ pub(crate) fn buffer_outputs_arrive_in_place(lease: &Lease) {
         Err(Error::Call(CallError::Function(m))) => assert_eq!(m, local.to_string()),
         other => panic!("expected a function error, got {other:?}"),
     }
+    // Staged at the executor, a buffer's output is bound by the slot too: the error says so,
+    // without suggesting a buffer.
+    let mut over = lease.buffer::<u8>(lease.slot_size() + 8).expect("buffer");
+    match lease
+        .invoke(fx::echo::call(&[1u8; 8], &mut over))
+        .timeout(T)
+        .wait()
+    {
+        Err(
+            e @ Error::TooLarge {
+                what: "output",
+                buffer_helps: false,
+                ..
+            },
+        ) => assert!(!e.to_string().contains("Buffer"), "{e}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    drop(over);
     // Threads with buffers of their own, several invocations in flight each.
     std::thread::scope(|s| {
         for t in 0..3u8 {

@@ -13,6 +13,7 @@ impl RemoteCall for X {
             input_len: 0,
             output_len: 0,
             in_place: false,
+            in_place_start: 0,
         })
     }
 
