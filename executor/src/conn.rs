@@ -7,7 +7,7 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Most connections that may be reading their request at once, per service (the manager, the
@@ -29,6 +29,33 @@ impl Drop for Pending {
     }
 }
 
+/// When a service last turned a connection away (too many pending, or `accept` failing), for
+/// whoever must not read silence as absence: the registry does not expire nodes whose
+/// heartbeats may have been among them. Cloned handles share the clock.
+#[derive(Clone, Debug, Default)]
+pub struct Refusals(Arc<AtomicU64>);
+
+impl Refusals {
+    /// Milliseconds since an origin of this process's own, plus one (0: never).
+    fn now_ms() -> u64 {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    }
+
+    /// A connection was turned away now.
+    pub fn note(&self) {
+        self.0.store(Self::now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long ago the last connection was turned away; `None` if none ever was.
+    pub fn since_last(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_millis(Self::now_ms().saturating_sub(at))),
+        }
+    }
+}
+
 /// Admits connections of one service while at most `max` of them are still reading their
 /// request; a connection beyond that is to be closed at once, without a byte read.
 #[derive(Debug)]
@@ -37,6 +64,8 @@ pub struct PendingLimit {
     max: usize,
     /// Warnings at most once a second, with how many were refused since the last one.
     refused: Throttled,
+    /// When one was last refused.
+    refusals: Refusals,
 }
 
 impl PendingLimit {
@@ -46,7 +75,13 @@ impl PendingLimit {
             count: Arc::new(AtomicUsize::new(0)),
             max,
             refused: Throttled::default(),
+            refusals: Refusals::default(),
         }
+    }
+
+    /// The clock of this limit's refusals (and of failed accepts in [`accept_loop`]).
+    pub fn refusals(&self) -> Refusals {
+        self.refusals.clone()
     }
 
     /// A token for one more pending connection (held until its request is in), or `None`, with
@@ -54,6 +89,7 @@ impl PendingLimit {
     pub fn admit(&mut self) -> Option<Pending> {
         if self.count.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.count.fetch_sub(1, Ordering::AcqRel);
+            self.refusals.note();
             if let Some(refused) = self.refused.count() {
                 tracing::warn!(
                     refused,
@@ -69,21 +105,21 @@ impl PendingLimit {
 
 /// Accepts connections on `listener` for as long as it lives, handing each to `serve` on a
 /// thread of its own (named `name`) with its [`Pending`] token, which `serve` drops once the
-/// connection's request is in. Beyond `max_pending` connections still reading, a new one is
-/// closed at once.
+/// connection's request is in. Beyond `limit`'s connections still reading, a new one is closed
+/// at once. Those and failed accepts are noted in `limit`'s [`Refusals`].
 pub fn accept_loop(
     listener: &TcpListener,
     name: &str,
-    max_pending: usize,
+    mut limit: PendingLimit,
     serve: impl Fn(TcpStream, Pending) + Send + Sync + 'static,
 ) {
     let serve = Arc::new(serve);
-    let mut limit = PendingLimit::new(max_pending);
     let mut failed = AcceptErrors::default();
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(stream) => stream,
             Err(e) => {
+                limit.refusals.note();
                 failed.after(&e);
                 continue;
             }

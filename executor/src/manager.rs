@@ -756,7 +756,7 @@ pub fn serve(
     crate::conn::accept_loop(
         &listener,
         "rfaas-lease",
-        crate::conn::MAX_PENDING,
+        crate::conn::PendingLimit::new(crate::conn::MAX_PENDING),
         move |stream, pending| serving.serve_client(stream, pending),
     );
     Ok(())
@@ -1000,7 +1000,7 @@ fn heartbeat(reg: &RegistryClient, node: &NodeInfo, mgr: &std::sync::Weak<Manage
                 .is_ok();
             listed |= registered;
         }
-        if registered && let Err(e) = reg.heartbeat(&node.id, cores, mem) {
+        if registered && let Err(e) = reg.heartbeat(node, cores, mem) {
             tracing::warn!(error = %e, "heartbeat failed; registering again");
             registered = false;
         }

@@ -86,6 +86,9 @@ struct State {
     cfg: RegistryConfig,
     /// Moves with every change of the table: the version of a [`Snapshot`].
     version: u64,
+    /// When connections were last turned away (too many pending, or out of descriptors): a
+    /// node's heartbeat may have been among them.
+    refusals: crate::conn::Refusals,
 }
 
 /// The node table as it is stored, at one version.
@@ -200,12 +203,15 @@ impl State {
         Duration::from_millis(self.cfg.heartbeat_timeout_ms)
     }
 
-    /// Drops nodes whose heartbeat is overdue; whether any was dropped.
+    /// Drops nodes whose heartbeat is overdue; whether any was dropped. After connections
+    /// were turned away (a flood of them), silence counts only from then: the heartbeats may
+    /// have been among them, and dropping every node for it would send no client anywhere.
     fn expire(&mut self) -> bool {
         let timeout = self.timeout();
         let before = self.nodes.len();
+        let turned_away = self.refusals.since_last().is_some_and(|t| t < timeout);
         self.nodes.retain(|id, e| {
-            let keep = e.seen.elapsed() < timeout;
+            let keep = turned_away || e.seen.elapsed() < timeout;
             if !keep {
                 tracing::info!(node = %id, "node stopped heart-beating; dropped");
             }
@@ -243,6 +249,28 @@ impl State {
                         false,
                     )
                 }
+                Ok(())
+                    if self
+                        .nodes
+                        .get(&info.id)
+                        .is_some_and(|e| e.node.info.address != info.address) =>
+                {
+                    // A live node's id (expired ones are gone): taken from another address, it
+                    // would send that node's clients elsewhere.
+                    let e = &self.nodes[&info.id];
+                    tracing::warn!(node = %info.id, address = %info.address, registered = %e.node.info.address, "refused to register a live node's id from another address");
+                    (
+                        RegistryResponse::Error(format!(
+                            "node `{}` is registered at {} (heard from {} ms ago), not at {}: a node id names one node; a node that moved is listed at its new address once the old entry expires ({} ms without heartbeats) or is deregistered",
+                            info.id,
+                            e.node.info.address,
+                            e.seen.elapsed().as_millis(),
+                            info.address,
+                            self.cfg.heartbeat_timeout_ms
+                        )),
+                        false,
+                    )
+                }
                 Ok(()) => {
                     tracing::info!(node = %info.id, address = %info.address, cores = info.cores, "node registered");
                     let node = Stored {
@@ -262,6 +290,7 @@ impl State {
             },
             RegistryRequest::Heartbeat {
                 id,
+                address,
                 free_cores,
                 free_memory_mib,
             } => match self.nodes.get_mut(&id) {
@@ -269,6 +298,17 @@ impl State {
                     RegistryResponse::Error(format!("unknown node `{id}`: register first")),
                     false,
                 ),
+                // Not this node's entry: it must not keep another's alive.
+                Some(e) if e.node.info.address != address => {
+                    tracing::warn!(node = %id, address = %address, registered = %e.node.info.address, "refused a heartbeat for a node registered at another address");
+                    (
+                        RegistryResponse::Error(format!(
+                            "node `{id}` is registered at {}, not at {address}: another process registered this id",
+                            e.node.info.address
+                        )),
+                        false,
+                    )
+                }
                 Some(e)
                     if free_cores > e.node.info.cores
                         || free_memory_mib > e.node.info.memory_mib =>
@@ -395,10 +435,12 @@ pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), 
     let tick = Duration::from_millis(cfg.heartbeat_timeout_ms / 4).max(Duration::from_millis(5));
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
     let store = Arc::new(Store::new(cfg.state_file.clone()));
+    let limit = crate::conn::PendingLimit::new(crate::conn::MAX_PENDING);
     let state = Arc::new(Mutex::new(State {
         nodes,
         cfg,
         version: 0,
+        refusals: limit.refusals(),
     }));
     {
         // Expire silent nodes even when nobody asks.
@@ -420,7 +462,7 @@ pub fn serve(cfg: RegistryConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), 
     crate::conn::accept_loop(
         &listener,
         "rfaas-registry",
-        crate::conn::MAX_PENDING,
+        limit,
         move |stream, _pending| {
             if let Err(e) = serve_one(stream, &state, &store, secret.as_ref().as_ref(), timeout) {
                 tracing::debug!(error = %e, "registry request failed");

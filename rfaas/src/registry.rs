@@ -157,15 +157,17 @@ impl RegistryClient {
         self.expect_ok(&RegistryRequest::Register(node.clone()))
     }
 
-    /// Reports a node's free capacity; keeps it listed.
+    /// Reports the free capacity of `node` (as registered: its id and address); keeps it
+    /// listed.
     pub fn heartbeat(
         &self,
-        id: &str,
+        node: &NodeInfo,
         free_cores: u32,
         free_memory_mib: u64,
     ) -> Result<(), RegistryError> {
         self.expect_ok(&RegistryRequest::Heartbeat {
-            id: id.to_owned(),
+            id: node.id.clone(),
+            address: node.address.clone(),
             free_cores,
             free_memory_mib,
         })

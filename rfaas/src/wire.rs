@@ -481,6 +481,9 @@ pub enum RegistryRequest {
     Heartbeat {
         /// The node.
         id: String,
+        /// Where it serves, as registered: a heartbeat for an entry with another address (one
+        /// another process registered under this id) is refused, not counted for it.
+        address: String,
         /// Free cores.
         free_cores: u32,
         /// Free memory, MiB.

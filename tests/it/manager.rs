@@ -1456,6 +1456,68 @@ fn a_killed_client_returns_its_cores_and_registry_sees_capacity() {
     assert_eq!(both.workers(), 2);
 }
 
+/// Another process that takes over a node's id in the registry (deregisters it, registers it
+/// at an address of its own) cannot keep it: the real manager's heartbeats no longer refresh
+/// the fake entry (they name the manager's address), the manager says so, and once the fake
+/// entry expires the manager is listed at its own address again. Its heartbeats used to keep
+/// the fake entry alive for as long as the manager ran, sending every client elsewhere.
+#[test]
+fn a_node_taken_over_in_the_registry_comes_back() {
+    let dir = scratch_dir("manager-hijacked");
+    let reg_dir = scratch_dir("manager-hijacked-registry");
+    let reg = Service::start(
+        "registry",
+        &tests::registry_config(&reg_dir, "127.0.0.1:0", 600),
+    );
+    let log = dir.join("manager.log");
+    let mgr = Service::start_logged(
+        "manager",
+        &manager_config(
+            &dir,
+            &format!("registry = \"{}\"\nheartbeat_ms = 50\n", reg.address),
+        ),
+        &log,
+    );
+    let registry = RegistryClient::new(reg.address.clone());
+    let listed_at = || {
+        registry.list().ok().and_then(|n| {
+            n.iter()
+                .find(|n| n.info.id == "test-node")
+                .map(|n| n.info.address.clone())
+        })
+    };
+    eventually("the node listed at its manager", || {
+        listed_at().as_deref() == Some(mgr.address.as_str())
+    });
+    let fake = rfaas::wire::NodeInfo {
+        id: "test-node".into(),
+        address: "127.0.0.1:9".into(),
+        cores: 64,
+        memory_mib: 1 << 40,
+        rdma: false,
+    };
+    // Taken from a live node's address: refused outright.
+    match registry.register(&fake) {
+        Err(rfaas::registry::RegistryError::Refused(why)) => {
+            assert!(why.contains("is registered at"), "{why}")
+        }
+        other => panic!("a live node's id taken over: {other:?}"),
+    }
+    // Deregistered first, then taken: the manager's next heartbeat is refused.
+    registry.deregister("test-node").expect("deregister");
+    registry.register(&fake).expect("register the fake");
+    eventually("the manager says its heartbeat was refused", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| {
+            l.lines()
+                .any(|l| l.contains("WARN") && l.contains("another process registered this id"))
+        })
+    });
+    // The fake entry expires (nobody heart-beats it); the manager is back.
+    eventually("the node listed at its manager again", || {
+        listed_at().as_deref() == Some(mgr.address.as_str())
+    });
+}
+
 /// `lease_anywhere` bounds its whole search by the negotiation timeout: registered nodes that
 /// never answer (a manager that hung, a host that vanished since its last heartbeat) take what
 /// is left, and the nodes after them are reported as not tried. Each node used to get a full

@@ -117,7 +117,7 @@ fn nodes_register_heartbeat_and_expire() {
     std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                c.heartbeat("a", 3, 512).expect("heartbeat");
+                c.heartbeat(&node("a", 4), 3, 512).expect("heartbeat");
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
@@ -131,8 +131,27 @@ fn nodes_register_heartbeat_and_expire() {
         Err(RegistryError::Refused(msg)) => assert!(msg.contains(words), "{msg}"),
         other => panic!("expected a refusal mentioning `{words}`, got {other:?}"),
     };
-    refused(c.heartbeat("nobody", 1, 1), "unknown node");
-    refused(c.heartbeat("a", 5, 1), "more than");
+    refused(c.heartbeat(&node("nobody", 1), 1, 1), "unknown node");
+    refused(c.heartbeat(&node("a", 4), 5, 1), "more than");
+    // A live node's id is its own: registered or heart-beaten from another address (another
+    // process taking it over, to send its clients elsewhere), refused; its entry stays.
+    let other = NodeInfo {
+        address: "127.0.0.1:9".into(),
+        ..node("a", 64)
+    };
+    refused(c.register(&other), "is registered at 127.0.0.1:9004");
+    refused(
+        c.heartbeat(&other, 1, 1),
+        "another process registered this id",
+    );
+    let listed = c.list().expect("list");
+    assert_eq!(
+        (listed[0].info.address.as_str(), listed[0].free_cores),
+        ("127.0.0.1:9004", 3),
+        "{listed:?}"
+    );
+    // From its own address it registers again (a restarted node).
+    c.register(&node("a", 4)).expect("register a again");
     refused(
         c.register(&NodeInfo {
             id: String::new(),
@@ -191,7 +210,7 @@ fn the_node_table_survives_a_restart() {
         .register(&node("durable", 6))
         .expect("register");
     reg.client()
-        .heartbeat("durable", 2, 100)
+        .heartbeat(&node("durable", 6), 2, 100)
         .expect("heartbeat");
     // SIGKILL: nothing gets a chance to flush; what was acknowledged must be on disk.
     let _ = reg.child.kill();
@@ -252,4 +271,51 @@ fn something_else_at_the_registrys_address_is_named() {
         "{text}"
     );
     server.join().expect("server");
+}
+
+/// A flood of connections that send nothing fills the registry's pending connections, so it
+/// turns away everything else, heartbeats too; it used to drop every node whose heartbeats
+/// were turned away for a timeout's length, leaving clients no node at all. Silence now
+/// counts only from the last connection turned away: the nodes are still listed after the
+/// flood, and expire a timeout after it if they stay silent.
+#[test]
+fn a_flood_of_idle_connections_does_not_expire_the_nodes() {
+    let dir = scratch_dir("registry-flood");
+    let timeout = Duration::from_millis(2000);
+    let reg = Registry::start(&config(&dir, timeout.as_millis() as u64));
+    let c = reg.client();
+    c.register(&node("quiet", 2)).expect("register");
+    // Every pending place taken (and some turned away), for longer than the timeout.
+    let mut flood: Vec<std::net::TcpStream> = Vec::new();
+    let until = Instant::now() + timeout + timeout / 2;
+    while Instant::now() < until {
+        while flood.len() < executor::conn::MAX_PENDING + 8 {
+            flood.push(std::net::TcpStream::connect(&reg.address).expect("connect"));
+        }
+        // The ones turned away are closed by the registry: open others in their place.
+        flood.retain(|s| {
+            let mut byte = [0u8; 1];
+            s.set_nonblocking(true).expect("nonblocking");
+            !matches!(Read::read(&mut &*s, &mut byte), Ok(0))
+        });
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(flood);
+    // The first list the registry answers (it may turn a few more away while its pending
+    // connections see their ends).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let nodes = loop {
+        match c.list() {
+            Ok(nodes) => break nodes,
+            Err(e) => assert!(Instant::now() < deadline, "no list after the flood: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        nodes.iter().any(|n| n.info.id == "quiet"),
+        "the silent node was dropped during the flood: {nodes:?}"
+    );
+    eventually(&c, "the silent node expires a timeout later", |n| {
+        n.is_empty()
+    });
 }

@@ -71,14 +71,19 @@ fn connections_beyond_the_pending_bound_are_closed_at_once() {
     let (done_tx, done) = mpsc::channel();
     let done_tx = std::sync::Mutex::new(done_tx);
     std::thread::spawn(move || {
-        accept_loop(&listener, "test-conn", 2, move |mut stream, token| {
-            let _ = served_tx.lock().expect("lock").send(());
-            // Reading "its request" until the test lets one go.
-            let _ = release.lock().expect("lock").recv_timeout(BOUND);
-            drop(token);
-            let _ = stream.write_all(b"served");
-            let _ = done_tx.lock().expect("lock").send(());
-        });
+        accept_loop(
+            &listener,
+            "test-conn",
+            PendingLimit::new(2),
+            move |mut stream, token| {
+                let _ = served_tx.lock().expect("lock").send(());
+                // Reading "its request" until the test lets one go.
+                let _ = release.lock().expect("lock").recv_timeout(BOUND);
+                drop(token);
+                let _ = stream.write_all(b"served");
+                let _ = done_tx.lock().expect("lock").send(());
+            },
+        );
     });
     let _held: Vec<TcpStream> = (0..2)
         .map(|_| TcpStream::connect(addr).expect("connect"))

@@ -204,6 +204,7 @@ fn registry_request(u: &mut Unstructured<'_>) -> Result<RegistryRequest> {
         0 => RegistryRequest::Register(node_info(u)?),
         1 => RegistryRequest::Heartbeat {
             id: u.arbitrary()?,
+            address: u.arbitrary()?,
             free_cores: u.arbitrary()?,
             free_memory_mib: u.arbitrary()?,
         },

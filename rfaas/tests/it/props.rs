@@ -624,13 +624,14 @@ fn lease_reply() -> impl Strategy<Value = LeaseReply> {
 fn registry_request() -> impl Strategy<Value = RegistryRequest> {
     prop_oneof![
         node_info().prop_map(RegistryRequest::Register),
-        (text(), any::<u32>(), any::<u64>()).prop_map(|(id, free_cores, free_memory_mib)| {
-            RegistryRequest::Heartbeat {
+        (text(), text(), any::<u32>(), any::<u64>()).prop_map(
+            |(id, address, free_cores, free_memory_mib)| RegistryRequest::Heartbeat {
                 id,
+                address,
                 free_cores,
                 free_memory_mib,
             }
-        }),
+        ),
         text().prop_map(|id| RegistryRequest::Deregister { id }),
         Just(RegistryRequest::List),
     ]
