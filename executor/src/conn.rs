@@ -213,6 +213,12 @@ impl<'s> Deadlined<'s> {
         }
     }
 
+    /// Moves the deadline to `timeout` from `from` (a deadline that grows with the bytes read).
+    pub fn reset(&mut self, from: Instant, timeout: Duration) {
+        self.deadline = from + timeout;
+        self.timeout = timeout;
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.stream.peer_addr()

@@ -24,7 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -472,6 +472,8 @@ struct Manager {
     ledger: Mutex<std::collections::VecDeque<Vec<u8>>>,
     /// Held while the package cache is trimmed (one trim at a time).
     trimming: Mutex<()>,
+    /// Package uploads in progress (at most [`MAX_UPLOADS`]).
+    uploads: Arc<AtomicUsize>,
     /// The users executors run as (`executor_uids`); none: the manager's.
     users: Option<UserPool>,
     /// Where leases' cgroups go (`cgroups`); none: no cgroups.
@@ -482,7 +484,7 @@ struct Manager {
     /// leases.
     conns: Mutex<Conns>,
     /// Output relays running ([`relay_output`]), waited for before the manager exits.
-    relays: Arc<std::sync::atomic::AtomicUsize>,
+    relays: Arc<AtomicUsize>,
     /// When a manager asked to stop ends the leases still running (set as the stop begins).
     ending_at: std::sync::OnceLock<Instant>,
 }
@@ -674,6 +676,7 @@ pub fn serve(
         reserved_ids: Mutex::new(0),
         ledger: Mutex::new(std::collections::VecDeque::new()),
         trimming: Mutex::new(()),
+        uploads: Arc::new(AtomicUsize::new(0)),
         users: users
             .map(|range| UserPool::new(range, Some(users_record_file(&cfg.ledger))))
             .transpose()?,
@@ -1015,6 +1018,32 @@ fn heartbeat(reg: &RegistryClient, node: &NodeInfo, mgr: &std::sync::Weak<Manage
             }
             std::thread::sleep(left.min(Duration::from_millis(20)));
         }
+    }
+}
+
+/// Most package uploads a manager receives at once.
+pub const MAX_UPLOADS: usize = 8;
+
+/// Bytes per second an upload must average after the request timeout's grace.
+pub const UPLOAD_RATE: u64 = 1 << 20;
+
+/// One of the [`MAX_UPLOADS`], held while its upload is received.
+struct UploadSlot(Arc<AtomicUsize>);
+
+impl UploadSlot {
+    fn take(count: &Arc<AtomicUsize>) -> Option<UploadSlot> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_UPLOADS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| UploadSlot(count.clone()))
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -1364,9 +1393,12 @@ impl Manager {
     }
 
     /// Receives a package of `len` bytes that must hash to `sha` into a temporary file of the
-    /// cache, streamed to disk (never whole in memory) within the request timeout plus a
-    /// second per MiB; [`Manager::install`] puts it in place (once the lease holds its
-    /// capacity). The file goes when the [`Upload`] does, unless installed.
+    /// cache, streamed to disk (never whole in memory), at [`UPLOAD_RATE`] at least after a
+    /// request timeout's grace: each byte must be in by the request timeout plus a second per
+    /// MiB before it (so a client that sends nothing is cut off after the request timeout,
+    /// not after a second per MiB it announced). [`Manager::install`] puts it in place (once
+    /// the lease holds its capacity). The file goes when the [`Upload`] does, unless
+    /// installed.
     fn receive_package(&self, stream: &TcpStream, len: u64, sha: &str) -> Result<Upload, String> {
         use sha2::Digest;
         // A name of its own per upload: concurrent first leases of one package each write
@@ -1377,8 +1409,8 @@ impl Manager {
             std::process::id(),
             UPLOADS.fetch_add(1, Ordering::Relaxed)
         )));
-        let timeout = self.request_timeout() + Duration::from_secs(len.div_ceil(1 << 20));
-        let mut within = Deadlined::new(stream, timeout);
+        let (start, grace) = (Instant::now(), self.request_timeout());
+        let mut within = Deadlined::new(stream, grace);
         let mut file =
             std::fs::File::create(&upload.0).map_err(|e| format!("caching the package: {e}"))?;
         let mut hasher = sha2::Sha256::new();
@@ -1398,6 +1430,11 @@ impl Manager {
             file.write_all(&chunk[..n])
                 .map_err(|e| format!("caching the package: {e}"))?;
             left -= n as u64;
+            let received = len - left;
+            within.reset(
+                start,
+                grace + Duration::from_secs_f64(received as f64 / UPLOAD_RATE as f64),
+            );
         }
         let found = crate::package::hex(&hasher.finalize());
         if found != sha {
@@ -1526,15 +1563,23 @@ impl Manager {
         }
         let library = self.cfg.cache_dir.join(format!("{sha}.so"));
         let upload = if let Some(len) = req.package_len {
+            // Uploads count among uploads, not among the requests being read: clients that
+            // announce packages and send them slowly (or not at all) cannot hold up the requests
+            // of others, and take at most MAX_UPLOADS x max_package_bytes of disk meanwhile.
+            let _uploading = UploadSlot::take(&self.uploads).ok_or_else(|| {
+                format!(
+                    "{MAX_UPLOADS} package uploads are in progress on this node: try again shortly"
+                )
+            })?;
+            drop(pending);
             ctl.reply(&LeaseReply::NeedPackage)?;
             Some(self.receive_package(&ctl.stream, len, &sha)?)
         } else if !library.exists() {
             return ctl.reply(&LeaseReply::NeedPackage);
         } else {
+            drop(pending);
             None
         };
-        // The request (and its package) is in: this connection no longer counts as pending.
-        drop(pending);
         // A refusal here drops the upload (its file with it): nothing of it is cached.
         let mut held = reserve()?;
         let library_file = {
@@ -2199,12 +2244,12 @@ fn report_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 fn relay_output(
     r: OwnedFd,
     lease_id: u64,
-    running: &Arc<std::sync::atomic::AtomicUsize>,
+    running: &Arc<AtomicUsize>,
 ) -> std::io::Result<RelayEnd> {
     let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let over = ended.clone();
     /// Counts a relay as running for as long as it lives.
-    struct Running(Arc<std::sync::atomic::AtomicUsize>);
+    struct Running(Arc<AtomicUsize>);
     impl Drop for Running {
         fn drop(&mut self) {
             self.0.fetch_sub(1, Ordering::SeqCst);

@@ -1354,6 +1354,78 @@ fn an_upload_in_progress_holds_no_capacity() {
     drop(lease);
 }
 
+/// A client that announces a package and sends nothing is cut off after the request timeout
+/// (an upload must average 1 MiB/s after that grace), not after the second per MiB it
+/// announced: 64 such clients used to lock every other client out of the node for minutes.
+/// Uploads now count among uploads, at most eight at once, not among the requests being read:
+/// a ninth is refused at once with the reason, and other clients' requests go through.
+#[test]
+fn silent_uploads_are_cut_off_and_hold_up_no_other_request() {
+    use rfaas::transport::{recv_json, send_json};
+    use rfaas::wire::{LeaseReply, LeaseRequest};
+    let dir = scratch_dir("manager-silent-uploads");
+    let mgr = Service::start(
+        "manager",
+        &manager_config(&dir, "request_timeout_ms = 1000\n"),
+    );
+    // The example package cached first (its lease then ships nothing).
+    drop(lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm)).expect("lease"));
+    let announce = || {
+        let mut stream = std::net::TcpStream::connect(&mgr.address).expect("connect");
+        stream.set_read_timeout(Some(T)).expect("timeout");
+        send_json(
+            &mut stream,
+            &LeaseRequest {
+                cores: 1,
+                memory_mib: 64,
+                hot_timeout_us: 0,
+                fabric: Fabric::Shm,
+                package_sha256: "ab".repeat(32),
+                package_len: Some(256 << 20),
+                slots: None,
+                slot_size: None,
+                heartbeat_ms: None,
+            },
+        )
+        .expect("request");
+        let reply: LeaseReply = recv_json(&mut stream).expect("reply");
+        (stream, reply)
+    };
+    let mut uploaders: Vec<_> = (0..executor::manager::MAX_UPLOADS)
+        .map(|_| {
+            let (stream, reply) = announce();
+            assert_eq!(reply, LeaseReply::NeedPackage, "the go-ahead for an upload");
+            stream
+        })
+        .collect();
+    match announce().1 {
+        LeaseReply::Refused(why) => {
+            assert!(why.contains("package uploads are in progress"), "{why}")
+        }
+        other => panic!("a ninth upload at once: {other:?}"),
+    }
+    let lease = lease_from(&mgr.address, example_package(), &spec(1, Fabric::Shm))
+        .expect("a lease of a cached package while uploads wait");
+    assert_eq!(
+        lease
+            .invoke(fx::fault::call(0, 4))
+            .timeout(T)
+            .wait()
+            .expect("call"),
+        4
+    );
+    // Each silent uploader hears its upload refused once its grace has passed (the socket's
+    // read timeout, T, would fail the test first if the manager waited for 256 s).
+    for stream in &mut uploaders {
+        match recv_json::<LeaseReply>(stream).expect("the verdict") {
+            LeaseReply::Refused(why) => assert!(why.contains("reading the package"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    // The uploads' places are free again.
+    assert_eq!(announce().1, LeaseReply::NeedPackage);
+}
+
 /// Clients shipping different packages at once into a cache with room for one: every lease
 /// starts and serves, in two rounds. A package is installed, marked leased and opened for its
 /// executor in one step under the trimming lock, and one installed moments ago is never
