@@ -165,14 +165,22 @@ impl AcceptErrors {
 
 /// Counts events and says when to report them: at most once a second.
 #[derive(Debug, Default)]
-struct Throttled {
+pub(crate) struct Throttled {
     since: u64,
     last: Option<Instant>,
 }
 
 impl Throttled {
+    /// None counted yet.
+    pub(crate) const fn new() -> Self {
+        Throttled {
+            since: 0,
+            last: None,
+        }
+    }
+
     /// Counts one event; the count since the last report, if it is time for one.
-    fn count(&mut self) -> Option<u64> {
+    pub(crate) fn count(&mut self) -> Option<u64> {
         self.since += 1;
         let now = Instant::now();
         if self

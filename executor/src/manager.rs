@@ -1206,7 +1206,13 @@ impl Manager {
     /// the copy cannot be made (out of descriptors).
     fn track(&self, stream: &TcpStream) -> Result<Tracked<'_>, String> {
         let copy = stream.try_clone().map_err(|e| {
-            tracing::warn!(error = %e, "cannot keep track of a control connection");
+            // Out of descriptors, it fails for every connection of a flood: reported at most
+            // once a second, with how many failed.
+            static FAILED: Mutex<crate::conn::Throttled> =
+                Mutex::new(crate::conn::Throttled::new());
+            if let Some(failed) = FAILED.lock().unwrap_or_else(|e| e.into_inner()).count() {
+                tracing::warn!(error = %e, failed, "cannot keep track of a control connection");
+            }
             format!("the manager cannot take the connection now: {e}")
         })?;
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
