@@ -1819,8 +1819,8 @@ impl Manager {
             .unwrap_or_default()
             .into_owned();
         if let Some(why) = line.trim().strip_prefix("unloadable ") {
-            // The package itself cannot be loaded here (not a library of this ABI, a
-            // constructor that fails, a missing dependency): it goes from the cache, so that
+            // The package itself cannot be loaded here (not a shared library for this
+            // machine, not a library of this ABI): it goes from the cache, so that
             // the next request sends it again instead of starting executors that fail.
             {
                 let _trimming = self.trimming.lock().unwrap_or_else(|e| e.into_inner());
