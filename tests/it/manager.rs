@@ -1334,6 +1334,72 @@ fn a_package_that_cannot_be_loaded_is_refused_with_the_reason_and_evicted() {
     );
 }
 
+/// `max_cache_bytes` bounds the package cache whatever clients upload: ever new packages,
+/// each kept by the cache (the dynamic loader refuses them for this node's circumstances, here
+/// a missing dependency), push out the ones leased before them, recent or not. They used to be
+/// spared for 10 minutes after their lease: twelve uploads of distinct 8 MiB packages left
+/// 97 MiB in an 8 MiB cache.
+#[test]
+fn the_package_cache_stays_within_its_limit_under_uploads_of_new_packages() {
+    let dep = tests::c_library("cachedep", "int rfaas_test_dep(void) { return 1; }\n");
+    let dep_dir = dep.parent().expect("scratch dir").display().to_string();
+    let lib = tests::c_library_with(
+        "needscachedep",
+        "int rfaas_test_dep(void);\nint uses_dep(void) { return rfaas_test_dep(); }\n",
+        &[&format!("-L{dep_dir}"), "-lcachedep"],
+    );
+    let bytes = std::fs::read(&lib).expect("read library");
+    // Room for three of them.
+    let package_bytes = bytes.len() as u64 + 8;
+    let limit = 3 * package_bytes;
+    let dir = scratch_dir("manager-cache-bound");
+    let mgr = Service::start(
+        "manager",
+        &manager_config(
+            &dir,
+            &format!("max_package_bytes = {package_bytes}\nmax_cache_bytes = {limit}\n"),
+        ),
+    );
+    let cache = dir.join("cache");
+    let cached_bytes = || -> u64 {
+        std::fs::read_dir(&cache)
+            .expect("cache dir")
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "so"))
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .sum()
+    };
+    for i in 0..8u64 {
+        // The same library, made a new package by 8 bytes appended (the loader ignores them).
+        let mut package_bytes = bytes.clone();
+        package_bytes.extend_from_slice(&i.to_le_bytes());
+        let package = scratch_dir(&format!("manager-cache-bound-package-{i}"));
+        std::fs::write(package.join("libneeds-dep.so"), &package_bytes).expect("library");
+        let sha = executor::package::sha256_hex(&package_bytes);
+        std::fs::write(
+            package.join("libneeds-dep.so.sha256"),
+            format!("{sha}  libneeds-dep.so\n"),
+        )
+        .expect("sidecar");
+        match lease_from(&mgr.address, &package, &spec(1, Fabric::Shm)) {
+            Err(Error::Refused(why)) => assert!(
+                why.contains("the executor could not load the package"),
+                "upload {i}: {why}"
+            ),
+            other => panic!("upload {i}: expected a refusal, got {other:?}"),
+        }
+        assert!(
+            cache.join(format!("{sha}.so")).exists(),
+            "upload {i}: the package just leased was evicted"
+        );
+        let cached = cached_bytes();
+        assert!(
+            cached <= limit,
+            "upload {i}: {cached} bytes of packages in a cache of {limit}"
+        );
+    }
+}
+
 /// An upload in progress holds no capacity: a client that announces a package and then sends
 /// it slowly (or not at all) does not keep other leases off the node's cores meanwhile. The
 /// cores were reserved before the upload, so one slow upload of the whole node's cores kept
