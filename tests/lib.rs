@@ -113,6 +113,12 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 
 /// Compiles a C source into a shared library named `name` (a fixture for the loader).
 pub fn c_library(name: &str, source: &str) -> PathBuf {
+    c_library_with(name, source, &[])
+}
+
+/// [`c_library`] with `extra_args` for the compiler after the source (libraries to link:
+/// `-L<dir>`, `-l<name>`). The library is `lib<name>.so` in a scratch directory of its own.
+pub fn c_library_with(name: &str, source: &str, extra_args: &[&str]) -> PathBuf {
     let dir = scratch_dir(&format!("c-{name}"));
     let src = dir.join(format!("{name}.c"));
     std::fs::write(&src, source).expect("writing C fixture");
@@ -123,7 +129,8 @@ pub fn c_library(name: &str, source: &str) -> PathBuf {
         .arg(format!("-DRFAAS_ABI={}", rfaas::wire::ABI_VERSION))
         .args(["-shared", "-fPIC", "-O1", "-o"])
         .arg(&lib)
-        .arg(&src));
+        .arg(&src)
+        .args(extra_args));
     assert!(
         o.status.success(),
         "cc failed for fixture {name}:\n{}",

@@ -25,8 +25,19 @@ pub enum LoadError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The dynamic loader refused the file (not a shared library, wrong architecture,
-    /// unresolved symbols).
+    /// The file is not a shared library for this machine at all, by its ELF header (checked
+    /// before the dynamic loader sees it): no ELF header, another word size, byte order or
+    /// machine, an executable or object file. Its bytes are at fault, wherever it is loaded.
+    #[error("{path}: not a shared library for this machine: {reason}")]
+    NotElf {
+        /// The file.
+        path: PathBuf,
+        /// What its header says instead.
+        reason: String,
+    },
+    /// The dynamic loader refused a file whose ELF header is right for this machine (a
+    /// dependency missing here, segments that do not fit the memory limit, unresolved symbols,
+    /// a damaged file).
     #[error("{path}: not a loadable shared library: {reason}")]
     NotALibrary {
         /// The file.
@@ -175,15 +186,21 @@ pub struct Outcome {
 impl FunctionLibrary {
     /// Loads `path` with `RTLD_NOW | RTLD_LOCAL`, reads and validates its manifest.
     ///
+    /// A file whose ELF header is not that of a shared library for this machine is refused
+    /// ([`LoadError::NotElf`]) before the dynamic loader sees it.
+    ///
     /// The library stays mapped for the rest of the process. Loading runs the library's
     /// initializers: only load libraries you would run.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         let path = path.as_ref().to_path_buf();
-        // A clear error for missing or unreadable files before the loader's terse one.
-        std::fs::File::open(&path).map_err(|source| LoadError::Io {
+        // A clear error for missing or unreadable files, and for files that are no shared
+        // library for this machine, before the loader's terse one.
+        let file = std::fs::File::open(&path).map_err(|source| LoadError::Io {
             path: path.clone(),
             source,
         })?;
+        check_elf_header(&path, &file)?;
+        drop(file);
         // dlopen searches the library path for names without a slash; always pass a path.
         let load_path = if path.components().count() == 1 {
             Path::new(".").join(&path)
@@ -205,6 +222,7 @@ impl FunctionLibrary {
         if !Path::new("/proc/self/fd").is_dir() {
             return Self::open(path);
         }
+        check_elf_header(&path, &file)?;
         let fd = file.into_raw_fd();
         Self::load(path, Path::new(&format!("/proc/self/fd/{fd}")))
     }
@@ -363,6 +381,110 @@ impl FunctionLibrary {
     }
 }
 
+/// Bytes of an ELF header of this target's word size (`Elf64_Ehdr`, `Elf32_Ehdr`).
+#[cfg(target_pointer_width = "64")]
+const ELF_HEADER_LEN: usize = 64;
+#[cfg(target_pointer_width = "32")]
+const ELF_HEADER_LEN: usize = 52;
+/// `EI_CLASS` of this target: `ELFCLASS64` or `ELFCLASS32`.
+#[cfg(target_pointer_width = "64")]
+const ELF_CLASS: u8 = 2;
+#[cfg(target_pointer_width = "32")]
+const ELF_CLASS: u8 = 1;
+/// `EI_DATA` of this target: `ELFDATA2LSB` or `ELFDATA2MSB`.
+#[cfg(target_endian = "little")]
+const ELF_DATA: u8 = 1;
+#[cfg(target_endian = "big")]
+const ELF_DATA: u8 = 2;
+/// `e_machine` of this target, where known (`EM_X86_64`, `EM_AARCH64`); elsewhere the machine
+/// is left to the dynamic loader.
+#[cfg(target_arch = "x86_64")]
+const ELF_MACHINE: Option<u16> = Some(62);
+#[cfg(target_arch = "aarch64")]
+const ELF_MACHINE: Option<u16> = Some(183);
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const ELF_MACHINE: Option<u16> = None;
+/// `ET_DYN`: a shared object.
+const ET_DYN: u16 = 3;
+
+/// Checks that `file` (at `path`, for errors) starts with the ELF header of a shared library
+/// for this machine: what the dynamic loader would refuse on any node of this kind, told
+/// apart from its refusals that may be this process's circumstances (a missing dependency,
+/// too little memory). Reads at offset 0 without moving the file's position.
+fn check_elf_header(path: &Path, file: &std::fs::File) -> Result<(), LoadError> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; ELF_HEADER_LEN];
+    let mut len = 0;
+    while len < header.len() {
+        match file.read_at(&mut header[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(LoadError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    elf_header_fault(&header[..len]).map_or(Ok(()), |reason| {
+        Err(LoadError::NotElf {
+            path: path.to_path_buf(),
+            reason,
+        })
+    })
+}
+
+/// What makes `header` (a file's first bytes, up to [`ELF_HEADER_LEN`]) not the header of a
+/// shared library for this machine, if anything.
+fn elf_header_fault(header: &[u8]) -> Option<String> {
+    if header.is_empty() {
+        return Some("an empty file".to_owned());
+    }
+    if !header.starts_with(b"\x7fELF") {
+        return Some(if header.len() < 4 && b"\x7fELF".starts_with(header) {
+            format!("file too short ({} bytes)", header.len())
+        } else {
+            "no ELF header (a text file?)".to_owned()
+        });
+    }
+    if header.len() < ELF_HEADER_LEN {
+        return Some(format!(
+            "file too short for an ELF header ({} bytes, the header is {ELF_HEADER_LEN})",
+            header.len()
+        ));
+    }
+    match header[4] {
+        c if c == ELF_CLASS => {}
+        1 => return Some("a 32-bit ELF file".to_owned()),
+        2 => return Some("a 64-bit ELF file".to_owned()),
+        c => return Some(format!("an ELF file of unknown class {c}")),
+    }
+    match header[5] {
+        d if d == ELF_DATA => {}
+        1 => return Some("a little-endian ELF file".to_owned()),
+        2 => return Some("a big-endian ELF file".to_owned()),
+        d => return Some(format!("an ELF file of unknown byte order {d}")),
+    }
+    // Same byte order as this machine's (checked above).
+    let half = |at: usize| u16::from_ne_bytes([header[at], header[at + 1]]);
+    match half(16) {
+        ET_DYN => {}
+        1 => return Some("an ELF object file (.o), not a shared library".to_owned()),
+        2 => return Some("an ELF executable, not a shared library".to_owned()),
+        4 => return Some("an ELF core dump, not a shared library".to_owned()),
+        t => return Some(format!("an ELF file of type {t}, not a shared library")),
+    }
+    let machine = half(18);
+    match ELF_MACHINE {
+        Some(ours) if machine != ours => Some(format!(
+            "built for another machine (e_machine {machine}, this one's is {ours})"
+        )),
+        _ => None,
+    }
+}
+
 fn loader_reason(e: &libloading::Error) -> String {
     match e {
         libloading::Error::DlOpen { desc } => format!("{desc:?}").trim_matches('"').to_owned(),
@@ -460,3 +582,6 @@ fn text(ptr: *const u8, len: usize) -> Result<String, String> {
         .map(str::to_owned)
         .map_err(|e| format!("not UTF-8: {e}"))
 }
+
+#[cfg(test)]
+mod tests;

@@ -597,12 +597,16 @@ fn inherited(fd: i32, what: &str) -> Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
-/// Whether a library failed to load for what its bytes are (not an rfaas library, another
-/// ABI, a broken manifest), which no retry on this node mends, rather than for this process's
-/// circumstances (the dynamic loader's own failures, such as too little memory for the
-/// library's segments under the lease's limit, or a missing dependency, and i/o errors).
+/// Whether a library failed to load for what its bytes are (not a shared library for this
+/// machine at all by its ELF header, not an rfaas library, another ABI, a broken manifest),
+/// which no retry on this node mends, rather than for this process's circumstances (the
+/// dynamic loader's own failures on a file whose header is right, such as too little memory
+/// for the library's segments under the lease's limit, or a missing dependency, and i/o
+/// errors).
 fn package_at_fault(e: &anyhow::Error) -> bool {
     use executor::{LoadError, PackageError};
+    // `NotElf` is the package's fault: garbage kept in the cache would start a failing
+    // executor at every lease of its hash.
     let load_at_fault =
         |l: &LoadError| !matches!(l, LoadError::Io { .. } | LoadError::NotALibrary { .. });
     e.chain().any(|c| {

@@ -56,9 +56,9 @@ pub struct ManagerConfig {
     /// Largest package accepted, bytes. Default 256 MiB.
     pub max_package_bytes: u64,
     /// Most bytes of packages kept in `cache_dir`: after a new package is cached, the least
-    /// recently leased ones go until the cache fits (none leased in the last 10 minutes, so
-    /// the cache may stay over while all of it is in use). At least `max_package_bytes`.
-    /// Default 4 GiB.
+    /// recently leased ones go until the cache fits (those leased in the last 10 minutes only
+    /// if it cannot fit without them; never the one just cached). At least
+    /// `max_package_bytes`. Default 4 GiB.
     pub max_cache_bytes: u64,
     /// Directory for the Unix sockets and stats files of executors, private to the manager's
     /// user: created (mode 0700) if missing, refused at start if another user owns it or
@@ -867,7 +867,7 @@ fn private_dir(dir: &Path) -> Result<(), String> {
 /// The longest path a Unix socket may have (`sockaddr_un`'s 108 bytes, less the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
-/// Packages leased this recently are never evicted from the cache.
+/// Packages leased this recently are evicted from the cache only when it cannot fit otherwise.
 const CACHE_RECENT: Duration = Duration::from_secs(600);
 
 /// Sets `path`'s modification time to now (the cache's record of its last lease); whether the
@@ -881,8 +881,18 @@ fn touch(path: &Path) -> bool {
 }
 
 /// Removes the least recently modified packages (`*.so`) of the cache `dir` until their sizes
-/// add up to at most `max_bytes`, sparing `keep` and any modified within `recent`; returns
-/// what it removed. An executor that has a removed library loaded keeps its mapping.
+/// add up to at most `max_bytes`, sparing `keep`; returns what it removed. Those modified
+/// within `recent` are spared while removing the others is enough; if it is not, they go too,
+/// least recently modified first, so that `max_bytes` bounds the cache whatever is uploaded
+/// (`keep` alone fits: it is at most `max_package_bytes`).
+///
+/// Removing a package in use ends no lease. An executor that has a removed library loaded
+/// keeps its mapping; one still starting loads the descriptor its manager opened, under the
+/// trimming lock (which the caller holds) and before starting it, so the file's removal does
+/// not reach it (`lease`: `touch` and `File::open` in one hold of the lock; only without
+/// `/proc` does an executor load by path, and then a start racing a removal is refused as a
+/// failed load). A request whose package goes before that hold finds it gone there and is
+/// asked for the package again (`NeedPackage`).
 fn trim_cache(dir: &Path, max_bytes: u64, keep: &Path, recent: Duration) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -898,20 +908,25 @@ fn trim_cache(dir: &Path, max_bytes: u64, keep: &Path, recent: Duration) -> Vec<
     let mut total: u64 = packages.iter().map(|p| p.1).sum();
     packages.sort();
     let now = SystemTime::now();
+    let fresh = |modified: SystemTime| {
+        now.duration_since(modified)
+            .map_or(true, |age| age < recent)
+    };
     let mut removed = Vec::new();
-    for (modified, len, path) in packages {
-        if total <= max_bytes {
-            break;
-        }
-        let fresh = now
-            .duration_since(modified)
-            .map_or(true, |age| age < recent);
-        if path == keep || fresh {
-            continue;
-        }
-        if std::fs::remove_file(&path).is_ok() {
-            total -= len;
-            removed.push(path);
+    // The packages not leased recently first; the recent ones only if the cache still does not
+    // fit without them.
+    for recent_pass in [false, true] {
+        for (modified, len, path) in &packages {
+            if total <= max_bytes {
+                return removed;
+            }
+            if *path == keep || fresh(*modified) != recent_pass {
+                continue;
+            }
+            if std::fs::remove_file(path).is_ok() {
+                total -= len;
+                removed.push(path.clone());
+            }
         }
     }
     removed
@@ -1870,8 +1885,8 @@ impl Manager {
             .unwrap_or_default()
             .into_owned();
         if let Some(why) = line.trim().strip_prefix("unloadable ") {
-            // The package itself cannot be loaded here (not a library of this ABI, a
-            // constructor that fails, a missing dependency): it goes from the cache, so that
+            // The package itself cannot be loaded here (not a shared library for this
+            // machine, not a library of this ABI): it goes from the cache, so that
             // the next request sends it again instead of starting executors that fail.
             {
                 let _trimming = self.trimming.lock().unwrap_or_else(|e| e.into_inner());

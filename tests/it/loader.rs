@@ -1,7 +1,7 @@
 //! The loader's checks, against hand-written C libraries that break the ABI on purpose.
 
 use executor::{FunctionLibrary, LoadError, Package, PackageError};
-use tests::{c_library, scratch_dir};
+use tests::{c_library, c_library_with, scratch_dir};
 
 const PRELUDE: &str = r#"
 #include <stddef.h>
@@ -154,12 +154,76 @@ fn missing_symbol_and_non_libraries() {
         "no `rfaas_manifest` symbol",
     );
     let dir = scratch_dir("notalib");
+    // Files that are no shared library for this machine, by their ELF header, are refused
+    // before the dynamic loader sees them, and say why.
     let text = dir.join("libtext.so");
     std::fs::write(&text, "not an ELF file").expect("write");
     check_load(
         &text,
+        |e| matches!(e, LoadError::NotElf { .. }),
+        "not a shared library for this machine: no ELF header (a text file?)",
+    );
+    let empty = dir.join("libempty.so");
+    std::fs::write(&empty, "").expect("write");
+    check_load(
+        &empty,
+        |e| matches!(e, LoadError::NotElf { .. }),
+        "not a shared library for this machine: an empty file",
+    );
+    // A real library's header, changed in one field at a time: its word size (EI_CLASS, 1 for
+    // 32-bit, 2 for 64-bit) and its type (e_type, in the file's byte order: 2 an executable).
+    let real = std::fs::read(&lib).expect("read fixture");
+    let other_class = 3 - real[4];
+    let class_words = if other_class == 1 {
+        "a 32-bit ELF file"
+    } else {
+        "a 64-bit ELF file"
+    };
+    let exec = 2u16.to_ne_bytes();
+    for (name, at, value, words) in [
+        ("other-class", 4, &[other_class][..], class_words),
+        (
+            "exec",
+            16,
+            &exec[..],
+            "an ELF executable, not a shared library",
+        ),
+    ] {
+        let mut bytes = real.clone();
+        bytes[at..at + value.len()].copy_from_slice(value);
+        let crafted = dir.join(format!("lib{name}.so"));
+        std::fs::write(&crafted, &bytes).expect("write");
+        check_load(&crafted, |e| matches!(e, LoadError::NotElf { .. }), words);
+    }
+    let short = dir.join("libshort.so");
+    std::fs::write(&short, &real[..20]).expect("write");
+    check_load(
+        &short,
+        |e| matches!(e, LoadError::NotElf { .. }),
+        "file too short",
+    );
+    // The same checks through an open file (how an executor of a manager loads its package).
+    let file = std::fs::File::open(&text).expect("open");
+    match FunctionLibrary::open_file(file, &text) {
+        Err(LoadError::NotElf { path, reason }) => {
+            assert_eq!(path, text);
+            assert_eq!(reason, "no ELF header (a text file?)");
+        }
+        other => panic!("expected NotElf, got {other:?}"),
+    }
+    // A shared library for this machine that the dynamic loader refuses (its dependency is
+    // missing): the loader's reason.
+    let dep = c_library("loaderdep", "int rfaas_test_dep(void) { return 1; }\n");
+    let dep_dir = dep.parent().expect("scratch dir").display().to_string();
+    let needs = c_library_with(
+        "needsloaderdep",
+        "int rfaas_test_dep(void);\nint uses_dep(void) { return rfaas_test_dep(); }\n",
+        &[&format!("-L{dep_dir}"), "-lloaderdep"],
+    );
+    check_load(
+        &needs,
         |e| matches!(e, LoadError::NotALibrary { .. }),
-        "not a loadable shared library",
+        "not a loadable shared library: libloaderdep.so: cannot open shared object file",
     );
     let missing = dir.join("missing.so");
     check_load(

@@ -1226,10 +1226,12 @@ fn packages_are_checked_and_bad_requests_refused() {
     }
 }
 
-/// A package whose bytes are what the client sent but that cannot be loaded (here a plain C
-/// library without rfaas functions) is refused with the loader's reason, and does not stay
-/// in the cache: the next request ships it again instead of starting an executor that fails.
-/// (The refusal used to read `executor did not start: ""`, and the package stayed cached.)
+/// A package whose bytes are what the client sent but that cannot be loaded (a plain C
+/// library without rfaas functions, a file that is no shared library) is refused with the
+/// loader's reason, and does not stay in the cache: the next request ships it again instead
+/// of starting an executor that fails. (The refusal used to read `executor did not start:
+/// ""`, and the package stayed cached.) One the dynamic loader refuses for this node's
+/// circumstances (a missing dependency) is refused with its reason and kept.
 #[test]
 fn a_package_that_cannot_be_loaded_is_refused_with_the_reason_and_evicted() {
     let dir = scratch_dir("manager-unloadable");
@@ -1261,10 +1263,10 @@ fn a_package_that_cannot_be_loaded_is_refused_with_the_reason_and_evicted() {
             "attempt {attempt}: the package stayed cached"
         );
     }
-    // A file the dynamic loader refuses (here not even a library; the same path as a library
-    // whose segments do not fit the lease's memory, or whose dependency is missing on this
-    // node): refused with the loader's reason, and kept, since the loader's failures may be
-    // this executor's circumstances rather than the package's bytes.
+    // A file that is no shared library for this machine at all (any bytes a client uploads
+    // with their hash): the package's fault too, refused and evicted. (It used to be left to
+    // the dynamic loader, whose refusals are kept: garbage stayed cached and every later lease
+    // of it started an executor that failed.)
     let package = scratch_dir("manager-not-elf-package");
     let bytes = b"not a shared library at all\n";
     std::fs::write(package.join("libnot-elf.so"), bytes).expect("file");
@@ -1274,10 +1276,45 @@ fn a_package_that_cannot_be_loaded_is_refused_with_the_reason_and_evicted() {
         format!("{sha}  libnot-elf.so\n"),
     )
     .expect("sidecar");
+    let cached = dir.join("cache").join(format!("{sha}.so"));
+    for attempt in 0..2 {
+        match lease_from(&mgr.address, &package, &spec(1, Fabric::Shm)) {
+            Err(Error::Refused(why)) => assert!(
+                why.contains("cannot be loaded on this node")
+                    && why.contains("not a shared library for this machine: no ELF header"),
+                "attempt {attempt}: {why}"
+            ),
+            other => panic!("attempt {attempt}: expected a refusal, got {other:?}"),
+        }
+        assert!(
+            !cached.exists(),
+            "attempt {attempt}: a file that is no shared library stayed cached"
+        );
+    }
+    // A shared library for this machine that the dynamic loader refuses (here its dependency
+    // is missing on this node; the same path as a library whose segments do not fit the
+    // lease's memory): refused with the loader's reason, and kept, since the loader's failures
+    // may be this executor's circumstances rather than the package's bytes.
+    let dep = tests::c_library("missingdep", "int rfaas_test_dep(void) { return 1; }\n");
+    let dep_dir = dep.parent().expect("scratch dir").display().to_string();
+    let lib = tests::c_library_with(
+        "manager-needs-dep",
+        "int rfaas_test_dep(void);\nint uses_dep(void) { return rfaas_test_dep(); }\n",
+        &[&format!("-L{dep_dir}"), "-lmissingdep"],
+    );
+    let package = scratch_dir("manager-needs-dep-package");
+    std::fs::copy(&lib, package.join("libneeds-dep.so")).expect("copy");
+    let sha = executor::package::sha256_file(&lib).expect("hash");
+    std::fs::write(
+        package.join("libneeds-dep.so.sha256"),
+        format!("{sha}  libneeds-dep.so\n"),
+    )
+    .expect("sidecar");
     match lease_from(&mgr.address, &package, &spec(1, Fabric::Shm)) {
         Err(Error::Refused(why)) => assert!(
             why.contains("the executor could not load the package")
-                && why.contains("not a loadable shared library"),
+                && why.contains("not a loadable shared library")
+                && why.contains("libmissingdep.so: cannot open shared object file"),
             "{why}"
         ),
         other => panic!("expected a refusal, got {other:?}"),
@@ -1295,6 +1332,72 @@ fn a_package_that_cannot_be_loaded_is_refused_with_the_reason_and_evicted() {
             .expect("call"),
         7
     );
+}
+
+/// `max_cache_bytes` bounds the package cache whatever clients upload: ever new packages,
+/// each kept by the cache (the dynamic loader refuses them for this node's circumstances, here
+/// a missing dependency), push out the ones leased before them, recent or not. They used to be
+/// spared for 10 minutes after their lease: twelve uploads of distinct 8 MiB packages left
+/// 97 MiB in an 8 MiB cache.
+#[test]
+fn the_package_cache_stays_within_its_limit_under_uploads_of_new_packages() {
+    let dep = tests::c_library("cachedep", "int rfaas_test_dep(void) { return 1; }\n");
+    let dep_dir = dep.parent().expect("scratch dir").display().to_string();
+    let lib = tests::c_library_with(
+        "needscachedep",
+        "int rfaas_test_dep(void);\nint uses_dep(void) { return rfaas_test_dep(); }\n",
+        &[&format!("-L{dep_dir}"), "-lcachedep"],
+    );
+    let bytes = std::fs::read(&lib).expect("read library");
+    // Room for three of them.
+    let package_bytes = bytes.len() as u64 + 8;
+    let limit = 3 * package_bytes;
+    let dir = scratch_dir("manager-cache-bound");
+    let mgr = Service::start(
+        "manager",
+        &manager_config(
+            &dir,
+            &format!("max_package_bytes = {package_bytes}\nmax_cache_bytes = {limit}\n"),
+        ),
+    );
+    let cache = dir.join("cache");
+    let cached_bytes = || -> u64 {
+        std::fs::read_dir(&cache)
+            .expect("cache dir")
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "so"))
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .sum()
+    };
+    for i in 0..8u64 {
+        // The same library, made a new package by 8 bytes appended (the loader ignores them).
+        let mut package_bytes = bytes.clone();
+        package_bytes.extend_from_slice(&i.to_le_bytes());
+        let package = scratch_dir(&format!("manager-cache-bound-package-{i}"));
+        std::fs::write(package.join("libneeds-dep.so"), &package_bytes).expect("library");
+        let sha = executor::package::sha256_hex(&package_bytes);
+        std::fs::write(
+            package.join("libneeds-dep.so.sha256"),
+            format!("{sha}  libneeds-dep.so\n"),
+        )
+        .expect("sidecar");
+        match lease_from(&mgr.address, &package, &spec(1, Fabric::Shm)) {
+            Err(Error::Refused(why)) => assert!(
+                why.contains("the executor could not load the package"),
+                "upload {i}: {why}"
+            ),
+            other => panic!("upload {i}: expected a refusal, got {other:?}"),
+        }
+        assert!(
+            cache.join(format!("{sha}.so")).exists(),
+            "upload {i}: the package just leased was evicted"
+        );
+        let cached = cached_bytes();
+        assert!(
+            cached <= limit,
+            "upload {i}: {cached} bytes of packages in a cache of {limit}"
+        );
+    }
 }
 
 /// An upload in progress holds no capacity: a client that announces a package and then sends

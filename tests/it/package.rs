@@ -204,7 +204,10 @@ fn inspect_explains_bad_files() {
     let not_lib = dir.join("notes.txt");
     std::fs::write(&not_lib, "hello").expect("write");
     for (path, words) in [
-        (not_lib.clone(), "not a loadable shared library"),
+        (
+            not_lib.clone(),
+            "not a shared library for this machine: no ELF header",
+        ),
         (dir.join("absent.so"), "cannot read"),
     ] {
         let o = inspect(&path);

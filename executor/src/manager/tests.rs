@@ -214,7 +214,7 @@ fn age(path: &Path, age: Duration) {
 }
 
 /// The cache is trimmed to its limit, least recently leased first, sparing the package just
-/// cached and any leased recently; other files are not its business.
+/// cached and, while the rest fits, any leased recently; other files are not its business.
 #[test]
 fn the_package_cache_is_trimmed_least_recently_leased_first() {
     let dir = std::env::temp_dir().join(format!("rfaas-cache-trim-{}", std::process::id()));
@@ -247,13 +247,67 @@ fn the_package_cache_is_trimmed_least_recently_leased_first() {
     ] {
         assert_eq!(p.exists(), there, "{}", p.display());
     }
-    // Under the limit: nothing goes. Over it with only spared packages: nothing goes either.
+    // Under the limit: nothing goes, recent or not.
     assert!(trim_cache(&dir, 300, &new, Duration::from_secs(600)).is_empty());
-    assert!(trim_cache(&dir, 0, &new, hour * 10).is_empty());
-    // Touching marks a package as just leased.
+    assert!(trim_cache(&dir, 300, &new, hour * 10).is_empty());
+    // Touching marks a package as just leased: with room for two, the other recent one
+    // (leased a minute ago, say) goes.
+    age(&recent, Duration::from_secs(60));
     touch(&kept);
-    assert!(trim_cache(&dir, 100, &new, Duration::from_secs(600)).is_empty());
-    assert!(kept.exists());
+    let removed = trim_cache(&dir, 200, &new, Duration::from_secs(600));
+    assert_eq!(removed, vec![recent.clone()]);
+    assert!(kept.exists() && new.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Recent packages bound the cache too: when it cannot fit by removing the others, they go,
+/// least recently leased first, the package just cached never; so uploads of ever new
+/// packages cannot grow the cache past its limit. (They used to be spared for 10 minutes
+/// whatever the cache's size: twelve 8 MiB uploads left 97 MiB in an 8 MiB cache.)
+#[test]
+fn recent_packages_go_when_the_cache_cannot_fit_otherwise() {
+    let dir = std::env::temp_dir().join(format!("rfaas-cache-recent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let minute = Duration::from_secs(60);
+    let file = |name: &str, len: usize, minutes: u32| {
+        let p = dir.join(name);
+        std::fs::write(&p, vec![0u8; len]).expect("write");
+        age(&p, minute * minutes);
+        p
+    };
+    let stale = file("a.so", 100, 60);
+    let r4 = file("b.so", 100, 4);
+    let r3 = file("c.so", 100, 3);
+    let r2 = file("d.so", 100, 2);
+    let r1 = file("e.so", 100, 1);
+    // The one being leased, the oldest of the recent ones: spared all the same.
+    let keep = file("f.so", 100, 5);
+    // 600 bytes, at most 250: the stale one first, then the recent ones oldest first until
+    // 200 are left (`keep` and the most recent).
+    let removed = trim_cache(&dir, 250, &keep, minute * 10);
+    assert_eq!(
+        removed,
+        vec![stale.clone(), r4.clone(), r3.clone(), r2.clone()]
+    );
+    for (p, there) in [
+        (&stale, false),
+        (&r4, false),
+        (&r3, false),
+        (&r2, false),
+        (&r1, true),
+        (&keep, true),
+    ] {
+        assert_eq!(p.exists(), there, "{}", p.display());
+    }
+    // A limit that only `keep` fits: every other package goes, however recent.
+    let removed = trim_cache(&dir, 100, &keep, minute * 10);
+    assert_eq!(removed, vec![r1.clone()]);
+    assert!(keep.exists());
+    // A package being leased over the limit by itself (the limit is at least the largest
+    // package, so only in this test) stays; nothing else is left to remove.
+    assert!(trim_cache(&dir, 0, &keep, minute * 10).is_empty());
+    assert!(keep.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
