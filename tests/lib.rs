@@ -608,6 +608,33 @@ pub fn process_stat(pid: u32) -> Option<(char, u32, u64)> {
     Some((state, ppid, start))
 }
 
+/// Stops process `pid` (SIGSTOP) and returns once every one of its threads is stopped: the
+/// signal takes effect asynchronously, and a thread running meanwhile may still act.
+pub fn stop_process(pid: u32) {
+    signal(pid, libc::SIGSTOP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let tasks: Vec<char> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|t| {
+                        let text = std::fs::read_to_string(t.path().join("stat")).ok()?;
+                        text[text.rfind(')')? + 1..].trim_start().chars().next()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !tasks.is_empty() && tasks.iter().all(|&s| s == 'T' || s == 't') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} not stopped: thread states {tasks:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Processes whose parent is `pid` (zombies included).
 pub fn children_of(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

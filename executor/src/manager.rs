@@ -1439,9 +1439,19 @@ impl Manager {
         let mut left = len;
         while left > 0 {
             let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = within
-                .read(&mut chunk[..want])
-                .map_err(|e| format!("reading the package: {e}"))?;
+            let n = within.read(&mut chunk[..want]).map_err(|e| {
+                let received = len - left;
+                match e.kind() {
+                    std::io::ErrorKind::TimedOut => format!(
+                        "reading the package: {received} of {len} bytes in {:.1} s, too slow (an \
+                         upload gets {} s, then must keep up {} MiB/s)",
+                        start.elapsed().as_secs_f64(),
+                        grace.as_secs_f64(),
+                        UPLOAD_RATE >> 20
+                    ),
+                    _ => format!("reading the package: {e}"),
+                }
+            })?;
             if n == 0 {
                 return Err(format!(
                     "reading the package: the connection ended {left} bytes short"

@@ -198,20 +198,27 @@ impl Store {
     }
 }
 
+/// How much longer than `heartbeat_timeout_ms` a silent node stays listed while the registry
+/// turns connections away.
+const FLOOD_GRACE: Duration = Duration::from_secs(60);
+
 impl State {
     fn timeout(&self) -> Duration {
         Duration::from_millis(self.cfg.heartbeat_timeout_ms)
     }
 
-    /// Drops nodes whose heartbeat is overdue; whether any was dropped. After connections
-    /// were turned away (a flood of them), silence counts only from then: the heartbeats may
-    /// have been among them, and dropping every node for it would send no client anywhere.
+    /// Drops nodes whose heartbeat is overdue; whether any was dropped. While connections
+    /// are being turned away (a flood of them), a node's silence is forgiven for up to
+    /// [`FLOOD_GRACE`] more: its heartbeats may have been among them, and dropping every node
+    /// for it would send no client anywhere. (Not for longer: whoever keeps a flood going
+    /// must not keep dead nodes listed.)
     fn expire(&mut self) -> bool {
         let timeout = self.timeout();
         let before = self.nodes.len();
         let turned_away = self.refusals.since_last().is_some_and(|t| t < timeout);
         self.nodes.retain(|id, e| {
-            let keep = turned_away || e.seen.elapsed() < timeout;
+            let silent = e.seen.elapsed();
+            let keep = silent < timeout || (turned_away && silent < timeout + FLOOD_GRACE);
             if !keep {
                 tracing::info!(node = %id, "node stopped heart-beating; dropped");
             }
@@ -298,8 +305,10 @@ impl State {
                     RegistryResponse::Error(format!("unknown node `{id}`: register first")),
                     false,
                 ),
-                // Not this node's entry: it must not keep another's alive.
-                Some(e) if e.node.info.address != address => {
+                // Not this node's entry: it must not keep another's alive. (A heartbeat
+                // without an address, from a manager older than the check, is not checked.)
+                Some(e) if address.as_ref().is_some_and(|a| *a != e.node.info.address) => {
+                    let address = address.unwrap_or_default();
                     tracing::warn!(node = %id, address = %address, registered = %e.node.info.address, "refused a heartbeat for a node registered at another address");
                     (
                         RegistryResponse::Error(format!(

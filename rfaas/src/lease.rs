@@ -116,7 +116,7 @@ pub enum Error {
     #[error(
         "`{name}` needs {need} bytes of {what}, but slots hold {limit}: lease larger slots \
          (`LeaseSpec::slot_size`, `rfaas-executor run --slot-size`){}",
-        if *.buffer_helps { ", or pass the output as an `rfaas::Buffer` (`Lease::buffer`): over shared memory the executor writes it in place, whatever its size" } else { "" }
+        if *.buffer_helps { ", or pass every output slice as an `rfaas::Buffer` of this lease (`Lease::buffer`), in the order they were allocated: over shared memory the executor then writes them in place, whatever their size" } else { "" }
     )]
     TooLarge {
         /// The function.
@@ -127,8 +127,9 @@ pub enum Error {
         need: usize,
         /// Bytes available.
         limit: usize,
-        /// An output not in an [`rfaas::Buffer`](crate::Buffer), on a lease over shared
-        /// memory: in a `Buffer` it would be written in place, bound by no slot.
+        /// An output on a lease over shared memory, where outputs that are all
+        /// [`rfaas::Buffer`](crate::Buffer)s of the lease, in increasing address order, are
+        /// written in place, bound by no slot (these were not).
         buffer_helps: bool,
     },
     /// The lease's buffer arena has no room for the requested buffer.
@@ -164,8 +165,8 @@ pub enum Error {
 /// A future waiting for a free slot.
 struct SlotWaiter {
     waker: Waker,
-    /// It has a deadline: woken at every progress tick to check it.
-    timed: bool,
+    /// Its deadline, if it has one: woken at the first progress tick past it (to time out).
+    deadline: Option<Instant>,
 }
 
 /// Polls of the completion queue before a blocked invocation parks.
@@ -844,7 +845,7 @@ impl Inner {
                     })
             } else {
                 Some((
-                    (at + encoded.in_place_start).max(self.arena.start),
+                    (at + encoded.in_place_start.min(encoded.output_len)).max(self.arena.start),
                     at + encoded.output_len,
                 ))
             };
@@ -1104,11 +1105,13 @@ impl Inner {
                         .zip(&st.timed)
                         .filter_map(|(w, timed)| w.as_ref().filter(|_| *timed).cloned()),
                 );
-                // Those waiting for a slot with a deadline too (they stay queued).
+                // Those waiting for a slot whose deadline has passed (they stay queued until
+                // they see it).
+                let now = Instant::now();
                 timed.extend(
                     st.slot_waiters
                         .values()
-                        .filter(|w| w.timed)
+                        .filter(|w| w.deadline.is_some_and(|d| d <= now))
                         .map(|w| w.waker.clone()),
                 );
                 !st.slot_waiters.is_empty()
@@ -1443,7 +1446,7 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
     /// Takes our place in the queue for a free slot (at the first poll without one), or
     /// keeps it, with `waker` the one to wake.
     fn queue_for_slot(&mut self, waker: &Waker) {
-        let timed = self.deadline.is_some();
+        let deadline = self.deadline;
         let mut st = self.inner().lock();
         let ticket = *self.ticket.get_or_insert_with(|| {
             st.tickets += 1;
@@ -1455,19 +1458,21 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
                 if !w.waker.will_wake(waker) {
                     w.waker = waker.clone();
                 }
-                w.timed = timed;
+                w.deadline = deadline;
             }
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert(SlotWaiter {
                     waker: waker.clone(),
-                    timed,
+                    deadline,
                 });
             }
         }
     }
 
     /// Leaves the queue for a free slot, if in it: with a slot (`took`), or without one (timed
-    /// out, failed, dropped), when a slot freed for us goes to the next in line.
+    /// out, failed, dropped), when a slot freed for us goes to the next in line. Woken for a
+    /// slot, we may also have taken another one (freed while nobody was counted as waiting,
+    /// seen by our own look): then the slot we were woken for is still free, and goes on too.
     #[cold]
     #[inline(never)]
     fn leave_slot_queue(&mut self, took: bool) {
@@ -1476,7 +1481,7 @@ impl<'l, C: RemoteCall> Invocation<'l, C> {
         };
         let inner = self.inner();
         let woken = inner.lock().slot_waiters.remove(&ticket).is_none();
-        if woken && !took {
+        if woken && (!took || inner.slot.free_or_all_dead()) {
             inner.wake_slot_waiter();
         }
     }
@@ -1753,7 +1758,8 @@ struct ArenaState {
     /// `[start, end)`: the executor may still write there, so memory released there is not
     /// handed out again until their answers come.
     holds: Vec<(u32, u32, usize, usize)>,
-    /// Extents released inside a hold, freed when no hold covers them any more.
+    /// Extents released inside a hold or under a call's mark, freed when neither covers them
+    /// any more.
     deferred: Vec<(usize, usize)>,
 }
 
@@ -1834,8 +1840,8 @@ impl Arena {
         let bytes = bytes.max(1).next_multiple_of(BUFFER_ALIGN);
         let mut st = self.lock();
         if st.held(off, bytes) {
+            // Freed when the hold lifts (`unhold`), not by unmarking.
             st.deferred.push((off, bytes));
-            self.deferring.store(true, Ordering::SeqCst);
             return;
         }
         // The flag first (see `unmark`): a call unmarked after this look frees the extent.
@@ -1850,17 +1856,22 @@ impl Arena {
         }
     }
 
-    /// Under the lock: frees the deferred extents no hold and no mark covers any more.
+    /// Under the lock: frees the deferred extents no hold and no mark covers any more. The
+    /// flag stays up only for extents a mark covers (those under a hold alone wait for
+    /// `unhold`: a hold may last the lease's life, and calls' ends need not look meanwhile).
     fn free_deferred(&self, st: &mut ArenaState) {
         let deferred = std::mem::take(&mut st.deferred);
+        let mut under_marks = false;
         for (off, bytes) in deferred {
-            if st.held(off, bytes) || self.marked(off, bytes) {
+            let marked = self.marked(off, bytes);
+            if st.held(off, bytes) || marked {
                 st.deferred.push((off, bytes));
+                under_marks |= marked;
             } else {
                 Self::free_extent(&mut st.free, off, bytes);
             }
         }
-        if st.deferred.is_empty() {
+        if !under_marks {
             self.deferring.store(false, Ordering::Relaxed);
         }
     }

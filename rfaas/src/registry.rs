@@ -167,7 +167,7 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         self.expect_ok(&RegistryRequest::Heartbeat {
             id: node.id.clone(),
-            address: node.address.clone(),
+            address: Some(node.address.clone()),
             free_cores,
             free_memory_mib,
         })

@@ -482,8 +482,10 @@ pub enum RegistryRequest {
         /// The node.
         id: String,
         /// Where it serves, as registered: a heartbeat for an entry with another address (one
-        /// another process registered under this id) is refused, not counted for it.
-        address: String,
+        /// another process registered under this id) is refused, not counted for it. Absent
+        /// from managers before 2026-11-25 (then not checked).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
         /// Free cores.
         free_cores: u32,
         /// Free memory, MiB.

@@ -947,9 +947,14 @@ fn futures_waiting_for_a_slot_are_woken_one_per_freed_slot() {
             }))
         })
         .collect();
-    // (Without deadlines: a future with one is woken at every tick to check it.)
+    // With deadlines, far off: a future waiting for a slot is woken by the tick only once its
+    // deadline has passed (all of them used to be, at every tick).
     let mut queued: Vec<_> = (0..M)
-        .map(|i| Some(Box::pin(lease.invoke(fx::fault::call(0, i as u64)))))
+        .map(|i| {
+            Some(Box::pin(
+                lease.invoke(fx::fault::call(0, i as u64)).timeout(T),
+            ))
+        })
         .collect();
     for (q, w) in queued.iter_mut().zip(&wakers) {
         let q = q.as_mut().expect("pending");
@@ -1017,7 +1022,7 @@ fn buffers_dropped_while_a_call_writes_in_place_come_back() {
     // Stopped while a call is out, the executor answers it only when it goes on.
     let exec = Executor::start("buffer-return", &["--cores", "1", "--hot-timeout-us", "0"]);
     let (stop, go) = (
-        || tests::signal(exec.pid(), libc::SIGSTOP),
+        || tests::stop_process(exec.pid()),
         || tests::signal(exec.pid(), libc::SIGCONT),
     );
     let mut options = rfaas::LeaseOptions::default();

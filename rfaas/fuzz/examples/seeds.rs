@@ -170,7 +170,7 @@ fn main() {
             "registry_request",
             frame(&RegistryRequest::Heartbeat {
                 id: "n1".into(),
-                address: "127.0.0.1:7800".into(),
+                address: Some("127.0.0.1:7800".into()),
                 free_cores: 3,
                 free_memory_mib: 100,
             }),

@@ -308,6 +308,11 @@ impl Slots {
     /// before it is seen here.
     pub(super) fn wait_for_free(&self) -> bool {
         self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.free_or_all_dead()
+    }
+
+    /// Whether a slot of a live worker is free now, or every worker is dead.
+    pub(super) fn free_or_all_dead(&self) -> bool {
         let mut all_dead = true;
         for w in 0..self.workers() {
             if self.dead[w].load(Ordering::SeqCst) {

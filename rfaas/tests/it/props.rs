@@ -624,14 +624,20 @@ fn lease_reply() -> impl Strategy<Value = LeaseReply> {
 fn registry_request() -> impl Strategy<Value = RegistryRequest> {
     prop_oneof![
         node_info().prop_map(RegistryRequest::Register),
-        (text(), text(), any::<u32>(), any::<u64>()).prop_map(
-            |(id, address, free_cores, free_memory_mib)| RegistryRequest::Heartbeat {
-                id,
-                address,
-                free_cores,
-                free_memory_mib,
-            }
-        ),
+        (
+            text(),
+            proptest::option::of(text()),
+            any::<u32>(),
+            any::<u64>()
+        )
+            .prop_map(|(id, address, free_cores, free_memory_mib)| {
+                RegistryRequest::Heartbeat {
+                    id,
+                    address,
+                    free_cores,
+                    free_memory_mib,
+                }
+            }),
         text().prop_map(|id| RegistryRequest::Deregister { id }),
         Just(RegistryRequest::List),
     ]
