@@ -6,7 +6,8 @@
 //!   functions from a client and print hot and warm latency beside the raw baseline.
 //! - `bench [--quick]`: the benchmarks (release build): rfaas invocations beside the raw
 //!   shared-memory, futex and TCP ping-pongs, in one run; then cold starts through a manager
-//!   (`noop`, and `echo` of the same payload sizes).
+//!   (`noop`, and `echo` of the same payload sizes), offload, parallel invocations, bursts of
+//!   futures beyond the slots, and the peer libraries.
 //! - `ci`: everything CI checks: fmt, clippy, docs, the README's test command, a bench smoke.
 
 use anyhow::{Context, Result, bail};
@@ -180,6 +181,7 @@ fn bench(quick: bool, args: &[String]) -> Result<()> {
         }),
         ("offload", with_common("offload")),
         ("parallel", with_common("parallel")),
+        ("burst", with_common("burst")),
     ];
     // Peers start no executor.
     let mut peers = Command::new(release.join("peers"));

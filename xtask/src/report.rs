@@ -662,6 +662,33 @@ impl Run {
             }
             md.push('\n');
         }
+        let burst: Vec<&Value> = self.of("burst").collect();
+        if !burst.is_empty() {
+            md.push_str("Many futures at once against one worker's slots (`burst`): time per invocation, median (slowest round), all created at once and joined, against a window of one slot's worth:\n\n| invocations at once | `join_all` | window | ratio |\n|---|---|---|---|\n");
+            let cell = |r: Option<&&Value>| {
+                r.map_or("—".to_owned(), |r| {
+                    format!("{} ({})", us(&r["median_ns"]), us(&r["max_ns"]))
+                })
+            };
+            let mut sizes: Vec<u64> = burst.iter().filter_map(|r| r["x"].as_u64()).collect();
+            sizes.sort_unstable();
+            sizes.dedup();
+            for n in sizes {
+                let of = |series: &str| {
+                    burst
+                        .iter()
+                        .find(|r| r["series"] == series && r["x"].as_u64() == Some(n))
+                };
+                let _ = writeln!(
+                    md,
+                    "| {n} | {} | {} | {} |",
+                    cell(of("join_all")),
+                    cell(of("window")),
+                    of("join_all").map_or("—".to_owned(), |r| ratio(&r["ratio"]))
+                );
+            }
+            md.push('\n');
+        }
         let offload: Vec<&Value> = self.of("offload").collect();
         if !offload.is_empty() {
             md.push_str("| workload | size | way | median | min | max | speedup over local |\n|---|---|---|---|---|---|---|\n");
@@ -1019,6 +1046,22 @@ mod tests {
         assert!(
             md.contains("| raw-tcp / raw-tcp-spin | 0.50x / 1.25x |"),
             "both ratios in the table:\n{md}"
+        );
+    }
+
+    #[test]
+    fn burst_rows_make_one_table_row_per_size() {
+        let mut run = Run::new(true);
+        for line in [
+            r#"{"experiment":"burst","series":"join_all","x":1024,"x_label":"invocations at once","median_ns":1500.0,"max_ns":1700.0,"ratio":1.5}"#,
+            r#"{"experiment":"burst","series":"window","x":1024,"x_label":"invocations at once","median_ns":1000.0,"max_ns":1100.0}"#,
+        ] {
+            run.add("burst", line).expect("add");
+        }
+        let md = run.markdown(&[]);
+        assert!(
+            md.contains("| 1024 | 1.50 µs (1.70 µs) | 1.00 µs (1.10 µs) | 1.50x |"),
+            "{md}"
         );
     }
 
