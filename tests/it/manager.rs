@@ -1236,61 +1236,61 @@ fn packages_are_checked_and_bad_requests_refused() {
 fn a_package_that_cannot_be_loaded_is_refused_with_the_reason_and_evicted() {
     let dir = scratch_dir("manager-unloadable");
     let mgr = Service::start("manager", &manager_config(&dir, ""));
+    // A package of `bytes` as `lib{name}.so`, and where the manager caches it.
+    let package_of = |name: &str, bytes: &[u8]| {
+        let package = scratch_dir(&format!("manager-{name}-package"));
+        std::fs::write(package.join(format!("lib{name}.so")), bytes).expect("library");
+        let sha = executor::package::sha256_hex(bytes);
+        std::fs::write(
+            package.join(format!("lib{name}.so.sha256")),
+            format!("{sha}  lib{name}.so\n"),
+        )
+        .expect("sidecar");
+        (package, dir.join("cache").join(format!("{sha}.so")))
+    };
+    // Refused twice with all of `words`, and cached after neither (the second request ships
+    // it again).
+    let refused_and_evicted = |package: &Path, cached: &Path, words: &[&str]| {
+        for attempt in 0..2 {
+            match lease_from(&mgr.address, package, &spec(1, Fabric::Shm)) {
+                Err(Error::Refused(why)) => assert!(
+                    words.iter().all(|w| why.contains(w)),
+                    "attempt {attempt}: {why}"
+                ),
+                other => panic!("attempt {attempt}: expected a refusal, got {other:?}"),
+            }
+            assert!(
+                !cached.exists(),
+                "attempt {attempt}: the package stayed cached"
+            );
+        }
+    };
     let lib = tests::c_library(
         "unloadable",
         "int not_an_rfaas_function(void) { return 1; }\n",
     );
-    let package = scratch_dir("manager-unloadable-package");
-    std::fs::copy(&lib, package.join("libunloadable.so")).expect("copy");
-    let sha = executor::package::sha256_file(&lib).expect("hash");
-    std::fs::write(
-        package.join("libunloadable.so.sha256"),
-        format!("{sha}  libunloadable.so\n"),
-    )
-    .expect("sidecar");
-    let cached = dir.join("cache").join(format!("{sha}.so"));
-    for attempt in 0..2 {
-        match lease_from(&mgr.address, &package, &spec(1, Fabric::Shm)) {
-            Err(Error::Refused(why)) => assert!(
-                why.contains("cannot be loaded on this node")
-                    && why.contains("not an rfaas function library"),
-                "attempt {attempt}: {why}"
-            ),
-            other => panic!("attempt {attempt}: expected a refusal, got {other:?}"),
-        }
-        assert!(
-            !cached.exists(),
-            "attempt {attempt}: the package stayed cached"
-        );
-    }
+    let (package, cached) = package_of("unloadable", &std::fs::read(&lib).expect("the library"));
+    refused_and_evicted(
+        &package,
+        &cached,
+        &[
+            "cannot be loaded on this node",
+            "not an rfaas function library",
+        ],
+    );
     // A file that is no shared library for this machine at all (any bytes a client uploads
     // with their hash): the package's fault too, refused and evicted. (It used to be left to
     // the dynamic loader, whose refusals are kept: garbage stayed cached and every later lease
     // of it started an executor that failed.)
-    let package = scratch_dir("manager-not-elf-package");
-    let bytes = b"not a shared library at all\n";
-    std::fs::write(package.join("libnot-elf.so"), bytes).expect("file");
-    let sha = executor::package::sha256_hex(bytes);
-    std::fs::write(
-        package.join("libnot-elf.so.sha256"),
-        format!("{sha}  libnot-elf.so\n"),
-    )
-    .expect("sidecar");
-    let cached = dir.join("cache").join(format!("{sha}.so"));
-    for attempt in 0..2 {
-        match lease_from(&mgr.address, &package, &spec(1, Fabric::Shm)) {
-            Err(Error::Refused(why)) => assert!(
-                why.contains("cannot be loaded on this node")
-                    && why.contains("not a shared library for this machine: no ELF header"),
-                "attempt {attempt}: {why}"
-            ),
-            other => panic!("attempt {attempt}: expected a refusal, got {other:?}"),
-        }
-        assert!(
-            !cached.exists(),
-            "attempt {attempt}: a file that is no shared library stayed cached"
-        );
-    }
+    let (package, cached) = package_of("not-elf", b"not a shared library at all\n");
+    refused_and_evicted(
+        &package,
+        &cached,
+        &[
+            "cannot be loaded on this node",
+            "not a shared library for this machine: no ELF header",
+        ],
+    );
     // A shared library for this machine that the dynamic loader refuses (here its dependency
     // is missing on this node; the same path as a library whose segments do not fit the
     // lease's memory): refused with the loader's reason, and kept, since the loader's failures
@@ -1302,14 +1302,7 @@ fn a_package_that_cannot_be_loaded_is_refused_with_the_reason_and_evicted() {
         "int rfaas_test_dep(void);\nint uses_dep(void) { return rfaas_test_dep(); }\n",
         &[&format!("-L{dep_dir}"), "-lmissingdep"],
     );
-    let package = scratch_dir("manager-needs-dep-package");
-    std::fs::copy(&lib, package.join("libneeds-dep.so")).expect("copy");
-    let sha = executor::package::sha256_file(&lib).expect("hash");
-    std::fs::write(
-        package.join("libneeds-dep.so.sha256"),
-        format!("{sha}  libneeds-dep.so\n"),
-    )
-    .expect("sidecar");
+    let (package, cached) = package_of("needs-dep", &std::fs::read(&lib).expect("the library"));
     match lease_from(&mgr.address, &package, &spec(1, Fabric::Shm)) {
         Err(Error::Refused(why)) => assert!(
             why.contains("the executor could not load the package")
@@ -1320,7 +1313,7 @@ fn a_package_that_cannot_be_loaded_is_refused_with_the_reason_and_evicted() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(
-        dir.join("cache").join(format!("{sha}.so")).exists(),
+        cached.exists(),
         "a package the dynamic loader refused was evicted"
     );
     // The node still leases.
