@@ -1009,10 +1009,14 @@ fn heartbeat(reg: &RegistryClient, node: &NodeInfo, mgr: &std::sync::Weak<Manage
                 .register(node)
                 .map_err(|e| match e {
                     // The client-side words of the registry's refusal name a client's settings.
-                    rfaas::registry::RegistryError::Refused(_) if open => tracing::warn!(
-                        error = %e,
-                        "cannot register: if the registry requires the cluster's secret, give this manager secret_file in its configuration"
-                    ),
+                    rfaas::registry::RegistryError::Refused(ref why)
+                        if open && why.contains("requires authentication") =>
+                    {
+                        tracing::warn!(
+                            error = %e,
+                            "cannot register: give this manager the cluster's secret (secret_file in its configuration)"
+                        )
+                    }
                     e => tracing::warn!(error = %e, "cannot register"),
                 })
                 .is_ok();

@@ -479,7 +479,7 @@ fn only_managers_with_the_secret_register() {
             .is_ok_and(|n| n.iter().any(|n| n.info.id == "good"))
     });
     // The others keep trying and keep being refused, each with its reason.
-    open.logged(&["cannot register", "requires authentication"]);
+    open.logged(&["cannot register", "secret_file", "requires authentication"]);
     wrong.logged(&["cannot register", "does not prove that it holds our secret"]);
     reg.logged(&["refused a control connection", "requires authentication"]);
     let nodes = registry.list().expect("list");
