@@ -19,9 +19,38 @@ pub const MAX_PENDING: usize = 64;
 /// How long to wait after `accept` failed for lack of resources before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// One connection still reading its request, counted among [`MAX_PENDING`] until dropped.
+/// One connection still reading its request, counted among [`MAX_PENDING`] until dropped (or
+/// one place of another [`Bounded`] count).
 #[derive(Debug)]
 pub struct Pending(Arc<AtomicUsize>);
+
+/// At most `max` of something at once (connections reading their request, uploads), each
+/// counted until its [`Pending`] token is dropped.
+#[derive(Debug)]
+pub struct Bounded {
+    count: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl Bounded {
+    /// At most `max` at once.
+    pub fn new(max: usize) -> Self {
+        Bounded {
+            count: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// A token for one more, or `None` if `max` are taken.
+    pub fn take(&self) -> Option<Pending> {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Pending(self.count.clone()))
+    }
+}
 
 impl Drop for Pending {
     fn drop(&mut self) {
@@ -60,8 +89,7 @@ impl Refusals {
 /// request; a connection beyond that is to be closed at once, without a byte read.
 #[derive(Debug)]
 pub struct PendingLimit {
-    count: Arc<AtomicUsize>,
-    max: usize,
+    places: Bounded,
     /// Warnings at most once a second, with how many were refused since the last one.
     refused: Throttled,
     /// When one was last refused.
@@ -72,8 +100,7 @@ impl PendingLimit {
     /// At most `max` connections pending at once.
     pub fn new(max: usize) -> Self {
         PendingLimit {
-            count: Arc::new(AtomicUsize::new(0)),
-            max,
+            places: Bounded::new(max),
             refused: Throttled::default(),
             refusals: Refusals::default(),
         }
@@ -87,19 +114,18 @@ impl PendingLimit {
     /// A token for one more pending connection (held until its request is in), or `None`, with
     /// a warning now and then, if `max` are pending already.
     pub fn admit(&mut self) -> Option<Pending> {
-        if self.count.fetch_add(1, Ordering::AcqRel) >= self.max {
-            self.count.fetch_sub(1, Ordering::AcqRel);
+        let token = self.places.take();
+        if token.is_none() {
             self.refusals.note();
             if let Some(refused) = self.refused.count() {
                 tracing::warn!(
                     refused,
-                    max_pending = self.max,
+                    max_pending = self.places.max,
                     "closed a connection: too many are still sending their request"
                 );
             }
-            return None;
         }
-        Some(Pending(self.count.clone()))
+        token
     }
 }
 

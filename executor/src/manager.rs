@@ -473,7 +473,7 @@ struct Manager {
     /// Held while the package cache is trimmed (one trim at a time).
     trimming: Mutex<()>,
     /// Package uploads in progress (at most [`MAX_UPLOADS`]).
-    uploads: Arc<AtomicUsize>,
+    uploads: crate::conn::Bounded,
     /// The users executors run as (`executor_uids`); none: the manager's.
     users: Option<UserPool>,
     /// Where leases' cgroups go (`cgroups`); none: no cgroups.
@@ -676,7 +676,7 @@ pub fn serve(
         reserved_ids: Mutex::new(0),
         ledger: Mutex::new(std::collections::VecDeque::new()),
         trimming: Mutex::new(()),
-        uploads: Arc::new(AtomicUsize::new(0)),
+        uploads: crate::conn::Bounded::new(MAX_UPLOADS),
         users: users
             .map(|range| UserPool::new(range, Some(users_record_file(&cfg.ledger))))
             .transpose()?,
@@ -1045,26 +1045,6 @@ pub const MAX_UPLOADS: usize = 8;
 
 /// Bytes per second an upload must average after the request timeout's grace.
 pub const UPLOAD_RATE: u64 = 1 << 20;
-
-/// One of the [`MAX_UPLOADS`], held while its upload is received.
-struct UploadSlot(Arc<AtomicUsize>);
-
-impl UploadSlot {
-    fn take(count: &Arc<AtomicUsize>) -> Option<UploadSlot> {
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_UPLOADS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| UploadSlot(count.clone()))
-    }
-}
-
-impl Drop for UploadSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// A running lease: capacity held, an executor process serving it.
 struct Held<'m> {
@@ -1601,7 +1581,7 @@ impl Manager {
             // Uploads count among uploads, not among the requests being read: clients that
             // announce packages and send them slowly (or not at all) cannot hold up the requests
             // of others, and take at most MAX_UPLOADS x max_package_bytes of disk meanwhile.
-            let _uploading = UploadSlot::take(&self.uploads).ok_or_else(|| {
+            let _uploading = self.uploads.take().ok_or_else(|| {
                 format!(
                     "{MAX_UPLOADS} package uploads are in progress on this node: try again shortly"
                 )

@@ -971,34 +971,32 @@ impl Inner {
     /// Wakes the first future waiting for a slot (it takes the slot, or comes back to its
     /// place in the queue), and the threads blocked in `wait()` for one.
     fn wake_slot_waiter(&self) {
-        let first = {
-            let mut st = self.lock();
-            let first = st.slot_waiters.pop_first();
-            if st.slot_waiters.is_empty() {
-                self.slot.waiters_woken();
-            }
-            first
-        };
-        if let Some((_, w)) = first {
-            w.waker.wake();
-        }
-        // And threads blocked in `wait()` for a slot (see `block`).
-        if self.blocked.load(Ordering::SeqCst) > 0 {
-            self.cq.interrupt();
-        }
+        self.wake_queued(false);
     }
 
     /// Wakes every task waiting for a slot (a worker died: their claims may fail now).
     fn wake_slot_waiters(&self) {
-        let waiters = {
+        self.wake_queued(true);
+    }
+
+    /// Wakes the first future in the queue for a slot, or `all` of them, and the threads
+    /// blocked in `wait()` for one (see `block`).
+    fn wake_queued(&self, all: bool) {
+        // (No allocation: the whole queue is moved out, or one entry popped.)
+        let (first, rest) = {
             let mut st = self.lock();
-            self.slot.waiters_woken();
-            std::mem::take(&mut st.slot_waiters)
+            let taken = match all {
+                true => (None, std::mem::take(&mut st.slot_waiters)),
+                false => (st.slot_waiters.pop_first(), Default::default()),
+            };
+            if st.slot_waiters.is_empty() {
+                self.slot.waiters_woken();
+            }
+            taken
         };
-        for (_, w) in waiters {
+        for (_, w) in first.into_iter().chain(rest) {
             w.waker.wake();
         }
-        // And threads blocked in `wait()` for a slot (see `block`).
         if self.blocked.load(Ordering::SeqCst) > 0 {
             self.cq.interrupt();
         }

@@ -1018,6 +1018,7 @@ fn futures_waiting_for_a_slot_are_woken_one_per_freed_slot() {
 #[test]
 fn buffers_dropped_while_a_call_writes_in_place_come_back() {
     use std::future::Future;
+    use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
     // Stopped while a call is out, the executor answers it only when it goes on.
     let exec = Executor::start("buffer-return", &["--cores", "1", "--hot-timeout-us", "0"]);
@@ -1028,28 +1029,39 @@ fn buffers_dropped_while_a_call_writes_in_place_come_back() {
     let mut options = rfaas::LeaseOptions::default();
     options.buffer_bytes = 4 << 20;
     let lease = Lease::connect_with(&exec.socket, &options).expect("lease");
-    let mut idle = Context::from_waker(Waker::noop());
+    /// Polls `call` once with the executor stopped (`stop`): it must be out, unanswered.
+    fn sent_unanswered<F: Future + Unpin>(call: &mut F, stop: impl Fn(), go: impl Fn())
+    where
+        F::Output: std::fmt::Debug,
+    {
+        stop();
+        if let Poll::Ready(r) = Pin::new(call).poll(&mut Context::from_waker(Waker::noop())) {
+            go();
+            panic!("sent, not answered: {r:?}");
+        }
+    }
+    /// Polls `call` until it is done.
+    fn finish<F: Future + Unpin>(call: &mut F) -> F::Output {
+        loop {
+            if let Poll::Ready(r) =
+                Pin::new(&mut *call).poll(&mut Context::from_waker(Waker::noop()))
+            {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 
     // Before the call's output.
     let big = lease.buffer::<u8>(3 << 20).expect("buffer");
     let mut out = lease.buffer::<u8>(8).expect("buffer");
     let mut call = Box::pin(lease.invoke(fx::echo::call(&[7], &mut out)).timeout(T));
-    stop();
-    if let Poll::Ready(r) = call.as_mut().poll(&mut idle) {
-        go();
-        panic!("sent, not answered: {r:?}");
-    }
+    sent_unanswered(&mut call, stop, go);
     drop(big);
     let again = lease.buffer::<u8>(3 << 20);
     go();
     let again = again.expect("the memory of a buffer before the call's output, free at once");
-    let done = loop {
-        match call.as_mut().poll(&mut idle) {
-            Poll::Ready(r) => break r,
-            Poll::Pending => std::thread::sleep(Duration::from_millis(1)),
-        }
-    };
-    assert_eq!(done.expect("echo"), 1);
+    assert_eq!(finish(&mut call).expect("echo"), 1);
     drop(call);
     assert_eq!(out[0], 7);
     drop((again, out));
@@ -1064,11 +1076,7 @@ fn buffers_dropped_while_a_call_writes_in_place_come_back() {
             .invoke(fx::sincos::call(&xs, &mut sin, &mut cos))
             .timeout(T),
     );
-    stop();
-    if let Poll::Ready(r) = call.as_mut().poll(&mut idle) {
-        go();
-        panic!("sent, not answered: {r:?}");
-    }
+    sent_unanswered(&mut call, stop, go);
     drop(middle);
     // The executor may write there as far as the lease knows: kept while the call is out.
     let kept = lease.buffer::<u8>(3 << 20);
@@ -1077,13 +1085,7 @@ fn buffers_dropped_while_a_call_writes_in_place_come_back() {
         Err(Error::BufferSpace { .. }) => {}
         other => panic!("memory inside a call in flight handed out: {other:?}"),
     }
-    let done = loop {
-        match call.as_mut().poll(&mut idle) {
-            Poll::Ready(r) => break r,
-            Poll::Pending => std::thread::sleep(Duration::from_millis(1)),
-        }
-    };
-    done.expect("sincos");
+    finish(&mut call).expect("sincos");
     drop(call);
     assert_eq!(sin[10], xs[10].sin());
     lease
